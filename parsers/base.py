@@ -1,0 +1,323 @@
+"""The contract every parser follows, and the record types they emit.
+
+A parser module exposes::
+
+    NAME: str                     # stable parser name, stored in every row's lineage ("evtx", "wmi_csv", ...)
+    VERSION: str                  # bumped when its output changes
+    def sniff(head: bytes, name: str) -> bool
+        # True when the first bytes of a file (up to 64 KiB) look like this format.
+        # Detection is by content; `name` is only a tie-breaker, never required.
+    def parse(stream: BinaryIO, options: ParseOptions) -> Iterator[Item]
+        # Yields records (one of the dataclasses below), ParseIssue for what could not be
+        # read, and FileNote for facts about the whole file (assumptions made, choices taken).
+
+Parsers are pure: bytes in, items out. They never write files, never import pyarrow,
+duckdb or typer, and never raise for bad *content*: a corrupt record becomes a ParseIssue
+and the parser goes on. Only a file that is not of the format at all (wrong magic, empty)
+raises a ParseError subclass, before any record is yielded.
+
+Accounting: for every file, records seen = records yielded + issues with quarantined=True.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO, ClassVar, Protocol, Union
+
+
+@dataclass(frozen=True, slots=True)
+class ParseIssue:
+    """Something in a file that could not be read (or was read with a doubt).
+
+    Attributes:
+        kind: short machine name of the problem ("bad_chunk_magic", "bad_row", ...).
+        message: human sentence, evtx-rs style: where, what was expected, what was found.
+        quarantined: True when a record/row/chunk was lost (it counts in records seen);
+            False for a warning about data that was still read (e.g. a chunk checksum
+            mismatch whose records all parsed).
+        chunk: EVTX chunk index, when the issue is inside a chunk.
+        offset: byte offset in the file.
+        line: 1-based line number for text formats.
+        excerpt: a short raw excerpt (text, or hex for binary), at most a few hundred chars.
+    """
+
+    kind: str
+    message: str
+    quarantined: bool = True
+    chunk: int | None = None
+    offset: int | None = None
+    line: int | None = None
+    excerpt: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FileNote:
+    """A fact about a whole file, stored in `ingest_files.notes` (MAP key -> value).
+
+    Examples: ("date_order", "dmy (inferred from a day above 12)"), ("tz", "Europe/Berlin
+    (from --tz)"), ("snapshot_time_source", "file name"), ("chunks", "27").
+    """
+
+    key: str
+    value: str
+
+
+@dataclass(slots=True)
+class ParseOptions:
+    """What the user told us about a file. Every field has a safe default.
+
+    Attributes:
+        file_name: the name (or path) the file had in its collection, for facts that only the
+            name gives (a client name, an export date). Never opened by the parser.
+        file_mtime: modification time of the file (UTC), last-resort snapshot time.
+        tz: IANA zone name for timestamps without a zone (text dumps, culture dates).
+        date_order: "dmy", "mdy" or "ymd" when the user forces it; None to infer.
+        culture: a culture name such as "en-US" or "de-DE", used when date_order is None and
+            the values do not settle the order.
+        snapshot_time: forced snapshot time for WMI exports (UTC).
+        client_name: forced client computer name for registry / TSCTST exports.
+        backend: EVTX backend, "rust" or "python".
+        max_seconds: work bound per file; a parser stops (with a ParseIssue) past it.
+    """
+
+    file_name: str = ""
+    file_mtime: dt.datetime | None = None
+    tz: str = "UTC"
+    date_order: str | None = None
+    culture: str | None = None
+    snapshot_time: dt.datetime | None = None
+    client_name: str | None = None
+    backend: str = "rust"
+    max_seconds: float = 600.0
+
+
+# ---------------------------------------------------------------------------
+# Records. One dataclass per lake table; field names are the table's column names
+# (pipeline/schemas.py declares the same columns with their Arrow types, and a test holds
+# the two equal). Lineage columns (source_path, file_sha256, parser, run_id) are added by
+# the pipeline; location columns (chunk/offset/line) are filled by the parser.
+# ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class EventRecord:
+    """One EVTX record, any provider (table `events`).
+
+    Attributes:
+        time_created: UTC timestamp from the record header FILETIME (microsecond precision).
+        filetime: raw FILETIME, 100 ns ticks since 1601-01-01 UTC (int64).
+        record_id: EventRecordID.
+        event_id: low 16 bits of EventID (the EVTX EventID element).
+        qualifiers: the Qualifiers attribute (classic events), else None.
+        version, level, task, opcode: System values; None where the record has none.
+        keywords: the 64-bit keyword mask as text ("0x8080000000000000").
+        provider, provider_guid, event_source_name: from <Provider>.
+        channel, computer: from <System>.
+        user_sid: <Security UserID>.
+        activity_id, related_activity_id: from <Correlation>.
+        process_id, thread_id: from <Execution>.
+        data: named EventData fields by name; unnamed <Data> as param1..paramN; <Binary> as
+            "Binary"; UserData flattened to dotted names ("EventXML.Param1").
+        chunk: chunk index in the file; offset: byte offset of the record in the file.
+    """
+
+    table: ClassVar[str] = "events"
+    time_created: dt.datetime | None
+    filetime: int
+    record_id: int
+    event_id: int | None
+    qualifiers: int | None
+    version: int | None
+    level: int | None
+    task: int | None
+    opcode: int | None
+    keywords: str | None
+    provider: str | None
+    provider_guid: str | None
+    event_source_name: str | None
+    channel: str | None
+    computer: str | None
+    user_sid: str | None
+    activity_id: str | None
+    related_activity_id: str | None
+    process_id: int | None
+    thread_id: int | None
+    data: dict[str, str | None]
+    chunk: int
+    offset: int
+
+
+@dataclass(slots=True)
+class TraceRecord:
+    """One decoded trace record from a text rendering of an ETL file (table `trace_events`).
+
+    Attributes:
+        ts: UTC timestamp (None when the line had no parseable time).
+        ts_raw: the timestamp text as found.
+        cpu, pid, tid: processor number, process and thread id (ints; hex in the source).
+        provider: module in brackets (tracefmt) or Provider Name (tracerpt).
+        event_id: event id where the format has one.
+        level: level name or number as text.
+        function: WPP function name where decoded.
+        message: the message text (wrapped lines joined with newlines).
+        fields: other named values (EventData/UserData/DebugData items, CSV user data).
+        line: 1-based first line of the record in the file (text/CSV) or line of <Event>.
+        raw: True when the line matched no known prefix and is kept verbatim in `message`.
+    """
+
+    table: ClassVar[str] = "trace_events"
+    ts: dt.datetime | None
+    ts_raw: str | None
+    cpu: int | None
+    pid: int | None
+    tid: int | None
+    provider: str | None
+    event_id: int | None
+    level: str | None
+    function: str | None
+    message: str | None
+    fields: dict[str, str | None]
+    line: int
+    raw: bool = False
+
+
+@dataclass(slots=True)
+class IssuedLicenseRecord:
+    """One row of a `Win32_TSIssuedLicense` snapshot (table `issued_licenses`).
+
+    Attributes:
+        snapshot_time: when the snapshot was taken (UTC); snapshot_time_source says how we
+            know ("option", "data", "file name", "file mtime").
+        license_server: the exporting server (PSComputerName / __SERVER), raw.
+        license_id, keypack_id: WMI keys.
+        license_status: number; license_status_name: its name (0 Unknown ... 6 Concurrent).
+        issue_date, expiration_date: UTC; expiration_never: the 2038-01-19 sentinel was seen.
+        issued_to_computer, issued_to_user: as exported (raw; SQL normalises names).
+        hwid: canonical 40 lower-case hex chars, or None when hwid_raw cannot be converted.
+        hwid_raw: sHardwareId as found; hwid_flag: "freerdp_legacy", "unconvertible", ...
+        line: 1-based line (CSV) or row/object index (XML, HTML).
+    """
+
+    table: ClassVar[str] = "issued_licenses"
+    snapshot_time: dt.datetime | None
+    snapshot_time_source: str
+    license_server: str | None
+    license_id: int | None
+    keypack_id: int | None
+    license_status: int | None
+    license_status_name: str | None
+    issue_date: dt.datetime | None
+    expiration_date: dt.datetime | None
+    expiration_never: bool
+    issued_to_computer: str | None
+    issued_to_user: str | None
+    hwid: str | None
+    hwid_raw: str | None
+    hwid_flag: str | None
+    line: int
+
+
+@dataclass(slots=True)
+class KeypackRecord:
+    """One row of a `Win32_TSLicenseKeyPack` snapshot (table `keypacks`).
+
+    Counts equal to 4294967295 or -1 mean unlimited: stored as None with *_unlimited True.
+    """
+
+    table: ClassVar[str] = "keypacks"
+    snapshot_time: dt.datetime | None
+    snapshot_time_source: str
+    license_server: str | None
+    keypack_id: int | None
+    description: str | None
+    keypack_type: int | None
+    keypack_type_name: str | None
+    product_type: int | None
+    product_type_name: str | None
+    product_version: str | None
+    product_version_id: int | None
+    product_version_name: str | None
+    type_and_model: str | None
+    total_licenses: int | None
+    total_unlimited: bool
+    issued_licenses: int | None
+    available_licenses: int | None
+    available_unlimited: bool
+    expiration_date: dt.datetime | None
+    expiration_never: bool
+    line: int
+
+
+@dataclass(slots=True)
+class ClientHwidRecord:
+    """A HWID found on a client (table `client_hwids`): registry export or TSCTST output.
+
+    Attributes:
+        client_name: raw client name; client_name_source: "option", "file name",
+            "folder name", "data".
+        hwid / hwid_raw / hwid_flag: as for issued licenses.
+        source_kind: "registry" or "tsctst".
+        key_path: registry key the value was under (registry only).
+        deleted: True when the export deletes this value or key ("Name"=- or [-KEY]).
+        store_license_count: number of Store\\LICENSE00N keys in the same export.
+        license_id, issuer, scope, issued_to_user, valid_from, expires_on: TSCTST fields.
+        line: 1-based line where the value starts.
+    """
+
+    table: ClassVar[str] = "client_hwids"
+    client_name: str | None
+    client_name_source: str
+    hwid: str | None
+    hwid_raw: str | None
+    hwid_flag: str | None
+    source_kind: str
+    key_path: str | None
+    deleted: bool
+    store_license_count: int | None
+    license_id: str | None
+    issuer: str | None
+    scope: str | None
+    issued_to_user: str | None
+    valid_from: dt.datetime | None
+    expires_on: dt.datetime | None
+    line: int
+
+
+Record = Union[EventRecord, TraceRecord, IssuedLicenseRecord, KeypackRecord, ClientHwidRecord]
+Item = Union[Record, ParseIssue, FileNote]
+
+RECORD_TYPES: tuple[type, ...] = (
+    EventRecord,
+    TraceRecord,
+    IssuedLicenseRecord,
+    KeypackRecord,
+    ClientHwidRecord,
+)
+
+
+class ParserModule(Protocol):
+    """What pipeline.detect expects of a parser module."""
+
+    NAME: str
+    VERSION: str
+
+    def sniff(self, head: bytes, name: str) -> bool: ...
+
+    def parse(self, stream: BinaryIO, options: ParseOptions) -> Iterator[Item]: ...
+
+
+@dataclass(slots=True)
+class Budget:
+    """A work bound for one file: parsers call `exceeded()` in their loops."""
+
+    max_seconds: float
+    started: float = field(default=0.0)
+
+    def __post_init__(self) -> None:
+        self.started = time.monotonic()
+
+    def exceeded(self) -> bool:
+        return time.monotonic() - self.started > self.max_seconds

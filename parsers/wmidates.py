@@ -1,0 +1,322 @@
+"""Dates in WMI exports (DMTF and culture-formatted), and the snapshot time of an export.
+
+Sources:
+- /work/shared/reference/formats.md, "WMI exports": DMTF DATETIME `yyyymmddHHMMSS.ffffff±UUU`
+  (UUU = offset from UTC in minutes, local = UTC + UUU), `*` for unknown digits; the never
+  sentinel `20380119031407.000000-000`; `Get-CimInstance | Export-Csv` writes dates in the
+  exporting machine's culture ([U]) such as `10/5/2023 12:34:56 PM` or `05.10.2023 12:34:56`.
+- Microsoft docs, "CIM_DATETIME" (DMTF datetime format, asterisks for unused fields).
+- Checkmk's rds_licenses check shows agent rows with culture dates `01/08/2023 00:00:00`.
+
+Assumptions:
+- A DMTF value with `*` in the time or fraction reads those parts as 0; `*` in the year,
+  month or day gives no date (None + a warning issue); `*` in the offset reads as +000.
+- [U] Culture dates carry no zone: they are local time of the exporting machine, read in
+  `options.tz`. Two-digit years are 2000-2099. The day/month order is settled by the file's
+  own values when one has a first field above 12 (dmy) or a second field above 12 (mdy);
+  otherwise `options.date_order`, then `options.culture` (a few cultures are month-first,
+  the rest day-first), then mdy flagged as a guess.
+- [U] The never sentinel may appear as local wall-clock time (2038-01-19 03:14:07 in the
+  export) or as that instant in UTC: both mean "never".
+- [U] Dates in file names (`..._2025-11-03.csv`, `issued-20251103-1400.csv`, `2025_11_03`)
+  are local time of the collecting machine, read in `options.tz`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from parsers.base import FileNote, ParseOptions
+
+UTC = dt.UTC
+NEVER_UTC = dt.datetime(2038, 1, 19, 3, 14, 7, tzinfo=UTC)
+_NEVER_WALL = NEVER_UTC.replace(tzinfo=None)
+
+#: How many date strings the order inference reads at most.
+MAX_ORDER_SAMPLES = 10_000
+
+_DMTF = re.compile(
+    r"^\s*(?P<y>[\d*]{4})(?P<mo>[\d*]{2})(?P<d>[\d*]{2})(?P<h>[\d*]{2})(?P<mi>[\d*]{2})"
+    r"(?P<s>[\d*]{2})\.(?P<f>[\d*]{1,6})(?P<sign>[+-])(?P<off>[\d*]{3})\s*$"
+)
+_CULTURE = re.compile(
+    r"""^\s*(?P<a>\d{1,4})\s*[./-]\s*(?P<b>\d{1,2})\s*[./-]\s*(?P<c>\d{1,4})\.?
+    (?:(?:\s+|T|,\s*)(?P<h>\d{1,2})[:.](?P<mi>\d{2})(?:[:.](?P<s>\d{2})(?:[.,](?P<f>\d{1,7}))?)?
+    \s*(?P<ampm>[AaPp]\.?\s?[Mm]\.?)?)?
+    \s*(?P<zone>Z|[+-]\d{2}:?\d{2})?\s*$""",
+    re.VERBOSE,
+)
+_FILE_DATE = re.compile(
+    r"(?<!\d)(?P<y>(?:19|20)\d{2})(?P<sep>[-_.]?)(?P<m>\d{2})(?P=sep)(?P<d>\d{2})"
+    r"(?:[T_\- ]?(?P<H>\d{2})[-_.:]?(?P<M>\d{2})(?:[-_.:]?(?P<S>\d{2}))?)?(?!\d)"
+)
+
+#: Cultures whose short date is month first ([U]: the common ones; others are day first).
+MDY_CULTURES = frozenset({"en", "en-us", "en-ph", "en-bz", "en-pr", "es-us", "en-um", "en-as"})
+
+
+@dataclass(frozen=True, slots=True)
+class DateResult:
+    """One parsed date.
+
+    Attributes:
+        value: the instant in UTC, or None (empty, never, unknown digits, unparseable).
+        never: the 2038-01-19 03:14:07 "never" sentinel was seen (value is None).
+        problem: why the value is None or doubtful; None when all is well.
+        fatal: the text is not a date at all (the caller quarantines its row).
+    """
+
+    value: dt.datetime | None
+    never: bool = False
+    problem: str | None = None
+    fatal: bool = False
+
+
+def is_dmtf(text: str) -> bool:
+    """True when `text` looks like a DMTF DATETIME."""
+    return _DMTF.match(text) is not None
+
+
+def parse_dmtf(text: str) -> DateResult:
+    """Parse a DMTF DATETIME (`20231005123456.000000+060`) to UTC."""
+    m = _DMTF.match(text)
+    if m is None:
+        return DateResult(None, problem=f"not a DMTF date: {text!r}", fatal=True)
+    if "*" in m["y"] + m["mo"] + m["d"]:
+        return DateResult(None, problem=f"DMTF date with unknown date digits: {text!r}")
+
+    def num(group: str) -> int:
+        digits = m[group]
+        return 0 if "*" in digits else int(digits)
+
+    frac = m["f"]
+    micro = 0 if "*" in frac else int(frac.ljust(6, "0"))
+    offset = num("off") * (-1 if m["sign"] == "-" else 1)
+    try:
+        zone = dt.timezone(dt.timedelta(minutes=offset))
+        local = dt.datetime(
+            num("y"), num("mo"), num("d"), num("h"), num("mi"), num("s"), micro, tzinfo=zone
+        )
+    except ValueError as exc:
+        return DateResult(None, problem=f"invalid DMTF date {text!r}: {exc}", fatal=True)
+    value = local.astimezone(UTC)
+    if value == NEVER_UTC or local.replace(tzinfo=None) == _NEVER_WALL:
+        return DateResult(None, never=True)
+    return DateResult(value)
+
+
+def order_evidence(text: str) -> str | None:
+    """What one culture date says about the field order: "dmy", "mdy", "ymd" or None."""
+    m = _CULTURE.match(text)
+    if m is None or is_dmtf(text):
+        return None
+    if len(m["a"]) == 4:
+        return "ymd"
+    a, b = int(m["a"]), int(m["b"])
+    if 12 < a <= 31 and 1 <= b <= 12:
+        return "dmy"
+    if 12 < b <= 31 and 1 <= a <= 12:
+        return "mdy"
+    return None
+
+
+def is_culture_date(text: str) -> bool:
+    """True when `text` looks like a culture-formatted date (not DMTF)."""
+    return _CULTURE.match(text) is not None and not is_dmtf(text)
+
+
+def parse_culture(text: str, order: str, zone: dt.tzinfo) -> DateResult:
+    """Parse a culture-formatted date with the given field order, read in `zone`."""
+    m = _CULTURE.match(text)
+    if m is None:
+        return DateResult(None, problem=f"not a date: {text!r}", fatal=True)
+    a, b, c = int(m["a"]), int(m["b"]), int(m["c"])
+    if len(m["a"]) == 4 or order == "ymd":
+        year, month, day = a, b, c
+    elif order == "dmy":
+        day, month, year = a, b, c
+    else:
+        month, day, year = a, b, c
+    if year < 100:
+        year += 2000
+    hour = int(m["h"] or 0)
+    ampm = (m["ampm"] or "").lower().replace(".", "").replace(" ", "")
+    if ampm:
+        if not 1 <= hour <= 12:
+            return DateResult(None, problem=f"hour {hour} with AM/PM in {text!r}", fatal=True)
+        hour = hour % 12 + (12 if ampm == "pm" else 0)
+    micro = int((m["f"] or "0")[:6].ljust(6, "0"))
+    tzinfo = zone
+    if m["zone"]:
+        tzinfo = _fixed_zone(m["zone"])
+    try:
+        local = dt.datetime(
+            year, month, day, hour, int(m["mi"] or 0), int(m["s"] or 0), micro, tzinfo=tzinfo
+        )
+    except ValueError as exc:
+        return DateResult(None, problem=f"invalid date {text!r} read {order}: {exc}", fatal=True)
+    value = local.astimezone(UTC)
+    if value == NEVER_UTC or local.replace(tzinfo=None) == _NEVER_WALL:
+        return DateResult(None, never=True)
+    return DateResult(value)
+
+
+def parse_wmi_date(text: str | None, order: str, zone: dt.tzinfo) -> DateResult:
+    """Parse a WMI date cell in either form; empty -> value None without a problem."""
+    if text is None or not text.strip():
+        return DateResult(None)
+    if is_dmtf(text):
+        return parse_dmtf(text)
+    return parse_culture(text, order, zone)
+
+
+def _fixed_zone(text: str) -> dt.timezone:
+    if text == "Z":
+        return UTC
+    digits = text[1:].replace(":", "")
+    minutes = int(digits[:2]) * 60 + int(digits[2:])
+    return dt.timezone(dt.timedelta(minutes=-minutes if text[0] == "-" else minutes))
+
+
+class OrderVotes:
+    """Collects what a file's own date strings say about the day/month order."""
+
+    def __init__(self) -> None:
+        self.samples = 0
+        self.culture = 0
+        self.votes: dict[str, int] = {"dmy": 0, "mdy": 0, "ymd": 0}
+
+    @property
+    def full(self) -> bool:
+        return self.samples >= MAX_ORDER_SAMPLES
+
+    def add(self, text: str | None) -> None:
+        if text is None or not text.strip() or self.full:
+            return
+        self.samples += 1
+        if not is_culture_date(text):
+            return
+        self.culture += 1
+        evidence = order_evidence(text)
+        if evidence is not None:
+            self.votes[evidence] += 1
+
+    def add_all(self, texts: Iterable[str | None]) -> None:
+        for text in texts:
+            self.add(text)
+
+
+def culture_order(culture: str) -> str:
+    """The day/month order of a culture name: mdy for the month-first ones, else dmy."""
+    return "mdy" if culture.strip().lower().replace("_", "-") in MDY_CULTURES else "dmy"
+
+
+def resolve_date_order(votes: OrderVotes, options: ParseOptions) -> tuple[str, FileNote | None]:
+    """Choose the day/month order; the note is None when the file has no culture dates."""
+    dmy, mdy = votes.votes["dmy"], votes.votes["mdy"]
+    forced = options.date_order.lower() if options.date_order else None
+    settled = "dmy" if dmy and not mdy else "mdy" if mdy and not dmy else None
+    if settled is not None:
+        text = f"{settled} (inferred from values: a {'first' if settled == 'dmy' else 'second'}"
+        text += " field above 12)"
+        if forced and forced != settled and forced != "ymd":
+            text += f"; --date-order {forced} overridden"
+        return settled, (FileNote("date_order", text) if votes.culture else None)
+    why = "; values conflict" if dmy and mdy else ""
+    if forced in ("dmy", "mdy", "ymd"):
+        order, text = forced, f"{forced} (from --date-order{why})"
+    elif options.culture:
+        order = culture_order(options.culture)
+        text = f"{order} (from culture {options.culture}{why})"
+    elif votes.culture and votes.votes["ymd"] == votes.culture:
+        order, text = "ymd", "ymd (inferred from values: year first)"
+    else:
+        order = "mdy"
+        text = f"mdy (guess: nothing settled the order{why}; default)"
+    return order, (FileNote("date_order", text) if votes.culture else None)
+
+
+def resolve_zone(options: ParseOptions) -> tuple[dt.tzinfo, str]:
+    """The zone for culture dates and file-name times, and the text of its FileNote."""
+    name = options.tz or "UTC"
+    try:
+        return ZoneInfo(name), f"{name} (from --tz; culture dates carry no zone)"
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC, f"UTC (--tz {name!r} is not a known zone)"
+
+
+def snapshot_from_file_name(name: str, zone: dt.tzinfo) -> dt.datetime | None:
+    """A date or timestamp in a file name (then its folders, nearest first), as UTC."""
+    parts = [p for p in re.split(r"[/\\]", name) if p]
+    for part in reversed(parts):
+        for m in _FILE_DATE.finditer(part):
+            try:
+                local = dt.datetime(
+                    int(m["y"]),
+                    int(m["m"]),
+                    int(m["d"]),
+                    int(m["H"] or 0),
+                    int(m["M"] or 0),
+                    int(m["S"] or 0),
+                    tzinfo=zone,
+                )
+            except ValueError:
+                continue
+            return local.astimezone(UTC)
+    return None
+
+
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """A datetime in UTC; a naive one is taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def resolve_snapshot(
+    options: ParseOptions, data_time: dt.datetime | None, zone: dt.tzinfo
+) -> tuple[dt.datetime | None, str]:
+    """Snapshot time and its source: option, data, file name, file mtime, or unknown."""
+    if options.snapshot_time is not None:
+        return as_utc(options.snapshot_time), "option"
+    if data_time is not None:
+        return as_utc(data_time), "data"
+    from_name = snapshot_from_file_name(options.file_name, zone) if options.file_name else None
+    if from_name is not None:
+        return from_name, "file name"
+    if options.file_mtime is not None:
+        return as_utc(options.file_mtime), "file mtime"
+    return None, "unknown"
+
+
+def snapshot_notes(value: dt.datetime | None, source: str) -> list[FileNote]:
+    """The FileNotes that record a file's snapshot time."""
+    return [
+        FileNote("snapshot_time", value.isoformat() if value else "unknown"),
+        FileNote("snapshot_time_source", source),
+    ]
+
+
+__all__ = [
+    "MAX_ORDER_SAMPLES",
+    "NEVER_UTC",
+    "DateResult",
+    "OrderVotes",
+    "as_utc",
+    "culture_order",
+    "is_culture_date",
+    "is_dmtf",
+    "order_evidence",
+    "parse_culture",
+    "parse_dmtf",
+    "parse_wmi_date",
+    "resolve_date_order",
+    "resolve_snapshot",
+    "resolve_zone",
+    "snapshot_from_file_name",
+    "snapshot_notes",
+]

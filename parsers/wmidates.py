@@ -244,7 +244,7 @@ def resolve_zone(options: ParseOptions) -> tuple[dt.tzinfo, str]:
     """The zone for culture dates and file-name times, and the text of its FileNote."""
     name = options.tz or "UTC"
     try:
-        return ZoneInfo(name), f"{name} (from --tz; culture dates carry no zone)"
+        return ZoneInfo(name), f"{name} (from --tz: times without a zone are read in it)"
     except (ZoneInfoNotFoundError, ValueError):
         return UTC, f"UTC (--tz {name!r} is not a known zone)"
 

@@ -1,0 +1,219 @@
+"""`Win32_TSIssuedLicense` / `Win32_TSLicenseKeyPack` as PowerShell `ConvertTo-Html` tables.
+
+Sources: /work/shared/reference/formats.md ("WMI exports": MSRD-Collect
+`<host>_rdls_IssuedLicenses.html` / `<host>_rdls_LicenseKeyPacks.html`, a table with columns
+PSComputerName, LicenseId, sIssuedToUser, sIssuedToComputer, IssueDate, ExpirationDate,
+LicenseStatus, KeyPackId, sHardwareId); Microsoft docs, ConvertTo-Html (`-As Table`, the
+default: one `<th>` header row then one `<tr>` per object; `-As List`: one two-column
+table per object, names ending with ":").
+
+Assumptions:
+- [U] Column order and the set of columns vary with the collector version: columns are
+  found by header text, case-insensitively.
+- HTML is parsed by lxml's HTML parser, streaming (each row dropped once read), with network
+  access off; nothing in the file is executed or fetched. The text is decoded by
+  `parsers.textio` and handed to lxml as UTF-8.
+- A file with no license table (MSRD-Collect writes an empty table when the server has no
+  licenses, or the collector failed) yields one quarantined issue "no_license_table".
+- Each data `<tr>` of a license table (or each `-As List` table) is one data row: records
+  + quarantined issues = data rows.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from lxml import etree
+
+from parsers.base import Item, ParseIssue, ParseOptions
+from parsers.textio import decode_head, iter_lines
+from parsers.wmirows import (
+    Header,
+    Row,
+    RowItem,
+    TableSpec,
+    excerpt,
+    looks_like_header,
+    read_tables,
+    spec_from_columns,
+)
+
+NAME = "wmi_html"
+VERSION = "1"
+
+_SNIFF_HTML = re.compile(r"<(html|table)[\s>]", re.IGNORECASE)
+_SNIFF_TH = re.compile(r"<t[hd][^>]*>\s*([A-Za-z_]+)\s*:?\s*</t[hd]>", re.IGNORECASE)
+_MSRD_NAME = re.compile(r"rdls_(IssuedLicenses|LicenseKeyPacks)", re.IGNORECASE)
+
+
+def sniff(head: bytes, name: str) -> bool:
+    """An HTML table with the classes' columns (or an MSRD-Collect rdls file name)."""
+    text = decode_head(head)
+    if _SNIFF_HTML.search(text) is None or "<Objects" in text:
+        return False
+    if looks_like_header(_SNIFF_TH.findall(text)):
+        return True
+    return _MSRD_NAME.search(name or "") is not None
+
+
+@dataclass
+class _Table:
+    """What we know about the table being read."""
+
+    columns: tuple[str, ...] | None = None
+    spec: TableSpec | None = None
+    list_values: dict[str, str | None] = field(default_factory=dict)
+    list_mode: bool = False
+    line: int = 0
+
+
+def _cells(tr: etree._Element) -> tuple[list[str], bool]:
+    cells = [c for c in tr if c.tag in ("td", "th")]
+    texts = ["".join(str(t) for t in c.itertext()).strip() for c in cells]
+    return texts, bool(cells) and all(c.tag == "th" for c in cells)
+
+
+def _line(element: etree._Element, default: int) -> int:
+    line = element.sourceline
+    return line if isinstance(line, int) else default
+
+
+def _utf8_chunks(stream: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    for number, line in iter_lines(stream):
+        yield number, (line.lstrip("\ufeff") + "\n").encode("utf-8")
+
+
+class _Reader:
+    def __init__(self) -> None:
+        self.tables: list[_Table] = []
+        self.header_columns: tuple[str, ...] | None = None
+        self.found = False
+        self.first_text = ""
+
+    def header(self, table: _Table, columns: list[str], line: int, form: str) -> Iterator[RowItem]:
+        spec = spec_from_columns(columns)
+        table.columns = tuple(columns)
+        table.spec = spec
+        if spec is not None:
+            self.found = True
+            yield Header(spec, tuple(columns), form, line)
+
+    def row(self, tr: etree._Element, line: int) -> Iterator[RowItem]:
+        if not self.tables:
+            return
+        table = self.tables[-1]
+        texts, all_th = _cells(tr)
+        if not texts:
+            return
+        if table.columns is None and not table.list_mode:
+            if len(texts) == 2 and texts[0].endswith(":") and not all_th:
+                table.list_mode = True
+                table.line = line
+            else:
+                form = "ConvertTo-Html -As Table"
+                yield from self.header(table, texts, line, form)
+                return
+        if table.list_mode:
+            table.list_values.setdefault(texts[0].rstrip(":").strip().lower(), texts[-1] or None)
+            return
+        if table.spec is None or table.columns is None:
+            return
+        raw = " | ".join(texts)
+        if len(texts) != len(table.columns):
+            yield ParseIssue(
+                "bad_row",
+                f"line {line}: expected {len(table.columns)} cells, found {len(texts)}",
+                True,
+                line=line,
+                excerpt=excerpt(raw),
+            )
+            return
+        values: dict[str, str | None] = {}
+        for name, value in zip(table.columns, texts, strict=True):
+            values.setdefault(name.lower(), value)
+        yield Row(values, line, raw)
+
+    def end_table(self) -> Iterator[RowItem]:
+        table = self.tables.pop()
+        if not table.list_mode:
+            return
+        names = list(table.list_values)
+        spec = spec_from_columns(names)
+        if spec is None:
+            return
+        if self.header_columns is None:
+            self.header_columns = tuple(names)
+            self.found = True
+            yield Header(spec, tuple(names), "ConvertTo-Html -As List", table.line)
+        raw = "; ".join(f"{k}={v}" for k, v in table.list_values.items())
+        yield Row(dict(table.list_values), table.line, raw)
+
+
+def _rows(stream: BinaryIO) -> Iterator[RowItem]:
+    parser = etree.HTMLPullParser(
+        events=("start", "end"),
+        encoding="utf-8",
+        no_network=True,
+        remove_comments=True,
+        remove_pis=True,
+    )
+    reader = _Reader()
+    line_no = 0
+    chunks = _utf8_chunks(stream)
+    finished = False
+    while not finished:
+        item = next(chunks, None)
+        try:
+            if item is None:
+                finished = True
+                parser.close()
+            else:
+                line_no = item[0]
+                if len(reader.first_text) < 200:
+                    reader.first_text += item[1].decode("utf-8", "replace")
+                parser.feed(item[1])
+            events = list(parser.read_events())
+        except etree.LxmlError as exc:
+            yield ParseIssue(
+                "html_syntax",
+                f"line {line_no}: HTML the parser cannot go on with: {exc}",
+                True,
+                line=line_no,
+            )
+            return
+        for event, element in events:
+            if not isinstance(element, etree._Element) or not isinstance(element.tag, str):
+                continue
+            tag = element.tag.lower()
+            if event == "start":
+                if tag == "table":
+                    reader.tables.append(_Table())
+                continue
+            if tag == "tr":
+                yield from reader.row(element, _line(element, line_no))
+                parent = element.getparent()
+                element.clear()
+                if parent is not None:
+                    parent.remove(element)
+            elif tag == "table" and reader.tables:
+                yield from reader.end_table()
+    if not reader.found:
+        yield ParseIssue(
+            "no_license_table",
+            "line 1: no HTML table with Win32_TSIssuedLicense or Win32_TSLicenseKeyPack "
+            "columns (LicenseId/sHardwareId or KeyPackId/TotalLicenses)",
+            True,
+            line=1,
+            excerpt=excerpt(reader.first_text),
+        )
+
+
+def parse(stream: BinaryIO, options: ParseOptions) -> Iterator[Item]:
+    """Records of a ConvertTo-Html file; bad rows and a missing table become issues."""
+    return read_tables(stream, options, _rows)
+
+
+__all__ = ["NAME", "VERSION", "parse", "sniff"]

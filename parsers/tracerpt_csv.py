@@ -21,9 +21,10 @@ Sources:
 
 Columns are found by header name, so an older or shorter header that still starts with
 `Event Name, Type` and ends with `User Data` (and has Clock-Time) is read as well. Every
-column before "User Data" is fixed (kept in fields by its header name unless promoted); the rest of the row is the user data tail, kept as
-fields["UserData"] (a JSON list) and fields["UserData.0"], ["UserData.1"], ...; `message`
-is the tail joined back with ", " (a WPP message with commas was split by the separator).
+column before "User Data" is fixed (kept in fields by its header name unless promoted to
+an attribute); the rest of the row is the user data tail, kept as fields["UserData"] (a
+JSON list) and fields["UserData.0"], ["UserData.1"], ...; `message` is the tail joined
+back with ", " (a WPP message with commas was split by the separator).
 
 Clock-Time → ts, per row:
 1. a value that reads as a FILETIME between 1990 and 2100 is one (UTC);

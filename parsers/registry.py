@@ -21,8 +21,8 @@ Assumptions:
   more) when the export covers the `MSLicensing` or `Store` key, else None.
 - The client computer name is not in the export: `options.client_name`, else the file name
   without extensions and suffixes such as `_Reg-HKLM-MSLicensing`, `-MSLicensing`,
-  `_MSLicensing`, else the parent folder's name (TSS `TSS_<host>_<yymmdd-hhmmss>...` and
-  `MSRD-Results-<host>` folders give the host part) [U].
+  `_MSLicensing` (or `_tsctst` for TSCTST output), else the parent folder's name (TSS
+  `TSS_<host>_<yymmdd-hhmmss>...` and `MSRD-Results-<host>` folders give the host) [U].
 - Records seen = ClientHWID values and HWID key deletions; an unreadable ClientHWID line is
   a quarantined issue.
 """
@@ -57,8 +57,10 @@ _SUFFIX = re.compile(
     r"(microsoft[_\-]?)?mslicensing([_\-]?(hardwareid|export|backup))?$",
     re.IGNORECASE,
 )
+_TSCTST_SUFFIX = re.compile(r"[\s_.\-]*tsctst([_\-]?(output|out|log))?$", re.IGNORECASE)
 _GENERIC_NAMES = frozenset(
     {"", "reg", "export", "registry", "hklm", "hwid", "clienthwid", "hardwareid", "mslicensing"}
+    | {"tsctst", "output", "client"}
 )
 _TSS_FOLDER = re.compile(r"^TSS_(?P<name>[^_]+)_\d{6}-\d{6}", re.IGNORECASE)
 _MSRD_FOLDER = re.compile(r"^MSRD-Results-(?P<name>.+)$", re.IGNORECASE)
@@ -87,7 +89,7 @@ def client_name_from_file_name(file_name: str) -> tuple[str | None, str]:
     stem = parts[-1]
     while _EXTENSIONS.search(stem):
         stem = _EXTENSIONS.sub("", stem)
-    stem = _SUFFIX.sub("", stem).strip(" _-.")
+    stem = _TSCTST_SUFFIX.sub("", _SUFFIX.sub("", stem)).strip(" _-.")
     if stem.lower() not in _GENERIC_NAMES:
         return stem, "file name"
     if len(parts) >= 2:

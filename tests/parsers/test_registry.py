@@ -108,6 +108,7 @@ def test_encodings_and_line_ends(encoding: str, newline: str) -> None:
         ("cases\\123\\PC-7\\Reg-HKLM-MSLicensing.txt", ("PC-7", "folder name")),
         ("MSRD-Results-PC-8/MSLicensing.reg", ("PC-8", "folder name")),
         ("Reg-HKLM-MSLicensing.txt", (None, "unknown")),
+        ("CL-01_tsctst.txt", ("CL-01", "file name")),
         ("", (None, "unknown")),
     ],
 )

@@ -189,7 +189,8 @@ def _plain_hex(hex40: str, raw: str, order: PlainHexOrder) -> HwidResult:
 def _finish(hwid: str, raw: str, flag: str | None) -> HwidResult:
     if hwid == FREERDP_LEGACY_HWID:
         return HwidResult(hwid, raw, FLAG_FREERDP_LEGACY)
-    if hwid.startswith("ff") or render_wmi(hwid).startswith("FF"):
+    # canonical starts with ff, or the DWORD rendering does (high byte of PlatformId = byte 3)
+    if hwid.startswith("ff") or hwid[6:8] == "ff":
         return HwidResult(hwid, raw, FLAG_STORE_APP_FF)
     return HwidResult(hwid, raw, flag)
 

@@ -215,8 +215,11 @@ def culture_order(culture: str) -> str:
     return "mdy" if culture.strip().lower().replace("_", "-") in MDY_CULTURES else "dmy"
 
 
-def resolve_date_order(votes: OrderVotes, options: ParseOptions) -> tuple[str, FileNote | None]:
-    """Choose the day/month order; the note is None when the file has no culture dates."""
+def resolve_date_order(
+    votes: OrderVotes, options: ParseOptions, always_note: bool = False
+) -> tuple[str, FileNote | None]:
+    """Choose the day/month order; the note is None when the file has no culture dates
+    (unless `always_note`: the caller could not look at the values)."""
     dmy, mdy = votes.votes["dmy"], votes.votes["mdy"]
     forced = options.date_order.lower() if options.date_order else None
     settled = "dmy" if dmy and not mdy else "mdy" if mdy and not dmy else None
@@ -225,7 +228,7 @@ def resolve_date_order(votes: OrderVotes, options: ParseOptions) -> tuple[str, F
         text += " field above 12)"
         if forced and forced != settled and forced != "ymd":
             text += f"; --date-order {forced} overridden"
-        return settled, (FileNote("date_order", text) if votes.culture else None)
+        return settled, FileNote("date_order", text)
     why = "; values conflict" if dmy and mdy else ""
     if forced in ("dmy", "mdy", "ymd"):
         order, text = forced, f"{forced} (from --date-order{why})"
@@ -237,7 +240,7 @@ def resolve_date_order(votes: OrderVotes, options: ParseOptions) -> tuple[str, F
     else:
         order = "mdy"
         text = f"mdy (guess: nothing settled the order{why}; default)"
-    return order, (FileNote("date_order", text) if votes.culture else None)
+    return order, (FileNote("date_order", text) if votes.culture or always_note else None)
 
 
 def resolve_zone(options: ParseOptions) -> tuple[dt.tzinfo, str]:

@@ -342,21 +342,28 @@ def read_tables(stream: BinaryIO, options: ParseOptions, source: RowSource) -> I
     if seekable:
         start = stream.tell()
         spec: TableSpec | None = None
-        for item in source(stream):
-            if isinstance(item, Header):
-                spec = _spec_for(item)
-            elif isinstance(item, Row) and spec is not None:
-                for column in spec.dates:
-                    votes.add(item.values.get(column.lower()))
-                if data_snapshot_text is None:
-                    data_snapshot_text = next(
-                        (item.values[c] for c in SNAPSHOT_COLUMNS if item.values.get(c)), None
-                    )
-                if votes.full:
-                    break
+        first_pass = source(stream)
+        try:
+            for item in first_pass:
+                if isinstance(item, Header):
+                    spec = _spec_for(item)
+                elif isinstance(item, Row) and spec is not None:
+                    for column in spec.dates:
+                        votes.add(item.values.get(column.lower()))
+                    if data_snapshot_text is None:
+                        data_snapshot_text = next(
+                            (item.values[c] for c in SNAPSHOT_COLUMNS if item.values.get(c)),
+                            None,
+                        )
+                    if votes.full:
+                        break
+        finally:
+            close = getattr(first_pass, "close", None)
+            if close is not None:
+                close()
         stream.seek(start)
     zone, zone_note = resolve_zone(options)
-    order, order_note = resolve_date_order(votes, options)
+    order, order_note = resolve_date_order(votes, options, always_note=not seekable)
     data_time = None
     if data_snapshot_text:
         data_time = parse_wmi_date(data_snapshot_text, order, zone).value

@@ -355,3 +355,46 @@ def test_random_bytes_raise_only_parse_errors(junk: bytes) -> None:
             run(data)
         except ParseError:
             pass
+
+
+class _OneWay(io.RawIOBase):
+    """A readable stream that cannot seek (a pipe)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        chunk = self._data.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def test_non_seekable_stream_reads_in_one_pass() -> None:
+    rows = [cim_row("12/3/2023 12:34:56 PM", "10/25/2023 12:34:56 PM", "5", "2", WMI1)]
+    stream = _OneWay(csv_text(CIM_COLUMNS, rows).encode())
+    items = list(wmi_csv.parse(stream, ParseOptions(date_order="mdy")))  # type: ignore[arg-type]
+    assert [r.license_id for r in records(items)] == [5]
+    n = notes(items)
+    assert n["date_order_pass"].startswith("stream not seekable")
+    assert n["date_order"] == "mdy (from --date-order)"
+
+
+def test_memory_does_not_grow_with_file_size() -> None:
+    import tracemalloc
+
+    header, row = ps7_text().splitlines()[:2]
+
+    def peak(rows: int) -> int:
+        data = (header + "\n" + "\n".join([row] * rows) + "\n").encode()
+        tracemalloc.start()
+        try:
+            count = sum(1 for _ in wmi_csv.parse(io.BytesIO(data), ParseOptions()))
+            return tracemalloc.get_traced_memory()[1] if count else 0
+        finally:
+            tracemalloc.stop()
+
+    small, large = peak(200), peak(2000)
+    assert large < small * 2 + 200_000

@@ -1,0 +1,633 @@
+"""EVTX (Windows XML Event Log) files: every valid record, from any channel.
+
+References: libyal libevtx "Windows XML Event Log (EVTX) format"; MS-EVEN6; python-evtx
+issue #85 (records() stops at the header's chunk count, losing the chunks of a "dirty" file).
+
+How a file is read:
+1. We walk the file ourselves (`walk_chunks`): the file header is read but not trusted;
+   every 64 KiB block after it is a candidate chunk. A chunk's magic, header CRC and data
+   CRC are checked; zero-filled (never used) chunks are skipped silently; a damaged header
+   whose record area still looks sane is read with a warning; anything else is reported.
+   Inside a chunk, record headers are walked by their size fields and checked (magic,
+   size, trailing size copy); after a broken record we resynchronise on the next sane
+   record header, so one bad record never ends its chunk.
+2. A backend renders the framed records to XML: "rust" (the `evtx` package, pyevtx-rs,
+   given one chunk at a time behind a synthetic clean file header) or "python"
+   (python-evtx's BinXML renderer on the same chunk bytes).
+3. One converter (`record_from_xml`) turns the XML into an `EventRecord`, with values
+   normalised so that both backends give equal records (tests hold them equal).
+
+The record header FILETIME is kept raw; `time_created` comes from it, unless the
+System/TimeCreated value differs by more than a second (forwarded events), in which case
+TimeCreated wins (at millisecond precision, where both backends agree).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from lxml import etree
+
+from parsers import _evtx_structs as S
+from parsers.base import Budget, EventRecord, FileNote, Item, ParseIssue, ParseOptions
+from parsers.errors import InvalidSignatureError, TruncatedError
+
+NAME = "evtx"
+VERSION = "1"
+BACKENDS = ("rust", "python")
+DEFAULT_BACKEND = "rust"
+
+SIGNATURE = (S.FILE_MAGIC, 0)
+
+
+def sniff(head: bytes, name: str) -> bool:
+    """An EVTX file starts with the file magic (or, header damaged, a chunk at 4096)."""
+    if head.startswith(S.FILE_MAGIC):
+        return True
+    return head[S.FILE_HEADER_BLOCK : S.FILE_HEADER_BLOCK + 8] == S.CHUNK_MAGIC
+
+
+# ---------------------------------------------------------------------------
+# 1. Framing: chunks and record headers
+# ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RecordSlice:
+    """Where a framed record lies: its offset inside the chunk and its header values."""
+
+    offset: int  # inside the chunk
+    size: int
+    record_id: int
+    filetime: int
+
+
+@dataclass(slots=True)
+class ChunkSlice:
+    """A chunk that can be read: its bytes (64 KiB, magic repaired) and framed records."""
+
+    index: int
+    file_offset: int
+    data: bytes
+    records: list[RecordSlice] = field(default_factory=list)
+
+
+def walk_chunks(stream: BinaryIO, budget: Budget | None = None) -> Iterator[ChunkSlice | Item]:
+    """Yield readable chunks with their framed records, plus issues and notes.
+
+    Raises InvalidSignatureError / TruncatedError only when no chunk can be found at all.
+    """
+    header = stream.read(S.FILE_HEADER_BLOCK)
+    if not header:
+        raise TruncatedError("offset 0x00000000: empty file, expected an EVTX file header")
+    first = stream.read(S.CHUNK_SIZE)
+    if not header.startswith(S.FILE_MAGIC):
+        if not first.startswith(S.CHUNK_MAGIC):
+            raise InvalidSignatureError(
+                f"offset 0x00000000: bad file magic, expected {S.FILE_MAGIC!r}, "
+                f"found {header[:8]!r}"
+            )
+        yield ParseIssue(
+            "bad_file_magic",
+            f"offset 0x00000000: bad file magic, expected {S.FILE_MAGIC!r}, found "
+            f"{header[:8]!r}; chunks read anyway",
+            quarantined=False,
+            offset=0,
+        )
+    elif len(header) < S.FILE_HEADER.size:
+        raise TruncatedError(
+            f"offset 0x00000000: file ends after {len(header)} bytes, inside the file header"
+        )
+    else:
+        yield from _check_file_header(header)
+    if not first:
+        yield FileNote("chunks", "0")
+        return
+    index = 0
+    block = first
+    readable = 0
+    while block:
+        if budget is not None and budget.exceeded():
+            yield ParseIssue(
+                "time_budget",
+                f"chunk {index}: stopped after {budget.max_seconds:.0f} s (work bound per file); "
+                "the rest of the file was not read",
+                chunk=index,
+                offset=S.FILE_HEADER_BLOCK + index * S.CHUNK_SIZE,
+            )
+            return
+        file_offset = S.FILE_HEADER_BLOCK + index * S.CHUNK_SIZE
+        for item in _frame_chunk(index, file_offset, block):
+            if isinstance(item, ChunkSlice):
+                readable += 1
+            yield item
+        index += 1
+        block = stream.read(S.CHUNK_SIZE)
+    yield FileNote("chunks", f"{readable} readable of {index}")
+
+
+def _check_file_header(header: bytes) -> Iterator[Item]:
+    fields = S.FILE_HEADER.unpack_from(header)
+    stored_crc = fields[-1]
+    if S.file_header_crc(header) != stored_crc:
+        yield ParseIssue(
+            "file_header_checksum",
+            f"offset 0x00000000: file header CRC32 mismatch, expected 0x{stored_crc:08x}, "
+            f"found 0x{S.file_header_crc(header):08x}; header not trusted, chunks walked anyway",
+            quarantined=False,
+            offset=0,
+        )
+    flags = fields[-2]
+    if flags & 0x1:
+        yield FileNote(
+            "dirty", "yes (file was not closed cleanly; chunks past the header count read)"
+        )
+
+
+def _frame_chunk(index: int, file_offset: int, block: bytes) -> Iterator[ChunkSlice | Item]:
+    where = f"chunk {index} (offset 0x{file_offset:08x})"
+    if not block.strip(b"\x00"):
+        return  # a chunk never written: normal at the end of a file
+    truncated = len(block) < S.CHUNK_SIZE
+    if len(block) < S.CHUNK_HEADER_SIZE + S.MIN_RECORD_SIZE:
+        yield ParseIssue(
+            "truncated_chunk",
+            f"{where}: file ends {len(block)} bytes into the chunk, expected {S.CHUNK_SIZE}; "
+            "nothing readable in it",
+            chunk=index,
+            offset=file_offset,
+            excerpt=block[:32].hex(),
+        )
+        return
+    data = block.ljust(S.CHUNK_SIZE, b"\x00") if truncated else block
+    fields = S.CHUNK_HEADER.unpack_from(data)
+    magic, free_space = fields[0], fields[7]
+    if magic != S.CHUNK_MAGIC:
+        if data[S.CHUNK_HEADER_SIZE : S.CHUNK_HEADER_SIZE + 4] != S.RECORD_MAGIC:
+            yield ParseIssue(
+                "bad_chunk_magic",
+                f"{where}: bad chunk magic, expected {S.CHUNK_MAGIC!r}, found {magic!r}, "
+                "and no record at offset 512; chunk skipped",
+                chunk=index,
+                offset=file_offset,
+                excerpt=data[:32].hex(),
+            )
+            return
+        yield ParseIssue(
+            "bad_chunk_magic",
+            f"{where}: bad chunk magic, expected {S.CHUNK_MAGIC!r}, found {magic!r}; "
+            "its records look sane and were read",
+            quarantined=False,
+            chunk=index,
+            offset=file_offset,
+        )
+        data = S.CHUNK_MAGIC + data[8:]
+    elif S.chunk_header_crc(data) != fields[-1]:
+        yield ParseIssue(
+            "chunk_header_checksum",
+            f"{where}: chunk header CRC32 mismatch, expected 0x{fields[-1]:08x}, found "
+            f"0x{S.chunk_header_crc(data):08x}; records read anyway",
+            quarantined=False,
+            chunk=index,
+            offset=file_offset,
+        )
+    end = free_space if S.CHUNK_HEADER_SIZE < free_space <= S.CHUNK_SIZE else S.CHUNK_SIZE
+    if truncated:
+        end = min(end, len(block))
+        yield ParseIssue(
+            "truncated_chunk",
+            f"{where}: file ends {len(block)} bytes into the chunk, expected {S.CHUNK_SIZE}; "
+            "records wholly inside it were read, the rest of the chunk is lost",
+            chunk=index,
+            offset=file_offset + len(block),
+        )
+    elif end == free_space and S.chunk_data_crc(data, end) != fields[8]:
+        yield ParseIssue(
+            "chunk_data_checksum",
+            f"{where}: event records CRC32 mismatch, expected 0x{fields[8]:08x}, found "
+            f"0x{S.chunk_data_crc(data, end):08x}; each record checked on its own",
+            quarantined=False,
+            chunk=index,
+            offset=file_offset,
+        )
+    chunk = ChunkSlice(index, file_offset, data)
+    for item in _frame_records(chunk, end):
+        if isinstance(item, RecordSlice):
+            chunk.records.append(item)
+        else:
+            yield item
+    yield chunk
+
+
+def _sane_record(data: bytes, offset: int, end: int) -> RecordSlice | None:
+    if offset + S.RECORD_HEADER_SIZE > end:
+        return None
+    magic, size, record_id, filetime = S.RECORD_HEADER.unpack_from(data, offset)
+    if magic != S.RECORD_MAGIC or size < S.MIN_RECORD_SIZE or offset + size > end:
+        return None
+    if S.U32.unpack_from(data, offset + size - 4)[0] != size:
+        return None
+    return RecordSlice(offset, size, record_id, filetime)
+
+
+def _frame_records(chunk: ChunkSlice, end: int) -> Iterator[RecordSlice | ParseIssue]:
+    data = chunk.data
+    offset = S.CHUNK_HEADER_SIZE
+    while offset + S.RECORD_HEADER_SIZE <= end:
+        found = _sane_record(data, offset, end)
+        if found is not None:
+            yield found
+            offset += found.size
+            continue
+        if not data[offset:end].strip(b"\x00"):
+            return  # slack after the last record
+        # Broken record header: look for the next sane one.
+        resync = data.find(S.RECORD_MAGIC, offset + 1, end)
+        while resync != -1 and _sane_record(data, resync, end) is None:
+            resync = data.find(S.RECORD_MAGIC, resync + 1, end)
+        stop = resync if resync != -1 else end
+        yield ParseIssue(
+            "bad_record_header",
+            f"chunk {chunk.index} offset 0x{chunk.file_offset + offset:08x}: no sane record "
+            f"header (magic {data[offset : offset + 4]!r}); {stop - offset} bytes skipped",
+            chunk=chunk.index,
+            offset=chunk.file_offset + offset,
+            excerpt=data[offset : offset + 32].hex(),
+        )
+        if resync == -1:
+            return
+        offset = resync
+
+
+# ---------------------------------------------------------------------------
+# 2. Backends: framed records -> XML text
+# ---------------------------------------------------------------------------
+
+
+def _rust_xml(chunk: ChunkSlice) -> Iterator[tuple[RecordSlice, str] | ParseIssue]:
+    from evtx import PyEvtxParser
+
+    pending: dict[int, list[RecordSlice]] = {}
+    for rec in chunk.records:
+        pending.setdefault(rec.record_id, []).append(rec)
+    errors: list[str] = []
+    try:
+        parser = PyEvtxParser(
+            io.BytesIO(S.synthetic_file_header() + chunk.data), number_of_threads=1
+        )
+        records = parser.records()
+        while True:
+            try:
+                out = next(records)
+            except StopIteration:
+                break
+            except RuntimeError as exc:
+                errors.append(str(exc))
+                if len(errors) > len(chunk.records) + 8:
+                    break
+                continue
+            slots = pending.get(out["event_record_id"])
+            if slots:
+                yield slots.pop(0), out["data"]
+    except (OSError, RuntimeError) as exc:
+        errors.append(str(exc))
+    for slots in pending.values():
+        for rec in slots:
+            yield _record_issue(chunk, rec, "rust backend: " + _first(errors, rec.record_id))
+
+
+def _python_xml(chunk: ChunkSlice) -> Iterator[tuple[RecordSlice, str] | ParseIssue]:
+    from Evtx.Evtx import ChunkHeader, Record
+    from Evtx.Views import evtx_record_xml_view
+
+    header = ChunkHeader(chunk.data, 0)
+    for rec in chunk.records:
+        try:
+            xml = evtx_record_xml_view(Record(chunk.data, rec.offset, header))
+        except Exception as exc:  # third-party parser boundary: any failure is this record's
+            yield _record_issue(chunk, rec, f"python backend: {type(exc).__name__}: {exc}")
+            continue
+        yield rec, xml
+
+
+Renderer = Callable[[ChunkSlice], Iterator[tuple[RecordSlice, str] | ParseIssue]]
+
+
+def _first(errors: list[str], record_id: int) -> str:
+    for message in errors:
+        if f"record number {record_id}:" in message or f"record number {record_id} " in message:
+            return message[:300]
+    return errors[0][:300] if errors else "record not returned by the parser"
+
+
+def _record_issue(chunk: ChunkSlice, rec: RecordSlice, message: str) -> ParseIssue:
+    offset = chunk.file_offset + rec.offset
+    return ParseIssue(
+        "bad_record",
+        f"chunk {chunk.index} offset 0x{offset:08x} record {rec.record_id}: {message}",
+        chunk=chunk.index,
+        offset=offset,
+        excerpt=chunk.data[rec.offset : rec.offset + 64].hex(),
+    )
+
+
+# ---------------------------------------------------------------------------
+# 3. XML -> EventRecord
+# ---------------------------------------------------------------------------
+
+_NS = "{http://schemas.microsoft.com/win/2004/08/events/event}"
+_XML_PARSER = etree.XMLParser(
+    resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, recover=False
+)
+_RECOVER_PARSER = etree.XMLParser(
+    resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, recover=True
+)
+# Characters XML 1.0 forbids, raw or as character references. Real logs contain them.
+_BAD_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_BAD_REFS = re.compile(r"&#(x0*[0-8bcef]|x0*1[0-9a-f]|0*[0-8]|0*1[124-9]|0*2[0-9]|0*3[01]);", re.I)
+_PRIVATE = 0xF700  # control char c is carried as U+F700+c through lxml, then restored
+_RESTORE = {_PRIVATE + c: c for c in range(32)}
+_HEX = re.compile(r"0x[0-9a-fA-F]+")
+_GUID = re.compile(
+    r"\{?([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})\}?"
+)
+_EPOCH = dt.datetime(1601, 1, 1, tzinfo=dt.UTC)
+
+
+def filetime_to_datetime(filetime: int) -> dt.datetime | None:
+    """FILETIME (100 ns ticks since 1601-01-01 UTC) to an aware datetime (µs, floored)."""
+    try:
+        return _EPOCH + dt.timedelta(microseconds=filetime // 10)
+    except OverflowError:
+        return None
+
+
+def _protect(xml: str) -> str:
+    xml = _BAD_REFS.sub(lambda m: chr(_PRIVATE + _ref_value(m.group(1))), xml)
+    return _BAD_CHARS.sub(
+        lambda m: chr(_PRIVATE + ord(m.group()) if ord(m.group()) < 32 else 0xFFFD), xml
+    )
+
+
+def _ref_value(ref: str) -> int:
+    return int(ref[1:], 16) if ref[:1] in "xX" else int(ref)
+
+
+def _parse_xml(xml: str) -> tuple[etree._Element, bool]:
+    if xml.startswith("<?xml"):
+        xml = xml[xml.index("?>") + 2 :]
+    try:
+        return etree.fromstring(xml, _XML_PARSER), False
+    except etree.XMLSyntaxError:
+        pass
+    protected = _protect(xml)
+    try:
+        return etree.fromstring(protected, _XML_PARSER), True
+    except etree.XMLSyntaxError:
+        root = etree.fromstring(protected, _RECOVER_PARSER)
+        if root is None:
+            raise
+        return root, True
+
+
+def _norm(value: str | None, restore: bool) -> str | None:
+    if value is None or value == "":
+        return None
+    if restore:
+        value = value.translate(_RESTORE)
+    if value[:2] == "0x" and _HEX.fullmatch(value):
+        # HexInt32/64: python-evtx pads with zeros, pyevtx-rs does not.
+        return hex(int(value, 16))
+    return value
+
+
+def _guid(value: str | None) -> str | None:
+    if not value:
+        return None
+    m = _GUID.fullmatch(value.strip())
+    return "{" + m.group(1).lower() + "}" if m else value
+
+
+def _int(value: str | None) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(value, 0) if value[:2] in ("0x", "0X") else int(value)
+    except ValueError:
+        return None
+
+
+def _local(tag: object) -> str:
+    text = str(tag)
+    return text[text.rfind("}") + 1 :]
+
+
+def _flatten(
+    element: etree._Element, prefix: str, out: dict[str, str | None], restore: bool
+) -> None:
+    for name, value in element.attrib.items():
+        out[f"{prefix}@{_local(name)}"] = _norm(str(value), restore)
+    children = [c for c in element if isinstance(c.tag, str)]
+    if not children:
+        out[prefix] = _norm(element.text, restore)
+        return
+    seen: dict[str, int] = {}
+    for child in children:
+        name = _local(child.tag)
+        seen[name] = seen.get(name, 0) + 1
+        key = f"{prefix}.{name}" if seen[name] == 1 else f"{prefix}.{name}[{seen[name]}]"
+        _flatten(child, key, out, restore)
+
+
+def _event_data(section: etree._Element, out: dict[str, str | None], restore: bool) -> None:
+    unnamed = 0
+    for child in section:
+        if not isinstance(child.tag, str):
+            continue
+        tag = _local(child.tag)
+        if tag == "Data":
+            name = child.get("Name")
+            if not name:
+                unnamed += 1
+                name = f"param{unnamed}"
+            if len(child):
+                _flatten(child, name, out, restore)
+            else:
+                out[name] = _norm(child.text, restore)
+        else:
+            _flatten(child, tag, out, restore)
+
+
+def _time_created(value: str | None, header_time: dt.datetime | None) -> dt.datetime | None:
+    if not value or header_time is None:
+        return header_time
+    text = value.replace(" ", "T").replace("Z", "+00:00")
+    if "." in text:
+        head, _, tail = text.partition(".")
+        digits = re.match(r"\d+", tail)
+        frac = digits.group() if digits else ""
+        text = f"{head}.{frac[:6].ljust(6, '0')}{tail[len(frac) :]}"
+    try:
+        created = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return header_time
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=dt.UTC)
+    if abs((created - header_time).total_seconds()) <= 1:
+        return header_time
+    return created.replace(microsecond=created.microsecond // 1000 * 1000)
+
+
+def record_from_xml(
+    xml: str, rec: RecordSlice, chunk: int, offset: int
+) -> tuple[EventRecord, bool]:
+    """Convert one record's XML (from either backend) into an EventRecord.
+
+    Returns the record and whether the XML needed repair (forbidden characters or
+    recover mode).
+    """
+    root, repaired = _parse_xml(xml)
+    system = root.find(_NS + "System")
+    if system is None:
+        system = root.find("System")
+    sys: dict[str, etree._Element] = {}
+    if system is not None:
+        for child in system:
+            if isinstance(child.tag, str):
+                sys[_local(child.tag)] = child
+    data: dict[str, str | None] = {}
+    for child in root:
+        if not isinstance(child.tag, str):
+            continue
+        tag = _local(child.tag)
+        if tag == "EventData":
+            _event_data(child, data, repaired)
+        elif tag == "UserData":
+            for sub in child:
+                if isinstance(sub.tag, str):
+                    _flatten(sub, _local(sub.tag), data, repaired)
+        elif tag not in ("System", "RenderingInfo"):
+            _flatten(child, tag, data, repaired)
+
+    def text(name: str) -> str | None:
+        el = sys.get(name)
+        return _norm(el.text, repaired) if el is not None else None
+
+    def attr(name: str, key: str) -> str | None:
+        el = sys.get(name)
+        return _norm(el.get(key), repaired) if el is not None else None
+
+    event_id = _int(text("EventID"))
+    qualifiers = _int(attr("EventID", "Qualifiers"))
+    if event_id is not None and event_id > 0xFFFF:
+        # A 32-bit message id: EventID is the low 16 bits, Qualifiers the high 16.
+        qualifiers = qualifiers if qualifiers is not None else event_id >> 16
+        event_id &= 0xFFFF
+    header_time = filetime_to_datetime(rec.filetime)
+    keywords = text("Keywords")
+    return (
+        EventRecord(
+            time_created=_time_created(attr("TimeCreated", "SystemTime"), header_time),
+            filetime=rec.filetime,
+            record_id=rec.record_id,
+            event_id=event_id,
+            qualifiers=qualifiers,
+            version=_int(text("Version")),
+            level=_int(text("Level")),
+            task=_int(text("Task")),
+            opcode=_int(text("Opcode")),
+            keywords=keywords,
+            provider=attr("Provider", "Name"),
+            provider_guid=_guid(attr("Provider", "Guid")),
+            event_source_name=attr("Provider", "EventSourceName"),
+            channel=text("Channel"),
+            computer=text("Computer"),
+            user_sid=attr("Security", "UserID"),
+            activity_id=_guid(attr("Correlation", "ActivityID")),
+            related_activity_id=_guid(attr("Correlation", "RelatedActivityID")),
+            process_id=_int(attr("Execution", "ProcessID")),
+            thread_id=_int(attr("Execution", "ThreadID")),
+            data=data,
+            chunk=chunk,
+            offset=offset,
+        ),
+        repaired,
+    )
+
+
+# ---------------------------------------------------------------------------
+# 4. The parser entry point
+# ---------------------------------------------------------------------------
+
+
+def parse(stream: BinaryIO, options: ParseOptions) -> Iterator[Item]:
+    """Yield every valid record of an EVTX file, and an issue for everything else."""
+    backend = options.backend if options.backend in BACKENDS else DEFAULT_BACKEND
+    render = renderer_for(backend)
+    budget = Budget(options.max_seconds)
+    yield FileNote("backend", backend)
+    for item in walk_chunks(stream, budget):
+        if not isinstance(item, ChunkSlice):
+            yield item
+            continue
+        yield from parse_chunk(item, render)
+        if budget.exceeded():
+            yield ParseIssue(
+                "time_budget",
+                f"chunk {item.index}: stopped after {budget.max_seconds:.0f} s (work bound per "
+                "file); the rest of the file was not read",
+                chunk=item.index,
+            )
+            return
+
+
+def renderer_for(backend: str) -> Renderer:
+    """The function that renders a chunk's framed records to XML for a backend name."""
+    return _python_xml if backend == "python" else _rust_xml
+
+
+def parse_chunk(chunk: ChunkSlice, render: Renderer) -> Iterator[Item]:
+    """Render and convert the framed records of one chunk (used by parallel workers too)."""
+    for out in render(chunk):
+        if isinstance(out, ParseIssue):
+            yield out
+            continue
+        rec, xml = out
+        offset = chunk.file_offset + rec.offset
+        try:
+            record, repaired = record_from_xml(xml, rec, chunk.index, offset)
+        except (etree.XMLSyntaxError, ValueError) as exc:
+            yield _record_issue(chunk, rec, f"rendered XML not readable: {exc}")
+            continue
+        if repaired:
+            yield ParseIssue(
+                "xml_repaired",
+                f"chunk {chunk.index} offset 0x{offset:08x} record {rec.record_id}: XML held "
+                "characters XML 1.0 forbids; read with them kept",
+                quarantined=False,
+                chunk=chunk.index,
+                offset=offset,
+            )
+        yield record
+
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_BACKEND",
+    "NAME",
+    "VERSION",
+    "ChunkSlice",
+    "RecordSlice",
+    "filetime_to_datetime",
+    "parse",
+    "parse_chunk",
+    "record_from_xml",
+    "renderer_for",
+    "sniff",
+    "walk_chunks",
+]

@@ -1,0 +1,63 @@
+"""Which parser reads a file: decided by content (magic bytes, header lines), not by name."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from parsers.base import ParserModule
+
+SNIFF_BYTES = 65536 + 4096 + 8  # enough to see an EVTX chunk magic behind a broken header
+
+# Order matters: the most specific signatures first. Text formats come after binary ones.
+PARSER_MODULES: tuple[str, ...] = (
+    "parsers.evtx",
+    "parsers.registry",
+    "parsers.checkmk",
+    "parsers.wmi_xml",
+    "parsers.wmi_html",
+    "parsers.wmi_csv",
+    "parsers.tsctst",
+    "parsers.tracerpt_xml",
+    "parsers.tracerpt_csv",
+    "parsers.tracefmt",
+)
+
+
+@cache
+def parser_modules() -> tuple[ParserModule, ...]:
+    return tuple(importlib.import_module(name) for name in PARSER_MODULES)  # type: ignore[misc]
+
+
+@dataclass(frozen=True)
+class Detection:
+    """The parser chosen for a file, or why none was."""
+
+    parser: ParserModule | None
+    reason: str
+
+
+def detect(path: Path, display: str) -> Detection:
+    """Pick the parser for a file by its first bytes."""
+    with open(path, "rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    if not head:
+        if display.lower().endswith(".evtx"):
+            return Detection(_module("parsers.evtx"), "empty file named .evtx")
+        return Detection(None, "empty file")
+    for module in parser_modules():
+        if module.sniff(head, display):
+            return Detection(module, f"content looks like {module.NAME}")
+    if display.lower().endswith(".evtx"):
+        # Named .evtx but not EVTX inside: let the EVTX parser say exactly what is wrong.
+        return Detection(_module("parsers.evtx"), "named .evtx; content does not match")
+    return Detection(None, f"not a format caltrail reads (starts with {head[:16]!r})")
+
+
+def _module(name: str) -> ParserModule:
+    for module in parser_modules():
+        if module.__name__ == name:  # type: ignore[attr-defined]
+            return module
+    raise KeyError(name)

@@ -1,0 +1,84 @@
+-- Layer 1, sources: one view per raw table, showing only committed rows.
+--
+-- A data row is visible when its (file_sha256, run_id) is the latest successful manifest
+-- row of that file: rows of a crashed run (no manifest row) and rows of an older run of a
+-- file read again with --force are hidden. See pipeline/lake.py for the write protocol.
+
+-- The manifest: one row per input file and run (latest row per path and content).
+create or replace view ingest_files as
+with all_rows as (
+    select *
+    from read_parquet(getvariable('lake') || '/ingest_files/*.parquet', union_by_name = true)
+),
+ranked as (
+    select
+        *,
+        row_number() over (partition by sha256, path order by finished desc) as rn
+    from all_rows
+)
+select * exclude (rn) from ranked where rn = 1;
+
+create or replace view runs as
+select * from read_parquet(getvariable('lake') || '/runs/*.parquet', union_by_name = true);
+
+-- Which run's rows are the current ones for each file content.
+create or replace view visible_runs as
+select
+    sha256 as file_sha256,
+    arg_max(run_id, finished) as run_id
+from read_parquet(getvariable('lake') || '/ingest_files/*.parquet', union_by_name = true)
+where status in ('ok', 'quarantined')
+group by sha256;
+
+-- Every committed EVTX record, duplicates included (one row per file it came from).
+create or replace view events_all as
+select e.*
+from read_parquet(getvariable('lake') || '/events/*.parquet', union_by_name = true) as e
+semi join visible_runs as v using (file_sha256, run_id);
+
+-- EVTX records, each shown once: the same record reached through two files (same computer,
+-- channel, record id and time; e.g. a live log and its VSS copy) is one row, dup_count
+-- says how many files held it.
+create or replace view events as
+select
+    * exclude (rn),
+from (
+    select
+        *,
+        count(*) over w as dup_count,
+        row_number() over (w order by source_path, "offset") as rn
+    from events_all
+    window w as (partition by computer, channel, record_id, time_created)
+)
+where rn = 1;
+
+-- What could not be read (quarantined = true) or was read with a doubt (false).
+create or replace view parse_errors as
+select p.*
+from read_parquet(getvariable('lake') || '/parse_errors/*.parquet', union_by_name = true) as p
+semi join visible_runs as v using (file_sha256, run_id);
+
+create or replace view trace_events as
+select t.*
+from read_parquet(getvariable('lake') || '/trace_events/*.parquet', union_by_name = true) as t
+semi join visible_runs as v using (file_sha256, run_id);
+
+-- Raw snapshot rows (every row of every snapshot); issued_licenses (deduplicated) is built on it.
+create or replace view issued_license_rows as
+select
+    r.*,
+    norm_name(r.issued_to_computer) as client_name
+from read_parquet(getvariable('lake') || '/issued_licenses/*.parquet', union_by_name = true) as r
+semi join visible_runs as v using (file_sha256, run_id);
+
+create or replace view keypack_rows as
+select r.*
+from read_parquet(getvariable('lake') || '/keypacks/*.parquet', union_by_name = true) as r
+semi join visible_runs as v using (file_sha256, run_id);
+
+create or replace view client_hwids as
+select
+    r.*,
+    norm_name(r.client_name) as client_name_norm
+from read_parquet(getvariable('lake') || '/client_hwids/*.parquet', union_by_name = true) as r
+semi join visible_runs as v using (file_sha256, run_id);

@@ -1,0 +1,71 @@
+-- Layer 2, licensing facts from EVTX: every event of the license server (and its Windows
+-- Server 2003 name TermServLicensing), RemoteConnectionManager and LocalSessionManager,
+-- with typed columns from the event catalog. Events whose id is not in the catalog are
+-- kept with action 'other'.
+create or replace view licensing_events as
+with source as (
+    select
+        *,
+        case
+            when provider in ('Microsoft-Windows-TerminalServices-Licensing', 'TermServLicensing')
+                or event_source_name = 'TermServLicensing' then 'licensing'
+            when provider = 'Microsoft-Windows-TerminalServices-RemoteConnectionManager' then 'rcm'
+            when provider = 'Microsoft-Windows-TerminalServices-LocalSessionManager' then 'lsm'
+        end as provider_family
+    from events
+),
+joined as (
+    select
+        s.*,
+        c.action,
+        c.problem,
+        c.device_cal,
+        c.client_field,
+        c.cal_type_field,
+        c.product_field,
+        c.host_field,
+        c.user_field,
+        c.address_field,
+        c.server_field,
+        c.message as message_template,
+        c.description
+    from source as s
+    left join event_catalog as c
+        on c.provider_family = s.provider_family
+        and c.event_id = s.event_id
+        and (c.qualifiers is null or s.qualifiers is null or c.qualifiers = s.qualifiers)
+    where s.provider_family is not null
+),
+final as (
+    select
+        time_created,
+        provider_family,
+        provider,
+        channel,
+        event_id,
+        qualifiers,
+        level,
+        coalesce(action, 'other') as action,
+        problem,
+        coalesce(device_cal, false) as device_cal,
+        data_field(data, client_field) as client_name_raw,
+        norm_name(data_field(data, client_field)) as client_name,
+        data_field(data, cal_type_field) as cal_type,
+        data_field(data, product_field) as product,
+        data_field(data, host_field) as session_host,
+        data_field(data, user_field) as user_name,
+        data_field(data, address_field) as address,
+        data_field(data, server_field) as license_server,
+        computer as logged_by,  -- the machine whose log holds the event
+        render_message(message_template, data) as message,
+        description,
+        record_id,
+        data,
+        dup_count,
+        source_path,
+        file_sha256,
+        chunk,
+        "offset"
+    from joined
+)
+select * from final;

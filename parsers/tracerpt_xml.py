@@ -64,7 +64,7 @@ VERSION = "1"
 EVENT_NS = "http://schemas.microsoft.com/win/2004/08/events/event"
 EVENT_TRACE_GUID = "{68fdd900-4a3e-11d1-84f4-0000f80464e3}"
 HEAD_BYTES = 64 * 1024
-TAIL_BYTES = 4096
+TAIL_BYTES = 64 * 1024
 BUDGET_EVERY = 1000
 
 # Declarations, comments and processing instructions that may precede the root element.
@@ -72,6 +72,8 @@ _PROLOG_RE = re.compile(
     r"\A(?:\s+|<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^\[>]*(?:\[.*?\])?\s*>)*",
     re.DOTALL,
 )
+# After the last </Event>: the start (maybe cut short) of an element other than the root.
+_ELEMENT_START_RE = re.compile(r"<(?![/?!])(?!(?:\w+:)?Events[\s>/])[A-Za-z_]")
 _ROOT_RE = re.compile(r"<(?:[A-Za-z_][\w.-]*:)?Events(?=[\s/>])")
 
 
@@ -134,6 +136,7 @@ def _run(reader: _Reader, head: bytes, zone: Any, options: ParseOptions) -> Iter
     parser = etree.iterparse(
         reader,
         events=("start", "end"),
+        tag=(f"{{{EVENT_NS}}}Event", "Event"),
         resolve_entities=False,
         no_network=True,
         load_dtd=False,
@@ -144,7 +147,7 @@ def _run(reader: _Reader, head: bytes, zone: Any, options: ParseOptions) -> Iter
     )
     state = _State(zone, options)
     budget = Budget(options.max_seconds)
-    depth = 0
+    open_event = False
     events = 0
     while True:
         try:
@@ -152,21 +155,19 @@ def _run(reader: _Reader, head: bytes, zone: Any, options: ParseOptions) -> Iter
         except StopIteration:
             break
         except (etree.LxmlError, UnicodeError, LookupError) as exc:
-            yield _break_issue(exc, depth, reader, head, events)
+            yield _break_issue(exc, open_event, reader, head, events)
             break
-        if kind == "start":
-            depth += 1
-            continue
-        depth -= 1
-        if depth != 1:
-            continue
-        events += 1
-        yield from state.top_level(element)
-        element.clear(keep_tail=False)
         parent = element.getparent()
-        if parent is not None:
-            while element.getprevious() is not None:
-                del parent[0]
+        if parent is None or parent.getparent() is not None:
+            continue  # the root itself, or an <Event> nested inside an event's data
+        if kind == "start":
+            open_event = True
+            continue
+        open_event = False
+        yield from _sweep(parent, element)
+        events += 1
+        yield from state.event(element)
+        element.clear(keep_tail=False)
         if events % BUDGET_EVERY == 0 and budget.exceeded():
             yield ParseIssue(
                 kind="budget_exceeded",
@@ -175,10 +176,33 @@ def _run(reader: _Reader, head: bytes, zone: Any, options: ParseOptions) -> Iter
                 line=element.sourceline,
             )
             return
+    root = getattr(parser, "root", None)
+    if root is not None:
+        yield from _sweep(root, None)
+
+
+def _sweep(parent: Any, upto: Any) -> Iterator[Item]:
+    """Delete the children of the root before `upto` (all when None).
+
+    Events among them were already read and cleared; anything else is reported.
+    """
+    while len(parent):
+        child = parent[0]
+        if child is upto:
+            return
+        if isinstance(child.tag, str) and _local(child.tag) != "Event":
+            yield ParseIssue(
+                kind="unexpected_element",
+                message=f"line {child.sourceline}: expected <Event>, found "
+                f"<{_local(child.tag)}>; skipped",
+                line=child.sourceline,
+                excerpt=excerpt(etree.tostring(child, encoding="unicode", with_tail=False)),
+            )
+        del parent[0]
 
 
 def _break_issue(
-    exc: Exception, depth: int, reader: _Reader, head: bytes, events: int
+    exc: Exception, open_event: bool, reader: _Reader, head: bytes, events: int
 ) -> ParseIssue:
     """The one issue for a document that breaks: where, and whether an event was lost."""
     codec, _ = detect_encoding(head)
@@ -187,7 +211,7 @@ def _break_issue(
         tail = tail[1:]
     tail_text = tail.decode(codec, errors="replace")
     after_last = tail_text.rsplit("</Event>", 1)[-1] if "</Event>" in tail_text else tail_text
-    lost = depth >= 2 or re.search(r"<(?:\w+:)?Event[\s>]", after_last) is not None
+    lost = open_event or _ELEMENT_START_RE.search(after_last) is not None
     position = getattr(exc, "position", None)
     line = position[0] if isinstance(position, tuple) and position else None
     column = position[1] if isinstance(position, tuple) and len(position) > 1 else None
@@ -195,24 +219,34 @@ def _break_issue(
     what = "a partial <Event> was lost" if lost else "no event was open"
     return ParseIssue(
         kind="xml_break",
-        message=f"{where}: the XML document breaks ({exc}); {events} complete elements "
+        message=f"{where}: the XML document breaks ({exc}); {events} complete events "
         f"before it were kept, {what}; the rest of the file (read up to byte "
         f"{reader.consumed}) was not parsed",
         quarantined=lost,
         line=line,
-        excerpt=excerpt(after_last[-200:]),
+        excerpt=excerpt(after_last[-160:]),
     )
 
 
+_NAMES: dict[str, str] = {}
+
+
 def _local(tag: object) -> str:
+    """The tag or attribute name without its namespace ("" for comments, entities)."""
     if not isinstance(tag, str):
         return ""
-    return tag.rsplit("}", 1)[-1]
+    name = _NAMES.get(tag)
+    if name is None:
+        name = tag.rsplit("}", 1)[-1]
+        if len(_NAMES) < 4096:
+            _NAMES[tag] = name
+    return name
 
 
 def _text(element: Any) -> str | None:
-    value = "".join(element.itertext())
-    return value if value != "" else None
+    """All text of an element; entity references stay as their literal "&name;"."""
+    value = "".join(element.itertext()) if len(element) else element.text
+    return value or None
 
 
 def _put(fields: dict[str, str | None], key: str, value: str | None) -> None:
@@ -225,20 +259,26 @@ def _put(fields: dict[str, str | None], key: str, value: str | None) -> None:
     fields[f"{key}[{n}]"] = value
 
 
-def _children(element: Any) -> list[Any]:
-    return [child for child in element if isinstance(child.tag, str)]
+def _children(element: Any) -> Iterator[Any]:
+    """Element children only (no comments, processing instructions or entity references)."""
+    return element.iterchildren(etree.Element)  # type: ignore[no-any-return]
 
 
 def _flatten(element: Any, path: str, fields: dict[str, str | None]) -> None:
     """Put `element` under dotted `path`: attributes as path.attr, leaves as path."""
-    for attr, value in element.attrib.items():
-        if _local(element.tag) == "Data" and _local(attr) == "Name":
-            continue
-        _put(fields, f"{path}.{_local(attr)}", value)
-    children = _children(element)
+    attrib = element.attrib
+    if attrib:
+        is_data = _local(element.tag) == "Data"
+        for attr, value in attrib.items():
+            attr_name = _local(attr)
+            if not (is_data and attr_name == "Name"):
+                _put(fields, f"{path}.{attr_name}", value)
+    children = list(_children(element)) if len(element) else []
     if not children:
-        if path and (not element.attrib or _text(element) is not None):
-            _put(fields, path, _text(element))
+        if path:
+            text = _text(element)
+            if text is not None or not attrib:
+                _put(fields, path, text)
         return
     for child in children:
         name = _local(child.tag)
@@ -255,18 +295,6 @@ class _State:
         self.options = options
         self.tz_noted = False
         self.raw_noted = False
-
-    def top_level(self, element: Any) -> Iterator[Item]:
-        if _local(element.tag) != "Event":
-            yield ParseIssue(
-                kind="unexpected_element",
-                message=f"line {element.sourceline}: expected <Event>, found "
-                f"<{_local(element.tag) or element.tag}>; skipped",
-                line=element.sourceline,
-                excerpt=excerpt(etree.tostring(element, encoding="unicode")[:200]),
-            )
-            return
-        yield from self.event(element)
 
     def event(self, event: Any) -> Iterator[Item]:
         fields: dict[str, str | None] = {}

@@ -196,27 +196,32 @@ def _frame_chunk(index: int, file_offset: int, block: bytes) -> Iterator[ChunkSl
             chunk=index,
             offset=file_offset,
         )
-    end = free_space if S.CHUNK_HEADER_SIZE < free_space <= S.CHUNK_SIZE else S.CHUNK_SIZE
+    free = free_space if S.CHUNK_HEADER_SIZE < free_space <= S.CHUNK_SIZE else S.CHUNK_SIZE
+    # The free space offset is a hint: a dirty chunk has complete records past it. Records
+    # are framed up to the chunk's end; zero slack ends the walk.
+    end = S.CHUNK_SIZE
     if truncated:
-        end = min(end, len(block))
+        end = len(block)
+        free = min(free, end)
         yield ParseIssue(
             "truncated_chunk",
             f"{where}: file ends {len(block)} bytes into the chunk, expected {S.CHUNK_SIZE}; "
             "records wholly inside it were read, the rest of the chunk is lost",
+            quarantined=False,  # the cut record, if any, is reported on its own
             chunk=index,
             offset=file_offset + len(block),
         )
-    elif end == free_space and S.chunk_data_crc(data, end) != fields[8]:
+    elif S.chunk_data_crc(data, free) != fields[8]:
         yield ParseIssue(
             "chunk_data_checksum",
             f"{where}: event records CRC32 mismatch, expected 0x{fields[8]:08x}, found "
-            f"0x{S.chunk_data_crc(data, end):08x}; each record checked on its own",
+            f"0x{S.chunk_data_crc(data, free):08x}; each record checked on its own",
             quarantined=False,
             chunk=index,
             offset=file_offset,
         )
     chunk = ChunkSlice(index, file_offset, data)
-    for item in _frame_records(chunk, end):
+    for item in _frame_records(chunk, free, end):
         if isinstance(item, RecordSlice):
             chunk.records.append(item)
         else:
@@ -224,43 +229,55 @@ def _frame_chunk(index: int, file_offset: int, block: bytes) -> Iterator[ChunkSl
     yield chunk
 
 
-def _sane_record(data: bytes, offset: int, end: int) -> RecordSlice | None:
+def _record_at(data: bytes, offset: int, end: int, strict: bool) -> RecordSlice | None:
+    """The record header at `offset` if it is plausible. `strict` also requires the size
+    copy at the record's end (used when hunting for a record after damage)."""
     if offset + S.RECORD_HEADER_SIZE > end:
         return None
     magic, size, record_id, filetime = S.RECORD_HEADER.unpack_from(data, offset)
     if magic != S.RECORD_MAGIC or size < S.MIN_RECORD_SIZE or offset + size > end:
         return None
-    if S.U32.unpack_from(data, offset + size - 4)[0] != size:
+    if strict and S.U32.unpack_from(data, offset + size - 4)[0] != size:
         return None
     return RecordSlice(offset, size, record_id, filetime)
 
 
-def _frame_records(chunk: ChunkSlice, end: int) -> Iterator[RecordSlice | ParseIssue]:
+def _frame_records(chunk: ChunkSlice, free: int, end: int) -> Iterator[RecordSlice | ParseIssue]:
+    """Walk record headers from offset 512. Up to the free space offset every byte is
+    accounted for (a broken header is reported and skipped to the next sane record); past
+    it, only records that continue the id sequence are taken (a dirty chunk's tail), and
+    anything else is slack."""
     data = chunk.data
     offset = S.CHUNK_HEADER_SIZE
+    previous: RecordSlice | None = None
     while offset + S.RECORD_HEADER_SIZE <= end:
-        found = _sane_record(data, offset, end)
+        found = _record_at(data, offset, end, strict=False)
+        if offset >= free:
+            if found is None or previous is None or found.record_id != previous.record_id + 1:
+                return
         if found is not None:
             yield found
+            previous = found
             offset += found.size
             continue
-        if not data[offset:end].strip(b"\x00"):
+        if not data[offset:free].strip(b"\x00"):
             return  # slack after the last record
-        # Broken record header: look for the next sane one.
-        resync = data.find(S.RECORD_MAGIC, offset + 1, end)
-        while resync != -1 and _sane_record(data, resync, end) is None:
-            resync = data.find(S.RECORD_MAGIC, resync + 1, end)
-        stop = resync if resync != -1 else end
+        # Broken record header: hunt for the next sane one before the free space offset.
+        resync = data.find(S.RECORD_MAGIC, offset + 1, free)
+        while resync != -1 and _record_at(data, resync, end, strict=True) is None:
+            resync = data.find(S.RECORD_MAGIC, resync + 1, free)
+        stop = resync if resync != -1 else free
         yield ParseIssue(
             "bad_record_header",
             f"chunk {chunk.index} offset 0x{chunk.file_offset + offset:08x}: no sane record "
-            f"header (magic {data[offset : offset + 4]!r}); {stop - offset} bytes skipped",
+            f"header (magic {data[offset:offset + 4]!r}); {stop - offset} bytes skipped",
             chunk=chunk.index,
             offset=chunk.file_offset + offset,
             excerpt=data[offset : offset + 32].hex(),
         )
         if resync == -1:
             return
+        previous = None
         offset = resync
 
 
@@ -299,6 +316,35 @@ def _rust_xml(chunk: ChunkSlice) -> Iterator[tuple[RecordSlice, str] | ParseIssu
     for slots in pending.values():
         for rec in slots:
             yield _record_issue(chunk, rec, "rust backend: " + _first(errors, rec.record_id))
+
+
+def _rust_with_fallback(chunk: ChunkSlice) -> Iterator[tuple[RecordSlice, str] | ParseIssue]:
+    """pyevtx-rs first; records it cannot render get a second chance with python-evtx
+    (the two fail on different damage, and a record either can read is kept)."""
+    failed: list[tuple[RecordSlice, ParseIssue]] = []
+    by_offset = {chunk.file_offset + r.offset: r for r in chunk.records}
+    for out in _rust_xml(chunk):
+        if isinstance(out, ParseIssue) and out.kind == "bad_record" and out.offset in by_offset:
+            failed.append((by_offset[out.offset], out))
+            continue
+        yield out
+    if not failed:
+        return
+    retry = ChunkSlice(chunk.index, chunk.file_offset, chunk.data, [rec for rec, _ in failed])
+    first_error = {rec.offset: issue for rec, issue in failed}
+    for out in _python_xml(retry):
+        if isinstance(out, ParseIssue):
+            rec = by_offset[out.offset or -1]
+            rust_issue = first_error[rec.offset]
+            yield ParseIssue(
+                out.kind,
+                f"{rust_issue.message}; {out.message.split(': ', 1)[-1]}",
+                chunk=out.chunk,
+                offset=out.offset,
+                excerpt=out.excerpt,
+            )
+        else:
+            yield out
 
 
 def _python_xml(chunk: ChunkSlice) -> Iterator[tuple[RecordSlice, str] | ParseIssue]:
@@ -588,7 +634,7 @@ def parse(stream: BinaryIO, options: ParseOptions) -> Iterator[Item]:
 
 def renderer_for(backend: str) -> Renderer:
     """The function that renders a chunk's framed records to XML for a backend name."""
-    return _python_xml if backend == "python" else _rust_xml
+    return _python_xml if backend == "python" else _rust_with_fallback
 
 
 def parse_chunk(chunk: ChunkSlice, render: Renderer) -> Iterator[Item]:

@@ -149,6 +149,7 @@ def _run(reader: _Reader, head: bytes, zone: Any, options: ParseOptions) -> Iter
     budget = Budget(options.max_seconds)
     open_event = False
     events = 0
+    done: Any = None  # the last <Event> read (already cleared)
     while True:
         try:
             kind, element = next(parser)
@@ -164,10 +165,11 @@ def _run(reader: _Reader, head: bytes, zone: Any, options: ParseOptions) -> Iter
             open_event = True
             continue
         open_event = False
-        yield from _sweep(parent, element)
+        yield from _sweep(parent, element, done)
         events += 1
         yield from state.event(element)
         element.clear(keep_tail=False)
+        done = element
         if events % BUDGET_EVERY == 0 and budget.exceeded():
             yield ParseIssue(
                 kind="budget_exceeded",
@@ -178,23 +180,24 @@ def _run(reader: _Reader, head: bytes, zone: Any, options: ParseOptions) -> Iter
             return
     root = getattr(parser, "root", None)
     if root is not None:
-        yield from _sweep(root, None)
+        yield from _sweep(root, None, done)
 
 
-def _sweep(parent: Any, upto: Any) -> Iterator[Item]:
+def _sweep(parent: Any, upto: Any, done: Any) -> Iterator[Item]:
     """Delete the children of the root before `upto` (all when None).
 
-    Events among them were already read and cleared; anything else is reported.
+    `done` is the last event read (cleared); any other element there was not read (not an
+    <Event> of the event namespace) and is reported.
     """
     while len(parent):
         child = parent[0]
         if child is upto:
             return
-        if isinstance(child.tag, str) and _local(child.tag) != "Event":
+        if child is not done and isinstance(child.tag, str):
             yield ParseIssue(
                 kind="unexpected_element",
-                message=f"line {child.sourceline}: expected <Event>, found "
-                f"<{_local(child.tag)}>; skipped",
+                message=f'line {child.sourceline}: expected <Event xmlns="{EVENT_NS}">, '
+                f"found <{child.tag}>; skipped",
                 line=child.sourceline,
                 excerpt=excerpt(etree.tostring(child, encoding="unicode", with_tail=False)),
             )

@@ -442,3 +442,20 @@ def test_memory_stays_flat_on_a_50_mb_file(tmp_path: Path) -> None:
     assert peak < 30 * 1024 * 1024, f"tracemalloc peak {peak / 2**20:.1f} MiB"
     grown = rss_big - rss_small
     assert grown < 20 * 1024 * 1024, f"peak RSS grew by {grown / 2**20:.1f} MiB"
+
+
+def test_stray_elements_anywhere_are_reported() -> None:
+    foreign = '<Event xmlns="urn:other"><System/></Event>'
+    data = (
+        "<Events><!-- a comment -->"
+        + event("")
+        + foreign
+        + event("")
+        + "<Trailer>t</Trailer></Events>"
+    ).encode()
+    items = run(data)
+    assert len(records(items)) == 2
+    found = [(i.kind, i.quarantined) for i in issues(items)]
+    assert found == [("unexpected_element", True), ("unexpected_element", True)]
+    assert "urn:other" in issues(items)[0].message
+    assert "Trailer" in issues(items)[1].message

@@ -36,7 +36,13 @@ reported as a non-quarantined issue.
 Bad input: a file whose first element is not `<Events>` is not this format (sniff False,
 parse raises InvalidSignatureError). A file that breaks (truncated by a killed tracerpt,
 corrupted bytes): every complete `<Event>` before the break is kept, then one ParseIssue
-with the line and column lxml reports; the rest of the file is not read (no resync).
+with the line and column lxml reports (quarantined when a partial event was lost); the
+rest of the file is not read (no resync). A top-level element that is not an `<Event>` of
+the event namespace is reported (quarantined) and skipped.
+
+Memory: only `<Event>` start/end events reach Python (iterparse `tag=`); each event is
+cleared once read and removed from the root before the next one, so memory does not grow
+with the file (the slow test checks peak RSS of a child process on a 50 MB file).
 
 Assumptions [U]:
 - A SystemTime without offset is local time of the converting machine: read in

@@ -25,7 +25,7 @@ import datetime as dt
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, ClassVar, Protocol, Union
+from typing import BinaryIO, ClassVar, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,8 +286,8 @@ class ClientHwidRecord:
     line: int
 
 
-Record = Union[EventRecord, TraceRecord, IssuedLicenseRecord, KeypackRecord, ClientHwidRecord]
-Item = Union[Record, ParseIssue, FileNote]
+Record = EventRecord | TraceRecord | IssuedLicenseRecord | KeypackRecord | ClientHwidRecord
+Item = Record | ParseIssue | FileNote
 
 RECORD_TYPES: tuple[type, ...] = (
     EventRecord,

@@ -24,12 +24,14 @@ TimeCreated wins (at millisecond precision, where both backends agree).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import io
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from lxml import etree
 
@@ -252,9 +254,10 @@ def _frame_records(chunk: ChunkSlice, free: int, end: int) -> Iterator[RecordSli
     previous: RecordSlice | None = None
     while offset + S.RECORD_HEADER_SIZE <= end:
         found = _record_at(data, offset, end, strict=False)
-        if offset >= free:
-            if found is None or previous is None or found.record_id != previous.record_id + 1:
-                return
+        if offset >= free and (
+            found is None or previous is None or found.record_id != previous.record_id + 1
+        ):
+            return
         if found is not None:
             yield found
             previous = found
@@ -270,7 +273,7 @@ def _frame_records(chunk: ChunkSlice, free: int, end: int) -> Iterator[RecordSli
         yield ParseIssue(
             "bad_record_header",
             f"chunk {chunk.index} offset 0x{chunk.file_offset + offset:08x}: no sane record "
-            f"header (magic {data[offset:offset + 4]!r}); {stop - offset} bytes skipped",
+            f"header (magic {data[offset : offset + 4]!r}); {stop - offset} bytes skipped",
             chunk=chunk.index,
             offset=chunk.file_offset + offset,
             excerpt=data[offset : offset + 32].hex(),
@@ -300,7 +303,7 @@ def _rust_xml(chunk: ChunkSlice) -> Iterator[tuple[RecordSlice, str] | ParseIssu
         records = parser.records()
         while True:
             try:
-                out = next(records)
+                out: dict[str, Any] = next(records)
             except StopIteration:
                 break
             except RuntimeError as exc:
@@ -441,14 +444,45 @@ def _parse_xml(xml: str) -> tuple[etree._Element, bool]:
         return root, True
 
 
+_DATETIME = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|[+-]00:00)?(?: UTC)?"
+)
+
+
 def _norm(value: str | None, restore: bool) -> str | None:
-    if value is None or value == "":
+    """One rendering for values the backends print differently (BinXML types)."""
+    if value is None or value == "" or value.isspace() or value == "(NULL)":
+        # Empty and null substitutions: python-evtx prints nothing, pyevtx-rs prints
+        # "(NULL)" or the pretty-printer's indentation.
         return None
     if restore:
         value = value.translate(_RESTORE)
-    if value[:2] == "0x" and _HEX.fullmatch(value):
+    first = value[0]
+    if first == "0" and value[:2] == "0x" and _HEX.fullmatch(value):
         # HexInt32/64: python-evtx pads with zeros, pyevtx-rs does not.
         return hex(int(value, 16))
+    if first in "TtFf" and value in ("True", "False", "true", "false"):
+        return value.lower()
+    n = len(value)
+    if n in (36, 38) and _GUID.fullmatch(value):
+        return _guid(value)
+    if 19 <= n <= 35 and value[4:5] == "-" and (m := _DATETIME.fullmatch(value)):
+        # SystemTime/FileTime: "2020-11-02 06:40:20+00:00" (python-evtx) and
+        # "2020-11-02T06:40:20.000000Z" (pyevtx-rs) -> ISO 8601 UTC, microseconds.
+        # Milliseconds: the backends round FILETIME fractions differently below that.
+        year = "1601" if m.group(1) == "0001" else m.group(1)
+        micros = int((m.group(7) or "")[:6].ljust(6, "0"))
+        stamp = f"{year}-{m.group(2)}-{m.group(3)}T{m.group(4)}:{m.group(5)}:{m.group(6)}"
+        if micros >= 999_500:  # rounds up into the next second: let datetime carry it
+            try:
+                moment = dt.datetime.fromisoformat(stamp) + dt.timedelta(microseconds=micros)
+            except ValueError:
+                return value
+            return (
+                moment.strftime("%Y-%m-%dT%H:%M:%S.")
+                + f"{round(moment.microsecond / 1000) % 1000:03d}Z"
+            )
+        return f"{stamp}.{round(micros / 1000):03d}Z"
     return value
 
 
@@ -503,10 +537,43 @@ def _event_data(section: etree._Element, out: dict[str, str | None], restore: bo
                 name = f"param{unnamed}"
             if len(child):
                 _flatten(child, name, out, restore)
+            elif child.get("Name") is None and (text := child.text) and text.startswith("<string>"):
+                # A string-array substitution: pyevtx-rs writes one <Data> per item (as
+                # Windows does); python-evtx writes "<string>a</string><string>b</string>".
+                items = _ARRAY_ITEM.findall(text)
+                out[name] = _norm(_unescape(items[0]) if items else None, restore)
+                for item in items[1:]:
+                    unnamed += 1
+                    out[f"param{unnamed}"] = _norm(_unescape(item), restore)
             else:
                 out[name] = _norm(child.text, restore)
+        elif tag == "Binary":
+            out["Binary"] = _binary_hex(child.text)
         else:
             _flatten(child, tag, out, restore)
+
+
+_ARRAY_ITEM = re.compile(r"<string>(.*?)</string>", re.S)
+_B64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+
+
+def _unescape(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def _binary_hex(text: str | None) -> str | None:
+    """<Binary>: pyevtx-rs writes upper-case hex, python-evtx base64. Stored as hex."""
+    if text is None or not text.strip():
+        return None
+    value = text.strip()
+    if len(value) % 2 == 0 and all(c in "0123456789ABCDEFabcdef" for c in value):
+        return value.upper()
+    if _B64.fullmatch(value):
+        try:
+            return base64.b64decode(value, validate=True).hex().upper()
+        except (ValueError, binascii.Error):
+            return value
+    return value
 
 
 def _time_created(value: str | None, header_time: dt.datetime | None) -> dt.datetime | None:

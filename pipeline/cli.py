@@ -36,7 +36,7 @@ app = typer.Typer(
     help=(
         "Rebuild the history of RDS Per Device CALs from license-server, session-host and "
         "client logs; find why one device holds several CALs, and plan the fix.\n\n"
-        "Start with:  caltrail ingest ./collected-logs   then   caltrail sql \"select ...\""
+        'Start with:  caltrail ingest ./collected-logs   then   caltrail sql "select ..."'
     ),
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals hold log contents
@@ -46,7 +46,9 @@ app = typer.Typer(
 
 LakeOpt = Annotated[
     Path,
-    typer.Option("--lake", "-l", help="Lake directory (created if missing).", envvar="CALTRAIL_LAKE"),
+    typer.Option(
+        "--lake", "-l", help="Lake directory (created if missing).", envvar="CALTRAIL_LAKE"
+    ),
 ]
 DEFAULT_LAKE = Path("caltrail-lake")
 
@@ -57,7 +59,9 @@ def _zone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise typer.BadParameter(f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin)") from exc
+        raise typer.BadParameter(
+            f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin)"
+        ) from exc
     return value
 
 
@@ -67,7 +71,9 @@ def _when(value: str | None) -> dt.datetime | None:
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise typer.BadParameter(f"not an ISO date/time: {value!r} (e.g. 2025-11-03T14:00Z)") from exc
+        raise typer.BadParameter(
+            f"not an ISO date/time: {value!r} (e.g. 2025-11-03T14:00Z)"
+        ) from exc
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
@@ -77,26 +83,43 @@ def ingest_cmd(
     lake: LakeOpt = DEFAULT_LAKE,
     tz: Annotated[
         str | None,
-        typer.Option(help="Zone of timestamps that carry none (trace text, culture dates). Default UTC."),
+        typer.Option(
+            help="Zone of timestamps that carry none (trace text, culture dates). Default UTC."
+        ),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Re-read files already in the lake.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Re-read files already in the lake.")
+    ] = False,
     backend: Annotated[
         str, typer.Option(help="EVTX backend: rust (fast, default) or python (pure Python).")
     ] = "rust",
     workers: Annotated[int, typer.Option(min=1, max=64, help="Parallel worker processes.")] = 1,
     date_order: Annotated[
-        str | None, typer.Option(help="Day/month order of culture dates when the data cannot tell: dmy, mdy or ymd.")
+        str | None,
+        typer.Option(
+            help="Day/month order of culture dates when the data cannot tell: dmy, mdy or ymd."
+        ),
     ] = None,
-    culture: Annotated[str | None, typer.Option(help="Culture of the exporting machine, e.g. de-DE.")] = None,
+    culture: Annotated[
+        str | None, typer.Option(help="Culture of the exporting machine, e.g. de-DE.")
+    ] = None,
     snapshot_time: Annotated[
-        str | None, typer.Option(help="When the WMI snapshots were taken (ISO), if their names do not say.")
+        str | None,
+        typer.Option(help="When the WMI snapshots were taken (ISO), if their names do not say."),
     ] = None,
     client_name: Annotated[
         str | None, typer.Option(help="Client computer name for registry/TSCTST exports.")
     ] = None,
-    strict: Annotated[bool, typer.Option("--strict", help="Exit 4 when any record is quarantined.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait for another ingest on this lake instead of failing.")] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 4 when any record is quarantined.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as one JSON object.")
+    ] = False,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait", help="Wait for another ingest on this lake instead of failing."),
+    ] = False,
 ) -> None:
     """Read logs into the lake: EVTX (any channel), WMI exports, registry, TSCTST, traces.
 
@@ -135,7 +158,9 @@ def _run_ingest(paths: list[Path], options: IngestOptions, as_json: bool) -> Ing
     except L.LakeBusyError as exc:
         _fail(str(exc), EXIT_LAKE)
     except (L.LakeError, OSError) as exc:
-        _fail(f"cannot write the lake {options.lake}: {exc}; the lake was left as it was", EXIT_LAKE)
+        _fail(
+            f"cannot write the lake {options.lake}: {exc}; the lake was left as it was", EXIT_LAKE
+        )
     if as_json:
         typer.echo(summary.to_json())
     else:
@@ -152,10 +177,14 @@ def _fail(message: str, code: int) -> Any:
 def sql_cmd(
     query: Annotated[str, typer.Argument(help="A DuckDB query over the lake's views.")],
     lake: LakeOpt = DEFAULT_LAKE,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json (one object per row).")] = "table",
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="table, csv or json (one object per row).")
+    ] = "table",
     param: Annotated[
         list[str] | None,
-        typer.Option("--param", "-p", help="Bound parameter NAME=VALUE, used as $NAME in the query."),
+        typer.Option(
+            "--param", "-p", help="Bound parameter NAME=VALUE, used as $NAME in the query."
+        ),
     ] = None,
 ) -> None:
     """Run a SQL query over the lake, with every view and macro defined.
@@ -177,7 +206,9 @@ def sql_cmd(
     typer.echo(render(columns, rows, fmt), nl=False)
 
 
-def _query(lake: Path, query: str, params: dict[str, Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
+def _query(
+    lake: Path, query: str, params: dict[str, Any]
+) -> tuple[list[str], list[tuple[Any, ...]]]:
     import duckdb
 
     from pipeline.session import SessionError, connect
@@ -214,13 +245,23 @@ def safe_csv_cell(value: Any) -> Any:
 def render(columns: list[str], rows: list[tuple[Any, ...]], fmt: str) -> str:
     """Render query results as a text table, CSV (formula-safe) or JSON lines."""
     if fmt == "json":
-        return "".join(json.dumps(dict(zip(columns, map(_cell, row), strict=True)), default=str) + "\n" for row in rows)
+        return "".join(
+            json.dumps(dict(zip(columns, map(_cell, row), strict=True)), default=str) + "\n"
+            for row in rows
+        )
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
         for row in rows:
-            writer.writerow([safe_csv_cell(_cell(v)) if not isinstance(v, dict | list) else json.dumps(_cell(v), default=str) for v in row])
+            writer.writerow(
+                [
+                    safe_csv_cell(_cell(v))
+                    if not isinstance(v, dict | list)
+                    else json.dumps(_cell(v), default=str)
+                    for v in row
+                ]
+            )
         return out.getvalue()
     from pipeline.progress import table_text
 
@@ -244,16 +285,20 @@ def shell_cmd(
     from pipeline.session import duckdb_cli, write_init_script
 
     if not (lake / "ingest_files").is_dir():
-        _fail(f"{lake} is not a caltrail lake; create one with `caltrail ingest PATH --lake {lake}`", EXIT_LAKE)
+        _fail(
+            f"{lake} is not a caltrail lake; create one with `caltrail ingest PATH --lake {lake}`",
+            EXIT_LAKE,
+        )
     script = write_init_script(lake)
     binary = duckdb_cli()
     if binary is None:
         _fail("the DuckDB shell is not installed (pip install duckdb-cli)", EXIT_LAKE)
+        return
     args = [binary, "-init", str(script)]
     if command is not None:
         args += ["-c", command]
     sys.stdout.flush()
-    os.execv(binary, args)  # noqa: S606 - the shell replaces us, as a user expects
+    os.execv(binary, args)
 
 
 @app.command("verify")
@@ -279,7 +324,9 @@ def verify_cmd(
             f"{len(result['mismatches'])} files do not balance"
         )
         for row in result["mismatches"]:
-            typer.echo(f"  {row['path']}: seen {row['records_seen']}, written {row['written']}, quarantined {row['quarantined']}")
+            typer.echo(
+                f"  {row['path']}: seen {row['records_seen']}, written {row['written']}, quarantined {row['quarantined']}"
+            )
     raise typer.Exit(0 if not result["mismatches"] else 1)
 
 

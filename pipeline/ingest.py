@@ -24,7 +24,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from parsers.base import FileNote, ParseIssue, ParseOptions, RECORD_TYPES
+from parsers.base import RECORD_TYPES, FileNote, ParseIssue, ParseOptions
 from parsers.errors import ParseError
 from pipeline import lake as L
 from pipeline.detect import detect
@@ -235,7 +235,9 @@ def parse_file(task: FileTask) -> FileResult:
     except Exception as exc:  # a parser bug must cost one file, never the run
         _discard(rows)
         return _finish(
-            result, "error", f"internal error in {result.parser}: {type(exc).__name__}: {exc}",
+            result,
+            "error",
+            f"internal error in {result.parser}: {type(exc).__name__}: {exc}",
             keep_counts=False,
         )
     result.records_ok = sum(b.count for t, b in rows.buffers.items() if t != "parse_errors")
@@ -253,7 +255,9 @@ def _discard(rows: L.FileRows) -> None:
         staged.path.unlink(missing_ok=True)
 
 
-def _finish(result: FileResult, status: str, error: str | None, keep_counts: bool = True) -> FileResult:
+def _finish(
+    result: FileResult, status: str, error: str | None, keep_counts: bool = True
+) -> FileResult:
     result.status = status
     result.error = error
     if not keep_counts:
@@ -274,7 +278,9 @@ def _worker_init() -> None:
 # ---------------------------------------------------------------------------
 
 
-def ingest(paths: Iterable[Path], options: IngestOptions, progress: ProgressFn | None = None) -> IngestSummary:
+def ingest(
+    paths: Iterable[Path], options: IngestOptions, progress: ProgressFn | None = None
+) -> IngestSummary:
     """Ingest files, folders and zips into the lake. Returns the run summary."""
     started = time.time()
     lake = options.lake
@@ -329,16 +335,16 @@ def _run(
     seen_this_run: set[str] = set()
     tasks: list[FileTask] = []
     committer = _Committer(options.lake, run_id)
-    base_notes = (
-        ("tz", f"{options.tz} ({'from --tz' if options.tz_given else 'default'})"),
-    )
+    base_notes = (("tz", f"{options.tz} ({'from --tz' if options.tz_given else 'default'})"),)
     for found in discover(paths, workdir):
         if isinstance(found, InputProblem):
             result = FileResult(found.display, "", 0, None, "error", error=found.message)
             result.started = result.finished = time.time()
             committer.add(result, summary)
             continue
-        task_or_result = _prepare(found, len(tasks), run_id, stage, options, base_notes, known, seen_this_run)
+        task_or_result = _prepare(
+            found, len(tasks), run_id, stage, options, base_notes, known, seen_this_run
+        )
         if isinstance(task_or_result, FileResult):
             if task_or_result.status == "already_ingested":
                 summary.already_ingested += 1
@@ -380,14 +386,20 @@ def _prepare(
         size = found.path.stat().st_size
         digest = sha256_file(found.path)
     except OSError as exc:
-        result = FileResult(found.display, "", 0, found.mtime, "error", error=f"cannot read: {exc.strerror or exc}")
+        result = FileResult(
+            found.display, "", 0, found.mtime, "error", error=f"cannot read: {exc.strerror or exc}"
+        )
         result.started = result.finished = time.time()
         return result
     if digest in known:
         return FileResult(found.display, digest, size, found.mtime, "already_ingested")
     if digest in seen_this_run:
         result = FileResult(
-            found.display, digest, size, found.mtime, "duplicate",
+            found.display,
+            digest,
+            size,
+            found.mtime,
+            "duplicate",
             error="same content as another file of this run; read once",
         )
         result.started = result.finished = time.time()
@@ -405,7 +417,18 @@ def _prepare(
         backend=options.backend,
         max_seconds=options.max_seconds_per_file,
     )
-    return FileTask(found.path, found.display, digest, size, found.mtime, index, run_id, stage, parse_options, base_notes)
+    return FileTask(
+        found.path,
+        found.display,
+        digest,
+        size,
+        found.mtime,
+        index,
+        run_id,
+        stage,
+        parse_options,
+        base_notes,
+    )
 
 
 def _drop_extracted(task: FileTask, workdir: Path) -> None:
@@ -414,7 +437,9 @@ def _drop_extracted(task: FileTask, workdir: Path) -> None:
         task.path.unlink(missing_ok=True)
 
 
-def _run_parallel(tasks: list[FileTask], workers: int, done: Callable[[FileResult], None], workdir: Path) -> None:
+def _run_parallel(
+    tasks: list[FileTask], workers: int, done: Callable[[FileResult], None], workdir: Path
+) -> None:
     pending = list(reversed(tasks))
     context = get_context("spawn")  # fork + threads in native parsers is a known deadlock trap
     while pending:
@@ -464,14 +489,23 @@ class _Committer:
     def add(self, result: FileResult, summary: IngestSummary) -> None:
         summary.add(result)
         self.pending.append(result)
-        if len(self.pending) >= COMMIT_EVERY_FILES or time.monotonic() - self.last > COMMIT_EVERY_SECONDS:
+        if (
+            len(self.pending) >= COMMIT_EVERY_FILES
+            or time.monotonic() - self.last > COMMIT_EVERY_SECONDS
+        ):
             self.flush()
 
     def flush(self) -> None:
         if not self.pending:
             return
         staged = [s for r in self.pending for s in r.staged]
-        L.commit(self.lake, self.run_id, staged, [r.manifest_row(self.run_id) for r in self.pending], self.seq)
+        L.commit(
+            self.lake,
+            self.run_id,
+            staged,
+            [r.manifest_row(self.run_id) for r in self.pending],
+            self.seq,
+        )
         self.seq += 1
         self.pending = []
         self.last = time.monotonic()

@@ -75,14 +75,18 @@ def _one(path: Path, display: str, workdir: Path, depth: int) -> Iterator[InputF
         return  # sockets, fifos, devices: not log files
     if is_zip(path):
         if depth >= MAX_ZIP_DEPTH:
-            yield InputProblem(display, f"zip nested deeper than {MAX_ZIP_DEPTH} levels: not opened")
+            yield InputProblem(
+                display, f"zip nested deeper than {MAX_ZIP_DEPTH} levels: not opened"
+            )
             return
         yield from _zip_members(path, display, workdir, depth + 1)
         return
     yield InputFile(path, display, info.st_mtime)
 
 
-def _zip_members(path: Path, display: str, workdir: Path, depth: int) -> Iterator[InputFile | InputProblem]:
+def _zip_members(
+    path: Path, display: str, workdir: Path, depth: int
+) -> Iterator[InputFile | InputProblem]:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
@@ -91,20 +95,25 @@ def _zip_members(path: Path, display: str, workdir: Path, depth: int) -> Iterato
     with archive:
         members = [m for m in archive.infolist() if not m.is_dir()]
         if len(members) > MAX_MEMBERS:
-            yield InputProblem(display, f"zip has {len(members)} members (limit {MAX_MEMBERS}): not opened")
+            yield InputProblem(
+                display, f"zip has {len(members)} members (limit {MAX_MEMBERS}): not opened"
+            )
             return
         declared = sum(m.file_size for m in members)
         if declared > MAX_TOTAL_BYTES:
             yield InputProblem(
-                display, f"zip would expand to {declared} bytes (limit {MAX_TOTAL_BYTES}): not opened"
+                display,
+                f"zip would expand to {declared} bytes (limit {MAX_TOTAL_BYTES}): not opened",
             )
             return
         target = Path(tempfile.mkdtemp(prefix="zip-", dir=workdir))
         for number, member in enumerate(sorted(members, key=lambda m: m.filename)):
             name = member.filename.replace("\\", "/")
             member_display = f"{display}!{name}"
-            if member.file_size > COPY_BLOCK and member.compress_size and (
-                member.file_size / member.compress_size > MAX_RATIO
+            if (
+                member.file_size > COPY_BLOCK
+                and member.compress_size
+                and (member.file_size / member.compress_size > MAX_RATIO)
             ):
                 yield InputProblem(
                     member_display,
@@ -127,8 +136,17 @@ def _zip_members(path: Path, display: str, workdir: Path, depth: int) -> Iterato
                 continue
             mtime = _zip_mtime(member)
             if is_zip(out):
-                yield from _zip_members(out, member_display, workdir, depth + 1) if depth < MAX_ZIP_DEPTH else iter(
-                    [InputProblem(member_display, f"zip nested deeper than {MAX_ZIP_DEPTH} levels: not opened")]
+                yield from (
+                    _zip_members(out, member_display, workdir, depth + 1)
+                    if depth < MAX_ZIP_DEPTH
+                    else iter(
+                        [
+                            InputProblem(
+                                member_display,
+                                f"zip nested deeper than {MAX_ZIP_DEPTH} levels: not opened",
+                            )
+                        ]
+                    )
                 )
                 continue
             yield InputFile(out, member_display, mtime)
@@ -146,7 +164,9 @@ def _extract(archive: zipfile.ZipFile, member: zipfile.ZipInfo, out: Path) -> No
         while block := source.read(COPY_BLOCK):
             written += len(block)
             if written > limit:
-                raise _TooBig(f"member expands beyond its declared {member.file_size} bytes: not extracted")
+                raise _TooBig(
+                    f"member expands beyond its declared {member.file_size} bytes: not extracted"
+                )
             sink.write(block)
 
 

@@ -200,7 +200,9 @@ def open_buffers(stage: Path, lineage: dict[str, str], prefix: str) -> FileRows:
     return rows
 
 
-def commit(lake: Path, run_id: str, staged: Iterable[StagedFile], manifest: list[dict[str, Any]], seq: int) -> None:
+def commit(
+    lake: Path, run_id: str, staged: Iterable[StagedFile], manifest: list[dict[str, Any]], seq: int
+) -> None:
     """Move staged data files into their tables, then write the manifest rows that show them."""
     for item in staged:
         final = table_dir(lake, item.table) / item.path.name.split("__", 1)[1]
@@ -217,7 +219,9 @@ def commit(lake: Path, run_id: str, staged: Iterable[StagedFile], manifest: list
 def write_run(lake: Path, row: dict[str, Any]) -> None:
     table = pa.Table.from_pylist([row], schema=ALL_SCHEMAS["runs"])
     write_parquet_atomic(
-        table, table_dir(lake, "runs") / f"{row['run_id']}.parquet", staging_dir(lake, row["run_id"])
+        table,
+        table_dir(lake, "runs") / f"{row['run_id']}.parquet",
+        staging_dir(lake, row["run_id"]),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -62,7 +63,9 @@ def print_summary(summary: IngestSummary) -> None:
     data = summary.to_dict()
     files = ", ".join(f"{n} {STATUS_WORDS.get(s, s)}" for s, n in data["files"].items()) or "none"
     console.print(f"Lake: {data['lake']}  (run {data['run_id']})")
-    console.print(f"Files: {data['files_total']} new ({files}); {data['already_ingested']} already in the lake")
+    console.print(
+        f"Files: {data['files_total']} new ({files}); {data['already_ingested']} already in the lake"
+    )
     console.print(
         f"Records: {data['records_seen']} seen = {data['records_ok']} written + "
         f"{data['records_quarantined']} quarantined; {data['warnings']} warnings"
@@ -74,7 +77,9 @@ def print_summary(summary: IngestSummary) -> None:
     if len(data["problems"]) > 20:
         console.print(f"  ... and {len(data['problems']) - 20} more (see the ingest_files view)")
     if data["interrupted"]:
-        console.print("Interrupted: files finished before the interruption are in the lake; run again to finish.")
+        console.print(
+            "Interrupted: files finished before the interruption are in the lake; run again to finish."
+        )
     console.print(f"Elapsed: {data['elapsed_s']:.1f} s")
 
 
@@ -86,14 +91,11 @@ def table_text(columns: list[str], rows: list[tuple[Any, ...]]) -> str:
     for row in rows:
         # Text(): values from logs are never read as rich markup.
         table.add_row(*(Text("" if v is None else str(v)) for v in row))
-    console = Console(width=max(80, min(250, 20 * max(len(columns), 1))), record=True, file=_Null(), color_system=None)
+    console = Console(
+        width=max(80, min(250, 20 * max(len(columns), 1))),
+        record=True,
+        file=io.StringIO(),
+        color_system=None,
+    )
     console.print(table)
     return console.export_text()
-
-
-class _Null:
-    def write(self, _: str) -> int:
-        return 0
-
-    def flush(self) -> None:
-        return None

@@ -31,7 +31,7 @@ import io
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from lxml import etree
 
@@ -300,10 +300,10 @@ def _rust_xml(chunk: ChunkSlice) -> Iterator[tuple[RecordSlice, str] | ParseIssu
         parser = PyEvtxParser(
             io.BytesIO(S.synthetic_file_header() + chunk.data), number_of_threads=1
         )
-        records = parser.records()
+        records = cast("Iterator[dict[str, Any]]", parser.records())
         while True:
             try:
-                out: dict[str, Any] = next(records)
+                out = next(records)
             except StopIteration:
                 break
             except RuntimeError as exc:

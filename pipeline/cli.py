@@ -120,6 +120,15 @@ def ingest_cmd(
         bool,
         typer.Option("--wait", help="Wait for another ingest on this lake instead of failing."),
     ] = False,
+    patterns: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="Extra trace patterns (CSV, columns as queries/trace_patterns.csv); kept in the lake.",
+        ),
+    ] = None,
 ) -> None:
     """Read logs into the lake: EVTX (any channel), WMI exports, registry, TSCTST, traces.
 
@@ -143,6 +152,7 @@ def ingest_cmd(
         snapshot_time=_when(snapshot_time),
         client_name=client_name,
         wait_for_lock=wait,
+        patterns=patterns,
         command="ingest",
     )
     summary = _run_ingest(paths, options, as_json)
@@ -336,3 +346,7 @@ def main() -> None:
 
 
 __all__ = ["app", "main", "render", "safe_csv_cell"]
+
+
+# Commands about cases (simulate, demo, and the diagnosis) live in their own module.
+from pipeline import cli_case as _cli_case  # noqa: E402, F401

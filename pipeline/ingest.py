@@ -51,6 +51,7 @@ class IngestOptions:
     client_name: str | None = None
     max_seconds_per_file: float = 1800.0
     wait_for_lock: bool = False
+    patterns: Path | None = None  # user trace patterns, copied into LAKE/_ref
     command: str = "ingest"
 
 
@@ -288,6 +289,10 @@ def ingest(
     summary = IngestSummary(run_id=run_id, lake=str(lake))
     with L.writer_lock(lake, wait=options.wait_for_lock):
         L.sweep_orphans(lake)
+        if options.patterns is not None:
+            from pipeline.session import install_user_table
+
+            install_user_table(lake, "trace_patterns", options.patterns)
         stage = L.staging_dir(lake, run_id)
         stage.mkdir(parents=True, exist_ok=True)
         workdir = Path(tempfile.mkdtemp(prefix="caltrail-"))

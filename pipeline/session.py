@@ -39,10 +39,22 @@ def prepare_lake(lake: Path) -> None:
     ref.mkdir(exist_ok=True)
     for source in queries.data_files():
         target = ref / source.name
+        if source.name.startswith("user_") and target.exists():
+            continue  # the user's own table (e.g. --patterns): never overwritten by defaults
         if not target.exists() or target.read_bytes() != source.read_bytes():
             tmp = ref / f".{source.name}.{uuid.uuid4().hex[:8]}"
             shutil.copyfile(source, tmp)
             os.replace(tmp, target)
+
+
+def install_user_table(lake: Path, name: str, source: Path) -> None:
+    """Copy a user's data table (e.g. a trace pattern file) into LAKE/_ref/user_<name>.csv,
+    where the SQL and the DuckDB shell both read it."""
+    prepare_lake(lake)
+    target = lake / REF_DIR / f"user_{name}.csv"
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
 
 
 def connect(lake: Path, extra_ref: dict[str, Path] | None = None) -> duckdb.DuckDBPyConnection:

@@ -342,6 +342,11 @@ def verify_cmd(
 
 def main() -> None:
     """Console-script entry point."""
+    import logging
+
+    # python-evtx logs each record it cannot render at WARNING; caltrail reports those
+    # records itself (parse_errors), so the library's own lines would only be noise.
+    logging.getLogger("Evtx").setLevel(logging.ERROR)
     app()
 
 

@@ -1,0 +1,496 @@
+-- Layer 2, CAL facts: snapshots deduplicated, the key-pack pool, and every CAL fact of every
+-- source on one UTC time axis (cal_events), linked per issuance (licenses).
+--
+-- Reads: issued_license_rows, keypack_rows, client_hwids (10), licensing_events (30),
+-- trace_licensing (35) and the named thresholds of diagnosis_thresholds.csv.
+
+-- Named thresholds, one place to change them (queries/diagnosis_thresholds.csv, copied to
+-- LAKE/_ref). th('name') is the numeric value, th_text('name') the text.
+create or replace view diagnosis_thresholds as
+select
+    name,
+    value,
+    unit,
+    meaning
+from read_csv(
+    getvariable('ref_dir') || '/diagnosis_thresholds.csv',
+    header = true,
+    all_varchar = true,
+    quote = '"'
+);
+
+create or replace macro th(n) as
+    (select try_cast(value as double) from diagnosis_thresholds where name = n);
+
+create or replace macro th_text(n) as
+    (select value from diagnosis_thresholds where name = n);
+
+-- Database generations: the license server's database rebuilt (events 9/47/49/52/4100)
+-- restarts license ids, so (keypack, license id) names one license only within a generation.
+create or replace view db_rebuilds as
+select
+    time_created as rebuilt_at,
+    row_number() over (order by time_created) as generation
+from (select distinct time_created from licensing_events where problem = 'database-rebuilt')
+union all
+-- generation 0: before any rebuild in the logs (lets an as-of join always find a row)
+select timestamptz '0001-01-01 00:00:00+00', 0;
+
+
+-- issued_licenses: one row per license (license server, generation, key pack, license id),
+-- however many snapshots listed it; first and last snapshot seen, latest state.
+create or replace view issued_licenses as
+with source as (
+    select
+        r.*,
+        coalesce(g.generation, 0) as generation
+    from issued_license_rows as r
+    asof left join db_rebuilds as g on r.issue_date >= g.rebuilt_at
+    where r.license_id is not null
+),
+final as (
+    select
+        license_server,
+        generation,
+        keypack_id,
+        license_id,
+        arg_max(license_status, snapshot_time) as license_status,
+        arg_max(license_status_name, snapshot_time) as license_status_name,
+        min(issue_date) as issue_date,
+        arg_max(expiration_date, snapshot_time) as expiration_date,
+        bool_or(expiration_never) as expiration_never,
+        arg_max(issued_to_computer, snapshot_time) as issued_to_computer,
+        arg_max(client_name, snapshot_time) as client_name,
+        arg_max(issued_to_user, snapshot_time) as issued_to_user,
+        arg_max(hwid, snapshot_time) as hwid,
+        arg_max(hwid_raw, snapshot_time) as hwid_raw,
+        arg_max(hwid_flag, snapshot_time) as hwid_flag,
+        min(snapshot_time) as first_snapshot,
+        max(snapshot_time) as last_snapshot,
+        count(distinct snapshot_time) as snapshots,
+        count(*) as rows_seen,
+        arg_min(source_path, snapshot_time) as source_path,
+        arg_min(line, snapshot_time) as line,
+        arg_min(file_sha256, snapshot_time) as file_sha256
+    from source
+    group by license_server, generation, keypack_id, license_id
+)
+select * from final;
+
+-- keypacks: one row per key pack (license server, key pack id, description), latest state.
+create or replace view keypacks as
+with final as (
+    select
+        license_server,
+        keypack_id,
+        description,
+        arg_max(keypack_type, snapshot_time) as keypack_type,
+        arg_max(keypack_type_name, snapshot_time) as keypack_type_name,
+        arg_max(product_type, snapshot_time) as product_type,
+        arg_max(product_type_name, snapshot_time) as product_type_name,
+        arg_max(product_version, snapshot_time) as product_version,
+        arg_max(product_version_id, snapshot_time) as product_version_id,
+        arg_max(type_and_model, snapshot_time) as type_and_model,
+        arg_max(total_licenses, snapshot_time) as total_licenses,
+        bool_or(total_unlimited) as total_unlimited,
+        arg_max(issued_licenses, snapshot_time) as issued_licenses,
+        arg_max(available_licenses, snapshot_time) as available_licenses,
+        min(snapshot_time) as first_snapshot,
+        max(snapshot_time) as last_snapshot,
+        count(distinct snapshot_time) as snapshots
+    from keypack_rows
+    group by license_server, keypack_id, description
+)
+select
+    *,
+    -- installed per-device CALs that count for the 20% revocation allowance: permanent
+    -- per-device packs (not temporary, not the built-in pack), with a finite total
+    product_type = 0
+        and coalesce(keypack_type, 0) not in (4, 6)
+        and not coalesce(total_unlimited, false) as per_device_permanent
+from final;
+
+-- The per-device pool per product version and snapshot: installed, issued, available.
+create or replace view cal_pool_history as
+select
+    license_server,
+    product_version,
+    description,
+    snapshot_time,
+    sum(total_licenses) as installed,
+    sum(issued_licenses) as issued,
+    sum(available_licenses) as available
+from keypack_rows
+where product_type = 0
+    and coalesce(keypack_type, 0) not in (4, 6)
+    and not coalesce(total_unlimited, false)
+group by all;
+
+-- The pool as last seen, per product version (what the revoke allowance is computed on).
+create or replace view cal_pool as
+select
+    license_server,
+    product_version,
+    description,
+    sum(total_licenses) as installed,
+    sum(issued_licenses) as issued,
+    sum(available_licenses) as available,
+    max(last_snapshot) as as_of
+from keypacks
+where per_device_permanent
+group by all;
+
+-- cal_events: every CAL fact from every source, one UTC axis.
+--   fact: requested | issued | upgraded | renewed | revoked | revoke-refused | denied |
+--         expires | listed | client-hwid | invalid-license | temp-expired | renew-failed
+--   source: wmi | trace | evtx | client
+--   license_key: the issuance this fact belongs to ('g<generation>/<keypack>/<license id>'),
+--         for EVTX events taken from the trace or WMI fact they were linked to;
+--         NULL when nothing ties the fact to one license.
+--   linked_by: how an EVTX fact was tied to a license ('name+time' within
+--         link_tolerance_seconds of a trace or WMI fact of the same kind and name).
+create or replace view cal_events as
+with trace_facts as (
+    select
+        ts,
+        case
+            when operation = 'request' then 'requested'
+            when operation in ('issue-temporary', 'issue-permanent') then 'issued'
+            when operation = 'upgrade' then 'upgraded'
+            when operation = 'renew' then 'renewed'
+            when operation = 'revoke' and lower(coalesce(result, '')) in ('success', 'ok', '')
+                then 'revoked'
+            when operation = 'revoke' then 'revoke-refused'
+            when operation = 'deny' then 'denied'
+        end as fact,
+        'trace' as source,
+        license_id,
+        keypack_id,
+        coalesce(g.generation, 0) as generation,
+        client_name,
+        client_name_raw,
+        hwid,
+        hwid_raw,
+        user_name,
+        case
+            when operation = 'issue-temporary' then 'temporary'
+            when operation in ('issue-permanent', 'upgrade') then 'permanent'
+        end as cal_type,
+        null::timestamptz as expires,
+        null::varchar as session_host,
+        coalesce(result, '') as detail,
+        source_path,
+        line as source_line,
+        file_sha256
+    from trace_licensing as t
+    asof left join db_rebuilds as g on t.ts >= g.rebuilt_at
+    where operation in (
+        'request', 'issue-temporary', 'issue-permanent', 'upgrade', 'renew', 'revoke', 'deny'
+    )
+),
+wmi_facts as (
+    -- a snapshot row tells when its license was issued, when it expires and that it was listed
+    select
+        f.ts,
+        f.fact,
+        'wmi' as source,
+        l.license_id::varchar as license_id,
+        l.keypack_id::varchar as keypack_id,
+        l.generation,
+        l.client_name,
+        l.issued_to_computer as client_name_raw,
+        l.hwid,
+        l.hwid_raw,
+        l.issued_to_user as user_name,
+        case when l.license_status = 1 then 'temporary' else 'permanent' end as cal_type,
+        l.expiration_date as expires,
+        null::varchar as session_host,
+        l.license_status_name as detail,
+        l.source_path,
+        l.line as source_line,
+        l.file_sha256
+    from issued_licenses as l,
+        lateral (
+            select l.issue_date as ts, 'issued' as fact
+            union all
+            select l.expiration_date, 'expires' where not coalesce(l.expiration_never, false)
+            union all
+            select l.last_snapshot, 'listed'
+        ) as f
+),
+client_facts as (
+    select
+        valid_from as ts,
+        'client-hwid' as fact,
+        'client' as source,
+        license_id,
+        null::varchar as keypack_id,
+        null::bigint as generation,
+        client_name_norm as client_name,
+        client_name as client_name_raw,
+        hwid,
+        hwid_raw,
+        issued_to_user as user_name,
+        null::varchar as cal_type,
+        expires_on as expires,
+        null::varchar as session_host,
+        source_kind || coalesce(' ' || key_path, '') as detail,
+        source_path,
+        line as source_line,
+        file_sha256
+    from client_hwids
+    where hwid is not null and not coalesce(deleted, false)
+),
+evtx_facts as (
+    select
+        time_created as ts,
+        case action
+            when 'issued' then 'issued'
+            when 'issued-vdi' then 'issued'
+            when 'renewed' then 'renewed'
+            when 'upgraded' then 'upgraded'
+            when 'revoked' then 'revoked'
+            when 'revoke-refused' then 'revoke-refused'
+            when 'invalid-license' then 'invalid-license'
+            when 'temp-license-expired' then 'temp-expired'
+            when 'renew-failed' then 'renew-failed'
+        end as fact,
+        'evtx' as source,
+        client_name,
+        client_name_raw,
+        user_name,
+        case
+            when cal_type ilike '%temporary%' then 'temporary'
+            when cal_type is not null then 'permanent'
+        end as cal_type,
+        session_host,
+        coalesce(cal_type || ': ', '') || action || ' (event ' || event_id || ')' as detail,
+        source_path,
+        record_id as source_line,
+        file_sha256
+    from licensing_events
+    where action in (
+        'issued', 'issued-vdi', 'renewed', 'upgraded', 'revoked', 'revoke-refused',
+        'invalid-license', 'temp-license-expired', 'renew-failed'
+    )
+),
+both_facts as (
+    select * from trace_facts where fact is not null
+    union all by name
+    select * from wmi_facts
+),
+-- a request names the license the client presented by its id only: its key pack is the one
+-- another fact of the same generation gives that license id
+keypack_of as (
+    select
+        generation,
+        license_id,
+        min(keypack_id) as keypack_id
+    from both_facts
+    where keypack_id is not null and license_id is not null
+    group by all
+),
+keyed as (
+    select
+        b.* exclude (keypack_id),
+        coalesce(b.keypack_id, k.keypack_id) as keypack_id,
+        'g' || coalesce(b.generation, 0) || '/' || coalesce(b.keypack_id, k.keypack_id, '?')
+            || '/' || b.license_id as license_key
+    from both_facts as b
+    left join keypack_of as k using (generation, license_id)
+),
+-- an EVTX fact takes the license of the closest trace/WMI fact of the same kind and name
+evtx_numbered as (
+    select
+        *,
+        row_number() over () as evtx_row
+    from evtx_facts
+),
+evtx_candidates as (
+    select
+        e.evtx_row,
+        arg_min(k.license_key, abs(epoch(k.ts) - epoch(e.ts))) as license_key
+    from evtx_numbered as e
+    join keyed as k
+        on k.client_name = e.client_name
+        and k.fact = e.fact
+        and k.license_id is not null
+        and k.ts between e.ts - to_seconds(th('link_tolerance_seconds')::bigint)
+            and e.ts + to_seconds(th('link_tolerance_seconds')::bigint)
+    group by e.evtx_row
+),
+evtx_linked as (
+    select
+        e.* exclude (evtx_row),
+        c.license_key
+    from evtx_numbered as e
+    left join evtx_candidates as c using (evtx_row)
+),
+evtx_keyed as (
+    select
+        l.* exclude (license_key),
+        l.license_key,
+        k.license_id,
+        k.keypack_id,
+        k.generation,
+        k.hwid,
+        k.hwid_raw,
+        case when l.license_key is not null then 'name+time' end as linked_by
+    from evtx_linked as l
+    left join (
+        select
+            license_key,
+            any_value(license_id) as license_id,
+            any_value(keypack_id) as keypack_id,
+            any_value(generation) as generation,
+            any_value(hwid) as hwid,
+            any_value(hwid_raw) as hwid_raw
+        from keyed
+        group by license_key
+    ) as k using (license_key)
+),
+final as (
+    select *, null::varchar as linked_by from keyed
+    union all by name
+    select * from evtx_keyed
+    union all by name
+    select *, null::varchar as license_key, null::varchar as linked_by from client_facts
+)
+select
+    ts,
+    fact,
+    source,
+    license_key,
+    license_id,
+    keypack_id,
+    generation,
+    client_name,
+    client_name_raw,
+    hwid,
+    hwid_raw,
+    case
+        when hwid = th_text('freerdp_legacy_hwid') then 'freerdp_legacy'
+        when hwid like 'ff%' then 'store_app_ff'
+    end as hwid_flag,
+    user_name,
+    cal_type,
+    expires,
+    session_host,
+    detail,
+    linked_by,
+    source_path,
+    source_line,
+    file_sha256
+from final;
+
+-- licenses: one row per issuance, all its facts merged (trace + WMI + linked EVTX events).
+--   issued_at: first issue/upgrade fact (else the first fact: a CAL issued before the logs)
+--   expires_at: the latest snapshot's expiry, else last issue/renewal + the longest validity
+--   replaced_at: a temporary CAL upgraded to a permanent one for the same HWID and name
+--   counted_until: when it stopped counting against the pool (expiry, upgrade, revocation,
+--                  database rebuilt)
+create or replace view licenses as
+with facts as (
+    select * from cal_events where license_key is not null
+),
+merged as (
+    select
+        license_key,
+        any_value(license_id) as license_id,
+        any_value(keypack_id) as keypack_id,
+        any_value(generation) as generation,
+        coalesce(
+            arg_min(client_name, ts) filter (where fact in ('issued', 'upgraded')),
+            arg_min(client_name, ts)
+        ) as client_name,
+        list_distinct(list(client_name) filter (where client_name is not null)) as names,
+        any_value(hwid) filter (where hwid is not null) as hwid,
+        any_value(hwid_raw) filter (where hwid_raw is not null) as hwid_raw,
+        any_value(user_name) filter (where user_name is not null) as user_name,
+        coalesce(
+            any_value(cal_type) filter (where source = 'wmi'),
+            any_value(cal_type) filter (where source = 'trace' and cal_type is not null),
+            any_value(cal_type) filter (where cal_type is not null)
+        ) as cal_type,
+        -- WMI dates have whole seconds: the trace or event time of an issuance is preferred
+        coalesce(
+            min(ts) filter (where fact in ('issued', 'upgraded') and source <> 'wmi'),
+            min(ts) filter (where fact in ('issued', 'upgraded'))
+        ) as issue_fact_at,
+        min(ts) filter (where fact not in ('expires')) as first_fact_at,
+        max(ts) filter (where fact in ('issued', 'upgraded', 'renewed')) as last_issue_or_renewal,
+        bool_or(fact = 'upgraded') as from_upgrade,
+        count(*) filter (where fact = 'renewed' and source = 'trace') as renewals_trace,
+        count(*) filter (where fact = 'renewed' and source = 'evtx') as renewals_evtx,
+        max(ts) filter (where fact = 'renewed') as last_renewed,
+        min(ts) filter (where fact = 'revoked') as revoked_at,
+        max(expires) filter (where source = 'wmi') as expires_wmi,
+        max(ts) filter (where fact = 'listed') as last_listed,
+        bool_or(source = 'wmi' and detail = 'Revoked') as revoked_in_snapshot,
+        list_distinct(list(source)) as sources,
+        count(*) as facts
+    from facts
+    group by license_key
+),
+dated as (
+    select
+        *,
+        coalesce(issue_fact_at, first_fact_at) as issued_at,
+        coalesce(
+            expires_wmi,
+            coalesce(last_issue_or_renewal, first_fact_at) + to_days(
+                case
+                    when cal_type = 'temporary' then th('temporary_validity_days')
+                    else th('permanent_validity_max_days')
+                end::integer
+            )
+        ) as expires_at,
+        expires_wmi is null as expiry_estimated
+    from merged
+),
+upgrades as (
+    -- the permanent CALs that replaced a temporary one (an upgrade), when they were issued
+    select
+        hwid,
+        client_name,
+        issued_at as upgraded_at
+    from dated
+    where from_upgrade and hwid is not null
+),
+replaced as (
+    select
+        d.license_key,
+        min(u.upgraded_at) as replaced_at
+    from dated as d
+    join upgrades as u
+        on u.hwid = d.hwid
+        and u.client_name = d.client_name
+        and u.upgraded_at > d.issued_at
+        and u.upgraded_at <= d.expires_at
+    where d.cal_type = 'temporary'
+    group by d.license_key
+),
+final as (
+    select
+        d.*,
+        r.replaced_at,
+        b.rebuilt_at as db_rebuilt_at
+    from dated as d
+    left join replaced as r using (license_key)
+    asof left join db_rebuilds as b on d.issued_at < b.rebuilt_at
+)
+select
+    * exclude (issue_fact_at, first_fact_at),
+    least(
+        expires_at,
+        coalesce(replaced_at, expires_at),
+        coalesce(revoked_at, expires_at),
+        coalesce(db_rebuilt_at, expires_at)
+    ) as counted_until
+from final;
+
+-- The time the data ends: the last fact of any source (the "now" of plans).
+create or replace view as_of as
+select
+    max(ts) filter (where fact not in ('expires')) as as_of
+from cal_events;

@@ -5,8 +5,9 @@
 -- trace_licensing (35) and the named thresholds of diagnosis_thresholds.csv.
 
 -- Named thresholds, one place to change them (queries/diagnosis_thresholds.csv, copied to
--- LAKE/_ref). th('name') is the numeric value, th_text('name') the text.
-create or replace view diagnosis_thresholds as
+-- LAKE/_ref), read once per session into a table. th('name') is the numeric value,
+-- th_text('name') the text.
+create or replace table diagnosis_thresholds as
 select
     name,
     value,

@@ -27,7 +27,9 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import importlib
 import io
+import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -41,7 +43,7 @@ from parsers.errors import InvalidSignatureError, TruncatedError
 
 NAME = "evtx"
 VERSION = "1"
-BACKENDS = ("rust", "python")
+BACKENDS = ("rust", "python", "rust-xml")
 DEFAULT_BACKEND = "rust"
 
 SIGNATURE = (S.FILE_MAGIC, 0)
@@ -285,11 +287,28 @@ def _frame_records(chunk: ChunkSlice, free: int, end: int) -> Iterator[RecordSli
 
 
 # ---------------------------------------------------------------------------
-# 2. Backends: framed records -> XML text
+# 2. Backends: framed records -> XML text, or JSON decoded to a dict (pyevtx-rs)
 # ---------------------------------------------------------------------------
 
+Rendered = tuple[RecordSlice, "str | dict[str, Any]"]
 
-def _rust_xml(chunk: ChunkSlice) -> Iterator[tuple[RecordSlice, str] | ParseIssue]:
+
+
+def _pick_json_loads() -> Callable[[str], Any]:
+    """orjson when installed (decodes pyevtx-rs JSON faster), else the standard library."""
+    try:
+        module = importlib.import_module("orjson")
+    except ImportError:
+        return json.loads
+    return cast("Callable[[str], Any]", module.loads)
+
+
+_json_loads = _pick_json_loads()
+
+
+def _rust_render(chunk: ChunkSlice, json_out: bool) -> Iterator[Rendered | ParseIssue]:
+    """pyevtx-rs on one chunk behind a synthetic header: XML text, or JSON decoded to a
+    dict (`json_out`)."""
     from evtx import PyEvtxParser
 
     pending: dict[int, list[RecordSlice]] = {}
@@ -298,9 +317,13 @@ def _rust_xml(chunk: ChunkSlice) -> Iterator[tuple[RecordSlice, str] | ParseIssu
     errors: list[str] = []
     try:
         parser = PyEvtxParser(
-            io.BytesIO(S.synthetic_file_header() + chunk.data), number_of_threads=1
+            io.BytesIO(S.synthetic_file_header() + chunk.data),
+            number_of_threads=1,
+            indent=not json_out,
         )
-        records = cast("Iterator[dict[str, Any]]", parser.records())
+        records = cast(
+            "Iterator[dict[str, Any]]", parser.records_json() if json_out else parser.records()
+        )
         while True:
             try:
                 out = next(records)
@@ -312,8 +335,17 @@ def _rust_xml(chunk: ChunkSlice) -> Iterator[tuple[RecordSlice, str] | ParseIssu
                     break
                 continue
             slots = pending.get(out["event_record_id"])
-            if slots:
-                yield slots.pop(0), out["data"]
+            if not slots:
+                continue
+            rec = slots.pop(0)
+            if not json_out:
+                yield rec, out["data"]
+                continue
+            try:
+                yield rec, _json_loads(out["data"])
+            except ValueError as exc:
+                # reported as not rendered (and so retried with python-evtx)
+                yield _record_issue(chunk, rec, f"rust backend: JSON not readable: {exc}")
     except (OSError, RuntimeError) as exc:
         errors.append(str(exc))
     for slots in pending.values():
@@ -321,12 +353,14 @@ def _rust_xml(chunk: ChunkSlice) -> Iterator[tuple[RecordSlice, str] | ParseIssu
             yield _record_issue(chunk, rec, "rust backend: " + _first(errors, rec.record_id))
 
 
-def _rust_with_fallback(chunk: ChunkSlice) -> Iterator[tuple[RecordSlice, str] | ParseIssue]:
+def _with_fallback(
+    chunk: ChunkSlice, first: Iterator[Rendered | ParseIssue]
+) -> Iterator[Rendered | ParseIssue]:
     """pyevtx-rs first; records it cannot render get a second chance with python-evtx
     (the two fail on different damage, and a record either can read is kept)."""
     failed: list[tuple[RecordSlice, ParseIssue]] = []
     by_offset = {chunk.file_offset + r.offset: r for r in chunk.records}
-    for out in _rust_xml(chunk):
+    for out in first:
         if isinstance(out, ParseIssue) and out.kind == "bad_record" and out.offset in by_offset:
             failed.append((by_offset[out.offset], out))
             continue
@@ -350,7 +384,17 @@ def _rust_with_fallback(chunk: ChunkSlice) -> Iterator[tuple[RecordSlice, str] |
             yield out
 
 
-def _python_xml(chunk: ChunkSlice) -> Iterator[tuple[RecordSlice, str] | ParseIssue]:
+def _rust_with_fallback(chunk: ChunkSlice) -> Iterator[Rendered | ParseIssue]:
+    """Backend "rust-xml": pyevtx-rs XML, python-evtx for what it cannot render."""
+    return _with_fallback(chunk, _rust_render(chunk, json_out=False))
+
+
+def _rust_json_with_fallback(chunk: ChunkSlice) -> Iterator[Rendered | ParseIssue]:
+    """Backend "rust": pyevtx-rs JSON, python-evtx for what it cannot render."""
+    return _with_fallback(chunk, _rust_render(chunk, json_out=True))
+
+
+def _python_xml(chunk: ChunkSlice) -> Iterator[Rendered | ParseIssue]:
     from Evtx.Evtx import ChunkHeader, Record
     from Evtx.Views import evtx_record_xml_view
 
@@ -364,7 +408,7 @@ def _python_xml(chunk: ChunkSlice) -> Iterator[tuple[RecordSlice, str] | ParseIs
         yield rec, xml
 
 
-Renderer = Callable[[ChunkSlice], Iterator[tuple[RecordSlice, str] | ParseIssue]]
+Renderer = Callable[[ChunkSlice], Iterator["Rendered | ParseIssue"]]
 
 
 def _first(errors: list[str], record_id: int) -> str:
@@ -674,6 +718,247 @@ def record_from_xml(
 
 
 # ---------------------------------------------------------------------------
+# 3b. pyevtx-rs JSON -> EventRecord (the fast path; held equal to the XML path by tests)
+# ---------------------------------------------------------------------------
+#
+# pyevtx-rs JSON: {"Event": {"#attributes": {...}, "System": {...}, "EventData": {...}}}.
+# An element with attributes is {"#attributes": {...}, "#text": value, child: ...}; without,
+# its value (or its children's object, or null when empty). Named <Data> become keys of
+# EventData; unnamed <Data> are {"Data": {"#text": value | [values]}}. A repeated child
+# name gets a suffix: "Name", "Name_1", "Name_2". Numbers and booleans are JSON values;
+# they are printed as the XML renderer prints them before the same `_norm`.
+
+_NORM_CACHE: dict[str, str | None] = {}
+_GUID_CACHE: dict[str, str | None] = {}
+_CACHE_MAX = 65_536
+_MISSING: Any = object()
+_DUP = re.compile(r"(.+)_(\d+)")
+
+
+def _snorm(value: str) -> str | None:
+    """`_norm` of a JSON string, memoised (most values repeat: "-", "0x0", SIDs, names)."""
+    out = _NORM_CACHE.get(value, _MISSING)
+    if out is _MISSING:
+        # An XML parser reads line ends as "\n" (XML 1.0 section 2.11): so does this path.
+        text = value.replace("\r\n", "\n").replace("\r", "\n") if "\r" in value else value
+        out = _norm(text, False)
+        if len(_NORM_CACHE) >= _CACHE_MAX:
+            _NORM_CACHE.clear()
+        _NORM_CACHE[value] = out
+    return out  # type: ignore[no-any-return]
+
+
+def _jnorm(value: object) -> str | None:
+    """`_norm` of a JSON value (printed as pyevtx-rs's XML prints it)."""
+    kind = type(value)
+    if kind is str:
+        return _snorm(value)  # type: ignore[arg-type]
+    if value is None:
+        return None
+    if kind is int:
+        return str(value)
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is dict:
+        return _jnorm(value.get("#text"))  # type: ignore[attr-defined]
+    if kind is list:
+        return _jnorm(value[0]) if value else None  # type: ignore[index]
+    return _norm(str(value), False)
+
+
+def _jguid(value: object) -> str | None:
+    if type(value) is not str:
+        return _guid(_jnorm(value))
+    out = _GUID_CACHE.get(value, _MISSING)
+    if out is _MISSING:
+        out = _guid(_snorm(value))
+        if len(_GUID_CACHE) >= _CACHE_MAX:
+            _GUID_CACHE.clear()
+        _GUID_CACHE[value] = out
+    return out  # type: ignore[no-any-return]
+
+
+def _jchildren(obj: dict[str, Any]) -> Iterator[tuple[str, int, Any]]:
+    """(name, occurrence, value) of an element's children, undoing the "_N" suffixes."""
+    seen: set[str] = set()
+    for key, value in obj.items():
+        if key[:1] == "#":
+            continue
+        if key[-1:].isdigit() and (m := _DUP.fullmatch(key)) and m.group(1) in seen:
+            yield m.group(1), int(m.group(2)) + 1, value
+            continue
+        seen.add(key)
+        yield key, 1, value
+
+
+def _jlocal(name: str) -> str:
+    return name[name.rfind(":") + 1 :]
+
+
+def _jflatten(value: Any, prefix: str, out: dict[str, str | None]) -> None:
+    """`_flatten` on a JSON element."""
+    if type(value) is not dict:
+        out[prefix] = _jnorm(value)
+        return
+    attrs = value.get("#attributes")
+    if attrs:
+        for name, attr in attrs.items():
+            if name == "xmlns" or name.startswith("xmlns:"):
+                continue  # a namespace declaration, not an attribute
+            out[f"{prefix}@{_jlocal(name)}"] = _jnorm(attr)
+    children = False
+    for name, n, child in _jchildren(value):
+        children = True
+        _jflatten(child, f"{prefix}.{name}" if n == 1 else f"{prefix}.{name}[{n}]", out)
+    if not children:
+        out[prefix] = _jnorm(value.get("#text"))
+
+
+def _jevent_data(section: Any, out: dict[str, str | None]) -> None:
+    if type(section) is not dict:
+        return
+    unnamed = 0
+    seen: set[str] = set()
+    for name, value in section.items():
+        kind = type(value)
+        if name[-1:].isdigit() and (m := _DUP.fullmatch(name)) and m.group(1) in seen:
+            name = m.group(1)  # a repeated name: the XML path keeps the last value
+        else:
+            seen.add(name)
+        if kind is str and name != "Data" and name != "Binary" and name:
+            out[name] = _snorm(value)  # the common case: a named <Data> with a string
+        elif name == "Data" or not name:
+            texts = value.get("#text") if kind is dict else value
+            for text in texts if type(texts) is list else (texts,):
+                unnamed += 1
+                out[f"param{unnamed}"] = _jnorm(text)
+        elif name == "Binary":
+            out["Binary"] = _binary_hex(_jnorm(value))
+        elif name[0] == "#":
+            continue
+        elif kind is dict:  # nested, or another element with attributes
+            _jflatten(value, name, out)
+        else:
+            out[name] = _jnorm(value)
+
+
+def _jint(value: Any) -> int | None:
+    kind = type(value)
+    if kind is int:
+        return value  # type: ignore[no-any-return]
+    if value is None:
+        return None
+    if kind is dict:
+        return _jint(value.get("#text"))
+    return _int(_jnorm(value))
+
+
+def _attrs(element: Any) -> dict[str, Any]:
+    if type(element) is dict:
+        attrs = element.get("#attributes")
+        if type(attrs) is dict:
+            return attrs
+    return _NO_ATTRS
+
+
+_NO_ATTRS: dict[str, Any] = {}
+_FILETIME_UNIX = 11_644_473_600  # seconds from 1601-01-01 to 1970-01-01
+_HOUR_CACHE: dict[str, int | None] = {}
+
+
+def _jtime_created(raw: Any, filetime: int, header_time: dt.datetime | None) -> dt.datetime | None:
+    """`_time_created(_norm(raw), header_time)`, without parsing a date when the value is
+    plainly within the second of the header FILETIME (nearly every record)."""
+    if (
+        type(raw) is str
+        and len(raw) >= 20
+        and raw[10] == "T"
+        and raw[-1] == "Z"
+        and header_time is not None
+    ):
+        hour = _HOUR_CACHE.get(raw[:13], _MISSING)
+        if hour is _MISSING:
+            try:
+                moment = dt.datetime.fromisoformat(raw[:13] + ":00:00+00:00")
+                hour = int(moment.timestamp())
+            except ValueError:
+                hour = None
+            if len(_HOUR_CACHE) >= _CACHE_MAX:
+                _HOUR_CACHE.clear()
+            _HOUR_CACHE[raw[:13]] = hour
+        if hour is not None and raw[13] == ":" and raw[16] == ":":
+            minutes, seconds = raw[14:16], raw[17:19]
+            if minutes.isdigit() and seconds.isdigit():
+                stamp = hour + int(minutes) * 60 + int(seconds)
+                header = filetime // 10_000_000 - _FILETIME_UNIX
+                if abs(stamp - header) <= 0:  # same whole second: within a second for sure
+                    return header_time
+    return _time_created(_jnorm(raw), header_time)
+
+
+def record_from_json(
+    event: dict[str, Any], rec: RecordSlice, chunk: int, offset: int
+) -> EventRecord:
+    """Convert one record's pyevtx-rs JSON (decoded) into an EventRecord: the same values
+    `record_from_xml` gives for pyevtx-rs's XML of the record (tests hold them equal)."""
+    root = event.get("Event")
+    if type(root) is not dict:
+        root = {}
+    system = root.get("System")
+    if type(system) is not dict:
+        system = _NO_ATTRS
+    data: dict[str, str | None] = {}
+    for tag, value in root.items():
+        if tag == "System" or tag == "RenderingInfo" or tag[:1] == "#":
+            continue
+        if tag == "EventData":
+            _jevent_data(value, data)
+        elif tag == "UserData":
+            if type(value) is dict:
+                for name, _m, sub in _jchildren(value):
+                    _jflatten(sub, name, data)
+        else:
+            _jflatten(value, _DUP.sub(r"\1", tag) if tag[-1:].isdigit() else tag, data)
+    get = system.get
+    event_id_el = get("EventID")
+    event_id = _jint(event_id_el)
+    qualifiers = _jint(_attrs(event_id_el).get("Qualifiers"))
+    if event_id is not None and event_id > 0xFFFF:
+        qualifiers = qualifiers if qualifiers is not None else event_id >> 16
+        event_id &= 0xFFFF
+    provider = _attrs(get("Provider"))
+    correlation = _attrs(get("Correlation"))
+    execution = _attrs(get("Execution"))
+    filetime = rec.filetime
+    header_time = filetime_to_datetime(filetime)
+    return EventRecord(
+        _jtime_created(_attrs(get("TimeCreated")).get("SystemTime"), filetime, header_time),
+        filetime,
+        rec.record_id,
+        event_id,
+        qualifiers,
+        _jint(get("Version")),
+        _jint(get("Level")),
+        _jint(get("Task")),
+        _jint(get("Opcode")),
+        _jnorm(get("Keywords")),
+        _jnorm(provider.get("Name")),
+        _jguid(provider.get("Guid")),
+        _jnorm(provider.get("EventSourceName")),
+        _jnorm(get("Channel")),
+        _jnorm(get("Computer")),
+        _jnorm(_attrs(get("Security")).get("UserID")),
+        _jguid(correlation.get("ActivityID")),
+        _jguid(correlation.get("RelatedActivityID")),
+        _jint(execution.get("ProcessID")),
+        _jint(execution.get("ThreadID")),
+        data,
+        chunk,
+        offset,
+    )
+
+
+# ---------------------------------------------------------------------------
 # 4. The parser entry point
 # ---------------------------------------------------------------------------
 
@@ -700,8 +985,15 @@ def parse(stream: BinaryIO, options: ParseOptions) -> Iterator[Item]:
 
 
 def renderer_for(backend: str) -> Renderer:
-    """The function that renders a chunk's framed records to XML for a backend name."""
-    return _python_xml if backend == "python" else _rust_with_fallback
+    """The function that renders a chunk's framed records for a backend name: "rust"
+    (pyevtx-rs JSON, python-evtx XML for what it cannot render), "rust-xml" (the same
+    with pyevtx-rs XML: slower, kept as the reference the JSON path is tested against),
+    "python" (python-evtx XML)."""
+    if backend == "python":
+        return _python_xml
+    if backend == "rust-xml":
+        return _rust_with_fallback
+    return _rust_json_with_fallback
 
 
 def parse_chunk(chunk: ChunkSlice, render: Renderer) -> Iterator[Item]:
@@ -710,10 +1002,16 @@ def parse_chunk(chunk: ChunkSlice, render: Renderer) -> Iterator[Item]:
         if isinstance(out, ParseIssue):
             yield out
             continue
-        rec, xml = out
+        rec, payload = out
         offset = chunk.file_offset + rec.offset
+        if type(payload) is dict:
+            try:
+                yield record_from_json(payload, rec, chunk.index, offset)
+            except (ValueError, TypeError, AttributeError, IndexError) as exc:
+                yield _record_issue(chunk, rec, f"rendered JSON not readable: {exc}")
+            continue
         try:
-            record, repaired = record_from_xml(xml, rec, chunk.index, offset)
+            record, repaired = record_from_xml(cast("str", payload), rec, chunk.index, offset)
         except (etree.XMLSyntaxError, ValueError) as exc:
             yield _record_issue(chunk, rec, f"rendered XML not readable: {exc}")
             continue
@@ -739,6 +1037,7 @@ __all__ = [
     "filetime_to_datetime",
     "parse",
     "parse_chunk",
+    "record_from_json",
     "record_from_xml",
     "renderer_for",
     "sniff",

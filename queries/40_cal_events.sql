@@ -384,6 +384,16 @@ select
     file_sha256
 from final;
 
+-- The time the data ends: the last record of any source (the "now" of plans).
+create or replace view as_of as
+select
+    greatest(
+        (select max(ts) from trace_events),
+        (select max(time_created) from events),
+        (select max(snapshot_time) from issued_license_rows),
+        (select max(snapshot_time) from keypack_rows)
+    ) as as_of;
+
 -- licenses: one row per issuance, all its facts merged (trace + WMI + linked EVTX events).
 --   issued_at: first issue/upgrade fact (else the first fact: a CAL issued before the logs)
 --   expires_at: the latest snapshot's expiry, else last issue/renewal + the longest validity
@@ -479,19 +489,30 @@ final as (
     from dated as d
     left join replaced as r using (license_key)
     asof left join db_rebuilds as b on d.issued_at < b.rebuilt_at
+),
+counted as (
+    select
+        * exclude (issue_fact_at, first_fact_at),
+        least(
+            expires_at,
+            coalesce(replaced_at, expires_at),
+            coalesce(revoked_at, expires_at),
+            coalesce(db_rebuilt_at, expires_at)
+        ) as counted_until
+    from final
 )
+-- excess: the next CAL of the same holder was issued while this one still counted. The
+-- holder is the name (one device per name), or the HWID within a name (duplicate names:
+-- two devices); for a HWID shared by several names (cloned, FreeRDP), the name within it.
 select
-    * exclude (issue_fact_at, first_fact_at),
-    least(
-        expires_at,
-        coalesce(replaced_at, expires_at),
-        coalesce(revoked_at, expires_at),
-        coalesce(db_rebuilt_at, expires_at)
-    ) as counted_until
-from final;
+    c.*,
+    coalesce(lead(c.issued_at) over by_name < c.counted_until, false) as excess_by_name,
+    coalesce(lead(c.issued_at) over by_name_hwid < c.counted_until, false)
+        as excess_by_name_hwid,
+    c.counted_until > a.as_of as counted_now
+from counted as c
+cross join as_of as a
+window
+    by_name as (partition by c.client_name order by c.issued_at, c.license_key),
+    by_name_hwid as (partition by c.client_name, c.hwid order by c.issued_at, c.license_key);
 
--- The time the data ends: the last fact of any source (the "now" of plans).
-create or replace view as_of as
-select
-    max(ts) filter (where fact not in ('expires')) as as_of
-from cal_events;

@@ -176,23 +176,22 @@ from per_name as n
 left join pairs as p using (client_name)
 left join registry as r using (client_name);
 
--- Excess CALs, per license: the next CAL of the same holder was issued while it counted.
--- The holder is the name (one device per name), the HWID within a name (duplicate names:
--- two devices), or the name within a HWID (cloned / FreeRDP: one device per name).
+-- Excess CALs, per license (the columns live in licenses; this name is kept for readers).
 create or replace view license_excess as
-select
-    *,
-    coalesce(lead(issued_at) over by_name < counted_until, false) as excess_by_name,
-    coalesce(lead(issued_at) over by_name_hwid < counted_until, false) as excess_by_name_hwid,
-    counted_until > (select as_of from as_of) as counted_now
-from licenses
-window
-    by_name as (partition by client_name order by issued_at, license_key),
-    by_name_hwid as (partition by client_name, hwid order by issued_at, license_key);
+select * from licenses;
 
 -- The rules. Each CTE below is one signature from licensing.md.
 create or replace view device_findings as
-with hwid_rules as (
+with act as (
+    select * from activity
+),
+lx as (
+    select * from licenses
+),
+he as (
+    select * from hwid_evidence
+),
+hwid_rules as (
     select
         e.*,
         case
@@ -203,7 +202,7 @@ with hwid_rules as (
             -- one switch between two names: a renamed machine is the simpler explanation
             else 'renamed'
         end as cause
-    from hwid_evidence as e
+    from he as e
     where e.name_count >= th('min_names_per_hwid')
 ),
 name_rules as (
@@ -228,7 +227,7 @@ name_rules as (
     where e.hwid_count >= th('min_hwids_per_name')
         -- a legacy FreeRDP or cloned HWID shared with other names is explained by its HWID
         and e.client_name not in (
-            select unnest(names) from hwid_evidence where name_count >= th('min_names_per_hwid')
+            select unnest(names) from he where name_count >= th('min_names_per_hwid')
         )
 ),
 events_only as (
@@ -238,12 +237,12 @@ events_only as (
         count(*) as issue_facts,
         min(ts) as first_seen,
         max(ts) as last_seen
-    from activity
+    from act
     where client_name is not null and fact in ('issued', 'upgraded')
     group by client_name
     having count(*) >= th('events_only_min_issues')
         and count(hwid) = 0
-        and client_name not in (select client_name from cal_events where hwid is not null and client_name is not null)
+        and client_name not in (select client_name from act where hwid is not null)
 ),
 hwid_excess as (
     select
@@ -253,7 +252,7 @@ hwid_excess as (
         count(*) filter (where excess_by_name and cal_type = 'permanent') as excess_permanent,
         count(*) filter (where excess_by_name and counted_now) as excess_now,
         list(license_key order by issued_at) filter (where excess_by_name) as excess_licenses
-    from license_excess
+    from lx
     where hwid is not null
     group by hwid
 ),
@@ -269,7 +268,7 @@ name_excess as (
         count(*) filter (where excess_by_name_hwid and cal_type = 'permanent')
             as excess_per_hwid_permanent,
         count(*) filter (where excess_by_name_hwid and counted_now) as excess_per_hwid_now
-    from license_excess
+    from lx
     where client_name is not null
     group by client_name
 ),
@@ -322,7 +321,11 @@ name_rows as (
         'name' as subject_kind,
         r.client_name as subject,
         [r.client_name] as names,
-        (select list(distinct hwid order by hwid) from activity as a where a.client_name = r.client_name and a.hwid is not null) as hwids,
+        (
+            select list(distinct a.hwid order by a.hwid)
+            from act as a
+            where a.client_name = r.client_name and a.hwid is not null
+        ) as hwids,
         r.first_seen,
         r.last_seen,
         coalesce(x.cals, 0) as cals,
@@ -411,12 +414,24 @@ events_rows as (
         null::double as cadence_days
     from events_only as o
     left join name_excess as x using (client_name)
+),
+all_rows as (
+    select * from hwid_rows
+    union all by name
+    select * from name_rows
+    union all by name
+    select * from events_rows
 )
-select * from hwid_rows
-union all by name
-select * from name_rows
-union all by name
-select * from events_rows;
+-- the source rows behind each finding (the first 20, in time order)
+select
+    d.*,
+    (
+        select list({'source_path': a.source_path, 'line': a.source_line} order by a.ts)[1:20]
+        from act as a
+        where (d.subject_kind = 'hwid' and a.hwid = d.subject)
+            or (d.subject_kind = 'name' and a.client_name = d.subject)
+    ) as evidence_rows
+from all_rows as d;
 
 -- Server problems from the events: one row per (problem, subject).
 create or replace view server_findings as
@@ -454,19 +469,8 @@ group by cause, subject;
 
 -- findings: every cause, most excess first, with the meaning and the fix.
 create or replace view findings as
-with device_rows as (
-    select
-        d.*,
-        (
-            select list({'source_path': a.source_path, 'line': a.source_line} order by a.ts)[1:20]
-            from activity as a
-            where (d.subject_kind = 'hwid' and a.hwid = d.subject)
-                or (d.subject_kind = 'name' and a.client_name = d.subject)
-        ) as evidence_rows
-    from device_findings as d
-),
-final as (
-    select * from device_rows
+with final as (
+    select * from device_findings
     union all by name
     select * from server_findings
 )

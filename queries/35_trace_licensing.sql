@@ -1,0 +1,358 @@
+-- Layer 2, licensing facts from trace dumps (tracefmt / netsh text, tracerpt XML and CSV).
+--
+-- The wording of license-server trace messages is not public, so extraction is driven by
+-- patterns kept as data: queries/trace_patterns.csv (the defaults) and the user's own table
+-- LAKE/_ref/user_trace_patterns.csv (`caltrail ingest --patterns FILE`; the DuckDB shell reads
+-- the same file). One row per pattern:
+--   name          reported in trace_licensing.pattern. A user row with the name of a default
+--                 row replaces it; with an empty regex it switches the default off.
+--   module_regex  RE2 regex, case-insensitive, over the module / provider (tracefmt `[module]`,
+--                 tracerpt Provider Name or GUID). Empty: any module, and lines without one.
+--                 A module matched by some pattern's module_regex is a "licensing module".
+--   regex         RE2 regex over the message (tracerpt XML: the message, then the event's
+--                 EventData/UserData values as `Name=value` lines). Use (?i) for any case.
+--   captures      what groups 1..n capture, '|'-separated: client_name, hwid, user,
+--                 license_id, keypack_id, operation, result; an empty entry skips a group;
+--                 several groups may name the same field (the first one that took part wins).
+--   operation     the operation a match means when none was captured (optional).
+--   priority      smaller wins when two patterns give the same field (empty: 10, before
+--                 every default; defaults: specific wordings 20, Key=Value 50, bare HWIDs 80+).
+--   example, note documentation; every default's example is checked by the tests.
+-- A message is a licensing fact when the matching patterns give at least one of client name,
+-- HWID, user, license id or key pack id: an operation or result alone is no fact.
+
+-- ---------------------------------------------------------------- value macros
+
+-- A captured value: trimmed, and the usual renderings of "nothing" made NULL.
+create or replace macro trace_value(v) as
+    case
+        when v is null then null
+        when lower(trim(v)) in ('', '(null)', 'null', '<null>', '-', 'n/a', 'none', '(none)', '<none>')
+            then null
+        else trim(v)
+    end;
+
+-- An operation wording -> request | issue-temporary | issue-permanent | upgrade | renew |
+-- revoke | deny, else NULL ("issue" alone does not say which).
+create or replace macro trace_operation_letters(v) as
+    regexp_replace(lower(coalesce(v, '')), '[^a-z]', '', 'g');
+
+create or replace macro trace_operation(v) as
+    case
+        when trace_operation_letters(v) = '' then null
+        when regexp_matches(trace_operation_letters(v), 'revok') then 'revoke'
+        when regexp_matches(trace_operation_letters(v), 'renew') then 'renew'
+        when regexp_matches(trace_operation_letters(v), 'upgrad') then 'upgrade'
+        when regexp_matches(trace_operation_letters(v), 'deny|denied|reject|refus') then 'deny'
+        when regexp_matches(trace_operation_letters(v), 'temp') then 'issue-temporary'
+        when regexp_matches(trace_operation_letters(v), 'perm') then 'issue-permanent'
+        when regexp_matches(trace_operation_letters(v), 'request|^req$') then 'request'
+    end;
+
+-- A DWORD as 8 hex digits -> its 4 bytes little-endian (registry order).
+create or replace macro hwid_dword_le(d) as
+    substr(d, 7, 2) || substr(d, 5, 2) || substr(d, 3, 2) || substr(d, 1, 2);
+
+-- A real platform id has a non-zero low byte and a zero high byte (parsers/hwid.py).
+create or replace macro hwid_plausible_platform(le8) as
+    substr(le8, 1, 2) <> '00' and substr(le8, 7, 2) = '00';
+
+-- 40 hex digits without separators: byte order or DWORD order, told by the platform id,
+-- else byte order (parsers/hwid.py, DEFAULT_PLAIN_HEX_ORDER); FreeRDP's legacy HWID in either.
+create or replace macro hwid_plain_hex(j) as
+    case
+        when j = '000000007319468847d7b1aee40dbf5dd963c999'
+            or j = '000000008846197347d7b1aee40dbf5d99c963d9' then '000000007319468847d7b1aee40dbf5dd963c999'
+        when hwid_plausible_platform(substr(j, 1, 8)) then j
+        when hwid_plausible_platform(hwid_dword_le(substr(j, 1, 8)))
+            then hwid_dword_le(substr(j, 1, 8)) || hwid_dword_le(substr(j, 9, 8))
+                || hwid_dword_le(substr(j, 17, 8)) || hwid_dword_le(substr(j, 25, 8))
+                || hwid_dword_le(substr(j, 33, 8))
+        else j
+    end;
+
+-- Hex tokens of a HWID rendering: separators `-:,;._` and blanks, `0x` and `hex(3):` dropped.
+create or replace macro hwid_tokens(s) as
+    list_transform(
+        list_filter(
+            string_split_regex(
+                regexp_replace(
+                    regexp_replace(lower(trim(s)), '^[\s{}\[\]()"'']+|[\s{}\[\]()"'']+$', '', 'g'),
+                    '^hex(\([0-9a-f]+\))?:', ''),
+                '[\s,;:._-]+'),
+            lambda t: t <> ''),
+        lambda t: case when t like '0x_%' then substr(t, 3) else t end);
+
+-- Canonical HWID (40 lower hex, the 20 bytes in registry order; parsers/hwid.py) from text:
+-- 20 byte groups, five DWORDs (`0x00000002, 0x7d4eb2c0, ...` or `00000002-7D4EB2C0-...`,
+-- each little-endian), or 40 hex digits in any case. Anything else: NULL.
+create or replace macro hwid_from_tokens(tk) as
+    case
+        when tk is null or len(tk) = 0
+            or not list_bool_and(list_transform(tk, lambda t: regexp_full_match(t, '[0-9a-f]+')))
+            then null
+        when len(tk) = 20 and list_bool_and(list_transform(tk, lambda t: len(t) <= 2))
+            then array_to_string(list_transform(tk, lambda t: lpad(t, 2, '0')), '')
+        when len(tk) = 5 and list_bool_and(list_transform(tk, lambda t: len(t) <= 8))
+            then array_to_string(list_transform(tk, lambda t: hwid_dword_le(lpad(t, 8, '0'))), '')
+        when len(array_to_string(tk, '')) = 40
+            and list_bool_and(list_transform(tk, lambda t: len(t) % 2 = 0))
+            then hwid_plain_hex(array_to_string(tk, ''))
+    end;
+
+create or replace macro hwid_from_text(s) as
+    case when s is null then null else hwid_from_tokens(hwid_tokens(s)) end;
+
+-- ---------------------------------------------------------------- the pattern table
+
+-- Defaults and user rows (the user's file may leave out columns; a user row replaces the
+-- default of the same name). `problem` says why a row is not used.
+create or replace view trace_patterns as
+with rows as (
+    select
+        *,
+        parse_filename(filename) = 'user_trace_patterns.csv' as from_user,
+        row_number() over () as row_order
+    from read_csv(
+        [getvariable('ref_dir') || '/trace_patterns.csv',
+         getvariable('ref_dir') || '/user_trace_patterns.csv'],
+        header = true,
+        all_varchar = true,
+        union_by_name = true,
+        filename = true,
+        quote = '"',
+        escape = '"'
+    )
+),
+clean as (
+    select
+        trim(name) as name,
+        nullif(trim(module_regex), '') as module_regex,
+        nullif(regex, '') as regex,
+        list_transform(string_split(coalesce(captures, ''), '|'), lambda c: lower(trim(c))) as capture_list,
+        nullif(trim(operation), '') as operation,
+        coalesce(try_cast(nullif(trim(priority), '') as integer), case when from_user then 10 else 100 end)
+            as priority,
+        case when from_user then 'user' else 'default' end as origin,
+        example,
+        note,
+        from_user,
+        row_order
+    from rows
+    where nullif(trim(name), '') is not null
+),
+chosen as (
+    -- a user row wins over a default of the same name (and the last user row over earlier ones)
+    select * from clean
+    qualify row_number() over (partition by name order by from_user desc, row_order desc) = 1
+)
+select
+    name,
+    module_regex,
+    regex,
+    array_to_string(capture_list, '|') as captures,
+    capture_list,
+    operation,
+    priority,
+    origin,
+    case
+        when regex is null then 'disabled (no regex)'
+        when try(regexp_matches('', regex)) is null then 'invalid regex'
+        when module_regex is not null and try(regexp_matches('', module_regex, 'i')) is null
+            then 'invalid module_regex'
+        when len(list_filter(capture_list, lambda c: c <> ''
+            and c not in ('client_name', 'hwid', 'user', 'license_id', 'keypack_id', 'operation', 'result'))) > 0
+            then 'unknown capture name: ' || array_to_string(list_filter(capture_list, lambda c: c <> ''
+                and c not in ('client_name', 'hwid', 'user', 'license_id', 'keypack_id', 'operation', 'result')), ', ')
+        when len(capture_list) > 9 then 'more than 9 captures'
+        when operation is not null and trace_operation(operation) is null then 'unknown operation: ' || operation
+    end as problem,
+    example,
+    note
+from chosen
+order by priority, name;
+
+-- ---------------------------------------------------------------- matching
+
+-- Every trace message with the text the patterns read and a row key; tracerpt XML events add
+-- their named values (EventData, UserData, DebugData items) as `Name=value` lines.
+create or replace view trace_pattern_input as
+select
+    row_number() over () as msg_id,
+    t.ts,
+    t.provider,
+    t.message,
+    concat_ws(
+        chr(10),
+        t.message,
+        case when t.parser like 'tracerpt_xml/%' then nullif(array_to_string(list_transform(
+            list_filter(map_entries(t.fields), lambda e: e.value is not null and not regexp_matches(
+                e.key,
+                '^(System|RenderingInfo|ExtendedTracingInfo|Header|UserData)(\.|\[|$)|^(tat_line|SequenceNumber|Binary|BinaryEventData|Message|Function|FileLine|LevelName|FlagsName)$')),
+            lambda e: e.key || '=' || e.value), chr(10)), '') end
+    ) as match_text,
+    t.line,
+    t.source_path,
+    t.file_sha256
+from trace_events as t;
+
+-- Modules matched by a pattern's module_regex (the licensing modules).
+create or replace view trace_licensing_modules as
+select distinct i.provider
+from (select distinct provider from trace_events where provider is not null) as i
+join trace_patterns as p
+    on p.problem is null and p.module_regex is not null
+    and regexp_matches(i.provider, p.module_regex, 'i');
+
+-- A SQL string literal.
+create or replace macro trace_sql_literal(s) as
+    case when s is null then 'NULL' else '''' || replace(s, '''', '''''') || '''' end;
+
+-- The matching query, written from the pattern table with each regex as a constant (DuckDB
+-- compiles a constant regex once; a regex taken from a column is compiled again for every
+-- row, which is far too slow on a real trace). One branch per usable pattern.
+create or replace view trace_pattern_query as
+with active as (
+    select row_number() over (order by priority, name) as k, *
+    from trace_patterns
+    where problem is null
+),
+branches as (
+    select
+        k,
+        'select i.msg_id, i.ts, i.provider, i.message, i.line, i.source_path, i.file_sha256, '
+        || trace_sql_literal(name) || '::varchar as name, '
+        || priority::varchar || '::integer as priority, '
+        || '[' || array_to_string(list_transform(capture_list, lambda c: trace_sql_literal(c)), ', ')
+        || ']::varchar[] as capture_list, '
+        || trace_sql_literal(operation) || '::varchar as operation, '
+        || '[' || array_to_string(list_transform(range(1, len(capture_list) + 1),
+            lambda g: 'regexp_extract(i.match_text, ' || trace_sql_literal(regex) || ', ' || g::varchar || ')'), ', ')
+        || ']::varchar[] as groups '
+        || 'from input as i where '
+        || case when module_regex is null then 'true'
+            else 'i.provider is not null and regexp_matches(i.provider, ' || trace_sql_literal(module_regex) || ', ''i'')' end
+        || ' and regexp_matches(i.match_text, ' || trace_sql_literal(regex) || ')' as sql
+    from active
+)
+select
+    'with input as materialized (select * from trace_pattern_input) '
+    || coalesce(
+        string_agg(sql, ' union all ' order by k),
+        'select i.msg_id, i.ts, i.provider, i.message, i.line, i.source_path, i.file_sha256, '
+        || 'null::varchar as name, null::integer as priority, null::varchar[] as capture_list, '
+        || 'null::varchar as operation, null::varchar[] as groups from input as i where false'
+    ) as sql
+from branches;
+
+-- Read when the session opens (caltrail connect / shell). After editing a pattern file in an
+-- open DuckDB shell:  set variable trace_pattern_sql = (select sql from trace_pattern_query);
+set variable trace_pattern_sql = (select sql from trace_pattern_query);
+
+-- Every (message, pattern) match with the pattern's groups 1..n.
+create or replace view trace_pattern_hits as
+select * from query(getvariable('trace_pattern_sql'));
+
+-- One row per (message, field, candidate value); the best is first by (priority, name, group).
+-- A pattern's constant operation comes after its captured one (group 99).
+create or replace view trace_pattern_values as
+with hits as materialized (
+    select * from trace_pattern_hits
+),
+captured as (
+    select
+        h.* exclude (capture_list, groups, operation),
+        g.i as group_no,
+        h.capture_list[g.i] as field,
+        trace_value(h.groups[g.i]) as value
+    from hits as h, (select unnest(range(1, 10)) as i) as g
+    where g.i <= len(h.capture_list) and h.capture_list[g.i] <> ''
+),
+constant_ops as (
+    select h.* exclude (capture_list, groups, operation), 99 as group_no, 'operation' as field,
+        h.operation as value
+    from hits as h
+    where h.operation is not null
+)
+select * from captured where value is not null
+union all
+select * from constant_ops;
+
+create or replace view trace_licensing as
+with per_message as (
+    select
+        msg_id,
+        any_value(ts) as ts,
+        any_value(message) as message,
+        any_value(line) as line,
+        any_value(source_path) as source_path,
+        any_value(file_sha256) as file_sha256,
+        first(name order by priority, name, group_no)
+            filter (where field <> 'operation' or trace_operation(value) is not null) as pattern,
+        first(value order by priority, name, group_no) filter (where field = 'client_name') as client_name_raw,
+        first(value order by priority, name, group_no) filter (where field = 'hwid') as hwid_raw,
+        first(value order by priority, name, group_no) filter (where field = 'user') as user_name,
+        first(value order by priority, name, group_no) filter (where field = 'license_id') as license_id,
+        first(value order by priority, name, group_no) filter (where field = 'keypack_id') as keypack_id,
+        first(trace_operation(value) order by priority, name, group_no)
+            filter (where field = 'operation' and trace_operation(value) is not null) as operation,
+        first(value order by priority, name, group_no) filter (where field = 'result') as result
+    from trace_pattern_values
+    group by msg_id
+)
+select
+    ts::timestamptz as ts,
+    operation::varchar as operation,
+    client_name_raw::varchar as client_name_raw,
+    norm_name(client_name_raw)::varchar as client_name,
+    hwid_from_text(hwid_raw)::varchar as hwid,
+    hwid_raw::varchar as hwid_raw,
+    user_name::varchar as user_name,
+    license_id::varchar as license_id,
+    keypack_id::varchar as keypack_id,
+    result::varchar as result,
+    pattern::varchar as pattern,
+    message::varchar as message,
+    line::bigint as line,
+    source_path::varchar as source_path,
+    file_sha256::varchar as file_sha256
+from per_message
+where coalesce(client_name_raw, hwid_raw, user_name, license_id, keypack_id) is not null;
+
+-- The shape of a message: quoted strings, `=value`s, GUIDs, hex and numbers masked, blanks
+-- collapsed; messages of one wording share a shape.
+create or replace macro trace_message_shape(m) as
+    trim(regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(
+        regexp_replace(coalesce(m, ''),
+            '"[^"]*"|''[^'']*''', '<s>', 'g'),
+            '\{?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\}?', '<guid>', 'g'),
+            '=[ \t]*[^\s,;]+', '=<v>', 'g'),
+            '\b0[xX][0-9a-fA-F]+\b', '<hex>', 'g'),
+            '\b[0-9a-fA-F]{8,}\b', '<hex>', 'g'),
+            '[0-9]+', '<n>', 'g'),
+            '\s+', ' ', 'g'));
+
+-- Messages of licensing modules that gave no licensing fact, by shape, most frequent first:
+-- the wordings a pattern could be written for.
+create or replace view trace_unmatched as
+with facts as (
+    select distinct file_sha256, line, message from trace_licensing
+),
+unmatched as (
+    select i.*, trace_message_shape(i.message) as shape
+    from trace_pattern_input as i
+    semi join trace_licensing_modules as m on m.provider = i.provider
+    anti join facts as f
+        on f.file_sha256 = i.file_sha256 and f.line = i.line and f.message is not distinct from i.message
+)
+select
+    shape,
+    count(*) as n,
+    first(message order by ts, source_path, line) as example,
+    list(distinct provider order by provider) as modules,
+    min(ts) as first_ts,
+    max(ts) as last_ts,
+    first(source_path || ':' || line order by ts, source_path, line) as example_at
+from unmatched
+group by shape
+order by n desc, shape;

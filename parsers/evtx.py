@@ -81,11 +81,27 @@ class ChunkSlice:
     records: list[RecordSlice] = field(default_factory=list)
 
 
-def walk_chunks(stream: BinaryIO, budget: Budget | None = None) -> Iterator[ChunkSlice | Item]:
+def chunk_count(size: int) -> int:
+    """How many 64 KiB chunk slots a file of `size` bytes has after its header block."""
+    return max(0, -(-(size - S.FILE_HEADER_BLOCK) // S.CHUNK_SIZE))
+
+
+def walk_chunks(
+    stream: BinaryIO,
+    budget: Budget | None = None,
+    start: int = 0,
+    stop: int | None = None,
+) -> Iterator[ChunkSlice | Item]:
     """Yield readable chunks with their framed records, plus issues and notes.
 
     Raises InvalidSignatureError / TruncatedError only when no chunk can be found at all.
+    `start`/`stop` restrict the walk to chunks start..stop-1 (a part of a file read by one
+    worker; chunks are independent): the file header is then checked by the part that
+    starts at chunk 0 only.
     """
+    if start > 0:
+        yield from _walk_from(stream, budget, start, stop, None)
+        return
     header = stream.read(S.FILE_HEADER_BLOCK)
     if not header:
         raise TruncatedError("offset 0x00000000: empty file, expected an EVTX file header")
@@ -112,10 +128,19 @@ def walk_chunks(stream: BinaryIO, budget: Budget | None = None) -> Iterator[Chun
     if not first:
         yield FileNote("chunks", "0")
         return
-    index = 0
-    block = first
+    yield from _walk_from(stream, budget, 0, stop, first)
+
+
+def _walk_from(
+    stream: BinaryIO, budget: Budget | None, index: int, stop: int | None, block: bytes | None
+) -> Iterator[ChunkSlice | Item]:
+    """The chunks from `index` on (`block`: the first one's bytes if already read)."""
+    first = index
+    if block is None:
+        stream.seek(S.FILE_HEADER_BLOCK + index * S.CHUNK_SIZE)
+        block = stream.read(S.CHUNK_SIZE)
     readable = 0
-    while block:
+    while block and (stop is None or index < stop):
         if budget is not None and budget.exceeded():
             yield ParseIssue(
                 "time_budget",
@@ -132,7 +157,7 @@ def walk_chunks(stream: BinaryIO, budget: Budget | None = None) -> Iterator[Chun
             yield item
         index += 1
         block = stream.read(S.CHUNK_SIZE)
-    yield FileNote("chunks", f"{readable} readable of {index}")
+    yield FileNote("chunks", f"{readable} readable of {index - first}")
 
 
 def _check_file_header(header: bytes) -> Iterator[Item]:
@@ -965,11 +990,20 @@ def record_from_json(
 
 def parse(stream: BinaryIO, options: ParseOptions) -> Iterator[Item]:
     """Yield every valid record of an EVTX file, and an issue for everything else."""
+    return parse_range(stream, options, 0, None)
+
+
+def parse_range(
+    stream: BinaryIO, options: ParseOptions, start: int, stop: int | None
+) -> Iterator[Item]:
+    """`parse` restricted to chunks start..stop-1 (one part of a file split across
+    workers). The parts of a file together yield what `parse` yields, except that each
+    part has its own "chunks" note (counts to add up)."""
     backend = options.backend if options.backend in BACKENDS else DEFAULT_BACKEND
     render = renderer_for(backend)
     budget = Budget(options.max_seconds)
     yield FileNote("backend", backend)
-    for item in walk_chunks(stream, budget):
+    for item in walk_chunks(stream, budget, start, stop):
         if not isinstance(item, ChunkSlice):
             yield item
             continue
@@ -1034,9 +1068,11 @@ __all__ = [
     "VERSION",
     "ChunkSlice",
     "RecordSlice",
+    "chunk_count",
     "filetime_to_datetime",
     "parse",
     "parse_chunk",
+    "parse_range",
     "record_from_json",
     "record_from_xml",
     "renderer_for",

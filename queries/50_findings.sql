@@ -155,7 +155,10 @@ per_name as (
         min(first_seen) as first_seen,
         max(last_seen) as last_seen,
         -- median time from one new HWID to the next: the cadence of churn
-        median(gap_days) as cadence_days
+        median(gap_days) as cadence_days,
+        -- share of new HWIDs that came the day after the previous one (a new HWID per boot
+        -- on every working day gives most; a script after some shutdowns far fewer)
+        count(*) filter (where gap_days < 1.5) / nullif(count(gap_days), 0) as next_day_share
     from (
         select
             *,
@@ -216,7 +219,8 @@ name_rules as (
             when e.registry_hwids >= 2 then 'corrupted-store'
             -- many HWIDs, each for about one boot (VDI) or for a few days (script)
             when e.hwid_count >= th('churn_min_hwids')
-                and e.multiday_hwids / e.hwid_count <= th('vdi_multiday_share_max') then 'vdi'
+                and e.multiday_hwids / e.hwid_count <= th('vdi_multiday_share_max')
+                and coalesce(e.next_day_share, 0) >= th('vdi_next_day_share_min') then 'vdi'
             when e.hwid_count >= th('churn_min_hwids') then 'script'
             -- two HWIDs alive at the same time: two machines under one name
             when e.max_overlap_days > th('overlap_min_days') then 'duplicate-names'
@@ -224,7 +228,7 @@ name_rules as (
             else 'rebuilt'
         end as cause
     from name_evidence as e
-    where e.hwid_count >= th('min_hwids_per_name')
+    where (e.hwid_count >= th('min_hwids_per_name') or e.registry_hwids >= 2)
         -- a legacy FreeRDP or cloned HWID shared with other names is explained by its HWID
         and e.client_name not in (
             select unnest(names) from he where name_count >= th('min_names_per_hwid')
@@ -345,6 +349,7 @@ name_rows as (
         {
             'hwids': r.hwid_count,
             'hwids_active_on_several_days': r.multiday_hwids,
+            'next_day_share_pct': round(100 * coalesce(r.next_day_share, 0)),
             'store_app_hwids': r.store_app_hwids,
             'registry_hwids': r.registry_hwids,
             'licenses': coalesce(x.cals, 0),
@@ -366,12 +371,15 @@ name_rows as (
                 'the client registry holds ' || r.registry_hwids || ' HWIDs; the server saw '
                 || r.hwid_count
             when 'vdi' then
-                r.hwid_count || ' HWIDs, each active on a single day (a new HWID per boot), one '
-                || 'every ' || round(r.cadence_days, 1) || ' days'
+                r.hwid_count || ' HWIDs, each active on a single day, '
+                || round(100 * r.next_day_share) || '% of them the day after the previous one '
+                || '(a new HWID at every boot); median ' || round(r.cadence_days, 1)
+                || ' days between new HWIDs'
             when 'script' then
-                r.hwid_count || ' HWIDs, ' || r.multiday_hwids || ' of them kept over several '
-                || 'days (a new HWID after some shutdowns only), one every '
-                || round(r.cadence_days, 1) || ' days'
+                r.hwid_count || ' HWIDs, ' || r.multiday_hwids || ' seen on several days, only '
+                || round(100 * coalesce(r.next_day_share, 0)) || '% the day after the previous '
+                || 'one (a new HWID after some shutdowns, not every boot); median '
+                || round(r.cadence_days, 1) || ' days between new HWIDs'
             when 'duplicate-names' then
                 'two HWIDs active at the same time for ' || round(r.max_overlap_days, 1)
                 || ' days, each with its own CAL'

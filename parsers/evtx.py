@@ -318,7 +318,6 @@ def _frame_records(chunk: ChunkSlice, free: int, end: int) -> Iterator[RecordSli
 Rendered = tuple[RecordSlice, "str | dict[str, Any]"]
 
 
-
 def _pick_json_loads() -> Callable[[str], Any]:
     """orjson when installed (decodes pyevtx-rs JSON faster), else the standard library."""
     try:

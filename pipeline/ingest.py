@@ -10,16 +10,20 @@ A file that cannot be read becomes a manifest row with status "error" and the ru
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import hashlib
 import json
+import os
+import re
 import signal
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,14 @@ from pipeline.inputs import InputFile, InputProblem, cleanup, discover
 VERSION = "0.1.0"
 COMMIT_EVERY_FILES = 200
 COMMIT_EVERY_SECONDS = 2.0
+# A large EVTX file is split across workers by chunk ranges (chunks are independent):
+# files from SPLIT_MIN_BYTES on, in parts of at most PART_BYTES (and at least MIN_PART_CHUNKS).
+SPLIT_MIN_BYTES = 8 * 1024 * 1024
+PART_BYTES = 64 * 1024 * 1024
+MIN_PART_CHUNKS = 16
+# Test hook, read in the worker (spawn-safe): "SUBSTRING=MODE" makes parse_file fail for a
+# file whose display name contains SUBSTRING; MODE is raise, exit (os._exit) or segv.
+CRASH_HOOK_ENV = "CALTRAIL_TEST_CRASH"
 
 
 @dataclass
@@ -185,10 +197,50 @@ class FileTask:
     stage: Path
     parse_options: ParseOptions
     base_notes: tuple[tuple[str, str], ...]
+    part: tuple[int, int, int] | None = None  # (part number, first chunk, chunk after last)
+
+    @property
+    def prefix(self) -> str:
+        """Staged file names of this task: `<table>__<prefix>-<n>.parquet`."""
+        base = f"{self.sha256[:16]}-{self.index:06d}"
+        return base if self.part is None else f"{base}-p{self.part[0]:04d}"
+
+
+def _crash_hook(task: FileTask) -> None:
+    hook = os.environ.get(CRASH_HOOK_ENV)
+    if not hook or "=" not in hook:
+        return
+    needle, mode = hook.rsplit("=", 1)
+    if needle not in task.display or (task.part is not None and task.part[0] != 0):
+        return
+    if mode == "exit":
+        os._exit(70)
+    if mode == "segv":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    raise RuntimeError(f"test crash hook for {task.display}")
+
+
+@contextmanager
+def _few_collections() -> Iterator[None]:
+    """Parsing allocates millions of short-lived, acyclic objects while a batch of rows
+    stays alive: the default GC thresholds rescan that batch over and over. Collect
+    rarely while a file is parsed (nothing is leaked: cycles are still collected)."""
+    old = gc.get_threshold()
+    gc.set_threshold(100_000, 50, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
 
 
 def parse_file(task: FileTask) -> FileResult:
-    """Parse one file into staged Parquet. Never raises for bad content."""
+    """Parse one file (or one part of it) into staged Parquet. Never raises for bad
+    content."""
+    with _few_collections():
+        return _parse_file(task)
+
+
+def _parse_file(task: FileTask) -> FileResult:
     result = FileResult(
         task.display, task.sha256, task.size, task.mtime, status="ok", started=time.time()
     )
@@ -208,11 +260,18 @@ def parse_file(task: FileTask) -> FileResult:
         "parser": result.parser,
         "run_id": task.run_id,
     }
-    rows = L.open_buffers(task.stage, lineage, f"{task.sha256[:16]}-{task.index:06d}")
+    rows = L.open_buffers(task.stage, lineage, task.prefix)
     record_types = RECORD_TYPES
     try:
+        _crash_hook(task)
         with open(task.path, "rb") as stream:
-            for item in module.parse(stream, task.parse_options):
+            if task.part is not None:
+                from parsers import evtx
+
+                items = evtx.parse_range(stream, task.parse_options, task.part[1], task.part[2])
+            else:
+                items = module.parse(stream, task.parse_options)
+            for item in items:
                 if isinstance(item, record_types):
                     rows.buffers[item.table].add(item)  # type: ignore[union-attr]
                 elif isinstance(item, ParseIssue):
@@ -367,7 +426,9 @@ def _run(
             progress("file", result, total)
 
     try:
-        if options.workers <= 1 or total <= 1:
+        if options.workers <= 1 or (
+            total <= 1 and not any(len(_plan_parts(t, options.workers)) > 1 for t in tasks)
+        ):
             for task in tasks:
                 done(parse_file(task))
                 _drop_extracted(task, workdir)
@@ -442,41 +503,168 @@ def _drop_extracted(task: FileTask, workdir: Path) -> None:
         task.path.unlink(missing_ok=True)
 
 
+def _plan_parts(task: FileTask, workers: int) -> list[FileTask]:
+    """The tasks for one file: itself, or, for a large EVTX file, its chunk ranges."""
+    if task.size < SPLIT_MIN_BYTES:
+        return [task]
+    from parsers import _evtx_structs, evtx
+
+    try:
+        with open(task.path, "rb") as handle:
+            head = handle.read(_evtx_structs.FILE_HEADER_BLOCK + 8)
+    except OSError:
+        return [task]
+    if not evtx.sniff(head, task.display):
+        return [task]
+    chunks = evtx.chunk_count(task.size)
+    parts = max(workers, -(-task.size // PART_BYTES))
+    per_part = max(MIN_PART_CHUNKS, -(-chunks // parts))
+    starts = list(range(0, chunks, per_part))
+    if len(starts) < 2:
+        return [task]
+    return [
+        replace(task, part=(n, start, start + per_part if n < len(starts) - 1 else chunks + 1))
+        for n, start in enumerate(starts)
+    ]
+
+
+_CHUNKS_NOTE = re.compile(r"(\d+) readable of (\d+)")
+
+
+def _merge_parts(parts: list[FileResult]) -> FileResult:
+    """One file's result from the results of its parts (in part order)."""
+    first = parts[0]
+    merged = FileResult(first.display, first.sha256, first.size, first.mtime, "ok")
+    merged.started = min(p.started for p in parts)
+    merged.kind = next((p.kind for p in parts if p.kind), None)
+    merged.parser = next((p.parser for p in parts if p.parser), None)
+    failed = [p for p in parts if p.status in ("error", "skipped")]
+    if failed:
+        for part in parts:
+            for staged in part.staged:
+                staged.path.unlink(missing_ok=True)
+        merged.notes.update(first.notes)
+        return _finish(merged, failed[0].status, failed[0].error, keep_counts=False)
+    readable = total = 0
+    for part in parts:
+        for key, value in part.notes.items():
+            if key != "chunks":
+                merged.notes.setdefault(key, value)
+            elif m := _CHUNKS_NOTE.fullmatch(value):
+                readable += int(m.group(1))
+                total += int(m.group(2))
+        merged.records_ok += part.records_ok
+        merged.records_bad += part.records_bad
+        merged.warnings += part.warnings
+        for table, count in part.rows.items():
+            merged.rows[table] = merged.rows.get(table, 0) + count
+        merged.staged.extend(part.staged)
+    merged.notes["chunks"] = f"{readable} readable of {total}"
+    merged.notes["parts"] = str(len(parts))
+    if merged.records_bad:
+        return _finish(
+            merged, "quarantined", f"{merged.records_bad} records quarantined (see parse_errors)"
+        )
+    return _finish(merged, "ok", None)
+
+
+class _Assembler:
+    """Collects the results of the parts of split files; hands on whole files."""
+
+    def __init__(self, done: Callable[[FileResult], None], workdir: Path) -> None:
+        self.done = done
+        self.workdir = workdir
+        self.expected: dict[int, int] = {}
+        self.parts: dict[int, dict[int, FileResult]] = {}
+
+    def expect(self, task: FileTask, parts: int) -> None:
+        self.expected[task.index] = parts
+
+    def add(self, task: FileTask, result: FileResult) -> None:
+        if task.part is None:
+            self.done(result)
+            _drop_extracted(task, self.workdir)
+            return
+        got = self.parts.setdefault(task.index, {})
+        got[task.part[0]] = result
+        if len(got) == self.expected[task.index]:
+            del self.parts[task.index]
+            self.done(_merge_parts([got[n] for n in sorted(got)]))
+            _drop_extracted(task, self.workdir)
+
+
 def _run_parallel(
     tasks: list[FileTask], workers: int, done: Callable[[FileResult], None], workdir: Path
 ) -> None:
-    pending = list(reversed(tasks))
+    assembler = _Assembler(done, workdir)
+    queue: list[FileTask] = []
+    for task in tasks:
+        parts = _plan_parts(task, workers)
+        assembler.expect(task, len(parts))
+        queue.extend(parts)
+    queue.reverse()  # popped from the end: files in order
+    suspects: list[FileTask] = []
+    while queue:
+        suspects.extend(_run_pool(queue, workers, assembler))
+    # A worker died (os._exit, segfault, killed): every task that was in flight is a
+    # suspect. Each is run again alone: the one that kills its worker again is reported
+    # as crashed, the others are read normally.
+    for task in suspects:
+        left = [task]
+        if _run_pool(left, 1, assembler):
+            assembler.add(task, _crashed(task))
+
+
+def _run_pool(queue: list[FileTask], workers: int, assembler: _Assembler) -> list[FileTask]:
+    """Run tasks from `queue` (popped from its end) until it is empty or the pool breaks.
+    Returns the tasks that were in flight when it broke."""
     context = get_context("spawn")  # fork + threads in native parsers is a known deadlock trap
-    while pending:
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
-            running: dict[Future[FileResult], FileTask] = {}
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init)
+    running: dict[Future[FileResult], FileTask] = {}
+    try:
+        while queue or running:
+            while queue and len(running) < workers * 2:
+                task = queue.pop()
+                running[pool.submit(parse_file, task)] = task
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
             broken = False
-            while (pending or running) and not broken:
-                while pending and len(running) < workers * 2:
-                    task = pending.pop()
-                    running[pool.submit(parse_file, task)] = task
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    task = running.pop(future)
-                    try:
-                        done(future.result())
-                    except BrokenProcessPool:
-                        broken = True
-                        done(_crashed(task))
-                    _drop_extracted(task, workdir)
+            for future in finished:
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    broken = True
+                    continue
+                assembler.add(running.pop(future), result)
             if broken:
-                # The pool died (a worker crashed): what was in flight is retried alone.
-                for future, task in running.items():
-                    future.cancel()
-                    pending.append(task)
+                in_flight = list(running.values())
                 running.clear()
+                return in_flight
+        return []
+    except BaseException:
+        # Ctrl-C (or a bug here): stop the workers now; what they staged is swept.
+        _kill_workers(pool)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.kill()
 
 
 def _crashed(task: FileTask) -> FileResult:
     result = FileResult(task.display, task.sha256, task.size, task.mtime, "error")
-    result.error = "the worker process parsing this file crashed (native parser failure)"
+    where = "" if task.part is None else f" (chunks {task.part[1]}-{task.part[2] - 1})"
+    result.error = (
+        f"the worker process parsing this file{where} crashed (native parser failure); "
+        "reported alone, the rest of the run went on"
+    )
     result.started = result.finished = time.time()
-    for path in task.stage.glob(f"*__{task.sha256[:16]}-{task.index:06d}-*.parquet"):
+    for path in task.stage.glob(f"*__{task.prefix}-*.parquet"):
         path.unlink(missing_ok=True)
     return result
 

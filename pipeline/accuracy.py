@@ -77,9 +77,7 @@ def _subject(kind: str, subject: str) -> str:
 
 def evaluate(truth: dict[str, Any], found: list[dict[str, Any]]) -> FleetResult:
     """Compare one fleet's findings with its truth."""
-    res = FleetResult(
-        truth["scenario"], truth["seed"], truth["devices_requested"], truth["days"]
-    )
+    res = FleetResult(truth["scenario"], truth["seed"], truth["devices_requested"], truth["days"])
     expected_excess: dict[tuple[str, str], int] = {}
     for f in truth["expected_findings"]:
         key = (f["cause"], _subject(f["subject_kind"], f["subject"]))

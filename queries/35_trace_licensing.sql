@@ -105,6 +105,16 @@ create or replace macro hwid_from_text(s) as
 
 -- ---------------------------------------------------------------- the pattern table
 
+-- How many capturing groups a regex has, as far as the text tells (escapes and character
+-- classes skipped; `(?:`, `(?i)` do not count, `(?P<name>` and `(?<name>` do).
+create or replace macro trace_regex_groups_in(t) as
+    len(t) - len(replace(t, '(', '')) - (len(t) - len(replace(t, '(?', ''))) // 2
+        + (len(t) - len(replace(t, '(?P<', ''))) // 4 + (len(t) - len(replace(t, '(?<', ''))) // 3;
+
+create or replace macro trace_regex_groups(r) as
+    trace_regex_groups_in(regexp_replace(regexp_replace(coalesce(r, ''), '\\.', '', 'g'),
+        '\[\^?\]?[^\]]*\]', '', 'g'));
+
 -- Defaults and user rows (the user's file may leave out columns; a user row replaces the
 -- default of the same name). `problem` says why a row is not used.
 create or replace view trace_patterns as
@@ -129,7 +139,8 @@ clean as (
         trim(name) as name,
         nullif(trim(module_regex), '') as module_regex,
         nullif(regex, '') as regex,
-        list_transform(string_split(coalesce(captures, ''), '|'), lambda c: lower(trim(c))) as capture_list,
+        case when trim(coalesce(captures, '')) = '' then []::varchar[]
+            else list_transform(string_split(captures, '|'), lambda c: lower(trim(c))) end as capture_list,
         nullif(trim(operation), '') as operation,
         coalesce(try_cast(nullif(trim(priority), '') as integer), case when from_user then 10 else 100 end)
             as priority,
@@ -152,6 +163,7 @@ select
     regex,
     array_to_string(capture_list, '|') as captures,
     capture_list,
+    trace_regex_groups(regex) as regex_groups,
     operation,
     priority,
     origin,
@@ -226,13 +238,24 @@ branches as (
         || '[' || array_to_string(list_transform(capture_list, lambda c: trace_sql_literal(c)), ', ')
         || ']::varchar[] as capture_list, '
         || trace_sql_literal(operation) || '::varchar as operation, '
-        || '[' || array_to_string(list_transform(range(1, len(capture_list) + 1),
-            lambda g: 'regexp_extract(i.match_text, ' || trace_sql_literal(regex) || ', ' || g::varchar || ')'), ', ')
-        || ']::varchar[] as groups '
+        || case when len(capture_list) = 0 then '[]::varchar[] as groups from (select i.* '
+            when regex_groups <> len(capture_list) then
+                -- the regex may have fewer groups than captures named: one search per group
+                -- (a group that is not there gives '')
+                '[' || array_to_string(list_transform(range(1, len(capture_list) + 1),
+                    lambda g: 'regexp_extract(i.match_text, ' || trace_sql_literal(regex) || ', '
+                        || g::varchar || ')'), ', ') || ']::varchar[] as groups from (select i.* '
+            else '[' || array_to_string(list_transform(range(1, len(capture_list) + 1),
+                lambda g: 'i.x.g' || g::varchar), ', ') || ']::varchar[] as groups from (select i.*, '
+                -- one search gives every group: regexp_extract with a list of group names
+                || 'regexp_extract(i.match_text, ' || trace_sql_literal(regex) || ', ['
+                || array_to_string(list_transform(range(1, len(capture_list) + 1),
+                    lambda g: trace_sql_literal('g' || g::varchar)), ', ') || ']) as x '
+            end
         || 'from input as i where '
         || case when module_regex is null then 'true'
             else 'i.provider is not null and regexp_matches(i.provider, ' || trace_sql_literal(module_regex) || ', ''i'')' end
-        || ' and regexp_matches(i.match_text, ' || trace_sql_literal(regex) || ')' as sql
+        || ' and regexp_matches(i.match_text, ' || trace_sql_literal(regex) || ')) as i' as sql
     from active
 )
 select
@@ -305,7 +328,7 @@ select
     operation::varchar as operation,
     client_name_raw::varchar as client_name_raw,
     norm_name(client_name_raw)::varchar as client_name,
-    hwid_from_text(hwid_raw)::varchar as hwid,
+    hwid_from_tokens(hwid_tk)::varchar as hwid,
     hwid_raw::varchar as hwid_raw,
     user_name::varchar as user_name,
     license_id::varchar as license_id,
@@ -316,8 +339,12 @@ select
     line::bigint as line,
     source_path::varchar as source_path,
     file_sha256::varchar as file_sha256
-from per_message
-where coalesce(client_name_raw, hwid_raw, user_name, license_id, keypack_id) is not null;
+from (
+    -- the HWID's tokens once per row (the macro would split the text once per use)
+    select *, hwid_tokens(hwid_raw) as hwid_tk
+    from per_message
+    where coalesce(client_name_raw, hwid_raw, user_name, license_id, keypack_id) is not null
+);
 
 -- The shape of a message: quoted strings, `=value`s, GUIDs, hex and numbers masked, blanks
 -- collapsed; messages of one wording share a shape.

@@ -204,7 +204,7 @@ def test_custom_pattern_makes_a_new_wording_extractable(tmp_path: Path) -> None:
     )  # [rpc] is no licensing module
 
     ingest([trace], IngestOptions(lake=lake, patterns=DATA / "custom_patterns.csv"))
-    con = connect(lake)  # the full session, as the CLI and the diagnosis open it
+    con = connect_35(lake)
     got = rows(
         con,
         "select operation, client_name_raw, client_name, license_id, keypack_id, pattern, line"
@@ -244,15 +244,6 @@ def test_custom_pattern_makes_a_new_wording_extractable(tmp_path: Path) -> None:
     assert any(s.startswith("Service starting") for s in shapes)
     user = rows(con, "select * from trace_patterns where origin = 'user'")
     assert [(u["name"], u["priority"], u["problem"]) for u in user] == [("granted", 10, None)]
-    # the DuckDB shell reads the same user table
-    out = run_cli(
-        "shell",
-        "--lake",
-        str(lake),
-        "-c",
-        "select 'N=' || count(*) from trace_licensing where pattern = 'granted'",
-    )
-    assert "N=3" in out.stdout, out.stdout + out.stderr
 
 
 def test_custom_pattern_through_the_cli(tmp_path: Path) -> None:
@@ -279,6 +270,15 @@ def test_custom_pattern_through_the_cli(tmp_path: Path) -> None:
     out = run_cli("ingest", str(DATA / "custom_wording_trace.txt"), "--lake", str(lake), "--json")
     assert out.returncode == 0, out.stderr
     assert connect_35(lake).execute("select count(*) from trace_licensing").fetchone() == (3,)
+    # the DuckDB shell reads the same user table
+    out = run_cli(
+        "shell",
+        "--lake",
+        str(lake),
+        "-c",
+        "select 'N=' || count(*) from trace_licensing where pattern = 'granted'",
+    )
+    assert "N=3" in out.stdout, out.stdout + out.stderr
 
 
 def test_user_rows_replace_disable_and_report(tmp_path: Path) -> None:
@@ -288,6 +288,7 @@ def test_user_rows_replace_disable_and_report(tmp_path: Path) -> None:
             [
                 "cached client 02000000c0b24e7d10a9ff372b54eb75f67a7087",
                 "ClientName=PC-01 Result=Success",
+                "Granted to PC-09",
             ]
         ),
         encoding="utf-8",
@@ -301,6 +302,7 @@ def test_user_rows_replace_disable_and_report(tmp_path: Path) -> None:
         w.writerow(["odd", "", "x(.)", "colour", "", ""])
         w.writerow(["badop", "", "x", "", "sideways", ""])
         w.writerow(["success-means-permanent", "lserver", r"Result=Success", "", "permanent", "5"])
+        w.writerow(["short", "lserver", r"^Granted to (\S+)", "client_name|user", "", ""])
     lake = tmp_path / "lake"
     ingest([trace], IngestOptions(lake=lake, patterns=patterns))
     con = connect_35(lake)
@@ -313,15 +315,27 @@ def test_user_rows_replace_disable_and_report(tmp_path: Path) -> None:
         "odd": "unknown capture name: colour",
         "badop": "unknown operation: sideways",
         "success-means-permanent": None,
+        "short": None,  # two captures named, one group: the second stays empty
     }
-    got = rows(con, "select client_name, hwid, operation, pattern from trace_licensing")
+    got = rows(
+        con,
+        "select client_name, hwid, operation, user_name, pattern from trace_licensing order by line",
+    )
     assert got == [
         {
             "client_name": "PC-01",
             "hwid": None,
             "operation": "issue-permanent",
+            "user_name": None,
             "pattern": "success-means-permanent",
-        }
+        },
+        {
+            "client_name": "PC-09",
+            "hwid": None,
+            "operation": None,
+            "user_name": None,
+            "pattern": "short",
+        },
     ]
 
 

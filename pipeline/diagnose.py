@@ -23,9 +23,9 @@ import duckdb
 from pipeline.session import connect
 
 # The layers each query above them reads many times, computed once per connection. A temp
-# table shadows the view of the same name for every view defined on it.
+# table shadows the view of the same name for every view defined on it (cal_events is
+# already a table, computed when the session opens: queries/40_cal_events.sql).
 MATERIALISED = (
-    "cal_events",
     "licenses",
     "activity",
     "hwid_evidence",

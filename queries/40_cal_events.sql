@@ -150,7 +150,10 @@ group by all;
 --         NULL when nothing ties the fact to one license.
 --   linked_by: how an EVTX fact was tied to a license ('name+time' within
 --         link_tolerance_seconds of a trace or WMI fact of the same kind and name).
-create or replace view cal_events as
+-- cal_events_live is the view; cal_events is its result, computed once when the session
+-- opens (every layer above reads it many times; binding the view each time would cost more
+-- than computing it once). Re-open the session to see a later ingest.
+create or replace view cal_events_live as
 with trace_facts as (
     select
         ts,
@@ -383,6 +386,8 @@ select
     source_line,
     file_sha256
 from final;
+
+create or replace temp table cal_events as select * from cal_events_live;
 
 -- The time the data ends: the last record of any source (the "now" of plans).
 create or replace view as_of as

@@ -130,6 +130,7 @@ with rows as (
         all_varchar = true,
         union_by_name = true,
         filename = true,
+        null_padding = true,  -- a row with more values than the header is still read
         quote = '"',
         escape = '"'
     )

@@ -407,6 +407,16 @@ FORMS: list[tuple[str, dict[str, Any]]] = [
         {"hwid": TSCTST_HWID, "operation": "request"},
     ),
 ]
+FORMS += [
+    (
+        "Issued license to CL-01 HWID 0x00000002, 0x7d4eb2c0",
+        {"client_name_raw": "CL-01", "hwid": None, "operation": None, "pattern": "issued-to"},
+    ),
+    (
+        "Issued a temporary license to client 'PC-30'",
+        {"client_name_raw": "PC-30", "operation": "issue-temporary", "pattern": "issued-to"},
+    ),
+]
 NOT_FACTS = [
     "Certificate thumbprint 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b loaded",
     "AnnounceServer: status=0x0 retry=3",

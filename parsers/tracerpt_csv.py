@@ -309,7 +309,8 @@ class _Parser:
         ints: dict[str, int | None] = {}
         for name in ("Event ID", "PID", "TID", "Processor Number"):
             text = self.value(values, name)
-            ints[name] = parse_int(text)
+            # Event ID and Processor Number are int32 columns; PID and TID int64.
+            ints[name] = parse_int(text, 32 if name in ("Event ID", "Processor Number") else 64)
             if ints[name] is None and text is not None:
                 fields[name] = text
         tail = values[len(self.fixed) :]

@@ -392,7 +392,7 @@ class _State:
                         _put(fields, f"System.Provider.{_local(attr)}", value)
             elif name == "EventID":
                 text = _text(item)
-                rec.event_id = parse_int(text)
+                rec.event_id = parse_int(text, 32)  # int32 column
                 if rec.event_id is None and text is not None:
                     _put(fields, "System.EventID", text)
                 for attr, value in item.attrib.items():
@@ -409,7 +409,9 @@ class _State:
                     elif attr_name == "ThreadID":
                         rec.tid = parse_int(value)
                     elif attr_name == "ProcessorID":
-                        rec.cpu = parse_int(value)
+                        rec.cpu = parse_int(value, 32)  # int32 column
+                        if rec.cpu is None:
+                            _put(fields, "System.Execution.ProcessorID", value)
                     else:
                         _put(fields, f"System.Execution.{attr_name}", value)
             else:

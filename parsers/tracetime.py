@@ -126,10 +126,11 @@ def is_plausible_filetime(value: int) -> bool:
     return FILETIME_PLAUSIBLE_MIN <= value < FILETIME_PLAUSIBLE_MAX
 
 
-def parse_int(text: str | None) -> int | None:
+def parse_int(text: str | None, bits: int = 64) -> int | None:
     """An integer from "0x1A2B" (hex) or "1234" (decimal); None when it is neither.
 
-    Values outside the signed 64-bit range are refused (they cannot be stored).
+    Values outside the signed `bits`-bit range are refused (they cannot be stored: 32 for
+    int32 columns such as cpu and event_id, else 64).
     """
     if text is None:
         return None
@@ -143,7 +144,7 @@ def parse_int(text: str | None) -> int | None:
             return None
     except ValueError:
         return None
-    if not -(1 << 63) <= value < (1 << 63):
+    if not -(1 << (bits - 1)) <= value < (1 << (bits - 1)):
         return None
     return value
 

@@ -104,7 +104,9 @@ def code_from_text(table: str, text: str) -> int | None:
     """
     text = text.strip()
     if _INT.fullmatch(text):
-        return int(text)
+        value = int(text)
+        # Codes are small enums stored as int32: a number beyond that is no known code.
+        return value if -(1 << 31) <= value < (1 << 31) else None
     return _REVERSE[table].get(_key(text))
 
 

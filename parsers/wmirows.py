@@ -194,7 +194,10 @@ class RowReader:
             return None
         if not re.fullmatch(r"[+-]?\d{1,20}", text):
             raise _BadCell(f"{name} is not an integer: {text!r}")
-        return int(text)
+        value = int(text)
+        if not -(1 << 63) <= value < (1 << 63):  # the lake's columns are int64
+            raise _BadCell(f"{name} is outside the 64-bit integer range: {text!r}")
+        return value
 
     def _count(self, row: Row, name: str) -> tuple[int | None, bool]:
         value = self._int(row, name)

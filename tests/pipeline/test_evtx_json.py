@@ -71,3 +71,29 @@ def test_json_duplicate_children_and_attributes() -> None:
     data = {"Event": {"System": {}, "EventData": {"Data": {"#text": ["a", None, 3]}}}}
     rec = evtx.record_from_json(data, evtx.RecordSlice(512, 100, 1, 0), 0, 4608)
     assert rec.data == {"param1": "a", "param2": None, "param3": "3"}
+
+
+def test_python_backend_template_cache_renders_python_evtx_xml_exactly() -> None:
+    """The python backend renders each template once per chunk: the XML must be the very
+    string python-evtx's own view gives (first records of the first chunks, every file)."""
+    root = corpus_path("evtx")
+    compared = 0
+    for path in sorted(root.rglob("*.evtx")):
+        try:
+            with open(path, "rb") as stream:
+                chunks = [c for c in evtx.walk_chunks(stream) if isinstance(c, evtx.ChunkSlice)]
+        except ParseError:
+            continue
+        for chunk in chunks[:2]:
+            chunk.records = chunk.records[:3]
+            fast = list(evtx._python_xml(chunk))
+            slow = list(evtx._python_xml_reference(chunk))
+            assert len(fast) == len(slow)
+            for a, b in zip(fast, slow, strict=True):
+                if isinstance(b, tuple):
+                    assert isinstance(a, tuple), f"{path.name}: {a}"
+                    assert a[1] == b[1], f"{path.name} chunk {chunk.index}"
+                    compared += 1
+                else:
+                    assert not isinstance(a, tuple), f"{path.name}: only the reference failed"
+    assert compared > 300

@@ -183,6 +183,17 @@ select
     example,
     note
 from chosen
+union all
+-- a user file with rows of which none could be read (not comma or semicolon separated, no
+-- header naming the columns, a quote left open...) is said so here, not silently ignored
+select
+    'user_trace_patterns.csv', null, null, '', []::varchar[], 0, null, null, 'user',
+    'no row could be read: expected CSV with a header line (name, module_regex, regex, '
+        || 'captures, operation, priority) and one pattern a line',
+    null, null
+from read_text(getvariable('ref_dir') || '/user_trace_patterns.csv') as f
+where len(list_filter(string_split_regex(f.content, '\r?\n'), lambda l: trim(l) <> '')) > 1
+    and not exists (select 1 from clean where from_user)
 order by priority, name;
 
 -- ---------------------------------------------------------------- matching

@@ -101,7 +101,7 @@ def simulated(
     from fixtures.simulator import simulate
 
     base = tmp_path_factory.mktemp("sim")
-    result = simulate(base / "bundle", seed=11, devices=24, days=45)
+    result = simulate(base / "bundle", seed=11, devices=80, days=180)
     lake = base / "lake"
     tz = result.truth["window"]["tz"]
     ingest([result.out], IngestOptions(lake=lake, tz=tz, tz_given=True))
@@ -111,7 +111,7 @@ def simulated(
 def test_simulated_trace_gives_exactly_the_truth(simulated: Sim) -> None:
     _, truth, con = simulated
     facts = truth["trace_facts"]
-    assert len(facts) > 100
+    assert len(facts) > 1000  # 2,500 trace lines over 180 days, a DST change among them
     got = rows(con, "select * from trace_licensing order by line")
     assert len(got) == len(facts)
 
@@ -337,6 +337,20 @@ def test_user_rows_replace_disable_and_report(tmp_path: Path) -> None:
             "pattern": "short",
         },
     ]
+
+
+def test_unreadable_user_file_is_reported(tmp_path: Path) -> None:
+    trace = tmp_path / "t_lserver.txt"
+    trace.write_text(tracefmt(["ClientName=PC-01 Result=Success"]), encoding="utf-8")
+    patterns = tmp_path / "p.csv"
+    patterns.write_text('name,regex,captures\nq,"open quote,client_name\n', encoding="utf-8")
+    lake = tmp_path / "lake"
+    ingest([trace], IngestOptions(lake=lake, patterns=patterns))
+    con = connect_35(lake)
+    user = rows(con, "select name, problem from trace_patterns where origin = 'user'")
+    assert len(user) == 1
+    assert user[0]["problem"].startswith("no row could be read")
+    assert scalar(con, "select client_name from trace_licensing") == "PC-01"  # defaults still work
 
 
 # --------------------------------------------------------------------------- forms

@@ -116,6 +116,17 @@ create or replace view name_evidence as
 with facts as (
     select * from activity where client_name is not null and hwid is not null
 ),
+held as (
+    -- a HWID known only from a license (e.g. an old CAL an administrator revoked, never
+    -- renewed within the logs): part of the name's HWIDs, without an active span
+    select
+        client_name,
+        hwid,
+        null::timestamptz as ts,
+        case when hwid like 'ff%' then 'store_app_ff' end as hwid_flag
+    from licenses
+    where client_name is not null and hwid is not null
+),
 per_hwid as (
     -- one row per (name, HWID): its active span and on how many days it was seen
     select
@@ -125,7 +136,11 @@ per_hwid as (
         max(ts) as last_seen,
         count(distinct ts::date) as active_days,
         bool_or(hwid_flag = 'store_app_ff') as store_app
-    from facts
+    from (
+        select client_name, hwid, ts, hwid_flag from facts
+        union all
+        select * from held
+    )
     group by all
 ),
 pairs as (
@@ -136,6 +151,7 @@ pairs as (
             / 86400.0 as max_overlap_days
     from per_hwid as a
     join per_hwid as b on a.client_name = b.client_name and a.hwid < b.hwid
+    where a.first_seen is not null and b.first_seen is not null
     group by a.client_name
 ),
 registry as (

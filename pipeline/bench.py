@@ -1,0 +1,566 @@
+"""The ingest and query benchmark of issue 7: `make bench` (or `python -m pipeline.bench`).
+
+Builds its inputs in a temporary folder (the fleet simulator, the EVTX writer, generated
+trace and export files; the public corpus of ../shared when it is there), measures, and
+prints one table: figure, value, reference, ratio. Nothing here is a test: no figure fails
+the run; the table says where a target is met.
+
+Figures (issue 7):
+1. overhead: `ingest` (every field, Parquet written, manifest updated; one worker) against
+   pyevtx-rs alone iterating the same files to JSON records, in the same run.
+2. workers: wall time of a many-file ingest with 2 workers against 1; and one large EVTX
+   file split across workers by chunk ranges.
+3. memory: peak RSS of an ingest (its own process) of a small and of a ~1 GB EVTX file, and
+   of a small and a >1 GB tracerpt XML dump.
+4. parsers: lines (and rows) per second of the text, XML, CSV and HTML readers.
+5. queries: `diagnose` on simulated fleets (5,000 and 50,000 devices, two years), lake size
+   on disk, rows per table.
+6. python-evtx backend against the Rust one (records per second).
+
+`--quick` uses small sizes (minutes, not the better part of an hour).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus" / "evtx"
+SPLICED = CORPUS / "derived" / "spliced-large-170chunks.evtx"
+SAMPLES = ROOT / "tests" / "parsers" / "data"
+MEMORY_CEILING_MB = 400  # the fixed ceiling the memory figures are held against
+
+
+@dataclass
+class Row:
+    figure: str
+    value: str
+    reference: str = ""
+    ratio: str = ""
+    target: str = ""
+
+
+@dataclass
+class Bench:
+    work: Path
+    quick: bool
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(
+        self, figure: str, value: str, reference: str = "", ratio: str = "", target: str = ""
+    ) -> None:
+        row = Row(figure, value, reference, ratio, target)
+        self.rows.append(row)
+        print(f"  {figure}: {value}  [{reference}]  {ratio}  {target}", flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------
+
+
+def write_large_evtx(path: Path, target_bytes: int) -> int:
+    """A realistic EVTX file (licensing, session and service events) of about
+    `target_bytes`, written by the fixtures writer (streaming). Returns the record count."""
+    from fixtures.evtx_writer import EventSpec, EvtxWriter
+
+    start = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    with EvtxWriter(path) as writer:
+        i = 0
+        while writer.stats.bytes < target_bytes:
+            when = start + dt.timedelta(seconds=i * 7)
+            kind = i % 3
+            if kind == 0:
+                spec = EventSpec(
+                    provider="Microsoft-Windows-TerminalServices-Licensing",
+                    event_id=4105,
+                    time_created=when,
+                    computer="LS01",
+                    channel="System",
+                    qualifiers=16384,
+                    data=[f"PC-{i % 50000:05d}", f"user{i % 977}", "Per Device CAL"],
+                )
+            elif kind == 1:
+                spec = EventSpec(
+                    provider="Microsoft-Windows-TerminalServices-LocalSessionManager",
+                    event_id=21,
+                    time_created=when,
+                    computer="RDSH01",
+                    channel="Microsoft-Windows-TerminalServices-LocalSessionManager/Operational",
+                    provider_guid="{5d896912-022d-40aa-a3a8-4fa5515c76d7}",
+                    version=0,
+                    process_id=1000 + i % 7,
+                    thread_id=2000 + i % 13,
+                    user_sid="S-1-5-18",
+                    user_data=(
+                        "EventXML",
+                        "Event_NS",
+                        {
+                            "User": f"CONTOSO\\user{i % 977}",
+                            "SessionID": str(i % 300),
+                            "Address": f"10.0.{i % 250}.{i % 200}",
+                        },
+                    ),
+                )
+            else:
+                spec = EventSpec(
+                    provider="Service Control Manager",
+                    event_id=7036,
+                    time_created=when,
+                    computer="LS01",
+                    channel="System",
+                    qualifiers=16384,
+                    event_source_name="Service Control Manager",
+                    data={"param1": "Remote Desktop Licensing", "param2": "running"},
+                )
+            writer.add(spec)
+            i += 1
+    return i
+
+
+def _repeat_body(sample: Path, out: Path, begin: str, end: str, target_bytes: int) -> int:
+    """`out` = the head of `sample`, its body (from the first `begin` to the last `end`)
+    repeated until `target_bytes`, then its tail. Returns the number of repeats."""
+    text = sample.read_text(encoding="utf-8")
+    a = text.index(begin)
+    b = text.rindex(end) + len(end)
+    head, body, tail = text[:a], text[a:b] + "\n", text[b:]
+    repeats = 0
+    with open(out, "w", encoding="utf-8") as handle:
+        handle.write(head)
+        block = body * max(1, (4 * 1024 * 1024) // len(body))
+        written = len(head)
+        while written < target_bytes:
+            handle.write(block)
+            written += len(block)
+            repeats += block.count(begin)
+        handle.write(tail)
+    return repeats
+
+
+def make_tracerpt_xml(out: Path, target_bytes: int) -> None:
+    _repeat_body(
+        SAMPLES / "traces" / "tracerpt_sample.xml", out, "<Event ", "</Event>", target_bytes
+    )
+
+
+def make_html(out: Path, target_bytes: int) -> None:
+    # the three complete rows of the sample (the fourth is a short row)
+    sample = SAMPLES / "exports" / "msrd_issued.html"
+    text = sample.read_text(encoding="utf-8")
+    rows = [
+        line
+        for line in text.splitlines()
+        if line.startswith("<tr><td>") and line.count("<td>") == 9
+    ]
+    head = text[: text.index("<tr><td>")]
+    with open(out, "w", encoding="utf-8") as handle:
+        handle.write(head)
+        block = "\n".join(rows * 20000) + "\n"
+        written = 0
+        while written < target_bytes:
+            handle.write(block)
+            written += len(block)
+        handle.write("</table>\n</body></html>\n")
+
+
+def make_tracerpt_csv(out: Path, target_bytes: int) -> None:
+    lines = (SAMPLES / "traces" / "tracerpt_sample.csv").read_text(encoding="utf-8").splitlines()
+    with open(out, "w", encoding="utf-8") as handle:
+        handle.write(lines[0] + "\n")
+        block = "\n".join(lines[1:] * 20000) + "\n"
+        written = 0
+        while written < target_bytes:
+            handle.write(block)
+            written += len(block)
+
+
+def simulate_fleet(out: Path, devices: int, days: int) -> float:
+    from fixtures.simulator import simulate
+
+    started = time.perf_counter()
+    simulate(out, seed=7, devices=devices, days=days)
+    (out / "truth.json").unlink(missing_ok=True)  # the answer key, not an input
+    return time.perf_counter() - started
+
+
+# ---------------------------------------------------------------------------
+# Measurements
+# ---------------------------------------------------------------------------
+
+
+def rust_iterate(files: list[Path]) -> int:
+    """pyevtx-rs alone: every record of every file as JSON, one thread."""
+    from evtx import PyEvtxParser
+
+    count = 0
+    for path in files:
+        try:
+            records = PyEvtxParser(str(path), number_of_threads=1).records_json()
+            while True:
+                try:
+                    next(records)
+                    count += 1
+                except StopIteration:
+                    break
+                except RuntimeError:
+                    continue
+        except (OSError, RuntimeError):
+            continue
+    return count
+
+
+def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[float, float, Any]:
+    """Best wall and CPU seconds of `repeat` runs, and the last result."""
+    best_wall = best_cpu = float("inf")
+    result: Any = None
+    for _ in range(repeat):
+        gc.collect()
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = fn()
+        best_wall = min(best_wall, time.perf_counter() - wall)
+        best_cpu = min(best_cpu, time.process_time() - cpu)
+    return best_wall, best_cpu, result
+
+
+def ingest_into(paths: list[Path], lake: Path, workers: int = 1, backend: str = "rust") -> Any:
+    from pipeline.ingest import IngestOptions, ingest
+
+    shutil.rmtree(lake, ignore_errors=True)
+    return ingest(paths, IngestOptions(lake=lake, workers=workers, backend=backend))
+
+
+def fresh_lakes(bench: Bench, name: str) -> Iterator[Path]:
+    n = 0
+    while True:
+        n += 1
+        yield bench.work / f"lake-{name}-{n}"
+
+
+def overhead(bench: Bench, name: str, files: list[Path], repeat: int) -> None:
+    wall_ref, cpu_ref, records = timed(lambda: rust_iterate(files), repeat=max(repeat, 3))
+    lakes = fresh_lakes(bench, "overhead")
+
+    def run() -> Any:
+        return ingest_into(files, next(lakes))
+
+    wall, cpu, summary = timed(run, repeat=repeat)
+    size = sum(p.stat().st_size for p in files)
+    bench.add(
+        f"overhead, {name} ({len(files)} files, {size / 1e6:.0f} MB, {summary.records_ok:,} rows)",
+        f"ingest {wall:.2f} s",
+        f"pyevtx-rs JSON {wall_ref:.2f} s ({records:,} rec)",
+        f"{wall / wall_ref:.1f}x",
+        "<= 3x",
+    )
+    bench.add(
+        f"overhead, {name}, CPU time",
+        f"ingest {cpu:.2f} s",
+        f"pyevtx-rs JSON {cpu_ref:.2f} s",
+        f"{cpu / cpu_ref:.1f}x",
+        "(wall is the target; CPU shown for a shared machine)",
+    )
+
+
+def workers_ratio(bench: Bench, name: str, files: list[Path]) -> None:
+    lakes = fresh_lakes(bench, "workers")
+    one, _, s1 = timed(lambda: ingest_into(files, next(lakes), workers=1))
+    two, _, s2 = timed(lambda: ingest_into(files, next(lakes), workers=2))
+    same = s1.rows == s2.rows and s1.files == s2.files
+    bench.add(
+        f"workers, {name}",
+        f"2 workers {two:.1f} s",
+        f"1 worker {one:.1f} s",
+        f"{two / one:.2f}",
+        f"<= 0.6 (rows equal: {'yes' if same else 'NO'})",
+    )
+
+
+CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+from pipeline.ingest import IngestOptions, ingest
+started = time.perf_counter()
+summary = ingest([Path(sys.argv[1])], IngestOptions(lake=Path(sys.argv[2]), workers=1))
+print(json.dumps({"rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                  "seconds": time.perf_counter() - started, "rows": summary.records_ok,
+                  "files": dict(summary.files)}))
+"""
+
+
+def peak_rss(bench: Bench, path: Path) -> dict[str, Any]:
+    lake = bench.work / f"lake-mem-{path.stem}"
+    shutil.rmtree(lake, ignore_errors=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path), str(lake)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    shutil.rmtree(lake, ignore_errors=True)
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def memory(bench: Bench, kind: str, small: Path, large: Path) -> None:
+    a = peak_rss(bench, small)
+    b = peak_rss(bench, large)
+    sa, sb = small.stat().st_size / 1e6, large.stat().st_size / 1e6
+    peak = b["rss_kb"] / 1024
+    bench.add(
+        f"memory, {kind} {sb:,.0f} MB ({b['rows']:,} rows, {b['seconds']:.0f} s)",
+        f"peak RSS {peak:.0f} MB",
+        f"{kind} {sa:,.0f} MB: {a['rss_kb'] / 1024:.0f} MB",
+        f"{b['rss_kb'] / a['rss_kb']:.2f}",
+        f"under {MEMORY_CEILING_MB} MB: {'yes' if peak < MEMORY_CEILING_MB else 'NO'}",
+    )
+
+
+def parser_rate(bench: Bench, label: str, path: Path) -> None:
+    from parsers.base import FileNote, ParseIssue, ParseOptions
+    from pipeline.detect import detect
+
+    module = detect(path, path.name).parser
+    if module is None:
+        bench.notes.append(f"{label}: {path.name} not detected")
+        return
+    with open(path, "rb") as handle:
+        lines = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+
+    def run() -> tuple[int, int]:
+        rows = issues = 0
+        with open(path, "rb") as stream:
+            for item in module.parse(stream, ParseOptions(file_name=path.name)):
+                if isinstance(item, ParseIssue):
+                    issues += 1
+                elif not isinstance(item, FileNote):
+                    rows += 1
+        return rows, issues
+
+    _wall, cpu, (rows, issues) = timed(run)
+    bench.add(
+        f"parser {module.NAME} ({label}, {path.stat().st_size / 1e6:.0f} MB)",
+        f"{lines / cpu:,.0f} lines/s, {rows / cpu:,.0f} rows/s",
+        f"{lines:,} lines, {rows:,} rows, {issues} issues, {cpu:.1f} s CPU",
+        f"{lines / cpu / 100_000:.1f}",
+        ">= 1 (100,000 lines/s per core)",
+    )
+
+
+def python_backend(bench: Bench, path: Path, chunks: int) -> None:
+    from parsers import evtx
+    from parsers.base import EventRecord
+
+    with open(path, "rb") as stream:
+        sample = [c for c in evtx.walk_chunks(stream) if isinstance(c, evtx.ChunkSlice)][:chunks]
+
+    def run(backend: str) -> int:
+        render = evtx.renderer_for(backend)
+        return sum(
+            1 for c in sample for r in evtx.parse_chunk(c, render) if isinstance(r, EventRecord)
+        )
+
+    _, rust_cpu, n = timed(lambda: run("rust"), repeat=3)
+    _, py_cpu, m = timed(lambda: run("python"))
+    bench.add(
+        f"python-evtx backend ({m:,} records, {path.name})",
+        f"{m / py_cpu:,.0f} records/s",
+        f"rust {n / rust_cpu:,.0f} records/s",
+        f"{py_cpu / rust_cpu:.0f}x slower",
+        "pure Python (template cache; was ~10x slower still)",
+    )
+
+
+def diagnose_fleet(bench: Bench, devices: int, days: int) -> float:
+    from pipeline.diagnose import diagnose, open_case
+
+    bundle = bench.work / f"fleet-{devices}"
+    sim = simulate_fleet(bundle, devices, days)
+    lake = bench.work / f"lake-fleet-{devices}"
+    wall, _, summary = timed(lambda: ingest_into([bundle], lake, workers=2))
+    shutil.rmtree(bundle, ignore_errors=True)
+    started = time.perf_counter()
+    con = open_case(lake)
+    result = diagnose(con)
+    seconds = time.perf_counter() - started
+    size = sum(p.stat().st_size for p in lake.rglob("*") if p.is_file())
+    rows = ", ".join(f"{t} {n:,}" for t, n in sorted(summary.rows.items()))
+    bench.add(
+        f"diagnose, {devices:,} devices x {days} days",
+        f"{seconds:.1f} s",
+        f"lake {size / 1e6:,.0f} MB; simulate {sim:.0f} s, ingest {wall:.0f} s (2 workers)",
+        f"{len(result.findings):,} findings",
+        f"rows: {rows}",
+    )
+    con.close()
+    shutil.rmtree(lake, ignore_errors=True)
+    return seconds
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    import pyarrow
+
+    from parsers import evtx
+
+    loads = getattr(evtx._json_loads, "__module__", "json") or "json"
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = float("nan")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {memory_gb:.0f} GB RAM, {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}, pyarrow {pyarrow.__version__}, "
+        f"JSON decoder: {'orjson' if 'orjson' in loads else 'json (stdlib)'}, "
+        f"load average at start {load:.1f}"
+    )
+
+
+def print_table(bench: Bench, header: str) -> None:
+    print()
+    print(header)
+    print()
+    print("| figure | value | reference | ratio | target |")
+    print("| --- | --- | --- | --- | --- |")
+    for row in bench.rows:
+        print(f"| {row.figure} | {row.value} | {row.reference} | {row.ratio} | {row.target} |")
+    for note in bench.notes:
+        print(f"\nnote: {note}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.bench", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
+    parser.add_argument(
+        "--workdir", type=Path, help="keep inputs and lakes here (default: a temp dir)"
+    )
+    parser.add_argument(
+        "--only",
+        default="overhead,workers,memory,parsers,python,diagnose",
+        help="comma-separated sections",
+    )
+    parser.add_argument(
+        "--fleets", help="device counts for diagnose (default 5000,50000; quick 500,5000)"
+    )
+    parser.add_argument("--days", type=int, default=730, help="simulated days for diagnose")
+    args = parser.parse_args(argv)
+    sections = set(args.only.split(","))
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="caltrail-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    bench = Bench(work, args.quick)
+    header = f"caltrail bench ({'quick' if args.quick else 'full'}), {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC\nmachine: {machine()}"
+    print(header, flush=True)
+    mb = 1024 * 1024
+    try:
+        large = work / "generated-large.evtx"
+        if sections & {"overhead", "workers", "python"}:
+            write_large_evtx(large, (24 if args.quick else 96) * mb)
+        if "overhead" in sections:
+            print("overhead (one worker) ...", flush=True)
+            if SPLICED.exists():
+                overhead(bench, "spliced corpus file", [SPLICED], repeat=3)
+            else:
+                bench.notes.append(f"{SPLICED} absent: corpus figures skipped")
+            overhead(bench, "generated EVTX", [large], repeat=2)
+            if CORPUS.exists():
+                overhead(bench, "whole corpus", sorted(CORPUS.rglob("*.evtx")), repeat=2)
+        if "workers" in sections:
+            print("workers ...", flush=True)
+            many = work / "many"
+            many.mkdir(exist_ok=True)
+            for n in range(8 if args.quick else 16):
+                write_large_evtx(many / f"host{n:02d}.evtx", (3 if args.quick else 6) * mb)
+            workers_ratio(bench, f"{len(list(many.iterdir()))} EVTX files", [many])
+            workers_ratio(
+                bench, f"one {large.stat().st_size / 1e6:.0f} MB EVTX split by chunks", [large]
+            )
+            if SPLICED.exists():
+                workers_ratio(bench, "spliced corpus file split by chunks", [SPLICED])
+        if "python" in sections:
+            print("python-evtx backend ...", flush=True)
+            python_backend(bench, large, 4 if args.quick else 12)
+        if "memory" in sections:
+            print("memory ...", flush=True)
+            small_evtx, big_evtx = work / "mem-small.evtx", work / "mem-big.evtx"
+            write_large_evtx(small_evtx, 8 * mb)
+            write_large_evtx(big_evtx, (160 if args.quick else 1024) * mb)
+            memory(bench, "EVTX", small_evtx, big_evtx)
+            big_evtx.unlink()
+            small_xml, big_xml = work / "mem-small.xml", work / "mem-big.xml"
+            make_tracerpt_xml(small_xml, 8 * mb)
+            make_tracerpt_xml(big_xml, (160 if args.quick else 1100) * mb)
+            memory(bench, "tracerpt XML", small_xml, big_xml)
+            big_xml.unlink()
+        if "parsers" in sections:
+            print("parsers ...", flush=True)
+            size = (16 if args.quick else 64) * mb
+            inputs = work / "parsers"
+            inputs.mkdir(exist_ok=True)
+            make_tracerpt_xml(inputs / "trace.xml", size)
+            make_tracerpt_csv(inputs / "trace.csv", size)
+            make_html(inputs / "issued.html", size)
+            fleet = inputs / "fleet"
+            simulate_fleet(fleet, 300 if args.quick else 2000, 365)
+            text = max(fleet.rglob("*lserver_trace.txt"), key=lambda p: p.stat().st_size)
+            wmi_csv = max(fleet.rglob("*.csv"), key=lambda p: p.stat().st_size)
+            parser_rate(bench, "text, simulated", text)
+            parser_rate(bench, "XML, generated", inputs / "trace.xml")
+            parser_rate(bench, "CSV, simulated WMI", wmi_csv)
+            parser_rate(bench, "CSV, generated", inputs / "trace.csv")
+            parser_rate(bench, "HTML, generated", inputs / "issued.html")
+        if "diagnose" in sections:
+            if not (ROOT / "pipeline" / "diagnose.py").exists():
+                bench.notes.append("pipeline/diagnose.py absent: diagnose figures skipped")
+            else:
+                fleets = [
+                    int(n)
+                    for n in (args.fleets or ("500,5000" if args.quick else "5000,50000")).split(
+                        ","
+                    )
+                ]
+                print(f"diagnose on fleets {fleets} ...", flush=True)
+                times = [(n, diagnose_fleet(bench, n, args.days)) for n in fleets]
+                if len(times) >= 2 and times[0][1] > 0:
+                    (n0, t0), (n1, t1) = times[0], times[-1]
+                    bench.add(
+                        f"diagnose growth {n0:,} -> {n1:,} devices",
+                        f"x{t1 / t0:.1f} time",
+                        f"x{n1 / n0:.0f} devices",
+                        f"{(t1 / t0) / (n1 / n0):.2f}",
+                        "close to 1 = linear",
+                    )
+    finally:
+        print_table(bench, header)
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

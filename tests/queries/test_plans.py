@@ -1,0 +1,134 @@
+"""Plans (55_plans.sql): cal_recovery and revoke_plan, incl. a plan pushed against the 20% limit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from fixtures.simulator import simulate
+from pipeline.diagnose import dicts, open_case
+from pipeline.ingest import IngestOptions, ingest
+
+
+@pytest.fixture(scope="module")
+def lakes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("plans")
+    out = {}
+    # server-problems: an administrator's revocation campaign hits the limit (event 81)
+    for name, scenario, seed in (("standard", "standard", 51), ("limit", "server-problems", 52)):
+        bundle = base / f"{name}-bundle"
+        simulate(bundle, seed=seed, devices=50, days=150, scenario=scenario)
+        lake = base / f"{name}-lake"
+        ingest([bundle], IngestOptions(lake=lake, tz="Europe/Berlin", tz_given=True))
+        out[name] = lake
+    return out
+
+
+def occupied_limit_ok(con: duckdb.DuckDBPyConnection) -> list[tuple[Any, int, int]]:
+    """For every planned revocation time: (time, occupied, limit) of its product version.
+
+    Occupied = CALs already revoked and not yet expired (seen in licenses, or only counted
+    by the last event 81), plus planned ones revoked by then and not yet expired.
+    """
+    plan = dicts(con, "select * from revoke_plan where action = 'revoke'")
+    known = [
+        r[0]
+        for r in con.execute(
+            "select expires_at from licenses "
+            "where (revoked_at is not null or revoked_in_snapshot) "
+            "and expires_at > (select as_of from as_of)"
+        ).fetchall()
+    ]
+    refused = con.execute(
+        "select try_cast(data['param3'] as bigint), time_created from licensing_events "
+        "where action = 'revoke-refused' order by time_created desc limit 1"
+    ).fetchone()
+    if refused is not None and refused[0] is not None:
+        unseen = max(refused[0] - len(known), 0)
+        known += [refused[1] + dt.timedelta(days=89)] * unseen
+    out = []
+    for t in sorted({r["revoke_on"] for r in plan}):
+        active = [e for e in known if e > t]
+        active += [r["expires_at"] for r in plan if r["revoke_on"] <= t < r["expires_at"]]
+        limit = plan[0]["revoke_limit"]
+        out.append((t, len(active), limit))
+    return out
+
+
+def test_recovery_counts_down_to_the_healthy_day(lakes: dict[str, Path]) -> None:
+    con = open_case(lakes["standard"])
+    rows = dicts(con, "select * from cal_recovery order by day")
+    assert rows
+    start = con.execute("select count(*) from excess_licenses where counted_now").fetchone()
+    assert start is not None
+    assert sum(r["back_to_pool"] for r in rows) == start[0]
+    lefts = [r["excess_left"] for r in rows]
+    assert lefts == sorted(lefts, reverse=True)
+    assert lefts[-1] == 0
+    healthy = {r["healthy_on"] for r in rows}
+    assert len(healthy) == 1
+    assert healthy.pop() == rows[-1]["day"]
+
+
+def test_plan_revokes_superseded_permanent_cals_oldest_first(lakes: dict[str, Path]) -> None:
+    con = open_case(lakes["standard"])
+    plan = dicts(con, "select * from revoke_plan")
+    assert plan
+    keys = [r["license_key"] for r in plan]
+    ok = con.execute(
+        "select count(*) from licenses where license_key in (select unnest($k)) "
+        "and excess_by_name and cal_type = 'permanent' and counted_now",
+        {"k": keys},
+    ).fetchone()
+    assert ok == (len(keys),)
+    assert all(r["cause"] != "duplicate-names" for r in plan)
+    first = [r for r in plan if r["batch"] == 1]
+    later = [r for r in plan if r["batch"] is not None and r["batch"] > 1]
+    if first and later:
+        # within the allowance, the oldest go first
+        assert max(r["issued_at"] for r in first) <= min(r["issued_at"] for r in later)
+        assert all(r["next_batch_on"] is not None for r in first)
+
+
+@pytest.mark.parametrize("installed", [500, 60, 20, 7])
+def test_plan_never_exceeds_the_allowance(lakes: dict[str, Path], installed: int) -> None:
+    """Shrink the installed pool (a temp table shadows the cal_pool view) so hundreds of
+    excess CALs and the already-revoked ones compete for a handful of slots."""
+    con = open_case(lakes["limit"])
+    con.execute(
+        "create or replace temp table cal_pool as "
+        "select * replace ($n::hugeint as installed) from main.cal_pool",
+        {"n": installed},
+    )
+    checks = occupied_limit_ok(con)
+    limit = math.floor(installed * 0.2)
+    revoked = con.execute(
+        "select count(*) from licenses where revoked_at is not null or revoked_in_snapshot"
+    ).fetchone()
+    assert revoked is not None
+    assert revoked[0] > 0  # the campaign revoked some: they count against the allowance
+    for t, occupied, plan_limit in checks:
+        assert plan_limit == limit
+        assert occupied <= limit, (t, occupied, limit)
+    planned = con.execute("select count(*) from revoke_plan where action = 'revoke'").fetchone()
+    assert planned is not None
+    if limit > 0:
+        assert planned[0] > 0
+    else:
+        assert planned[0] == 0
+
+
+def test_first_batch_waits_for_the_refused_revocations(lakes: dict[str, Path]) -> None:
+    con = open_case(lakes["limit"])
+    refused = con.execute(
+        "select count(*) from licensing_events where action = 'revoke-refused'"
+    ).fetchone()
+    assert refused is not None
+    assert refused[0] > 0
+    for _, occupied, limit in occupied_limit_ok(con):
+        assert occupied <= limit

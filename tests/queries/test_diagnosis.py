@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
 from fixtures.simulator import simulate
@@ -197,6 +196,6 @@ def test_thresholds_are_one_table(cases: dict[str, Case]) -> None:
     con = cases["standard-a"].con
     names = {r[0] for r in con.execute("select name from diagnosis_thresholds").fetchall()}
     assert {"link_tolerance_seconds", "revoke_limit_share", "vdi_next_day_share_min"} <= names
-    with pytest.raises(duckdb.Error):
-        con.execute("select * from hwid_timeline($h)", {"h": None}).fetchall()
-        raise duckdb.Error("NULL accepted")  # either way: no crash of the session
+    # a NULL HWID matches nothing and leaves the session usable
+    assert con.execute("select * from hwid_timeline($h)", {"h": None}).fetchall() == []
+    assert con.execute("select count(*) from findings").fetchone()

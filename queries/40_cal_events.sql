@@ -144,6 +144,8 @@ group by all;
 -- cal_events: every CAL fact from every source, one UTC axis.
 --   fact: requested | issued | upgraded | renewed | revoked | revoke-refused | denied |
 --         expires | listed | client-hwid | invalid-license | temp-expired | renew-failed
+--         (a WMI 'renewed' fact is the earliest time the expiry date allows: expiry minus
+--         the longest validity)
 --   source: wmi | trace | evtx | client
 --   license_key: the issuance this fact belongs to ('g<generation>/<keypack>/<license id>'),
 --         for EVTX events taken from the trace or WMI fact they were linked to;
@@ -209,7 +211,10 @@ wmi_facts as (
         case when l.license_status = 1 then 'temporary' else 'permanent' end as cal_type,
         l.expiration_date as expires,
         null::varchar as session_host,
-        l.license_status_name as detail,
+        case
+            when f.fact = 'renewed' then 'earliest renewal implied by the expiry date'
+            else l.license_status_name
+        end as detail,
         l.source_path,
         l.line as source_line,
         l.file_sha256
@@ -220,6 +225,18 @@ wmi_facts as (
             select l.expiration_date, 'expires' where not coalesce(l.expiration_never, false)
             union all
             select l.last_snapshot, 'listed'
+            union all
+            -- a permanent CAL whose expiry lies further out than the longest validity from
+            -- its issue was renewed, at the earliest this long before its expiry
+            select
+                l.expiration_date - to_days(th('permanent_validity_max_days')::integer),
+                'renewed'
+            where l.license_status <> 1
+                and not coalesce(l.expiration_never, false)
+                and l.expiration_date - to_days(th('permanent_validity_max_days')::integer)
+                    > l.issue_date + interval 1 day
+                and l.expiration_date - to_days(th('permanent_validity_max_days')::integer)
+                    <= l.last_snapshot
         ) as f
 ),
 client_facts as (

@@ -250,8 +250,35 @@ def sweep_orphans(lake: Path) -> int:
     removed = 0
     if root.exists():
         for run in root.iterdir():
+            if run.name == SHARED_TMP:
+                removed += _sweep_shared_tmp(run)
+                continue
             removed += sum(1 for p in run.rglob("*") if p.is_file())
             shutil.rmtree(run, ignore_errors=True)
+    return removed
+
+
+SHARED_TMP = "tmp"  # .staging/tmp: scratch of writers that do not hold the lock (see below)
+STALE_TMP_SECONDS = 3600.0
+
+
+def _sweep_shared_tmp(directory: Path) -> int:
+    """`.staging/tmp` is also used without the writer lock: by readers preparing a lake
+    (session.prepare_lake writes the typed `_empty.parquet` files) and by an ingest that has
+    released the lock (write_init_script). Deleting the directory under them made their
+    rename fail ("No such file or directory") when a second ingest started at that moment;
+    so only files old enough to be a crash's leftovers are removed, never the directory."""
+    import time
+
+    removed = 0
+    limit = time.time() - STALE_TMP_SECONDS
+    for path in directory.iterdir():
+        try:
+            if path.is_file() and path.stat().st_mtime < limit:
+                path.unlink()
+                removed += 1
+        except OSError:
+            pass
     return removed
 
 

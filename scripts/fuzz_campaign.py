@@ -117,7 +117,9 @@ def main() -> int:
         print(f"  {key}  [{backend}]  {path}")
     status = 1 if found else 0
     if args.hypothesis:
-        env = dict(os.environ, CALTRAIL_FUZZ_EXAMPLES=str(args.hypothesis), CALTRAIL_FUZZ_RANDOM="1")
+        env = dict(
+            os.environ, CALTRAIL_FUZZ_EXAMPLES=str(args.hypothesis), CALTRAIL_FUZZ_RANDOM="1"
+        )
         test = ROOT / "tests" / "reliability" / "test_fuzz_parsers.py"
         result = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test)],

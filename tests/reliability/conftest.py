@@ -24,7 +24,11 @@ CORPUS = ROOT.parent / "shared" / "corpus"
 DATA = ROOT / "tests" / "parsers" / "data"
 
 _BIN = Path(sys.executable).parent / "caltrail"
-CALTRAIL = [str(_BIN)] if _BIN.exists() else [sys.executable, "-c", "from pipeline.cli import main; main()"]
+CALTRAIL = (
+    [str(_BIN)]
+    if _BIN.exists()
+    else [sys.executable, "-c", "from pipeline.cli import main; main()"]
+)
 
 # A few corpus EVTX files of different shapes (when ../shared is present).
 CORPUS_PICKS = (
@@ -33,7 +37,9 @@ CORPUS_PICKS = (
 )
 
 
-def run_caltrail(*args: str | Path, timeout: float = 300, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+def run_caltrail(
+    *args: str | Path, timeout: float = 300, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1", NO_COLOR="1")
     env.pop("CALTRAIL_LAKE", None)
     return subprocess.run(
@@ -54,6 +60,35 @@ def start_caltrail(*args: str | Path) -> subprocess.Popen[str]:
     env.pop("CALTRAIL_LAKE", None)
     return subprocess.Popen(
         [*CALTRAIL, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+    )
+
+
+SLOW_WRITER = """
+import os, sys, time
+delay, real = float(os.environ["CALTRAIL_TEST_RENAME_DELAY"]), os.replace
+def replace(src, dst, *args, **kwargs):
+    time.sleep(delay)
+    real(src, dst, *args, **kwargs)
+os.replace = replace
+from pipeline.cli import main
+sys.argv = ["caltrail", *sys.argv[1:]]
+main()
+"""
+
+
+def start_slow_caltrail(delay: float, *args: str | Path) -> subprocess.Popen[str]:
+    """The CLI on a slow disk: every rename of the write protocol waits `delay` seconds, so
+    an ingest passes through many committed states a reader can observe."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", CALTRAIL_TEST_RENAME_DELAY=str(delay))
+    env.pop("CALTRAIL_LAKE", None)
+    return subprocess.Popen(
+        [sys.executable, "-c", SLOW_WRITER, *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -102,6 +137,20 @@ def multi_input(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_input(tmp_path_factory.mktemp("input"))
 
 
+@pytest.fixture(scope="session")
+def baseline(multi_input: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One clean, uninterrupted ingest of `multi_input`: what every other lake must equal."""
+    lake = tmp_path_factory.mktemp("clean") / "lake"
+    started = time.monotonic()
+    done = run_caltrail("ingest", multi_input, "--lake", lake, "--json")
+    elapsed = time.monotonic() - started
+    assert done.returncode in (0, 3), done.stderr
+    state = lake_state(lake)
+    assert state["counts"]["events_all"] > 1000
+    assert state["unbalanced"] == []
+    return {"state": state, "elapsed": elapsed, "rc": done.returncode, "lake": lake}
+
+
 # -- looking at a lake ----------------------------------------------------------------------
 
 # Views that are cheap and cover every raw table and the accounting.
@@ -138,11 +187,9 @@ def lake_state(lake: Path, all_views: bool = False) -> dict[str, Any]:
             "select path, sha256, status, records_seen, records_ok, records_bad from ingest_files"
         ).fetchall()
     )
-    unbalanced = con.execute(
-        "select path from ingest_accounting where not balanced"
-    ).fetchall()
+    unbalanced = con.execute("select path from ingest_accounting where not balanced").fetchall()
     duplicated = con.execute(
-        "select count(*) from (select file_sha256, record_id, chunk, \"offset\", count(*) n "
+        'select count(*) from (select file_sha256, record_id, chunk, "offset", count(*) n '
         "from events_all group by all having n > 1)"
     ).fetchone()[0]
     con.close()

@@ -325,8 +325,9 @@ def mutate_text(data: bytes, rng: random.Random, pool: tuple[bytes, ...] = ()) -
     others = [
         ln
         for other in pool[:8]
-        for ln in other.decode("utf-16-le" if other[:2] == b"\xff\xfe" else "utf-8", "replace")
-        .splitlines(keepends=True)[:200]
+        for ln in other.decode(
+            "utf-16-le" if other[:2] == b"\xff\xfe" else "utf-8", "replace"
+        ).splitlines(keepends=True)[:200]
     ]
     for _ in range(rng.randint(1, 5)):
         op = rng.randrange(9)

@@ -35,19 +35,6 @@ from tests.reliability.conftest import (
 KILLS = int(os.environ.get("CALTRAIL_CRASH_KILLS", "4"))
 
 
-@pytest.fixture(scope="module")
-def baseline(multi_input: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    lake = tmp_path_factory.mktemp("clean") / "lake"
-    started = time.monotonic()
-    done = run_caltrail("ingest", multi_input, "--lake", lake, "--json")
-    elapsed = time.monotonic() - started
-    assert done.returncode in (0, 3), done.stderr
-    state = lake_state(lake)
-    assert state["counts"]["events_all"] > 1000
-    assert state["unbalanced"] == []
-    return {"state": state, "elapsed": elapsed, "rc": done.returncode}
-
-
 def check_after_crash(lake: Path, clean: dict[str, Any]) -> None:
     """What a reader may rely on after any crash: complete files, answering views, nothing
     twice, nothing more than a clean run, every visible file balanced."""

@@ -62,7 +62,7 @@ create or replace macro hwid_plausible_platform(le8) as
 create or replace macro hwid_plain_hex(j) as
     case
         when j = '000000007319468847d7b1aee40dbf5dd963c999'
-            or j = '000000008846197347d7b1aee40dbf5d99c963d9' then '000000007319468847d7b1aee40dbf5dd963c999'
+            or j = '0000000088461973aeb1d7475dbf0de499c963d9' then '000000007319468847d7b1aee40dbf5dd963c999'
         when hwid_plausible_platform(substr(j, 1, 8)) then j
         when hwid_plausible_platform(hwid_dword_le(substr(j, 1, 8)))
             then hwid_dword_le(substr(j, 1, 8)) || hwid_dword_le(substr(j, 9, 8))

@@ -15,7 +15,13 @@ from typing import Any
 import duckdb
 import pytest
 
-from parsers.hwid import normalize_hwid, render_dwords, render_registry_hex, render_wmi
+from parsers.hwid import (
+    FREERDP_LEGACY_HWID,
+    normalize_hwid,
+    render_dwords,
+    render_registry_hex,
+    render_wmi,
+)
 from pipeline.ingest import IngestOptions, ingest
 from pipeline.session import REF_DIR, connect, prepare_lake
 from queries import QUERIES_DIR, sql_files
@@ -586,9 +592,8 @@ def test_hwid_from_text_agrees_with_the_parser(tmp_path: Path) -> None:
     rng = random.Random(5)
     cases: list[str] = ["", "zz", "0x1, 0x2", "02000000c0b24e7d10a9ff372b54eb75f67a70", None]  # type: ignore[list-item]
     for _ in range(200):
-        raw = bytes([rng.choice([0, 2, 0xFF, rng.randrange(256)])]) + bytes(
-            rng.randrange(256) for _ in range(19)
-        )
+        platform = rng.choice([0, 2, 0xFF, 0x00020001, rng.randrange(2**32)])
+        raw = platform.to_bytes(4, "little") + bytes(rng.randrange(256) for _ in range(16))
         h = raw.hex()
         dwords = render_dwords(h)
         cases += [
@@ -601,6 +606,8 @@ def test_hwid_from_text_agrees_with_the_parser(tmp_path: Path) -> None:
             "hex:" + render_registry_hex(h),
             "".join(render_wmi(h).split("-")),
         ]
+    legacy = FREERDP_LEGACY_HWID
+    cases += [legacy, render_dwords(legacy), "".join(render_wmi(legacy).split("-"))]
     got = dict(
         con.execute(
             "select s, hwid_from_text(s) from unnest($cases::varchar[]) as t(s)", {"cases": cases}

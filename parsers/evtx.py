@@ -739,6 +739,7 @@ def _event_data(section: etree._Element, out: dict[str, str | None], restore: bo
 
 _ARRAY_ITEM = re.compile(r"<string>(.*?)</string>", re.S)
 _B64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+_HEX_DIGITS = re.compile(r"[0-9A-Fa-f]*")
 
 
 def _unescape(text: str) -> str:
@@ -750,7 +751,7 @@ def _binary_hex(text: str | None) -> str | None:
     if text is None or not text.strip():
         return None
     value = text.strip()
-    if len(value) % 2 == 0 and all(c in "0123456789ABCDEFabcdef" for c in value):
+    if len(value) % 2 == 0 and _HEX_DIGITS.fullmatch(value):
         return value.upper()
     if _B64.fullmatch(value):
         try:

@@ -166,7 +166,7 @@ def make_html(out: Path, target_bytes: int) -> None:
     rows = [
         line
         for line in text.splitlines()
-        if line.startswith("<tr><td>") and line.count("<td>") == 9
+        if line.startswith("<tr><td>") and line.count("<td>") == 9 and "not a date" not in line
     ]
     head = text[: text.index("<tr><td>")]
     with open(out, "w", encoding="utf-8") as handle:
@@ -186,6 +186,20 @@ def make_tracerpt_csv(out: Path, target_bytes: int) -> None:
         block = "\n".join(lines[1:] * 20000) + "\n"
         written = 0
         while written < target_bytes:
+            handle.write(block)
+            written += len(block)
+
+
+def make_wmi_csv(sample: Path, out: Path, target_bytes: int) -> None:
+    """A large WMI CSV export: the simulated export's rows repeated (new license ids)."""
+    lines = sample.read_text(encoding="utf-8-sig").splitlines()
+    skip = 2 if lines[0].startswith("#") else 1  # "#TYPE ..." line, then the header
+    header, rows = lines[:skip], [line for line in lines[skip:] if line.strip()]
+    with open(out, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(header) + "\n")
+        written = 0
+        while written < target_bytes:
+            block = "\n".join(rows) + "\n"
             handle.write(block)
             written += len(block)
 
@@ -531,7 +545,8 @@ def main(argv: list[str] | None = None) -> int:
             wmi_csv = max(fleet.rglob("*.csv"), key=lambda p: p.stat().st_size)
             parser_rate(bench, "text, simulated", text)
             parser_rate(bench, "XML, generated", inputs / "trace.xml")
-            parser_rate(bench, "CSV, simulated WMI", wmi_csv)
+            make_wmi_csv(wmi_csv, inputs / "wmi.csv", size)
+            parser_rate(bench, "CSV, simulated WMI rows repeated", inputs / "wmi.csv")
             parser_rate(bench, "CSV, generated", inputs / "trace.csv")
             parser_rate(bench, "HTML, generated", inputs / "issued.html")
         if "diagnose" in sections:

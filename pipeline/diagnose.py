@@ -192,8 +192,13 @@ def counted_per_day(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
         con,
         """
         with span as (
-            select min(issued_at)::date as d0, (select as_of from as_of)::date as d1
-            from licenses
+            -- from the first log record (CALs issued before the logs are only partly known)
+            select
+                coalesce(
+                    (select min(ts) from cal_events where source in ('trace', 'evtx')),
+                    (select min(issued_at) from licenses)
+                )::date as d0,
+                (select as_of from as_of)::date as d1
         ),
         days as (
             select unnest(generate_series(d0, d1, interval 1 day))::date as day from span
@@ -204,8 +209,10 @@ def counted_per_day(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
             count(l.license_key) filter (where l.cal_type = 'temporary') as temporary,
             count(l.license_key) filter (where l.excess_by_name) as excess
         from days as d
+        cross join span as s
         left join licenses as l
-            on l.issued_at::date <= d.day and d.day < l.counted_until::date
+            on (case when l.issue_seen then l.issued_at::date else s.d0 end) <= d.day
+            and d.day < l.counted_until::date
         group by d.day
         order by d.day
         """,

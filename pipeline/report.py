@@ -170,14 +170,13 @@ def pool_chart(per_day: list[dict[str, Any]], diag: Diagnosis, installed: int | 
     """SVG: permanent CALs counted per day, the installed line, and the recovery forecast."""
     if not per_day:
         return '<p class="muted">No license history to chart.</p>'
+    # forecast: today's permanent CALs minus the excess permanent ones as they expire
     now_perm = per_day[-1]["permanent"]
-    forecast = [
-        (
-            r["day"],
-            now_perm - (diag.recovery[0]["excess_left"] if diag.recovery else 0) + r["excess_left"],
-        )
-        for r in diag.recovery
-    ]
+    forecast = []
+    returned = 0
+    for r in diag.recovery:
+        returned += int(r["back_permanent"] or 0)
+        forecast.append((r["day"], max(now_perm - returned, 0)))
     points = [(r["day"], r["permanent"]) for r in per_day]
     all_days = [p[0] for p in points] + [f[0] for f in forecast]
     t0, t1 = _ts(min(all_days)), _ts(max(all_days)) + 86400
@@ -202,6 +201,16 @@ def pool_chart(per_day: list[dict[str, Any]], diag: Diagnosis, installed: int | 
             '<polyline fill="none" stroke="#2e8b57" stroke-width="2" stroke-dasharray="5,3" '
             'points="' + " ".join(xy(d, v) for d, v in forecast) + '"/>'
         )
+    for snap in diag.pool_history:
+        if snap["issued"] is None or snap["snapshot_time"] is None:
+            continue
+        if not t0 <= _ts(snap["snapshot_time"]) <= t1:
+            continue
+        x, y = xy(snap["snapshot_time"], float(snap["issued"])).split(",")
+        parts.append(
+            f'<circle cx="{x}" cy="{y}" r="4" fill="#8e44ad"><title>snapshot '
+            f"{esc(snap['snapshot_time'])}: {esc(snap['issued'])} issued</title></circle>"
+        )
     if installed:
         y = h - installed / top * h
         parts.append(
@@ -214,6 +223,7 @@ def pool_chart(per_day: list[dict[str, Any]], diag: Diagnosis, installed: int | 
         '<p class="legend"><span><i class="sw" style="background:#4a90d9"></i>permanent CALs '
         'counted (rebuilt from the logs)</span><span><i class="sw" style="background:#2e8b57">'
         "</i>forecast once the causes are fixed: excess CALs expire</span>"
+        '<span><i class="sw" style="background:#8e44ad"></i>issued per key-pack snapshot</span>'
         '<span><i class="sw" style="background:#d9534f"></i>installed</span></p>'
     )
     return "".join(parts) + legend

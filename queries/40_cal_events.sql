@@ -469,6 +469,8 @@ dated as (
     select
         *,
         coalesce(issue_fact_at, first_fact_at) as issued_at,
+        -- false: issued before the logs begin (first seen renewed, requested or listed)
+        issue_fact_at is not null as issue_seen,
         coalesce(
             expires_wmi,
             coalesce(last_issue_or_renewal, first_fact_at) + to_days(

@@ -198,23 +198,28 @@ order by priority, name;
 
 -- ---------------------------------------------------------------- matching
 
--- Every trace message with the text the patterns read and a row key; tracerpt XML events add
--- their named values (EventData, UserData, DebugData items) as `Name=value` lines.
+-- The text the patterns read: the message; tracerpt XML events add their named values
+-- (EventData, UserData, DebugData items) as `Name=value` lines.
+create or replace macro trace_match_text(message, fields, parser) as
+    concat_ws(
+        chr(10),
+        message,
+        case when parser like 'tracerpt_xml/%' then nullif(array_to_string(list_transform(
+            list_filter(map_entries(fields), lambda e: e.value is not null and not regexp_matches(
+                e.key,
+                '^(System|RenderingInfo|ExtendedTracingInfo|Header|UserData)(\.|\[|$)|^(tat_line|SequenceNumber|Binary|BinaryEventData|Message|Function|FileLine|LevelName|FlagsName)$')),
+            lambda e: e.key || '=' || e.value), chr(10)), '') end
+    );
+
+-- Every trace message with the text the patterns read. msg_id numbers the rows of one
+-- evaluation only (it is no stable key: use file_sha256 and line).
 create or replace view trace_pattern_input as
 select
     row_number() over () as msg_id,
     t.ts,
     t.provider,
     t.message,
-    concat_ws(
-        chr(10),
-        t.message,
-        case when t.parser like 'tracerpt_xml/%' then nullif(array_to_string(list_transform(
-            list_filter(map_entries(t.fields), lambda e: e.value is not null and not regexp_matches(
-                e.key,
-                '^(System|RenderingInfo|ExtendedTracingInfo|Header|UserData)(\.|\[|$)|^(tat_line|SequenceNumber|Binary|BinaryEventData|Message|Function|FileLine|LevelName|FlagsName)$')),
-            lambda e: e.key || '=' || e.value), chr(10)), '') end
-    ) as match_text,
+    trace_match_text(t.message, t.fields, t.parser) as match_text,
     t.line,
     t.source_path,
     t.file_sha256
@@ -244,6 +249,7 @@ with active as (
 branches as (
     select
         k,
+        module_regex,
         'select i.msg_id, i.ts, i.provider, i.message, i.line, i.source_path, i.file_sha256, '
         || trace_sql_literal(name) || '::varchar as name, '
         || priority::varchar || '::integer as priority, '
@@ -271,7 +277,13 @@ branches as (
     from active
 )
 select
-    'with input as materialized (select * from trace_pattern_input) '
+    -- only the messages some pattern may read: those of licensing modules, unless a pattern
+    -- reads any module
+    'with input as materialized (select row_number() over () as msg_id, t.ts, t.provider, '
+    || 't.message, trace_match_text(t.message, t.fields, t.parser) as match_text, t.line, '
+    || 't.source_path, t.file_sha256 from trace_events as t where '
+    || case when bool_or(module_regex is null) then 'true'
+        else 't.provider in (select provider from trace_licensing_modules)' end || ') '
     || coalesce(
         string_agg(sql, ' union all ' order by k),
         'select i.msg_id, i.ts, i.provider, i.message, i.line, i.source_path, i.file_sha256, '
@@ -379,7 +391,7 @@ with facts as (
 ),
 unmatched as (
     select i.*, trace_message_shape(i.message) as shape
-    from trace_pattern_input as i
+    from trace_events as i
     semi join trace_licensing_modules as m on m.provider = i.provider
     anti join facts as f
         on f.file_sha256 = i.file_sha256 and f.line = i.line and f.message is not distinct from i.message

@@ -296,7 +296,9 @@ def test_user_rows_replace_disable_and_report(tmp_path: Path) -> None:
                 "ClientName=PC-01 Result=Success",
                 "Granted to PC-09",
             ]
-        ),
+        )
+        # a line in no known prefix: kept as a raw record without a module
+        + "2023-10-05 12:00:09 Handed out to PC-10\r\n",
         encoding="utf-8",
     )
     patterns = tmp_path / "p.csv"
@@ -309,6 +311,7 @@ def test_user_rows_replace_disable_and_report(tmp_path: Path) -> None:
         w.writerow(["badop", "", "x", "", "sideways", ""])
         w.writerow(["success-means-permanent", "lserver", r"Result=Success", "", "permanent", "5"])
         w.writerow(["short", "lserver", r"^Granted to (\S+)", "client_name|user", "", ""])
+        w.writerow(["anywhere", "", r"Handed out to (\S+)", "client_name", "", ""])
     lake = tmp_path / "lake"
     ingest([trace], IngestOptions(lake=lake, patterns=patterns))
     con = connect_35(lake)
@@ -322,6 +325,7 @@ def test_user_rows_replace_disable_and_report(tmp_path: Path) -> None:
         "badop": "unknown operation: sideways",
         "success-means-permanent": None,
         "short": None,  # two captures named, one group: the second stays empty
+        "anywhere": None,
     }
     got = rows(
         con,
@@ -341,6 +345,13 @@ def test_user_rows_replace_disable_and_report(tmp_path: Path) -> None:
             "operation": None,
             "user_name": None,
             "pattern": "short",
+        },
+        {
+            "client_name": "PC-10",
+            "hwid": None,
+            "operation": None,
+            "user_name": None,
+            "pattern": "anywhere",
         },
     ]
 

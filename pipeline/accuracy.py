@@ -30,30 +30,38 @@ SERVER_CAUSE = {
     "exhaustion": "cals-exhausted",
 }
 
-STANDARD_MATRIX: tuple[tuple[str, int, int, int], ...] = (
+Fleet = tuple[str, int, int, int, dict[str, Any]]
+
+STANDARD_MATRIX: tuple[Fleet, ...] = (
     # scenario, seed, devices, days
-    ("standard", 1, 60, 180),
-    ("standard", 2, 80, 150),
-    ("standard", 3, 120, 240),
-    ("clean", 4, 60, 120),
-    ("cloned", 5, 60, 120),
-    ("vdi", 6, 60, 120),
-    ("script", 7, 60, 120),
-    ("duplicate-names", 8, 60, 120),
-    ("rebuilt", 9, 60, 150),
-    ("corrupted-store", 10, 60, 150),
-    ("freerdp", 11, 60, 120),
-    ("store-app", 12, 60, 150),
-    ("server-problems", 13, 60, 150),
-    ("exhaustion", 14, 60, 120),
-    ("noisy", 15, 80, 180),
-    ("noisy", 16, 120, 240),
+    ("standard", 1, 60, 180, {}),
+    ("standard", 2, 80, 150, {}),
+    ("standard", 3, 120, 240, {}),
+    ("clean", 4, 60, 120, {}),
+    ("cloned", 5, 60, 120, {}),
+    ("vdi", 6, 60, 120, {}),
+    ("script", 7, 60, 120, {}),
+    ("duplicate-names", 8, 60, 120, {}),
+    ("rebuilt", 9, 60, 150, {}),
+    ("corrupted-store", 10, 60, 150, {}),
+    ("freerdp", 11, 60, 120, {}),
+    ("store-app", 12, 60, 150, {}),
+    ("server-problems", 13, 60, 150, {}),
+    ("exhaustion", 14, 60, 120, {}),
+    ("standard", 17, 250, 200, {}),
+    ("standard", 18, 60, 150, {"trace_days": 30, "snapshot_every_days": 30}),
+    ("standard", 19, 60, 150, {"snapshot_forms": ("ps51", "ps7", "cim"), "culture": "en-US"}),
+    ("standard", 20, 80, 365, {"tz": "America/New_York"}),
+    # weekly Win32_TSIssuedLicense snapshots (+ client files) only: no EVTX, no trace
+    ("standard", 21, 60, 150, {"snapshot_every_days": 7, "drop": (".evtx", "trace")}),
+    ("noisy", 15, 80, 180, {}),
+    ("noisy", 16, 120, 240, {}),
 )
-QUICK_MATRIX = (
-    ("standard", 1, 60, 150),
-    ("clean", 4, 50, 120),
-    ("server-problems", 13, 60, 150),
-    ("noisy", 15, 60, 150),
+QUICK_MATRIX: tuple[Fleet, ...] = (
+    ("standard", 1, 60, 150, {}),
+    ("clean", 4, 50, 120, {}),
+    ("server-problems", 13, 60, 150, {}),
+    ("noisy", 15, 60, 150, {}),
 )
 
 
@@ -109,7 +117,14 @@ def evaluate(truth: dict[str, Any], found: list[dict[str, Any]]) -> FleetResult:
     return res
 
 
-def run_fleet(scenario: str, seed: int, devices: int, days: int, work: Path) -> FleetResult:
+def run_fleet(
+    scenario: str,
+    seed: int,
+    devices: int,
+    days: int,
+    work: Path,
+    options: dict[str, Any] | None = None,
+) -> FleetResult:
     """Simulate, ingest, diagnose one fleet in `work` (removed afterwards)."""
     from fixtures.simulator import simulate
     from pipeline.diagnose import findings, open_case
@@ -117,8 +132,15 @@ def run_fleet(scenario: str, seed: int, devices: int, days: int, work: Path) -> 
 
     bundle = work / f"{scenario}-{seed}"
     lake = work / f"{scenario}-{seed}-lake"
+    options = dict(options or {})
+    drop = tuple(options.pop("drop", ()))  # files left out of the case (e.g. ".evtx")
     try:
-        result = simulate(bundle, seed=seed, devices=devices, days=days, scenario=scenario)
+        result = simulate(
+            bundle, seed=seed, devices=devices, days=days, scenario=scenario, **options
+        )
+        for rel in result.files:
+            if any(part in rel for part in drop):
+                (bundle / rel).unlink()
         ingest(
             [bundle],
             IngestOptions(lake=lake, tz=result.truth["window"]["tz"], tz_given=True),
@@ -196,11 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="caltrail-accuracy-"))
     results: list[FleetResult] = []
     try:
-        for scenario, seed, devices, days in matrix:
-            r = run_fleet(scenario, seed, devices, days, work)
+        for scenario, seed, devices, days, options in matrix:
+            r = run_fleet(scenario, seed, devices, days, work, options)
             results.append(r)
             print(
-                f"{scenario:<16} seed={seed:<3} devices={devices:<4} days={days:<4} "
+                f"{scenario:<16} seed={seed:<3} devices={devices:<4} days={days:<4} {options} "
                 f"expected={len(r.expected)} found={len(r.found)} "
                 f"ok={r.expected == r.found and r.server_expected == r.server_found}",
                 file=sys.stderr,

@@ -19,7 +19,13 @@
 --                 every default; defaults: specific wordings 20, Key=Value 50, bare HWIDs 80+).
 --   example, note documentation; every default's example is checked by the tests.
 -- A message is a licensing fact when the matching patterns give at least one of client name,
--- HWID, user, license id or key pack id: an operation or result alone is no fact.
+-- HWID, user, license id or key pack id: an operation or result alone is no fact. One fact
+-- per message; each field comes from the best pattern that captured it.
+--
+-- Views: trace_licensing (the facts), trace_unmatched (messages of licensing modules that
+-- gave no fact, by shape, most frequent first: what to write a pattern for), trace_patterns
+-- (the table in use, with a `problem` column), trace_pattern_check (each pattern tried on its
+-- own example). Patterns are read when the session opens.
 
 -- ---------------------------------------------------------------- value macros
 
@@ -369,6 +375,50 @@ from (
     from per_message
     where coalesce(client_name_raw, hwid_raw, user_name, license_id, keypack_id) is not null
 );
+
+-- Each usable pattern tried on its own `example`: did it match, and what would it take from
+-- it (a quick check while writing a pattern, without a trace). Few rows: the regex is taken
+-- from the column here.
+create or replace view trace_pattern_check as
+with tried as (
+    select
+        p.*,
+        p.example is not null and regexp_matches(p.example, p.regex) as matched,
+        [regexp_extract(p.example, p.regex, 1), regexp_extract(p.example, p.regex, 2),
+         regexp_extract(p.example, p.regex, 3), regexp_extract(p.example, p.regex, 4),
+         regexp_extract(p.example, p.regex, 5), regexp_extract(p.example, p.regex, 6),
+         regexp_extract(p.example, p.regex, 7), regexp_extract(p.example, p.regex, 8),
+         regexp_extract(p.example, p.regex, 9)] as groups
+    from trace_patterns as p
+    where p.problem is null and p.example is not null
+),
+fields as (
+    select
+        t.name,
+        t.capture_list[g.i] as field,
+        first(trace_value(t.groups[g.i]) order by g.i)
+            filter (where trace_value(t.groups[g.i]) is not null) as value
+    from tried as t, (select unnest(range(1, 10)) as i) as g
+    where t.matched and g.i <= len(t.capture_list) and t.capture_list[g.i] <> ''
+    group by all
+)
+select
+    t.name,
+    t.origin,
+    t.example,
+    t.matched,
+    norm_name(any_value(f.value) filter (where f.field = 'client_name')) as client_name,
+    hwid_from_text(any_value(f.value) filter (where f.field = 'hwid')) as hwid,
+    any_value(f.value) filter (where f.field = 'user') as user_name,
+    any_value(f.value) filter (where f.field = 'license_id') as license_id,
+    any_value(f.value) filter (where f.field = 'keypack_id') as keypack_id,
+    coalesce(trace_operation(any_value(f.value) filter (where f.field = 'operation')),
+        trace_operation(t.operation)) as operation,
+    any_value(f.value) filter (where f.field = 'result') as result
+from tried as t
+left join fields as f on f.name = t.name
+group by t.name, t.origin, t.example, t.matched, t.operation, t.priority
+order by t.priority, t.name;
 
 -- The shape of a message: quoted strings, `=value`s, GUIDs, hex and numbers masked, blanks
 -- collapsed; messages of one wording share a shape.

@@ -553,6 +553,14 @@ def test_every_default_example_is_extracted(tmp_path: Path) -> None:
             "select line, name, field from trace_pattern_values where group_no < 99"
         ).fetchall()
     )
+    # the same through trace_pattern_check (no trace needed)
+    checked = {r["name"]: r for r in rows(con, "select * from trace_pattern_check")}
+    assert set(checked) == {d["name"] for d in defaults}
+    for d in defaults:
+        assert checked[d["name"]]["matched"], d["name"]
+        for field in {c for c in d["captures"].split("|") if c}:
+            column = "user_name" if field == "user" else field
+            assert checked[d["name"]][column] is not None, (d["name"], field)
     for line, d in enumerate(defaults, start=1):
         fields = {c for c in d["captures"].split("|") if c}
         for field in fields:

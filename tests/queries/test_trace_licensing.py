@@ -295,6 +295,7 @@ def test_user_rows_replace_disable_and_report(tmp_path: Path) -> None:
                 "cached client 02000000c0b24e7d10a9ff372b54eb75f67a7087",
                 "ClientName=PC-01 Result=Success",
                 "Granted to PC-09",
+                "Owner='CORP\\bob'",
             ]
         )
         # a line in no known prefix: kept as a raw record without a module
@@ -312,6 +313,7 @@ def test_user_rows_replace_disable_and_report(tmp_path: Path) -> None:
         w.writerow(["success-means-permanent", "lserver", r"Result=Success", "", "permanent", "5"])
         w.writerow(["short", "lserver", r"^Granted to (\S+)", "client_name|user", "", ""])
         w.writerow(["anywhere", "", r"Handed out to (\S+)", "client_name", "", ""])
+        w.writerow(["o'quote", "lserver", r"Owner='([^']+)'", "user", "", ""])  # quotes: no SQL
     lake = tmp_path / "lake"
     ingest([trace], IngestOptions(lake=lake, patterns=patterns))
     con = connect_35(lake)
@@ -326,6 +328,7 @@ def test_user_rows_replace_disable_and_report(tmp_path: Path) -> None:
         "success-means-permanent": None,
         "short": None,  # two captures named, one group: the second stays empty
         "anywhere": None,
+        "o'quote": None,
     }
     got = rows(
         con,
@@ -345,6 +348,13 @@ def test_user_rows_replace_disable_and_report(tmp_path: Path) -> None:
             "operation": None,
             "user_name": None,
             "pattern": "short",
+        },
+        {
+            "client_name": None,
+            "hwid": None,
+            "operation": None,
+            "user_name": "CORP\\bob",
+            "pattern": "o'quote",
         },
         {
             "client_name": "PC-10",

@@ -339,6 +339,9 @@ def test_records_plus_quarantined_equal_data_rows(kinds: list[str]) -> None:
         line = line.replace("\x0b", "").replace("\x0c", "").replace("\x1c", "")
         line = line.replace("\x1d", "").replace("\x1e", "").replace("\x85", "")
         line = line.replace("\u2028", "").replace("\u2029", "")
+        # An unbalanced quote legitimately joins the next line into the same row (a quoted
+        # value spanning lines, tested on its own): one line is one row here.
+        line = line.replace('"', "")
         if not line.strip():
             continue
         lines.append(line)

@@ -492,6 +492,21 @@ where cause is not null
 group by cause, subject;
 
 -- findings: every cause, most excess first, with the meaning and the fix.
+--   cause             cloned | freerdp | vdi | script | store-app | rebuilt | corrupted-store |
+--                     duplicate-names | renamed | reissued-without-hwid | <server problem>
+--   subject_kind      hwid | name | server;  subject: the HWID (40 hex), name or server
+--   waste             false: the extra CALs are legitimate (duplicate names, server rows)
+--   confidence        high | medium | low, with `reason` saying why (counts from the data)
+--   alternative_cause the other explanation when the data cannot tell (VDI vs script,
+--                     rebuilt vs corrupted store without a client registry export)
+--   excess_cals       CALs issued while the holder's previous CAL still counted
+--                     (excess_permanent: of them permanent; excess_now: still counted at
+--                     the end of the data); NULL when no HWID source allows counting
+--   cals, names, hwids, first_seen, last_seen, cadence_days (median days between new HWIDs)
+--   evidence_counts   the counts the rule used;  evidence_rows: the first 20 source rows
+--                     (source_path + line or EVTX record id);  excess_licenses: license keys
+--   sources           the sources the finding rests on (wmi, trace, evtx, client)
+--   meaning, fix      from cause_catalog (licensing.md, causes table)
 create or replace view findings as
 with final as (
     select * from device_findings

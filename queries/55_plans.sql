@@ -75,6 +75,13 @@ select * from final order by day;
 -- product version. A revoked CAL keeps occupying the allowance until its own expiry, so
 -- CALs revoked earlier (snapshots, events, trace) count too; event 81's counts are honoured.
 -- A CAL that would expire before its turn is left to expire ('expires-first').
+--   batch, revoke_on   the day's batch and the time from which it may be revoked
+--   action             revoke | expires-first
+--   license_key, license_id, keypack_id, client_name, hwid, cause, subject, issued_at,
+--   expires_at (expiry_estimated: no snapshot showed it), product_version,
+--   installed, revoke_limit (floor(installed * revoke_limit_share)),
+--   occupied_after     revoked CALs still inside their validity after this step (<= limit)
+--   next_batch_on      when the next batch is allowed
 create or replace view revoke_plan as
 with recursive pool as (
     select

@@ -115,3 +115,16 @@ def test_csv_output_neutralises_formulas(hostile_lake: Path) -> None:
     assert "\n=" not in text
     assert ",=" not in text
     assert "'=HYPERLINK" in text
+
+
+def test_report_of_an_empty_lake(tmp_path: Path) -> None:
+    empty = tmp_path / "in"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("nothing here\n", encoding="utf-8")
+    lake = tmp_path / "lake"
+    ingest([empty], IngestOptions(lake=lake))
+    con = open_case(lake)
+    text = render_report(con, lake)
+    con.close()
+    assert "No device holds more CALs than it should." in text
+    assert "notes.txt" in text

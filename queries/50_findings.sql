@@ -375,6 +375,10 @@ name_rows as (
             as sources,
         case
             when r.cause in ('vdi', 'script') and r.hwid_count < th('cadence_min_hwids') then 'low'
+            -- the cadence sits near the line between the two explanations
+            when r.cause in ('vdi', 'script')
+                and abs(coalesce(r.next_day_share, 0) - th('vdi_next_day_share_min'))
+                    < th('cadence_ambiguity_margin') then 'medium'
             when r.cause in ('vdi', 'script') then 'high'
             when r.cause in ('store-app', 'corrupted-store') then 'high'
             when r.cause = 'rebuilt' and r.registry_hwids = 0 then 'medium'
@@ -405,8 +409,14 @@ name_rows as (
                     || 'corrupted store cannot be ruled out)' else '' end
         end as reason,
         case
-            when r.cause = 'vdi' and r.hwid_count < th('cadence_min_hwids') then 'script'
-            when r.cause = 'script' and r.hwid_count < th('cadence_min_hwids') then 'vdi'
+            when r.cause = 'vdi'
+                and (r.hwid_count < th('cadence_min_hwids')
+                    or abs(coalesce(r.next_day_share, 0) - th('vdi_next_day_share_min'))
+                        < th('cadence_ambiguity_margin')) then 'script'
+            when r.cause = 'script'
+                and (r.hwid_count < th('cadence_min_hwids')
+                    or abs(coalesce(r.next_day_share, 0) - th('vdi_next_day_share_min'))
+                        < th('cadence_ambiguity_margin')) then 'vdi'
             when r.cause = 'rebuilt' and r.registry_hwids = 0 then 'corrupted-store'
         end as alternative_cause,
         r.cadence_days

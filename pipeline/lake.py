@@ -225,18 +225,28 @@ def write_run(lake: Path, row: dict[str, Any]) -> None:
     )
 
 
+# Manifest statuses that do not make a content "already ingested": a "duplicate" row is
+# written when a run *discovers* a second copy, possibly before the first copy was read; if
+# the run dies in between, only the duplicate row exists and the content was never read.
+NOT_INGESTED = frozenset({"duplicate"})
+
+
 def known_hashes(lake: Path) -> set[str]:
-    """sha256 of every file already in the manifest (read with pyarrow: no DuckDB needed)."""
+    """sha256 of every file already read into the manifest (pyarrow: no DuckDB needed)."""
     directory = table_dir(lake, "ingest_files")
     hashes: set[str] = set()
     if not directory.exists():
         return hashes
     for path in sorted(directory.glob("*.parquet")):
         try:
-            column = pq.read_table(path, columns=["sha256"]).column("sha256")
+            table = pq.read_table(path, columns=["sha256", "status"])
         except (OSError, pa.ArrowInvalid) as exc:
             raise LakeError(f"manifest file {path} is unreadable: {exc}") from exc
-        hashes.update(column.to_pylist())
+        for sha, status in zip(
+            table.column("sha256").to_pylist(), table.column("status").to_pylist(), strict=True
+        ):
+            if status not in NOT_INGESTED:
+                hashes.add(sha)
     return hashes
 
 

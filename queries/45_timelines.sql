@@ -12,6 +12,7 @@ select
     client_name,
     hwid,
     hwid_flag,
+    cal_type,
     source_path,
     source_line
 from cal_events

@@ -255,6 +255,10 @@ events_only as (
     select
         client_name,
         count(*) as issue_facts,
+        -- a device keeping its HWID gets one temporary CAL, then upgrades it; many temporary
+        -- CALs for one name point at new HWIDs (churn) or several machines
+        count(*) filter (where fact = 'issued' and cal_type = 'temporary') as temporary_issues,
+        count(*) filter (where fact = 'upgraded') as upgrades,
         min(ts) as first_seen,
         max(ts) as last_seen
     from act
@@ -307,11 +311,11 @@ hwid_rows as (
             as excess_permanent,
         case when r.cause = 'renamed' then 0 else coalesce(x.excess_now, 0) end as excess_now,
         x.excess_licenses,
-        {
-            'names': r.name_count,
-            'name_switches': r.name_switches,
-            'licenses': coalesce(x.cals, 0),
-            'facts': r.facts
+        map {
+            'names': (r.name_count)::bigint,
+            'name_switches': (r.name_switches)::bigint,
+            'licenses': (coalesce(x.cals, 0))::bigint,
+            'facts': (r.facts)::bigint
         } as evidence_counts,
         r.sources,
         case
@@ -362,14 +366,14 @@ name_rows as (
             else coalesce(x.excess_now, 0)
         end as excess_now,
         x.excess_licenses,
-        {
-            'hwids': r.hwid_count,
-            'hwids_active_on_several_days': r.multiday_hwids,
-            'next_day_share_pct': round(100 * coalesce(r.next_day_share, 0)),
-            'store_app_hwids': r.store_app_hwids,
-            'registry_hwids': r.registry_hwids,
-            'licenses': coalesce(x.cals, 0),
-            'facts': r.facts
+        map {
+            'hwids': (r.hwid_count)::bigint,
+            'hwids_active_on_several_days': (r.multiday_hwids)::bigint,
+            'next_day_share_pct': (round(100 * coalesce(r.next_day_share, 0)))::bigint,
+            'store_app_hwids': (r.store_app_hwids)::bigint,
+            'registry_hwids': (r.registry_hwids)::bigint,
+            'licenses': (coalesce(x.cals, 0))::bigint,
+            'facts': (r.facts)::bigint
         } as evidence_counts,
         case when r.registry_hwids > 0 then list_append(r.sources, 'client') else r.sources end
             as sources,
@@ -437,10 +441,18 @@ events_rows as (
         null::bigint as excess_permanent,
         null::bigint as excess_now,
         null::varchar[] as excess_licenses,
-        {'issue_events': o.issue_facts} as evidence_counts,
+        map {
+            'issue_events': (o.issue_facts)::bigint,
+            'temporary_issues': (o.temporary_issues)::bigint,
+            'upgrades': (o.upgrades)::bigint
+        } as evidence_counts,
         ['evtx'] as sources,
         'low' as confidence,
-        o.issue_facts || ' CALs issued to this name by the events alone; without HWIDs '
+        o.issue_facts || ' CALs issued to this name by the events alone ('
+        || o.temporary_issues || ' temporary, ' || o.upgrades || ' upgrades'
+        || case when o.temporary_issues >= th('churn_min_hwids')
+            then ': repeated temporary CALs suggest new HWIDs or several machines' else '' end
+        || '); without HWIDs '
         || '(Win32_TSIssuedLicense, trace, client registry) a cloned image, HWID churn '
         || '(VDI, script, Store app), a rebuild and two machines sharing the name cannot be '
         || 'told apart, and excess CALs cannot be counted' as reason,
@@ -491,7 +503,7 @@ select
     subject,
     min(time_created) as first_seen,
     max(time_created) as last_seen,
-    {'events': count(*)} as evidence_counts,
+    map {'events': count(*)::bigint} as evidence_counts,
     ['evtx'] as sources,
     'high' as confidence,
     count(*) || ' event(s); last: ' || arg_max(message, time_created) as reason,

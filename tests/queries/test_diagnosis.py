@@ -199,3 +199,15 @@ def test_thresholds_are_one_table(cases: dict[str, Case]) -> None:
     # a NULL HWID matches nothing and leaves the session usable
     assert con.execute("select * from hwid_timeline($h)", {"h": None}).fetchall() == []
     assert con.execute("select count(*) from findings").fetchone()
+
+
+def test_accuracy_scoring() -> None:
+    from pipeline.accuracy import FleetResult, score
+
+    r = FleetResult("standard", 1, 10, 20)
+    r.expected = {("vdi", "A"), ("cloned", "h1")}
+    r.found = {("vdi", "A"), ("script", "B")}
+    table = score([r])
+    assert table["vdi"] == {"tp": 1, "fp": 0, "fn": 0, "precision": 1.0, "recall": 1.0}
+    assert table["cloned"]["recall"] == 0.0
+    assert table["script"]["precision"] == 0.0

@@ -9,16 +9,19 @@ server findings with `server_problems`, and the excess CALs of each matched find
 the truth's count. Prints precision and recall per cause, the normal devices flagged, and
 the excess-CAL agreement.
 
-Figures (2026-11-28, the STANDARD_MATRIX below: 18 standard-mix fleets of 60-250 devices over
-120-365 days incl. every single-cause scenario, server problems, exhaustion, sparse traces,
-three snapshot forms, another time zone; plus 2 noisy fleets): precision and recall 1.000 for
-every cause (cloned, freerdp, vdi, script, store-app, rebuilt, corrupted-store,
-duplicate-names) and every server problem the simulator plays (not-activated,
-database-rebuilt, host-not-in-group, cals-exhausted); no normal device flagged; excess CALs
-exact for 66 of 75 findings, absolute error 9 of 6261 (0.1 %). Noisy fleets (System log
-starting late, a week missing from the trace, a session host missing, overlapping and
-duplicated exports): 1.000 / 1.000, excess error 2 of 1496. Where excess counts differ, a
-CAL's expiry was estimated (no snapshot listed it: last issue/renewal + 89 days).
+Figures (2026-11-28, the STANDARD_MATRIX below: 19 standard-mix fleets of 60-250 devices over
+120-365 days incl. every single-cause scenario, server problems, exhaustion, a 30-day trace,
+three snapshot forms, another time zone, weekly snapshots without EVTX or trace; plus 2 noisy
+fleets): precision and recall 1.000 for every cause (cloned, freerdp, vdi, script,
+store-app, rebuilt, corrupted-store, duplicate-names) and every server problem the simulator
+plays (not-activated, database-rebuilt, host-not-in-group, cals-exhausted); no normal device
+flagged; excess CALs exact for 72 of 83 findings, absolute error 13 of 6755 (0.2 %). Noisy
+fleets (System log starting late, a week missing from the trace, a session host missing,
+overlapping and duplicated exports): 1.000 / 1.000, excess error 2 of 1496. Where excess
+counts differ, a CAL's expiry was estimated (no snapshot listed it: last issue/renewal + 89
+days). Lower by design with fewer sources: without a client registry export a corrupted
+store is reported as rebuilt (alternative: corrupted-store); with one final snapshot and no
+trace, a rebuilt machine whose old CAL already left the database shows one HWID only.
 Events alone (no HWID source) cannot name a cause: such names are reported as
 reissued-without-hwid with what cannot be concluded.
 """

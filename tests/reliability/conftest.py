@@ -170,6 +170,45 @@ CORE_VIEWS = (
 )
 
 
+CORE_SQL = ("00_macros.sql", "10_sources.sql", "15_accounting.sql")
+
+
+def connect_core(lake: Path) -> Any:
+    """A session with the source and accounting views only (pipeline.session.connect also
+    builds the diagnosis layers, which costs seconds per session on a loaded machine)."""
+    import duckdb
+
+    import queries
+    from pipeline.session import prepare_lake
+
+    lake = lake.resolve()
+    prepare_lake(lake)
+    con = duckdb.connect(":memory:")
+    con.execute("set variable lake = $lake", {"lake": str(lake)})
+    con.execute("set variable ref_dir = $ref", {"ref": str(lake / "_ref")})
+    for path in queries.sql_files():
+        if path.name in CORE_SQL:
+            con.execute(path.read_text(encoding="utf-8"))
+    return con
+
+
+def connect_all(lake: Path) -> Any:
+    from pipeline.session import connect
+
+    return connect(lake)
+
+
+def every_view_answers(lake: Path) -> list[str]:
+    """Open the lake as `caltrail sql` does (every view and macro) and read one row of each
+    view; returns the view names."""
+    con = connect_all(lake)
+    names = view_names(con)
+    for name in names:
+        con.execute(f'select * from "{name}" limit 1').fetchall()
+    con.close()
+    return names
+
+
 def view_names(con: Any) -> list[str]:
     rows = con.execute(
         "select view_name from duckdb_views() where not internal order by view_name"
@@ -180,9 +219,7 @@ def view_names(con: Any) -> list[str]:
 def lake_state(lake: Path, all_views: bool = False) -> dict[str, Any]:
     """Row counts of the views (all of them with all_views), the per-file manifest state and
     the accounting; what two lakes holding the same records agree on."""
-    from pipeline.session import connect
-
-    con = connect(lake)
+    con = connect_all(lake) if all_views else connect_core(lake)
     names = view_names(con) if all_views else list(CORE_VIEWS)
     counts = {name: con.execute(f'select count(*) from "{name}"').fetchone()[0] for name in names}
     files = sorted(

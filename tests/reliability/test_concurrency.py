@@ -37,7 +37,7 @@ def test_second_ingest_fails_fast_then_waits(
     multi_input: Path, baseline: dict[str, Any], tmp_path: Path
 ) -> None:
     lake = tmp_path / "lake"
-    first = start_caltrail("ingest", multi_input, "--lake", lake, "--json")
+    first = start_slow_caltrail(0.1, "ingest", multi_input, "--lake", lake, "--json")
     try:
         assert wait_for(lambda: lock_held(lake) or first.poll() is not None, timeout=120)
         assert first.poll() is None, "the first ingest ended before the test could overlap it"

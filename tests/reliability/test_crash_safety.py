@@ -26,6 +26,7 @@ import pytest
 from tests.reliability.conftest import (
     ROOT,
     assert_parquet_readable,
+    every_view_answers,
     kill_group,
     lake_state,
     run_caltrail,
@@ -35,12 +36,14 @@ from tests.reliability.conftest import (
 KILLS = int(os.environ.get("CALTRAIL_CRASH_KILLS", "4"))
 
 
-def check_after_crash(lake: Path, clean: dict[str, Any]) -> None:
+def check_after_crash(lake: Path, clean: dict[str, Any], all_views: bool = False) -> None:
     """What a reader may rely on after any crash: complete files, answering views, nothing
     twice, nothing more than a clean run, every visible file balanced."""
     if not (lake / "ingest_files").is_dir():
         return  # killed before the lake existed
     assert_parquet_readable(lake)
+    if all_views:
+        assert len(every_view_answers(lake)) > 20
     state = lake_state(lake)
     assert state["duplicated_events"] == 0
     assert state["unbalanced"] == []
@@ -52,7 +55,11 @@ def check_after_crash(lake: Path, clean: dict[str, Any]) -> None:
 def rerun_and_compare(lake: Path, multi_input: Path, clean: dict[str, Any], rc: int) -> None:
     done = run_caltrail("ingest", multi_input, "--lake", lake, "--json")
     assert done.returncode == rc, done.stderr
-    leftovers = [p for p in (lake / ".staging").rglob("*") if p.is_file()]
+    # Crashed runs' staged files are swept by the next run (the shared .staging/tmp keeps
+    # recent scratch files of unlocked writers for an hour; see lake.sweep_orphans).
+    leftovers = [
+        p for p in (lake / ".staging").rglob("*") if p.is_file() and p.parent.name != "tmp"
+    ]
     assert leftovers == [], "a completed run leaves no staged file behind"
     assert_parquet_readable(lake)
     state = lake_state(lake)
@@ -78,7 +85,7 @@ def test_sigkill_at_random_moments(
             proc = start_caltrail("ingest", multi_input, "--lake", lake, "--json")
             time.sleep(delay)
             kill_group(proc)
-            check_after_crash(lake, baseline["state"])
+            check_after_crash(lake, baseline["state"], all_views=attempt == 0)
         print(f"attempt {attempt}: killed after {delays} s (seed {seed})")
         rerun_and_compare(lake, multi_input, baseline["state"], baseline["rc"])
 
@@ -147,8 +154,10 @@ def fleet_only(multi_input: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     return {"source": source, "renames": renames, "state": lake_state(lake)}
 
 
-@pytest.mark.parametrize("when", ["before", "after"])
-@pytest.mark.parametrize("fraction", [0.0, 0.2, 0.45, 0.7, 0.9, 1.0])
+@pytest.mark.parametrize(
+    ("fraction", "when"),
+    [(0.0, "after"), (0.3, "before"), (0.55, "after"), (0.8, "before"), (1.0, "before")],
+)
 def test_crash_at_rename(
     fleet_only: dict[str, Any], tmp_path: Path, fraction: float, when: str
 ) -> None:

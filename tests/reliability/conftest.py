@@ -57,9 +57,9 @@ def run_caltrail(
     )
 
 
-def start_caltrail(*args: str | Path) -> subprocess.Popen[str]:
+def start_caltrail(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """Start the CLI in its own process group (killpg reaches its workers too)."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", NO_COLOR="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", NO_COLOR="1", **(env or {}))
     env.pop("CALTRAIL_LAKE", None)
     return subprocess.Popen(
         [*CALTRAIL, *map(str, args)],

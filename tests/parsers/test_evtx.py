@@ -157,14 +157,16 @@ def _sample_chunks(path: Path, per_chunk: int) -> Iterator[evtx.ChunkSlice]:
 
 
 def test_backends_agree_record_by_record() -> None:
-    """Every corpus file, the first records of every chunk, parsed by both backends: equal.
+    """Every corpus file, the first record of up to ~6 chunks spread over it, parsed by both
+    backends: equal.
 
     (python-evtx renders about 100 records/s, so the whole corpus would take many minutes:
     set CALTRAIL_FULL_BACKEND_CHECK=1 to compare every record.)"""
     import os
 
     root = corpus_path("evtx")
-    per_chunk = 10_000 if os.environ.get("CALTRAIL_FULL_BACKEND_CHECK") else 2
+    full = bool(os.environ.get("CALTRAIL_FULL_BACKEND_CHECK"))
+    per_chunk = 10_000 if full else 1
     compared = differing = 0
     problems: list[str] = []
     for path in sorted(root.rglob("*.evtx")):
@@ -173,7 +175,7 @@ def test_backends_agree_record_by_record() -> None:
             chunks = list(_sample_chunks(path, per_chunk))
         except ParseError:
             continue
-        for chunk in chunks[:40]:
+        for chunk in chunks if full else chunks[:: max(1, len(chunks) // 6)]:
             rust = {
                 r.offset: r
                 for r in evtx.parse_chunk(chunk, evtx.renderer_for("rust"))
@@ -197,7 +199,7 @@ def test_backends_agree_record_by_record() -> None:
                     differing += 1
                     if name not in KNOWN_LAYOUT_DIFFERENCES:
                         problems.append(f"{name} offset {offset}")
-    assert compared > 300
+    assert compared > 150
     assert not problems, problems[:10]
     assert differing <= 10
 

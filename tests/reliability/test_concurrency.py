@@ -17,6 +17,7 @@ from typing import Any
 
 from pipeline.session import duckdb_cli
 from tests.reliability.conftest import (
+    connect_core,
     lake_state,
     run_caltrail,
     start_caltrail,
@@ -86,17 +87,15 @@ def test_two_waiting_ingests_started_together(
 def test_readers_during_an_ingest_see_a_consistent_lake(
     multi_input: Path, baseline: dict[str, Any], tmp_path: Path
 ) -> None:
-    from pipeline.session import connect
-
     lake = tmp_path / "lake"
     final = baseline["state"]["counts"]
-    writer = start_slow_caltrail(0.08, "ingest", multi_input, "--lake", lake, "--json")
+    writer = start_slow_caltrail(0.1, "ingest", multi_input, "--lake", lake, "--json")
     seen: list[int] = []
-    cli_checks = 0
+    verifier = None
     try:
-        assert wait_for(lambda: (lake / "caltrail.sql").exists() or lock_held(lake), timeout=120)
+        assert wait_for(lambda: lock_held(lake), timeout=120)
         assert wait_for(lambda: (lake / "ingest_files").is_dir(), timeout=120)
-        con = connect(lake)  # views bind their globs at each query: one session sees it all
+        con = connect_core(lake)  # views bind their globs at each query: one session sees all
         while writer.poll() is None:
             bad = con.execute(
                 "select count(*) from ingest_accounting where not balanced"
@@ -110,18 +109,20 @@ def test_readers_during_an_ingest_see_a_consistent_lake(
             assert events <= final["events_all"]
             assert not seen or events >= seen[-1], "a committed row disappeared"
             seen.append(events)
-            if cli_checks < 1 and events:  # the real CLI reader too
-                done = run_caltrail("verify", "--lake", lake, "--json")
-                assert done.returncode == 0, done.stdout + done.stderr
-                assert json.loads(done.stdout)["mismatches"] == []
-                cli_checks += 1
+            if verifier is None and events:  # the real CLI reader, concurrently
+                verifier = start_caltrail("verify", "--lake", lake, "--json")
         con.close()
         _out, err = writer.communicate(timeout=300)
         assert writer.returncode == baseline["rc"], err
+        assert verifier is not None, "the ingest committed nothing while the reader looked"
+        out, err = verifier.communicate(timeout=300)
+        assert verifier.returncode == 0, out + err
+        assert json.loads(out)["mismatches"] == []
     finally:
-        if writer.poll() is None:
-            writer.kill()
-            writer.communicate()
+        for proc in (writer, verifier):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.communicate()
     assert len(set(seen)) >= 3, f"the reader saw too few states of the lake: {seen}"
     assert lake_state(lake)["counts"] == final
 

@@ -33,7 +33,7 @@ from tests.reliability.conftest import (
     start_caltrail,
 )
 
-KILLS = int(os.environ.get("CALTRAIL_CRASH_KILLS", "4"))
+KILLS = int(os.environ.get("CALTRAIL_CRASH_KILLS", "3"))
 
 
 def check_after_crash(lake: Path, clean: dict[str, Any], all_views: bool = False) -> None:
@@ -156,7 +156,7 @@ def fleet_only(multi_input: Path, tmp_path_factory: pytest.TempPathFactory) -> d
 
 @pytest.mark.parametrize(
     ("fraction", "when"),
-    [(0.0, "after"), (0.3, "before"), (0.55, "after"), (0.8, "before"), (1.0, "before")],
+    [(0.0, "after"), (0.35, "before"), (0.7, "after"), (1.0, "before")],
 )
 def test_crash_at_rename(
     fleet_only: dict[str, Any], tmp_path: Path, fraction: float, when: str

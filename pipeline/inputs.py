@@ -24,7 +24,7 @@ MAX_MEMBERS = 100_000
 MAX_TOTAL_BYTES = 64 * 1024**3  # uncompressed, per archive
 MAX_RATIO = 200  # uncompressed / compressed, per member above 1 MiB, and per archive
 ARCHIVE_FLOOR = 64 * 1024**2  # an archive may always expand to this much, whatever its ratio
-FREE_RESERVE = 256 * 1024**2  # never fill the extraction disk beyond this reserve
+FREE_RESERVE = 32 * 1024**2  # never fill the extraction disk beyond this reserve
 COPY_BLOCK = 1024 * 1024
 
 

@@ -169,7 +169,10 @@ def _run_ingest(paths: list[Path], options: IngestOptions, as_json: bool) -> Ing
         _fail(str(exc), EXIT_LAKE)
     except (L.LakeError, OSError) as exc:
         _fail(
-            f"cannot write the lake {options.lake}: {exc}; the lake was left as it was", EXIT_LAKE
+            f"cannot write the lake {options.lake}: {exc}. Files committed before the failure "
+            "are complete and visible, nothing partial is visible; fix the cause and re-run "
+            "the same command to finish (files already in the lake are skipped)",
+            EXIT_LAKE,
         )
     if as_json:
         typer.echo(summary.to_json())

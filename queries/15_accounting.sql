@@ -5,6 +5,9 @@ with current_files as (
     select f.*
     from ingest_files as f
     join visible_runs as v on v.file_sha256 = f.sha256 and v.run_id = f.run_id
+    -- a "duplicate" row (same content as another file of the run, read once) shares the
+    -- sha256 and run of the copy that was read: it must not claim that copy's rows
+    where f.status in ('ok', 'quarantined')
 ),
 written as (
     select file_sha256, run_id, count(*) as n from (

@@ -23,11 +23,6 @@ import pytest
 from tests.reliability.conftest import DATA, run_caltrail
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="15_accounting.sql matches 'duplicate' manifest rows to the first copy's rows; "
-    "fix: current_files ... where f.status in ('ok', 'quarantined')",
-)
 def test_same_content_twice_balances(tmp_path: Path) -> None:
     source = tmp_path / "in"
     source.mkdir()

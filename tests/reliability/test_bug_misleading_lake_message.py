@@ -27,11 +27,6 @@ from pipeline.cli import app
 from tests.reliability.conftest import lake_state
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli._run_ingest says 'the lake was left as it was' although the run committed "
-    "its files (fix: word the message for partial success, suggest a re-run)",
-)
 def test_message_after_a_late_failure(
     multi_input: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

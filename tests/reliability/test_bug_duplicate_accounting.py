@@ -18,8 +18,6 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
-
 from tests.reliability.conftest import DATA, run_caltrail
 
 

@@ -34,9 +34,14 @@ def test_ingest_json_summary_and_rerun(tmp_path: Path, evtx_dir: Path) -> None:
     summary = json.loads(result.output)
     assert summary["files"] == {"ok": 1, "quarantined": 1}
     assert summary["records_seen"] == summary["records_ok"] + summary["records_quarantined"]
-    again = json.loads(runner.invoke(app, ["ingest", str(evtx_dir), "--lake", str(lake), "--json"]).output)
-    assert again["records_seen"] == 0 and again["already_ingested"] == 2
-    count = runner.invoke(app, ["sql", "select count(*) as n from events", "--lake", str(lake), "-f", "csv"])
+    again = json.loads(
+        runner.invoke(app, ["ingest", str(evtx_dir), "--lake", str(lake), "--json"]).output
+    )
+    assert again["records_seen"] == 0
+    assert again["already_ingested"] == 2
+    count = runner.invoke(
+        app, ["sql", "select count(*) as n from events", "--lake", str(lake), "-f", "csv"]
+    )
     assert count.output == f"n\n{summary['rows']['events']}\n"
 
 
@@ -44,11 +49,14 @@ def test_ingest_human_summary(tmp_path: Path, evtx_dir: Path) -> None:
     result = runner.invoke(app, ["ingest", str(evtx_dir), "--lake", str(tmp_path / "lake")])
     assert result.exit_code == 0
     assert "Files: 2 new (1 read, 1 read, some records quarantined)" in result.output
-    assert "quarantined" in result.output and "Elapsed:" in result.output
+    assert "quarantined" in result.output
+    assert "Elapsed:" in result.output
 
 
 def test_strict_fails_on_quarantine(tmp_path: Path, evtx_dir: Path) -> None:
-    result = runner.invoke(app, ["ingest", str(evtx_dir), "--lake", str(tmp_path / "lake"), "--strict", "--json"])
+    result = runner.invoke(
+        app, ["ingest", str(evtx_dir), "--lake", str(tmp_path / "lake"), "--strict", "--json"]
+    )
     assert result.exit_code == 4
 
 
@@ -58,7 +66,8 @@ def test_unreadable_input_exit_code(tmp_path: Path) -> None:
     result = runner.invoke(app, ["ingest", str(bad), "--lake", str(tmp_path / "lake"), "--json"])
     assert result.exit_code == 3
     problem = json.loads(result.output)["problems"][0]
-    assert problem["path"] == str(bad) and "file header" in problem["message"]
+    assert problem["path"] == str(bad)
+    assert "file header" in problem["message"]
 
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
@@ -79,18 +88,41 @@ def test_sql_bound_parameters_and_formats(tmp_path: Path, evtx_dir: Path) -> Non
     runner.invoke(app, ["ingest", str(evtx_dir), "--lake", str(lake), "--json"])
     hostile = "x'; drop view events; --"
     result = runner.invoke(
-        app, ["sql", "select $v as v, count(*) as n from events where computer = $v", "--lake", str(lake), "-p", f"v={hostile}", "-f", "json"]
+        app,
+        [
+            "sql",
+            "select $v as v, count(*) as n from events where computer = $v",
+            "--lake",
+            str(lake),
+            "-p",
+            f"v={hostile}",
+            "-f",
+            "json",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == {"v": hostile, "n": 0}
-    still = runner.invoke(app, ["sql", "select count(*) > 0 as ok from events", "--lake", str(lake), "-f", "csv"])
+    still = runner.invoke(
+        app, ["sql", "select count(*) > 0 as ok from events", "--lake", str(lake), "-f", "csv"]
+    )
     assert still.output == "ok\nTrue\n"
-    formula = runner.invoke(app, ["sql", "select '=HYPERLINK(1)' as a, '+1' as b, 'PC-01' as c", "--lake", str(lake), "-f", "csv"])
+    formula = runner.invoke(
+        app,
+        [
+            "sql",
+            "select '=HYPERLINK(1)' as a, '+1' as b, 'PC-01' as c",
+            "--lake",
+            str(lake),
+            "-f",
+            "csv",
+        ],
+    )
     assert formula.output.splitlines()[1] == "'=HYPERLINK(1),'+1,PC-01"
     table = runner.invoke(app, ["sql", "select '[bold]x' as v", "--lake", str(lake)])
     assert "[bold]x" in table.output
     failed = runner.invoke(app, ["sql", "select * from no_such_view", "--lake", str(lake)])
-    assert failed.exit_code == 1 and "query failed" in failed.output
+    assert failed.exit_code == 1
+    assert "query failed" in failed.output
 
 
 def test_verify_balances(tmp_path: Path, evtx_dir: Path) -> None:
@@ -123,6 +155,12 @@ def test_installed_entry_point_runs() -> None:
     """Through the console script, as a user runs it."""
     exe = Path(sys.executable).parent / "caltrail"
     assert exe.exists()
-    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "NO_COLOR": "1"})
-    assert out.returncode == 0 and "ingest" in out.stdout
+    out = subprocess.run(
+        [str(exe), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    assert out.returncode == 0
+    assert "ingest" in out.stdout

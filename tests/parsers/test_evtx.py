@@ -68,7 +68,8 @@ def test_corpus_file_record_counts(name: str) -> None:
     try:
         records, issues = parse_all(path)
     except ParseError:
-        assert ref["rs"] == 0 and ref["py"] == 0, "only unreadable files may raise"
+        assert ref["rs"] == 0, "only unreadable files may raise"
+        assert ref["py"] == 0, "only unreadable files may raise"
         return
     assert len(records) >= ref["rs"], f"fewer records than pyevtx-rs: {len(records)} < {ref['rs']}"
     if ref["dmg"]:
@@ -115,6 +116,7 @@ def test_golden_rows(backend: str) -> None:
 
 
 # -- the two backends, record by record -------------------------------------------------
+
 
 # Value renderings XML cannot reconcile, because the BinXML type is lost in the text:
 # python-evtx prints SizeT in decimal and binary data in base64, pyevtx-rs prints both in
@@ -192,8 +194,10 @@ def test_backends_agree_record_by_record() -> None:
                 compared += 1
                 fields_a = {k: getattr(a, k) for k in a.__slots__ if k != "data"}
                 fields_b = {k: getattr(b, k) for k in b.__slots__ if k != "data"}
-                same = fields_a == fields_b and set(a.data) == set(b.data) and all(
-                    _equivalent(b.data[k], a.data[k]) for k in a.data
+                same = (
+                    fields_a == fields_b
+                    and set(a.data) == set(b.data)
+                    and all(_equivalent(b.data[k], a.data[k]) for k in a.data)
                 )
                 if not same:
                     differing += 1
@@ -206,7 +210,9 @@ def test_backends_agree_record_by_record() -> None:
 
 def test_python_backend_failures_are_quarantined_not_lost() -> None:
     """A record python-evtx cannot render is a quarantined issue, never silently dropped."""
-    path = corpus_path("evtx", "velocidex-evtx", "Microsoft-Windows-CAPI2_Operational_EventID70.evtx")
+    path = corpus_path(
+        "evtx", "velocidex-evtx", "Microsoft-Windows-CAPI2_Operational_EventID70.evtx"
+    )
     records, issues = parse_all(path, backend="python")
     assert len(records) + sum(i.quarantined for i in issues) >= 1
     for issue in issues:
@@ -284,7 +290,7 @@ def test_userdata_flattened_and_unnamed_data_numbered() -> None:
         '<Event xmlns="http://schemas.microsoft.com/win/2004/08/events/event"><System>'
         "<EventID>1149</EventID></System><UserData>"
         '<EventXML xmlns="Event_NS"><Param1>alice</Param1><Param2>CORP</Param2>'
-        '<Param3>10.0.0.5</Param3></EventXML></UserData></Event>'
+        "<Param3>10.0.0.5</Param3></EventXML></UserData></Event>"
     )
     rec, _ = evtx.record_from_xml(xml, evtx.RecordSlice(512, 100, 1, 0), 0, 4608)
     assert rec.data == {
@@ -304,6 +310,8 @@ def test_userdata_flattened_and_unnamed_data_numbered() -> None:
 def test_file_notes_name_backend_and_chunks() -> None:
     path = corpus_path("evtx", "plaso", "System.evtx")
     with open(path, "rb") as stream:
-        notes = {i.key: i.value for i in evtx.parse(stream, ParseOptions()) if isinstance(i, FileNote)}
+        notes = {
+            i.key: i.value for i in evtx.parse(stream, ParseOptions()) if isinstance(i, FileNote)
+        }
     assert notes["backend"] == "rust"
     assert notes["chunks"].startswith("27 readable")

@@ -147,9 +147,18 @@ def test_init_script_defines_every_view(tmp_path: Path, small_inputs: Path) -> N
     binary = duckdb_cli()
     assert binary, "duckdb-cli is a dependency of caltrail"
     out = subprocess.run(
-        [binary, "-init", str(lake / "caltrail.sql"), "-csv", "-c",
-         "select count(*) as n from events; select table_name from information_schema.tables order by 1"],
-        capture_output=True, text=True, timeout=120, check=True,
+        [
+            binary,
+            "-init",
+            str(lake / "caltrail.sql"),
+            "-csv",
+            "-c",
+            "select count(*) as n from events; select table_name from information_schema.tables order by 1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     ).stdout
     expected_events = one(lake, "select count(*) from events")
     assert f"n\n{expected_events}\n" in out

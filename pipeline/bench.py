@@ -509,14 +509,12 @@ def main(argv: list[str] | None = None) -> int:
             print("workers ...", flush=True)
             many = work / "many"
             many.mkdir(exist_ok=True)
-            for n in range(8 if args.quick else 16):
-                write_large_evtx(many / f"host{n:02d}.evtx", (3 if args.quick else 6) * mb, seed=n)
+            for n in range(8 if args.quick else 24):
+                write_large_evtx(many / f"host{n:02d}.evtx", (3 if args.quick else 8) * mb, seed=n)
             workers_ratio(bench, f"{len(list(many.iterdir()))} EVTX files", [many])
             workers_ratio(
                 bench, f"one {large.stat().st_size / 1e6:.0f} MB EVTX split by chunks", [large]
             )
-            if SPLICED.exists():
-                workers_ratio(bench, "spliced corpus file split by chunks", [SPLICED])
         if "python" in sections:
             print("python-evtx backend ...", flush=True)
             python_backend(bench, large, 4 if args.quick else 12)

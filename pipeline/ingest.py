@@ -39,7 +39,8 @@ COMMIT_EVERY_FILES = 200
 COMMIT_EVERY_SECONDS = 2.0
 # A large EVTX file is split across workers by chunk ranges (chunks are independent):
 # files from SPLIT_MIN_BYTES on, in parts of at most PART_BYTES (and at least MIN_PART_CHUNKS).
-SPLIT_MIN_BYTES = 8 * 1024 * 1024
+# Below about 48 MB a split gains less than starting the worker processes costs.
+SPLIT_MIN_BYTES = 48 * 1024 * 1024
 PART_BYTES = 64 * 1024 * 1024
 MIN_PART_CHUNKS = 16
 # Test hook, read in the worker (spawn-safe): "SUBSTRING=MODE" makes parse_file fail for a

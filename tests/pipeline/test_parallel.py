@@ -36,6 +36,12 @@ def _manifest(lake: Path) -> list[dict[str, Any]]:
     ]
 
 
+@pytest.fixture(autouse=True)
+def _split_small_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the split is decided in the main process: the 11 MB corpus file stands for a big one
+    monkeypatch.setattr(I, "SPLIT_MIN_BYTES", 1024 * 1024)
+
+
 def test_plan_splits_a_large_evtx_file_into_chunk_ranges(tmp_path: Path) -> None:
     source = corpus_path(*SPLICED)
     task = I.FileTask(

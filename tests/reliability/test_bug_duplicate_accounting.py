@@ -1,5 +1,5 @@
-"""Bug (queries/15_accounting.sql, not owned here): two input files with the same content in
-one run make `caltrail verify` fail.
+"""Regression (queries/15_accounting.sql; fixed in eed7aa3): two input files with the same
+content in one run made `caltrail verify` fail.
 
 The second file gets a manifest row with status "duplicate" (records_seen 0) and the same
 sha256 and run_id as the first. `ingest_accounting.current_files` joins ingest_files with
@@ -7,7 +7,7 @@ visible_runs on (sha256, run_id) only, so the duplicate row is matched to the fi
 written rows: seen 0, written N -> balanced = false, verify exits 1. Overlapping exports and
 VSS copies make this common in real collections.
 
-Fix needed in queries/15_accounting.sql, CTE current_files: keep only rows that were read,
+The fix in queries/15_accounting.sql, CTE current_files: keep only rows that were read,
     where f.status in ('ok', 'quarantined')
 (the duplicate row then stays visible in ingest_files, and is not counted twice).
 """

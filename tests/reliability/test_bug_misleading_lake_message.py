@@ -1,5 +1,4 @@
-"""Bug (pipeline/cli.py and pipeline/ingest.py, owned by the spine engineer): after a write
-failure the CLI always says "the lake was left as it was", also when the run had already
+"""Regression (pipeline/cli.py; fixed in eed7aa3): after a write failure the CLI always said "the lake was left as it was", also when the run had already
 committed files.
 
 Seen on a real full tmpfs: every input file was committed, then `write_init_script`
@@ -7,7 +6,7 @@ Seen on a real full tmpfs: every input file was committed, then `write_init_scri
 lake was left as it was, while it held the whole run. The lake itself is fine (complete,
 balanced); the message is wrong, and a user may re-ingest elsewhere or distrust the lake.
 
-Fix needed: in pipeline/cli.py `_run_ingest`, say what is true in every case, e.g.
+The fix: pipeline/cli.py `_run_ingest`, say what is true in every case, e.g.
 "...: [Errno 28] No space left on device; files committed before the failure are complete
 and visible, nothing partial is visible; free space and re-run the same command to finish".
 (Optionally ingest() could report how many files it committed: IngestSummary is lost when

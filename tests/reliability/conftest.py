@@ -149,7 +149,8 @@ def baseline(multi_input: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     elapsed = time.monotonic() - started
     assert done.returncode in (0, 3), done.stderr
     state = lake_state(lake)
-    assert state["counts"]["events_all"] > 1000
+    # The corpus files add most events; without ../shared the fleet alone gives a few hundred.
+    assert state["counts"]["events_all"] > (1000 if CORPUS.is_dir() else 200)
     assert state["unbalanced"] == []
     return {"state": state, "elapsed": elapsed, "rc": done.returncode, "lake": lake}
 

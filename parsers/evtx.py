@@ -268,6 +268,8 @@ def _record_at(data: bytes, offset: int, end: int, strict: bool) -> RecordSlice 
         return None
     if strict and S.U32.unpack_from(data, offset + size - 4)[0] != size:
         return None
+    if record_id >= 1 << 63 or filetime >= 1 << 63:
+        return None  # a damaged header: such values are no real id or time (int64 columns)
     return RecordSlice(offset, size, record_id, filetime)
 
 

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import signal
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -355,7 +354,10 @@ def ingest(
             install_user_table(lake, "trace_patterns", options.patterns)
         stage = L.staging_dir(lake, run_id)
         stage.mkdir(parents=True, exist_ok=True)
-        workdir = Path(tempfile.mkdtemp(prefix="caltrail-"))
+        # Zip members are extracted inside the run's staging folder: a killed run's leftovers
+        # are swept by the next run (a system temp folder would keep them forever).
+        workdir = stage / "extract"
+        workdir.mkdir(parents=True, exist_ok=True)
         try:
             _run(list(paths), options, run_id, stage, workdir, summary, progress)
         except KeyboardInterrupt:

@@ -33,22 +33,12 @@ def damaged(field: str) -> bytes:
     return bytes(data)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=F.ContractViolation,
-    reason="evtx.py yields record_id/filetime >= 2**63 (int64 columns); fix: reject such "
-    "record headers in _record_at or quarantine the record",
-)
 @pytest.mark.parametrize("field", sorted(FIELDS))
 @pytest.mark.parametrize("backend", ["rust", "python"])
 def test_u64_header_field_fits_the_lake(backend: str, field: str) -> None:
     F.run_parser(F.MODULES["evtx"], damaged(field), F.options_for("evtx", backend), memory=None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the whole file becomes 'internal error' because one record's id is >= 2**63",
-)
 def test_one_bad_record_id_does_not_cost_the_file(tmp_path: Path) -> None:
     data = damaged("record_id_high")
     path = tmp_path / "System.evtx"

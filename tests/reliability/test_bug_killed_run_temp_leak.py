@@ -17,25 +17,21 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.reliability.conftest import kill_group, run_caltrail, start_caltrail, wait_for
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ingest.py extracts zips into tempfile.mkdtemp(); a SIGKILL leaves it forever "
-    "(fix: extract under LAKE/.staging/<run>/extract, swept by the next run)",
-)
 def test_killed_run_leaves_no_extracted_members(multi_input: Path, tmp_path: Path) -> None:
     tmpdir = tmp_path / "tmpdir"
     tmpdir.mkdir()
     lake = tmp_path / "lake"
     env = {"TMPDIR": str(tmpdir)}
     proc = start_caltrail("ingest", multi_input / "bundle.zip", "--lake", lake, env=env)
-    assert wait_for(lambda: any(tmpdir.rglob("*.evtx")), timeout=120)
+    # Members are extracted inside the lake's staging folder, not the system temp folder.
+    assert wait_for(lambda: any((lake / ".staging").rglob("extract/*/*.evtx")), timeout=120)
     kill_group(proc)
+    assert list(tmpdir.rglob("*.evtx")) == []
     done = run_caltrail("ingest", multi_input / "bundle.zip", "--lake", lake, env_tmp=tmpdir)
     assert done.returncode == 0, done.stderr
     time.sleep(0.1)
     assert list(tmpdir.iterdir()) == []
+    assert list((lake / ".staging").rglob("*.evtx")) == []  # the killed run's leftovers swept

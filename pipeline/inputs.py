@@ -9,6 +9,7 @@ clear message instead of filling the disk. Nested zips are opened up to MAX_ZIP_
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
@@ -138,12 +139,13 @@ def _zip_members(
                 )
                 continue
             if member.file_size + FREE_RESERVE > _free_bytes(target):
-                yield InputProblem(
-                    member_display,
-                    f"not enough free space in {target.parent} to extract "
-                    f"{member.file_size} bytes: not extracted",
+                # The lake's disk is full: a problem of this machine, not of the input. The
+                # run stops (exit 1) rather than marking good inputs unreadable.
+                raise OSError(
+                    errno.ENOSPC,
+                    f"No space left on device to extract {member_display} "
+                    f"({member.file_size} bytes, keeping {FREE_RESERVE} bytes free in {target.parent})",
                 )
-                continue
             expanded += member.file_size
             # Our own name: the member's path never touches the filesystem.
             suffix = Path(name).suffix[:16] if Path(name).suffix.isascii() else ""
@@ -154,7 +156,13 @@ def _zip_members(
                 yield InputProblem(member_display, str(exc))
                 out.unlink(missing_ok=True)
                 continue
-            except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError) as exc:
+            except OSError as exc:
+                out.unlink(missing_ok=True)
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise  # the disk, not the input
+                yield InputProblem(member_display, f"cannot extract: {exc}")
+                continue
+            except (zipfile.BadZipFile, ValueError, NotImplementedError, EOFError) as exc:
                 yield InputProblem(member_display, f"cannot extract: {exc}")
                 out.unlink(missing_ok=True)
                 continue

@@ -36,7 +36,9 @@ app = typer.Typer(
     help=(
         "Rebuild the history of RDS Per Device CALs from license-server, session-host and "
         "client logs; find why one device holds several CALs, and plan the fix.\n\n"
-        'Start with:  caltrail ingest ./collected-logs   then   caltrail sql "select ..."'
+        'Start with:  caltrail ingest ./collected-logs   then   caltrail sql "select ..."\n\n'
+        "Exit status: 0 clean; 1 the lake cannot be opened or written, or a query failed; "
+        "2 usage error; 3 some input unreadable; 4 records quarantined under --strict."
     ),
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals hold log contents

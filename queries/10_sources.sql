@@ -30,11 +30,16 @@ from read_parquet(getvariable('lake') || '/ingest_files/*.parquet', union_by_nam
 where status in ('ok', 'quarantined')
 group by sha256;
 
+-- The committed rows of a raw table: those of the current run of each file (the one rule
+-- every source view below applies).
+create or replace macro committed_rows(table_name) as table
+select r.*
+from read_parquet(getvariable('lake') || '/' || table_name || '/*.parquet', union_by_name = true) as r
+semi join visible_runs as v using (file_sha256, run_id);
+
 -- Every committed EVTX record, duplicates included (one row per file it came from).
 create or replace view events_all as
-select e.*
-from read_parquet(getvariable('lake') || '/events/*.parquet', union_by_name = true) as e
-semi join visible_runs as v using (file_sha256, run_id);
+select * from committed_rows('events');
 
 -- EVTX records, each shown once: the same record reached through two files (same computer,
 -- channel, record id and time; e.g. a live log and its VSS copy) is one row, dup_count
@@ -54,31 +59,23 @@ where rn = 1;
 
 -- What could not be read (quarantined = true) or was read with a doubt (false).
 create or replace view parse_errors as
-select p.*
-from read_parquet(getvariable('lake') || '/parse_errors/*.parquet', union_by_name = true) as p
-semi join visible_runs as v using (file_sha256, run_id);
+select * from committed_rows('parse_errors');
 
 create or replace view trace_events as
-select t.*
-from read_parquet(getvariable('lake') || '/trace_events/*.parquet', union_by_name = true) as t
-semi join visible_runs as v using (file_sha256, run_id);
+select * from committed_rows('trace_events');
 
 -- Raw snapshot rows (every row of every snapshot); issued_licenses (deduplicated) is built on it.
 create or replace view issued_license_rows as
 select
-    r.*,
-    norm_name(r.issued_to_computer) as client_name
-from read_parquet(getvariable('lake') || '/issued_licenses/*.parquet', union_by_name = true) as r
-semi join visible_runs as v using (file_sha256, run_id);
+    *,
+    norm_name(issued_to_computer) as client_name
+from committed_rows('issued_licenses');
 
 create or replace view keypack_rows as
-select r.*
-from read_parquet(getvariable('lake') || '/keypacks/*.parquet', union_by_name = true) as r
-semi join visible_runs as v using (file_sha256, run_id);
+select * from committed_rows('keypacks');
 
 create or replace view client_hwids as
 select
-    r.*,
-    norm_name(r.client_name) as client_name_norm
-from read_parquet(getvariable('lake') || '/client_hwids/*.parquet', union_by_name = true) as r
-semi join visible_runs as v using (file_sha256, run_id);
+    *,
+    norm_name(client_name) as client_name_norm
+from committed_rows('client_hwids');

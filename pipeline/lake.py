@@ -229,6 +229,9 @@ def write_run(lake: Path, row: dict[str, Any]) -> None:
 # written when a run *discovers* a second copy, possibly before the first copy was read; if
 # the run dies in between, only the duplicate row exists and the content was never read.
 NOT_INGESTED = frozenset({"duplicate"})
+# An "error" that says nothing about the file (its worker was killed, e.g. by the OOM killer,
+# or a parser bug) is retried by the next run instead of being skipped forever.
+RETRIED_ERRORS = ("the worker process", "internal error in")
 
 
 def known_hashes(lake: Path) -> set[str]:
@@ -239,14 +242,20 @@ def known_hashes(lake: Path) -> set[str]:
         return hashes
     for path in sorted(directory.glob("*.parquet")):
         try:
-            table = pq.read_table(path, columns=["sha256", "status"])
+            table = pq.read_table(path, columns=["sha256", "status", "error"])
         except (OSError, pa.ArrowInvalid) as exc:
             raise LakeError(f"manifest file {path} is unreadable: {exc}") from exc
-        for sha, status in zip(
-            table.column("sha256").to_pylist(), table.column("status").to_pylist(), strict=True
+        for sha, status, error in zip(
+            table.column("sha256").to_pylist(),
+            table.column("status").to_pylist(),
+            table.column("error").to_pylist(),
+            strict=True,
         ):
-            if status not in NOT_INGESTED:
-                hashes.add(sha)
+            if status in NOT_INGESTED:
+                continue
+            if status == "error" and (error or "").startswith(RETRIED_ERRORS):
+                continue
+            hashes.add(sha)
     return hashes
 
 

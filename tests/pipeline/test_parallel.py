@@ -130,6 +130,12 @@ def test_worker_failure_costs_its_file_only(
     assert summary.records_ok == reference.records_ok
     assert _table_rows(tmp_path / "lake", "events").total() == reference.rows["events"]
     assert not list((tmp_path / "lake" / ".staging").rglob("*.parquet"))
+    # A crash says nothing about the file: the next plain run reads it (and only it).
+    monkeypatch.delenv(I.CRASH_HOOK_ENV)
+    again = ingest([folder], IngestOptions(lake=tmp_path / "lake", workers=2))
+    assert again.files == {"quarantined": 1}  # System2.evtx ends inside a record
+    assert again.records_ok > 0
+    assert again.already_ingested == 3
 
 
 @pytest.mark.parametrize("workers", [1, 2])

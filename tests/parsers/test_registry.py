@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
@@ -10,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parsers import registry
-from parsers.base import ClientHwidRecord, FileNote, Item, ParseIssue, ParseOptions
+from parsers.base import ClientHwidRecord, Item, ParseIssue
 from parsers.errors import InvalidSignatureError, ParseError
 from parsers.hwid import render_registry_hex
+from tests.parsers.items import notes, parse_bytes
 
 DATA = Path(__file__).parent / "data" / "exports"
 HWID1 = "02000000c0b24e7d10a9ff372b54eb75f67a7087"
@@ -20,15 +20,11 @@ KEY = r"HKEY_LOCAL_MACHINE\SOFTWARE\Microsoft\MSLicensing\HardwareID"
 
 
 def run(data: bytes, **options: object) -> list[Item]:
-    return list(registry.parse(io.BytesIO(data), ParseOptions(**options)))  # type: ignore[arg-type]
+    return parse_bytes(registry, data, **options)
 
 
 def records(items: list[Item]) -> list[ClientHwidRecord]:
     return [i for i in items if isinstance(i, ClientHwidRecord)]
-
-
-def notes(items: list[Item]) -> dict[str, str]:
-    return {i.key: i.value for i in items if isinstance(i, FileNote)}
 
 
 def reg(*lines: str, header: str = "Windows Registry Editor Version 5.00") -> str:

@@ -11,30 +11,23 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from parsers import tracefmt
-from parsers.base import FileNote, Item, ParseIssue, ParseOptions, TraceRecord
+from parsers.base import Item
 from parsers.errors import InvalidSignatureError, ParseError
 from parsers.textio import iter_lines
 from parsers.tracetime import MAX_LINE_CHARS
 from tests.conftest import corpus_path
+from tests.parsers.items import all_issues, notes, parse_bytes, trace_records
 
 DATA = Path(__file__).parent / "data" / "traces"
 UTC = dt.UTC
 
 
 def run(data: bytes, **options: object) -> list[Item]:
-    return list(tracefmt.parse(io.BytesIO(data), ParseOptions(**options)))  # type: ignore[arg-type]
+    return parse_bytes(tracefmt, data, **options)
 
 
-def records(items: list[Item]) -> list[TraceRecord]:
-    return [i for i in items if isinstance(i, TraceRecord)]
-
-
-def issues(items: list[Item]) -> list[ParseIssue]:
-    return [i for i in items if isinstance(i, ParseIssue)]
-
-
-def notes(items: list[Item]) -> dict[str, str]:
-    return {i.key: i.value for i in items if isinstance(i, FileNote)}
+records = trace_records
+issues = all_issues
 
 
 def ts(*args: int) -> dt.datetime:

@@ -12,10 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from parsers import tracerpt_csv
-from parsers.base import FileNote, Item, ParseIssue, ParseOptions, TraceRecord
+from parsers.base import Item
 from parsers.errors import InvalidSignatureError, ParseError
 from parsers.textio import iter_lines
 from tests.conftest import corpus_path
+from tests.parsers.items import all_issues, notes, parse_bytes, trace_records
 
 DATA = Path(__file__).parent / "data" / "traces"
 UTC = dt.UTC
@@ -24,19 +25,11 @@ START_FT = 133410848960000000  # 2023-10-06T16:54:56Z
 
 
 def run(data: bytes, **options: object) -> list[Item]:
-    return list(tracerpt_csv.parse(io.BytesIO(data), ParseOptions(**options)))  # type: ignore[arg-type]
+    return parse_bytes(tracerpt_csv, data, **options)
 
 
-def records(items: list[Item]) -> list[TraceRecord]:
-    return [i for i in items if isinstance(i, TraceRecord)]
-
-
-def issues(items: list[Item]) -> list[ParseIssue]:
-    return [i for i in items if isinstance(i, ParseIssue)]
-
-
-def notes(items: list[Item]) -> dict[str, str]:
-    return {i.key: i.value for i in items if isinstance(i, FileNote)}
+records = trace_records
+issues = all_issues
 
 
 def row(name: str, pid: str, clock: str | int, tail: str, kind: str = "Info") -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import io
 import select
 import socket
 import subprocess
@@ -16,8 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from parsers import tracerpt_xml
-from parsers.base import FileNote, Item, ParseIssue, ParseOptions, TraceRecord
+from parsers.base import FileNote, Item, ParseIssue, TraceRecord
 from parsers.errors import InvalidSignatureError, ParseError
+from tests.parsers.items import all_issues, notes, parse_bytes, trace_records
 
 DATA = Path(__file__).parent / "data" / "traces"
 NS = "http://schemas.microsoft.com/win/2004/08/events/event"
@@ -25,19 +25,11 @@ UTC = dt.UTC
 
 
 def run(data: bytes, **options: object) -> list[Item]:
-    return list(tracerpt_xml.parse(io.BytesIO(data), ParseOptions(**options)))  # type: ignore[arg-type]
+    return parse_bytes(tracerpt_xml, data, **options)
 
 
-def records(items: list[Item]) -> list[TraceRecord]:
-    return [i for i in items if isinstance(i, TraceRecord)]
-
-
-def issues(items: list[Item]) -> list[ParseIssue]:
-    return [i for i in items if isinstance(i, ParseIssue)]
-
-
-def notes(items: list[Item]) -> dict[str, str]:
-    return {i.key: i.value for i in items if isinstance(i, FileNote)}
+records = trace_records
+issues = all_issues
 
 
 def event(body: str, system: str = "<Provider Name='P'/><EventID>1</EventID>") -> str:

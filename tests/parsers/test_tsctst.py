@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import io
 from pathlib import Path
 
 import pytest
@@ -11,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parsers import tsctst
-from parsers.base import ClientHwidRecord, FileNote, Item, ParseIssue, ParseOptions
+from parsers.base import ClientHwidRecord, Item, ParseIssue
 from parsers.errors import InvalidSignatureError, ParseError
+from tests.parsers.items import notes, parse_bytes
 
 DATA = Path(__file__).parent / "data" / "exports"
 UTC = dt.UTC
@@ -20,15 +20,11 @@ HWID1 = "02000000c0b24e7d10a9ff372b54eb75f67a7087"
 
 
 def run(data: bytes, **options: object) -> list[Item]:
-    return list(tsctst.parse(io.BytesIO(data), ParseOptions(**options)))  # type: ignore[arg-type]
+    return parse_bytes(tsctst, data, **options)
 
 
 def records(items: list[Item]) -> list[ClientHwidRecord]:
     return [i for i in items if isinstance(i, ClientHwidRecord)]
-
-
-def notes(items: list[Item]) -> dict[str, str]:
-    return {i.key: i.value for i in items if isinstance(i, FileNote)}
 
 
 def test_sample_two_blocks() -> None:

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from parsers import wmi_csv
 from parsers.base import (
-    FileNote,
     IssuedLicenseRecord,
     Item,
     KeypackRecord,
@@ -21,6 +20,7 @@ from parsers.base import (
     ParseOptions,
 )
 from parsers.errors import InvalidSignatureError, MissingColumnError, ParseError
+from tests.parsers.items import notes, parse_bytes
 
 DATA = Path(__file__).parent / "data" / "exports"
 UTC = dt.UTC
@@ -31,7 +31,7 @@ HWID2 = "0200000011111111222222223333333344444444"
 
 
 def run(data: bytes, **options: object) -> list[Item]:
-    return list(wmi_csv.parse(io.BytesIO(data), ParseOptions(**options)))  # type: ignore[arg-type]
+    return parse_bytes(wmi_csv, data, **options)
 
 
 def records(items: list[Item]) -> list[IssuedLicenseRecord | KeypackRecord]:
@@ -40,10 +40,6 @@ def records(items: list[Item]) -> list[IssuedLicenseRecord | KeypackRecord]:
 
 def issues(items: list[Item], quarantined: bool = True) -> list[ParseIssue]:
     return [i for i in items if isinstance(i, ParseIssue) and i.quarantined == quarantined]
-
-
-def notes(items: list[Item]) -> dict[str, str]:
-    return {i.key: i.value for i in items if isinstance(i, FileNote)}
 
 
 def csv_text(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import io
 from pathlib import Path
 from types import ModuleType
 
@@ -13,14 +12,13 @@ from hypothesis import strategies as st
 
 from parsers import checkmk, registry, tsctst, wmi, wmi_csv, wmi_html, wmi_xml
 from parsers.base import (
-    FileNote,
     IssuedLicenseRecord,
     Item,
     KeypackRecord,
     ParseIssue,
-    ParseOptions,
 )
 from parsers.errors import InvalidSignatureError, MissingColumnError, ParseError
+from tests.parsers.items import notes, parse_bytes
 
 DATA = Path(__file__).parent / "data" / "exports"
 UTC = dt.UTC
@@ -28,8 +26,7 @@ HWID1 = "02000000c0b24e7d10a9ff372b54eb75f67a7087"
 MODULES: tuple[ModuleType, ...] = (checkmk, wmi_xml, wmi_html, wmi_csv, registry, tsctst)
 
 
-def run(module: ModuleType, data: bytes, **options: object) -> list[Item]:
-    return list(module.parse(io.BytesIO(data), ParseOptions(**options)))  # type: ignore[arg-type]
+run = parse_bytes
 
 
 def records(items: list[Item]) -> list[IssuedLicenseRecord | KeypackRecord]:
@@ -38,10 +35,6 @@ def records(items: list[Item]) -> list[IssuedLicenseRecord | KeypackRecord]:
 
 def issues(items: list[Item], quarantined: bool = True) -> list[ParseIssue]:
     return [i for i in items if isinstance(i, ParseIssue) and i.quarantined == quarantined]
-
-
-def notes(items: list[Item]) -> dict[str, str]:
-    return {i.key: i.value for i in items if isinstance(i, FileNote)}
 
 
 # -- ConvertTo-Xml (psSDP) ------------------------------------------------------------------------

@@ -962,6 +962,7 @@ def _jevent_data(section: Any, out: dict[str, str | None]) -> None:
         return
     unnamed = 0
     seen: set[str] = set()
+    cached = _NORM_CACHE.get
     for name, value in section.items():
         kind = type(value)
         if name[-1:].isdigit() and (m := _DUP.fullmatch(name)) and m.group(1) in seen:
@@ -969,7 +970,9 @@ def _jevent_data(section: Any, out: dict[str, str | None]) -> None:
         else:
             seen.add(name)
         if kind is str and name != "Data" and name != "Binary" and name:
-            out[name] = _snorm(value)  # the common case: a named <Data> with a string
+            # the common case: a named <Data> with a string (its cache lookup inlined)
+            norm = cached(value, _MISSING)
+            out[name] = _snorm(value) if norm is _MISSING else norm
         elif name == "Data" or not name:
             texts = value.get("#text") if kind is dict else value
             for text in texts if type(texts) is list else (texts,):
@@ -981,6 +984,8 @@ def _jevent_data(section: Any, out: dict[str, str | None]) -> None:
             continue
         elif kind is dict:  # nested, or another element with attributes
             _jflatten(value, name, out)
+        elif kind is int:
+            out[name] = str(value)
         else:
             out[name] = _jnorm(value)
 
@@ -1062,10 +1067,18 @@ def record_from_json(
                     _jflatten(sub, name, data)
         else:
             _jflatten(value, _DUP.sub(r"\1", tag) if tag[-1:].isdigit() else tag, data)
+    # The System values are mostly plain ints and strings: each is read inline when it
+    # is, and through the general helpers (`_jint`, `_jnorm`) when it is not. Attributes
+    # live under "#attributes" ({} when the element has none).
     get = system.get
     event_id_el = get("EventID")
-    event_id = _jint(event_id_el)
-    qualifiers = _jint(_attrs(event_id_el).get("Qualifiers"))
+    event_id: int | None
+    qualifiers: int | None
+    if type(event_id_el) is int:
+        event_id, qualifiers = event_id_el, None
+    else:
+        event_id = _jint(event_id_el)
+        qualifiers = _jint(_attrs(event_id_el).get("Qualifiers"))
     if event_id is not None and event_id > 0xFFFF:
         qualifiers = qualifiers if qualifiers is not None else event_id >> 16
         event_id &= 0xFFFF
@@ -1074,16 +1087,18 @@ def record_from_json(
     execution = _attrs(get("Execution"))
     filetime = rec.filetime
     header_time = filetime_to_datetime(filetime)
+    version, level, task, opcode = get("Version"), get("Level"), get("Task"), get("Opcode")
+    pid, tid = execution.get("ProcessID"), execution.get("ThreadID")
     return EventRecord(
         _jtime_created(_attrs(get("TimeCreated")).get("SystemTime"), filetime, header_time),
         filetime,
         rec.record_id,
         event_id,
         qualifiers,
-        _jint(get("Version")),
-        _jint(get("Level")),
-        _jint(get("Task")),
-        _jint(get("Opcode")),
+        version if type(version) is int else _jint(version),
+        level if type(level) is int else _jint(level),
+        task if type(task) is int else _jint(task),
+        opcode if type(opcode) is int else _jint(opcode),
         _jnorm(get("Keywords")),
         _jnorm(provider.get("Name")),
         _jguid(provider.get("Guid")),
@@ -1093,8 +1108,8 @@ def record_from_json(
         _jnorm(_attrs(get("Security")).get("UserID")),
         _jguid(correlation.get("ActivityID")),
         _jguid(correlation.get("RelatedActivityID")),
-        _jint(execution.get("ProcessID")),
-        _jint(execution.get("ThreadID")),
+        pid if type(pid) is int else _jint(pid),
+        tid if type(tid) is int else _jint(tid),
         data,
         chunk,
         offset,

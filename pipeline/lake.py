@@ -158,14 +158,40 @@ class TableBuffer:
         n = len(self._rows)
         for name, value in self._lineage.items():
             if name in self.schema.names:
-                columns[name] = [value] * n
-        table = pa.Table.from_pydict(
-            {name: columns[name] for name in self.schema.names}, schema=self.schema
-        )
+                columns[name] = pa.repeat(pa.scalar(value, pa.string()), n)
+        arrays = [column_array(columns[f.name], f.type) for f in self.schema]
+        table = pa.Table.from_arrays(arrays, schema=self.schema)
         self._rows = []
         final = self._stage / f"{self.table}__{self._prefix}-{len(self.staged):04d}.parquet"
         write_parquet_atomic(table, final, self._stage / "tmp")
         self.staged.append(StagedFile(self.table, final, n))
+
+
+def column_array(values: Any, kind: pa.DataType) -> pa.Array:
+    """One column of Python values as an Arrow array of its declared type.
+
+    A map column (EventData, notes) is built from flat key and value lists: pyarrow's
+    conversion of a list of dicts costs about 5 us a row, the flat lists a quarter of that
+    (a quarter of EVTX ingest's Arrow time, measured by `make bench`)."""
+    if isinstance(values, pa.Array):
+        return values
+    if not pa.types.is_map(kind) or any(d is None for d in values):
+        return pa.array(values, kind)
+    offsets = [0]
+    keys: list[str] = []
+    items: list[Any] = []
+    end = 0
+    for mapping in values:
+        keys.extend(mapping)
+        items.extend(mapping.values())
+        end += len(mapping)
+        offsets.append(end)
+    return pa.MapArray.from_arrays(
+        pa.array(offsets, pa.int32()),
+        pa.array(keys, kind.key_type),
+        pa.array(items, kind.item_type),
+        type=kind,
+    )
 
 
 class IssueAdapter:

@@ -292,6 +292,54 @@ def overhead(bench: Bench, name: str, files: list[Path], repeat: int) -> None:
     )
 
 
+def overhead_stages(bench: Bench, path: Path, repeat: int = 3) -> None:
+    """Where ingest's time goes on one file, each stage timed alone (best of `repeat`) and
+    given as a multiple of pyevtx-rs's own JSON iteration, measured in the same run:
+    framing (our chunk and record walker), rendering (pyevtx-rs per chunk, JSON decoded),
+    converting (each record to its normalised EventRecord), and the whole ingest (adds
+    Arrow, Parquet, hashing and the manifest). Each stage includes the ones before it."""
+    from parsers import evtx
+    from parsers.base import Budget
+
+    def chunks() -> list[Any]:
+        with open(path, "rb") as stream:
+            walked = evtx.walk_chunks(stream, Budget(1e9), 0, None)
+            return [c for c in walked if isinstance(c, evtx.ChunkSlice)]
+
+    framed = chunks()
+    render = evtx.renderer_for("rust")
+
+    def rendered() -> None:
+        for chunk in chunks():
+            for _ in render(chunk):
+                pass
+
+    def converted() -> None:
+        for chunk in chunks():
+            for _ in evtx.parse_chunk(chunk, render):
+                pass
+
+    lakes = fresh_lakes(bench, "stages")
+    ref, _, records = timed(lambda: rust_iterate([path]), repeat=repeat)
+    stages = [
+        ("frame chunks and records", timed(chunks, repeat=repeat)[0]),
+        ("+ render with pyevtx-rs, decode JSON", timed(rendered, repeat=repeat)[0]),
+        ("+ convert to EventRecords", timed(converted, repeat=repeat)[0]),
+        (
+            "+ Arrow, Parquet, manifest (= ingest)",
+            timed(lambda: ingest_into([path], next(lakes)), repeat=repeat)[0],
+        ),
+    ]
+    per_record = 1e6 / max(records, 1)
+    for label, seconds in stages:
+        bench.add(
+            f"overhead stages, {path.name} ({sum(len(c.records) for c in framed):,} rec): {label}",
+            f"{seconds:.3f} s ({seconds * per_record:.1f} us/rec)",
+            f"pyevtx-rs JSON {ref:.3f} s ({ref * per_record:.1f} us/rec)",
+            f"{seconds / ref:.1f}x",
+        )
+
+
 def workers_ratio(bench: Bench, name: str, files: list[Path]) -> None:
     lakes = fresh_lakes(bench, "workers")
     one, _, s1 = timed(lambda: ingest_into(files, next(lakes), workers=1), repeat=2)
@@ -500,6 +548,7 @@ def main(argv: list[str] | None = None) -> int:
             print("overhead (one worker) ...", flush=True)
             if SPLICED.exists():
                 overhead(bench, "spliced corpus file", [SPLICED], repeat=3)
+                overhead_stages(bench, SPLICED)
             else:
                 bench.notes.append(f"{SPLICED} absent: corpus figures skipped")
             overhead(bench, "generated EVTX", [large], repeat=2)

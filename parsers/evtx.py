@@ -428,14 +428,30 @@ def _python_xml(chunk: ChunkSlice) -> Iterator[Rendered | ParseIssue]:
     Here each template (by its offset in the chunk) is rendered once into a skeleton of
     literal text and substitution slots; a record then only parses its substitution
     values. The XML is the same string (`_python_xml_reference` is the original, and a
-    test holds the two equal)."""
-    from Evtx.Evtx import ChunkHeader, Record
+    test holds the two equal).
 
-    header = ChunkHeader(chunk.data, 0)
+    The values themselves are decoded with `struct` (`_evtx_pysubs`), not by python-evtx's
+    node objects (then most of the time); a record that path does not mirror exactly is
+    rendered by `_py_render` as before."""
+    from Evtx.Evtx import ChunkHeader
+    from Evtx.Nodes import RootNode
+
+    from parsers._evtx_pysubs import ChunkRenderer
+
+    data = chunk.data
+    header = ChunkHeader(data, 0)
     skeletons: dict[int, list[str | int]] = {}
+
+    def python(root: int) -> str:
+        return _py_render(RootNode(data, root, header, None), skeletons)
+
+    def skeleton(root: int) -> list[str | int]:
+        return _py_skeleton(RootNode(data, root, header, None).template())
+
+    fast = ChunkRenderer(data, header, skeletons, python, skeleton)
     for rec in chunk.records:
         try:
-            xml = _py_render(Record(chunk.data, rec.offset, header).root(), skeletons)
+            xml = fast.render(rec.offset + S.RECORD_HEADER_SIZE)
         except Exception as exc:  # third-party parser boundary: any failure is this record's
             yield _record_issue(chunk, rec, f"python backend: {type(exc).__name__}: {exc}")
             continue
@@ -493,6 +509,8 @@ def _py_skeleton(template: Any) -> list[str | int]:
     from Evtx import Nodes as N
     from Evtx.Views import UnexpectedElementException, escape_value, validate_name
 
+    from parsers._evtx_pysubs import merge
+
     out: list[str | int] = []
 
     def rec(node: Any) -> None:
@@ -540,14 +558,7 @@ def _py_skeleton(template: Any) -> list[str | int]:
 
     for child in template.children():
         rec(child)
-    merged: list[str | int] = []
-    for item in out:
-        last = merged[-1] if merged else None
-        if isinstance(item, str) and isinstance(last, str):
-            merged[-1] = last + item
-        else:
-            merged.append(item)
-    return merged
+    return merge(out)
 
 
 Renderer = Callable[[ChunkSlice], Iterator["Rendered | ParseIssue"]]

@@ -1,0 +1,444 @@
+"""Fast path of the python backend: a record's substitution values decoded with `struct`.
+
+python-evtx reads a record's substitution array by building a node object per BinXML token
+and per value (each with several `declare_field` closures): most of the python backend's
+time once templates are cached. Here the record's root (an optional StreamStart token and
+a TemplateInstance token), the substitution declarations and the values are read directly
+from the chunk bytes, and each value is printed as python-evtx's `string()` prints it.
+
+Templates are read here too (`_TemplateReader`), once per chunk, into skeletons of literal
+text and substitution slots.
+
+The XML must stay python-evtx's string exactly, errors included. So this path only ever
+answers when python-evtx would have answered the same: anything it does not mirror
+exactly (a structure, a token, a type or a size, a read past the chunk, a value that does
+not decode) hands the record, or the nested fragment, to python-evtx, which then gives its
+own result or its own error. One exception to that: python-evtx loads its chunk string
+and template tables lazily and keeps what it loaded before failing, so an error from a
+call that fills those tables is the record's error at once (python-evtx's own rendering
+fails at that same call; a retry would find the tables filled and go on).
+
+References: libyal libevtx "Windows XML Event Log (EVTX) format" (binary XML, value
+types); python-evtx Evtx/Nodes.py (what each value type prints, and which sizes it
+accepts: `RootNode.substitutions` rejects a value whose size differs from the type's
+length by more than 4).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import struct
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from Evtx.BinaryParser import parse_filetime
+from Evtx.Nodes import get_variant_value
+from Evtx.Views import escape_value, validate_name
+
+# BinXML tokens (low nibble; the high nibble holds flags)
+_STREAM_START = 0x0F
+_TEMPLATE_INSTANCE = 0x0C
+_BXML = 0x21  # value type: a nested BinXML fragment (rendered, not escaped)
+
+# Bytes a value type reads; python-evtx rejects a declared size further than 4 from this.
+_FIXED = {
+    0x03: 1, 0x04: 1, 0x05: 2, 0x06: 2, 0x07: 4, 0x08: 4, 0x09: 8, 0x0A: 8,
+    0x0B: 4, 0x0C: 8, 0x0D: 4, 0x0F: 16, 0x11: 8, 0x12: 16, 0x14: 4, 0x15: 8,
+}  # fmt: skip
+# Types whose length is the declared size (python-evtx is given it): any size is accepted.
+_SIZED = {0x00, 0x01, 0x02, 0x0E, 0x10, 0x81}
+_SID = 0x13
+
+_INSTANCE = struct.Struct("<BBII")  # token, unknown, template id, template offset
+_U32 = struct.Struct("<I")
+_SID_HEAD = struct.Struct(">BBIH")  # revision, sub-authority count, authority (48-bit BE)
+_SYSTEMTIME = struct.Struct("<8H")
+_GUID_HEAD = struct.Struct("<IHH")
+_INTS = {
+    0x03: struct.Struct("<b"), 0x04: struct.Struct("<B"), 0x05: struct.Struct("<h"),
+    0x06: struct.Struct("<H"), 0x07: struct.Struct("<i"), 0x08: struct.Struct("<I"),
+    0x09: struct.Struct("<q"), 0x0A: struct.Struct("<Q"), 0x0B: struct.Struct("<f"),
+    0x0C: struct.Struct("<d"),
+}  # fmt: skip
+_BOOL = struct.Struct("<i")
+_DECLS: dict[int, struct.Struct] = {}  # substitution count -> struct of its declarations
+
+
+class NotHandled(Exception):
+    """Not mirrored here: python-evtx renders this record (or fragment)."""
+
+
+class _Verdict(Exception):
+    """python-evtx's own error on a record: passed up unchanged, never retried."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _tables(call: Callable[..., Any], *args: Any) -> Any:
+    """A python-evtx call that may load or add to its chunk string and template tables:
+    its error is the record's error (see the module's docstring)."""
+    try:
+        return call(*args)
+    except Exception as exc:
+        raise _Verdict(exc) from exc
+
+
+def _decls(count: int) -> struct.Struct:
+    """Struct of `count` declarations (size u16, type u8, one unused byte each)."""
+    found = _DECLS.get(count)
+    if found is None:
+        found = struct.Struct("<" + "HBx" * count)
+        if count <= 256:  # bounded cache; larger counts are damage or rare
+            _DECLS[count] = found
+    return found
+
+
+def _text(type_: int, raw: bytes, size: int) -> str:
+    """python-evtx's `string()` of a value of `type_` whose bytes are `raw` (already the
+    exact bytes python-evtx reads). Raises on anything python-evtx would not print."""
+    if type_ == 0x01:
+        return raw.decode("utf16").rstrip("\x00")  # the same codec (BOM included) as it
+    if type_ in _INTS:
+        return str(_INTS[type_].unpack(raw)[0])
+    if type_ == 0x00:
+        return ""
+    if type_ == 0x14 or type_ == 0x15:
+        return "0x" + raw[::-1].hex()
+    if type_ == 0x0F:
+        d1, d2, d3 = _GUID_HEAD.unpack_from(raw)
+        return f"{{{d1:08x}-{d2:04x}-{d3:04x}-{raw[8:10].hex()}-{raw[10:16].hex()}}}"
+    if type_ == _SID:
+        revision, count, high, low = _SID_HEAD.unpack_from(raw)
+        parts = [f"S-{revision}-{(high << 16) ^ low}"]
+        parts.extend(str(v) for v in struct.unpack_from(f"<{count}I", raw, 8))
+        return "-".join(parts)
+    if type_ == 0x11:
+        return str(parse_filetime(struct.unpack("<Q", raw)[0]).isoformat(" "))
+    if type_ == 0x12:
+        p = _SYSTEMTIME.unpack(raw)
+        # Naive, and the milliseconds field taken as microseconds: python-evtx's reading,
+        # kept so that the text matches it.
+        when = dt.datetime(p[0], p[1], p[3], p[4], p[5], p[6], p[7])  # noqa: DTZ001
+        return when.isoformat(" ")
+    if type_ == 0x0D:
+        return "True" if _BOOL.unpack(raw)[0] > 0 else "False"
+    if type_ == 0x0E:
+        return base64.b64encode(raw).decode("ascii")
+    if type_ == 0x02:
+        return raw.decode("ascii").rstrip("\x00")
+    if type_ == 0x10:
+        return str((_U32 if size == 4 else struct.Struct("<Q")).unpack(raw)[0])
+    raise NotHandled(f"type 0x{type_:02x}")
+
+
+class _Node(NamedTuple):
+    """A BinXML token of a template, as python-evtx's node tree holds it."""
+
+    token: int  # low nibble of the token byte
+    offset: int
+    length: int  # python-evtx's `length()`: the token, its name and its children
+    children: tuple[_Node, ...]
+    ends: bool  # python-evtx's `find_end_of_stream()` finds an end-of-stream token
+    # a value's escaped text; a substitution's index; an element's or attribute's name
+    # offset (looked up when rendering, as python-evtx does)
+    text: str | int = ""
+
+
+_LEAVES = {0x00: 1, 0x02: 1, 0x03: 1, 0x04: 1, 0x0F: 4}  # token -> length, no children
+_ELEMENT_ENDS = (0x04, 0x03)  # close element, close empty element
+_STREAM_ENDS = (0x00,)
+_ELEMENT = struct.Struct("<BHII")  # token, dependency id, size, name offset
+_ATTRIBUTE = struct.Struct("<BI")  # token, name offset
+_SUBSTITUTION = struct.Struct("<BHB")  # token, index, value type
+_VALUE = struct.Struct("<BBH")  # token, value type, characters (a UTF-16 string)
+
+
+class _TemplateReader:
+    """A chunk template read token by token as python-evtx's nodes read it (their
+    `_children`, `length` and `find_end_of_stream`), and rendered into a skeleton as
+    `Evtx.Views.render_root_node_with_subs` renders it.
+
+    Only element, attribute, text value (UTF-16), substitution, close and stream tokens
+    are read; any other token (CDATA, references, processing instructions, a template
+    instance) raises NotHandled, and python-evtx reads that template. A name defined
+    inside the template is added to python-evtx's chunk string table when its token is
+    read, and names are looked up there, as python-evtx does."""
+
+    def __init__(self, data: bytes, header: Any) -> None:
+        self._data = data
+        self._header = header
+
+    def parse(self, template: int) -> tuple[bool, tuple[_Node, ...]]:
+        """(whether python-evtx finds the template's end-of-stream token, its tokens)."""
+        children = self._children(template, 0x18, 0, _STREAM_ENDS)
+        return any(c.token == 0x00 or c.ends for c in children), children
+
+    def skeleton(self, children: tuple[_Node, ...]) -> list[str | int]:
+        strings = _tables(self._header.strings)
+        out: list[str | int] = []
+        for child in children:
+            self._emit(child, strings, out)
+        return merge(out)
+
+    def _children(
+        self, base: int, start: int, most: int, end_tokens: tuple[int, ...]
+    ) -> tuple[_Node, ...]:
+        """python-evtx `BXmlNode._children`: tokens from `base + start` until an end
+        token, a child holding an end-of-stream token, or `most` children (0: no limit)."""
+        found: list[_Node] = []
+        pos = base + start
+        while True:
+            child = self._node(pos)
+            found.append(child)
+            pos += child.length
+            if len(found) == most or child.token in end_tokens or child.ends:
+                return tuple(found)
+
+    def _name_length(self, name: int, node: int) -> int:
+        """Bytes of the name at `name` inside the token at `node` (0 when the name is
+        defined elsewhere); python-evtx adds a name defined here to the chunk's table."""
+        if name > node:
+            return int(_tables(lambda: self._header.add_string(name).length()))
+        return 0
+
+    def _node(self, pos: int) -> _Node:
+        data = self._data
+        token = data[pos] & 0x0F
+        leaf = _LEAVES.get(token)
+        if leaf is not None:
+            return _Node(token, pos, leaf, (), False)
+        if token == 0x0D or token == 0x0E:
+            index = _SUBSTITUTION.unpack_from(data, pos)[1]
+            return _Node(token, pos, 4, (), False, index)
+        if token == 0x01:
+            flags, _, _, name = _ELEMENT.unpack_from(data, pos)
+            head = 11 + (4 if flags & 0x40 else 0) + self._name_length(name, pos)
+            children = self._children(pos, head, 0, _ELEMENT_ENDS)
+            return _Node(
+                token,
+                pos,
+                head + sum(c.length for c in children),
+                children,
+                any(c.token == 0x00 or c.ends for c in children),
+                name,
+            )
+        if token == 0x06:
+            name = _ATTRIBUTE.unpack_from(data, pos)[1]
+            head = 5 + self._name_length(name, pos)
+            children = self._children(pos, head, 1, _STREAM_ENDS)
+            return _Node(
+                token,
+                pos,
+                head + sum(c.length for c in children),
+                children,
+                any(c.token == 0x00 or c.ends for c in children),
+                name,
+            )
+        if token == 0x05:
+            _, type_, chars = _VALUE.unpack_from(data, pos)
+            if type_ != 0x01 or pos + 4 + 2 * chars > len(data):
+                raise NotHandled(f"value type 0x{type_:02x}")
+            raw = data[pos + 4 : pos + 4 + 2 * chars]
+            text = escape_value(raw.decode("utf16").rstrip("\x00"))
+            return _Node(token, pos, 4 + 2 * chars, (), False, text)
+        raise NotHandled(f"template token 0x{token:02x}")
+
+    def _emit(self, node: _Node, strings: Any, out: list[str | int]) -> None:
+        token = node.token
+        if token == 0x01:
+            name = str(strings[node.text].string())
+            out.append("<" + name)
+            for child in node.children:
+                if child.token == 0x06:
+                    attribute = str(strings[child.text].string())
+                    out.append(" " + validate_name(attribute) + '="')
+                    self._emit(child.children[0], strings, out)
+                    out.append('"')
+            out.append(">")
+            for child in node.children:
+                self._emit(child, strings, out)
+            out.append("</" + validate_name(name) + ">\n")
+        elif token == 0x05 or token == 0x0D or token == 0x0E:
+            out.append(node.text)  # a value's escaped text, a substitution's index
+        # end of stream, close tokens, stream start, attributes (done by their element):
+        # nothing, as in python-evtx
+
+
+def merge(parts: list[str | int]) -> list[str | int]:
+    """Adjacent literal texts of a skeleton joined into one."""
+    merged: list[str | int] = []
+    for item in parts:
+        last = merged[-1] if merged else None
+        if isinstance(item, str) and isinstance(last, str):
+            merged[-1] = last + item
+        else:
+            merged.append(item)
+    return merged
+
+
+class ChunkRenderer:
+    """Renders the records of one chunk from cached template skeletons (literal text and
+    substitution indexes) and values decoded here.
+
+    `header` is python-evtx's ChunkHeader of the same bytes: its string and template
+    tables are filled as python-evtx fills them, so that what python-evtx renders
+    afterwards sees the same tables. `python(offset)` renders the BinXML root at `offset`
+    with python-evtx (raising what python-evtx raises); `skeleton(offset)` builds the
+    skeleton of that root's template with python-evtx."""
+
+    def __init__(
+        self,
+        data: bytes,
+        header: Any,
+        skeletons: dict[int, list[str | int]],
+        python: Callable[[int], str],
+        skeleton: Callable[[int], list[str | int]],
+    ) -> None:
+        self._data = data
+        self._size = len(data)
+        self._header = header
+        self._skeletons = skeletons
+        self._python = python
+        self._skeleton = skeleton
+        self._reader = _TemplateReader(data, header)
+        self._ends: dict[int, bool] = {}  # template offset -> python-evtx finds its end
+        self._trees: dict[int, tuple[_Node, ...]] = {}  # template offset -> its tokens
+        self._texts: dict[tuple[int, bytes], str] = {}  # (type, bytes) -> escaped text
+
+    def render(self, root: int) -> str:
+        """The XML of the BinXML root at chunk offset `root` (a record's data starts 24
+        bytes after its header). Raises what python-evtx raises on it."""
+        try:
+            return self._fragment(root)
+        except _Verdict as verdict:
+            raise verdict.error from None
+
+    def _fragment(self, root: int) -> str:
+        """`_render`, or python-evtx's rendering where `_render` does not mirror it (the
+        record, or a nested fragment: up to that fragment both did the same)."""
+        try:
+            return self._render(root)
+        except _Verdict:
+            raise
+        except Exception:  # not mirrored here: python-evtx decides, errors included
+            pass
+        return str(_tables(self._python, root))
+
+    def _render(self, root: int) -> str:
+        data = self._data
+        size = self._size
+        # RootNode.children(): [StreamStart]? TemplateInstance, and the template must end
+        # with an end-of-stream token (python-evtx reads further tokens otherwise).
+        pos = root
+        if data[pos] & 0x0F == _STREAM_START:
+            pos += 4
+        token, _, _, template = _INSTANCE.unpack_from(data, pos)
+        if token & 0x0F != _TEMPLATE_INSTANCE:
+            raise NotHandled("root token")
+        pos += 10
+        if template > pos - 10:
+            # Defined here (python-evtx adds it to the chunk's templates): skip it.
+            _tables(self._header.add_template, template)
+            pos += 0x18 + _U32.unpack_from(data, template + 0x14)[0]
+        tree = self._template(template)
+
+        # Substitution array: count, declarations (size, type), values back to back.
+        count = _U32.unpack_from(data, pos)[0]
+        pos += 4
+        if pos + 4 * count > size:
+            raise NotHandled("declarations past the chunk")
+        decls = _decls(count)
+        flat = decls.unpack_from(data, pos)
+        pos += decls.size
+        values: list[tuple[int, int, int]] = []  # (type, offset, bytes read)
+        for i in range(0, 2 * count, 2):
+            length, type_ = flat[i], flat[i + 1]
+            width = _FIXED.get(type_)
+            if width is not None:
+                if abs(length - width) > 4:
+                    raise NotHandled("size")  # python-evtx: Invalid substitution value size
+            elif type_ in _SIZED:
+                width = length
+                if type_ == 0x01:
+                    width = length & ~1
+                elif type_ == 0x10 and length != 4:
+                    width = 8
+            elif type_ == _SID:
+                width = 8 + 4 * data[pos + 1]
+                if abs(length - width) > 4:
+                    raise NotHandled("size")
+            elif type_ == _BXML and length > 0:
+                width = 0  # rendered from its offset (python-evtx trusts its declared size)
+            else:
+                raise NotHandled(f"type 0x{type_:02x}")  # unknown, or a BinXML to measure
+            if pos + width > size:
+                raise NotHandled("past the chunk")
+            values.append((type_, pos, width))
+            pos += length
+
+        skeleton = self._skeletons.get(template)
+        if skeleton is None:
+            skeleton = self._new_skeleton(template, tree, root)
+        parts: list[str] = []
+        texts = self._texts
+        for item in skeleton:
+            if type(item) is str:
+                parts.append(item)
+                continue
+            type_, offset, width = values[item]  # type: ignore[index]
+            if type_ == _BXML:
+                parts.append(self._fragment(offset))
+                continue
+            raw = data[offset : offset + width]
+            text = texts.get((type_, raw))
+            if text is None:
+                if type_ == 0x81:  # string arrays: python-evtx's own node prints them
+                    node = get_variant_value(data, offset, self._header, None, type_, width)
+                    text = escape_value(node.string())
+                else:
+                    text = escape_value(_text(type_, raw, width))
+                texts[(type_, raw)] = text
+            parts.append(text)
+        return "".join(parts)
+
+    def _template(self, offset: int) -> tuple[_Node, ...] | None:
+        """The tokens of the chunk template at `offset` (None: python-evtx reads it).
+        Raises NotHandled when python-evtx would not find the template's end-of-stream
+        token, or the template is not (yet) known to the chunk: python-evtx then renders
+        the record, and reports what it finds."""
+        ends = self._ends.get(offset)
+        if ends is None:
+            templates = _tables(self._header.templates)
+            if offset not in templates:
+                raise NotHandled("template unknown to the chunk")  # a later record may add it
+            try:
+                ends, tree = self._reader.parse(offset)
+                self._trees[offset] = tree
+            except _Verdict:
+                raise
+            except Exception:  # a token not read here: python-evtx's nodes decide
+                ends = _tables(templates[offset].find_end_of_stream) is not None
+            self._ends[offset] = ends
+        if not ends:
+            raise NotHandled("template without end of stream")
+        return self._trees.get(offset)
+
+    def _new_skeleton(
+        self, offset: int, tree: tuple[_Node, ...] | None, root: int
+    ) -> list[str | int]:
+        """The skeleton of the template at `offset`, from its tokens when read here."""
+        skeleton = None
+        if tree is not None:
+            try:
+                skeleton = self._reader.skeleton(tree)
+            except _Verdict:
+                raise
+            except Exception:  # python-evtx builds it, or reports why it cannot
+                skeleton = None
+        if skeleton is None:
+            skeleton = _tables(self._skeleton, root)
+        self._skeletons[offset] = skeleton
+        return skeleton

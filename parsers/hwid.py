@@ -35,6 +35,7 @@ Assumptions:
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -57,6 +58,11 @@ FLAG_AMBIGUOUS_ORDER = "ambiguous_order"
 _SEPARATORS = re.compile(r"[\s,;:\-_.]+")
 _HEX = re.compile(r"[0-9a-f]+")
 _REG_PREFIX = re.compile(r"^hex(\([0-9a-f]+\))?:", re.IGNORECASE)
+# The simulator's sHardwareId rendering (five DWORDs, `-` between): the common case, read
+# without the general tokenising below (same result).
+_WMI_DWORDS = re.compile(r"[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{8}){4}")
+_DWORDS_BE = struct.Struct(">5I")
+_DWORDS_LE = struct.Struct("<5I")
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +157,11 @@ def _from_ints(values: list[object]) -> HwidResult:
 
 
 def _from_text(raw: str, order: PlainHexOrder) -> HwidResult:
+    if _WMI_DWORDS.fullmatch(raw):
+        # the five DWORDs as written (big-endian hex), each stored little-endian, as
+        # hwid_from_dwords writes them
+        dwords = _DWORDS_BE.unpack(bytes.fromhex(raw.replace("-", "")))
+        return _finish(_DWORDS_LE.pack(*dwords).hex(), raw, None)
     text = raw.strip().strip("{}[]()\"'").strip()
     if not text:
         return HwidResult(None, raw, None)

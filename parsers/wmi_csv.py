@@ -54,6 +54,9 @@ MAX_JOIN_CHARS = 65536
 
 def split_fields(text: str, delimiter: str) -> list[str] | None:
     """The fields of one CSV record (which may hold newlines), or None if it is not one."""
+    fields = _split_all_quoted(text, delimiter)
+    if fields is not None:
+        return fields
     try:
         rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
     except csv.Error:
@@ -61,6 +64,23 @@ def split_fields(text: str, delimiter: str) -> list[str] | None:
     if len(rows) != 1:
         return None
     return rows[0]
+
+
+def _split_all_quoted(text: str, delimiter: str) -> list[str] | None:
+    """The fields of `"a","b",...,"z"` where no value holds a quote (Export-Csv's usual
+    row), read by one split; None for any other shape (left to the csv module).
+
+    Exact: when the quotes number two per piece, every quote is the opening or closing one
+    of a field, so no piece holds a quote, and the csv module would read the same values.
+    """
+    if not (len(text) >= 2 and text[0] == '"' and text[-1] == '"'):
+        return None
+    if "\n" in text or "\r" in text or "\x00" in text:
+        return None  # line ends inside a value, or a NUL the csv module refuses
+    pieces = text[1:-1].split(f'"{delimiter}"')
+    if text.count('"') != 2 * len(pieces):
+        return None
+    return pieces
 
 
 def _header_fields(line: str) -> tuple[str, list[str]]:
@@ -140,6 +160,7 @@ def _rows(stream: BinaryIO) -> Iterator[RowItem]:
     spec: TableSpec | None = spec_from_type_name(type_line) if type_line else None
     yield Header(spec, tuple(columns), _form(type_line, columns, delimiter), header_line)
     keys = [c.lower() for c in columns]
+    unique_keys = len(set(keys)) == len(keys)
     width = len(columns)
     pending: deque[tuple[int, str]] = deque()
 
@@ -182,9 +203,12 @@ def _rows(stream: BinaryIO) -> Iterator[RowItem]:
                 excerpt=excerpt(line),
             )
             continue
-        values: dict[str, str | None] = {}
-        for key, value in zip(keys, fields, strict=True):
-            values.setdefault(key, value)
+        if unique_keys:
+            values: dict[str, str | None] = dict(zip(keys, fields, strict=True))
+        else:  # a repeated column name: the first one wins
+            values = {}
+            for key, value in zip(keys, fields, strict=True):
+                values.setdefault(key, value)
         yield Row(values, number, raw)
 
 

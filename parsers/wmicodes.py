@@ -103,7 +103,7 @@ def code_from_text(table: str, text: str) -> int | None:
     (2, 2)
     """
     text = text.strip()
-    if _INT.fullmatch(text):
+    if (text.isascii() and text.isdigit()) or _INT.fullmatch(text):
         value = int(text)
         # Codes are small enums stored as int32: a number beyond that is no known code.
         return value if -(1 << 31) <= value < (1 << 31) else None

@@ -34,7 +34,8 @@ from parsers.base import FileNote, ParseOptions
 
 UTC = dt.UTC
 NEVER_UTC = dt.datetime(2038, 1, 19, 3, 14, 7, tzinfo=UTC)
-_NEVER_WALL = NEVER_UTC.replace(tzinfo=None)
+# The never sentinel as wall-clock fields (year .. microsecond), to compare without a datetime.
+_NEVER_FIELDS = (2038, 1, 19, 3, 14, 7, 0)
 
 #: How many date strings the order inference reads at most.
 MAX_ORDER_SAMPLES = 10_000
@@ -81,30 +82,44 @@ def is_dmtf(text: str) -> bool:
     return _DMTF.match(text) is not None
 
 
+# One tzinfo per UTC offset (minutes) seen, instead of a new one per date: exports hold
+# one or two offsets, and there are at most 2 x 1000 of them (three offset digits).
+_OFFSET_ZONES: dict[int, dt.timezone] = {}
+
+
+def _offset_zone(minutes: int) -> dt.timezone:
+    zone = _OFFSET_ZONES.get(minutes)
+    if zone is None:
+        zone = _OFFSET_ZONES[minutes] = dt.timezone(dt.timedelta(minutes=minutes))
+    return zone
+
+
 def parse_dmtf(text: str) -> DateResult:
     """Parse a DMTF DATETIME (`20231005123456.000000+060`) to UTC."""
     m = _DMTF.match(text)
     if m is None:
         return DateResult(None, problem=f"not a DMTF date: {text!r}", fatal=True)
-    if "*" in m["y"] + m["mo"] + m["d"]:
-        return DateResult(None, problem=f"DMTF date with unknown date digits: {text!r}")
+    return _dmtf_value(text, m)
 
-    def num(group: str) -> int:
-        digits = m[group]
-        return 0 if "*" in digits else int(digits)
 
-    frac = m["f"]
-    micro = 0 if "*" in frac else int(frac.ljust(6, "0"))
-    offset = num("off") * (-1 if m["sign"] == "-" else 1)
+def _dmtf_value(text: str, m: re.Match[str]) -> DateResult:
+    """The date of a `_DMTF` match of `text`."""
+    y, mo, d, h, mi, s, frac, sign, off = m.groups()
+    if "*" in text:  # unknown digits somewhere (rare): the careful reading below
+        if "*" in y + mo + d:
+            return DateResult(None, problem=f"DMTF date with unknown date digits: {text!r}")
+        h, mi, s, off = ("0" if "*" in g else g for g in (h, mi, s, off))
+        if "*" in frac:
+            frac = "0"
+    micro = int(frac.ljust(6, "0"))
+    offset = -int(off) if sign == "-" else int(off)
+    fields = (int(y), int(mo), int(d), int(h), int(mi), int(s), micro)
     try:
-        zone = dt.timezone(dt.timedelta(minutes=offset))
-        local = dt.datetime(
-            num("y"), num("mo"), num("d"), num("h"), num("mi"), num("s"), micro, tzinfo=zone
-        )
+        local = dt.datetime(*fields, tzinfo=_offset_zone(offset))
     except ValueError as exc:
         return DateResult(None, problem=f"invalid DMTF date {text!r}: {exc}", fatal=True)
     value = local.astimezone(UTC)
-    if value == NEVER_UTC or local.replace(tzinfo=None) == _NEVER_WALL:
+    if value == NEVER_UTC or fields == _NEVER_FIELDS:
         return DateResult(None, never=True)
     return DateResult(value)
 
@@ -134,8 +149,9 @@ def parse_culture(text: str, order: str, zone: dt.tzinfo) -> DateResult:
     m = _CULTURE.match(text)
     if m is None:
         return DateResult(None, problem=f"not a date: {text!r}", fatal=True)
-    a, b, c = int(m["a"]), int(m["b"]), int(m["c"])
-    if len(m["a"]) == 4 or order == "ymd":
+    a_text, b_text, c_text, h_text, mi_text, s_text, f_text, ampm_text, zone_text = m.groups()
+    a, b, c = int(a_text), int(b_text), int(c_text)
+    if len(a_text) == 4 or order == "ymd":
         year, month, day = a, b, c
     elif order == "dmy":
         day, month, year = a, b, c
@@ -143,24 +159,21 @@ def parse_culture(text: str, order: str, zone: dt.tzinfo) -> DateResult:
         month, day, year = a, b, c
     if year < 100:
         year += 2000
-    hour = int(m["h"] or 0)
-    ampm = (m["ampm"] or "").lower().replace(".", "").replace(" ", "")
-    if ampm:
+    hour = int(h_text or 0)
+    if ampm_text:
+        ampm = ampm_text.lower().replace(".", "").replace(" ", "")
         if not 1 <= hour <= 12:
             return DateResult(None, problem=f"hour {hour} with AM/PM in {text!r}", fatal=True)
         hour = hour % 12 + (12 if ampm == "pm" else 0)
-    micro = int((m["f"] or "0")[:6].ljust(6, "0"))
-    tzinfo = zone
-    if m["zone"]:
-        tzinfo = _fixed_zone(m["zone"])
+    micro = int((f_text or "0")[:6].ljust(6, "0"))
+    tzinfo = _fixed_zone(zone_text) if zone_text else zone
+    fields = (year, month, day, hour, int(mi_text or 0), int(s_text or 0), micro)
     try:
-        local = dt.datetime(
-            year, month, day, hour, int(m["mi"] or 0), int(m["s"] or 0), micro, tzinfo=tzinfo
-        )
+        local = dt.datetime(*fields, tzinfo=tzinfo)
     except ValueError as exc:
         return DateResult(None, problem=f"invalid date {text!r} read {order}: {exc}", fatal=True)
     value = local.astimezone(UTC)
-    if value == NEVER_UTC or local.replace(tzinfo=None) == _NEVER_WALL:
+    if value == NEVER_UTC or fields == _NEVER_FIELDS:
         return DateResult(None, never=True)
     return DateResult(value)
 
@@ -169,8 +182,9 @@ def parse_wmi_date(text: str | None, order: str, zone: dt.tzinfo) -> DateResult:
     """Parse a WMI date cell in either form; empty -> value None without a problem."""
     if text is None or not text.strip():
         return DateResult(None)
-    if is_dmtf(text):
-        return parse_dmtf(text)
+    m = _DMTF.match(text)
+    if m is not None:
+        return _dmtf_value(text, m)
     return parse_culture(text, order, zone)
 
 

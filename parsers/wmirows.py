@@ -56,6 +56,7 @@ KEYPACK_CLASS = "Win32_TSLicenseKeyPack"
 EXCERPT_CHARS = 200
 SNAPSHOT_COLUMNS = ("snapshottime", "collectiontime", "collectedat", "exporttime")
 UNLIMITED = frozenset({4294967295, -1})
+_INTEGER = re.compile(r"[+-]?\d{1,20}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,33 +181,31 @@ class RowReader:
         return [record, *warnings]
 
     # -- cells -----------------------------------------------------------------------------
+    # Cells are looked up by lower-cased column name (`values` keys); `name` is the column
+    # as the messages show it. These run for every cell of every row: they stay small.
 
-    def _text(self, row: Row, name: str) -> str | None:
-        value = row.values.get(name.lower())
-        if value is None:
-            return None
-        value = value.strip()
-        return value or None
-
-    def _int(self, row: Row, name: str) -> int | None:
-        text = self._text(row, name)
+    def _int(self, values: Mapping[str, str | None], name: str) -> int | None:
+        text = _cell(values, name.lower())
         if text is None:
             return None
-        if not re.fullmatch(r"[+-]?\d{1,20}", text):
+        # (plain ASCII digits, the usual case, pass without the regex)
+        if not (text.isascii() and text.isdigit() and len(text) <= 20) and not _INTEGER.fullmatch(
+            text
+        ):
             raise _BadCell(f"{name} is not an integer: {text!r}")
         value = int(text)
         if not -(1 << 63) <= value < (1 << 63):  # the lake's columns are int64
             raise _BadCell(f"{name} is outside the 64-bit integer range: {text!r}")
         return value
 
-    def _count(self, row: Row, name: str) -> tuple[int | None, bool]:
-        value = self._int(row, name)
+    def _count(self, values: Mapping[str, str | None], name: str) -> tuple[int | None, bool]:
+        value = self._int(values, name)
         if value in UNLIMITED:
             return None, True
         return value, False
 
     def _code(self, row: Row, name: str, table: str, warnings: list[Item]) -> int | None:
-        text = self._text(row, name)
+        text = _cell(row.values, name.lower())
         if text is None:
             return None
         code = code_from_text(table, text)
@@ -223,7 +222,8 @@ class RowReader:
         return code
 
     def _date(self, row: Row, name: str, warnings: list[Item]) -> DateResult:
-        result = parse_wmi_date(self._text(row, name), self.order, self.zone)
+        text = _cell(row.values, name.lower())
+        result = parse_wmi_date(text, self.order, self.zone)
         if result.fatal:
             raise _BadCell(f"{name}: {result.problem}")
         if result.problem:
@@ -233,23 +233,22 @@ class RowReader:
                     f"line {row.line}: {name}: {result.problem}",
                     False,
                     line=row.line,
-                    excerpt=excerpt(self._text(row, name) or ""),
+                    excerpt=excerpt(text or ""),
                 )
             )
         return result
 
-    def _snapshot(self, row: Row) -> tuple[dt.datetime | None, str]:
+    def _snapshot(self, values: Mapping[str, str | None]) -> tuple[dt.datetime | None, str]:
         if self.snapshot[1] != "option":
             for column in SNAPSHOT_COLUMNS:
-                text = self._text(row, column)
+                if not values.get(column):  # absent or empty: the usual case
+                    continue
+                text = _cell(values, column)
                 if text:
                     result = parse_wmi_date(text, self.order, self.zone)
                     if result.value is not None:
                         return result.value, "data"
         return self.snapshot
-
-    def _server(self, row: Row) -> str | None:
-        return self._text(row, "PSComputerName") or self._text(row, "__SERVER")
 
     # -- records ---------------------------------------------------------------------------
 
@@ -259,20 +258,21 @@ class RowReader:
         return self._issued(row, warnings)
 
     def _issued(self, row: Row, warnings: list[Item]) -> IssuedLicenseRecord:
-        license_id = self._int(row, "LicenseId")
+        values = row.values
+        license_id = self._int(values, "LicenseId")
         if license_id is None:
             raise _BadCell("LicenseId is empty")
-        keypack_id = self._int(row, "KeyPackId")
+        keypack_id = self._int(values, "KeyPackId")
         status = self._code(row, "LicenseStatus", "license_status", warnings)
         issue = self._date(row, "IssueDate", warnings)
         expiry = self._date(row, "ExpirationDate", warnings)
-        raw_hwid = self._text(row, "sHardwareId")
+        raw_hwid = _cell(values, "shardwareid")
         hwid = normalize_hwid(raw_hwid) if raw_hwid else None
-        snapshot, source = self._snapshot(row)
+        snapshot, source = self._snapshot(values)
         return IssuedLicenseRecord(
             snapshot_time=snapshot,
             snapshot_time_source=source,
-            license_server=self._server(row),
+            license_server=_server(values),
             license_id=license_id,
             keypack_id=keypack_id,
             license_status=status,
@@ -280,8 +280,8 @@ class RowReader:
             issue_date=issue.value,
             expiration_date=expiry.value,
             expiration_never=expiry.never,
-            issued_to_computer=self._text(row, "sIssuedToComputer"),
-            issued_to_user=self._text(row, "sIssuedToUser"),
+            issued_to_computer=_cell(values, "sissuedtocomputer"),
+            issued_to_user=_cell(values, "sissuedtouser"),
             hwid=hwid.hwid if hwid else None,
             hwid_raw=raw_hwid,
             hwid_flag=hwid.flag if hwid else None,
@@ -289,31 +289,32 @@ class RowReader:
         )
 
     def _keypack(self, row: Row, warnings: list[Item]) -> KeypackRecord:
-        keypack_id = self._int(row, "KeyPackId")
+        values = row.values
+        keypack_id = self._int(values, "KeyPackId")
         if keypack_id is None:
             raise _BadCell("KeyPackId is empty")
         keypack_type = self._code(row, "KeyPackType", "keypack_type", warnings)
         product_type = self._code(row, "ProductType", "product_type", warnings)
         version_id = self._code(row, "ProductVersionID", "product_version_id", warnings)
-        total, total_unlimited = self._count(row, "TotalLicenses")
-        issued, _ = self._count(row, "IssuedLicenses")
-        available, available_unlimited = self._count(row, "AvailableLicenses")
+        total, total_unlimited = self._count(values, "TotalLicenses")
+        issued, _ = self._count(values, "IssuedLicenses")
+        available, available_unlimited = self._count(values, "AvailableLicenses")
         expiry = self._date(row, "ExpirationDate", warnings)
-        snapshot, source = self._snapshot(row)
+        snapshot, source = self._snapshot(values)
         return KeypackRecord(
             snapshot_time=snapshot,
             snapshot_time_source=source,
-            license_server=self._server(row),
+            license_server=_server(values),
             keypack_id=keypack_id,
-            description=self._text(row, "Description"),
+            description=_cell(values, "description"),
             keypack_type=keypack_type,
             keypack_type_name=code_name("keypack_type", keypack_type),
             product_type=product_type,
             product_type_name=code_name("product_type", product_type),
-            product_version=self._text(row, "ProductVersion"),
+            product_version=_cell(values, "productversion"),
             product_version_id=version_id,
             product_version_name=code_name("product_version_id", version_id),
-            type_and_model=self._text(row, "TypeAndModel"),
+            type_and_model=_cell(values, "typeandmodel"),
             total_licenses=total,
             total_unlimited=total_unlimited,
             issued_licenses=issued,
@@ -323,6 +324,19 @@ class RowReader:
             expiration_never=expiry.never,
             line=row.line,
         )
+
+
+def _cell(values: Mapping[str, str | None], key: str) -> str | None:
+    """The text of a cell (`key` lower-cased), stripped; None when absent, null or blank."""
+    value = values.get(key)
+    if value is None:
+        return None
+    return value.strip() or None
+
+
+def _server(values: Mapping[str, str | None]) -> str | None:
+    """The exporting server: PSComputerName, else __SERVER."""
+    return _cell(values, "pscomputername") or _cell(values, "__server")
 
 
 def _spec_for(header: Header) -> TableSpec:

@@ -176,12 +176,21 @@ class _TemplateReader:
         children = self._children(template, 0x18, 0, _STREAM_ENDS)
         return any(c.token == 0x00 or c.ends for c in children), children
 
-    def skeleton(self, children: tuple[_Node, ...]) -> list[str | int]:
-        strings = _tables(self._header.strings)
+    def skeleton(self, children: tuple[_Node, ...]) -> tuple[list[str | int], Exception | None]:
+        """The template rendered as python-evtx renders it, each substitution left as its
+        index; and the error python-evtx meets at the end of that (a name it cannot look
+        up or use), else None. python-evtx renders the values before that point first,
+        and one of them may fail first: so the error is the skeleton's last item."""
         out: list[str | int] = []
-        for child in children:
-            self._emit(child, strings, out)
-        return merge(out)
+        names = _Names(self._header, out)
+        try:
+            for child in children:
+                self._emit(child, names, out)
+        except (_Verdict, NotHandled):
+            raise
+        except Exception as exc:
+            return merge(out), exc
+        return merge(out), None
 
     def _children(
         self, base: int, start: int, most: int, end_tokens: tuple[int, ...]
@@ -246,25 +255,45 @@ class _TemplateReader:
             return _Node(token, pos, 4 + 2 * chars, (), False, text)
         raise NotHandled(f"template token 0x{token:02x}")
 
-    def _emit(self, node: _Node, strings: Any, out: list[str | int]) -> None:
+    def _emit(self, node: _Node, names: _Names, out: list[str | int]) -> None:
         token = node.token
         if token == 0x01:
-            name = str(strings[node.text].string())
+            name = names.get(node.text)
             out.append("<" + name)
             for child in node.children:
                 if child.token == 0x06:
-                    attribute = str(strings[child.text].string())
-                    out.append(" " + validate_name(attribute) + '="')
-                    self._emit(child.children[0], strings, out)
+                    out.append(" " + validate_name(names.get(child.text)) + '="')
+                    self._emit(child.children[0], names, out)
                     out.append('"')
             out.append(">")
             for child in node.children:
-                self._emit(child, strings, out)
+                self._emit(child, names, out)
             out.append("</" + validate_name(name) + ">\n")
         elif token == 0x05 or token == 0x0D or token == 0x0E:
             out.append(node.text)  # a value's escaped text, a substitution's index
         # end of stream, close tokens, stream start, attributes (done by their element):
         # nothing, as in python-evtx
+
+
+class _Names:
+    """Names from python-evtx's chunk string table, fetched when the first is needed.
+
+    python-evtx fetches the table (loading it when empty) at each name it renders; a
+    load that fails is that record's error, and leaves the table partly filled. The one
+    fetch here is at the template's first name, as in python-evtx, provided no value
+    comes before it (python-evtx would render that value first: not mirrored)."""
+
+    def __init__(self, header: Any, out: list[str | int]) -> None:
+        self._header = header
+        self._out = out
+        self._table: Any = None
+
+    def get(self, offset: object) -> str:
+        if self._table is None:
+            if any(type(item) is int for item in self._out):
+                raise NotHandled("a value before the template's first name")
+            self._table = _tables(self._header.strings)
+        return str(self._table[offset].string())
 
 
 def merge(parts: list[str | int]) -> list[str | int]:
@@ -286,26 +315,23 @@ class ChunkRenderer:
     `header` is python-evtx's ChunkHeader of the same bytes: its string and template
     tables are filled as python-evtx fills them, so that what python-evtx renders
     afterwards sees the same tables. `python(offset)` renders the BinXML root at `offset`
-    with python-evtx (raising what python-evtx raises); `skeleton(offset)` builds the
-    skeleton of that root's template with python-evtx."""
+    with python-evtx's own renderer (raising what python-evtx raises)."""
 
     def __init__(
         self,
         data: bytes,
         header: Any,
-        skeletons: dict[int, list[str | int]],
         python: Callable[[int], str],
-        skeleton: Callable[[int], list[str | int]],
     ) -> None:
         self._data = data
         self._size = len(data)
         self._header = header
-        self._skeletons = skeletons
+        self._skeletons: dict[int, list[str | int]] = {}  # template offset -> skeleton
         self._python = python
-        self._skeleton = skeleton
         self._reader = _TemplateReader(data, header)
-        self._ends: dict[int, bool] = {}  # template offset -> python-evtx finds its end
-        self._trees: dict[int, tuple[_Node, ...]] = {}  # template offset -> its tokens
+        # template offset -> its tokens, or None: not read here (no end-of-stream token
+        # where python-evtx looks for one, or a token not mirrored)
+        self._trees: dict[int, tuple[_Node, ...] | None] = {}
         self._texts: dict[tuple[int, bytes], str] = {}  # (type, bytes) -> escaped text
 
     def render(self, root: int) -> str:
@@ -380,8 +406,12 @@ class ChunkRenderer:
             pos += length
 
         skeleton = self._skeletons.get(template)
+        error = None
         if skeleton is None:
-            skeleton = self._new_skeleton(template, tree, root)
+            skeleton, error = self._reader.skeleton(tree)
+            if error is None:
+                self._skeletons[template] = skeleton
+            # else: not kept, a later record may find the name (tables only grow)
         parts: list[str] = []
         texts = self._texts
         for item in skeleton:
@@ -402,43 +432,29 @@ class ChunkRenderer:
                     text = escape_value(_text(type_, raw, width))
                 texts[(type_, raw)] = text
             parts.append(text)
+        if error is not None:
+            raise _Verdict(error)
         return "".join(parts)
 
-    def _template(self, offset: int) -> tuple[_Node, ...] | None:
-        """The tokens of the chunk template at `offset` (None: python-evtx reads it).
-        Raises NotHandled when python-evtx would not find the template's end-of-stream
-        token, or the template is not (yet) known to the chunk: python-evtx then renders
-        the record, and reports what it finds."""
-        ends = self._ends.get(offset)
-        if ends is None:
+    def _template(self, offset: int) -> tuple[_Node, ...]:
+        """The tokens of the chunk template at `offset`. Raises NotHandled when they are
+        not read here, or the template is not (yet) known to the chunk: python-evtx then
+        renders the record, and reports what it finds."""
+        if offset in self._trees:
+            tree = self._trees[offset]
+        else:
             templates = _tables(self._header.templates)
             if offset not in templates:
                 raise NotHandled("template unknown to the chunk")  # a later record may add it
             try:
                 ends, tree = self._reader.parse(offset)
-                self._trees[offset] = tree
             except _Verdict:
                 raise
-            except Exception:  # a token not read here: python-evtx's nodes decide
-                ends = _tables(templates[offset].find_end_of_stream) is not None
-            self._ends[offset] = ends
-        if not ends:
-            raise NotHandled("template without end of stream")
-        return self._trees.get(offset)
-
-    def _new_skeleton(
-        self, offset: int, tree: tuple[_Node, ...] | None, root: int
-    ) -> list[str | int]:
-        """The skeleton of the template at `offset`, from its tokens when read here."""
-        skeleton = None
-        if tree is not None:
-            try:
-                skeleton = self._reader.skeleton(tree)
-            except _Verdict:
-                raise
-            except Exception:  # python-evtx builds it, or reports why it cannot
-                skeleton = None
-        if skeleton is None:
-            skeleton = _tables(self._skeleton, root)
-        self._skeletons[offset] = skeleton
-        return skeleton
+            except Exception:  # a token not mirrored here: python-evtx reads this template
+                ends, tree = False, None
+            if not ends:
+                tree = None  # python-evtx reads on past the template: not mirrored
+            self._trees[offset] = tree
+        if tree is None:
+            raise NotHandled("template not read here")
+        return tree

@@ -421,34 +421,27 @@ def _rust_json_with_fallback(chunk: ChunkSlice) -> Iterator[Rendered | ParseIssu
 
 
 def _python_xml(chunk: ChunkSlice) -> Iterator[Rendered | ParseIssue]:
-    """python-evtx's XML for each framed record, rendered with a per-chunk template cache.
+    """python-evtx's XML for each framed record, the string its `evtx_record_xml_view`
+    gives (`_python_xml_reference`; tests hold the two equal, errors included), faster.
 
-    python-evtx's `evtx_record_xml_view` parses the record's template anew for every
-    record (RootNode.template() builds a new TemplateNode each time): most of its time.
-    Here each template (by its offset in the chunk) is rendered once into a skeleton of
-    literal text and substitution slots; a record then only parses its substitution
-    values. The XML is the same string (`_python_xml_reference` is the original, and a
-    test holds the two equal).
-
-    The values themselves are decoded with `struct` (`_evtx_pysubs`), not by python-evtx's
-    node objects (then most of the time); a record that path does not mirror exactly is
-    rendered by `_py_render` as before."""
+    python-evtx parses the record's template anew for every record and builds a node
+    object per token and per value: nearly all of its time. Here (`_evtx_pysubs`) each
+    template is read once per chunk into a skeleton of literal text and substitution
+    slots, and each record's substitution values are decoded with `struct`; python-evtx
+    renders only what that path does not mirror exactly (a record, or a nested fragment)."""
     from Evtx.Evtx import ChunkHeader
     from Evtx.Nodes import RootNode
+    from Evtx.Views import render_root_node
 
     from parsers._evtx_pysubs import ChunkRenderer
 
     data = chunk.data
     header = ChunkHeader(data, 0)
-    skeletons: dict[int, list[str | int]] = {}
 
     def python(root: int) -> str:
-        return _py_render(RootNode(data, root, header, None), skeletons)
+        return cast("str", render_root_node(RootNode(data, root, header, None)))
 
-    def skeleton(root: int) -> list[str | int]:
-        return _py_skeleton(RootNode(data, root, header, None).template())
-
-    fast = ChunkRenderer(data, header, skeletons, python, skeleton)
+    fast = ChunkRenderer(data, header, python)
     for rec in chunk.records:
         try:
             xml = fast.render(rec.offset + S.RECORD_HEADER_SIZE)
@@ -471,94 +464,6 @@ def _python_xml_reference(chunk: ChunkSlice) -> Iterator[Rendered | ParseIssue]:
             yield _record_issue(chunk, rec, f"python backend: {type(exc).__name__}: {exc}")
             continue
         yield rec, xml
-
-
-def _py_render(root: Any, skeletons: dict[int, list[str | int]]) -> str:
-    """`Evtx.Views.render_root_node(root)`, with the template's rendering cached."""
-    from Evtx.Nodes import BXmlTypeNode
-    from Evtx.Views import escape_value
-
-    subs = []
-    for sub in root.substitutions():
-        if isinstance(sub, str):
-            raise RuntimeError("string sub?")
-        if sub is None:
-            raise RuntimeError("null sub?")
-        subs.append(sub)
-    key = root.template_instance().template_offset()
-    skeleton = skeletons.get(key)
-    if skeleton is None:
-        skeleton = _py_skeleton(root.template())
-        skeletons[key] = skeleton
-    parts: list[str] = []
-    for item in skeleton:
-        if type(item) is str:
-            parts.append(item)
-            continue
-        sub = subs[cast("int", item)]
-        if isinstance(sub, BXmlTypeNode):
-            parts.append(_py_render(sub.root(), skeletons))
-        else:
-            parts.append(escape_value(sub.string()))
-    return "".join(parts)
-
-
-def _py_skeleton(template: Any) -> list[str | int]:
-    """A template rendered as `Evtx.Views.render_root_node_with_subs` renders it, with
-    each substitution left as its index."""
-    from Evtx import Nodes as N
-    from Evtx.Views import UnexpectedElementException, escape_value, validate_name
-
-    from parsers._evtx_pysubs import merge
-
-    out: list[str | int] = []
-
-    def rec(node: Any) -> None:
-        if isinstance(node, N.EndOfStreamNode):
-            pass
-        elif isinstance(node, N.OpenStartElementNode):
-            out.append("<")
-            out.append(node.tag_name())
-            for child in node.children():
-                if isinstance(child, N.AttributeNode):
-                    out.append(" ")
-                    out.append(validate_name(child.attribute_name().string()))
-                    out.append('="')
-                    rec(child.attribute_value())
-                    out.append('"')
-            out.append(">")
-            for child in node.children():
-                rec(child)
-            out.append("</")
-            out.append(validate_name(node.tag_name()))
-            out.append(">\n")
-        elif isinstance(
-            node,
-            N.CloseStartElementNode | N.CloseEmptyElementNode | N.CloseElementNode,
-        ):
-            pass
-        elif isinstance(node, N.ValueNode):
-            out.append(escape_value(node.children()[0].string()))
-        elif isinstance(node, N.AttributeNode):
-            pass
-        elif isinstance(node, N.CDataSectionNode):
-            out.append("<![CDATA[")
-            out.append(escape_value(node.cdata()))
-            out.append("]]>")
-        elif isinstance(node, N.EntityReferenceNode):
-            out.append(escape_value(node.entity_reference()))
-        elif isinstance(node, N.ProcessingInstructionTargetNode):
-            out.append(escape_value(node.processing_instruction_target()))
-        elif isinstance(node, N.ProcessingInstructionDataNode):
-            out.append(escape_value(node.string()))
-        elif isinstance(node, N.TemplateInstanceNode):
-            raise UnexpectedElementException("TemplateInstanceNode")
-        elif isinstance(node, N.NormalSubstitutionNode | N.ConditionalSubstitutionNode):
-            out.append(int(node.index()))
-
-    for child in template.children():
-        rec(child)
-    return merge(out)
 
 
 Renderer = Callable[[ChunkSlice], Iterator["Rendered | ParseIssue"]]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import struct
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -56,8 +57,7 @@ def _chunk(values: list[tuple[int, int, bytes]], used: list[int] | None = None) 
 
 def _outputs(render: evtx.Renderer, chunk: evtx.ChunkSlice) -> list[object]:
     return [
-        (out.kind, out.message) if isinstance(out, ParseIssue) else out[1]
-        for out in render(chunk)
+        (out.kind, out.message) if isinstance(out, ParseIssue) else out[1] for out in render(chunk)
     ]
 
 
@@ -127,35 +127,34 @@ RENDERED = sorted(
 )
 
 
-@pytest.fixture
-def python_evtx_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the records (or nested fragments) the fast path left to python-evtx."""
-    calls: list[int] = []
-    original = evtx._py_render
+def _python_evtx_renders(chunk: evtx.ChunkSlice) -> int:
+    """How many fragments python-evtx rendered for `_python_xml` (0: all decoded here)."""
+    import Evtx.Views
 
-    def counted(root: object, skeletons: dict[int, list[str | int]]) -> str:
-        calls.append(1)
-        return original(root, skeletons)
-
-    monkeypatch.setattr(evtx, "_py_render", counted)
-    return calls
+    with mock.patch.object(
+        Evtx.Views, "render_root_node", wraps=Evtx.Views.render_root_node
+    ) as spy:
+        list(evtx._python_xml(chunk))
+    return int(spy.call_count)
 
 
 @pytest.mark.parametrize("case", sorted(VALUES))
-def test_value_types_render_as_python_evtx_renders_them(
-    case: str, python_evtx_calls: list[int]
-) -> None:
-    [out] = _same_as_python_evtx(_chunk(VALUES[case]))
+def test_value_types_render_as_python_evtx_renders_them(case: str) -> None:
+    chunk = _chunk(VALUES[case])
+    [out] = _same_as_python_evtx(chunk)
     assert isinstance(out, str) == (case in RENDERED), out
-    if case in RENDERED and case != "string array":
-        assert not python_evtx_calls, "rendered by python-evtx, not by the fast path"
+    if case in RENDERED:
+        assert _python_evtx_renders(chunk) == 0, "rendered by python-evtx, not decoded here"
 
 
-def test_every_type_in_one_record(python_evtx_calls: list[int]) -> None:
+def test_every_type_in_one_record() -> None:
     values = [v for case in RENDERED for v in VALUES[case] if v[1] == len(v[2])]
-    [xml] = _same_as_python_evtx(_chunk(values))
-    assert isinstance(xml, str) and xml.startswith("<E>") and "S-1-5-18|" in xml
-    assert not python_evtx_calls
+    chunk = _chunk(values)
+    [xml] = _same_as_python_evtx(chunk)
+    assert isinstance(xml, str)
+    assert xml.startswith("<E>")
+    assert "S-1-5-18|" in xml
+    assert _python_evtx_renders(chunk) == 0
 
 
 def test_broken_value_not_in_the_template_is_not_read() -> None:
@@ -164,12 +163,14 @@ def test_broken_value_not_in_the_template_is_not_read() -> None:
     [xml] = _same_as_python_evtx(_chunk(values, used=[0]))
     assert xml == "<E>used|</E>\n"
     [issue] = _same_as_python_evtx(_chunk(values, used=[0, 1]))
-    assert isinstance(issue, tuple) and issue[0] == "bad_record"
+    assert isinstance(issue, tuple)
+    assert issue[0] == "bad_record"
 
 
 def test_substitution_index_out_of_range_is_python_evtx_error() -> None:
     [issue] = _same_as_python_evtx(_chunk([_v(1, _w("only"))], used=[0, 3]))
-    assert isinstance(issue, tuple) and "IndexError" in str(issue[1])
+    assert isinstance(issue, tuple)
+    assert "IndexError" in str(issue[1])
 
 
 def test_value_running_past_the_chunk_is_python_evtx_result() -> None:

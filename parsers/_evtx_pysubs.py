@@ -96,11 +96,22 @@ def _decls(count: int) -> struct.Struct:
     return found
 
 
+def _escape(text: str) -> str:
+    """`Evtx.Views.escape_value(text)`. Printable ASCII without "&", "<" or ">" (most
+    values) is returned as it is, which is what escape_value returns for it."""
+    plain = text.isascii() and text.isprintable()
+    if plain and "&" not in text and "<" not in text and ">" not in text:
+        return text
+    return str(escape_value(text))
+
+
 def _text(type_: int, raw: bytes, size: int) -> str:
-    """python-evtx's `string()` of a value of `type_` whose bytes are `raw` (already the
-    exact bytes python-evtx reads). Raises on anything python-evtx would not print."""
+    """`escape_value` of python-evtx's `string()` of a value of `type_` whose bytes are
+    `raw` (already the exact bytes python-evtx reads). Raises on anything python-evtx
+    would not print. Only strings need escaping: what the other types print is ASCII
+    letters, digits and "-+.:{}/= " (escape_value returns it unchanged)."""
     if type_ == 0x01:
-        return raw.decode("utf16").rstrip("\x00")  # the same codec (BOM included) as it
+        return _escape(raw.decode("utf16").rstrip("\x00"))  # the same codec (BOM too)
     if type_ in _INTS:
         return str(_INTS[type_].unpack(raw)[0])
     if type_ == 0x00:
@@ -128,7 +139,7 @@ def _text(type_: int, raw: bytes, size: int) -> str:
     if type_ == 0x0E:
         return base64.b64encode(raw).decode("ascii")
     if type_ == 0x02:
-        return raw.decode("ascii").rstrip("\x00")
+        return _escape(raw.decode("ascii").rstrip("\x00"))
     if type_ == 0x10:
         return str((_U32 if size == 4 else struct.Struct("<Q")).unpack(raw)[0])
     raise NotHandled(f"type 0x{type_:02x}")
@@ -175,6 +186,10 @@ class _TemplateReader:
         """(whether python-evtx finds the template's end-of-stream token, its tokens)."""
         children = self._children(template, 0x18, 0, _STREAM_ENDS)
         return any(c.token == 0x00 or c.ends for c in children), children
+
+    def fragment(self, root: int) -> tuple[_Node, ...]:
+        """The tokens of the BinXML fragment at `root` (python-evtx `RootNode.children`)."""
+        return self._children(root, 0, 0, _STREAM_ENDS)
 
     def skeleton(self, children: tuple[_Node, ...]) -> tuple[list[str | int], Exception | None]:
         """The template rendered as python-evtx renders it, each substitution left as its
@@ -251,7 +266,7 @@ class _TemplateReader:
             if type_ != 0x01 or pos + 4 + 2 * chars > len(data):
                 raise NotHandled(f"value type 0x{type_:02x}")
             raw = data[pos + 4 : pos + 4 + 2 * chars]
-            text = escape_value(raw.decode("utf16").rstrip("\x00"))
+            text = _escape(raw.decode("utf16").rstrip("\x00"))
             return _Node(token, pos, 4 + 2 * chars, (), False, text)
         raise NotHandled(f"template token 0x{token:02x}")
 
@@ -363,7 +378,11 @@ class ChunkRenderer:
             pos += 4
         token, _, _, template = _INSTANCE.unpack_from(data, pos)
         if token & 0x0F != _TEMPLATE_INSTANCE:
-            raise NotHandled("root token")
+            # Plain elements (or damage): python-evtx fails on such a fragment, mostly
+            # while reading its tokens; read them as it does, for its error without its
+            # slow path where the failure is mirrored (a name past the chunk).
+            self._reader.fragment(root)
+            raise NotHandled("no template instance")
         pos += 10
         if template > pos - 10:
             # Defined here (python-evtx adds it to the chunk's templates): skip it.
@@ -427,9 +446,9 @@ class ChunkRenderer:
             if text is None:
                 if type_ == 0x81:  # string arrays: python-evtx's own node prints them
                     node = get_variant_value(data, offset, self._header, None, type_, width)
-                    text = escape_value(node.string())
+                    text = _escape(node.string())
                 else:
-                    text = escape_value(_text(type_, raw, width))
+                    text = _text(type_, raw, width)
                 texts[(type_, raw)] = text
             parts.append(text)
         if error is not None:

@@ -32,7 +32,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from Evtx.BinaryParser import parse_filetime
+from Evtx.BinaryParser import OverrunBufferException, parse_filetime
 from Evtx.Nodes import get_variant_value
 from Evtx.Views import escape_value, validate_name
 
@@ -52,6 +52,7 @@ _SID = 0x13
 
 _INSTANCE = struct.Struct("<BBII")  # token, unknown, template id, template offset
 _U32 = struct.Struct("<I")
+_U16 = struct.Struct("<H")
 _SID_HEAD = struct.Struct(">BBIH")  # revision, sub-authority count, authority (48-bit BE)
 _SYSTEMTIME = struct.Struct("<8H")
 _GUID_HEAD = struct.Struct("<IHH")
@@ -77,9 +78,10 @@ class _Verdict(Exception):
         self.error = error
 
 
-def _tables(call: Callable[..., Any], *args: Any) -> Any:
-    """A python-evtx call that may load or add to its chunk string and template tables:
-    its error is the record's error (see the module's docstring)."""
+def _python_evtx(call: Callable[..., Any], *args: Any) -> Any:
+    """A python-evtx call made where python-evtx's own rendering makes it, never to be
+    retried: its error is the record's error. (Those that load or add to the chunk's
+    string and template tables, see the module's docstring; and python-evtx's renderer.)"""
     try:
         return call(*args)
     except Exception as exc:
@@ -158,7 +160,9 @@ class _Node(NamedTuple):
     text: str | int = ""
 
 
-_LEAVES = {0x00: 1, 0x02: 1, 0x03: 1, 0x04: 1, 0x0F: 4}  # token -> length, no children
+# token -> length, for tokens without children or name: end of stream, close start
+# element, close empty element, close element, character reference, stream start
+_LEAVES = {0x00: 1, 0x02: 1, 0x03: 1, 0x04: 1, 0x08: 3, 0x0F: 4}
 _ELEMENT_ENDS = (0x04, 0x03)  # close element, close empty element
 _STREAM_ENDS = (0x00,)
 _ELEMENT = struct.Struct("<BHII")  # token, dependency id, size, name offset
@@ -172,9 +176,8 @@ class _TemplateReader:
     `_children`, `length` and `find_end_of_stream`), and rendered into a skeleton as
     `Evtx.Views.render_root_node_with_subs` renders it.
 
-    Only element, attribute, text value (UTF-16), substitution, close and stream tokens
-    are read; any other token (CDATA, references, processing instructions, a template
-    instance) raises NotHandled, and python-evtx reads that template. A name defined
+    Every token but a template instance is read (and a text value only when UTF-16);
+    anything else raises NotHandled, and python-evtx reads that template. A name defined
     inside the template is added to python-evtx's chunk string table when its token is
     read, and names are looked up there, as python-evtx does."""
 
@@ -225,7 +228,7 @@ class _TemplateReader:
         """Bytes of the name at `name` inside the token at `node` (0 when the name is
         defined elsewhere); python-evtx adds a name defined here to the chunk's table."""
         if name > node:
-            return int(_tables(lambda: self._header.add_string(name).length()))
+            return int(_python_evtx(lambda: self._header.add_string(name).length()))
         return 0
 
     def _node(self, pos: int) -> _Node:
@@ -263,11 +266,26 @@ class _TemplateReader:
             )
         if token == 0x05:
             _, type_, chars = _VALUE.unpack_from(data, pos)
+            if type_ == 0x00:
+                # python-evtx's NullTypeNode has no find_end_of_stream: its AttributeError
+                null = get_variant_value(data, pos + 2, self._header, None, 0x00)
+                _python_evtx(lambda: null.find_end_of_stream())
             if type_ != 0x01 or pos + 4 + 2 * chars > len(data):
                 raise NotHandled(f"value type 0x{type_:02x}")
             raw = data[pos + 4 : pos + 4 + 2 * chars]
             text = _escape(raw.decode("utf16").rstrip("\x00"))
             return _Node(token, pos, 4 + 2 * chars, (), False, text)
+        if token == 0x07:  # CDATA: its text is read when rendered
+            return _Node(token, pos, 3 + _U16.unpack_from(data, pos + 1)[0], (), False)
+        if token == 0x09 or token == 0x0A:  # entity reference, processing instruction
+            name = _ATTRIBUTE.unpack_from(data, pos)[1]
+            return _Node(token, pos, 5 + self._name_length(name, pos), (), False, name)
+        if token == 0x0B:  # processing instruction data: read with its token
+            chars = _U16.unpack_from(data, pos + 1)[0]
+            text = "?>"
+            if chars > 0:
+                text = " " + data[pos + 3 : pos + 3 + 2 * chars].decode("utf16") + "?>"
+            return _Node(token, pos, 3 + 2 * chars, (), False, _escape(text))
         raise NotHandled(f"template token 0x{token:02x}")
 
     def _emit(self, node: _Node, names: _Names, out: list[str | int]) -> None:
@@ -284,10 +302,19 @@ class _TemplateReader:
             for child in node.children:
                 self._emit(child, names, out)
             out.append("</" + validate_name(name) + ">\n")
-        elif token == 0x05 or token == 0x0D or token == 0x0E:
-            out.append(node.text)  # a value's escaped text, a substitution's index
-        # end of stream, close tokens, stream start, attributes (done by their element):
-        # nothing, as in python-evtx
+        elif token == 0x05 or token == 0x0D or token == 0x0E or token == 0x0B:
+            out.append(node.text)  # escaped text, or a substitution's index
+        elif token == 0x07:
+            # python-evtx reads (its length - 2) UTF-16 units after the length
+            end = node.offset + 3 + 2 * (node.length - 5)
+            cdata = self._data[node.offset + 3 : end].decode("utf16")
+            out.append("<![CDATA[" + _escape(cdata) + "]]>")
+        elif token == 0x09:
+            out.append(_escape("&" + names.get(node.text) + ";"))
+        elif token == 0x0A:
+            out.append(_escape("<?" + names.get(node.text)))
+        # end of stream, close tokens, stream start, attributes (done by their element),
+        # character references: nothing, as in python-evtx
 
 
 class _Names:
@@ -307,7 +334,7 @@ class _Names:
         if self._table is None:
             if any(type(item) is int for item in self._out):
                 raise NotHandled("a value before the template's first name")
-            self._table = _tables(self._header.strings)
+            self._table = _python_evtx(self._header.strings)
         return str(self._table[offset].string())
 
 
@@ -366,7 +393,7 @@ class ChunkRenderer:
             raise
         except Exception:  # not mirrored here: python-evtx decides, errors included
             pass
-        return str(_tables(self._python, root))
+        return str(_python_evtx(self._python, root))
 
     def _render(self, root: int) -> str:
         data = self._data
@@ -378,26 +405,22 @@ class ChunkRenderer:
             pos += 4
         token, _, _, template = _INSTANCE.unpack_from(data, pos)
         if token & 0x0F != _TEMPLATE_INSTANCE:
-            # Plain elements (or damage): python-evtx fails on such a fragment, mostly
-            # while reading its tokens; read them as it does, for its error without its
-            # slow path where the failure is mirrored (a name past the chunk).
-            self._reader.fragment(root)
+            # Plain elements (or damage): python-evtx fails on such a fragment, reading its
+            # tokens or its substitution declarations; read them as it does, for its error
+            # without its slow path where the failure is mirrored.
+            tokens = self._reader.fragment(root)
+            self._declarations(root + sum(t.length for t in tokens))
             raise NotHandled("no template instance")
         pos += 10
         if template > pos - 10:
             # Defined here (python-evtx adds it to the chunk's templates): skip it.
-            _tables(self._header.add_template, template)
+            _python_evtx(self._header.add_template, template)
             pos += 0x18 + _U32.unpack_from(data, template + 0x14)[0]
         tree = self._template(template)
 
         # Substitution array: count, declarations (size, type), values back to back.
-        count = _U32.unpack_from(data, pos)[0]
-        pos += 4
-        if pos + 4 * count > size:
-            raise NotHandled("declarations past the chunk")
-        decls = _decls(count)
-        flat = decls.unpack_from(data, pos)
-        pos += decls.size
+        flat, pos = self._declarations(pos)
+        count = len(flat) // 2
         values: list[tuple[int, int, int]] = []  # (type, offset, bytes read)
         for i in range(0, 2 * count, 2):
             length, type_ = flat[i], flat[i + 1]
@@ -455,6 +478,26 @@ class ChunkRenderer:
             raise _Verdict(error)
         return "".join(parts)
 
+    def _declarations(self, pos: int) -> tuple[tuple[int, ...], int]:
+        """The substitution declarations at `pos` (count, then size and type of each):
+        (size, type, size, type ...), and where the values start."""
+        data = self._data
+        size = self._size
+        if pos + 4 > size:
+            raise _Verdict(OverrunBufferException(pos, size))
+        count = _U32.unpack_from(data, pos)[0]
+        pos += 4
+        if pos + 4 * count > size:
+            # python-evtx reads each declaration's size (u16) then type (u8) until one
+            # runs past the chunk: its error, at that read
+            first = max(0, (size - 3 - pos) // 4 + 1)
+            if first < count:
+                at = pos + 4 * first
+                raise _Verdict(OverrunBufferException(at if at + 2 > size else at + 2, size))
+            raise NotHandled("declarations past the chunk")
+        decls = _decls(count)
+        return decls.unpack_from(data, pos), pos + decls.size
+
     def _template(self, offset: int) -> tuple[_Node, ...]:
         """The tokens of the chunk template at `offset`. Raises NotHandled when they are
         not read here, or the template is not (yet) known to the chunk: python-evtx then
@@ -462,7 +505,7 @@ class ChunkRenderer:
         if offset in self._trees:
             tree = self._trees[offset]
         else:
-            templates = _tables(self._header.templates)
+            templates = _python_evtx(self._header.templates)
             if offset not in templates:
                 raise NotHandled("template unknown to the chunk")  # a later record may add it
             try:

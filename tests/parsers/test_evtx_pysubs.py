@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from unittest import mock
 
@@ -24,15 +25,22 @@ def _name(text: str) -> bytes:
     return struct.pack("<IHH", 0, 0, len(text)) + text.encode("utf-16-le") + b"\x00\x00"
 
 
-def _chunk(values: list[tuple[int, int, bytes]], used: list[int] | None = None) -> evtx.ChunkSlice:
+def _chunk(
+    values: list[tuple[int, int, bytes]],
+    used: list[int] | None = None,
+    inner: Callable[[int], bytes] | None = None,
+) -> evtx.ChunkSlice:
     """One chunk holding one record: `<E>` with the substitutions `used` (default all),
-    each followed by a "|" text, over the (type, declared size, bytes) `values`."""
+    each followed by a "|" text, over the (type, declared size, bytes) `values`; and
+    first the tokens `inner(offset)` gives for the chunk offset they start at."""
     root = RECORD + 24
     instance = root + 4  # after the fragment header
     template = instance + 10  # defined right after its instance (resident)
     name_at = template + 0x18 + 11
     body = bytearray(b"\x01\xff\xff\x00\x00\x00\x00" + struct.pack("<I", name_at))
     body += _name("E") + b"\x02"
+    if inner is not None:
+        body += inner(template + 0x18 + len(body))
     for index in range(len(values)) if used is None else used:
         body += struct.pack("<BHB", 0x0D, index, values[index][0] if index < len(values) else 1)
         body += b"\x05\x01" + struct.pack("<H", 1) + "|".encode("utf-16-le")
@@ -155,6 +163,41 @@ def test_every_type_in_one_record() -> None:
     assert xml.startswith("<E>")
     assert "S-1-5-18|" in xml
     assert _python_evtx_renders(chunk) == 0
+
+
+def _u16(n: int) -> bytes:
+    return struct.pack("<H", n)
+
+
+def _u32(n: int) -> bytes:
+    return struct.pack("<I", n)
+
+
+# Template tokens other than elements, attributes and substitutions, as python-evtx reads
+# them (CDATA: it skips 3 + n bytes and reads n - 2 UTF-16 units, n its length field).
+TOKENS: dict[str, Callable[[int], bytes]] = {
+    "cdata": lambda at: b"\x07" + _u16(4) + _w("a<"),
+    "cdata of another length": lambda at: b"\x07" + _u16(12) + _w("cdata&text") + b"\x00\x00",
+    "character reference": lambda at: b"\x08" + _u16(0x41),
+    "entity reference": lambda at: b"\x09" + _u32(at + 5) + _name("amp"),
+    "entity reference to a name": lambda at: b"\x09" + _u32(RECORD + 24 + 14 + 0x18 + 11),
+    "processing instruction": lambda at: (
+        b"\x0a" + _u32(at + 5) + _name("xml-stylesheet") + b"\x0b" + _u16(8) + _w("href='a'")
+    ),
+    "processing instruction, no data": lambda at: b"\x0b\x00\x00",
+    "text value": lambda at: b"\x05\x01" + _u16(5) + _w("t&<>\x01"),
+    "null text value": lambda at: b"\x05\x00",
+    "name past the chunk": lambda at: b"\x09" + _u32(0x7FFF0000),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TOKENS))
+def test_template_tokens_render_as_python_evtx_renders_them(case: str) -> None:
+    chunk = _chunk([_v(1, _w("v"))], inner=TOKENS[case])
+    [out] = _same_as_python_evtx(chunk)
+    if isinstance(out, str):
+        assert out.startswith("<E>")
+    assert _python_evtx_renders(chunk) == 0, "rendered by python-evtx, not here"
 
 
 def test_broken_value_not_in_the_template_is_not_read() -> None:

@@ -37,8 +37,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 PlainHexOrder = Literal["bytes", "dwords"]
 
@@ -65,9 +64,9 @@ _DWORDS_BE = struct.Struct(">5I")
 _DWORDS_LE = struct.Struct("<5I")
 
 
-@dataclass(frozen=True, slots=True)
-class HwidResult:
-    """The outcome of normalising one HWID rendering.
+class HwidResult(NamedTuple):
+    """The outcome of normalising one HWID rendering (a NamedTuple: immutable, and cheap
+    to make, one per row of an export).
 
     Attributes:
         hwid: canonical 40 lower-case hex chars, or None when `raw` cannot be converted

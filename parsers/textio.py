@@ -52,12 +52,32 @@ def iter_lines(stream: BinaryIO) -> Iterator[tuple[int, str]]:
     Streams: memory does not grow with the file. Invalid bytes become U+FFFD instead of
     stopping the file; the caller sees them in the text and can quarantine the line.
     """
+    for number, line in enumerate(_text_stream(stream), start=1):
+        yield number, line.rstrip("\n")
+
+
+def iter_blocks(stream: BinaryIO, chars: int = 1 << 16) -> Iterator[tuple[int, str]]:
+    """Yield (number of the last line in the block, block) from a binary stream.
+
+    A block is whole lines of about `chars` characters, decoded as `iter_lines` decodes
+    them, each ending with "\n" (the last line of the file gets one too). For readers that
+    hand text on to a parser and need no Python work per line.
+    """
+    text = _text_stream(stream)
+    number = 0
+    while lines := text.readlines(chars):
+        number += len(lines)
+        block = "".join(lines)
+        if not block.endswith("\n"):
+            block += "\n"
+        yield number, block
+
+
+def _text_stream(stream: BinaryIO) -> io.TextIOWrapper:
     head = stream.read(4096)
     codec, bom = detect_encoding(head)
     rest = io.BufferedReader(_Prefixed(head[bom:], stream))  # type: ignore[arg-type]
-    text = io.TextIOWrapper(rest, encoding=codec, errors="replace", newline=None)
-    for number, line in enumerate(text, start=1):
-        yield number, line.rstrip("\n")
+    return io.TextIOWrapper(rest, encoding=codec, errors="replace", newline=None)
 
 
 class _Prefixed(io.RawIOBase):

@@ -29,7 +29,7 @@ from typing import BinaryIO
 from lxml import etree
 
 from parsers.base import Item, ParseIssue, ParseOptions
-from parsers.textio import decode_head, iter_lines
+from parsers.textio import decode_head, iter_blocks
 from parsers.wmirows import (
     Header,
     Row,
@@ -71,9 +71,19 @@ class _Table:
 
 
 def _cells(tr: etree._Element) -> tuple[list[str], bool]:
-    cells = [c for c in tr if c.tag in ("td", "th")]
-    texts = ["".join(str(t) for t in c.itertext()).strip() for c in cells]
-    return texts, bool(cells) and all(c.tag == "th" for c in cells)
+    """The texts of the row's td/th cells, and whether all of them are th."""
+    texts: list[str] = []
+    all_th = True
+    for cell in tr:
+        tag = cell.tag
+        if tag != "td" and tag != "th":
+            continue
+        all_th = all_th and tag == "th"
+        if len(cell):  # markup inside the cell: all of its text
+            texts.append("".join(str(t) for t in cell.itertext()).strip())
+        else:
+            texts.append((cell.text or "").strip())
+    return texts, bool(texts) and all_th
 
 
 def _line(element: etree._Element, default: int) -> int:
@@ -81,9 +91,14 @@ def _line(element: etree._Element, default: int) -> int:
     return line if isinstance(line, int) else default
 
 
-def _utf8_chunks(stream: BinaryIO) -> Iterator[tuple[int, bytes]]:
-    for number, line in iter_lines(stream):
-        yield number, (line.lstrip("\ufeff") + "\n").encode("utf-8")
+def _utf8_blocks(stream: BinaryIO) -> Iterator[tuple[int, str, bytes]]:
+    """(last line number, text, its UTF-8 bytes) of blocks of whole lines, each line with
+    any BOM at its start dropped. lxml is fed blocks, not lines: feeding line by line cost
+    more than the parsing itself."""
+    for number, block in iter_blocks(stream):
+        if "\ufeff" in block:
+            block = "\n".join(line.lstrip("\ufeff") for line in block.split("\n"))
+        yield number, block, block.encode("utf-8")
 
 
 class _Reader:
@@ -155,6 +170,7 @@ class _Reader:
 def _rows(stream: BinaryIO) -> Iterator[RowItem]:
     parser = etree.HTMLPullParser(
         events=("start", "end"),
+        tag=("table", "tr"),  # the only elements read; cells are read from their row
         encoding="utf-8",
         no_network=True,
         remove_comments=True,
@@ -162,19 +178,20 @@ def _rows(stream: BinaryIO) -> Iterator[RowItem]:
     )
     reader = _Reader()
     line_no = 0
-    chunks = _utf8_chunks(stream)
+    blocks = _utf8_blocks(stream)
     finished = False
     while not finished:
-        item = next(chunks, None)
+        item = next(blocks, None)
         try:
             if item is None:
                 finished = True
                 parser.close()
             else:
+                # (an error raised while feeding names the block's last line)
                 line_no = item[0]
                 if len(reader.first_text) < 200:
-                    reader.first_text += item[1].decode("utf-8", "replace")
-                parser.feed(item[1])
+                    reader.first_text += item[1][:200]
+                parser.feed(item[2])
             events = list(parser.read_events())
         except etree.LxmlError as exc:
             yield ParseIssue(

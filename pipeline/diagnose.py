@@ -20,11 +20,12 @@ from typing import Any
 
 import duckdb
 
+from pipeline import derived
 from pipeline.session import connect
 
 # The layers each query above them reads many times, computed once per connection. A temp
-# table shadows the view of the same name for every view defined on it (cal_events is
-# already a table, computed when the session opens: queries/40_cal_events.sql).
+# table shadows the view of the same name for every view defined on it (cal_events comes
+# from the lake's derived copy, built when missing: pipeline/derived.py).
 MATERIALISED = (
     "licenses",
     "activity",
@@ -69,6 +70,7 @@ def open_case(lake: Path, materialise: bool = True) -> duckdb.DuckDBPyConnection
     """A connection over `lake` with every view defined and the diagnosis layers computed."""
     con = connect(lake)
     if materialise:
+        derived.ensure(con, lake)
         for name in MATERIALISED:
             con.execute(f"create or replace temp table {name} as select * from main.{name}")
     return con

@@ -77,6 +77,14 @@ def connect(lake: Path, extra_ref: dict[str, Path] | None = None) -> duckdb.Duck
             con.execute(path.read_text(encoding="utf-8"))
         except duckdb.Error as exc:
             raise SessionError(f"{path.name}: {exc}") from exc
+    # the derived tables: the copy kept in the lake when it is current; otherwise cal_events
+    # stays a view over cal_events_live (computed by a diagnosis: pipeline.derived.ensure)
+    from pipeline import derived
+
+    for table in derived.TABLES:
+        current = derived.current_file(lake, table)
+        if current is not None:
+            derived.attach(con, table, current)
     return con
 
 
@@ -99,6 +107,19 @@ def init_script_text(lake: Path) -> str:
     for path in queries.sql_files():
         parts.append(f"-- {path.name}")
         parts.append(path.read_text(encoding="utf-8"))
+    from pipeline import derived
+
+    for table, live in derived.TABLES.items():
+        current = derived.current_file(lake, table)
+        if current is not None:
+            parts.append(f"-- {table}: the copy kept in the lake (current when this was written)")
+            parts.append(
+                f"create or replace view {table} as "
+                f"select * from read_parquet({quote_literal(str(current))});"
+            )
+        else:
+            parts.append(f"-- {table}: computed once when the shell opens")
+            parts.append(f"create or replace temp table {table} as select * from {live};")
     parts.append(".bail off")
     return "\n".join(parts) + "\n"
 

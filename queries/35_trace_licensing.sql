@@ -312,14 +312,21 @@ create or replace view trace_pattern_values as
 with hits as materialized (
     select * from trace_pattern_hits
 ),
+numbered as (
+    -- one row per group the pattern names (1..n of its capture list)
+    select
+        h.* exclude (operation),
+        unnest(range(1, len(h.capture_list) + 1)) as group_no
+    from hits as h
+),
 captured as (
     select
-        h.* exclude (capture_list, groups, operation),
-        g.i as group_no,
-        h.capture_list[g.i] as field,
-        trace_value(h.groups[g.i]) as value
-    from hits as h, (select unnest(range(1, 10)) as i) as g
-    where g.i <= len(h.capture_list) and h.capture_list[g.i] <> ''
+        h.* exclude (capture_list, groups, group_no),
+        h.group_no,
+        h.capture_list[h.group_no] as field,
+        trace_value(h.groups[h.group_no]) as value
+    from numbered as h
+    where h.capture_list[h.group_no] <> ''
 ),
 constant_ops as (
     select h.* exclude (capture_list, groups, operation), 99 as group_no, 'operation' as field,
@@ -341,40 +348,50 @@ with per_message as (
         any_value(source_path) as source_path,
         any_value(file_sha256) as file_sha256,
         first(name order by priority, name, group_no)
-            filter (where field <> 'operation' or trace_operation(value) is not null) as pattern,
+            filter (where field <> 'operation' or operation_value is not null) as pattern,
         first(value order by priority, name, group_no) filter (where field = 'client_name') as client_name_raw,
         first(value order by priority, name, group_no) filter (where field = 'hwid') as hwid_raw,
         first(value order by priority, name, group_no) filter (where field = 'user') as user_name,
         first(value order by priority, name, group_no) filter (where field = 'license_id') as license_id,
         first(value order by priority, name, group_no) filter (where field = 'keypack_id') as keypack_id,
-        first(trace_operation(value) order by priority, name, group_no)
-            filter (where field = 'operation' and trace_operation(value) is not null) as operation,
+        first(operation_value order by priority, name, group_no)
+            filter (where operation_value is not null) as operation,
         first(value order by priority, name, group_no) filter (where field = 'result') as result
-    from trace_pattern_values
+    from (
+        -- the operation a value names, worked out for operation values only
+        select *, case when field = 'operation' then trace_operation(value) end as operation_value
+        from trace_pattern_values
+    )
     group by msg_id
-)
-select
-    ts::timestamptz as ts,
-    operation::varchar as operation,
-    client_name_raw::varchar as client_name_raw,
-    norm_name(client_name_raw)::varchar as client_name,
-    hwid_from_tokens(hwid_tk)::varchar as hwid,
-    hwid_raw::varchar as hwid_raw,
-    user_name::varchar as user_name,
-    license_id::varchar as license_id,
-    keypack_id::varchar as keypack_id,
-    result::varchar as result,
-    pattern::varchar as pattern,
-    message::varchar as message,
-    line::bigint as line,
-    source_path::varchar as source_path,
-    file_sha256::varchar as file_sha256
-from (
-    -- the HWID's tokens once per row (the macro would split the text once per use)
-    select *, hwid_tokens(hwid_raw) as hwid_tk
+),
+facts as (
+    select *
     from per_message
     where coalesce(client_name_raw, hwid_raw, user_name, license_id, keypack_id) is not null
-);
+),
+hwids as (
+    -- each HWID rendering read once (one device's HWID recurs in many messages)
+    select hwid_raw, hwid_from_tokens(hwid_tokens(hwid_raw)) as hwid
+    from (select distinct hwid_raw from facts where hwid_raw is not null)
+)
+select
+    f.ts::timestamptz as ts,
+    f.operation::varchar as operation,
+    f.client_name_raw::varchar as client_name_raw,
+    norm_name(f.client_name_raw)::varchar as client_name,
+    h.hwid::varchar as hwid,
+    f.hwid_raw::varchar as hwid_raw,
+    f.user_name::varchar as user_name,
+    f.license_id::varchar as license_id,
+    f.keypack_id::varchar as keypack_id,
+    f.result::varchar as result,
+    f.pattern::varchar as pattern,
+    f.message::varchar as message,
+    f.line::bigint as line,
+    f.source_path::varchar as source_path,
+    f.file_sha256::varchar as file_sha256
+from facts as f
+left join hwids as h using (hwid_raw);
 
 -- Each usable pattern tried on its own `example`: did it match, and what would it take from
 -- it (a quick check while writing a pattern, without a trace). Few rows: the regex is taken

@@ -152,9 +152,8 @@ group by all;
 --         NULL when nothing ties the fact to one license.
 --   linked_by: how an EVTX fact was tied to a license ('name+time' within
 --         link_tolerance_seconds of a trace or WMI fact of the same kind and name).
--- cal_events_live is the view; cal_events is its result, computed once when the session
--- opens (every layer above reads it many times; binding the view each time would cost more
--- than computing it once). Re-open the session to see a later ingest.
+-- cal_events_live is the view; cal_events is its result, computed once per state of the
+-- lake and kept in LAKE/_derived (every layer above reads it many times).
 create or replace view cal_events_live as
 with trace_facts as (
     select
@@ -321,24 +320,62 @@ keyed as (
     left join keypack_of as k using (generation, license_id)
 ),
 -- an EVTX fact takes the license of the closest trace/WMI fact of the same kind and name
+-- (within link_tolerance_seconds; at equal distance the earlier fact, among facts at one
+-- time the smallest key). The closest fact before and after each EVTX fact come from window
+-- functions over one time line per (name, kind): linear in the facts however long the logs
+-- (pairing every fact of a name with every other grew with the square of their number).
 evtx_numbered as (
     select
         *,
         row_number() over () as evtx_row
     from evtx_facts
 ),
+link_points as (
+    -- one candidate per (name, kind, time): the smallest license key among facts at one time
+    select
+        client_name,
+        fact,
+        ts,
+        min(license_key) as license_key
+    from keyed
+    where license_id is not null and client_name is not null and ts is not null
+    group by all
+),
+link_line as (
+    select client_name, fact, ts, {'ts': ts, 'key': license_key} as point, null::bigint as evtx_row
+    from link_points
+    union all
+    select client_name, fact, ts, null, evtx_row
+    from evtx_numbered
+    where client_name is not null and ts is not null
+),
+nearest as (
+    select
+        evtx_row,
+        ts,
+        last_value(point ignore nulls) over (w rows between unbounded preceding and current row)
+            as before,
+        first_value(point ignore nulls) over (w rows between current row and unbounded following)
+            as after
+    from link_line
+    -- a trace/WMI fact at the very time of the EVTX fact sorts before it
+    window w as (partition by client_name, fact order by ts, evtx_row nulls first)
+    qualify evtx_row is not null
+),
 evtx_candidates as (
     select
-        e.evtx_row,
-        arg_min(k.license_key, abs(epoch(k.ts) - epoch(e.ts))) as license_key
-    from evtx_numbered as e
-    join keyed as k
-        on k.client_name = e.client_name
-        and k.fact = e.fact
-        and k.license_id is not null
-        and k.ts between e.ts - to_seconds(th('link_tolerance_seconds')::bigint)
-            and e.ts + to_seconds(th('link_tolerance_seconds')::bigint)
-    group by e.evtx_row
+        n.evtx_row,
+        case
+            when n.before.ts >= n.ts - t.tolerance
+                and (n.after is null or n.after.ts > n.ts + t.tolerance
+                    or epoch(n.ts) - epoch(n.before.ts) <= epoch(n.after.ts) - epoch(n.ts))
+                then n.before.key
+            when n.after.ts <= n.ts + t.tolerance then n.after.key
+        end as license_key
+    from nearest as n
+    cross join (
+        select to_seconds(th('link_tolerance_seconds')::bigint) as tolerance
+    ) as t
 ),
 evtx_linked as (
     select
@@ -365,7 +402,8 @@ evtx_keyed as (
             any_value(keypack_id) as keypack_id,
             any_value(generation) as generation,
             any_value(hwid) as hwid,
-            any_value(hwid_raw) as hwid_raw
+            -- one rendering, the same every time (trace and WMI may render one HWID apart)
+            min(hwid_raw) as hwid_raw
         from keyed
         group by license_key
     ) as k using (license_key)
@@ -404,7 +442,10 @@ select
     file_sha256
 from final;
 
-create or replace temp table cal_events as select * from cal_events_live;
+-- cal_events: the facts every layer above reads. Defined here as the live view; a caltrail
+-- session points it at the copy kept in the lake (LAKE/_derived, pipeline/derived.py) when
+-- that copy is current, and a diagnosis computes it once (persisted, or a temp table).
+create or replace view cal_events as select * from cal_events_live;
 
 -- The time the data ends: the last record of any source (the "now" of plans).
 create or replace view as_of as
@@ -438,8 +479,8 @@ merged as (
         ) as client_name,
         list_distinct(list(client_name) filter (where client_name is not null)) as names,
         any_value(hwid) filter (where hwid is not null) as hwid,
-        any_value(hwid_raw) filter (where hwid_raw is not null) as hwid_raw,
-        any_value(user_name) filter (where user_name is not null) as user_name,
+        min(hwid_raw) as hwid_raw,
+        arg_min(user_name, ts) filter (where user_name is not null) as user_name,
         coalesce(
             any_value(cal_type) filter (where source = 'wmi'),
             any_value(cal_type) filter (where source = 'trace' and cal_type is not null),

@@ -80,7 +80,7 @@ switches as (
     select
         hwid,
         count(*) filter (where client_name <> previous_name) as name_switches
-    from (select hwid, client_name, lag(client_name) over (partition by hwid order by ts) as previous_name from facts)
+    from (select hwid, client_name, lag(client_name) over (partition by hwid order by ts, client_name) as previous_name from facts)
     group by hwid
 ),
 spans as (
@@ -467,17 +467,31 @@ all_rows as (
     select * from name_rows
     union all by name
     select * from events_rows
+),
+-- the source rows behind each finding (the first 20, in time order), gathered per HWID and
+-- per name by equality joins (one condition with OR paired every finding with every fact)
+evidence_by_hwid as (
+    select
+        a.hwid as subject,
+        list({'source_path': a.source_path, 'line': a.source_line} order by a.ts)[1:20] as rows
+    from act as a
+    semi join all_rows as d on d.subject_kind = 'hwid' and d.subject = a.hwid
+    group by a.hwid
+),
+evidence_by_name as (
+    select
+        a.client_name as subject,
+        list({'source_path': a.source_path, 'line': a.source_line} order by a.ts)[1:20] as rows
+    from act as a
+    semi join all_rows as d on d.subject_kind = 'name' and d.subject = a.client_name
+    group by a.client_name
 )
--- the source rows behind each finding (the first 20, in time order)
 select
     d.*,
-    (
-        select list({'source_path': a.source_path, 'line': a.source_line} order by a.ts)[1:20]
-        from act as a
-        where (d.subject_kind = 'hwid' and a.hwid = d.subject)
-            or (d.subject_kind = 'name' and a.client_name = d.subject)
-    ) as evidence_rows
-from all_rows as d;
+    case d.subject_kind when 'hwid' then h.rows when 'name' then n.rows end as evidence_rows
+from all_rows as d
+left join evidence_by_hwid as h on d.subject_kind = 'hwid' and h.subject = d.subject
+left join evidence_by_name as n on d.subject_kind = 'name' and n.subject = d.subject;
 
 -- Server problems from the events: one row per (problem, subject).
 create or replace view server_findings as

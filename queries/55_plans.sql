@@ -83,7 +83,7 @@ select * from final order by day;
 --   occupied_after     revoked CALs still inside their validity after this step (<= limit)
 --   next_batch_on      when the next batch is allowed
 create or replace view revoke_plan as
-with recursive pool as (
+with pool as (
     select
         product_version,
         sum(installed) as installed,
@@ -166,52 +166,114 @@ candidates as (
         and revoked_at is null
         and not coalesce(revoked_in_snapshot, false)
 ),
-steps(product_version, k, slot_at, active, action) as (
-    select
-        s.product_version,
-        0::bigint,
-        t.t0,
-        list_filter(s.active, lambda e: e > t.t0),
-        'start'
+-- The plan revokes the candidates in order, each at the earliest time (not before the
+-- previous one) when fewer than the limit of revoked CALs are still inside their validity.
+-- Candidate k's slot is therefore the earliest t >= t0 at which fewer than `limit` of the
+-- occupied expiries and of candidates 1..k-1's expiries lie after t: the
+-- (n - limit + 1)-th smallest of those n expiries (t0 when n < limit). A candidate left to
+-- expire ('expires-first', its expiry not after its slot) changes no later count, so every
+-- earlier candidate can be counted. The k-th smallest of a growing prefix comes from one
+-- window function: linear in the candidates, not a step per candidate.
+occupied_start as (
+    -- the revoked CALs still counting at the start, one row each
+    select s.product_version, unnest(list_filter(s.active, lambda e: e > t.t0)) as expires_at
     from start_state as s
     cross join start as t
+),
+line as (
+    select product_version, 0::bigint as k, expires_at from occupied_start
     union all
+    select product_version, k, expires_at from candidates
+),
+start_count as (
+    select p.product_version, count(o.expires_at) as n
+    from pool as p
+    left join occupied_start as o using (product_version)
+    group by p.product_version
+),
+slots as (
     select
-        c.product_version,
-        c.k,
-        n.slot_at,
+        n.product_version,
+        n.k,
+        n.expires_at,
         case
-            when n.slot_at < c.expires_at
-                then list_append(list_filter(p.active, lambda e: e > n.slot_at), c.expires_at)
-            else list_filter(p.active, lambda e: e > n.slot_at)
-        end,
-        case when n.slot_at < c.expires_at then 'revoke' else 'expires-first' end
-    from steps as p
-    join candidates as c on c.product_version = p.product_version and c.k = p.k + 1
-    join pool as l on l.product_version = p.product_version
-    cross join lateral (
-        -- the earliest time a slot is free: now if fewer than the limit are occupied, else
-        -- when enough of the occupied ones expire
+            when n.kth_index <= 0 then t.t0
+            else greatest(t.t0, n.kth)
+        end as slot_at
+    from (
         select
-            case
-                when l.revoke_limit <= 0 then null
-                when len(list_filter(p.active, lambda e: e > p.slot_at)) < l.revoke_limit then p.slot_at
-                else list_sort(list_filter(p.active, lambda e: e > p.slot_at))[
-                    len(list_filter(p.active, lambda e: e > p.slot_at)) - l.revoke_limit + 1
-                ]
-            end as slot_at
+            l.*,
+            -- the expiries before this candidate: the starting ones and candidates 1..k-1
+            c.n + l.k - 1 - p.revoke_limit + 1 as kth_index,
+            nth_value(l.expires_at, greatest(c.n + l.k - 1 - p.revoke_limit + 1, 1)
+                order by l.expires_at) over (partition by l.product_version order by l.k
+                rows between unbounded preceding and 1 preceding) as kth
+        from line as l
+        join pool as p using (product_version)
+        join start_count as c using (product_version)
+        where p.revoke_limit > 0
     ) as n
-    where n.slot_at is not null
+    cross join start as t
+    where n.k > 0
+),
+-- revoked CALs inside their validity just after each step: the starting ones and the
+-- candidates up to this one whose expiry lies after the slot (a candidate before this one
+-- whose expiry is not after this slot is counted from the first slot at or after it)
+start_ends as (
+    select product_version, expires_at as moment, 0 as kind, null::bigint as k from occupied_start
+    union all
+    select product_version, slot_at, 1, k from slots
+),
+start_expired as (
+    -- per step: the starting CALs whose expiry is not after its slot
+    select product_version, k,
+        count(*) filter (where kind = 0) over (partition by product_version
+            order by moment, kind rows between unbounded preceding and current row) as n
+    from start_ends
+    qualify kind = 1
+),
+cand_ends as (
+    select product_version, expires_at as moment, 0 as kind, k from slots
+    union all
+    select product_version, slot_at, 1, k from slots
+),
+gone_from as (
+    -- per candidate: the first step whose slot is at or after its expiry
+    select product_version, k,
+        case when first_step is not null then greatest(k, first_step) end as step
+    from (
+        select
+            *,
+            first_value(case when kind = 1 then k end ignore nulls) over (
+                partition by product_version order by moment, kind, k
+                rows between current row and unbounded following) as first_step
+        from cand_ends
+    )
+    where kind = 0
+),
+cand_expired as (
+    select s.product_version, s.k,
+        coalesce(sum(g.n) over (partition by s.product_version order by s.k
+            rows between unbounded preceding and current row), 0) as n
+    from slots as s
+    left join (
+        select product_version, step as k, count(*) as n
+        from gone_from
+        where step is not null
+        group by all
+    ) as g using (product_version, k)
 ),
 planned as (
     select
         s.product_version,
         s.k,
         s.slot_at,
-        s.action,
-        len(list_filter(s.active, lambda e: e > s.slot_at)) as occupied_after
-    from steps as s
-    where s.k > 0
+        case when s.slot_at < s.expires_at then 'revoke' else 'expires-first' end as action,
+        n.n - coalesce(x.n, 0) + s.k - c.n as occupied_after
+    from slots as s
+    join start_count as n using (product_version)
+    left join start_expired as x using (product_version, k)
+    join cand_expired as c using (product_version, k)
 ),
 batched as (
     -- slots free one by one as revoked CALs expire; an administrator revokes once a day:
@@ -251,10 +313,13 @@ final as (
 select
     f.*,
     -- the date the next batch is allowed (NULL after the last)
-    (
-        select min(f2.revoke_on)
-        from final as f2
-        where f2.product_version = f.product_version and f2.revoke_on > f.revoke_on
-    ) as next_batch_on
+    n.next_batch_on
 from final as f
+left join (
+    select
+        product_version,
+        revoke_on,
+        lead(revoke_on) over (partition by product_version order by revoke_on) as next_batch_on
+    from (select distinct product_version, revoke_on from final where revoke_on is not null)
+) as n using (product_version, revoke_on)
 order by f.product_version, f.batch nulls last, f.issued_at;

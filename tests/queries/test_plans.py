@@ -132,3 +132,66 @@ def test_first_batch_waits_for_the_refused_revocations(lakes: dict[str, Path]) -
     assert refused[0] > 0
     for _, occupied, limit in occupied_limit_ok(con):
         assert occupied <= limit
+
+
+def step_by_step_plan(
+    active: list[dt.datetime], t0: dt.datetime, limit: int, expiries: list[dt.datetime]
+) -> list[tuple[dt.datetime, str, int]]:
+    """The plan's rule played one candidate at a time (the recursive form the view replaced):
+    each candidate's slot is the earliest time, not before the previous slot, at which fewer
+    than `limit` revoked CALs are still inside their validity. Returns (slot, action,
+    occupied_after) per candidate."""
+    out = []
+    slot = t0
+    active = [e for e in active if e > t0]
+    for expires in expiries:
+        alive = sorted(e for e in active if e > slot)
+        if len(alive) >= limit:
+            slot = alive[len(alive) - limit]
+        active = [e for e in active if e > slot]
+        if slot < expires:
+            active.append(expires)
+            out.append((slot, "revoke", len(active)))
+        else:
+            out.append((slot, "expires-first", len(active)))
+    return out
+
+
+@pytest.mark.parametrize("installed", [60, 20, 7])
+def test_plan_equals_the_step_by_step_rule(lakes: dict[str, Path], installed: int) -> None:
+    """The view computes every slot at once (k-th smallest of a growing prefix); it must give
+    exactly the slots, actions and occupancy of playing the rule candidate by candidate."""
+    con = open_case(lakes["limit"])
+    con.execute(
+        "create or replace temp table cal_pool as "
+        "select * replace ($n::hugeint as installed) from main.cal_pool",
+        {"n": installed},
+    )
+    limit = math.floor(installed * 0.2)
+    plan = dicts(con, "select * from revoke_plan order by issued_at, license_key")
+    t0 = con.execute("select as_of from as_of").fetchone()[0]  # type: ignore[index]
+    known = [
+        r[0]
+        for r in con.execute(
+            "select expires_at from licenses where (revoked_at is not null or "
+            "revoked_in_snapshot) and expires_at > (select as_of from as_of)"
+        ).fetchall()
+    ]
+    refused = con.execute(
+        "select try_cast(data['param3'] as bigint), time_created from licensing_events "
+        "where action = 'revoke-refused' order by time_created desc limit 1"
+    ).fetchone()
+    if refused is not None and refused[0] is not None:
+        known += [refused[1] + dt.timedelta(days=89)] * max(refused[0] - len(known), 0)
+    expected = step_by_step_plan(known, t0, limit, [r["expires_at"] for r in plan])
+    assert len(plan) > limit  # the limit binds
+    got = [(r["revoke_on"] if r["action"] == "revoke" else None, r["action"]) for r in plan]
+    for (slot, action, occupied), row, (revoke_on, got_action) in zip(
+        expected, plan, got, strict=True
+    ):
+        assert got_action == action
+        assert row["occupied_after"] == occupied
+        if action == "revoke":
+            assert revoke_on is not None
+            assert revoke_on >= slot
+            assert revoke_on.date() == slot.date()

@@ -1,0 +1,160 @@
+"""Derived tables kept in the lake: computed once per state of the lake, not per session.
+
+`cal_events` (every CAL fact on one time axis, queries/40_cal_events.sql `cal_events_live`)
+is what every diagnosis layer reads, and computing it reads the whole lake. It is kept as
+`LAKE/_derived/cal_events-<fingerprint>.parquet`, where the fingerprint covers what the
+result depends on: the manifest (`ingest_files/*.parquet`: every committed file adds a
+manifest file), the SQL of queries/ and the reference tables in `LAKE/_ref`. A later ingest,
+an edited query or a new pattern table changes the fingerprint, and the file is rebuilt the
+next time a diagnosis needs it (`ensure`), or right after an ingest (`refresh`).
+
+A session (`pipeline.session.connect`) reads the file when it is current and otherwise
+defines `cal_events` as a plain view over `cal_events_live` (nothing is computed when the
+session opens: `caltrail sql "select 1"` costs no more than opening the views). Files are
+written atomically (temp name, then os.replace); on a lake that cannot be written (read-only
+media, permissions) `ensure` computes the table into the session only (a temp table).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from pathlib import Path
+
+import duckdb
+
+import queries
+
+DERIVED_DIR = "_derived"
+FORMAT_VERSION = "1"
+# Files of an older state are removed once this old (a session opened on that state may
+# still be reading one).
+STALE_SECONDS = 600.0
+TABLES = {"cal_events": "cal_events_live"}
+
+
+def fingerprint(lake: Path) -> str:
+    """What the derived tables of `lake` depend on, as a short hex digest."""
+    digest = hashlib.sha256()
+    digest.update(f"caltrail-derived {FORMAT_VERSION} duckdb {duckdb.__version__}\n".encode())
+    manifest = lake / "ingest_files"
+    for path in sorted(manifest.glob("*.parquet")):
+        digest.update(f"m {path.name} {path.stat().st_size}\n".encode())
+    for path in queries.sql_files():
+        digest.update(f"q {path.name}\n".encode())
+        digest.update(path.read_bytes())
+    ref = lake / "_ref"
+    for path in sorted(ref.glob("*.csv")):
+        digest.update(f"r {path.name}\n".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:24]
+
+
+def derived_path(lake: Path, table: str, stamp: str) -> Path:
+    return lake / DERIVED_DIR / f"{table}-{stamp}.parquet"
+
+
+def current_file(lake: Path, table: str = "cal_events") -> Path | None:
+    """The persisted file of `table` for the lake as it is now, if there is one."""
+    path = derived_path(lake.resolve(), table, fingerprint(lake.resolve()))
+    return path if path.is_file() else None
+
+
+def attach(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
+    """Point the view `table` at a persisted file (the path goes in as a bound value)."""
+    variable = f"{table}_file"
+    con.execute(f"set variable {variable} = $path", {"path": str(path)})
+    con.execute(
+        f"create or replace view {table} as select * from read_parquet(getvariable('{variable}'))"
+    )
+
+
+def _writable(directory: Path) -> bool:
+    try:
+        directory.mkdir(exist_ok=True)
+        probe = directory / f".probe.{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError:
+        return False
+    return True
+
+
+def _remove_stale(lake: Path, table: str, keep: Path) -> None:
+    now = time.time()
+    for path in (lake / DERIVED_DIR).glob(f"{table}-*.parquet"):
+        try:
+            if path != keep and now - path.stat().st_mtime > STALE_SECONDS:
+                path.unlink()
+        except OSError:
+            continue
+    for path in (lake / DERIVED_DIR).glob(f".{table}-*.tmp"):
+        try:
+            if now - path.stat().st_mtime > STALE_SECONDS:
+                path.unlink()  # left by a build that was killed
+        except OSError:
+            continue
+
+
+def build(con: duckdb.DuckDBPyConnection, lake: Path, table: str = "cal_events") -> Path | None:
+    """Compute `table` from its live view and persist it; None when the lake cannot be
+    written. The session's view is pointed at the new file."""
+    lake = lake.resolve()
+    directory = lake / DERIVED_DIR
+    if not _writable(directory):
+        return None
+    stamp = fingerprint(lake)
+    target = derived_path(lake, table, stamp)
+    tmp = directory / f".{table}-{stamp}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        con.sql(f"select * from {TABLES[table]}").write_parquet(str(tmp), compression="zstd")
+        os.replace(tmp, target)
+    except (OSError, duckdb.IOException):
+        tmp.unlink(missing_ok=True)
+        return None
+    _remove_stale(lake, table, target)
+    attach(con, table, target)
+    return target
+
+
+def ensure(con: duckdb.DuckDBPyConnection, lake: Path) -> dict[str, str]:
+    """Make every derived table of this session a computed one: the persisted file when it
+    is current, else built and persisted now, else (lake not writable) a temp table.
+    Returns how each was provided: 'persisted', 'built' or 'temp'."""
+    lake = lake.resolve()
+    how: dict[str, str] = {}
+    for table, live in TABLES.items():
+        existing = current_file(lake, table)
+        if existing is not None:
+            attach(con, table, existing)
+            how[table] = "persisted"
+        elif build(con, lake, table) is not None:
+            how[table] = "built"
+        else:
+            con.execute(f"create or replace temp table {table} as select * from {live}")
+            how[table] = "temp"
+    return how
+
+
+def refresh(lake: Path) -> None:
+    """Bring the derived tables of `lake` up to date (after an ingest). Does nothing on a
+    lake that cannot be written or opened."""
+    from pipeline.session import SessionError, connect, write_init_script
+
+    try:
+        con = connect(lake)
+    except (SessionError, duckdb.Error, OSError):
+        return
+    try:
+        ensure(con, lake)
+    finally:
+        con.close()
+    try:
+        write_init_script(lake)  # the shell then reads the persisted table too
+    except OSError:
+        pass
+
+
+__all__ = ["DERIVED_DIR", "attach", "build", "current_file", "ensure", "fingerprint", "refresh"]

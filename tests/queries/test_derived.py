@@ -1,0 +1,129 @@
+"""Derived tables kept in the lake (pipeline/derived.py): cal_events computed once per state
+of the lake, reused by later sessions, rebuilt after an ingest, and a temp table when the
+lake cannot be written."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from fixtures.simulator import simulate
+from pipeline import derived
+from pipeline.diagnose import open_case
+from pipeline.ingest import IngestOptions, ingest
+from pipeline.session import connect, init_script_text
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("derived")
+    first, second = base / "first", base / "second"
+    simulate(first, seed=61, devices=20, days=30)
+    simulate(second, seed=62, devices=20, days=30)
+    return first, second
+
+
+def kind_of(con: object, name: str) -> str:
+    rows = con.execute(  # type: ignore[attr-defined]
+        "select 'view' from duckdb_views() where view_name = $n and not temporary "
+        "union all select 'table' from duckdb_tables() where table_name = $n",
+        {"n": name},
+    ).fetchall()
+    return ",".join(sorted(r[0] for r in rows))
+
+
+def definition(con: object) -> str:
+    row = con.execute(  # type: ignore[attr-defined]
+        "select sql from duckdb_views() where view_name = 'cal_events'"
+    ).fetchone()
+    return str(row[0])
+
+
+def test_built_once_reused_and_rebuilt_after_ingest(
+    tmp_path: Path, bundles: tuple[Path, Path]
+) -> None:
+    lake = tmp_path / "lake"
+    ingest([bundles[0]], IngestOptions(lake=lake))
+    # a plain session computes nothing: cal_events is the live view until a diagnosis
+    con = connect(lake)
+    assert "cal_events_live" in definition(con)
+    assert derived.current_file(lake) is None
+    live = con.execute("select count(*) from cal_events").fetchone()
+    con.close()
+
+    con = open_case(lake)
+    first = derived.current_file(lake)
+    assert first is not None
+    assert first.parent.name == derived.DERIVED_DIR
+    assert con.execute("select count(*) from cal_events").fetchone() == live
+    con.close()
+    # the next session reads the file, and so does the shell's init script
+    con = connect(lake)
+    assert "read_parquet" in definition(con)
+    assert con.execute("select count(*) from cal_events").fetchone() == live
+    con.close()
+    assert str(first) in init_script_text(lake)
+
+    # an ingest changes the manifest: the file no longer matches, the next diagnosis rebuilds
+    ingest([bundles[1]], IngestOptions(lake=lake))
+    assert derived.current_file(lake) is None
+    con = connect(lake)
+    assert "cal_events_live" in definition(con)
+    fresh = con.execute("select count(*) from cal_events").fetchone()
+    con.close()
+    assert fresh is not None
+    assert live is not None
+    assert fresh[0] > live[0]
+    derived.refresh(lake)
+    second = derived.current_file(lake)
+    assert second is not None
+    assert second != first
+    con = connect(lake)
+    assert con.execute("select count(*) from cal_events").fetchone() == fresh
+    con.close()
+
+
+def test_persisted_equals_live(tmp_path: Path, bundles: tuple[Path, Path]) -> None:
+    lake = tmp_path / "lake"
+    ingest([bundles[0]], IngestOptions(lake=lake))
+    con = open_case(lake)
+    diff = con.execute(
+        "select count(*) from (select * from cal_events except all select * from cal_events_live)"
+    ).fetchone()
+    assert diff == (0,)
+    types = con.execute("describe cal_events").fetchall()
+    live = con.execute("describe cal_events_live").fetchall()
+    assert [t[:2] for t in types] == [t[:2] for t in live]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through read-only permissions")
+def test_read_only_lake_falls_back_to_a_temp_table(
+    tmp_path: Path, bundles: tuple[Path, Path]
+) -> None:
+    lake = tmp_path / "lake"
+    ingest([bundles[0]], IngestOptions(lake=lake))
+    connect(lake).close()  # the lake prepared (reference tables in place)
+    mode = lake.stat().st_mode
+    lake.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        con = open_case(lake)
+        assert kind_of(con, "cal_events") == "table,view"
+        assert not (lake / derived.DERIVED_DIR).exists()
+        assert con.execute("select count(*) from findings").fetchone() is not None
+    finally:
+        lake.chmod(mode)
+
+
+def test_unwritable_derived_dir_falls_back_to_a_temp_table(
+    tmp_path: Path, bundles: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake = tmp_path / "lake"
+    ingest([bundles[0]], IngestOptions(lake=lake))
+    monkeypatch.setattr(derived, "_writable", lambda directory: False)
+    con = open_case(lake)
+    assert derived.current_file(lake) is None
+    assert kind_of(con, "cal_events") == "table,view"
+    assert derived.ensure(con, lake) == {"cal_events": "temp"}

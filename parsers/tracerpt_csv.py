@@ -110,6 +110,10 @@ _HEADER_POSITIONAL = (
     "CPUSpeed",
 )
 _CLOCK_TYPES = {1: "QPC", 2: "system time", 3: "CPU cycle counter"}
+# json.dumps(tail, ensure_ascii=False), without making an encoder per row
+_JSON = json.JSONEncoder(ensure_ascii=False)
+_USER_DATA_KEYS = tuple(f"UserData.{i}" for i in range(64))
+
 BUDGET_EVERY = 4096
 SNIFF_BLANK_LINES = 5
 
@@ -171,6 +175,11 @@ def split_row(line: str) -> tuple[list[str], bool]:
     if trailing_empty:
         stripped = stripped[:-1]
     pieces = stripped.split(", ")
+    if '"' not in stripped:  # the usual row: nothing to unquote
+        values = [piece.strip() for piece in pieces]
+        if trailing_empty:
+            values.append("")
+        return values, False
     if '"' in stripped:
         merged: list[str] = []
         index = 0
@@ -230,6 +239,16 @@ class _Parser:
         self.header: _TraceHeader | None = None
         self.header_rows = 0
         self.modes: dict[str, int] = {"filetime": 0, "relative": 0, "raw": 0}
+        # Per row, columns are taken by these precomputed positions (None: no such column).
+        self.kept = [(name, i) for name, i in self.index.items() if name not in _PROMOTED]
+        self.int_columns = [
+            # Event ID and Processor Number are int32 columns; PID and TID int64.
+            (name, self.index.get(name), 32 if name in ("Event ID", "Processor Number") else 64)
+            for name in ("Event ID", "PID", "TID", "Processor Number")
+        ]
+        self.at_name = self.index.get("Event Name")
+        self.at_level = self.index.get("Level")
+        self.at_clock = self.index["Clock-Time"]
 
     def run(self, lines: Iterator[tuple[int, str]]) -> Iterator[Item]:
         budget = Budget(self.options.max_seconds)
@@ -276,7 +295,7 @@ class _Parser:
                 excerpt=excerpt(line),
             )
             return
-        if values[: len(self.columns)] == self.columns:
+        if values[0] == self.columns[0] and values[: len(self.columns)] == self.columns:
             yield ParseIssue(
                 kind="repeated_header",
                 message=f"line {number}: the CSV header appears again; skipped",
@@ -293,49 +312,57 @@ class _Parser:
                 line=number,
                 excerpt=excerpt(line),
             )
-        yield from self.record(number, values)
+        notes, record = self.record(number, values)
+        if notes:
+            yield from notes
+        yield record
 
-    def value(self, values: list[str], name: str) -> str | None:
-        i = self.index.get(name)
+    @staticmethod
+    def value(values: list[str], i: int | None) -> str | None:
+        """The value at position `i`; None when there is no such column or it is empty."""
         if i is None or i >= len(values) or values[i] == "":
             return None
         return values[i]
 
-    def record(self, number: int, values: list[str]) -> Iterator[Item]:
-        fields: dict[str, str | None] = {}
-        for name, i in self.index.items():
-            if name not in _PROMOTED and i < len(values) and values[i] != "":
-                fields[name] = values[i]
-        ints: dict[str, int | None] = {}
-        for name in ("Event ID", "PID", "TID", "Processor Number"):
-            text = self.value(values, name)
-            # Event ID and Processor Number are int32 columns; PID and TID int64.
-            ints[name] = parse_int(text, 32 if name in ("Event ID", "Processor Number") else 64)
-            if ints[name] is None and text is not None:
+    def record(self, number: int, values: list[str]) -> tuple[list[Item], TraceRecord]:
+        """The record of one row, after the notes its EventTrace header row gives."""
+        count = len(values)
+        fields: dict[str, str | None] = {
+            name: values[i] for name, i in self.kept if i < count and values[i] != ""
+        }
+        ints: list[int | None] = []
+        for name, i, bits in self.int_columns:
+            text = values[i] if i is not None and i < count and values[i] != "" else None
+            number_value = parse_int(text, bits)
+            ints.append(number_value)
+            if number_value is None and text is not None:
                 fields[name] = text
+        event_id, pid, tid, cpu = ints
         tail = values[len(self.fixed) :]
         if tail:
-            fields["UserData"] = json.dumps(tail, ensure_ascii=False)
-            for i, item in enumerate(tail):
-                fields[f"UserData.{i}"] = item
-        provider = self.value(values, "Event Name")
-        clock_text = self.value(values, "Clock-Time")
+            fields["UserData"] = _JSON.encode(tail)
+            if len(tail) <= len(_USER_DATA_KEYS):  # keys made once, not per row
+                fields.update(zip(_USER_DATA_KEYS, tail, strict=False))
+            else:
+                for i, item in enumerate(tail):
+                    fields[f"UserData.{i}"] = item
+        provider = self.value(values, self.at_name)
+        clock_text = self.value(values, self.at_clock)
         notes: list[Item] = []
         is_header = (provider or "").lower() == "eventtrace" and (
             fields.get("Type") or ""
         ).lower() == "header"
         if is_header:
             notes = self.read_header(parse_int(clock_text), tail, fields)
-        yield from notes
-        yield TraceRecord(
+        return notes, TraceRecord(
             ts=self.timestamp(clock_text),
             ts_raw=clock_text,
-            cpu=ints["Processor Number"],
-            pid=ints["PID"],
-            tid=ints["TID"],
+            cpu=cpu,
+            pid=pid,
+            tid=tid,
             provider=provider,
-            event_id=ints["Event ID"],
-            level=self.value(values, "Level"),
+            event_id=event_id,
+            level=self.value(values, self.at_level),
             function=None,
             message=", ".join(tail) if tail else None,
             fields=fields,
@@ -350,7 +377,9 @@ class _Parser:
         for i, name in enumerate(_HEADER_POSITIONAL):
             if i < len(tail) and tail[i] != "":
                 fields[f"Header.{name}"] = tail[i]
-        numbers = [parse_int(v) for v in tail]
+        # Only positions 4 (EndTime), 12 (CPUSpeed) and those after the positional ones
+        # are read as numbers.
+        numbers = [parse_int(v) if i == 4 or i >= 12 else None for i, v in enumerate(tail)]
         if len(numbers) > 12:
             end, mhz = numbers[4], numbers[12]
             header.end_filetime = end if end is not None and is_plausible_filetime(end) else None

@@ -134,6 +134,9 @@ def parse_int(text: str | None, bits: int = 64) -> int | None:
     """
     if text is None:
         return None
+    if text.isdigit() and text.isascii():  # the usual case: plain decimal digits
+        value = int(text)
+        return value if value < (_INT64_LIMIT if bits == 64 else 1 << (bits - 1)) else None
     value_text = text.strip()
     try:
         if value_text[:2] in ("0x", "0X"):
@@ -144,9 +147,13 @@ def parse_int(text: str | None, bits: int = 64) -> int | None:
             return None
     except ValueError:
         return None
-    if not -(1 << (bits - 1)) <= value < (1 << (bits - 1)):
+    limit = _INT64_LIMIT if bits == 64 else 1 << (bits - 1)
+    if not -limit <= value < limit:
         return None
     return value
+
+
+_INT64_LIMIT = 1 << 63
 
 
 def is_junk(line: str) -> bool:

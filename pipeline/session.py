@@ -72,19 +72,25 @@ def connect(lake: Path, extra_ref: dict[str, Path] | None = None) -> duckdb.Duck
     con.execute("set enable_object_cache = true")
     con.execute("set variable lake = $lake", {"lake": str(lake)})
     con.execute("set variable ref_dir = $ref", {"ref": str(lake / REF_DIR)})
+    # the derived tables: the copy kept in the lake when it is current (pointed at as soon
+    # as the file defining the view is loaded, so the views above bind to the file, not to
+    # the whole tree below); otherwise a view over its live query, computed by a diagnosis
+    # (pipeline.derived.ensure), never when the session opens
+    from pipeline import derived
+
+    pending = {t: f for t in derived.TABLES if (f := derived.current_file(lake, t)) is not None}
     for path in queries.sql_files():
         try:
             con.execute(path.read_text(encoding="utf-8"))
         except duckdb.Error as exc:
             raise SessionError(f"{path.name}: {exc}") from exc
-    # the derived tables: the copy kept in the lake when it is current; otherwise cal_events
-    # stays a view over cal_events_live (computed by a diagnosis: pipeline.derived.ensure)
-    from pipeline import derived
-
-    for table in derived.TABLES:
-        current = derived.current_file(lake, table)
-        if current is not None:
-            derived.attach(con, table, current)
+        for table, current in list(pending.items()):
+            defined = con.execute(
+                "select count(*) from duckdb_views() where view_name = $t", {"t": table}
+            ).fetchone()
+            if defined is not None and defined[0] > 0:
+                derived.attach(con, table, current)
+                del pending[table]
     return con
 
 

@@ -1,27 +1,27 @@
-"""Fast path of the python backend: a record's substitution values decoded with `struct`.
+"""Fast path of the python backend: BinXML read with `struct`, as python-evtx reads it.
 
-python-evtx reads a record's substitution array by building a node object per BinXML token
-and per value (each with several `declare_field` closures): most of the python backend's
-time once templates are cached. Here the record's root (an optional StreamStart token and
-a TemplateInstance token), the substitution declarations and the values are read directly
-from the chunk bytes, and each value is printed as python-evtx's `string()` prints it.
-
-Templates are read here too (`_TemplateReader`), once per chunk, into skeletons of literal
-text and substitution slots.
+python-evtx builds a node object per BinXML token and per substitution value (each with
+several `declare_field` closures), and parses a record's template anew for each record.
+Here, per chunk, each template is read once into a skeleton of literal text and
+substitution slots (`_TemplateReader`), and each record's root tokens, substitution
+declarations and values are read directly from the chunk bytes; each value is printed as
+python-evtx's `string()` prints it. The chunk's string table is kept without python-evtx's
+objects too (`_Strings`).
 
 The XML must stay python-evtx's string exactly, errors included. So this path only ever
 answers when python-evtx would have answered the same: anything it does not mirror
 exactly (a structure, a token, a type or a size, a read past the chunk, a value that does
 not decode) hands the record, or the nested fragment, to python-evtx, which then gives its
-own result or its own error. One exception to that: python-evtx loads its chunk string
-and template tables lazily and keeps what it loaded before failing, so an error from a
-call that fills those tables is the record's error at once (python-evtx's own rendering
-fails at that same call; a retry would find the tables filled and go on).
+own result or its own error. Except: python-evtx loads its chunk string and template
+tables lazily and keeps what it loaded before failing, so an error from a call that
+fills those tables is the record's error at once (python-evtx's own rendering fails at
+that same call; a retry would find the tables filled and go on); and where python-evtx
+would never return (a table chain that loops), the record's error is TableLoop.
 
 References: libyal libevtx "Windows XML Event Log (EVTX) format" (binary XML, value
-types); python-evtx Evtx/Nodes.py (what each value type prints, and which sizes it
-accepts: `RootNode.substitutions` rejects a value whose size differs from the type's
-length by more than 4).
+types); python-evtx Evtx/Nodes.py, Evtx/Evtx.py and Evtx/Views.py (what each token and
+value type reads and prints, and which sizes `RootNode.substitutions` accepts: a value
+whose size differs from its type's length by more than 4 is an error).
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ _SID = 0x13
 _INSTANCE = struct.Struct("<BBII")  # token, unknown, template id, template offset
 _U32 = struct.Struct("<I")
 _U16 = struct.Struct("<H")
+_U64 = struct.Struct("<Q")
 _SID_HEAD = struct.Struct(">BBIH")  # revision, sub-authority count, authority (48-bit BE)
 _SYSTEMTIME = struct.Struct("<8H")
 _GUID_HEAD = struct.Struct("<IHH")
@@ -86,6 +87,33 @@ def _python_evtx(call: Callable[..., Any], *args: Any) -> Any:
         return call(*args)
     except Exception as exc:
         raise _Verdict(exc) from exc
+
+
+class TableLoop(Exception):
+    """A chunk table whose chain comes back on itself: python-evtx would loop forever
+    loading it (it has no guard), so every record that needs it gets this error."""
+
+
+def _template_chain_loop(data: bytes) -> int | None:
+    """Where a chain of the chunk's template table comes back on itself, following it as
+    python-evtx `ChunkHeader._load_templates` does (a template's token and back pointer
+    checked, then its next offset); None if every chain ends."""
+    for i in range(32):
+        offset = _U32.unpack_from(data, 0x180 + 4 * i)[0]
+        chain: set[int] = set()
+        while offset > 0:
+            if offset in chain:
+                return int(offset)
+            chain.add(offset)
+            try:  # the same reads as python-evtx (it raises where these do)
+                token = struct.unpack_from("<B", data, offset - 10)[0]
+                pointer = struct.unpack_from("<I", data, offset - 4)[0]
+                if token != 0x0C or pointer != offset:
+                    break
+                offset = _U32.unpack_from(data, offset)[0]
+            except struct.error:
+                break
+    return None
 
 
 def _decls(count: int) -> struct.Struct:
@@ -129,7 +157,7 @@ def _text(type_: int, raw: bytes, size: int) -> str:
         parts.extend(str(v) for v in struct.unpack_from(f"<{count}I", raw, 8))
         return "-".join(parts)
     if type_ == 0x11:
-        return str(parse_filetime(struct.unpack("<Q", raw)[0]).isoformat(" "))
+        return str(parse_filetime(_U64.unpack(raw)[0]).isoformat(" "))
     if type_ == 0x12:
         p = _SYSTEMTIME.unpack(raw)
         # Naive, and the milliseconds field taken as microseconds: python-evtx's reading,
@@ -143,7 +171,7 @@ def _text(type_: int, raw: bytes, size: int) -> str:
     if type_ == 0x02:
         return _escape(raw.decode("ascii").rstrip("\x00"))
     if type_ == 0x10:
-        return str((_U32 if size == 4 else struct.Struct("<Q")).unpack(raw)[0])
+        return str((_U32 if size == 4 else _U64).unpack(raw)[0])
     raise NotHandled(f"type 0x{type_:02x}")
 
 
@@ -171,6 +199,96 @@ _SUBSTITUTION = struct.Struct("<BHB")  # token, index, value type
 _VALUE = struct.Struct("<BBH")  # token, value type, characters (a UTF-16 string)
 
 
+class _Strings:
+    """python-evtx's chunk string table (`ChunkHeader._strings`: name offset -> name),
+    kept here without its node objects, which cost a fifth of the time.
+
+    python-evtx loads the table from the chunk's hash chains the first time it adds a
+    name (`add_string`) or looks the table up empty (`strings()`), then adds each name
+    defined inside a template it reads. The same is done here on the offsets alone, and
+    the calls python-evtx would have made are noted; before python-evtx itself is used
+    on the chunk (`python_evtx()`), they are made on its table, in the same order, and
+    its table is used from then on. Where python-evtx's own call would fail (a name past
+    the chunk), python-evtx also takes over, so that the failure is its own; where it
+    would never return (a chain that loops), the error is TableLoop."""
+
+    def __init__(self, data: bytes, header: Any) -> None:
+        self._data = data
+        self._header = header
+        self._keys: set[int] | None = None  # None: not loaded yet
+        self._calls: list[int] = []  # add_string(offset) calls not made yet; -1: strings()
+        self._handed_over = False
+        self._loop: TableLoop | None = None  # python-evtx would never finish loading
+
+    def python_evtx(self) -> None:
+        """python-evtx's table from now on, brought to this state by its own calls."""
+        if self._loop is not None:
+            raise _Verdict(self._loop)
+        if not self._handed_over:
+            self._handed_over = True
+            for offset in self._calls:
+                if offset < 0:
+                    self._header.strings()
+                else:
+                    self._header.add_string(offset)
+            self._calls.clear()
+
+    def _load(self) -> bool:
+        """python-evtx `_load_strings` on the offsets; False where python-evtx fails (it
+        then fails itself); TableLoop where it would never return."""
+        data = self._data
+        keys = set() if self._keys is None else self._keys
+        for i in range(64):
+            offset = _U32.unpack_from(data, 0x80 + 4 * i)[0]
+            chain: set[int] = set()
+            while offset > 0:
+                if offset + 8 > len(data):
+                    return False  # a name's length past the chunk
+                if offset in chain:
+                    self._loop = TableLoop(f"the chunk's string table loops at 0x{offset:x}")
+                    raise _Verdict(self._loop)
+                chain.add(offset)
+                keys.add(offset)
+                offset = _U32.unpack_from(data, offset)[0]  # the next name of the chain
+        self._keys = keys
+        return True
+
+    def add(self, offset: int) -> int:
+        """python-evtx `add_string(offset).length()`: the bytes of the name defined at
+        `offset`."""
+        if self._loop is not None:
+            raise _Verdict(self._loop)
+        if not self._handed_over:
+            loaded = self._keys is not None or self._load()
+            if loaded and self._keys is not None and offset + 8 <= len(self._data):
+                self._keys.add(offset)
+                self._calls.append(offset)
+                return 2 * int(_U16.unpack_from(self._data, offset + 6)[0]) + 10
+            self.python_evtx()
+        return int(_python_evtx(lambda: self._header.add_string(offset).length()))
+
+    def table(self) -> None:
+        """python-evtx `strings()`, made before its first name is looked up."""
+        if self._loop is not None:
+            raise _Verdict(self._loop)
+        if not self._handed_over:
+            if self._keys or self._load():  # python-evtx loads an empty table again
+                self._calls.append(-1)
+                return
+            self.python_evtx()
+        _python_evtx(self._header.strings)
+
+    def name(self, offset: object) -> str:
+        """python-evtx `strings()[offset].string()` (after `table()`)."""
+        if self._handed_over:
+            return str(_python_evtx(self._header.strings)[offset].string())
+        if self._keys is None or offset not in self._keys:
+            raise KeyError(offset)  # python-evtx's error for a name it does not have
+        assert isinstance(offset, int)
+        chars = _U16.unpack_from(self._data, offset + 6)[0]
+        return self._data[offset + 8 : offset + 8 + 2 * chars].decode("utf16")
+
+
 class _TemplateReader:
     """A chunk template read token by token as python-evtx's nodes read it (their
     `_children`, `length` and `find_end_of_stream`), and rendered into a skeleton as
@@ -178,12 +296,13 @@ class _TemplateReader:
 
     Every token but a template instance is read (and a text value only when UTF-16);
     anything else raises NotHandled, and python-evtx reads that template. A name defined
-    inside the template is added to python-evtx's chunk string table when its token is
-    read, and names are looked up there, as python-evtx does."""
+    inside the template is added to the chunk's string table when its token is read,
+    and names are looked up there, as python-evtx does."""
 
     def __init__(self, data: bytes, header: Any) -> None:
         self._data = data
         self._header = header
+        self.strings = _Strings(data, header)
 
     def parse(self, template: int) -> tuple[bool, tuple[_Node, ...]]:
         """(whether python-evtx finds the template's end-of-stream token, its tokens)."""
@@ -200,7 +319,7 @@ class _TemplateReader:
         up or use), else None. python-evtx renders the values before that point first,
         and one of them may fail first: so the error is the skeleton's last item."""
         out: list[str | int] = []
-        names = _Names(self._header, out)
+        names = _Names(self.strings, out)
         try:
             for child in children:
                 self._emit(child, names, out)
@@ -228,7 +347,7 @@ class _TemplateReader:
         """Bytes of the name at `name` inside the token at `node` (0 when the name is
         defined elsewhere); python-evtx adds a name defined here to the chunk's table."""
         if name > node:
-            return int(_python_evtx(lambda: self._header.add_string(name).length()))
+            return self.strings.add(name)
         return 0
 
     def _node(self, pos: int) -> _Node:
@@ -318,35 +437,41 @@ class _TemplateReader:
 
 
 class _Names:
-    """Names from python-evtx's chunk string table, fetched when the first is needed.
+    """Names from the chunk string table, which is fetched when the first is needed.
 
     python-evtx fetches the table (loading it when empty) at each name it renders; a
     load that fails is that record's error, and leaves the table partly filled. The one
     fetch here is at the template's first name, as in python-evtx, provided no value
     comes before it (python-evtx would render that value first: not mirrored)."""
 
-    def __init__(self, header: Any, out: list[str | int]) -> None:
-        self._header = header
+    def __init__(self, strings: _Strings, out: list[str | int]) -> None:
+        self._strings = strings
         self._out = out
-        self._table: Any = None
+        self._fetched = False
 
     def get(self, offset: object) -> str:
-        if self._table is None:
+        if not self._fetched:
             if any(type(item) is int for item in self._out):
                 raise NotHandled("a value before the template's first name")
-            self._table = _python_evtx(self._header.strings)
-        return str(self._table[offset].string())
+            self._strings.table()
+            self._fetched = True
+        return self._strings.name(offset)
 
 
 def merge(parts: list[str | int]) -> list[str | int]:
     """Adjacent literal texts of a skeleton joined into one."""
     merged: list[str | int] = []
+    run: list[str] = []
     for item in parts:
-        last = merged[-1] if merged else None
-        if isinstance(item, str) and isinstance(last, str):
-            merged[-1] = last + item
-        else:
-            merged.append(item)
+        if isinstance(item, str):
+            run.append(item)
+            continue
+        if run:
+            merged.append("".join(run))
+            run = []
+        merged.append(item)
+    if run:
+        merged.append("".join(run))
     return merged
 
 
@@ -354,9 +479,9 @@ class ChunkRenderer:
     """Renders the records of one chunk from cached template skeletons (literal text and
     substitution indexes) and values decoded here.
 
-    `header` is python-evtx's ChunkHeader of the same bytes: its string and template
-    tables are filled as python-evtx fills them, so that what python-evtx renders
-    afterwards sees the same tables. `python(offset)` renders the BinXML root at `offset`
+    `header` is python-evtx's ChunkHeader of the same bytes: its template table is
+    filled as python-evtx fills it, and its string table brought to python-evtx's state
+    before python-evtx renders anything, so that python-evtx sees the same tables. `python(offset)` renders the BinXML root at `offset`
     with python-evtx's own renderer (raising what python-evtx raises)."""
 
     def __init__(
@@ -371,6 +496,10 @@ class ChunkRenderer:
         self._skeletons: dict[int, list[str | int]] = {}  # template offset -> skeleton
         self._python = python
         self._reader = _TemplateReader(data, header)
+        loop = _template_chain_loop(data)
+        self._loop = (
+            None if loop is None else TableLoop(f"the chunk's template table loops at 0x{loop:x}")
+        )
         # template offset -> its tokens, or None: not read here (no end-of-stream token
         # where python-evtx looks for one, or a token not mirrored)
         self._trees: dict[int, tuple[_Node, ...] | None] = {}
@@ -393,6 +522,9 @@ class ChunkRenderer:
             raise
         except Exception:  # not mirrored here: python-evtx decides, errors included
             pass
+        if self._loop is not None:
+            raise _Verdict(self._loop)
+        self._reader.strings.python_evtx()
         return str(_python_evtx(self._python, root))
 
     def _render(self, root: int) -> str:
@@ -414,7 +546,7 @@ class ChunkRenderer:
         pos += 10
         if template > pos - 10:
             # Defined here (python-evtx adds it to the chunk's templates): skip it.
-            _python_evtx(self._header.add_template, template)
+            self._templates(self._header.add_template, template)
             pos += 0x18 + _U32.unpack_from(data, template + 0x14)[0]
         tree = self._template(template)
 
@@ -478,6 +610,12 @@ class ChunkRenderer:
             raise _Verdict(error)
         return "".join(parts)
 
+    def _templates(self, call: Callable[..., Any], *args: Any) -> Any:
+        """A python-evtx call on the chunk's template table (which it loads first)."""
+        if self._loop is not None:
+            raise _Verdict(self._loop)
+        return _python_evtx(call, *args)
+
     def _declarations(self, pos: int) -> tuple[tuple[int, ...], int]:
         """The substitution declarations at `pos` (count, then size and type of each):
         (size, type, size, type ...), and where the values start."""
@@ -505,7 +643,7 @@ class ChunkRenderer:
         if offset in self._trees:
             tree = self._trees[offset]
         else:
-            templates = _python_evtx(self._header.templates)
+            templates = self._templates(self._header.templates)
             if offset not in templates:
                 raise NotHandled("template unknown to the chunk")  # a later record may add it
             try:

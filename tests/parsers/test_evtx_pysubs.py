@@ -4,6 +4,7 @@ corpus has few of the rarer types), plus randomly damaged corpus chunks."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import struct
 from collections.abc import Callable
@@ -198,6 +199,55 @@ def test_template_tokens_render_as_python_evtx_renders_them(case: str) -> None:
     if isinstance(out, str):
         assert out.startswith("<E>")
     assert _python_evtx_renders(chunk) == 0, "rendered by python-evtx, not here"
+
+
+def _with_u32(chunk: evtx.ChunkSlice, at: int, value: int) -> evtx.ChunkSlice:
+    data = bytearray(chunk.data)
+    data[at : at + 4] = _u32(value)
+    return evtx.ChunkSlice(chunk.index, chunk.file_offset, bytes(data), chunk.records)
+
+
+NAME_E = RECORD + 24 + 14 + 0x18 + 11  # where `_chunk` defines the name "E"
+
+
+@pytest.mark.parametrize(
+    "chain",
+    [
+        [NAME_E],  # the chunk's string table lists the template's own name
+        [0xFFFC],  # a name whose length lies past the chunk: python-evtx fails loading
+        [0xFFF8],  # its length just inside the chunk (its text past it)
+        [NAME_E, 0x7000],  # a chain on to zeros (a name of length 0)
+    ],
+)
+def test_chunk_string_table_read_as_python_evtx_reads_it(chain: list[int]) -> None:
+    """python-evtx loads the chunk's string table when it first needs a name; the fast
+    path keeps the same table (without python-evtx's objects) and fails where it fails."""
+    for inner in (None, TOKENS["entity reference to a name"], TOKENS["name past the chunk"]):
+        chunk = _chunk([_v(1, _w("v"))], inner=inner)
+        chunk = _with_u32(chunk, 0x80 + 4 * 7, chain[0])
+        for here, after in itertools.pairwise(chain):
+            chunk = _with_u32(chunk, here, after)  # each name's next-name offset
+        _same_as_python_evtx(chunk)
+
+
+TEMPLATE = RECORD + 24 + 14  # where `_chunk` defines its template
+
+
+@pytest.mark.parametrize(
+    ("table", "first", "loop_at"),
+    [(0x80, NAME_E, NAME_E), (0x180, TEMPLATE, TEMPLATE)],
+    ids=["strings", "templates"],
+)
+def test_chunk_table_that_loops_is_an_error_not_a_hang(
+    table: int, first: int, loop_at: int
+) -> None:
+    """A chain of the chunk's string or template table that comes back on itself:
+    python-evtx would loop forever loading it; here each record is an error instead."""
+    chunk = _with_u32(_chunk([_v(1, _w("v"))]), table, first)
+    chunk = _with_u32(chunk, loop_at, loop_at)  # its next offset: itself
+    [(kind, message)] = _outputs(evtx._python_xml, chunk)
+    assert kind == "bad_record"
+    assert "TableLoop" in message
 
 
 def test_broken_value_not_in_the_template_is_not_read() -> None:

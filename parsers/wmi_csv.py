@@ -169,7 +169,7 @@ def _rows(stream: BinaryIO) -> Iterator[RowItem]:
             return pending.popleft()
         return next(lines, None)
 
-    while (item := next_line()) is not None:
+    while (item := (pending.popleft() if pending else next(lines, None))) is not None:
         number, line = item
         if not line.strip():
             continue

@@ -64,6 +64,8 @@ class _Table:
     """What we know about the table being read."""
 
     columns: tuple[str, ...] | None = None
+    keys: list[str] = field(default_factory=list)  # the columns lower-cased
+    unique_keys: bool = True
     spec: TableSpec | None = None
     list_values: dict[str, str | None] = field(default_factory=dict)
     list_mode: bool = False
@@ -108,48 +110,53 @@ class _Reader:
         self.found = False
         self.first_text = ""
 
-    def header(self, table: _Table, columns: list[str], line: int, form: str) -> Iterator[RowItem]:
+    def header(self, table: _Table, columns: list[str], line: int, form: str) -> Header | None:
         spec = spec_from_columns(columns)
         table.columns = tuple(columns)
+        table.keys = [c.lower() for c in columns]
+        table.unique_keys = len(set(table.keys)) == len(table.keys)
         table.spec = spec
         if spec is not None:
             self.found = True
-            yield Header(spec, tuple(columns), form, line)
+            return Header(spec, tuple(columns), form, line)
+        return None
 
-    def row(self, tr: etree._Element, line: int) -> Iterator[RowItem]:
+    def row(self, tr: etree._Element, line: int) -> RowItem | None:
+        """What one <tr> gives (at most one item: it runs for every row, so no generator)."""
         if not self.tables:
-            return
+            return None
         table = self.tables[-1]
         texts, all_th = _cells(tr)
         if not texts:
-            return
+            return None
         if table.columns is None and not table.list_mode:
             if len(texts) == 2 and texts[0].endswith(":") and not all_th:
                 table.list_mode = True
                 table.line = line
             else:
                 form = "ConvertTo-Html -As Table"
-                yield from self.header(table, texts, line, form)
-                return
+                return self.header(table, texts, line, form)
         if table.list_mode:
             table.list_values.setdefault(texts[0].rstrip(":").strip().lower(), texts[-1] or None)
-            return
+            return None
         if table.spec is None or table.columns is None:
-            return
+            return None
         raw = " | ".join(texts)
         if len(texts) != len(table.columns):
-            yield ParseIssue(
+            return ParseIssue(
                 "bad_row",
                 f"line {line}: expected {len(table.columns)} cells, found {len(texts)}",
                 True,
                 line=line,
                 excerpt=excerpt(raw),
             )
-            return
-        values: dict[str, str | None] = {}
-        for name, value in zip(table.columns, texts, strict=True):
-            values.setdefault(name.lower(), value)
-        yield Row(values, line, raw)
+        if table.unique_keys:
+            values: dict[str, str | None] = dict(zip(table.keys, texts, strict=True))
+        else:  # a repeated column name: the first one wins
+            values = {}
+            for key, value in zip(table.keys, texts, strict=True):
+                values.setdefault(key, value)
+        return Row(values, line, raw)
 
     def end_table(self) -> Iterator[RowItem]:
         table = self.tables.pop()
@@ -210,7 +217,9 @@ def _rows(stream: BinaryIO) -> Iterator[RowItem]:
                     reader.tables.append(_Table())
                 continue
             if tag == "tr":
-                yield from reader.row(element, _line(element, line_no))
+                row = reader.row(element, _line(element, line_no))
+                if row is not None:
+                    yield row
                 parent = element.getparent()
                 element.clear()
                 if parent is not None:

@@ -128,6 +128,11 @@ def order_evidence(text: str) -> str | None:
     m = _CULTURE.match(text)
     if m is None or is_dmtf(text):
         return None
+    return _evidence(m)
+
+
+def _evidence(m: re.Match[str]) -> str | None:
+    """`order_evidence` of a `_CULTURE` match."""
     if len(m["a"]) == 4:
         return "ymd"
     a, b = int(m["a"]), int(m["b"])
@@ -211,10 +216,11 @@ class OrderVotes:
         if text is None or not text.strip() or self.full:
             return
         self.samples += 1
-        if not is_culture_date(text):
+        m = _CULTURE.match(text)  # is_culture_date and order_evidence, one match each
+        if m is None or is_dmtf(text):
             return
         self.culture += 1
-        evidence = order_evidence(text)
+        evidence = _evidence(m)
         if evidence is not None:
             self.votes[evidence] += 1
 

@@ -193,8 +193,7 @@ class _Parser:
             line = line[:MAX_LINE_CHARS]
         match = PREFIX_RE.match(line)
         if match is not None:
-            if self.pending is not None:  # flush(), inline: this runs for most lines
-                yield self.pending
+            yield from self.flush()
             record = self.record(number, match)
             if record.ts is None:
                 yield ParseIssue(
@@ -257,52 +256,46 @@ class _Parser:
             self.pending_chars = 0
 
     def record(self, number: int, m: re.Match[str]) -> TraceRecord:
-        # one group() call for all the groups read (cheaper than one lookup each)
-        seq, tat, module, ts_raw, cpu, pid, tid, msg = m.group(
-            "seq", "tat", "module", "ts", "cpu", "pid", "tid", "msg"
-        )
         fields: dict[str, str | None] = {}
-        if seq is not None:
-            fields["SequenceNumber"] = seq
-        if tat is not None:
-            fields["tat_line"] = tat
+        if m["seq"] is not None:
+            fields["SequenceNumber"] = m["seq"]
+        if m["tat"] is not None:
+            fields["tat_line"] = m["tat"]
+        module = m["module"]
         return TraceRecord(
             ts=self.timestamp(m),
-            ts_raw=ts_raw,
-            cpu=int(cpu),
-            pid=int(pid, 16),
-            tid=int(tid, 16),
+            ts_raw=m["ts"],
+            cpu=int(m["cpu"]),
+            pid=int(m["pid"], 16),
+            tid=int(m["tid"], 16),
             provider=module if module.strip() else None,
             event_id=None,
             level=None,
             function=None,
-            message=msg,
+            message=m["msg"],
             fields=fields,
             line=number,
         )
 
     def timestamp(self, m: re.Match[str]) -> dt.datetime | None:
-        a1, a2, ay, iy, im, id_, sy, sm, sd, hour, minute, second, frac = m.group(
-            "a1", "a2", "ay", "iy", "im", "id", "sy", "sm", "sd", "H", "M", "S", "frac"
-        )
-        if ay is not None:
+        if m["ay"] is not None:
             self.slash_dates += 1
-            year = int(ay)
-            if len(ay) == 2:
+            year = int(m["ay"])
+            if len(m["ay"]) == 2:
                 year += 2000 if year < 80 else 1900
-            first, second_field = int(a1), int(a2)
-            month, day = (second_field, first) if self.dmy else (first, second_field)
-        elif iy is not None:
-            year, month, day = int(iy), int(im), int(id_)
+            first, second = int(m["a1"]), int(m["a2"])
+            month, day = (second, first) if self.dmy else (first, second)
+        elif m["iy"] is not None:
+            year, month, day = int(m["iy"]), int(m["im"]), int(m["id"])
         else:
-            year, month, day = int(sy), int(sm), int(sd)
+            year, month, day = int(m["sy"]), int(m["sm"]), int(m["sd"])
         return local_to_utc(
             year,
             month,
             day,
-            int(hour),
-            int(minute),
-            int(second),
-            frac_to_us(frac),
+            int(m["H"]),
+            int(m["M"]),
+            int(m["S"]),
+            frac_to_us(m["frac"]),
             self.zone,
         )

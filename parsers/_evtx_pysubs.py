@@ -16,7 +16,8 @@ own result or its own error. Except: python-evtx loads its chunk string and temp
 tables lazily and keeps what it loaded before failing, so an error from a call that
 fills those tables is the record's error at once (python-evtx's own rendering fails at
 that same call; a retry would find the tables filled and go on); and where python-evtx
-would never return (a table chain that loops), the record's error is TableLoop.
+would never return (a table chain that loops, some string arrays), the record's error is
+LoopsForever.
 
 References: libyal libevtx "Windows XML Event Log (EVTX) format" (binary XML, value
 types); python-evtx Evtx/Nodes.py, Evtx/Evtx.py and Evtx/Views.py (what each token and
@@ -28,11 +29,12 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import re
 import struct
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from Evtx.BinaryParser import OverrunBufferException, parse_filetime
+from Evtx.BinaryParser import OverrunBufferException, ParseException, parse_filetime
 from Evtx.Nodes import get_variant_value
 from Evtx.Views import escape_value, validate_name
 
@@ -89,9 +91,10 @@ def _python_evtx(call: Callable[..., Any], *args: Any) -> Any:
         raise _Verdict(exc) from exc
 
 
-class TableLoop(Exception):
-    """A chunk table whose chain comes back on itself: python-evtx would loop forever
-    loading it (it has no guard), so every record that needs it gets this error."""
+class LoopsForever(Exception):
+    """Where python-evtx would loop forever (it has no guard): a chunk table whose chain
+    comes back on itself (every record that needs the table gets this error), or a
+    string array it would read forever."""
 
 
 def _template_chain_loop(data: bytes) -> int | None:
@@ -172,7 +175,38 @@ def _text(type_: int, raw: bytes, size: int) -> str:
         return _escape(raw.decode("ascii").rstrip("\x00"))
     if type_ == 0x10:
         return str((_U32 if size == 4 else _U64).unpack(raw)[0])
+    if type_ == 0x81:
+        return _escape(_string_array(raw))
     raise NotHandled(f"type 0x{type_:02x}")
+
+
+_CHARACTERS = re.compile(b"(?:[^\x00].)+")  # a run of UTF-16 units whose first byte is not 0
+
+
+def _string_array(raw: bytes) -> str:
+    """What python-evtx's `WstringArrayTypeNode.string()` prints for `raw`: a
+    `<string>` line per string, quirks included. It looks for the first run of units
+    whose first byte is not 0 anywhere in what is left, then drops that run's length
+    plus a 2-byte terminator from the *start*; then drops leading NULs, one empty string
+    per pair (an odd count is its ParseException). When neither step drops anything it
+    never returns: LoopsForever here."""
+    parts: list[str] = []
+    rest = raw
+    while rest:
+        run = _CHARACTERS.search(rest)
+        if run is not None:
+            parts.append("<string>" + run.group().decode("utf16") + "</string>\n")
+            rest = rest[len(run.group()) + 2 :]
+            if not rest:
+                break
+        nuls = len(rest) - len(rest.lstrip(b"\x00"))
+        if nuls % 2:
+            raise _Verdict(ParseException("Error parsing uneven substring of NULLs"))
+        if run is None and nuls == 0:
+            raise _Verdict(LoopsForever("a string array python-evtx would read forever"))
+        parts.append("<string></string>\n" * (nuls // 2))
+        rest = rest[nuls:]
+    return "".join(parts)
 
 
 class _Node(NamedTuple):
@@ -210,7 +244,7 @@ class _Strings:
     on the chunk (`python_evtx()`), they are made on its table, in the same order, and
     its table is used from then on. Where python-evtx's own call would fail (a name past
     the chunk), python-evtx also takes over, so that the failure is its own; where it
-    would never return (a chain that loops), the error is TableLoop."""
+    would never return (a chain that loops), the error is LoopsForever."""
 
     def __init__(self, data: bytes, header: Any) -> None:
         self._data = data
@@ -218,7 +252,7 @@ class _Strings:
         self._keys: set[int] | None = None  # None: not loaded yet
         self._calls: list[int] = []  # add_string(offset) calls not made yet; -1: strings()
         self._handed_over = False
-        self._loop: TableLoop | None = None  # python-evtx would never finish loading
+        self._loop: LoopsForever | None = None  # python-evtx would never finish loading
 
     def python_evtx(self) -> None:
         """python-evtx's table from now on, brought to this state by its own calls."""
@@ -235,7 +269,7 @@ class _Strings:
 
     def _load(self) -> bool:
         """python-evtx `_load_strings` on the offsets; False where python-evtx fails (it
-        then fails itself); TableLoop where it would never return."""
+        then fails itself); LoopsForever where it would never return."""
         data = self._data
         keys = set() if self._keys is None else self._keys
         for i in range(64):
@@ -245,7 +279,7 @@ class _Strings:
                 if offset + 8 > len(data):
                     return False  # a name's length past the chunk
                 if offset in chain:
-                    self._loop = TableLoop(f"the chunk's string table loops at 0x{offset:x}")
+                    self._loop = LoopsForever(f"the chunk's string table loops at 0x{offset:x}")
                     raise _Verdict(self._loop)
                 chain.add(offset)
                 keys.add(offset)
@@ -498,7 +532,9 @@ class ChunkRenderer:
         self._reader = _TemplateReader(data, header)
         loop = _template_chain_loop(data)
         self._loop = (
-            None if loop is None else TableLoop(f"the chunk's template table loops at 0x{loop:x}")
+            None
+            if loop is None
+            else LoopsForever(f"the chunk's template table loops at 0x{loop:x}")
         )
         # template offset -> its tokens, or None: not read here (no end-of-stream token
         # where python-evtx looks for one, or a token not mirrored)
@@ -599,11 +635,7 @@ class ChunkRenderer:
             raw = data[offset : offset + width]
             text = texts.get((type_, raw))
             if text is None:
-                if type_ == 0x81:  # string arrays: python-evtx's own node prints them
-                    node = get_variant_value(data, offset, self._header, None, type_, width)
-                    text = _escape(node.string())
-                else:
-                    text = _text(type_, raw, width)
+                text = _text(type_, raw, width)
                 texts[(type_, raw)] = text
             parts.append(text)
         if error is not None:

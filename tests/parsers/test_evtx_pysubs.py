@@ -123,6 +123,10 @@ VALUES = {
     "null": [_v(0, b"", 0), _v(0, b"abc", 3)],
     "string array": [_v(0x81, _w("one\x00two\x00\x00\x00three\x00"))],
     "string array odd nulls": [_v(0x81, b"a\x00\x00\x00\x00")],
+    "string arrays": [
+        _v(0x81, b""), _v(0x81, b"\x00\x00\x00\x00"), _v(0x81, _w("x\ny") + b"\x00\x00"),
+        _v(0x81, b"\x00\x00" + _w("lead")), _v(0x81, _w("\u20ac") + b"\x00\x00" + _w("z")),
+    ],
     "unknown type": [_v(0x22, b"abcd")],
     "array of integers": [_v(0x88, Q("<2I", 1, 2))],
 }  # fmt: skip
@@ -247,7 +251,16 @@ def test_chunk_table_that_loops_is_an_error_not_a_hang(
     chunk = _with_u32(chunk, loop_at, loop_at)  # its next offset: itself
     [(kind, message)] = _outputs(evtx._python_xml, chunk)
     assert kind == "bad_record"
-    assert "TableLoop" in message
+    assert "LoopsForever" in message
+
+
+@pytest.mark.parametrize("raw", [b"a", b"\x00\x00a", _w("ab") + b"\x00\x00c"])
+def test_string_array_python_evtx_reads_forever_is_an_error(raw: bytes) -> None:
+    """python-evtx's string array reading never returns on these bytes (nothing left
+    that it can drop): an error for the record instead of a hang."""
+    [(kind, message)] = _outputs(evtx._python_xml, _chunk([_v(0x81, raw)]))
+    assert kind == "bad_record"
+    assert "LoopsForever" in message
 
 
 def test_broken_value_not_in_the_template_is_not_read() -> None:

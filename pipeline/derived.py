@@ -9,10 +9,12 @@ an edited query or a new pattern table changes the fingerprint, and the file is 
 next time a diagnosis needs it (`ensure`), or right after an ingest (`refresh`).
 
 A session (`pipeline.session.connect`) reads the file when it is current and otherwise
-defines `cal_events` as a plain view over `cal_events_live` (nothing is computed when the
-session opens: `caltrail sql "select 1"` costs no more than opening the views). Files are
-written atomically (temp name, then os.replace); on a lake that cannot be written (read-only
-media, permissions) `ensure` computes the table into the session only (a temp table).
+builds it (`provide`) right after the view is defined, before the layers above are: left a
+live view, every view above re-binds the whole tree below when it is created, and every query
+recomputes it (seconds of CPU even on a small lake). So the first session after an ingest pays
+the computation once, and later ones read it. Files are written atomically (temp name, then
+os.replace); on a lake that cannot be written (read-only media, permissions) the table is
+computed into the session only (a temp table).
 """
 
 from __future__ import annotations
@@ -119,23 +121,24 @@ def build(con: duckdb.DuckDBPyConnection, lake: Path, table: str = "cal_events")
     return target
 
 
-def ensure(con: duckdb.DuckDBPyConnection, lake: Path) -> dict[str, str]:
-    """Make every derived table of this session a computed one: the persisted file when it
-    is current, else built and persisted now, else (lake not writable) a temp table.
-    Returns how each was provided: 'persisted', 'built' or 'temp'."""
+def provide(con: duckdb.DuckDBPyConnection, lake: Path, table: str) -> str:
+    """Make `table` a computed one in this session: the persisted file when it is current,
+    else built and persisted now, else (lake not writable) a temp table. Returns how:
+    'persisted', 'built' or 'temp'."""
     lake = lake.resolve()
-    how: dict[str, str] = {}
-    for table, live in TABLES.items():
-        existing = current_file(lake, table)
-        if existing is not None:
-            attach(con, table, existing)
-            how[table] = "persisted"
-        elif build(con, lake, table) is not None:
-            how[table] = "built"
-        else:
-            con.execute(f"create or replace temp table {table} as select * from {live}")
-            how[table] = "temp"
-    return how
+    existing = current_file(lake, table)
+    if existing is not None:
+        attach(con, table, existing)
+        return "persisted"
+    if build(con, lake, table) is not None:
+        return "built"
+    con.execute(f"create or replace temp table {table} as select * from {TABLES[table]}")
+    return "temp"
+
+
+def ensure(con: duckdb.DuckDBPyConnection, lake: Path) -> dict[str, str]:
+    """`provide` every derived table (a session opened with `connect(derive=False)`)."""
+    return {table: provide(con, lake, table) for table in TABLES}
 
 
 def refresh(lake: Path) -> None:
@@ -157,4 +160,13 @@ def refresh(lake: Path) -> None:
         pass
 
 
-__all__ = ["DERIVED_DIR", "attach", "build", "current_file", "ensure", "fingerprint", "refresh"]
+__all__ = [
+    "DERIVED_DIR",
+    "attach",
+    "build",
+    "current_file",
+    "ensure",
+    "fingerprint",
+    "provide",
+    "refresh",
+]

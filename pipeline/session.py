@@ -57,8 +57,17 @@ def install_user_table(lake: Path, name: str, source: Path) -> None:
     os.replace(tmp, target)
 
 
-def connect(lake: Path, extra_ref: dict[str, Path] | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with every view over `lake` defined."""
+def connect(
+    lake: Path, extra_ref: dict[str, Path] | None = None, derive: bool = True
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with every view over `lake` defined.
+
+    The derived tables (pipeline.derived) are read from the lake when current; when not,
+    `derive` builds them as soon as the file defining them is loaded (persisted in the lake,
+    or a temp table when it cannot be written), once per state of the lake. Left as live
+    views (`derive=False`, for a session that only reads the source tables), every view
+    above them re-binds the whole tree below when it is created, and every query recomputes
+    it: seconds of CPU even on a small lake."""
     lake = lake.resolve()
     if not (lake / "ingest_files").is_dir():
         raise SessionError(
@@ -72,25 +81,30 @@ def connect(lake: Path, extra_ref: dict[str, Path] | None = None) -> duckdb.Duck
     con.execute("set enable_object_cache = true")
     con.execute("set variable lake = $lake", {"lake": str(lake)})
     con.execute("set variable ref_dir = $ref", {"ref": str(lake / REF_DIR)})
-    # the derived tables: the copy kept in the lake when it is current (pointed at as soon
-    # as the file defining the view is loaded, so the views above bind to the file, not to
-    # the whole tree below); otherwise a view over its live query, computed by a diagnosis
-    # (pipeline.derived.ensure), never when the session opens
+    # the derived tables: provided as soon as the file defining the view is loaded, so the
+    # views above bind to a file or table, not to the whole tree below
     from pipeline import derived
 
-    pending = {t: f for t in derived.TABLES if (f := derived.current_file(lake, t)) is not None}
+    pending = set(derived.TABLES)
     for path in queries.sql_files():
         try:
             con.execute(path.read_text(encoding="utf-8"))
         except duckdb.Error as exc:
             raise SessionError(f"{path.name}: {exc}") from exc
-        for table, current in list(pending.items()):
+        for table in sorted(pending):
             defined = con.execute(
                 "select count(*) from duckdb_views() where view_name = $t", {"t": table}
-            ).fetchone()
-            if defined is not None and defined[0] > 0:
-                derived.attach(con, table, current)
-                del pending[table]
+            ).fetchall()
+            if defined[0][0] > 0:
+                pending.discard(table)
+                current = derived.current_file(lake, table)
+                if current is not None:
+                    derived.attach(con, table, current)
+                elif derive:
+                    try:
+                        derived.provide(con, lake, table)
+                    except duckdb.Error as exc:
+                        raise SessionError(f"building {table}: {exc}") from exc
     return con
 
 

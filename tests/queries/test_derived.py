@@ -47,13 +47,14 @@ def test_built_once_reused_and_rebuilt_after_ingest(
 ) -> None:
     lake = tmp_path / "lake"
     ingest([bundles[0]], IngestOptions(lake=lake))
-    # a plain session computes nothing: cal_events is the live view until a diagnosis
-    con = connect(lake)
+    # a session without derived tables leaves cal_events the live view
+    con = connect(lake, derive=False)
     assert "cal_events_live" in definition(con)
     assert derived.current_file(lake) is None
     live = con.execute("select count(*) from cal_events").fetchone()
     con.close()
 
+    # the first session that needs them builds them once, in the lake
     con = open_case(lake)
     first = derived.current_file(lake)
     assert first is not None
@@ -70,17 +71,22 @@ def test_built_once_reused_and_rebuilt_after_ingest(
     # an ingest changes the manifest: the file no longer matches, the next diagnosis rebuilds
     ingest([bundles[1]], IngestOptions(lake=lake))
     assert derived.current_file(lake) is None
-    con = connect(lake)
+    con = connect(lake, derive=False)
     assert "cal_events_live" in definition(con)
     fresh = con.execute("select count(*) from cal_events").fetchone()
     con.close()
     assert fresh is not None
     assert live is not None
     assert fresh[0] > live[0]
-    derived.refresh(lake)
+    assert derived.current_file(lake) is None  # derive=False never writes
+    con = connect(lake)  # a plain session builds the new state's file
     second = derived.current_file(lake)
     assert second is not None
     assert second != first
+    assert "read_parquet" in definition(con)
+    con.close()
+    derived.refresh(lake)
+    assert derived.current_file(lake) == second  # already current: nothing rebuilt
     con = connect(lake)
     assert con.execute("select count(*) from cal_events").fetchone() == fresh
     con.close()

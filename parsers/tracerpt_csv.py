@@ -49,9 +49,9 @@ Assumptions [U]:
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from typing import BinaryIO
 
 from parsers.base import Budget, FileNote, Item, ParseIssue, ParseOptions, TraceRecord
@@ -110,8 +110,6 @@ _HEADER_POSITIONAL = (
     "CPUSpeed",
 )
 _CLOCK_TYPES = {1: "QPC", 2: "system time", 3: "CPU cycle counter"}
-# json.dumps(tail, ensure_ascii=False), without making an encoder per row
-_JSON = json.JSONEncoder(ensure_ascii=False)
 _USER_DATA_KEYS = tuple(f"UserData.{i}" for i in range(64))
 
 BUDGET_EVERY = 4096
@@ -340,7 +338,8 @@ class _Parser:
         event_id, pid, tid, cpu = ints
         tail = values[len(self.fixed) :]
         if tail:
-            fields["UserData"] = _JSON.encode(tail)
+            # = json.dumps(tail, ensure_ascii=False), which builds an encoder per call
+            fields["UserData"] = "[" + ", ".join(map(encode_basestring, tail)) + "]"
             if len(tail) <= len(_USER_DATA_KEYS):  # keys made once, not per row
                 fields.update(zip(_USER_DATA_KEYS, tail, strict=False))
             else:

@@ -163,7 +163,8 @@ def is_junk(line: str) -> bool:
     of U+FFFD (bytes that did not decode). A few U+FFFD alone are tolerated: tracefmt writes
     the ANSI code page, so a non-ASCII name may not decode as UTF-8.
     """
-    if _JUNK_RE.search(line):
+    # (a printable line has no control character: isprintable is the cheaper test)
+    if not line.isprintable() and _JUNK_RE.search(line):
         return True
     bad = line.count("\ufffd")
     return bad > 3 and bad * 10 > len(line)

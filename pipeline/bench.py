@@ -521,16 +521,19 @@ def diagnose_fleet(bench: Bench, devices: int, days: int) -> tuple[float, float]
 
 
 def lake_rows(lake: Path) -> dict[str, int]:
-    """Rows per record table of a lake, from its Parquet footers."""
-    import pyarrow.parquet as pq
-
+    """Rows per record table of a lake, as its views show them (committed rows only)."""
     from pipeline.schemas import RECORD_SCHEMAS
+    from pipeline.session import connect
 
-    return {
-        table: sum(pq.ParquetFile(p).metadata.num_rows for p in (lake / table).glob("*.parquet"))
-        for table in RECORD_SCHEMAS
-        if (lake / table).is_dir()
-    }
+    con = connect(lake, derive=False)
+    try:
+        counts = {}
+        for table in RECORD_SCHEMAS:
+            row = con.execute(f"select count(*) from {table}").fetchone()
+            counts[table] = int(row[0]) if row else 0
+        return counts
+    finally:
+        con.close()
 
 
 def machine() -> str:

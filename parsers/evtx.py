@@ -605,18 +605,43 @@ def _int(value: str | None) -> int | None:
 
 
 def _local(tag: object) -> str:
-    text = str(tag)
-    return text[text.rfind("}") + 1 :]
+    local = _LOCAL_CACHE.get(tag)  # type: ignore[call-overload]
+    if local is None:
+        text = str(tag)
+        local = text[text.rfind("}") + 1 :]
+        if len(_LOCAL_CACHE) >= 4096:
+            _LOCAL_CACHE.clear()
+        _LOCAL_CACHE[tag] = local
+    return local
+
+
+_LOCAL_CACHE: dict[object, str] = {}
+
+
+def _xnorm(value: str | None, restore: bool) -> str | None:
+    """`_norm`, memoised for XML that needed no repair (most values repeat)."""
+    if restore or value is None:
+        return _norm(value, restore)
+    out = _XML_NORM_CACHE.get(value, _MISSING)
+    if out is _MISSING:
+        out = _norm(value, False)
+        if len(_XML_NORM_CACHE) >= _CACHE_MAX:
+            _XML_NORM_CACHE.clear()
+        _XML_NORM_CACHE[value] = out
+    return out  # type: ignore[no-any-return]
+
+
+_XML_NORM_CACHE: dict[str, str | None] = {}
 
 
 def _flatten(
     element: etree._Element, prefix: str, out: dict[str, str | None], restore: bool
 ) -> None:
     for name, value in element.attrib.items():
-        out[f"{prefix}@{_local(name)}"] = _norm(str(value), restore)
+        out[f"{prefix}@{_local(name)}"] = _xnorm(str(value), restore)
     children = [c for c in element if isinstance(c.tag, str)]
     if not children:
-        out[prefix] = _norm(element.text, restore)
+        out[prefix] = _xnorm(element.text, restore)
         return
     seen: dict[str, int] = {}
     for child in children:
@@ -643,12 +668,12 @@ def _event_data(section: etree._Element, out: dict[str, str | None], restore: bo
                 # A string-array substitution: pyevtx-rs writes one <Data> per item (as
                 # Windows does); python-evtx writes "<string>a</string><string>b</string>".
                 items = _ARRAY_ITEM.findall(text)
-                out[name] = _norm(_unescape(items[0]) if items else None, restore)
+                out[name] = _xnorm(_unescape(items[0]) if items else None, restore)
                 for item in items[1:]:
                     unnamed += 1
-                    out[f"param{unnamed}"] = _norm(_unescape(item), restore)
+                    out[f"param{unnamed}"] = _xnorm(_unescape(item), restore)
             else:
-                out[name] = _norm(child.text, restore)
+                out[name] = _xnorm(child.text, restore)
         elif tag == "Binary":
             out["Binary"] = _binary_hex(child.text)
         else:
@@ -732,11 +757,11 @@ def record_from_xml(
 
     def text(name: str) -> str | None:
         el = sys.get(name)
-        return _norm(el.text, repaired) if el is not None else None
+        return _xnorm(el.text, repaired) if el is not None else None
 
     def attr(name: str, key: str) -> str | None:
         el = sys.get(name)
-        return _norm(el.get(key), repaired) if el is not None else None
+        return _xnorm(el.get(key), repaired) if el is not None else None
 
     event_id = _int(text("EventID"))
     qualifiers = _int(attr("EventID", "Qualifiers"))

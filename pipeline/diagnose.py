@@ -27,6 +27,10 @@ from pipeline.session import connect
 # table shadows the view of the same name for every view defined on it (cal_events comes
 # from the lake's derived copy, built when missing: pipeline/derived.py).
 MATERIALISED = (
+    # a few rows each, read by several layers: each would scan the EVTX records again
+    "licensing_problems",
+    "db_rebuilds",
+    "as_of",
     "licenses",
     "activity",
     "hwid_evidence",

@@ -69,3 +69,12 @@ final as (
     from joined
 )
 select * from final;
+
+-- The few events the diagnosis reads besides CAL facts: server problems, refused revocations,
+-- database rebuilds (every event with a catalog problem). One scan of licensing_events gives
+-- them all; db_rebuilds, server_findings and revoke_plan read this view (a diagnosis computes
+-- it once: pipeline/diagnose.py).
+create or replace view licensing_problems as
+select *
+from licensing_events
+where action in ('server-problem', 'revoke-refused') or problem is not null;

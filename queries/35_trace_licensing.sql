@@ -338,31 +338,135 @@ select * from captured where value is not null
 union all
 select * from constant_ops;
 
+-- The extraction trace_licensing runs, written from the pattern table like
+-- trace_pattern_query but as one row per message: every pattern a column (its groups as a
+-- struct, NULL when it did not match), each field the first non-empty value in (priority,
+-- name, group) order, as trace_pattern_values + per-message aggregation would choose it,
+-- without a row per (message, pattern) hit. Module regexes are tried once each per message.
+create or replace view trace_licensing_query as
+with active as (
+    select row_number() over (order by priority, name) as k, *
+    from trace_patterns
+    where problem is null
+),
+modules as (
+    select module_regex, row_number() over (order by module_regex) as j
+    from (select distinct module_regex from active where module_regex is not null)
+),
+pats as (
+    select
+        a.k,
+        a.name,
+        a.regex,
+        a.capture_list,
+        a.regex_groups,
+        trace_operation(a.operation) as constant_operation,
+        m.j,
+        case when a.module_regex is null then 'true' else 'i.m' || m.j end
+            || ' and regexp_matches(i.match_text, ' || trace_sql_literal(a.regex) || ')' as cond,
+        case when len(a.capture_list) = 0 then 'coalesce(i.x' || a.k || ', false)'
+            else 'i.x' || a.k || ' is not null' end as matched
+    from active as a
+    left join modules as m using (module_regex)
+),
+columns_x as (
+    -- per pattern: its groups (a struct g1..gn, NULL when no match), or whether it matched
+    select
+        k,
+        case
+            when len(capture_list) = 0 then '(' || cond || ')'
+            when regex_groups <> len(capture_list) then
+                -- the regex may have fewer groups than captures named: one search per group
+                -- (a group that is not there gives '')
+                'case when ' || cond || ' then struct_pack(' || array_to_string(list_transform(
+                    range(1, len(capture_list) + 1),
+                    lambda g: 'g' || g::varchar || ' := regexp_extract(i.match_text, '
+                        || trace_sql_literal(regex) || ', ' || g::varchar || ')'), ', ') || ') end'
+            else 'case when ' || cond || ' then regexp_extract(i.match_text, '
+                || trace_sql_literal(regex) || ', ['
+                || array_to_string(list_transform(range(1, len(capture_list) + 1),
+                    lambda g: trace_sql_literal('g' || g::varchar)), ', ') || ']) end'
+        end || ' as x' || k as sql
+    from pats
+),
+cells as (
+    -- one per (pattern, group) that names a field
+    select p.k, g.g, p.capture_list[g.g] as field, 'v' || p.k || '_' || g.g as v,
+        'o' || p.k || '_' || g.g as o
+    from pats as p,
+        lateral (select unnest(range(1, len(p.capture_list) + 1)) as g) as g
+    where p.capture_list[g.g] <> ''
+),
+op_items as (
+    -- the operation candidates in order: captured ones, then the pattern's constant one
+    select k, g, o as expr from cells where field = 'operation'
+    union all
+    select k, 99, 'case when ' || matched || ' then ' || trace_sql_literal(constant_operation)
+        || ' end'
+    from pats
+    where constant_operation is not null
+),
+pattern_items as (
+    -- a pattern names the fact when it gave a value (an operation: one that names one)
+    select k, g, case when field = 'operation' then o else v end || ' is not null' as expr
+    from cells
+    union all
+    select k, 99, matched from pats where constant_operation is not null
+),
+pattern_cond as (
+    select p.k, p.name, '(' || string_agg(i.expr, ' or ' order by i.g) || ')' as expr
+    from pattern_items as i
+    join pats as p using (k)
+    group by p.k, p.name
+),
+fields as (
+    select unnest(['client_name', 'hwid', 'user', 'license_id', 'keypack_id', 'result']) as field,
+        unnest(['client_name_raw', 'hwid_raw', 'user_name', 'license_id', 'keypack_id', 'result'])
+            as alias
+),
+field_sql as (
+    select
+        f.alias,
+        coalesce('coalesce(' || string_agg(c.v, ', ' order by c.k, c.g) || ')', 'null::varchar')
+            || ' as ' || f.alias as sql
+    from fields as f
+    left join cells as c using (field)
+    group by f.alias
+)
+select
+    'with i as (select t.ts, t.message, t.line, t.source_path, t.file_sha256, '
+    || 'trace_match_text(t.message, t.fields, t.parser) as match_text'
+    || coalesce((select string_agg(', t.provider is not null and regexp_matches(t.provider, '
+        || trace_sql_literal(module_regex) || ', ''i'') as m' || j, '' order by j) from modules), '')
+    || ' from trace_events as t where '
+    || case when (select bool_or(module_regex is null) from active) then 'true'
+        else 't.provider in (select provider from trace_licensing_modules)' end || '), '
+    || 'x as (select i.ts, i.message, i.line, i.source_path, i.file_sha256'
+    || coalesce((select string_agg(', ' || sql, '' order by k) from columns_x), '')
+    || ' from i), '
+    || 'v as (select i.*'
+    || coalesce((select string_agg(', trace_value(i.x' || k || '.g' || g || ') as ' || v, ''
+        order by k, g) from cells), '')
+    || ' from x as i), '
+    || 'o as (select i.*'
+    || coalesce((select string_agg(', trace_operation(i.' || v || ') as ' || o, ''
+        order by k, g) from cells where field = 'operation'), '')
+    || ' from v as i) '
+    || 'select i.ts, i.message, i.line, i.source_path, i.file_sha256, '
+    || (select string_agg(sql, ', ' order by alias) from field_sql) || ', '
+    || coalesce('coalesce(' || (select string_agg('case when ' || expr || ' then '
+        || trace_sql_literal(name) || ' end', ', ' order by k) from pattern_cond) || ')',
+        'null::varchar') || ' as pattern, '
+    || coalesce('coalesce(' || (select string_agg(expr, ', ' order by k, g) from op_items) || ')',
+        'null::varchar') || ' as operation '
+    || 'from o as i' as sql;
+
+-- Read when the session opens (caltrail connect / shell), like trace_pattern_sql.
+set variable trace_licensing_sql = (select sql from trace_licensing_query);
+
 create or replace view trace_licensing as
 with per_message as (
-    select
-        msg_id,
-        any_value(ts) as ts,
-        any_value(message) as message,
-        any_value(line) as line,
-        any_value(source_path) as source_path,
-        any_value(file_sha256) as file_sha256,
-        first(name order by priority, name, group_no)
-            filter (where field <> 'operation' or operation_value is not null) as pattern,
-        first(value order by priority, name, group_no) filter (where field = 'client_name') as client_name_raw,
-        first(value order by priority, name, group_no) filter (where field = 'hwid') as hwid_raw,
-        first(value order by priority, name, group_no) filter (where field = 'user') as user_name,
-        first(value order by priority, name, group_no) filter (where field = 'license_id') as license_id,
-        first(value order by priority, name, group_no) filter (where field = 'keypack_id') as keypack_id,
-        first(operation_value order by priority, name, group_no)
-            filter (where operation_value is not null) as operation,
-        first(value order by priority, name, group_no) filter (where field = 'result') as result
-    from (
-        -- the operation a value names, worked out for operation values only
-        select *, case when field = 'operation' then trace_operation(value) end as operation_value
-        from trace_pattern_values
-    )
-    group by msg_id
+    select * from query(getvariable('trace_licensing_sql'))
 ),
 facts as (
     select *

@@ -32,7 +32,7 @@ create or replace view db_rebuilds as
 select
     time_created as rebuilt_at,
     row_number() over (order by time_created) as generation
-from (select distinct time_created from licensing_events where problem = 'database-rebuilt')
+from (select distinct time_created from licensing_problems where problem = 'database-rebuilt')
 union all
 -- generation 0: before any rebuild in the logs (lets an as-of join always find a row)
 select timestamptz '0001-01-01 00:00:00+00', 0;
@@ -447,12 +447,13 @@ from final;
 -- that copy is current, and a diagnosis computes it once (persisted, or a temp table).
 create or replace view cal_events as select * from cal_events_live;
 
--- The time the data ends: the last record of any source (the "now" of plans).
+-- The time the data ends: the last record of any source (the "now" of plans). EVTX records
+-- are read before their deduplication (events_all): the copies of a record share its time.
 create or replace view as_of as
 select
     greatest(
         (select max(ts) from trace_events),
-        (select max(time_created) from events),
+        (select max(time_created) from events_all),
         (select max(snapshot_time) from issued_license_rows),
         (select max(snapshot_time) from keypack_rows)
     ) as as_of;

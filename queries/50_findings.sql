@@ -102,14 +102,21 @@ per_hwid as (
         max(last_seen) as last_seen
     from spans
     group by hwid
+),
+fact_counts as (
+    -- sources in name order (they came in the order the rows were read)
+    select hwid, count(*) as facts, list_sort(list_distinct(list(source))) as sources
+    from facts
+    group by hwid
 )
 select
     p.*,
     coalesce(s.name_switches, 0) as name_switches,
-    (select count(*) from facts as f where f.hwid = p.hwid) as facts,
-    (select list_distinct(list(f.source)) from facts as f where f.hwid = p.hwid) as sources
+    coalesce(c.facts, 0) as facts,
+    c.sources
 from per_hwid as p
-left join switches as s using (hwid);
+left join switches as s using (hwid)
+left join fact_counts as c using (hwid);
 
 -- Name-level evidence: the HWIDs of each name, how long each stayed, and overlaps.
 create or replace view name_evidence as
@@ -144,15 +151,26 @@ per_hwid as (
     group by all
 ),
 pairs as (
-    -- the longest overlap of two HWIDs of one name, in days (two machines alive at once)
+    -- the longest overlap of two HWIDs of one name, in days (two machines alive at once):
+    -- the overlap of a HWID with one that started before it is largest with the one that
+    -- lasted longest, so each HWID is paired with the latest end before it in start order
+    -- (linear; pairing every two HWIDs of a name grew with the square of its HWIDs)
     select
-        a.client_name,
-        max(epoch(least(a.last_seen, b.last_seen) - greatest(a.first_seen, b.first_seen)))
-            / 86400.0 as max_overlap_days
-    from per_hwid as a
-    join per_hwid as b on a.client_name = b.client_name and a.hwid < b.hwid
-    where a.first_seen is not null and b.first_seen is not null
-    group by a.client_name
+        client_name,
+        max(epoch(least(last_seen, latest_end_before) - first_seen)) / 86400.0
+            as max_overlap_days
+    from (
+        select
+            client_name,
+            first_seen,
+            last_seen,
+            max(last_seen) over (partition by client_name order by first_seen, hwid
+                rows between unbounded preceding and 1 preceding) as latest_end_before
+        from per_hwid
+        where first_seen is not null
+    )
+    where latest_end_before is not null
+    group by client_name
 ),
 registry as (
     select
@@ -160,6 +178,12 @@ registry as (
         count(distinct hwid) as registry_hwids
     from cal_events
     where source = 'client' and client_name is not null
+    group by client_name
+),
+fact_counts as (
+    -- sources in name order (they came in the order the rows were read)
+    select client_name, count(*) as facts, list_sort(list_distinct(list(source))) as sources
+    from facts
     group by client_name
 ),
 per_name as (
@@ -188,12 +212,12 @@ select
     n.*,
     coalesce(p.max_overlap_days, 0) as max_overlap_days,
     coalesce(r.registry_hwids, 0) as registry_hwids,
-    (select count(*) from facts as f where f.client_name = n.client_name) as facts,
-    (select list_distinct(list(f.source)) from facts as f where f.client_name = n.client_name)
-        as sources
+    coalesce(c.facts, 0) as facts,
+    c.sources
 from per_name as n
 left join pairs as p using (client_name)
-left join registry as r using (client_name);
+left join registry as r using (client_name)
+left join fact_counts as c using (client_name);
 
 -- Excess CALs, per license (the columns live in licenses; this name is kept for readers).
 create or replace view license_excess as
@@ -506,7 +530,7 @@ with problems as (
         message,
         source_path,
         record_id
-    from licensing_events
+    from licensing_problems
     where (action = 'server-problem' or action = 'revoke-refused')
         -- event 44 with ESE error -1316 is benign (Microsoft KB 4078299)
         and not (event_id = 44 and coalesce(message, '') like '%-1316%')

@@ -110,7 +110,7 @@ refused as (
     select
         try_cast(data['param3'] as bigint) as revoked_count,
         time_created
-    from licensing_events
+    from licensing_problems
     where action = 'revoke-refused'
     order by time_created desc
     limit 1

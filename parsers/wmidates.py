@@ -114,10 +114,9 @@ def _dmtf_value(text: str, m: re.Match[str]) -> DateResult:
     offset = -int(off) if sign == "-" else int(off)
     fields = (int(y), int(mo), int(d), int(h), int(mi), int(s), micro)
     try:
-        local = dt.datetime(*fields, tzinfo=_offset_zone(offset))
-    except ValueError as exc:
+        value = dt.datetime(*fields, tzinfo=_offset_zone(offset)).astimezone(UTC)
+    except (ValueError, OverflowError) as exc:  # OverflowError: year 1 or 9999 moved by its zone
         return DateResult(None, problem=f"invalid DMTF date {text!r}: {exc}", fatal=True)
-    value = local.astimezone(UTC)
     if value == NEVER_UTC or fields == _NEVER_FIELDS:
         return DateResult(None, never=True)
     return DateResult(value)
@@ -170,13 +169,13 @@ def parse_culture(text: str, order: str, zone: dt.tzinfo) -> DateResult:
             return DateResult(None, problem=f"hour {hour} with AM/PM in {text!r}", fatal=True)
         hour = hour % 12 + (12 if ampm == "pm" else 0)
     micro = int(f_text[:6].ljust(6, "0")) if f_text else 0
-    tzinfo = _fixed_zone(zone_text) if zone_text else zone
     fields = (year, month, day, hour, int(mi_text or 0), int(s_text or 0), micro)
     try:
-        local = dt.datetime(*fields, tzinfo=tzinfo)
-    except ValueError as exc:
+        # a zone beyond +-24 h ("+99:99") is as invalid as the 31st of February
+        tzinfo = _fixed_zone(zone_text) if zone_text else zone
+        value = dt.datetime(*fields, tzinfo=tzinfo).astimezone(UTC)
+    except (ValueError, OverflowError) as exc:  # OverflowError: year 1 or 9999 moved by its zone
         return DateResult(None, problem=f"invalid date {text!r} read {order}: {exc}", fatal=True)
-    value = local.astimezone(UTC)
     if value == NEVER_UTC or fields == _NEVER_FIELDS:
         return DateResult(None, never=True)
     return DateResult(value)

@@ -174,3 +174,24 @@ def test_date_parsers_never_raise(text: str) -> None:
     v = OrderVotes()
     v.add(text)
     snapshot_from_file_name(text, UTC)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "10/5/2023 12:34:56 PM +99:99",  # a zone beyond 24 hours
+        "12/31/9999 23:59:59 -01:00",  # moved past year 9999
+    ],
+)
+def test_an_impossible_zone_is_a_bad_value_not_an_exception(text: str) -> None:
+    result = parse_culture(text, "mdy", UTC)
+    assert result.value is None
+    assert result.fatal
+    assert text in (result.problem or "")
+
+
+@pytest.mark.parametrize("text", ["00010101000000.000000+060", "99991231235959.000000-060"])
+def test_a_dmtf_date_moved_out_of_range_is_a_bad_value(text: str) -> None:
+    result = parse_dmtf(text)
+    assert result.value is None
+    assert result.fatal

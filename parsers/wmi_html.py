@@ -89,8 +89,14 @@ def _cells(tr: etree._Element) -> tuple[list[str], bool]:
 
 
 def _line(element: etree._Element, default: int) -> int:
+    """The element's line; `default` (the last line of the block just fed, which the row
+    ends on or before) where lxml does not know it. libxml2's HTML parser counts lines only
+    up to 65,535 (it stops there), so past it a row's line is that of its block's end."""
     line = element.sourceline
-    return line if isinstance(line, int) else default
+    return line if isinstance(line, int) and line < _LINES_COUNTED else default
+
+
+_LINES_COUNTED = 65_535
 
 
 def _utf8_blocks(stream: BinaryIO) -> Iterator[tuple[int, str, bytes]]:

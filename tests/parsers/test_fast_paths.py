@@ -116,3 +116,30 @@ def test_html_fed_in_blocks_reads_every_row() -> None:
     items = parse_bytes(wmi_html, data)
     computers = [getattr(i, "issued_to_computer", None) for i in items]
     assert [f"X{n}" for n in range(5000)] == [c for c in computers if c and c.startswith("X")]
+
+
+def test_html_rows_past_line_65535_keep_increasing_line_numbers() -> None:
+    """libxml2's HTML parser stops counting at line 65,535: past it a row's line is the end
+    of the block it was read in (never a repeated 65,535, never before the row)."""
+    sample = (DATA / "msrd_issued.html").read_bytes()
+    row = (
+        "<tr><td>LS01</td><td>{n}</td><td>u</td><td>X{n}</td><td>10/5/2023 12:34:56 PM</td>"
+        "<td>12/13/2023 12:34:56 PM</td><td>2</td><td>3</td>"
+        "<td>00000002-7D4EB2C0-37FFA910-75EB542B-87707AF6</td></tr>"
+    )
+    head, tail = sample.split(b"</table>", 1)
+    first = head.count(b"\n") + 1  # the line of the first added row
+    rows = "\n".join(row.format(n=n) for n in range(70_000))
+    data = head + rows.encode("utf-8") + b"\n</table>" + tail
+    items = parse_bytes(wmi_html, data)
+    lines = {
+        int(getattr(i, "license_id", 0)): i.line
+        for i in items
+        if str(getattr(i, "issued_to_computer", "")).startswith("X")
+    }
+    assert len(lines) == 70_000
+    assert all(lines[n] == first + n for n in range(0, 60_000, 997))  # exact while counted
+    late = [lines[n] for n in range(66_000, 70_000)]
+    assert late == sorted(late)
+    assert all(line >= first + n for line, n in zip(late, range(66_000, 70_000), strict=True))
+    assert late[-1] <= data.count(b"\n") + 1  # within the file

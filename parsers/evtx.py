@@ -30,6 +30,7 @@ import datetime as dt
 import importlib
 import io
 import json
+import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -40,6 +41,11 @@ from lxml import etree
 from parsers import _evtx_structs as S
 from parsers.base import Budget, EventRecord, FileNote, Item, ParseIssue, ParseOptions
 from parsers.errors import InvalidSignatureError, TruncatedError
+
+# python-evtx logs "Unexpected token encountered" (a damaged template table) through the
+# root logger's last-resort handler, i.e. on the user's terminal in the middle of a progress
+# bar. The damage is reported as the records' own issues; the log line adds nothing.
+logging.getLogger("Evtx.Evtx").setLevel(logging.ERROR)
 
 NAME = "evtx"
 VERSION = "1"

@@ -2,16 +2,19 @@
 -- Server 2003 name TermServLicensing), RemoteConnectionManager and LocalSessionManager,
 -- with typed columns from the event catalog. Events whose id is not in the catalog are
 -- kept with action 'other'.
+create or replace macro licensing_provider_family(provider, event_source_name) as
+    case
+        when provider in ('Microsoft-Windows-TerminalServices-Licensing', 'TermServLicensing')
+            or event_source_name = 'TermServLicensing' then 'licensing'
+        when provider = 'Microsoft-Windows-TerminalServices-RemoteConnectionManager' then 'rcm'
+        when provider = 'Microsoft-Windows-TerminalServices-LocalSessionManager' then 'lsm'
+    end;
+
 create or replace view licensing_events as
 with source as (
     select
         *,
-        case
-            when provider in ('Microsoft-Windows-TerminalServices-Licensing', 'TermServLicensing')
-                or event_source_name = 'TermServLicensing' then 'licensing'
-            when provider = 'Microsoft-Windows-TerminalServices-RemoteConnectionManager' then 'rcm'
-            when provider = 'Microsoft-Windows-TerminalServices-LocalSessionManager' then 'lsm'
-        end as provider_family
+        licensing_provider_family(provider, event_source_name) as provider_family
     from events
 ),
 joined as (
@@ -72,8 +75,8 @@ select * from final;
 
 -- The few events the diagnosis reads besides CAL facts: server problems, refused revocations,
 -- database rebuilds (every event with a catalog problem). One scan of licensing_events gives
--- them all; db_rebuilds, server_findings and revoke_plan read this view (a diagnosis computes
--- it once: pipeline/diagnose.py).
+-- them all; server_findings and revoke_plan read this view (a diagnosis computes it once:
+-- pipeline/diagnose.py).
 create or replace view licensing_problems as
 select *
 from licensing_events

@@ -300,6 +300,7 @@ from branches;
 
 -- Read when the session opens (caltrail connect / shell). After editing a pattern file in an
 -- open DuckDB shell:  set variable trace_pattern_sql = (select sql from trace_pattern_query);
+-- and set variable trace_licensing_sql = (select sql from trace_licensing_query);
 set variable trace_pattern_sql = (select sql from trace_pattern_query);
 
 -- Every (message, pattern) match with the pattern's groups 1..n.
@@ -362,6 +363,7 @@ pats as (
         a.regex_groups,
         trace_operation(a.operation) as constant_operation,
         m.j,
+        case when a.module_regex is null then 'true' else 'i.m' || m.j end as module_cond,
         case when a.module_regex is null then 'true' else 'i.m' || m.j end
             || ' and regexp_matches(i.match_text, ' || trace_sql_literal(a.regex) || ')' as cond,
         case when len(a.capture_list) = 0 then 'coalesce(i.x' || a.k || ', false)'
@@ -369,8 +371,10 @@ pats as (
     from active as a
     left join modules as m using (module_regex)
 ),
-columns_x as (
-    -- per pattern: its groups (a struct g1..gn, NULL when no match), or whether it matched
+columns_y as (
+    -- per pattern: its groups (a struct g1..gn, NULL when no match), or whether it matched.
+    -- One search gives every group: the whole regex made group g0, a match is a non-empty
+    -- g0 (only an empty g0 asks the regex again, in columns_x)
     select
         k,
         case
@@ -382,10 +386,21 @@ columns_x as (
                     range(1, len(capture_list) + 1),
                     lambda g: 'g' || g::varchar || ' := regexp_extract(i.match_text, '
                         || trace_sql_literal(regex) || ', ' || g::varchar || ')'), ', ') || ') end'
-            else 'case when ' || cond || ' then regexp_extract(i.match_text, '
-                || trace_sql_literal(regex) || ', ['
-                || array_to_string(list_transform(range(1, len(capture_list) + 1),
+            else 'case when ' || module_cond || ' then regexp_extract(i.match_text, '
+                || trace_sql_literal('(' || regex || ')') || ', ['
+                || array_to_string(list_transform(range(0, len(capture_list) + 1),
                     lambda g: trace_sql_literal('g' || g::varchar)), ', ') || ']) end'
+        end || ' as y' || k as sql
+    from pats
+),
+columns_x as (
+    select
+        k,
+        case
+            when len(capture_list) = 0 or regex_groups <> len(capture_list) then 'i.y' || k
+            else 'case when i.y' || k || '.g0 <> '''' then i.y' || k || ' when i.y' || k
+                || ' is not null and regexp_matches(i.match_text, ' || trace_sql_literal(regex)
+                || ') then i.y' || k || ' end'
         end || ' as x' || k as sql
     from pats
 ),
@@ -441,11 +456,14 @@ select
     || ' from trace_events as t where '
     || case when (select bool_or(module_regex is null) from active) then 'true'
         else 't.provider in (select provider from trace_licensing_modules)' end || '), '
+    || 'y as (select i.ts, i.message, i.line, i.source_path, i.file_sha256, i.match_text'
+    || coalesce((select string_agg(', ' || sql, '' order by k) from columns_y), '')
+    || ' from i), '
     || 'x as (select i.ts, i.message, i.line, i.source_path, i.file_sha256'
     || coalesce((select string_agg(', ' || sql, '' order by k) from columns_x), '')
-    || ' from i), '
+    || ' from y as i), '
     || 'v as (select i.*'
-    || coalesce((select string_agg(', trace_value(i.x' || k || '.g' || g || ') as ' || v, ''
+    || coalesce((select string_agg(', trace_value(nullif(i.x' || k || '.g' || g || ', '''')) as ' || v, ''
         order by k, g) from cells), '')
     || ' from x as i), '
     || 'o as (select i.*'
@@ -461,7 +479,8 @@ select
         'null::varchar') || ' as operation '
     || 'from o as i' as sql;
 
--- Read when the session opens (caltrail connect / shell), like trace_pattern_sql.
+-- Read when the session opens (caltrail connect / shell), like trace_pattern_sql. A message's
+-- fact is the one trace_pattern_values gives (tests/queries/test_trace_licensing.py).
 set variable trace_licensing_sql = (select sql from trace_licensing_query);
 
 create or replace view trace_licensing as

@@ -32,7 +32,17 @@ create or replace view db_rebuilds as
 select
     time_created as rebuilt_at,
     row_number() over (order by time_created) as generation
-from (select distinct time_created from licensing_problems where problem = 'database-rebuilt')
+from (
+    -- the times of licensing_events' database-rebuilt events, read before deduplication
+    -- (events_all: the copies of one record share its time), so without sorting every record
+    select distinct e.time_created
+    from events_all as e
+    join event_catalog as c
+        on c.provider_family = licensing_provider_family(e.provider, e.event_source_name)
+        and c.event_id = e.event_id
+        and (c.qualifiers is null or e.qualifiers is null or c.qualifiers = e.qualifiers)
+    where c.problem = 'database-rebuilt'
+)
 union all
 -- generation 0: before any rebuild in the logs (lets an as-of join always find a row)
 select timestamptz '0001-01-01 00:00:00+00', 0;
@@ -482,10 +492,12 @@ merged as (
         any_value(hwid) filter (where hwid is not null) as hwid,
         min(hwid_raw) as hwid_raw,
         arg_min(user_name, ts) filter (where user_name is not null) as user_name,
+        -- the snapshot's type, else the first type a fact gave (a refused upgrade of a
+        -- temporary CAL is an 'upgraded' fact too; 'any' value depended on the order read)
         coalesce(
             any_value(cal_type) filter (where source = 'wmi'),
-            any_value(cal_type) filter (where source = 'trace' and cal_type is not null),
-            any_value(cal_type) filter (where cal_type is not null)
+            arg_min(cal_type, (ts, cal_type)) filter (where source = 'trace' and cal_type is not null),
+            arg_min(cal_type, (ts, cal_type)) filter (where cal_type is not null)
         ) as cal_type,
         -- WMI dates have whole seconds: the trace or event time of an issuance is preferred
         coalesce(

@@ -86,6 +86,52 @@ def tracefmt(lines: list[str], module: str = "lserver") -> str:
     return "\r\n".join(out) + "\r\n"
 
 
+# The facts as the pattern hits give them (trace_pattern_values, one row per message, pattern
+# and field, aggregated per message): trace_licensing extracts them without the hit rows and
+# must give the same rows.
+FACTS_FROM_VALUES = """
+with per_message as (
+    select
+        msg_id,
+        any_value(ts) as ts,
+        any_value(message) as message,
+        any_value(line) as line,
+        any_value(source_path) as source_path,
+        any_value(file_sha256) as file_sha256,
+        first(name order by priority, name, group_no)
+            filter (where field <> 'operation' or operation_value is not null) as pattern,
+        first(value order by priority, name, group_no) filter (where field = 'client_name') as client_name_raw,
+        first(value order by priority, name, group_no) filter (where field = 'hwid') as hwid_raw,
+        first(value order by priority, name, group_no) filter (where field = 'user') as user_name,
+        first(value order by priority, name, group_no) filter (where field = 'license_id') as license_id,
+        first(value order by priority, name, group_no) filter (where field = 'keypack_id') as keypack_id,
+        first(operation_value order by priority, name, group_no)
+            filter (where operation_value is not null) as operation,
+        first(value order by priority, name, group_no) filter (where field = 'result') as result
+    from (
+        select *, case when field = 'operation' then trace_operation(value) end as operation_value
+        from trace_pattern_values
+    )
+    group by msg_id
+)
+select ts::timestamptz, operation, client_name_raw, hwid_raw, user_name, license_id, keypack_id,
+    result, pattern, message, line::bigint, source_path, file_sha256
+from per_message
+where coalesce(client_name_raw, hwid_raw, user_name, license_id, keypack_id) is not null
+"""
+FACTS_COLUMNS = (
+    "ts, operation, client_name_raw, hwid_raw, user_name, license_id, keypack_id, result, "
+    "pattern, message, line, source_path, file_sha256"
+)
+
+
+def assert_facts_as_pattern_values(con: duckdb.DuckDBPyConnection) -> None:
+    """trace_licensing gives, message by message, the fact the pattern hits give."""
+    ours = f"select {FACTS_COLUMNS} from trace_licensing"
+    for a, b in ((ours, FACTS_FROM_VALUES), (FACTS_FROM_VALUES, ours)):
+        assert scalar(con, f"select count(*) from (({a}) except all ({b}))") == 0
+
+
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, NO_COLOR="1")
     return subprocess.run(
@@ -116,6 +162,7 @@ def simulated(
 
 def test_simulated_trace_gives_exactly_the_truth(simulated: Sim) -> None:
     _, truth, con = simulated
+    assert_facts_as_pattern_values(con)
     facts = truth["trace_facts"]
     assert len(facts) > 1000  # 2,500 trace lines over 180 days, a DST change among them
     got = rows(con, "select * from trace_licensing order by line")
@@ -196,6 +243,7 @@ def test_custom_pattern_makes_a_new_wording_extractable(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
     ingest([trace], IngestOptions(lake=lake))
     con = connect_35(lake)
+    assert_facts_as_pattern_values(con)
     assert rows(con, "select * from trace_licensing") == []
     unmatched = rows(con, "select shape, n, example from trace_unmatched")
     granted = [u for u in unmatched if u["shape"].startswith("Granted")]
@@ -211,6 +259,7 @@ def test_custom_pattern_makes_a_new_wording_extractable(tmp_path: Path) -> None:
 
     ingest([trace], IngestOptions(lake=lake, patterns=DATA / "custom_patterns.csv"))
     con = connect_35(lake)
+    assert_facts_as_pattern_values(con)
     got = rows(
         con,
         "select operation, client_name_raw, client_name, license_id, keypack_id, pattern, line"
@@ -268,6 +317,7 @@ def test_custom_pattern_through_the_cli(tmp_path: Path) -> None:
         DATA / "custom_patterns.csv"
     ).read_bytes()
     con = connect_35(lake)
+    assert_facts_as_pattern_values(con)
     got = con.execute(
         "select client_name, license_id from trace_licensing order by line"
     ).fetchall()
@@ -317,6 +367,7 @@ def test_user_rows_replace_disable_and_report(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
     ingest([trace], IngestOptions(lake=lake, patterns=patterns))
     con = connect_35(lake)
+    assert_facts_as_pattern_values(con)
     problems = dict(
         con.execute("select name, problem from trace_patterns where origin = 'user'").fetchall()
     )
@@ -374,6 +425,7 @@ def test_unreadable_user_file_is_reported(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
     ingest([trace], IngestOptions(lake=lake, patterns=patterns))
     con = connect_35(lake)
+    assert_facts_as_pattern_values(con)
     user = rows(con, "select name, problem from trace_patterns where origin = 'user'")
     assert len(user) == 1
     assert user[0]["problem"].startswith("no row could be read")
@@ -475,6 +527,7 @@ def test_key_value_colon_and_quoted_forms(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
     ingest([trace], IngestOptions(lake=lake))
     con = connect_35(lake)
+    assert_facts_as_pattern_values(con)
     got = {r["message"]: r for r in rows(con, "select * from trace_licensing")}
     for message, expected in FORMS:
         assert message in got, message
@@ -530,6 +583,7 @@ def test_tracerpt_xml_and_csv(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
     ingest([tmp_path / "in"], IngestOptions(lake=lake))
     con = connect_35(lake)
+    assert_facts_as_pattern_values(con)
     got = rows(
         con,
         "select client_name, hwid, license_id, keypack_id, operation, ts"
@@ -557,6 +611,7 @@ def test_every_default_example_is_extracted(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
     ingest([trace], IngestOptions(lake=lake))
     con = connect_35(lake)
+    assert_facts_as_pattern_values(con)
     assert rows(con, "select name, problem from trace_patterns where problem is not null") == []
     captured = set(
         con.execute(
@@ -586,6 +641,7 @@ def test_real_excerpts_give_no_facts(tmp_path: Path) -> None:
     out = run_cli("ingest", str(samples), "--lake", str(lake), "--json")
     assert out.returncode in (0, 4), out.stderr
     con = connect_35(lake)
+    assert_facts_as_pattern_values(con)
     assert scalar(con, "select count(*) from trace_events") > 20
     assert rows(con, "select * from trace_licensing") == []
     assert rows(con, "select * from trace_unmatched") == []  # no licensing module among them
@@ -618,6 +674,7 @@ def test_hwid_from_text_agrees_with_the_parser(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
     ingest([], IngestOptions(lake=lake))
     con = connect_35(lake)
+    assert_facts_as_pattern_values(con)
     rng = random.Random(5)
     cases: list[str] = ["", "zz", "0x1, 0x2", "02000000c0b24e7d10a9ff372b54eb75f67a70", None]  # type: ignore[list-item]
     for _ in range(200):
@@ -651,6 +708,7 @@ def test_operation_words(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
     ingest([], IngestOptions(lake=lake))
     con = connect_35(lake)
+    assert_facts_as_pattern_values(con)
     words = {
         "request": "request",
         "TLSRequestLicense": "request",

@@ -341,17 +341,37 @@ def overhead_stages(bench: Bench, path: Path, repeat: int = 3) -> None:
         )
 
 
+def _all_cpu() -> float:
+    """CPU seconds of this process and of its finished children (the workers)."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def workers_ratio(bench: Bench, name: str, files: list[Path]) -> None:
     lakes = fresh_lakes(bench, "workers")
-    one, _, s1 = timed(lambda: ingest_into(files, next(lakes), workers=1), repeat=2)
-    two, _, s2 = timed(lambda: ingest_into(files, next(lakes), workers=2), repeat=2)
+
+    def run(workers: int) -> tuple[float, float, Any]:
+        best_wall, best_cpu, result = float("inf"), float("inf"), None
+        for _ in range(2):
+            cpu, wall = _all_cpu(), time.perf_counter()
+            result = ingest_into(files, next(lakes), workers=workers)
+            best_wall = min(best_wall, time.perf_counter() - wall)
+            best_cpu = min(best_cpu, _all_cpu() - cpu)
+        return best_wall, best_cpu, result
+
+    one, one_cpu, s1 = run(1)
+    two, two_cpu, s2 = run(2)
     same = s1.rows == s2.rows and s1.files == s2.files
     bench.add(
         f"workers, {name} ({sum(s1.files.values())} read, {s1.records_ok:,} rows)",
-        f"2 workers {two:.1f} s",
-        f"1 worker {one:.1f} s",
+        f"2 workers {two:.1f} s (CPU {two_cpu:.1f} s)",
+        f"1 worker {one:.1f} s (CPU {one_cpu:.1f} s)",
         f"{two / one:.2f}",
-        f"<= 0.6 (rows equal: {'yes' if same else 'NO'}; load average {os.getloadavg()[0]:.1f})",
+        f"<= 0.6 (rows equal: {'yes' if same else 'NO'}; load average "
+        f"{os.getloadavg()[0]:.1f}; CPU includes the workers)",
     )
 
 

@@ -10,16 +10,18 @@ with current_files as (
     where f.status in ('ok', 'quarantined')
 ),
 written as (
+    -- every file of every table has file_sha256 and run_id, so the files are read without
+    -- union_by_name (which opens every file when the view is defined: thousands of files)
     select file_sha256, run_id, count(*) as n from (
-        select file_sha256, run_id from read_parquet(getvariable('lake') || '/events/*.parquet', union_by_name = true)
+        select file_sha256, run_id from read_parquet(getvariable('lake') || '/events/*.parquet')
         union all
-        select file_sha256, run_id from read_parquet(getvariable('lake') || '/trace_events/*.parquet', union_by_name = true)
+        select file_sha256, run_id from read_parquet(getvariable('lake') || '/trace_events/*.parquet')
         union all
-        select file_sha256, run_id from read_parquet(getvariable('lake') || '/issued_licenses/*.parquet', union_by_name = true)
+        select file_sha256, run_id from read_parquet(getvariable('lake') || '/issued_licenses/*.parquet')
         union all
-        select file_sha256, run_id from read_parquet(getvariable('lake') || '/keypacks/*.parquet', union_by_name = true)
+        select file_sha256, run_id from read_parquet(getvariable('lake') || '/keypacks/*.parquet')
         union all
-        select file_sha256, run_id from read_parquet(getvariable('lake') || '/client_hwids/*.parquet', union_by_name = true)
+        select file_sha256, run_id from read_parquet(getvariable('lake') || '/client_hwids/*.parquet')
     )
     group by all
 ),

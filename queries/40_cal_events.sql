@@ -457,15 +457,25 @@ from final;
 -- that copy is current, and a diagnosis computes it once (persisted, or a temp table).
 create or replace view cal_events as select * from cal_events_live;
 
--- The time the data ends: the last record of any source (the "now" of plans). EVTX records
--- are read before their deduplication (events_all): the copies of a record share its time.
+-- The time the data ends: the last record of any source (the "now" of plans), among the
+-- committed rows (those of visible_runs, as every source view shows). Each table's files are
+-- read for its time column alone, without union_by_name (every file has it): most views above
+-- read as_of, and union_by_name opened every file of the four tables each time one of them
+-- was defined. EVTX records are read before their deduplication: copies share their time.
+create or replace macro committed_files(table_name) as
+    getvariable('lake') || '/' || table_name || '/*.parquet';
+
 create or replace view as_of as
 select
     greatest(
-        (select max(ts) from trace_events),
-        (select max(time_created) from events_all),
-        (select max(snapshot_time) from issued_license_rows),
-        (select max(snapshot_time) from keypack_rows)
+        (select max(r.ts) from read_parquet(committed_files('trace_events')) as r
+            semi join visible_runs as v using (file_sha256, run_id)),
+        (select max(r.time_created) from read_parquet(committed_files('events')) as r
+            semi join visible_runs as v using (file_sha256, run_id)),
+        (select max(r.snapshot_time) from read_parquet(committed_files('issued_licenses')) as r
+            semi join visible_runs as v using (file_sha256, run_id)),
+        (select max(r.snapshot_time) from read_parquet(committed_files('keypacks')) as r
+            semi join visible_runs as v using (file_sha256, run_id))
     ) as as_of;
 
 -- licenses: one row per issuance, all its facts merged (trace + WMI + linked EVTX events).

@@ -222,6 +222,18 @@ class _Node(NamedTuple):
     text: str | int = ""
 
 
+def _parent(token: int, offset: int, head: int, children: tuple[_Node, ...], name: int) -> _Node:
+    """An element or attribute token: its head, then its children."""
+    return _Node(
+        token,
+        offset,
+        head + sum(c.length for c in children),
+        children,
+        any(c.token == 0x00 or c.ends for c in children),
+        name,
+    )
+
+
 # token -> length, for tokens without children or name: end of stream, close start
 # element, close empty element, close element, character reference, stream start
 _LEAVES = {0x00: 1, 0x02: 1, 0x03: 1, 0x04: 1, 0x08: 3, 0x0F: 4}
@@ -396,27 +408,11 @@ class _TemplateReader:
         if token == 0x01:
             flags, _, _, name = _ELEMENT.unpack_from(data, pos)
             head = 11 + (4 if flags & 0x40 else 0) + self._name_length(name, pos)
-            children = self._children(pos, head, 0, _ELEMENT_ENDS)
-            return _Node(
-                token,
-                pos,
-                head + sum(c.length for c in children),
-                children,
-                any(c.token == 0x00 or c.ends for c in children),
-                name,
-            )
+            return _parent(token, pos, head, self._children(pos, head, 0, _ELEMENT_ENDS), name)
         if token == 0x06:
             name = _ATTRIBUTE.unpack_from(data, pos)[1]
             head = 5 + self._name_length(name, pos)
-            children = self._children(pos, head, 1, _STREAM_ENDS)
-            return _Node(
-                token,
-                pos,
-                head + sum(c.length for c in children),
-                children,
-                any(c.token == 0x00 or c.ends for c in children),
-                name,
-            )
+            return _parent(token, pos, head, self._children(pos, head, 1, _STREAM_ENDS), name)
         if token == 0x05:
             _, type_, chars = _VALUE.unpack_from(data, pos)
             if type_ == 0x00:

@@ -226,10 +226,12 @@ def _query(
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
     import duckdb
 
+    from pipeline.progress import derived_notice
     from pipeline.session import SessionError, connect
 
     try:
-        con = connect(lake)
+        with derived_notice(lake):
+            con = connect(lake)
     except SessionError as exc:
         return _fail(str(exc), EXIT_LAKE)  # type: ignore[no-any-return]
     try:

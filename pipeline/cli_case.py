@@ -119,10 +119,12 @@ def _open(lake: Path) -> duckdb.DuckDBPyConnection:
     import duckdb
 
     from pipeline.diagnose import open_case
+    from pipeline.progress import derived_notice
     from pipeline.session import SessionError
 
     try:
-        return open_case(lake)
+        with derived_notice(lake):
+            return open_case(lake)
     except (SessionError, duckdb.Error) as exc:
         return _fail(str(exc), EXIT_LAKE)  # type: ignore[no-any-return]
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -51,6 +53,28 @@ def ingest_progress(enabled: bool) -> Iterator[ProgressFn | None]:
                 bar.update(task, advance=1, records=records, description=_short(result.display))
 
         yield update
+
+
+@contextmanager
+def derived_notice(lake: Path) -> Iterator[None]:
+    """A spinner on stderr while a session builds the lake's derived tables (the first
+    session after an ingest: a minute on a 50,000-device lake, where a silent terminal
+    looks hung). Nothing when they are current or stderr is not a terminal."""
+    from pipeline import derived
+
+    building = (
+        sys.stderr.isatty()
+        and (lake / "ingest_files").is_dir()
+        and derived.current_file(lake) is None
+    )
+    if not building:
+        yield
+        return
+    console = Console(stderr=True)
+    with console.status(
+        "Computing cal_events for this state of the lake (once: later sessions read it) ..."
+    ):
+        yield
 
 
 def _short(name: str, width: int = 40) -> str:

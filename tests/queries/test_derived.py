@@ -4,6 +4,7 @@ lake cannot be written."""
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 from pathlib import Path
@@ -133,3 +134,29 @@ def test_unwritable_derived_dir_falls_back_to_a_temp_table(
     assert derived.current_file(lake) is None
     assert kind_of(con, "cal_events") == "table,view"
     assert derived.ensure(con, lake) == {"cal_events": "temp"}
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_is_told_while_the_derived_table_is_built(
+    tmp_path: Path, bundles: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.progress import derived_notice
+
+    lake = tmp_path / "lake"
+    ingest([bundles[0]], IngestOptions(lake=lake))
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    with derived_notice(lake):
+        connect(lake).close()
+    assert "Computing cal_events" in terminal.getvalue()
+    assert derived.current_file(lake) is not None
+
+    quiet = _Terminal()
+    monkeypatch.setattr("sys.stderr", quiet)
+    with derived_notice(lake):  # current now: nothing to say
+        connect(lake).close()
+    assert quiet.getvalue() == ""

@@ -29,19 +29,14 @@ def lakes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-def occupied_limit_ok(con: duckdb.DuckDBPyConnection) -> list[tuple[Any, int, int]]:
-    """For every planned revocation time: (time, occupied, limit) of its product version.
-
-    Occupied = CALs already revoked and not yet expired (seen in licenses, or only counted
-    by the last event 81), plus planned ones revoked by then and not yet expired.
-    """
-    plan = dicts(con, "select * from revoke_plan where action = 'revoke'")
+def revoked_still_counted(con: duckdb.DuckDBPyConnection) -> list[Any]:
+    """Expiry of each CAL already revoked and not yet expired: those seen in licenses, plus
+    the ones only the last event 81 counts (expiring 89 days after it)."""
     known = [
         r[0]
         for r in con.execute(
-            "select expires_at from licenses "
-            "where (revoked_at is not null or revoked_in_snapshot) "
-            "and expires_at > (select as_of from as_of)"
+            "select expires_at from licenses where (revoked_at is not null or "
+            "revoked_in_snapshot) and expires_at > (select as_of from as_of)"
         ).fetchall()
     ]
     refused = con.execute(
@@ -49,8 +44,18 @@ def occupied_limit_ok(con: duckdb.DuckDBPyConnection) -> list[tuple[Any, int, in
         "where action = 'revoke-refused' order by time_created desc limit 1"
     ).fetchone()
     if refused is not None and refused[0] is not None:
-        unseen = max(refused[0] - len(known), 0)
-        known += [refused[1] + dt.timedelta(days=89)] * unseen
+        known += [refused[1] + dt.timedelta(days=89)] * max(refused[0] - len(known), 0)
+    return known
+
+
+def occupied_limit_ok(con: duckdb.DuckDBPyConnection) -> list[tuple[Any, int, int]]:
+    """For every planned revocation time: (time, occupied, limit) of its product version.
+
+    Occupied = CALs already revoked and not yet expired (seen in licenses, or only counted
+    by the last event 81), plus planned ones revoked by then and not yet expired.
+    """
+    plan = dicts(con, "select * from revoke_plan where action = 'revoke'")
+    known = revoked_still_counted(con)
     out = []
     for t in sorted({r["revoke_on"] for r in plan}):
         active = [e for e in known if e > t]
@@ -170,19 +175,7 @@ def test_plan_equals_the_step_by_step_rule(lakes: dict[str, Path], installed: in
     limit = math.floor(installed * 0.2)
     plan = dicts(con, "select * from revoke_plan order by issued_at, license_key")
     t0 = con.execute("select as_of from as_of").fetchone()[0]  # type: ignore[index]
-    known = [
-        r[0]
-        for r in con.execute(
-            "select expires_at from licenses where (revoked_at is not null or "
-            "revoked_in_snapshot) and expires_at > (select as_of from as_of)"
-        ).fetchall()
-    ]
-    refused = con.execute(
-        "select try_cast(data['param3'] as bigint), time_created from licensing_events "
-        "where action = 'revoke-refused' order by time_created desc limit 1"
-    ).fetchone()
-    if refused is not None and refused[0] is not None:
-        known += [refused[1] + dt.timedelta(days=89)] * max(refused[0] - len(known), 0)
+    known = revoked_still_counted(con)
     expected = step_by_step_plan(known, t0, limit, [r["expires_at"] for r in plan])
     assert len(plan) > limit  # the limit binds
     got = [(r["revoke_on"] if r["action"] == "revoke" else None, r["action"]) for r in plan]

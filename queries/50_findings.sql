@@ -492,30 +492,28 @@ all_rows as (
     union all by name
     select * from events_rows
 ),
--- the source rows behind each finding (the first 20, in time order), gathered per HWID and
--- per name by equality joins (one condition with OR paired every finding with every fact)
-evidence_by_hwid as (
-    select
-        a.hwid as subject,
-        list({'source_path': a.source_path, 'line': a.source_line} order by a.ts)[1:20] as rows
-    from act as a
-    semi join all_rows as d on d.subject_kind = 'hwid' and d.subject = a.hwid
-    group by a.hwid
+-- the source rows behind each finding (the first 20, in time order): each fact is listed
+-- under its HWID and under its name, then gathered by an equality join on (kind, subject)
+-- (one condition with OR paired every finding with every fact)
+act_subjects as (
+    select 'hwid' as subject_kind, hwid as subject, ts, source_path, source_line from act
+    union all
+    select 'name', client_name, ts, source_path, source_line from act
 ),
-evidence_by_name as (
+evidence as (
     select
-        a.client_name as subject,
+        a.subject_kind,
+        a.subject,
         list({'source_path': a.source_path, 'line': a.source_line} order by a.ts)[1:20] as rows
-    from act as a
-    semi join all_rows as d on d.subject_kind = 'name' and d.subject = a.client_name
-    group by a.client_name
+    from act_subjects as a
+    semi join all_rows as d on d.subject_kind = a.subject_kind and d.subject = a.subject
+    group by a.subject_kind, a.subject
 )
 select
     d.*,
-    case d.subject_kind when 'hwid' then h.rows when 'name' then n.rows end as evidence_rows
+    e.rows as evidence_rows
 from all_rows as d
-left join evidence_by_hwid as h on d.subject_kind = 'hwid' and h.subject = d.subject
-left join evidence_by_name as n on d.subject_kind = 'name' and n.subject = d.subject;
+left join evidence as e on e.subject_kind = d.subject_kind and e.subject = d.subject;
 
 -- Server problems from the events: one row per (problem, subject).
 create or replace view server_findings as

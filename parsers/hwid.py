@@ -132,15 +132,15 @@ def normalize_hwid(
     0x7d4eb2c0, ...` or `00000002-7D4EB2C0-...`), or 40 hex digits (plain or in other even
     groupings), any case, `0x` prefixes, separators `-`, `:`, `,`, `;`, `.`, `_`, spaces.
     """
+    if isinstance(raw, str):  # (the usual input: tested first)
+        return _from_text(raw, plain_hex_order)
     if isinstance(raw, bytes | bytearray | memoryview):
         data = bytes(raw)
         text = data.hex()
         if len(data) != HWID_LENGTH:
             return HwidResult(None, text, FLAG_UNCONVERTIBLE)
         return _finish(data.hex(), text, None)
-    if not isinstance(raw, str):
-        return _from_ints(list(raw))
-    return _from_text(raw, plain_hex_order)
+    return _from_ints(list(raw))
 
 
 def _from_ints(values: list[object]) -> HwidResult:

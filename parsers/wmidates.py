@@ -191,6 +191,65 @@ def parse_wmi_date(text: str | None, order: str, zone: dt.tzinfo) -> DateResult:
     return parse_culture(text, order, zone)
 
 
+# -- the plain cells of a typical export, read without the general regexes ----------------
+# A WMI export has two or three dates per row, nearly all in one clean shape: Export-Csv's
+# DMTF `20231005123456.000000+060`, or a culture date `10/5/2023 12:34:56 PM` /
+# `05.10.2023 12:34:56`. `plain_date` reads those shapes only (ASCII digits, no padding, no
+# `*`) and returns None for anything else, or for any value it would have to reject, so the
+# caller then asks `parse_wmi_date`, whose result it equals (tests/parsers/test_fast_paths.py).
+
+_PLAIN_DMTF = re.compile(r"[0-9]{14}\.[0-9]{6}[+-][0-9]{3}")
+# Every DMTF offset ("+060", minutes) as the ISO offset fromisoformat reads ("+01:00").
+_ISO_OFFSETS = {
+    f"{sign}{minutes:03d}": f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+    for sign in "+-"
+    for minutes in range(1000)
+}
+_PLAIN_CULTURE = re.compile(
+    r"([0-9]{1,2})([/.-])([0-9]{1,2})\2([0-9]{4}) ([0-9]{1,2}):([0-9]{2}):([0-9]{2})(?: ([AP]M))?"
+)
+_NEVER = DateResult(None, never=True)
+# ZoneInfo("UTC") is one cached object; dates read in it need no conversion (offset 0 always).
+_ZONEINFO_UTC = ZoneInfo("UTC")
+
+
+def plain_date(text: str, order: str, zone: dt.tzinfo) -> DateResult | None:
+    """`parse_wmi_date(text, order, zone)` for a plain DMTF or culture date; None otherwise."""
+    if _PLAIN_DMTF.fullmatch(text) is not None:
+        if text.startswith("20380119031407.000000"):  # the never sentinel, wall clock
+            return _NEVER
+        try:
+            iso = text[:8] + "T" + text[8:21] + _ISO_OFFSETS[text[21:]]
+            value = dt.datetime.fromisoformat(iso).astimezone(UTC)
+        except (ValueError, OverflowError):
+            return None
+        return _NEVER if value == NEVER_UTC else DateResult(value)
+    m = _PLAIN_CULTURE.fullmatch(text)
+    if m is None or order not in ("dmy", "mdy"):
+        return None
+    a, _, b, year_text, hour_text, minute, second, ampm = m.groups()
+    day, month = (a, b) if order == "dmy" else (b, a)
+    year = int(year_text)
+    if year < 100:
+        year += 2000
+    hour = int(hour_text)
+    if ampm is not None:
+        if not 1 <= hour <= 12:
+            return None
+        hour = hour % 12 + (12 if ampm == "PM" else 0)
+    fields = (year, int(month), int(day), hour, int(minute), int(second), 0)
+    try:
+        if zone is _ZONEINFO_UTC:
+            value = dt.datetime(*fields, tzinfo=UTC)
+        else:
+            value = dt.datetime(*fields, tzinfo=zone).astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+    if value == NEVER_UTC or fields == _NEVER_FIELDS:
+        return _NEVER
+    return DateResult(value)
+
+
 def _fixed_zone(text: str) -> dt.timezone:
     if text == "Z":
         return UTC
@@ -335,6 +394,7 @@ __all__ = [
     "parse_culture",
     "parse_dmtf",
     "parse_wmi_date",
+    "plain_date",
     "resolve_date_order",
     "resolve_snapshot",
     "resolve_zone",

@@ -28,7 +28,7 @@ import datetime as dt
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from parsers.base import (
     FileNote,
@@ -40,11 +40,12 @@ from parsers.base import (
 )
 from parsers.errors import MissingColumnError
 from parsers.hwid import normalize_hwid
-from parsers.wmicodes import code_from_text, code_name
+from parsers.wmicodes import LICENSE_STATUS, code_from_text, code_name
 from parsers.wmidates import (
     DateResult,
     OrderVotes,
     parse_wmi_date,
+    plain_date,
     resolve_date_order,
     resolve_snapshot,
     resolve_zone,
@@ -57,6 +58,14 @@ EXCERPT_CHARS = 200
 SNAPSHOT_COLUMNS = ("snapshottime", "collectiontime", "collectedat", "exporttime")
 UNLIMITED = frozenset({4294967295, -1})
 _INTEGER = re.compile(r"[+-]?\d{1,20}")
+# LicenseStatus as ConvertTo-Html and CIM exports write it ("Active"): the names whose
+# general reading (`code_from_text`) gives their own code, for the plain-row path.
+_STATUS_NAMES = {
+    name: code
+    for code, name in LICENSE_STATUS.items()
+    if code_from_text("license_status", name) == code
+}
+_NO_DATE = DateResult(None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +101,9 @@ class Header:
     line: int
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One data row: lower-cased column name -> cell text (None for a null value)."""
+class Row(NamedTuple):
+    """One data row: lower-cased column name -> cell text (None for a null value). A
+    NamedTuple (immutable, and cheaper to make than a frozen dataclass: one per row)."""
 
     values: Mapping[str, str | None]
     line: int
@@ -170,6 +179,17 @@ class RowReader:
 
     def convert(self, row: Row) -> list[Item]:
         """Exactly one record or one quarantined issue, then any warnings."""
+        record = self.plain(row)
+        if record is not None:
+            return [record]
+        return self.general(row)
+
+    def plain(self, row: Row) -> IssuedLicenseRecord | None:
+        """The record of a row of plain cells, or None: then `general` reads the row."""
+        return self._issued_plain(row) if self.spec is not KEYPACK else None
+
+    def general(self, row: Row) -> list[Item]:
+        """`convert` without the plain-row path: every cell read by the helpers below."""
         warnings: list[Item] = []
         try:
             record = self._record(row, warnings)
@@ -282,6 +302,67 @@ class RowReader:
             expiration_never=expiry.never,
             issued_to_computer=_cell(values, "sissuedtocomputer"),
             issued_to_user=_cell(values, "sissuedtouser"),
+            hwid=hwid.hwid if hwid else None,
+            hwid_raw=raw_hwid,
+            hwid_flag=hwid.flag if hwid else None,
+            line=row.line,
+        )
+
+    def _issued_plain(self, row: Row) -> IssuedLicenseRecord | None:
+        """`_issued` for a row of plain cells (what nearly every row of an export is), with
+        the cell helpers inlined; None when a cell is not plain (padded, signed, a code name
+        it does not know, a date `plain_date` does not read, ...): the caller then takes
+        the general path, whose record this equals (tests/parsers/test_fast_paths.py)."""
+        get = row.values.get
+        text = get("licenseid")
+        if not (text and text.isdigit() and text.isascii() and len(text) <= 18):
+            return None
+        license_id = int(text)  # (at most 18 digits: within int64)
+        text = get("keypackid")
+        if not text:
+            keypack_id = None
+        elif text.isdigit() and text.isascii() and len(text) <= 18:
+            keypack_id = int(text)
+        else:
+            return None
+        text = get("licensestatus")
+        if not text:
+            status = None
+        elif text.isdigit() and text.isascii() and len(text) <= 9:
+            status = int(text)  # (at most 9 digits: within int32)
+        else:
+            status = _STATUS_NAMES.get(text)
+            if status is None:
+                return None
+        dates = []
+        for key in ("issuedate", "expirationdate"):
+            text = get(key)
+            date = plain_date(text, self.order, self.zone) if text else _NO_DATE
+            if date is None:
+                return None
+            dates.append(date)
+        issue, expiry = dates
+        raw_hwid = get("shardwareid")
+        if raw_hwid and raw_hwid.strip() == raw_hwid:  # (no padding)
+            hwid = normalize_hwid(raw_hwid)
+        elif raw_hwid:
+            return None
+        else:
+            raw_hwid = hwid = None
+        snapshot, source = self._snapshot(row.values)
+        return IssuedLicenseRecord(
+            snapshot_time=snapshot,
+            snapshot_time_source=source,
+            license_server=_server(row.values),
+            license_id=license_id,
+            keypack_id=keypack_id,
+            license_status=status,
+            license_status_name=LICENSE_STATUS.get(status) if status is not None else None,
+            issue_date=issue.value,
+            expiration_date=expiry.value,
+            expiration_never=expiry.never,
+            issued_to_computer=_cell(row.values, "sissuedtocomputer"),
+            issued_to_user=_cell(row.values, "sissuedtouser"),
             hwid=hwid.hwid if hwid else None,
             hwid_raw=raw_hwid,
             hwid_flag=hwid.flag if hwid else None,
@@ -407,7 +488,11 @@ def read_tables(stream: BinaryIO, options: ParseOptions, source: RowSource) -> I
         elif isinstance(item, Row):
             if reader is None:  # pragma: no cover - sources always send a Header first
                 continue
-            yield from reader.convert(item)
+            record = reader.plain(item)
+            if record is not None:
+                yield record
+            else:
+                yield from reader.general(item)
         else:
             yield item
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parsers import tracerpt_csv, wmi_csv, wmi_html, wmidates
+from parsers import tracerpt_csv, wmi_csv, wmi_html, wmidates, wmirows
+from parsers.base import ParseOptions
 from parsers.hwid import HWID_LENGTH, hwid_from_dwords, normalize_hwid
 from parsers.textio import iter_blocks, iter_lines
 from parsers.tracetime import _JUNK_RE, is_junk, parse_int
@@ -143,3 +144,174 @@ def test_html_rows_past_line_65535_keep_increasing_line_numbers() -> None:
     assert late == sorted(late)
     assert all(line >= first + n for line, n in zip(late, range(66_000, 70_000), strict=True))
     assert late[-1] <= data.count(b"\n") + 1  # within the file
+
+
+# -- WMI rows: plain dates, plain issued-license rows, the inlined CSV split ---------------
+
+ZONES = [
+    wmidates.ZoneInfo("UTC"),
+    wmidates.ZoneInfo("Europe/Berlin"),
+    wmidates.ZoneInfo("America/New_York"),
+    dt.UTC,
+    dt.timezone(dt.timedelta(hours=14)),
+]
+TWO = st.sampled_from(["00", "01", "02", "03", "09", "10", "12", "13", "19", "23", "24", "29"])
+DMTF_TEXT = st.builds(
+    lambda y, mo, d, h, mi, s, frac, sign, off, pad: f"{pad}{y}{mo}{d}{h}{mi}{s}.{frac}{sign}{off}",
+    st.sampled_from(["2023", "2038", "0001", "9999", "1999", "2*23", "\u0662023"]),
+    TWO,
+    st.sampled_from(["01", "05", "19", "28", "29", "30", "31", "32", "00"]),
+    TWO,
+    st.sampled_from(["00", "14", "59", "60", "*5"]),
+    st.sampled_from(["00", "07", "59", "60"]),
+    st.sampled_from(["000000", "123456", "00000", "*****1", "1234567"]),
+    st.sampled_from(["+", "-"]),
+    st.sampled_from(["000", "060", "-60", "999", "720", "***", "+60"]),
+    st.sampled_from(["", "", "", " "]),
+)
+NEVER_TEXTS = st.sampled_from(
+    [
+        "20380119031407.000000+000",
+        "20380119031407.000000-300",
+        "20380119041407.000000+060",
+        "20380118221407.000000-300",
+        "1/19/2038 3:14:07 AM",
+        "19.01.2038 03:14:07",
+    ]
+)
+CULTURE_TEXT = st.builds(
+    lambda a, s1, b, s2, y, h, mi, sec, ampm: f"{a}{s1}{b}{s2}{y} {h}:{mi}:{sec}{ampm}",
+    st.sampled_from(["1", "5", "10", "12", "13", "31", "05", "0", "123"]),
+    st.sampled_from(["/", ".", "-"]),
+    st.sampled_from(["1", "5", "12", "13", "31", "05", "0"]),
+    st.sampled_from(["/", ".", "-"]),
+    st.sampled_from(["2023", "2024", "0099", "0000", "9999", "23", "2038"]),
+    st.sampled_from(["0", "1", "9", "12", "13", "23", "24", "02"]),
+    st.sampled_from(["00", "30", "59", "60", "5"]),
+    st.sampled_from(["00", "56", "59", "60"]),
+    st.sampled_from(["", " AM", " PM", " am", " P.M.", "  PM", "PM"]),
+)
+VALID_DMTF = st.builds(
+    lambda t, micro, off: f"{t:%Y%m%d%H%M%S}.{micro:06d}{off:+04d}".replace("+-", "-"),
+    st.datetimes(),  # wall-clock times, years 1 to 9999 (naive: the text gives the zone)
+    st.integers(0, 999_999),
+    st.integers(-999, 999),
+)
+VALID_CULTURE = st.builds(
+    lambda t, form: form(t),
+    st.datetimes(),
+    st.sampled_from(
+        [
+            lambda t: f"{t.month}/{t.day}/{t.year:04d} {t.hour % 12 or 12}:{t:%M:%S %p}",
+            lambda t: f"{t:%d.%m.%Y} {t.hour}:{t:%M:%S}",
+            lambda t: f"{t:%m-%d-%Y %H:%M:%S}",
+        ]
+    ),
+)
+DATE_TEXT = st.one_of(
+    VALID_DMTF,
+    VALID_CULTURE,
+    DMTF_TEXT,
+    CULTURE_TEXT,
+    NEVER_TEXTS,
+    st.text("0123456789/.: APM+-", max_size=26),
+)
+
+
+@given(DATE_TEXT, st.sampled_from(["dmy", "mdy", "ymd"]), st.sampled_from(ZONES))
+@settings(max_examples=3000)
+def test_plain_date_is_parse_wmi_date(text: str, order: str, zone: dt.tzinfo) -> None:
+    fast = wmidates.plain_date(text, order, zone)
+    if fast is not None:
+        # repr: equal instants in different zones compare equal, the reprs do not
+        assert repr(fast) == repr(wmidates.parse_wmi_date(text, order, zone))
+
+
+def test_plain_date_reads_the_usual_shapes() -> None:
+    utc = wmidates.ZoneInfo("UTC")
+    for text in ("20231005123456.000000+060", "10/5/2023 12:34:56 PM", "05.10.2023 12:34:56"):
+        assert wmidates.plain_date(text, "mdy", utc) is not None
+
+
+CELLS = {
+    "licenseid": [
+        *("5", "14106", " 5", "-1", "+3", "", None, "١٢", "0x1", "123456789012345678"),
+        *("1234567890123456789", "99999999999999999999"),
+    ],
+    "keypackid": ["3", "", None, " 3", "x", "1234567890123456789"],
+    "licensestatus": [
+        *("1", "2", "Active", "active", "Unknown", "9", "2147483648", "", None),
+        *(" 2", "Temp", "0004"),
+    ],
+    "shardwareid": [
+        "00000002-7D4EB2C0-37FFA910-75EB542B-87707AF6",
+        "00000002-7d4eb2c0-37ffa910-75eb542b-87707af6",
+        " 00000002-7D4EB2C0-37FFA910-75EB542B-87707AF6",
+        "FF000002-7D4EB2C0-37FFA910-75EB542B-87707AF6",
+        "00000000-88461973-AEB1D747-5DBF0DE4-99C963D9",
+        "020000007d4eb2c037ffa91075eb542b87707af6",
+        "",
+        "  ",
+        None,
+        "junk",
+    ],
+    "sissuedtocomputer": [None, "", " PC-1 ", "PC-1"],
+    "sissuedtouser": [None, "", "u"],
+    "pscomputername": [None, "", "LS01", " LS01 "],
+    "__server": [None, "LS02"],
+    "snapshottime": [None, "", "20251103140000.000000+000", "bad"],
+}
+
+
+@given(
+    st.fixed_dictionaries(
+        {
+            **{key: st.sampled_from(cells) for key, cells in CELLS.items()},
+            "issuedate": st.one_of(DATE_TEXT, st.sampled_from([None, "", " "])),
+            "expirationdate": st.one_of(DATE_TEXT, st.sampled_from([None, "", " "])),
+        }
+    ),
+    st.integers(0, len(CELLS) + 2),
+    st.sampled_from(["dmy", "mdy"]),
+    st.sampled_from(ZONES),
+    st.sampled_from([(None, "unknown"), (dt.datetime(2025, 1, 2, tzinfo=dt.UTC), "option")]),
+)
+@settings(max_examples=3000)
+def test_plain_issued_row_is_the_general_reading(
+    values: dict[str, str | None],
+    odd: int,
+    order: str,
+    zone: dt.tzinfo,
+    snapshot: tuple[dt.datetime | None, str],
+) -> None:
+    # mostly the usual row with one cell (or none) drawn from the odd ones
+    keys = [*CELLS, "issuedate", "expirationdate"]
+    usual = {key: cells[0] for key, cells in CELLS.items()}
+    usual |= {"issuedate": values["issuedate"], "expirationdate": values["expirationdate"]}
+    if odd < len(keys):
+        values = usual | {keys[odd]: values[keys[odd]]}
+    reader = wmirows.RowReader(wmirows.ISSUED, order, zone, snapshot, ParseOptions())
+    row = wmirows.Row(values, 7, "raw")
+    fast = reader.plain(row)
+    if fast is not None:
+        assert repr([fast]) == repr(reader.general(row))
+
+
+def test_plain_issued_row_reads_the_usual_row() -> None:
+    reader = wmirows.RowReader(
+        wmirows.ISSUED, "mdy", wmidates.ZoneInfo("UTC"), (None, "unknown"), ParseOptions()
+    )
+    values = {key: cells[0] for key, cells in CELLS.items()}
+    values |= {"issuedate": "20231005123456.000000+060", "expirationdate": "1/4/2024 8:00:00 AM"}
+    assert reader.plain(wmirows.Row(values, 1, "")) is not None
+
+
+CSV_HEADER = '"LicenseId","sHardwareId","sIssuedToComputer","IssueDate","ExpirationDate"\n'
+
+
+@given(st.lists(st.text(alphabet='",;ab \x00é\n', max_size=30), max_size=8))
+@settings(max_examples=1000)
+def test_csv_inline_split_is_split_fields(lines: list[str]) -> None:
+    data = (CSV_HEADER + "\n".join(lines)).encode("utf-8")
+    fast = list(wmi_csv._rows(io.BytesIO(data)))
+    assert fast == list(wmi_csv._rows(io.BytesIO(data), plain=False))

@@ -51,13 +51,18 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import compress
 from json.encoder import encode_basestring
+from operator import itemgetter
 from typing import BinaryIO
 
 from parsers.base import Budget, FileNote, Item, ParseIssue, ParseOptions, TraceRecord
 from parsers.errors import InvalidSignatureError
 from parsers.textio import decode_head, iter_lines
 from parsers.tracetime import (
+    FILETIME_EPOCH,
+    FILETIME_PLAUSIBLE_MAX,
+    FILETIME_PLAUSIBLE_MIN,
     MAX_LINE_CHARS,
     excerpt,
     filetime_to_utc,
@@ -109,10 +114,12 @@ _HEADER_POSITIONAL = (
     "EventsLost",
     "CPUSpeed",
 )
+_HEADER_KEYS = tuple(f"Header.{name}" for name in _HEADER_POSITIONAL)
 _CLOCK_TYPES = {1: "QPC", 2: "system time", 3: "CPU cycle counter"}
 _USER_DATA_KEYS = tuple(f"UserData.{i}" for i in range(64))
 
 BUDGET_EVERY = 4096
+MAX_KNOWN_INTS = 4096
 SNIFF_BLANK_LINES = 5
 
 
@@ -174,26 +181,27 @@ def split_row(line: str) -> tuple[list[str], bool]:
         stripped = stripped[:-1]
     pieces = stripped.split(", ")
     if '"' not in stripped:  # the usual row: nothing to unquote
-        values = [piece.strip() for piece in pieces]
+        values = list(map(str.strip, pieces))
         if trailing_empty:
             values.append("")
         return values, False
-    if '"' in stripped:
-        merged: list[str] = []
-        index = 0
-        while index < len(pieces):
-            piece = pieces[index]
-            if piece.lstrip().startswith('"'):
-                while piece.count('"') % 2 and index + 1 < len(pieces):
-                    index += 1
-                    piece = f"{piece}, {pieces[index]}"
-                if piece.count('"') % 2:
-                    merged.append(piece.strip())
-                    return _finish(merged, pieces[index + 1 :], trailing_empty), True
-            merged.append(piece)
-            index += 1
-        pieces = merged
-    return _finish(pieces, [], trailing_empty), False
+    # The pieces before the one holding the first quote hold none (a separator ", " cannot
+    # touch a quote): they are only stripped; the merging starts at that piece.
+    index = stripped.count(", ", 0, stripped.index('"'))
+    values = list(map(str.strip, pieces[:index]))
+    merged: list[str] = []
+    while index < len(pieces):
+        piece = pieces[index]
+        if piece.lstrip().startswith('"'):
+            while piece.count('"') % 2 and index + 1 < len(pieces):
+                index += 1
+                piece = f"{piece}, {pieces[index]}"
+            if piece.count('"') % 2:
+                merged.append(piece.strip())
+                return values + _finish(merged, pieces[index + 1 :], trailing_empty), True
+        merged.append(piece)
+        index += 1
+    return values + _finish(merged, [], trailing_empty), False
 
 
 def _finish(pieces: list[str], rest: list[str], trailing_empty: bool) -> list[str]:
@@ -247,8 +255,23 @@ class _Parser:
         self.at_name = self.index.get("Event Name")
         self.at_level = self.index.get("Level")
         self.at_clock = self.index["Clock-Time"]
+        # The plain-row path takes its columns by two getters (one C call each); it needs
+        # every promoted column and at least two kept ones (a getter of one gives no tuple).
+        promoted = [self.at_name, self.at_level, self.at_clock]
+        promoted += [i for _, i, _ in self.int_columns]
+        self.plain_width = len(self.fixed) if None not in promoted and len(self.kept) > 1 else 0
+        self.get_promoted = itemgetter(*(i or 0 for i in promoted))
+        self.get_kept = itemgetter(*(i for _, i in self.kept))
+        self.kept_names = [name for name, _ in self.kept]
+        # parse_int's answers for the four number columns, by text and bits. A trace
+        # repeats these few values on every line (one lserver process, a few threads, a
+        # handful of event ids and processors), so each is read once; bounded by
+        # MAX_KNOWN_INTS all the same.
+        self.known_ints: dict[int, dict[str, int | None]] = {32: {}, 64: {}}
 
-    def run(self, lines: Iterator[tuple[int, str]]) -> Iterator[Item]:
+    def run(self, lines: Iterator[tuple[int, str]], plain: bool = True) -> Iterator[Item]:
+        """Every row's items, then the notes; `plain=False` reads every row by `row` (the
+        tests compare both ways)."""
         budget = Budget(self.options.max_seconds)
         for number, line in lines:
             if number % BUDGET_EVERY == 0 and budget.exceeded():
@@ -261,8 +284,84 @@ class _Parser:
                 break
             if not line.strip():
                 continue
-            yield from self.row(number, line)
+            record = self.plain(number, line) if plain else None
+            if record is not None:
+                yield record
+            else:
+                yield from self.row(number, line)
         yield from self.notes()
+
+    def plain(self, number: int, line: str) -> TraceRecord | None:
+        """`row` for the usual data row, which gives one record and no issue or note: a
+        printable line (so not junk) no longer than MAX_LINE_CHARS, no unterminated quote,
+        every fixed column, neither the CSV header again nor an EventTrace row (whose
+        header values `record` would take). None for any other line, before any state
+        changed: then `row` reads it. What `record` does, with the columns taken by the
+        getters and the usual values (decimal or 0x numbers, FILETIME clock) read inline;
+        the tests hold the two to the same records."""
+        if not self.plain_width or len(line) > MAX_LINE_CHARS:
+            return None
+        if line.lstrip()[:10].lower() == "eventtrace":  # (early: before the split)
+            return None
+        if "\ufffd" in line or not line.isprintable():
+            return None
+        values, unterminated = split_row(line)
+        if unterminated or len(values) < self.plain_width or values[0] == self.columns[0]:
+            return None
+        provider, level, clock_text, *texts = self.get_promoted(values)
+        if provider.lower() == "eventtrace":
+            return None
+        # the kept columns that are not empty, by C calls (compress drops the "" values)
+        kept = self.get_kept(values)
+        fields: dict[str, str | None] = dict(
+            compress(zip(self.kept_names, kept, strict=True), kept)
+        )
+        ints: list[int | None] = []
+        for text, (name, _, bits) in zip(texts, self.int_columns, strict=True):
+            if not text:
+                ints.append(None)
+                continue
+            known = self.known_ints[bits]
+            if text in known:
+                value = known[text]
+            else:
+                if len(known) >= MAX_KNOWN_INTS:
+                    known.clear()
+                value = known[text] = parse_int(text, bits)
+            ints.append(value)
+            if value is None:
+                fields[name] = text
+        event_id, pid, tid, cpu = ints
+        tail = values[len(self.fixed) :]
+        if tail:
+            fields["UserData"] = "[" + ", ".join(map(encode_basestring, tail)) + "]"
+            if len(tail) <= len(_USER_DATA_KEYS):
+                fields.update(zip(_USER_DATA_KEYS, tail, strict=False))
+            else:
+                return None  # (rare: `record` names the keys one by one)
+        if clock_text.isdigit() and clock_text.isascii() and len(clock_text) == 18:
+            clock = int(clock_text)
+            if FILETIME_PLAUSIBLE_MIN <= clock < FILETIME_PLAUSIBLE_MAX:
+                self.modes["filetime"] += 1
+                ts: dt.datetime | None = FILETIME_EPOCH + dt.timedelta(microseconds=clock // 10)
+            else:
+                ts = self.timestamp(clock_text)
+        else:
+            ts = self.timestamp(clock_text or None)
+        return TraceRecord(
+            ts=ts,
+            ts_raw=clock_text or None,
+            cpu=cpu,
+            pid=pid,
+            tid=tid,
+            provider=provider or None,
+            event_id=event_id,
+            level=level or None,
+            function=None,
+            message=", ".join(tail) if tail else None,
+            fields=fields,
+            line=number,
+        )
 
     def row(self, number: int, line: str) -> Iterator[Item]:
         if len(line) > MAX_LINE_CHARS:
@@ -373,9 +472,9 @@ class _Parser:
     ) -> list[Item]:
         self.header_rows += 1
         header = _TraceHeader(anchor=clock)
-        for i, name in enumerate(_HEADER_POSITIONAL):
-            if i < len(tail) and tail[i] != "":
-                fields[f"Header.{name}"] = tail[i]
+        fields.update(
+            {key: value for key, value in zip(_HEADER_KEYS, tail, strict=False) if value != ""}
+        )
         # Only positions 4 (EndTime), 12 (CPUSpeed) and those after the positional ones
         # are read as numbers.
         numbers = [parse_int(v) if i == 4 or i >= 12 else None for i, v in enumerate(tail)]

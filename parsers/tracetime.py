@@ -137,6 +137,13 @@ def parse_int(text: str | None, bits: int = 64) -> int | None:
     if text.isdigit() and text.isascii():  # the usual case: plain decimal digits
         value = int(text)
         return value if value < (_INT64_LIMIT if bits == 64 else 1 << (bits - 1)) else None
+    if text[:2] == "0x" and text.isalnum() and text.isascii():  # tracerpt's PID/TID
+        # (what the general reading below does when there is nothing to strip)
+        try:
+            value = int(text[2:], 16)
+        except ValueError:
+            return None
+        return value if value < (_INT64_LIMIT if bits == 64 else 1 << (bits - 1)) else None
     value_text = text.strip()
     try:
         if value_text[:2] in ("0x", "0X"):

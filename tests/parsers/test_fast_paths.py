@@ -315,3 +315,120 @@ def test_csv_inline_split_is_split_fields(lines: list[str]) -> None:
     data = (CSV_HEADER + "\n".join(lines)).encode("utf-8")
     fast = list(wmi_csv._rows(io.BytesIO(data)))
     assert fast == list(wmi_csv._rows(io.BytesIO(data), plain=False))
+
+
+# -- tracerpt CSV: the plain-row path and the quoted split ----------------------------------
+
+TRACE_SAMPLE = (Path(__file__).parent / "data" / "traces" / "tracerpt_sample.csv").read_text()
+TRACE_LINES = TRACE_SAMPLE.splitlines()
+TRACE_ODD = [
+    ", ",
+    ",",
+    '"',
+    '""',
+    " ",
+    "",
+    "0x",
+    "0xZZ",
+    "-1",
+    "99999999999999999999",
+    "133410849570000000",
+    "1234",
+    "EventTrace",
+    "eventtrace",
+    "Header",
+    "\x07",
+    "\ufffd",
+    "\t",
+    "é",
+]
+
+
+def _trace_line(template: str, edits: list[tuple[int, str]]) -> str:
+    pieces = template.split(", ")
+    for at, text in edits:
+        pieces[at % len(pieces)] = text
+    return ", ".join(pieces)
+
+
+def _read_trace(lines: list[str], plain: bool) -> list[str]:
+    parser = tracerpt_csv._Parser(TRACE_LINES[0].split(", "), ParseOptions())
+    return [repr(item) for item in parser.run(iter(enumerate(lines, start=2)), plain)]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(TRACE_LINES[1:]),
+            st.lists(st.tuples(st.integers(0, 40), st.sampled_from(TRACE_ODD)), max_size=3),
+            st.integers(0, 3),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+@settings(max_examples=1500)
+def test_tracerpt_plain_rows_are_the_general_reading(
+    rows: list[tuple[str, list[tuple[int, str]], int]],
+) -> None:
+    lines = [
+        _trace_line(template, edits) + " " * pad + ("," if pad == 3 else "")
+        for template, edits, pad in rows
+    ]
+    assert _read_trace(lines, plain=True) == _read_trace(lines, plain=False)
+
+
+def test_tracerpt_plain_path_reads_the_usual_rows() -> None:
+    parser = tracerpt_csv._Parser(TRACE_LINES[0].split(", "), ParseOptions())
+    assert parser.plain(3, TRACE_LINES[2]) is not None  # with a quoted value
+    assert parser.plain(4, TRACE_LINES[3]) is not None
+    assert parser.plain(2, TRACE_LINES[1]) is None  # the EventTrace header row
+
+
+def _split_row_before(line: str) -> tuple[list[str], bool]:
+    """split_row as it was before the quoted case skipped the pieces before the first
+    quote (the merging ran over every piece)."""
+    stripped = line.rstrip()
+    trailing_empty = stripped.endswith(",")
+    if trailing_empty:
+        stripped = stripped[:-1]
+    pieces = stripped.split(", ")
+    if '"' not in stripped:
+        return tracerpt_csv.split_row(line)
+    merged: list[str] = []
+    index = 0
+    while index < len(pieces):
+        piece = pieces[index]
+        if piece.lstrip().startswith('"'):
+            while piece.count('"') % 2 and index + 1 < len(pieces):
+                index += 1
+                piece = f"{piece}, {pieces[index]}"
+            if piece.count('"') % 2:
+                merged.append(piece.strip())
+                return tracerpt_csv._finish(merged, pieces[index + 1 :], trailing_empty), True
+        merged.append(piece)
+        index += 1
+    return tracerpt_csv._finish(merged, [], trailing_empty), False
+
+
+@given(
+    st.lists(st.sampled_from(['"', ",", ", ", " ", "a", '""', "\t", 'x, "y', '"q"']), max_size=14)
+)
+@settings(max_examples=3000)
+def test_split_row_skips_only_quote_free_pieces(parts: list[str]) -> None:
+    line = "".join(parts)
+    assert tracerpt_csv.split_row(line) == _split_row_before(line)
+
+
+@given(st.text(alphabet="0123456789abcdefxXABG_+- ", max_size=20), st.sampled_from([32, 64]))
+def test_parse_int_hex_shortcut(text: str, bits: int) -> None:
+    text = "0x" + text
+    value = parse_int(text, bits)
+    if text.isalnum() and text.isascii():
+        try:
+            expected: int | None = int(text[2:], 16)
+        except ValueError:
+            expected = None
+        if expected is not None and not expected < 1 << (bits - 1):
+            expected = None
+        assert value == expected

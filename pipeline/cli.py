@@ -131,6 +131,14 @@ def ingest_cmd(
             help="Extra trace patterns (CSV, columns as queries/trace_patterns.csv); kept in the lake.",
         ),
     ] = None,
+    compact: Annotated[
+        bool,
+        typer.Option(
+            "--compact/--no-compact",
+            help="After the run, merge the small files of tables that have many "
+            "(thousands of small files make every query slow to start).",
+        ),
+    ] = True,
 ) -> None:
     """Read logs into the lake: EVTX (any channel), WMI exports, registry, TSCTST, traces.
 
@@ -156,6 +164,7 @@ def ingest_cmd(
         wait_for_lock=wait,
         patterns=patterns,
         command="ingest",
+        compact=compact,
     )
     summary = _run_ingest(paths, options, as_json)
     raise typer.Exit(exit_code(summary, strict))
@@ -345,6 +354,53 @@ def verify_cmd(
                 f"  {row['path']}: seen {row['records_seen']}, written {row['written']}, quarantined {row['quarantined']}"
             )
     raise typer.Exit(0 if not result["mismatches"] else 1)
+
+
+@app.command("compact")
+def compact_cmd(
+    lake: LakeOpt = DEFAULT_LAKE,
+    min_files: Annotated[
+        int,
+        typer.Option(min=2, help="Merge a table's small files once it has at least this many."),
+    ] = 32,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for an ingest on this lake instead of failing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Merge the lake's small Parquet files (every ingest does this unless --no-compact).
+
+    Each input file adds files to the tables it has rows for; a lake fed thousands of small
+    exports opens slowly until they are merged. Rows are copied unchanged; a crash leaves
+    the lake as before or finished by the next command (see pipeline/compact.py).
+
+    Example:  caltrail compact --lake ./lake
+    """
+    from pipeline.compact import compact
+
+    if not (lake / "ingest_files").is_dir():
+        _fail(f"{lake} is not a caltrail lake (no ingest_files/ in it)", EXIT_LAKE)
+    try:
+        with L.writer_lock(lake, wait=wait):
+            results = compact(lake, min_files=min_files)
+    except L.LakeBusyError as exc:
+        _fail(str(exc), EXIT_LAKE)
+    except (L.LakeError, OSError) as exc:
+        _fail(
+            f"cannot compact the lake {lake}: {exc}; the lake is unchanged or complete", EXIT_LAKE
+        )
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in results]))
+        return
+    if not results:
+        typer.echo(f"Nothing to merge: no table has {min_files} or more small files.")
+    for r in results:
+        typer.echo(f"{r.table}: {r.files_before} files -> {r.files_after} ({r.rows} rows merged)")
+        for reason in r.skipped:
+            typer.echo(f"  left as it is: {reason}")
+    from pipeline.session import write_init_script
+
+    write_init_script(lake)
 
 
 def main() -> None:

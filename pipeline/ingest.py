@@ -65,6 +65,7 @@ class IngestOptions:
     wait_for_lock: bool = False
     patterns: Path | None = None  # user trace patterns, copied into LAKE/_ref
     command: str = "ingest"
+    compact: bool = True  # merge the small files of tables that have many (pipeline/compact.py)
 
 
 @dataclass
@@ -132,6 +133,8 @@ class IngestSummary:
     problems: list[dict[str, str]] = field(default_factory=list)
     elapsed_s: float = 0.0
     interrupted: bool = False
+    compacted: list[dict[str, Any]] = field(default_factory=list)
+    compact_error: str | None = None
 
     def add(self, result: FileResult) -> None:
         self.files[result.status] += 1
@@ -160,6 +163,8 @@ class IngestSummary:
             "elapsed_s": round(self.elapsed_s, 3),
             "interrupted": self.interrupted,
             "problems": self.problems,
+            "compacted": self.compacted,
+            "compact_error": self.compact_error,
         }
 
     def to_json(self) -> str:
@@ -365,6 +370,8 @@ def ingest(
         finally:
             cleanup(workdir)
             L.sweep_orphans(lake)
+        if options.compact and not summary.interrupted:
+            _compact(lake, summary)
         summary.elapsed_s = time.time() - started
         L.write_run(
             lake,
@@ -387,6 +394,19 @@ def ingest(
 
     write_init_script(lake)
     return summary
+
+
+def _compact(lake: Path, summary: IngestSummary) -> None:
+    """Merge small files after the run. What the run committed is complete either way, so
+    a failure here (a full disk) is reported in the summary, not raised."""
+    import pyarrow as pa
+
+    from pipeline.compact import compact
+
+    try:
+        summary.compacted = [c.to_dict() for c in compact(lake)]
+    except (OSError, pa.ArrowException) as exc:
+        summary.compact_error = f"merging small files failed (the lake is complete): {exc}"
 
 
 def _run(

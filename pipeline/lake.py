@@ -8,6 +8,7 @@ Layout::
       ingest_files/<run>-<n>.parquet             the manifest: one row per input file
       runs/<run>.parquet                         one row per ingest run
       .staging/<run>/                            files being written (never read by views)
+      .compact/                                  merges in progress (pipeline/compact.py)
       .lock                                      held by the one writer (fcntl)
       caltrail.sql                               init script for the DuckDB shell
 
@@ -16,7 +17,8 @@ and renamed into its table directory when complete; the manifest rows for a grou
 files are written (again by rename) only after all their data files are in place; and the
 views only show data rows whose (file_sha256, run_id) has a manifest row. A crash at any
 moment leaves rows that no view shows, and the input files without a manifest row are read
-again by the next run. `sweep_orphans` deletes such leftovers.
+again by the next run. `sweep_orphans` deletes such leftovers. Small files are merged
+later by pipeline/compact.py, which keeps every row as it is.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from pipeline.schemas import ALL_SCHEMAS, LINEAGE_NAMES, PARSE_ERRORS, RECORD_SC
 
 BATCH_ROWS = 50_000  # rows buffered per table before a Parquet file is written
 COMPRESSION = "zstd"
+COMPACT_DIR = ".compact"
 DATA_TABLES = (*RECORD_SCHEMAS, "parse_errors")
 
 
@@ -99,11 +102,50 @@ def writer_lock(lake: Path, wait: bool = False) -> Iterator[None]:
         handle.write(f"pid {os.getpid()}")
         handle.flush()
         try:
+            finish_compactions(lake)
             yield
         finally:
             handle.seek(0)
             handle.truncate()
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def pending_compactions(lake: Path) -> list[Path]:
+    """Journals of compactions a crash interrupted (pipeline/compact.py)."""
+    directory = lake / COMPACT_DIR
+    return sorted(directory.glob("*.json")) if directory.is_dir() else []
+
+
+def finish_compactions(lake: Path) -> int:
+    """Complete or undo the compactions a crash interrupted (the caller holds the writer
+    lock). A journal whose output is in its table was published: the inputs still there
+    are deleted. Otherwise the unpublished output is, and the inputs stay. Returns the
+    number of journals handled."""
+    import json
+
+    directory = lake / COMPACT_DIR
+    if not directory.is_dir():
+        return 0
+    handled = 0
+    for journal in pending_compactions(lake):
+        try:
+            entry = json.loads(journal.read_text(encoding="utf-8"))
+            table_path = table_dir(lake, str(entry["table"]))
+            if (table_path / str(entry["output"])).exists():
+                for name in entry["inputs"]:
+                    (table_path / str(name)).unlink(missing_ok=True)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # unreadable journal: its output is left unpublished, inputs untouched
+        (directory / journal.name.replace(".json", ".parquet.tmp")).unlink(missing_ok=True)
+        journal.unlink()
+        handled += 1
+    for leftover in directory.glob("*.tmp"):
+        # an output written before its journal was, or a journal being written: never
+        # published (an output whose journal could not be read above stays with it)
+        journal = leftover.with_name(leftover.name.replace(".parquet.tmp", ".json"))
+        if leftover.name.endswith(".json.tmp") or not journal.exists():
+            leftover.unlink(missing_ok=True)
+    return handled
 
 
 def write_parquet_atomic(table: pa.Table, final: Path, staging: Path) -> None:
@@ -288,8 +330,7 @@ def known_hashes(lake: Path) -> set[str]:
 def sweep_orphans(lake: Path) -> int:
     """Delete what crashed runs left in .staging. Returns the number of files removed.
 
-    Data files renamed into a table without their manifest rows stay (views ignore them);
-    they are removed by `prune_unlisted` when no writer runs.
+    Data files renamed into a table without their manifest rows stay (views ignore them).
     """
     root = lake / ".staging"
     removed = 0

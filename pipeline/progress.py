@@ -104,6 +104,12 @@ def print_summary(summary: IngestSummary) -> None:
         console.print(
             "Interrupted: files finished before the interruption are in the lake; run again to finish."
         )
+    for item in data["compacted"]:
+        console.print(
+            f"Compacted {item['table']}: {item['files_before']} files -> {item['files_after']}"
+        )
+    if data["compact_error"]:
+        console.print(f"  ! {data['compact_error']}", markup=False)
     console.print(f"Elapsed: {data['elapsed_s']:.1f} s")
 
 

@@ -29,8 +29,17 @@ class SessionError(Exception):
 
 def prepare_lake(lake: Path) -> None:
     """Make a lake readable by the views: tables present (with an empty typed file), and the
-    reference data copied into LAKE/_ref so the lake opens anywhere, even without caltrail."""
+    reference data copied into LAKE/_ref so the lake opens anywhere, even without caltrail.
+    A compaction a crash interrupted is finished first (pipeline/compact.py)."""
     L.ensure_lake(lake)
+    if L.pending_compactions(lake):
+        # taking the writer lock finishes it, unless a writer holds the lock (and will
+        # finish it itself) or the lake cannot be written
+        try:
+            with L.writer_lock(lake):
+                pass
+        except (L.LakeError, OSError):
+            pass
     for table, schema in ALL_SCHEMAS.items():
         empty = L.table_dir(lake, table) / "_empty.parquet"
         if not empty.exists() or pq.read_schema(empty) != schema:
@@ -85,24 +94,25 @@ def connect(
     # views above bind to a file or table, not to the whole tree below
     from pipeline import derived
 
-    pending = set(derived.TABLES)
+    stamp = derived.fingerprint(lake)
+    pending = list(derived.TABLES)
     for path in queries.sql_files():
         try:
             con.execute(path.read_text(encoding="utf-8"))
         except duckdb.Error as exc:
             raise SessionError(f"{path.name}: {exc}") from exc
-        for table in sorted(pending):
+        for table in list(pending):  # in TABLES order: a table after those it reads
             defined = con.execute(
                 "select count(*) from duckdb_views() where view_name = $t", {"t": table}
             ).fetchall()
             if defined[0][0] > 0:
-                pending.discard(table)
-                current = derived.current_file(lake, table)
+                pending.remove(table)
+                current = derived.current_file(lake, table, stamp)
                 if current is not None:
                     derived.attach(con, table, current)
                 elif derive:
                     try:
-                        derived.provide(con, lake, table)
+                        derived.provide(con, lake, table, stamp)
                     except duckdb.Error as exc:
                         raise SessionError(f"building {table}: {exc}") from exc
     return con
@@ -129,15 +139,16 @@ def init_script_text(lake: Path) -> str:
         parts.append(path.read_text(encoding="utf-8"))
     from pipeline import derived
 
+    stamp = derived.fingerprint(lake)
     for table, live in derived.TABLES.items():
-        current = derived.current_file(lake, table)
+        current = derived.current_file(lake, table, stamp)
         if current is not None:
             parts.append(f"-- {table}: the copy kept in the lake (current when this was written)")
             parts.append(
                 f"create or replace view {table} as "
                 f"select * from read_parquet({quote_literal(str(current))});"
             )
-        else:
+        elif table in derived.SHELL_TABLES:
             parts.append(f"-- {table}: computed once when the shell opens")
             parts.append(f"create or replace temp table {table} as select * from {live};")
     parts.append(".bail off")

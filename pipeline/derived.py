@@ -2,8 +2,9 @@
 
 `cal_events` (every CAL fact on one time axis, queries/40_cal_events.sql `cal_events_live`)
 is what every diagnosis layer reads, and computing it reads the whole lake. It is kept as
-`LAKE/_derived/cal_events-<fingerprint>.parquet`, where the fingerprint covers what the
-result depends on: the manifest (`ingest_files/*.parquet`: every committed file adds a
+`LAKE/_derived/cal_events-<fingerprint>.parquet`, and so are the layers a diagnosis reads
+many times (`licenses`, the evidence, the findings...: TABLES), where the fingerprint covers
+what the result depends on: the manifest (`ingest_files/*.parquet`: every committed file adds a
 manifest file), the SQL of queries/ and the reference tables in `LAKE/_ref`. A later ingest,
 an edited query or a new pattern table changes the fingerprint, and the file is rebuilt the
 next time a diagnosis needs it (`ensure`), or right after an ingest (`refresh`).
@@ -34,7 +35,23 @@ FORMAT_VERSION = "1"
 # Files of an older state are removed once this old (a session opened on that state may
 # still be reading one).
 STALE_SECONDS = 600.0
-TABLES = {"cal_events": "cal_events_live"}
+# table -> the view that computes it, in the order they build on each other (a table is
+# built after those it reads, so that it reads their persisted copies)
+TABLES = {
+    "licensing_problems": "licensing_problems",
+    "cal_events": "cal_events_live",
+    "db_rebuilds": "db_rebuilds",
+    "as_of": "as_of",
+    "licenses": "licenses",
+    "hwid_evidence": "hwid_evidence",
+    "name_evidence": "name_evidence",
+    "device_findings": "device_findings",
+    "findings": "findings",
+    "revoke_plan": "revoke_plan",
+}
+# The one the DuckDB shell computes when it opens a lake without a current copy (the others
+# stay live views there: computing them all would make the shell slow to open).
+SHELL_TABLES = ("cal_events",)
 
 
 def fingerprint(lake: Path) -> str:
@@ -58,9 +75,11 @@ def derived_path(lake: Path, table: str, stamp: str) -> Path:
     return lake / DERIVED_DIR / f"{table}-{stamp}.parquet"
 
 
-def current_file(lake: Path, table: str = "cal_events") -> Path | None:
-    """The persisted file of `table` for the lake as it is now, if there is one."""
-    path = derived_path(lake.resolve(), table, fingerprint(lake.resolve()))
+def current_file(lake: Path, table: str = "cal_events", stamp: str | None = None) -> Path | None:
+    """The persisted file of `table` for the lake as it is now (its `fingerprint`, computed
+    when not given), if there is one."""
+    lake = lake.resolve()
+    path = derived_path(lake, table, stamp or fingerprint(lake))
     return path if path.is_file() else None
 
 
@@ -85,10 +104,16 @@ def _writable(directory: Path) -> bool:
 
 
 def _remove_stale(lake: Path, table: str, keep: Path) -> None:
+    """Remove the files of other states of the lake (of any table: one no longer in TABLES
+    too) once they are old enough, and the leftovers of killed builds."""
     now = time.time()
-    for path in (lake / DERIVED_DIR).glob(f"{table}-*.parquet"):
+    stamp = keep.name[len(table) + 1 : -len(".parquet")]
+    for path in (lake / DERIVED_DIR).glob("*.parquet"):
         try:
-            if path != keep and now - path.stat().st_mtime > STALE_SECONDS:
+            current = (
+                path.name.endswith(f"-{stamp}.parquet") and path.name.rsplit("-", 1)[0] in TABLES
+            )
+            if not current and now - path.stat().st_mtime > STALE_SECONDS:
                 path.unlink()
         except OSError:
             continue
@@ -111,7 +136,7 @@ def build(con: duckdb.DuckDBPyConnection, lake: Path, table: str = "cal_events")
     target = derived_path(lake, table, stamp)
     tmp = directory / f".{table}-{stamp}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        con.sql(f"select * from {TABLES[table]}").write_parquet(str(tmp), compression="zstd")
+        con.sql(f"select * from main.{TABLES[table]}").write_parquet(str(tmp), compression="zstd")
         os.replace(tmp, target)
     except (OSError, duckdb.IOException):
         tmp.unlink(missing_ok=True)
@@ -121,24 +146,27 @@ def build(con: duckdb.DuckDBPyConnection, lake: Path, table: str = "cal_events")
     return target
 
 
-def provide(con: duckdb.DuckDBPyConnection, lake: Path, table: str) -> str:
+def provide(
+    con: duckdb.DuckDBPyConnection, lake: Path, table: str, stamp: str | None = None
+) -> str:
     """Make `table` a computed one in this session: the persisted file when it is current,
     else built and persisted now, else (lake not writable) a temp table. Returns how:
     'persisted', 'built' or 'temp'."""
     lake = lake.resolve()
-    existing = current_file(lake, table)
+    existing = current_file(lake, table, stamp)
     if existing is not None:
         attach(con, table, existing)
         return "persisted"
     if build(con, lake, table) is not None:
         return "built"
-    con.execute(f"create or replace temp table {table} as select * from {TABLES[table]}")
+    con.execute(f"create or replace temp table {table} as select * from main.{TABLES[table]}")
     return "temp"
 
 
 def ensure(con: duckdb.DuckDBPyConnection, lake: Path) -> dict[str, str]:
     """`provide` every derived table (a session opened with `connect(derive=False)`)."""
-    return {table: provide(con, lake, table) for table in TABLES}
+    stamp = fingerprint(lake.resolve())
+    return {table: provide(con, lake, table, stamp) for table in TABLES}
 
 
 def refresh(lake: Path) -> None:

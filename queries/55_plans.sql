@@ -86,7 +86,7 @@ create or replace view revoke_plan as
 with pool as (
     select
         product_version,
-        sum(installed) as installed,
+        sum(installed)::bigint as installed,
         floor(sum(installed) * th('revoke_limit_share'))::bigint as revoke_limit
     from cal_pool
     group by product_version
@@ -305,7 +305,7 @@ final as (
         b.product_version,
         l.installed,
         l.revoke_limit,
-        b.occupied_after
+        b.occupied_after::bigint as occupied_after
     from batched as b
     join candidates as c using (product_version, k)
     join pool as l using (product_version)

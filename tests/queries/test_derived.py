@@ -96,14 +96,25 @@ def test_built_once_reused_and_rebuilt_after_ingest(
 def test_persisted_equals_live(tmp_path: Path, bundles: tuple[Path, Path]) -> None:
     lake = tmp_path / "lake"
     ingest([bundles[0]], IngestOptions(lake=lake))
-    con = open_case(lake)
-    diff = con.execute(
-        "select count(*) from (select * from cal_events except all select * from cal_events_live)"
-    ).fetchone()
-    assert diff == (0,)
-    types = con.execute("describe cal_events").fetchall()
-    live = con.execute("describe cal_events_live").fetchall()
-    assert [t[:2] for t in types] == [t[:2] for t in live]
+    # every derived table computed live first (no copy in the lake yet) ...
+    con = connect(lake, derive=False)
+    for table, view in derived.TABLES.items():
+        con.execute(f"create temp table live_{table} as select * from main.{view}")
+    # ... equals the copy a diagnosis keeps, row for row and type for type
+    open_case(lake).close()
+    for table in derived.TABLES:
+        kept = derived.current_file(lake, table)
+        assert kept is not None, table
+        con.execute("set variable kept = $p", {"p": str(kept)})
+        for query in (
+            f"select * from live_{table} except all select * from read_parquet(getvariable('kept'))",
+            f"select * from read_parquet(getvariable('kept')) except all select * from live_{table}",
+        ):
+            assert con.execute(f"select count(*) from ({query})").fetchone() == (0,), table
+        types = con.execute("describe select * from read_parquet(getvariable('kept'))").fetchall()
+        live = con.execute(f"describe live_{table}").fetchall()
+        assert [t[:2] for t in types] == [t[:2] for t in live], table
+    assert con.execute("select count(*) from live_findings").fetchone() != (0,)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes through read-only permissions")
@@ -133,7 +144,7 @@ def test_unwritable_derived_dir_falls_back_to_a_temp_table(
     con = open_case(lake)
     assert derived.current_file(lake) is None
     assert kind_of(con, "cal_events") == "table,view"
-    assert derived.ensure(con, lake) == {"cal_events": "temp"}
+    assert derived.ensure(con, lake) == dict.fromkeys(derived.TABLES, "temp")
 
 
 class _Terminal(io.StringIO):

@@ -30,10 +30,13 @@
 -- ---------------------------------------------------------------- value macros
 
 -- A captured value: trimmed, and the usual renderings of "nothing" made NULL.
+-- (Every word is at most 6 characters, and lower() maps one character to one, of at most 4
+-- bytes: a longer value is none of them, and is not lowered.)
 create or replace macro trace_value(v) as
     case
         when v is null then null
-        when lower(trim(v)) in ('', '(null)', 'null', '<null>', '-', 'n/a', 'none', '(none)', '<none>')
+        when strlen(trim(v)) <= 24
+            and lower(trim(v)) in ('', '(null)', 'null', '<null>', '-', 'n/a', 'none', '(none)', '<none>')
             then null
         else trim(v)
     end;
@@ -43,17 +46,21 @@ create or replace macro trace_value(v) as
 create or replace macro trace_operation_letters(v) as
     regexp_replace(lower(coalesce(v, '')), '[^a-z]', '', 'g');
 
-create or replace macro trace_operation(v) as
+-- The operation of the letters of a wording (trace_operation_letters).
+create or replace macro trace_operation_of_letters(l) as
     case
-        when trace_operation_letters(v) = '' then null
-        when regexp_matches(trace_operation_letters(v), 'revok') then 'revoke'
-        when regexp_matches(trace_operation_letters(v), 'renew') then 'renew'
-        when regexp_matches(trace_operation_letters(v), 'upgrad') then 'upgrade'
-        when regexp_matches(trace_operation_letters(v), 'deny|denied|reject|refus') then 'deny'
-        when regexp_matches(trace_operation_letters(v), 'temp') then 'issue-temporary'
-        when regexp_matches(trace_operation_letters(v), 'perm') then 'issue-permanent'
-        when regexp_matches(trace_operation_letters(v), 'request|^req$') then 'request'
+        when l = '' then null
+        when regexp_matches(l, 'revok') then 'revoke'
+        when regexp_matches(l, 'renew') then 'renew'
+        when regexp_matches(l, 'upgrad') then 'upgrade'
+        when regexp_matches(l, 'deny|denied|reject|refus') then 'deny'
+        when regexp_matches(l, 'temp') then 'issue-temporary'
+        when regexp_matches(l, 'perm') then 'issue-permanent'
+        when regexp_matches(l, 'request|^req$') then 'request'
     end;
+
+create or replace macro trace_operation(v) as
+    trace_operation_of_letters(trace_operation_letters(v));
 
 -- A DWORD as 8 hex digits -> its 4 bytes little-endian (registry order).
 create or replace macro hwid_dword_le(d) as
@@ -340,10 +347,14 @@ union all
 select * from constant_ops;
 
 -- The extraction trace_licensing runs, written from the pattern table like
--- trace_pattern_query but as one row per message: every pattern a column (its groups as a
--- struct, NULL when it did not match), each field the first non-empty value in (priority,
--- name, group) order, as trace_pattern_values + per-message aggregation would choose it,
--- without a row per (message, pattern) hit. Module regexes are tried once each per message.
+-- trace_pattern_query but as one row per message: each field the first non-empty value in
+-- (priority, name, group) order, as trace_pattern_values + per-message aggregation would
+-- choose it, without a row per (message, pattern) hit. Module regexes are tried once each per
+-- message. The patterns are tried one after the other in that order, and each only on the
+-- messages where it can still change the fact: where a field it gives (operation included)
+-- has no value from an earlier pattern. Where every such field has one, an earlier pattern
+-- also named the fact, so the pattern's match could change nothing (on a trace where the
+-- Key=Value patterns match, the bare-HWID and operation patterns are rarely tried).
 create or replace view trace_licensing_query as
 with active as (
     select row_number() over (order by priority, name) as k, *
@@ -360,93 +371,103 @@ pats as (
         a.name,
         a.regex,
         a.capture_list,
-        a.regex_groups,
         trace_operation(a.operation) as constant_operation,
-        m.j,
-        case when a.module_regex is null then 'true' else 'i.m' || m.j end as module_cond,
-        case when a.module_regex is null then 'true' else 'i.m' || m.j end
-            || ' and regexp_matches(i.match_text, ' || trace_sql_literal(a.regex) || ')' as cond,
-        case when len(a.capture_list) = 0 then 'coalesce(i.x' || a.k || ', false)'
-            else 'i.x' || a.k || ' is not null' end as matched
+        case when a.module_regex is not null then 'i.m' || m.j end as module_cond,
+        case
+            when len(a.capture_list) = 0 then 'match'
+            -- the regex may have fewer groups than captures named: one search per group (a
+            -- group that is not there gives '')
+            when a.regex_groups <> len(a.capture_list) then 'per-group'
+            -- one search gives every group: the whole regex made group g0
+            else 'groups'
+        end as search
     from active as a
     left join modules as m using (module_regex)
 ),
-columns_y as (
-    -- per pattern: its groups (a struct g1..gn, NULL when no match), or whether it matched.
-    -- One search gives every group: the whole regex made group g0, a match is a non-empty
-    -- g0 (only an empty g0 asks the regex again, in columns_x)
-    select
-        k,
-        case
-            when len(capture_list) = 0 then '(' || cond || ')'
-            when regex_groups <> len(capture_list) then
-                -- the regex may have fewer groups than captures named: one search per group
-                -- (a group that is not there gives '')
-                'case when ' || cond || ' then struct_pack(' || array_to_string(list_transform(
-                    range(1, len(capture_list) + 1),
-                    lambda g: 'g' || g::varchar || ' := regexp_extract(i.match_text, '
-                        || trace_sql_literal(regex) || ', ' || g::varchar || ')'), ', ') || ') end'
-            else 'case when ' || module_cond || ' then regexp_extract(i.match_text, '
-                || trace_sql_literal('(' || regex || ')') || ', ['
-                || array_to_string(list_transform(range(0, len(capture_list) + 1),
-                    lambda g: trace_sql_literal('g' || g::varchar)), ', ') || ']) end'
-        end || ' as y' || k as sql
-    from pats
-),
-columns_x as (
-    select
-        k,
-        case
-            when len(capture_list) = 0 or regex_groups <> len(capture_list) then 'i.y' || k
-            else 'case when i.y' || k || '.g0 <> '''' then i.y' || k || ' when i.y' || k
-                || ' is not null and regexp_matches(i.match_text, ' || trace_sql_literal(regex)
-                || ') then i.y' || k || ' end'
-        end || ' as x' || k as sql
-    from pats
-),
 cells as (
     -- one per (pattern, group) that names a field
-    select p.k, g.g, p.capture_list[g.g] as field, 'v' || p.k || '_' || g.g as v,
-        'o' || p.k || '_' || g.g as o
+    select p.k, g.g, p.capture_list[g.g] as field,
+        'trace_value(nullif(i.y' || p.k || '.g' || g.g || ', ''''))' as value_sql,
+        case when p.capture_list[g.g] = 'operation' then 'o' else 'v' end || p.k || '_' || g.g as col
     from pats as p,
         lateral (select unnest(range(1, len(p.capture_list) + 1)) as g) as g
     where p.capture_list[g.g] <> ''
 ),
-op_items as (
-    -- the operation candidates in order: captured ones, then the pattern's constant one
-    select k, g, o as expr from cells where field = 'operation'
+candidates as (
+    -- every value a field may take, in the order the first non-empty one wins: a pattern's
+    -- groups, then (operation) its constant operation (when it matched)
+    select k, g, field, col from cells
     union all
-    select k, 99, 'case when ' || matched || ' then ' || trace_sql_literal(constant_operation)
-        || ' end'
-    from pats
-    where constant_operation is not null
+    select k, 99, 'operation', 'c' || k from pats where constant_operation is not null
 ),
-pattern_items as (
-    -- a pattern names the fact when it gave a value (an operation: one that names one)
-    select k, g, case when field = 'operation' then o else v end || ' is not null' as expr
-    from cells
-    union all
-    select k, 99, matched from pats where constant_operation is not null
+field_needs as (
+    -- per (pattern, field it gives): the values earlier patterns may give that field
+    select f.k, f.field,
+        (select string_agg(c.col, ', ' order by c.k, c.g) from candidates as c
+            where c.field = f.field and c.k < f.k) as earlier
+    from (select distinct k, field from candidates) as f
 ),
-pattern_cond as (
-    select p.k, p.name, '(' || string_agg(i.expr, ' or ' order by i.g) || ')' as expr
-    from pattern_items as i
-    join pats as p using (k)
-    group by p.k, p.name
+tried as (
+    -- the patterns that may give something (a pattern naming no field gives nothing), with
+    -- the condition to try each (NULL: always) and the one tried before
+    select p.*, n.needed, lag(p.k) over (order by p.k) as previous,
+        p.k in (select k from cells where field = 'operation') as letters
+    from pats as p
+    join (
+        select k,
+            case when not bool_or(earlier is null) then '(' || string_agg('coalesce(' || earlier
+                || ') is null', ' or ' order by field) || ')' end as needed
+        from field_needs
+        group by k
+    ) as n using (k)
+),
+steps as (
+    select
+        t.k,
+        -- y<k>: the search (NULL where the pattern was not tried)
+        'y' || t.k || ' as (select i.*, case when '
+        || coalesce(nullif(concat_ws(' and ', t.needed, t.module_cond, case when t.search = 'per-group'
+            then 'regexp_matches(i.match_text, ' || trace_sql_literal(t.regex) || ')' end), ''), 'true')
+        || ' then '
+        || case t.search
+            when 'match' then 'regexp_matches(i.match_text, ' || trace_sql_literal(t.regex) || ')'
+            when 'per-group' then 'struct_pack(' || array_to_string(list_transform(
+                range(1, len(t.capture_list) + 1),
+                lambda g: 'g' || g::varchar || ' := regexp_extract(i.match_text, '
+                    || trace_sql_literal(t.regex) || ', ' || g::varchar || ')'), ', ') || ')'
+            else 'regexp_extract(i.match_text, ' || trace_sql_literal('(' || t.regex || ')') || ', ['
+                || array_to_string(list_transform(range(0, len(t.capture_list) + 1),
+                    lambda g: trace_sql_literal('g' || g::varchar)), ', ') || '])'
+        end
+        || ' end as y' || t.k || ' from ' || coalesce('z' || t.previous, 'i') || ' as i), '
+        -- z<k>: its values (a group that did not take part, or no match, gives '': no value);
+        -- of an operation, its letters first (x<k>), then the operation they name
+        || case when t.letters then 'x' else 'z' end || t.k || ' as (select i.*'
+        || coalesce((select string_agg(', ' || case when c.field = 'operation'
+            then 'trace_operation_letters(' || c.value_sql || ') as l' || t.k || '_' || c.g
+            else c.value_sql || ' as ' || c.col end, '' order by c.g) from cells as c where c.k = t.k), '')
+        || case when t.constant_operation is null then ''
+            else ', case when ' || case t.search
+                when 'match' then 'i.y' || t.k
+                when 'per-group' then 'i.y' || t.k || ' is not null'
+                -- an empty g0 is an empty match or none: the regex is asked again
+                else 'i.y' || t.k || '.g0 <> '''' then ' || trace_sql_literal(t.constant_operation)
+                    || ' when i.y' || t.k || ' is not null and regexp_matches(i.match_text, '
+                    || trace_sql_literal(t.regex) || ')'
+            end || ' then ' || trace_sql_literal(t.constant_operation) || ' end as c' || t.k
+        end
+        || ' from y' || t.k || ' as i)'
+        || case when t.letters then ', z' || t.k || ' as (select i.*' || (select string_agg(
+            ', trace_operation_of_letters(i.l' || t.k || '_' || c.g || ') as ' || c.col, ''
+            order by c.g) from cells as c where c.k = t.k and c.field = 'operation')
+            || ' from x' || t.k || ' as i)' else '' end as sql
+    from tried as t
 ),
 fields as (
-    select unnest(['client_name', 'hwid', 'user', 'license_id', 'keypack_id', 'result']) as field,
-        unnest(['client_name_raw', 'hwid_raw', 'user_name', 'license_id', 'keypack_id', 'result'])
-            as alias
-),
-field_sql as (
-    select
-        f.alias,
-        coalesce('coalesce(' || string_agg(c.v, ', ' order by c.k, c.g) || ')', 'null::varchar')
-            || ' as ' || f.alias as sql
-    from fields as f
-    left join cells as c using (field)
-    group by f.alias
+    select unnest(['client_name', 'hwid', 'user', 'license_id', 'keypack_id', 'result', 'operation'])
+            as field,
+        unnest(['client_name_raw', 'hwid_raw', 'user_name', 'license_id', 'keypack_id', 'result',
+            'operation']) as alias
 )
 select
     'with i as (select t.ts, t.message, t.line, t.source_path, t.file_sha256, '
@@ -455,29 +476,23 @@ select
         || trace_sql_literal(module_regex) || ', ''i'') as m' || j, '' order by j) from modules), '')
     || ' from trace_events as t where '
     || case when (select bool_or(module_regex is null) from active) then 'true'
-        else 't.provider in (select provider from trace_licensing_modules)' end || '), '
-    || 'y as (select i.ts, i.message, i.line, i.source_path, i.file_sha256, i.match_text'
-    || coalesce((select string_agg(', ' || sql, '' order by k) from columns_y), '')
-    || ' from i), '
-    || 'x as (select i.ts, i.message, i.line, i.source_path, i.file_sha256'
-    || coalesce((select string_agg(', ' || sql, '' order by k) from columns_x), '')
-    || ' from y as i), '
-    || 'v as (select i.*'
-    || coalesce((select string_agg(', trace_value(nullif(i.x' || k || '.g' || g || ', '''')) as ' || v, ''
-        order by k, g) from cells), '')
-    || ' from x as i), '
-    || 'o as (select i.*'
-    || coalesce((select string_agg(', trace_operation(i.' || v || ') as ' || o, ''
-        order by k, g) from cells where field = 'operation'), '')
-    || ' from v as i) '
-    || 'select i.ts, i.message, i.line, i.source_path, i.file_sha256, '
-    || (select string_agg(sql, ', ' order by alias) from field_sql) || ', '
-    || coalesce('coalesce(' || (select string_agg('case when ' || expr || ' then '
-        || trace_sql_literal(name) || ' end', ', ' order by k) from pattern_cond) || ')',
-        'null::varchar') || ' as pattern, '
-    || coalesce('coalesce(' || (select string_agg(expr, ', ' order by k, g) from op_items) || ')',
-        'null::varchar') || ' as operation '
-    || 'from o as i' as sql;
+        else 't.provider in (select provider from trace_licensing_modules)' end || ')'
+    || coalesce((select string_agg(', ' || sql, '' order by k) from steps), '')
+    -- the row as one struct unnested: a filter on a column cannot be pushed down into the
+    -- steps (it would copy their expressions, each step's into the next: slow to plan)
+    || ' select unnest([struct_pack(ts := i.ts, message := i.message, line := i.line, '
+    || 'source_path := i.source_path, file_sha256 := i.file_sha256, '
+    || (select string_agg(f.alias || ' := ' || coalesce('coalesce(' || (select string_agg(c.col, ', '
+        order by c.k, c.g) from candidates as c where c.field = f.field) || ')', 'null::varchar'),
+        ', ' order by f.alias) from fields as f)
+    || ', pattern := '
+    || coalesce('coalesce(' || (select string_agg('case when (' || string_agg_cols || ') then '
+        || trace_sql_literal(name) || ' end', ', ' order by k)
+        from (select c.k, any_value(p.name) as name,
+                string_agg(c.col || ' is not null', ' or ' order by c.g) as string_agg_cols
+            from candidates as c join pats as p using (k) group by c.k)) || ')',
+        'null::varchar') || ')], recursive := true) '
+    || 'from ' || coalesce('z' || (select max(k) from tried), 'i') || ' as i' as sql;
 
 -- Read when the session opens (caltrail connect / shell), like trace_pattern_sql. A message's
 -- fact is the one trace_pattern_values gives (tests/queries/test_trace_licensing.py).
@@ -496,12 +511,17 @@ hwids as (
     -- each HWID rendering read once (one device's HWID recurs in many messages)
     select hwid_raw, hwid_from_tokens(hwid_tokens(hwid_raw)) as hwid
     from (select distinct hwid_raw from facts where hwid_raw is not null)
+),
+names as (
+    -- and each client name (one device's name recurs too)
+    select client_name_raw, norm_name(client_name_raw) as client_name
+    from (select distinct client_name_raw from facts where client_name_raw is not null)
 )
 select
     f.ts::timestamptz as ts,
     f.operation::varchar as operation,
     f.client_name_raw::varchar as client_name_raw,
-    norm_name(f.client_name_raw)::varchar as client_name,
+    n.client_name::varchar as client_name,
     h.hwid::varchar as hwid,
     f.hwid_raw::varchar as hwid_raw,
     f.user_name::varchar as user_name,
@@ -514,7 +534,8 @@ select
     f.source_path::varchar as source_path,
     f.file_sha256::varchar as file_sha256
 from facts as f
-left join hwids as h using (hwid_raw);
+left join hwids as h using (hwid_raw)
+left join names as n using (client_name_raw);
 
 -- Each usable pattern tried on its own `example`: did it match, and what would it take from
 -- it (a quick check while writing a pattern, without a trace). Few rows: the regex is taken

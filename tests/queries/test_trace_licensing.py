@@ -732,3 +732,134 @@ def test_operation_words(tmp_path: Path) -> None:
         ).fetchall()
     )
     assert got == words
+
+
+# --------------------------------------------------------------------------- tried in order
+
+
+def test_patterns_tried_in_order_give_the_facts_of_every_hit(tmp_path: Path) -> None:
+    """trace_licensing tries a pattern only on the messages where a field it gives has no value
+    yet from an earlier one (priority, name). Wherever that skipped a pattern it should not
+    have, its facts would differ from the ones every hit gives (trace_pattern_values)."""
+    patterns = tmp_path / "p.csv"
+    with patterns.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["name", "module_regex", "regex", "captures", "operation", "priority"])
+        # '(null)' is no value: the later patterns giving a client name are still tried
+        w.writerow(["null-name", "lserver", r"Name=(\S+)", "client_name", "", "1"])
+        # no module_regex: any module, and lines without one; a user only after a name
+        w.writerow(["host", "", r"(?i)host[=:](\S+)(?: as (\S+))?", "client_name|user", "", "2"])
+        # no captures, a constant operation; the module regex is case-insensitive
+        w.writerow(["granted-const", "^LSERVER$", r"^granted\b", "", "permanent", "3"])
+        w.writerow(["op-word", "lserver", r"\bop=(\w*)", "operation", "", "4"])
+        # fewer groups than captures named
+        w.writerow(["short", "lserver", r"^Granted to (\S+)", "client_name|user|hwid", "", "5"])
+        w.writerow(["lic", "lserver", r"(?i)LICENSE\s+#(\d+)", "license_id", "", "6"])
+        w.writerow(["skip-first", "lserver", r"\b(res)=(\w+)", "|result", "", "7"])
+        # after the defaults: two groups for one field, a bare HWID between the default ones,
+        # and a regex that matches every message, mostly empty (its operation still counts)
+        w.writerow(
+            ["twice", "lserver", r"\b(?:K1=(\w+)|K2=(\w+))", "keypack_id|keypack_id", "", "60"]
+        )
+        w.writerow(["hex-late", "lserver", r"\b([0-9a-f]{40})\b", "hwid", "", "85"])
+        w.writerow(["empty-match", "lserver", r"(q*)", "user", "temporary", "95"])
+    lines = [
+        "Name=(null) host=PC-7 as bob",
+        "Name=PC-8 host=PC-9 as carol",
+        "Name=PC-10 User=dave",
+        "granted op=renew Name=PC-11",
+        "op=x Name=PC-12",
+        "op= Name=PC-13",
+        "Granted to PC-14",
+        "granted to PC-15, license #77, op=revoked",
+        "License #88 K2=5 KeyPack=3",
+        "K2=6 host:PC-16",
+        "K1=- K2=7 Name=PC-17",
+        "cached 02000000c0b24e7d10a9ff372b54eb75f67a7087 hwid 0x00000002, 0x7d4eb2c0, "
+        "0x37ffa910, 0x75eb542b, 0x87707af6",
+        "cached 02000000c0b24e7d10a9ff372b54eb75f67a7087",
+        "blob 0x00000002, 0x7d4eb2c0, 0x37ffa910, 0x75eb542b, 0x87707af6 op=deny",
+        "Result=Success",
+        "res=ok Name=-",
+        "qqq Name=PC-18",
+        "Name=ZOË host=Ünïcode as jürgen ClientName=PC-19",
+        "ClientName=PC-20 Operation=Renew Name=PC-21",
+    ]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a_lserver.txt").write_text(tracefmt(lines), encoding="utf-8")
+    (tmp_path / "in" / "b_lserver.txt").write_text(
+        tracefmt(["host=PC-30 as erin", "granted Name=PC-31"], module="LSERVER"), encoding="utf-8"
+    )
+    (tmp_path / "in" / "c_rpc.txt").write_text(
+        tracefmt(["host=PC-40 as eve", "Name=PC-41 ClientName=PC-42"], module="rpc")
+        + "2023-10-05 12:00:09 host=PC-43\r\n",
+        encoding="utf-8",
+    )
+    lake = tmp_path / "lake"
+    ingest([tmp_path / "in"], IngestOptions(lake=lake, patterns=patterns))
+    con = connect_35(lake)
+    assert rows(con, "select name, problem from trace_patterns where problem is not null") == []
+    assert_facts_as_pattern_values(con)
+    got = {
+        r["message"]: r
+        for r in rows(
+            con,
+            "select message, client_name_raw, user_name, operation, hwid, license_id, keypack_id,"
+            " result, pattern from trace_licensing",
+        )
+    }
+
+    def fact(message: str, **expected: Any) -> None:
+        assert message in got, message
+        assert {k: got[message][k] for k in expected} == expected, message
+
+    fact("Name=(null) host=PC-7 as bob", client_name_raw="PC-7", user_name="bob", pattern="host")
+    fact("Name=PC-8 host=PC-9 as carol", client_name_raw="PC-8", user_name="carol")
+    fact("granted op=renew Name=PC-11", operation="issue-permanent", pattern="null-name")
+    fact("op=x Name=PC-12", operation="issue-temporary")  # from the empty match
+    fact("Granted to PC-14", client_name_raw="PC-14", user_name=None, pattern="short")
+    fact("License #88 K2=5 KeyPack=3", license_id="88", keypack_id="3", pattern="lic")
+    fact("K1=- K2=7 Name=PC-17", keypack_id="7")
+    fact("cached 02000000c0b24e7d10a9ff372b54eb75f67a7087", hwid=TSCTST_HWID, pattern="hex-late")
+    fact("qqq Name=PC-18", user_name="qqq", operation="issue-temporary")
+    fact("ClientName=PC-20 Operation=Renew Name=PC-21", client_name_raw="PC-20", operation="renew")
+    fact("host=PC-30 as erin", client_name_raw="PC-30", user_name="erin")
+    fact("host=PC-40 as eve", client_name_raw="PC-40", operation=None)  # any module
+    fact("2023-10-05 12:00:09 host=PC-43", client_name_raw="PC-43")  # no module
+    assert "Result=Success" not in got  # a result alone is no fact
+    assert "res=ok Name=-" not in got
+    assert "Name=PC-41 ClientName=PC-42" not in got  # [rpc] is no licensing module
+
+
+def test_trace_value_is_the_plain_definition(tmp_path: Path) -> None:
+    """trace_value skips lower() on long values: the same values as the plain definition."""
+    lake = tmp_path / "lake"
+    ingest([], IngestOptions(lake=lake))
+    con = connect_35(lake)
+    cases = ["", " ", "null", " NULL ", "(None)", "<null>", "-", " n/a", "None", "x", "nul",
+             "nulls", "\u00a0null\u3000", " " * 40 + "none" + " " * 40, "\tnull", "(null)x",
+             "İ", "K" * 6, "\u212a" * 6, "\U0001f600" * 6, "\U0001f600" * 7, "N/A ", "none" * 7,
+             "ſ", None]  # fmt: skip
+    plain = """case when v is null then null
+        when lower(trim(v)) in ('', '(null)', 'null', '<null>', '-', 'n/a', 'none', '(none)', '<none>')
+        then null else trim(v) end"""
+    got = con.execute(
+        f"select v, trace_value(v), {plain} from unnest($c::varchar[]) as t(v)", {"c": cases}
+    ).fetchall()
+    assert len(got) == len(cases)
+    assert all(r[1] == r[2] for r in got), [r for r in got if r[1] != r[2]]
+
+
+def test_shell_filters_on_facts(simulated: Sim) -> None:
+    """A filter on trace_licensing stays above the extraction (pushed into its steps it would
+    copy their expressions into each other: minutes to plan in the DuckDB shell)."""
+    lake, _, con = simulated
+    query = (
+        "select count(*) from trace_licensing where operation = 'renew' and hwid is not null"
+        " and client_name_raw like '%0%' and user_name is not null"
+    )
+    out = run_cli("shell", "--lake", str(lake), "-c", f"select 'N=' || ({query})")
+    assert out.returncode == 0, out.stderr
+    found = re.search(r"N=(\d+)", out.stdout)
+    assert found, out.stdout + out.stderr
+    assert int(found[1]) == scalar(con, query) > 0

@@ -26,7 +26,7 @@ from pipeline.session import connect
 # Layers read many times by the views above them, cheap to compute but large to keep: made
 # temp tables once per connection (a temp table shadows the view of the same name for every
 # view defined on it). The costly layers are kept in the lake instead (pipeline/derived.py
-# TABLES: cal_events, licenses, the evidence and findings, the revoke plan) and read from
+# TABLES: cal_events, licenses, the evidence and findings) and read from
 # there, built when missing.
 MATERIALISED = ("activity", "excess_licenses")
 

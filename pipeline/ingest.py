@@ -172,7 +172,8 @@ class IngestSummary:
 
 
 ProgressFn = Callable[[str, FileResult | None, int], None]
-"""progress(event, result, total): event is "total" (total known), "file" (one done)."""
+"""progress(event, result, total): event is "total" (total known), "file" (one done),
+"compact" (the files are read; small files are being merged)."""
 
 
 def sha256_file(path: Path) -> str:
@@ -371,7 +372,7 @@ def ingest(
             cleanup(workdir)
             L.sweep_orphans(lake)
         if options.compact and not summary.interrupted:
-            _compact(lake, summary)
+            _compact(lake, summary, progress)
         summary.elapsed_s = time.time() - started
         L.write_run(
             lake,
@@ -396,17 +397,24 @@ def ingest(
     return summary
 
 
-def _compact(lake: Path, summary: IngestSummary) -> None:
+def _compact(lake: Path, summary: IngestSummary, progress: ProgressFn | None) -> None:
     """Merge small files after the run. What the run committed is complete either way, so
-    a failure here (a full disk) is reported in the summary, not raised."""
+    a failure here (a full disk) is reported in the summary, not raised; Ctrl-C finishes
+    or undoes the merge under way and ends the run as interrupted."""
     import pyarrow as pa
 
     from pipeline.compact import compact
 
     try:
+        if progress is not None:
+            progress("compact", None, 0)
         summary.compacted = [c.to_dict() for c in compact(lake)]
     except (OSError, pa.ArrowException) as exc:
         summary.compact_error = f"merging small files failed (the lake is complete): {exc}"
+    except KeyboardInterrupt:
+        L.finish_compactions(lake)
+        summary.interrupted = True
+        summary.compact_error = "interrupted while merging small files (the lake is complete)"
 
 
 def _run(

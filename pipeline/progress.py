@@ -48,6 +48,8 @@ def ingest_progress(enabled: bool) -> Iterator[ProgressFn | None]:
             nonlocal records
             if event == "total":
                 bar.update(task, total=total)
+            elif event == "compact":
+                bar.update(task, description="merging small files")
             elif result is not None:
                 records += result.records_seen
                 bar.update(task, advance=1, records=records, description=_short(result.display))
@@ -72,7 +74,8 @@ def derived_notice(lake: Path) -> Iterator[None]:
         return
     console = Console(stderr=True)
     with console.status(
-        "Computing cal_events for this state of the lake (once: later sessions read it) ..."
+        "Computing cal_events and the layers above it for this state of the lake "
+        "(once: later sessions read them) ..."
     ):
         yield
 

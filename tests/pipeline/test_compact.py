@@ -225,3 +225,31 @@ def test_cli_compact(tmp_path: Path, inputs: list[Path]) -> None:
     missing = runner.invoke(app, ["compact", "--lake", str(tmp_path / "nowhere")])
     assert missing.exit_code == 1
     assert "not a caltrail lake" in missing.output
+
+
+def test_ctrl_c_while_merging_leaves_every_row_once(
+    tmp_path: Path, inputs: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C right after a merged file is published, before its inputs are deleted: the
+    run ends as interrupted with the merge finished, nothing shown twice."""
+    lake = split_lake(tmp_path, inputs[:2])
+    before = view_digests(split_lake(tmp_path / "reference", inputs))
+    real = C.os.replace
+
+    def replace_then_interrupt(src: Any, dst: Any) -> None:
+        real(src, dst)
+        if Path(dst).parent.name == "events" and Path(dst).name.startswith("compact-"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(C, "MIN_SMALL_FILES", 2)
+    monkeypatch.setattr(C.os, "replace", replace_then_interrupt)
+    summary = ingest([inputs[2]], IngestOptions(lake=lake))
+    monkeypatch.undo()
+    assert summary.interrupted
+    assert summary.compact_error is not None
+    assert "interrupted" in summary.compact_error
+    assert L.pending_compactions(lake) == []
+    assert len(C.table_files(lake, "events")) == 1
+    after = view_digests(lake)
+    for view in ("events_all", "trace_events", "client_hwids", "issued_license_rows"):
+        assert after[view][0] == before[view][0], view  # (other run ids: counts only)

@@ -691,6 +691,7 @@ def main(argv: list[str] | None = None) -> int:
             make_tracerpt_csv(inputs / "trace.csv", size)
             make_html(inputs / "issued.html", size)
             fleet = inputs / "fleet"
+            shutil.rmtree(fleet, ignore_errors=True)  # a kept --workdir's earlier run
             simulate_fleet(fleet, 300 if args.quick else 2000, 365)
             text = max(fleet.rglob("*lserver_trace.txt"), key=lambda p: p.stat().st_size)
             wmi_csv = max(fleet.rglob("*.csv"), key=lambda p: p.stat().st_size)

@@ -50,6 +50,7 @@ TABLES = {
 }
 # Not kept: the plan layer (revoke_plan, cal_recovery). It is quick on the kept layers, and a
 # what-if (a temp table `cal_pool` with more CALs installed, shadowing the view) re-plans.
+
 # The one the DuckDB shell computes when it opens a lake without a current copy (the others
 # stay live views there: computing them all would make the shell slow to open).
 SHELL_TABLES = ("cal_events",)

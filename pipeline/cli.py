@@ -139,6 +139,14 @@ def ingest_cmd(
             "(thousands of small files make every query slow to start).",
         ),
     ] = True,
+    derive: Annotated[
+        bool,
+        typer.Option(
+            "--derive",
+            help="After the run, compute the diagnosis layers the next query would (a "
+            "minute at 50,000 devices), so a batch job pays it instead of the first analyst.",
+        ),
+    ] = False,
 ) -> None:
     """Read logs into the lake: EVTX (any channel), WMI exports, registry, TSCTST, traces.
 
@@ -167,6 +175,12 @@ def ingest_cmd(
         compact=compact,
     )
     summary = _run_ingest(paths, options, as_json)
+    if derive and not summary.interrupted:
+        from pipeline.derived import refresh
+        from pipeline.progress import derived_notice
+
+        with derived_notice(lake):
+            refresh(lake)
     raise typer.Exit(exit_code(summary, strict))
 
 

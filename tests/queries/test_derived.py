@@ -171,3 +171,23 @@ def test_a_terminal_is_told_while_the_derived_table_is_built(
     with derived_notice(lake):  # current now: nothing to say
         connect(lake).close()
     assert quiet.getvalue() == ""
+
+
+def test_ingest_derive_builds_them_with_the_run(tmp_path: Path, bundles: tuple[Path, Path]) -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    runner = CliRunner()
+    plain, derive = tmp_path / "plain", tmp_path / "derive"
+    done = runner.invoke(app, ["ingest", str(bundles[0]), "--lake", str(plain), "--json"])
+    assert done.exit_code == 0, done.output
+    assert derived.current_file(plain) is None  # by default the first query pays
+    done = runner.invoke(
+        app, ["ingest", str(bundles[0]), "--lake", str(derive), "--json", "--derive"]
+    )
+    assert done.exit_code == 0, done.output
+    for table in derived.TABLES:
+        assert derived.current_file(derive, table) is not None, table
+    # and the shell's init script reads them
+    assert "_derived" in (derive / "caltrail.sql").read_text(encoding="utf-8")

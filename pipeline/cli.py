@@ -386,7 +386,8 @@ def compact_cmd(
 
     Each input file adds files to the tables it has rows for; a lake fed thousands of small
     exports opens slowly until they are merged. Rows are copied unchanged; a crash leaves
-    the lake as before or finished by the next command (see pipeline/compact.py).
+    the lake as before or finished by the next command (see pipeline/compact.py). When the
+    manifest (ingest_files) is merged, the next diagnosis computes its layers again, once.
 
     Example:  caltrail compact --lake ./lake
     """

@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.caltrail-installed
 LAKE ?= caltrail-lake
+BENCH_ARGS ?=
 
 .PHONY: demo test lint typecheck pytest bench samples clean
 
@@ -29,9 +30,9 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-## bench: measure ingest and query speed (prints a table)
+## bench: measure ingest and query speed (prints a table); e.g. make bench BENCH_ARGS=--quick
 bench: $(STAMP)
-	$(BIN)/python -m pipeline.bench
+	$(BIN)/python -m pipeline.bench $(BENCH_ARGS)
 
 ## samples: regenerate fixtures/samples (byte for byte)
 samples: $(STAMP)

@@ -5,9 +5,7 @@ once, after the next session finishes or undoes the merge; a second compaction c
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,21 +14,15 @@ from pipeline import compact as C
 from pipeline import lake as L
 from pipeline.ingest import IngestOptions, ingest
 from tests.pipeline.test_compact import view_digests
-from tests.reliability.conftest import ROOT, assert_parquet_readable
-from tests.reliability.test_crash_safety import CRASHER
+from tests.reliability.conftest import assert_parquet_readable
+from tests.reliability.test_crash_safety import run_crashing
 
 
 def compact_crashing(lake: Path, at: int, when: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, CRASH_AT=str(at), CRASH_WHEN=when)
-    return subprocess.run(
-        [sys.executable, "-c", CRASHER, "compact", "--lake", str(lake), "--min-files", "2"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=300,
-        check=False,
+    result: subprocess.CompletedProcess[str] = run_crashing(
+        at, when, "compact", "--lake", lake, "--min-files", "2"
     )
+    return result
 
 
 @pytest.fixture(scope="module")

@@ -125,12 +125,14 @@ main()
 """
 
 
-def crash_run(lake: Path, source: Path, at: int, when: str) -> Any:
+def run_crashing(at: int, when: str, *args: str | Path) -> Any:
+    """`caltrail ARGS` that exits (os._exit 137) just before or after its `at`-th rename
+    (at 0: never; it prints how many renames it made)."""
     import subprocess
 
     env = dict(os.environ, CRASH_AT=str(at), CRASH_WHEN=when)
     return subprocess.run(
-        [sys.executable, "-c", CRASHER, "ingest", str(source), "--lake", str(lake), "--json"],
+        [sys.executable, "-c", CRASHER, *map(str, args)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -138,6 +140,10 @@ def crash_run(lake: Path, source: Path, at: int, when: str) -> Any:
         timeout=300,
         check=False,
     )
+
+
+def crash_run(lake: Path, source: Path, at: int, when: str) -> Any:
+    return run_crashing(at, when, "ingest", source, "--lake", lake, "--json")
 
 
 def count_renames(lake: Path, source: Path) -> int:

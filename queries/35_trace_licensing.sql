@@ -250,15 +250,17 @@ join trace_patterns as p
 create or replace macro trace_sql_literal(s) as
     case when s is null then 'NULL' else '''' || replace(s, '''', '''''') || '''' end;
 
+-- The usable patterns, numbered k in the order they are tried: (priority, name).
+create or replace view trace_patterns_active as
+select row_number() over (order by priority, name) as k, *
+from trace_patterns
+where problem is null;
+
 -- The matching query, written from the pattern table with each regex as a constant (DuckDB
 -- compiles a constant regex once; a regex taken from a column is compiled again for every
 -- row, which is far too slow on a real trace). One branch per usable pattern.
 create or replace view trace_pattern_query as
-with active as (
-    select row_number() over (order by priority, name) as k, *
-    from trace_patterns
-    where problem is null
-),
+with active as (select * from trace_patterns_active),
 branches as (
     select
         k,
@@ -356,11 +358,7 @@ select * from constant_ops;
 -- also named the fact, so the pattern's match could change nothing (on a trace where the
 -- Key=Value patterns match, the bare-HWID and operation patterns are rarely tried).
 create or replace view trace_licensing_query as
-with active as (
-    select row_number() over (order by priority, name) as k, *
-    from trace_patterns
-    where problem is null
-),
+with active as (select * from trace_patterns_active),
 modules as (
     select module_regex, row_number() over (order by module_regex) as j
     from (select distinct module_regex from active where module_regex is not null)

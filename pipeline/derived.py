@@ -56,13 +56,15 @@ TABLES = {
 SHELL_TABLES = ("cal_events",)
 
 
-def fingerprint(lake: Path) -> str:
-    """What the derived tables of `lake` depend on, as a short hex digest."""
+def fingerprint(lake: Path, manifest: bool = True) -> str:
+    """What the derived tables of `lake` depend on, as a short hex digest. `manifest=False`
+    leaves out the files ingested (the trace facts, pipeline/trace_facts.py, are kept per
+    ingest run: they depend on the queries and reference tables only)."""
     digest = hashlib.sha256()
     digest.update(f"caltrail-derived {FORMAT_VERSION} duckdb {duckdb.__version__}\n".encode())
-    manifest = lake / "ingest_files"
-    for path in sorted(manifest.glob("*.parquet")):
-        digest.update(f"m {path.name} {path.stat().st_size}\n".encode())
+    if manifest:
+        for path in sorted((lake / "ingest_files").glob("*.parquet")):
+            digest.update(f"m {path.name} {path.stat().st_size}\n".encode())
     for path in queries.sql_files():
         digest.update(f"q {path.name}\n".encode())
         digest.update(path.read_bytes())
@@ -94,7 +96,7 @@ def attach(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
     )
 
 
-def _writable(directory: Path) -> bool:
+def writable(directory: Path) -> bool:
     try:
         directory.mkdir(exist_ok=True)
         probe = directory / f".probe.{uuid.uuid4().hex[:8]}"
@@ -132,7 +134,7 @@ def build(con: duckdb.DuckDBPyConnection, lake: Path, table: str = "cal_events")
     written. The session's view is pointed at the new file."""
     lake = lake.resolve()
     directory = lake / DERIVED_DIR
-    if not _writable(directory):
+    if not writable(directory):
         return None
     stamp = fingerprint(lake)
     target = derived_path(lake, table, stamp)
@@ -167,8 +169,14 @@ def provide(
 
 def ensure(con: duckdb.DuckDBPyConnection, lake: Path) -> dict[str, str]:
     """`provide` every derived table (a session opened with `connect(derive=False)`)."""
+    from pipeline import trace_facts
+
     stamp = fingerprint(lake.resolve())
-    return {table: provide(con, lake, table, stamp) for table in TABLES}
+    how = {}
+    if current_file(lake, "cal_events", stamp) is None:
+        how[trace_facts.TABLE] = trace_facts.provide(con, lake, stamp)
+    how.update({table: provide(con, lake, table, stamp) for table in TABLES})
+    return how
 
 
 def refresh(lake: Path) -> None:

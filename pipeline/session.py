@@ -92,10 +92,10 @@ def connect(
     con.execute("set variable ref_dir = $ref", {"ref": str(lake / REF_DIR)})
     # the derived tables: provided as soon as the file defining the view is loaded, so the
     # views above bind to a file or table, not to the whole tree below
-    from pipeline import derived
+    from pipeline import derived, trace_facts
 
     stamp = derived.fingerprint(lake)
-    pending = list(derived.TABLES)
+    pending = [trace_facts.TABLE, *derived.TABLES]
     for path in queries.sql_files():
         try:
             con.execute(path.read_text(encoding="utf-8"))
@@ -107,6 +107,9 @@ def connect(
             ).fetchall()
             if defined[0][0] > 0:
                 pending.remove(table)
+                if table == trace_facts.TABLE:
+                    _provide_trace_facts(con, lake, stamp, derive)
+                    continue
                 current = derived.current_file(lake, table, stamp)
                 if current is not None:
                     derived.attach(con, table, current)
@@ -116,6 +119,24 @@ def connect(
                     except duckdb.Error as exc:
                         raise SessionError(f"building {table}: {exc}") from exc
     return con
+
+
+def _provide_trace_facts(
+    con: duckdb.DuckDBPyConnection, lake: Path, stamp: str, derive: bool
+) -> None:
+    """The kept trace facts when they cover the lake; else, when this session is to build
+    cal_events (derive, and no current copy), the facts of the runs not kept yet computed
+    first (pipeline/trace_facts.py). Otherwise the view stays live."""
+    from pipeline import derived, trace_facts
+
+    files = trace_facts.complete_parts(lake, stamp)
+    if files is not None:
+        trace_facts.attach(con, files)
+    elif derive and derived.current_file(lake, "cal_events", stamp) is None:
+        try:
+            trace_facts.provide(con, lake, stamp)
+        except duckdb.Error as exc:
+            raise SessionError(f"building {trace_facts.TABLE}: {exc}") from exc
 
 
 def quote_literal(value: str) -> str:
@@ -137,9 +158,13 @@ def init_script_text(lake: Path) -> str:
     for path in queries.sql_files():
         parts.append(f"-- {path.name}")
         parts.append(path.read_text(encoding="utf-8"))
-    from pipeline import derived
+    from pipeline import derived, trace_facts
 
     stamp = derived.fingerprint(lake)
+    kept = trace_facts.complete_parts(lake, stamp)
+    if kept is not None:
+        parts.append("-- trace_licensing: the facts kept in the lake per ingest run")
+        parts.append(trace_facts.parts_view_sql(kept))
     for table, live in derived.TABLES.items():
         current = derived.current_file(lake, table, stamp)
         if current is not None:

@@ -238,6 +238,12 @@ select
     t.file_sha256
 from trace_events as t;
 
+-- The trace rows trace_licensing reads. A message's fact depends on its row and the patterns
+-- only, so the facts are kept per ingest run of each trace file (pipeline/trace_facts.py):
+-- a session computes those of the runs not kept yet by pointing this view at them alone.
+create or replace view trace_licensing_input as
+select * from trace_events;
+
 -- Modules matched by a pattern's module_regex (the licensing modules).
 create or replace view trace_licensing_modules as
 select distinct i.provider
@@ -468,18 +474,18 @@ fields as (
             'operation']) as alias
 )
 select
-    'with i as (select t.ts, t.message, t.line, t.source_path, t.file_sha256, '
+    'with i as (select t.ts, t.message, t.line, t.source_path, t.file_sha256, t.run_id, '
     || 'trace_match_text(t.message, t.fields, t.parser) as match_text'
     || coalesce((select string_agg(', t.provider is not null and regexp_matches(t.provider, '
         || trace_sql_literal(module_regex) || ', ''i'') as m' || j, '' order by j) from modules), '')
-    || ' from trace_events as t where '
+    || ' from trace_licensing_input as t where '
     || case when (select bool_or(module_regex is null) from active) then 'true'
         else 't.provider in (select provider from trace_licensing_modules)' end || ')'
     || coalesce((select string_agg(', ' || sql, '' order by k) from steps), '')
     -- the row as one struct unnested: a filter on a column cannot be pushed down into the
     -- steps (it would copy their expressions, each step's into the next: slow to plan)
     || ' select unnest([struct_pack(ts := i.ts, message := i.message, line := i.line, '
-    || 'source_path := i.source_path, file_sha256 := i.file_sha256, '
+    || 'source_path := i.source_path, file_sha256 := i.file_sha256, run_id := i.run_id, '
     || (select string_agg(f.alias || ' := ' || coalesce('coalesce(' || (select string_agg(c.col, ', '
         order by c.k, c.g) from candidates as c where c.field = f.field) || ')', 'null::varchar'),
         ', ' order by f.alias) from fields as f)
@@ -496,7 +502,9 @@ select
 -- fact is the one trace_pattern_values gives (tests/queries/test_trace_licensing.py).
 set variable trace_licensing_sql = (select sql from trace_licensing_query);
 
-create or replace view trace_licensing as
+-- trace_licensing_live computes the facts; trace_licensing reads them, from the parts kept in
+-- the lake when a session has them (pipeline/trace_facts.py).
+create or replace view trace_licensing_live as
 with per_message as (
     select * from query(getvariable('trace_licensing_sql'))
 ),
@@ -530,10 +538,14 @@ select
     f.message::varchar as message,
     f.line::bigint as line,
     f.source_path::varchar as source_path,
-    f.file_sha256::varchar as file_sha256
+    f.file_sha256::varchar as file_sha256,
+    f.run_id::varchar as run_id
 from facts as f
 left join hwids as h using (hwid_raw)
 left join names as n using (client_name_raw);
+
+create or replace view trace_licensing as
+select * from trace_licensing_live;
 
 -- Each usable pattern tried on its own `example`: did it match, and what would it take from
 -- it (a quick check while writing a pattern, without a trace). Few rows: the regex is taken

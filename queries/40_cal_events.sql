@@ -498,7 +498,7 @@ merged as (
             arg_min(client_name, ts) filter (where fact in ('issued', 'upgraded')),
             arg_min(client_name, ts)
         ) as client_name,
-        list_distinct(list(client_name) filter (where client_name is not null)) as names,
+        list_sort(list_distinct(list(client_name) filter (where client_name is not null))) as names,
         any_value(hwid) filter (where hwid is not null) as hwid,
         min(hwid_raw) as hwid_raw,
         arg_min(user_name, ts) filter (where user_name is not null) as user_name,
@@ -524,7 +524,8 @@ merged as (
         max(expires) filter (where source = 'wmi') as expires_wmi,
         max(ts) filter (where fact = 'listed') as last_listed,
         bool_or(source = 'wmi' and detail = 'Revoked') as revoked_in_snapshot,
-        list_distinct(list(source)) as sources,
+        -- sorted: list_distinct's order follows the order rows are read in
+        list_sort(list_distinct(list(source))) as sources,
         count(*) as facts
     from facts
     group by license_key

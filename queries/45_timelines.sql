@@ -178,7 +178,7 @@ final as (
                 then 'freerdp_legacy'
             when coalesce(n.hwid, h.hwid, c.hwid) like 'ff%' then 'store_app_ff'
         end as hwid_flag,
-        list_distinct(list_concat(coalesce(n.names, []), coalesce(c.client_names, [])))
+        list_sort(list_distinct(list_concat(coalesce(n.names, []), coalesce(c.client_names, []))))
             as names,
         n.first_seen,
         n.last_seen,
@@ -188,9 +188,9 @@ final as (
         coalesce(h.cals_held_now, 0) as cals_held_now,
         h.first_issued,
         h.last_issued,
-        list_distinct(list_concat(
+        list_sort(list_distinct(list_concat(
             coalesce(n.sources, []), case when c.hwid is not null then ['client'] else [] end
-        )) as sources
+        ))) as sources
     from names_of as n
     full join held as h using (hwid)
     full join client_side as c using (hwid)
@@ -236,7 +236,7 @@ held as (
 final as (
     select
         coalesce(s.client_name, h.client_name, c.client_name) as client_name,
-        list_distinct(list_concat(coalesce(s.hwids, []), coalesce(c.registry_hwids, [])))
+        list_sort(list_distinct(list_concat(coalesce(s.hwids, []), coalesce(c.registry_hwids, []))))
             as hwids,
         coalesce(c.registry_hwids, []) as registry_hwids,
         s.first_seen,
@@ -246,10 +246,10 @@ final as (
         coalesce(h.permanent_licenses, 0) as permanent_licenses,
         coalesce(h.cals_held_now, 0) as cals_held_now,
         h.last_issued,
-        list_distinct(list_concat(
+        list_sort(list_distinct(list_concat(
             coalesce(s.sources, []),
             case when c.client_name is not null then ['client'] else [] end
-        )) as sources
+        ))) as sources
     from seen as s
     full join held as h using (client_name)
     full join client_side as c using (client_name)

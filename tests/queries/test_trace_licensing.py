@@ -47,6 +47,7 @@ COLUMNS = [
     ("line", "BIGINT"),
     ("source_path", "VARCHAR"),
     ("file_sha256", "VARCHAR"),
+    ("run_id", "VARCHAR"),
 ]
 
 

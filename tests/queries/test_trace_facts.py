@@ -1,0 +1,156 @@
+"""Trace facts kept per ingest run (pipeline/trace_facts.py): a diagnosis after a batch
+computes the facts of the batch's trace files alone, and what the kept parts give equals the
+live view, after a second batch, a forced re-ingest, a merge of parts and new patterns."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from fixtures.simulator import simulate
+from pipeline import derived, trace_facts
+from pipeline.diagnose import open_case
+from pipeline.ingest import IngestOptions, ingest
+from pipeline.session import connect, init_script_text
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("trace_facts")
+    first, second = base / "first", base / "second"
+    simulate(first, seed=71, devices=20, days=20)
+    simulate(second, seed=72, devices=20, days=20, license_server="LS-SECOND")
+    return first, second
+
+
+def live_facts(lake: Path) -> list[tuple[object, ...]]:
+    con = connect(lake, derive=False)
+    try:
+        return sorted(con.execute("select * from trace_licensing_live").fetchall(), key=repr)
+    finally:
+        con.close()
+
+
+def kept_facts(lake: Path) -> list[tuple[object, ...]]:
+    con = open_case(lake)
+    try:
+        assert "trace_licensing_parts" in view_sql(con)  # read from the kept parts
+        return sorted(con.execute("select * from trace_licensing").fetchall(), key=repr)
+    finally:
+        con.close()
+
+
+def view_sql(con: duckdb.DuckDBPyConnection) -> str:
+    row = con.execute(
+        "select sql from duckdb_views() where view_name = 'trace_licensing' and not temporary"
+    ).fetchone()
+    return str(row[0]) if row else ""
+
+
+def listed_parts(lake: Path) -> list[str]:
+    """The parts the index lists."""
+    loaded = json.loads((trace_facts.directory(lake.resolve()) / "index.json").read_text())
+    return [str(p) for p in loaded["parts"]]
+
+
+def part_runs(lake: Path, part: str) -> set[tuple[str, str]]:
+    keys = trace_facts.directory(lake.resolve()) / f"{part}.keys.parquet"
+    rows = duckdb.execute("select * from read_parquet($p)", {"p": str(keys)}).fetchall()
+    return {(str(a), str(b)) for a, b in rows}
+
+
+def visible_trace_runs(lake: Path) -> set[tuple[str, str]]:
+    con = connect(lake, derive=False)
+    try:
+        rows = con.execute("select distinct file_sha256, run_id from trace_events").fetchall()
+        return {(str(a), str(b)) for a, b in rows}
+    finally:
+        con.close()
+
+
+def test_a_batch_computes_its_own_runs_and_equals_live(
+    tmp_path: Path, bundles: tuple[Path, Path]
+) -> None:
+    lake = tmp_path / "lake"
+    ingest([bundles[0]], IngestOptions(lake=lake))
+    first_runs = visible_trace_runs(lake)
+    assert first_runs, "the simulated bundle has trace files"
+    assert kept_facts(lake) == live_facts(lake)
+    [first_part] = listed_parts(lake)
+    assert part_runs(lake, first_part) == first_runs
+
+    ingest([bundles[1]], IngestOptions(lake=lake))
+    # the new state of the lake is not covered until a session computes the batch's runs
+    assert trace_facts.complete_parts(lake, derived.fingerprint(lake.resolve())) is None
+    kept = kept_facts(lake)
+    parts = listed_parts(lake)
+    assert parts[0] == first_part
+    assert len(parts) == 2
+    assert part_runs(lake, parts[1]) == visible_trace_runs(lake) - first_runs
+    assert kept == live_facts(lake)
+    assert {row[-1] for row in kept} >= {run for _, run in first_runs}
+    # and the shell's init script reads the parts too
+    assert "trace_licensing-" in init_script_text(lake)
+
+
+def test_a_forced_reingest_hides_the_older_run(tmp_path: Path, bundles: tuple[Path, Path]) -> None:
+    lake = tmp_path / "lake"
+    ingest([bundles[0]], IngestOptions(lake=lake))
+    before = kept_facts(lake)
+    ingest([bundles[0]], IngestOptions(lake=lake, force=True))
+    after = kept_facts(lake)
+    assert len(after) == len(before)  # the same facts, of the new run only
+    assert {row[-1] for row in after}.isdisjoint({row[-1] for row in before})
+    assert after == live_facts(lake)
+
+
+def test_parts_are_merged(
+    tmp_path: Path, bundles: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(trace_facts, "MAX_PARTS", 1)
+    lake = tmp_path / "lake"
+    ingest([bundles[0]], IngestOptions(lake=lake))
+    kept_facts(lake)
+    ingest([bundles[0]], IngestOptions(lake=lake, force=True))  # an older run to drop
+    ingest([bundles[1]], IngestOptions(lake=lake))
+    kept = kept_facts(lake)
+    parts = listed_parts(lake)
+    assert len(parts) == 1
+    assert part_runs(lake, parts[0]) == visible_trace_runs(lake)  # no run of the old one
+    assert kept == live_facts(lake)
+
+
+def test_new_patterns_recompute_every_run(tmp_path: Path, bundles: tuple[Path, Path]) -> None:
+    lake = tmp_path / "lake"
+    ingest([bundles[0]], IngestOptions(lake=lake))
+    kept_facts(lake)
+    old = trace_facts.directory(lake.resolve())
+    patterns = tmp_path / "patterns.csv"
+    patterns.write_text(
+        '"name","module_regex","regex","captures","operation","priority","example","note"\n'
+        '"simulator","","","","","","",""\n',  # the simulator's wording switched off
+        encoding="utf-8",
+    )
+    ingest([bundles[1]], IngestOptions(lake=lake, patterns=patterns))
+    new = trace_facts.directory(lake.resolve())
+    assert new != old
+    kept = kept_facts(lake)
+    assert kept == live_facts(lake)
+    assert all(row[10] != "simulator" for row in kept)  # (the pattern column)
+    assert part_runs(lake, listed_parts(lake)[0]) == visible_trace_runs(lake)
+
+
+def test_a_part_left_by_a_killed_session_is_ignored(
+    tmp_path: Path, bundles: tuple[Path, Path]
+) -> None:
+    lake = tmp_path / "lake"
+    ingest([bundles[0]], IngestOptions(lake=lake))
+    folder = trace_facts.directory(lake.resolve())
+    folder.mkdir(parents=True)
+    # facts written, then killed before the keys file and the index
+    (folder / "part-000001-deadbeef.parquet").write_bytes(b"PAR1 not finished")
+    assert kept_facts(lake) == live_facts(lake)
+    assert "part-000001-deadbeef" not in listed_parts(lake)

@@ -5,6 +5,8 @@ live view, after a second batch, a forced re-ingest, a merge of parts and new pa
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -154,3 +156,24 @@ def test_a_part_left_by_a_killed_session_is_ignored(
     (folder / "part-000001-deadbeef.parquet").write_bytes(b"PAR1 not finished")
     assert kept_facts(lake) == live_facts(lake)
     assert "part-000001-deadbeef" not in listed_parts(lake)
+
+
+def test_two_sessions_at_once_compute_the_runs_once(
+    tmp_path: Path, bundles: tuple[Path, Path]
+) -> None:
+    lake = tmp_path / "lake"
+    ingest([bundles[0]], IngestOptions(lake=lake))
+    connect(lake, derive=False).close()  # the lake prepared before the race
+    script = (
+        "import sys; from pathlib import Path; from pipeline.diagnose import open_case; "
+        "open_case(Path(sys.argv[1])).close()"
+    )
+    root = Path(__file__).resolve().parents[2]
+    racers = [
+        subprocess.Popen([sys.executable, "-c", script, str(lake)], cwd=root) for _ in range(2)
+    ]
+    assert [racer.wait(timeout=300) for racer in racers] == [0, 0]
+    # the second waited, then found the runs covered: one part was ever written
+    assert len(listed_parts(lake)) == 1
+    assert len(list(trace_facts.directory(lake.resolve()).glob("part-*.parquet"))) == 2
+    assert kept_facts(lake) == live_facts(lake)

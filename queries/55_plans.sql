@@ -227,8 +227,9 @@ start_ends as (
 start_expired as (
     -- per step: the starting CALs whose expiry is not after its slot
     select product_version, k,
-        count(*) filter (where kind = 0) over (partition by product_version
-            order by moment, kind rows between unbounded preceding and current row) as n
+        -- (a running sum: DuckDB 2.0 takes seconds for count(*) FILTER over this frame)
+        (sum((kind = 0)::integer) over (partition by product_version
+            order by moment, kind rows between unbounded preceding and current row))::bigint as n
     from start_ends
     qualify kind = 1
 ),

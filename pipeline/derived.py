@@ -56,16 +56,19 @@ TABLES = {
 SHELL_TABLES = ("cal_events",)
 
 
-def fingerprint(lake: Path, manifest: bool = True) -> str:
+def fingerprint(lake: Path, manifest: bool = True, upto: str | None = None) -> str:
     """What the derived tables of `lake` depend on, as a short hex digest. `manifest=False`
-    leaves out the files ingested (the trace facts, pipeline/trace_facts.py, are kept per
-    ingest run: they depend on the queries and reference tables only)."""
+    leaves out the files ingested and `upto` the query files after the one named (the trace
+    facts, pipeline/trace_facts.py, are kept per ingest run: they depend on the layers up to
+    theirs and on the reference tables only; a layer reads the files before it, never after)."""
     digest = hashlib.sha256()
     digest.update(f"caltrail-derived {FORMAT_VERSION} duckdb {duckdb.__version__}\n".encode())
     if manifest:
         for path in sorted((lake / "ingest_files").glob("*.parquet")):
             digest.update(f"m {path.name} {path.stat().st_size}\n".encode())
     for path in queries.sql_files():
+        if upto is not None and path.name > upto:
+            continue
         digest.update(f"q {path.name}\n".encode())
         digest.update(path.read_bytes())
     ref = lake / "_ref"

@@ -6,8 +6,8 @@ A message's fact depends only on its row and on the patterns, so, unlike the der
 of pipeline/derived.py (rebuilt whole when the lake changes), the facts are kept by ingest
 run: a diagnosis after a batch ingest computes those of the batch's trace files alone.
 
-Layout, under `LAKE/_derived/trace_licensing-<stamp>/` (`stamp`: the SQL of queries/ and the
-reference tables of LAKE/_ref, the patterns among them; not the manifest):
+Layout, under `LAKE/_derived/trace_licensing-<stamp>/` (`stamp`: the SQL of queries/ up to
+`LAYER` and the reference tables of LAKE/_ref, the patterns among them; not the manifest):
 - `part-<n>-<id>.parquet`: the facts of some runs, with `file_sha256` and `run_id`;
 - `part-<n>-<id>.keys.parquet`: the (file_sha256, run_id) runs it covers, those that gave no
   fact included (so they are not read again);
@@ -36,13 +36,16 @@ import duckdb
 from pipeline import derived
 
 TABLE = "trace_licensing"
+# The query file defining it: an edit there (or before it) starts the kept facts again; an
+# edit of a later layer does not.
+LAYER = "35_trace_licensing.sql"
 # Parts are merged into one when there are more than this (one is added per batch).
 MAX_PARTS = 12
 INDEX = "index.json"
 
 
 def directory(lake: Path, stamp: str | None = None) -> Path:
-    stamp = stamp or derived.fingerprint(lake, manifest=False)
+    stamp = stamp or derived.fingerprint(lake, manifest=False, upto=LAYER)
     return lake / derived.DERIVED_DIR / f"{TABLE}-{stamp}"
 
 

@@ -177,3 +177,29 @@ def test_two_sessions_at_once_compute_the_runs_once(
     assert len(listed_parts(lake)) == 1
     assert len(list(trace_facts.directory(lake.resolve()).glob("part-*.parquet"))) == 2
     assert kept_facts(lake) == live_facts(lake)
+
+
+def test_only_an_edit_up_to_the_trace_layer_starts_them_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import queries
+
+    lake = tmp_path / "lake"
+    (lake / "ingest_files").mkdir(parents=True)
+    copies = tmp_path / "queries"
+    copies.mkdir()
+    for path in queries.sql_files():
+        shutil.copy(path, copies / path.name)
+    monkeypatch.setattr(queries, "sql_files", lambda: sorted(copies.glob("*.sql")))
+    trace_stamp, lake_stamp = trace_facts.directory(lake), derived.fingerprint(lake)
+
+    with open(copies / "55_plans.sql", "a", encoding="utf-8") as later:
+        later.write("\n-- an edit of a later layer\n")
+    assert derived.fingerprint(lake) != lake_stamp  # the derived tables are built again
+    assert trace_facts.directory(lake) == trace_stamp  # the trace facts are kept
+
+    with open(copies / trace_facts.LAYER, "a", encoding="utf-8") as own:
+        own.write("\n-- an edit of the trace layer\n")
+    assert trace_facts.directory(lake) != trace_stamp

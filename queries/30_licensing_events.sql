@@ -10,12 +10,36 @@ create or replace macro licensing_provider_family(provider, event_source_name) a
         when provider = 'Microsoft-Windows-TerminalServices-LocalSessionManager' then 'lsm'
     end;
 
-create or replace view licensing_events as
+-- The rows of licensing_events, all of them or (problems_only) those licensing_problems
+-- shows. The events are deduplicated here as the `events` view does it (one row per computer,
+-- channel, record id and time; dup_count copies), but over the licensing families' events
+-- alone, and for problems_only over the events whose (family, id) the catalog gives a
+-- problem: the copies of one record share its provider and id, so filtering before the
+-- window leaves each record's copies together, and the window sorts a fraction of the lake.
+create or replace macro licensing_rows(problems_only) as table
 with source as (
     select
         *,
         licensing_provider_family(provider, event_source_name) as provider_family
-    from events
+    from events_all
+    where licensing_provider_family(provider, event_source_name) is not null
+        and (not problems_only or (licensing_provider_family(provider, event_source_name), event_id) in (
+            select (provider_family, event_id)
+            from event_catalog
+            where action in ('server-problem', 'revoke-refused') or problem is not null
+        ))
+),
+deduplicated as (
+    select * exclude (rn)
+    from (
+        select
+            *,
+            count(*) over w as dup_count,
+            row_number() over (w order by source_path, "offset") as rn
+        from source
+        window w as (partition by computer, channel, record_id, time_created)
+    )
+    where rn = 1
 ),
 joined as (
     select
@@ -32,7 +56,7 @@ joined as (
         c.server_field,
         c.message as message_template,
         c.description
-    from source as s
+    from deduplicated as s
     left join event_catalog as c
         on c.provider_family = s.provider_family
         and c.event_id = s.event_id
@@ -71,13 +95,16 @@ final as (
         "offset"
     from joined
 )
-select * from final;
+select *
+from final
+where not problems_only or action in ('server-problem', 'revoke-refused') or problem is not null;
+
+create or replace view licensing_events as
+select * from licensing_rows(false);
 
 -- The few events the diagnosis reads besides CAL facts: server problems, refused revocations,
--- database rebuilds (every event with a catalog problem). One scan of licensing_events gives
--- them all; server_findings and revoke_plan read this view (a diagnosis computes it once:
--- pipeline/diagnose.py).
+-- database rebuilds (every event with a catalog problem): the rows of licensing_events with
+-- such an action or a problem. server_findings and revoke_plan read this view (kept in the
+-- lake: pipeline/derived.py).
 create or replace view licensing_problems as
-select *
-from licensing_events
-where action in ('server-problem', 'revoke-refused') or problem is not null;
+select * from licensing_rows(true);

@@ -12,6 +12,7 @@ from fixtures.simulator import simulate
 from pipeline.accuracy import evaluate
 from pipeline.diagnose import findings, normalise_hwid, open_case, timeline
 from pipeline.ingest import IngestOptions, ingest
+from pipeline.session import connect
 
 FLEETS = {
     # name: (scenario, seed, devices, days)
@@ -211,3 +212,20 @@ def test_accuracy_scoring() -> None:
     assert table["vdi"] == {"tp": 1, "fp": 0, "fn": 0, "precision": 1.0, "recall": 1.0}
     assert table["cloned"]["recall"] == 0.0
     assert table["script"]["precision"] == 0.0
+
+
+def test_licensing_problems_are_the_problem_rows_of_licensing_events(
+    cases: dict[str, Case],
+) -> None:
+    """licensing_problems prefilters the events before deduplicating them
+    (queries/30_licensing_events.sql): the same rows as filtering licensing_events."""
+    con = connect(cases["server"].lake, derive=False)
+    columns = "* exclude (data), data::varchar"
+    whole = (
+        f"select {columns} from licensing_events "
+        "where action in ('server-problem', 'revoke-refused') or problem is not null"
+    )
+    alone = f"select {columns} from licensing_rows(true)"  # (the live licensing_problems)
+    assert con.execute(f"select count(*) from ({alone})").fetchall()[0][0] > 0
+    for query in (f"{whole} except all {alone}", f"{alone} except all {whole}"):
+        assert con.execute(f"select count(*) from ({query})").fetchall() == [(0,)]

@@ -161,10 +161,10 @@ def init_script_text(lake: Path) -> str:
     from pipeline import derived, trace_facts
 
     stamp = derived.fingerprint(lake)
-    kept = trace_facts.complete_parts(lake, stamp)
+    kept = trace_facts.shell_sql(lake, stamp)
     if kept is not None:
         parts.append("-- trace_licensing: the facts kept in the lake per ingest run")
-        parts.append(trace_facts.parts_view_sql(kept))
+        parts.append(kept)
     for table, live in derived.TABLES.items():
         current = derived.current_file(lake, table, stamp)
         if current is not None:

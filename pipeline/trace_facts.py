@@ -79,13 +79,40 @@ def complete_parts(lake: Path, lake_stamp: str) -> list[Path] | None:
     return files if files and all(f.is_file() for f in files) else None
 
 
-def parts_view_sql(files: list[Path]) -> str:
-    """The view over kept parts: only the rows of runs still visible. For the shell's init
-    script (a file, not a query): the paths are quoted literals there."""
-    listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+def kept_parts(lake: Path) -> list[str]:
+    """The names of the parts the index lists (covering the lake or not), whose files are
+    all there."""
+    folder = directory(lake.resolve())
+    return [
+        name
+        for name in _parts(_read_index(folder))
+        if (folder / f"{name}.parquet").is_file() and (folder / f"{name}.keys.parquet").is_file()
+    ]
+
+
+def _literal_list(files: list[str]) -> str:
+    return "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
+
+
+def shell_sql(lake: Path, lake_stamp: str) -> str | None:
+    """`trace_licensing` for the shell's init script (a file, not a query: the paths are
+    quoted literals there), or None when nothing is kept. The kept parts, only the rows of
+    runs still visible; when they do not cover the lake (an ingest since), the facts of the
+    runs not kept yet are computed live, when a query reads them: the shell opened after a
+    batch extracts the batch's trace messages alone."""
+    names = kept_parts(lake)
+    if not names:
+        return None
+    folder = directory(lake.resolve())
+    facts = _literal_list(_files(folder, names, ".parquet"))
+    kept = f"select * from read_parquet({facts}) semi join visible_runs using (file_sha256, run_id)"
+    if complete_parts(lake, lake_stamp) is not None:
+        return f"create or replace view {TABLE} as {kept};"
+    keys = _literal_list(_files(folder, names, ".keys.parquet"))
     return (
-        f"create or replace view {TABLE} as select * from read_parquet([{listed}]) "
-        "semi join visible_runs using (file_sha256, run_id);"
+        "create or replace view trace_licensing_input as select * from trace_events "
+        f"anti join read_parquet({keys}) using (file_sha256, run_id);\n"
+        f"create or replace view {TABLE} as {kept}\nunion all\nselect * from {TABLE}_live;"
     )
 
 
@@ -249,4 +276,13 @@ def provide(con: duckdb.DuckDBPyConnection, lake: Path, lake_stamp: str) -> str:
     return how
 
 
-__all__ = ["MAX_PARTS", "TABLE", "attach", "complete_parts", "directory", "provide"]
+__all__ = [
+    "MAX_PARTS",
+    "TABLE",
+    "attach",
+    "complete_parts",
+    "directory",
+    "kept_parts",
+    "provide",
+    "shell_sql",
+]

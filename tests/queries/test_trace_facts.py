@@ -203,3 +203,37 @@ def test_only_an_edit_up_to_the_trace_layer_starts_them_again(
     with open(copies / trace_facts.LAYER, "a", encoding="utf-8") as own:
         own.write("\n-- an edit of the trace layer\n")
     assert trace_facts.directory(lake) != trace_stamp
+
+
+def test_the_shell_after_a_batch_reads_the_kept_facts_and_the_batchs_live(
+    tmp_path: Path, bundles: tuple[Path, Path]
+) -> None:
+    from pipeline.session import duckdb_cli
+
+    binary = duckdb_cli()
+    assert binary, "duckdb-cli is a dependency of caltrail"
+    lake = tmp_path / "lake"
+    ingest([bundles[0]], IngestOptions(lake=lake))
+    kept_facts(lake)  # the first bundle's facts kept
+    ingest([bundles[1]], IngestOptions(lake=lake))  # writes the init script
+    script = (lake / "caltrail.sql").read_text(encoding="utf-8")
+    assert "anti join read_parquet" in script  # the second bundle's runs: computed live
+    expected = len(live_facts(lake))
+    batch = len(visible_trace_runs(lake)) - len(part_runs(lake, listed_parts(lake)[0]))
+    out = subprocess.run(
+        [
+            binary,
+            "-init",
+            str(lake / "caltrail.sql"),
+            "-csv",
+            "-noheader",
+            "-c",
+            "select count(*) from trace_licensing; "
+            "select count(distinct (file_sha256, run_id)) from trace_licensing_input",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout.split()
+    assert out[-2:] == [str(expected), str(batch)]

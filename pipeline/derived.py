@@ -177,7 +177,7 @@ def ensure(con: duckdb.DuckDBPyConnection, lake: Path) -> dict[str, str]:
     stamp = fingerprint(lake.resolve())
     how = {}
     if current_file(lake, "cal_events", stamp) is None:
-        how[trace_facts.TABLE] = trace_facts.provide(con, lake, stamp)
+        how[trace_facts.TABLE] = trace_facts.provide(con, lake)
     how.update({table: provide(con, lake, table, stamp) for table in TABLES})
     return how
 

@@ -129,12 +129,12 @@ def _provide_trace_facts(
     first (pipeline/trace_facts.py). Otherwise the view stays live."""
     from pipeline import derived, trace_facts
 
-    files = trace_facts.complete_parts(lake, stamp)
+    files = trace_facts.complete_parts(lake)
     if files is not None:
         trace_facts.attach(con, files)
     elif derive and derived.current_file(lake, "cal_events", stamp) is None:
         try:
-            trace_facts.provide(con, lake, stamp)
+            trace_facts.provide(con, lake)
         except duckdb.Error as exc:
             raise SessionError(f"building {trace_facts.TABLE}: {exc}") from exc
 
@@ -161,7 +161,7 @@ def init_script_text(lake: Path) -> str:
     from pipeline import derived, trace_facts
 
     stamp = derived.fingerprint(lake)
-    kept = trace_facts.shell_sql(lake, stamp)
+    kept = trace_facts.shell_sql(lake)
     if kept is not None:
         parts.append("-- trace_licensing: the facts kept in the lake per ingest run")
         parts.append(kept)

@@ -11,8 +11,8 @@ Layout, under `LAKE/_derived/trace_licensing-<stamp>/` (`stamp`: the SQL of quer
 - `part-<n>-<id>.parquet`: the facts of some runs, with `file_sha256` and `run_id`;
 - `part-<n>-<id>.keys.parquet`: the (file_sha256, run_id) runs it covers, those that gave no
   fact included (so they are not read again);
-- `index.json`: the parts in use, replaced atomically; `complete` is the lake fingerprint
-  (pipeline/derived.py) at which the parts covered every committed run.
+- `index.json`: the parts in use, replaced atomically; `complete` is the state of the lake
+  (`coverage`: its manifest, and the stamp's queries) at which they covered every run.
 
 A session reads the parts of the index, keeping only the rows of runs still visible (a file
 ingested again with --force has a new run). Parts are added and merged under a lock file, so
@@ -68,12 +68,18 @@ def _write_index(folder: Path, parts: list[str], complete: str) -> None:
     os.replace(tmp, folder / INDEX)
 
 
-def complete_parts(lake: Path, lake_stamp: str) -> list[Path] | None:
-    """The part files when they cover the lake as it is at `lake_stamp`, else None."""
+def coverage(lake: Path) -> str:
+    """The state of the lake the facts depend on: the manifest (the runs) and the stamp's
+    queries and reference tables."""
+    return derived.fingerprint(lake, manifest=True, upto=LAYER)
+
+
+def complete_parts(lake: Path) -> list[Path] | None:
+    """The part files when they cover the lake as it is now, else None."""
     lake = lake.resolve()
     folder = directory(lake)
     index = _read_index(folder)
-    if index.get("complete") != lake_stamp:
+    if index.get("complete") != coverage(lake):
         return None
     files = [folder / f"{name}.parquet" for name in _parts(index)]
     return files if files and all(f.is_file() for f in files) else None
@@ -94,7 +100,7 @@ def _literal_list(files: list[str]) -> str:
     return "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
 
 
-def shell_sql(lake: Path, lake_stamp: str) -> str | None:
+def shell_sql(lake: Path) -> str | None:
     """`trace_licensing` for the shell's init script (a file, not a query: the paths are
     quoted literals there), or None when nothing is kept. The kept parts, only the rows of
     runs still visible; when they do not cover the lake (an ingest since), the facts of the
@@ -106,7 +112,7 @@ def shell_sql(lake: Path, lake_stamp: str) -> str | None:
     folder = directory(lake.resolve())
     facts = _literal_list(_files(folder, names, ".parquet"))
     kept = f"select * from read_parquet({facts}) semi join visible_runs using (file_sha256, run_id)"
-    if complete_parts(lake, lake_stamp) is not None:
+    if complete_parts(lake) is not None:
         return f"create or replace view {TABLE} as {kept};"
     keys = _literal_list(_files(folder, names, ".keys.parquet"))
     return (
@@ -193,7 +199,7 @@ def _remove_unlisted(lake: Path, folder: Path, parts: list[str]) -> None:
             continue
 
 
-def provide(con: duckdb.DuckDBPyConnection, lake: Path, lake_stamp: str) -> str:
+def provide(con: duckdb.DuckDBPyConnection, lake: Path) -> str:
     """Make the session's `trace_licensing` read kept parts, computing (under the lock) the
     facts of the runs no part covers yet, and merging the parts when there are many.
     Returns 'persisted' (nothing to compute), 'built', or 'live' (the lake cannot be written,
@@ -202,6 +208,7 @@ def provide(con: duckdb.DuckDBPyConnection, lake: Path, lake_stamp: str) -> str:
     folder = directory(lake)
     if not derived.writable(folder.parent) or not derived.writable(folder):
         return "live"
+    state = coverage(lake)  # (before reading the runs: an ingest meanwhile is not covered)
     with _locked(folder):
         parts = [p for p in _parts(_read_index(folder)) if (folder / f"{p}.keys.parquet").is_file()]
         con.execute(
@@ -249,7 +256,7 @@ def provide(con: duckdb.DuckDBPyConnection, lake: Path, lake_stamp: str) -> str:
             parts.append(name)
             how = "built"
         if not parts:
-            _write_index(folder, [], lake_stamp)
+            _write_index(folder, [], state)
             return "live"  # no trace rows at all: the live view is empty and quick
         if len(parts) > MAX_PARTS:
             # one part of the facts and runs still visible (older runs of a file dropped)
@@ -268,7 +275,7 @@ def provide(con: duckdb.DuckDBPyConnection, lake: Path, lake_stamp: str) -> str:
                     "semi join visible_runs using (file_sha256, run_id)",
                 )
             ]
-        _write_index(folder, parts, lake_stamp)
+        _write_index(folder, parts, state)
         _remove_unlisted(lake, folder, parts)
         con.execute("drop table if exists trace_runs_now")
         con.execute("drop table if exists trace_runs_new")
@@ -281,6 +288,7 @@ __all__ = [
     "TABLE",
     "attach",
     "complete_parts",
+    "coverage",
     "directory",
     "kept_parts",
     "provide",

@@ -48,15 +48,29 @@ union all
 select timestamptz '0001-01-01 00:00:00+00', 0;
 
 
+-- The rebuild times in order (db_rebuilds without its generation 0), as one list: a fact's
+-- generation is the number of rebuilds at or before it, and the rebuild ending a license the
+-- first one after its issue. Read from the list rather than by an as-of join, which sorted
+-- every wide fact row (2.4 M trace facts: 1.6 s) to place it among a handful of rebuilds.
+create or replace macro rebuild_times() as
+    (select coalesce(list(rebuilt_at order by rebuilt_at) filter (where generation > 0), [])
+     from db_rebuilds);
+
+create or replace macro rebuild_generation(times, t) as
+    len(list_filter(times, lambda r: r <= t));
+
+create or replace macro rebuild_after(times, t) as
+    list_filter(times, lambda r: r > t)[1];
+
 -- issued_licenses: one row per license (license server, generation, key pack, license id),
 -- however many snapshots listed it; first and last snapshot seen, latest state.
 create or replace view issued_licenses as
 with source as (
     select
         r.*,
-        coalesce(g.generation, 0) as generation
+        rebuild_generation(g.times, r.issue_date) as generation
     from issued_license_rows as r
-    asof left join db_rebuilds as g on r.issue_date >= g.rebuilt_at
+    cross join (select rebuild_times() as times) as g
     where r.license_id is not null
 ),
 final as (
@@ -181,7 +195,7 @@ with trace_facts as (
         'trace' as source,
         license_id,
         keypack_id,
-        coalesce(g.generation, 0) as generation,
+        rebuild_generation(g.times, t.ts) as generation,
         client_name,
         client_name_raw,
         hwid,
@@ -198,7 +212,7 @@ with trace_facts as (
         line as source_line,
         file_sha256
     from trace_licensing as t
-    asof left join db_rebuilds as g on t.ts >= g.rebuilt_at
+    cross join (select rebuild_times() as times) as g
     where operation in (
         'request', 'issue-temporary', 'issue-permanent', 'upgrade', 'renew', 'revoke', 'deny'
     )
@@ -574,10 +588,10 @@ final as (
     select
         d.*,
         r.replaced_at,
-        b.rebuilt_at as db_rebuilt_at
+        rebuild_after(b.times, d.issued_at) as db_rebuilt_at
     from dated as d
     left join replaced as r using (license_key)
-    asof left join db_rebuilds as b on d.issued_at < b.rebuilt_at
+    cross join (select rebuild_times() as times) as b
 ),
 counted as (
     select

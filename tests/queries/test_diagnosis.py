@@ -229,3 +229,32 @@ def test_licensing_problems_are_the_problem_rows_of_licensing_events(
     assert con.execute(f"select count(*) from ({alone})").fetchall()[0][0] > 0
     for query in (f"{whole} except all {alone}", f"{alone} except all {whole}"):
         assert con.execute(f"select count(*) from ({query})").fetchall() == [(0,)]
+
+
+def test_rebuild_generation_and_end_equal_the_as_of_joins(cases: dict[str, Case]) -> None:
+    """The list macros of queries/40_cal_events.sql give what an as-of join on db_rebuilds
+    gives: the generation at a time (rebuilds at or before it) and the first rebuild after
+    it, ties and NULL times included."""
+    con = connect(cases["server"].lake, derive=False)
+    con.execute(
+        "create temp table rebuilds as select t as rebuilt_at, row_number() over (order by t) "
+        "as generation from (select distinct timestamptz '2025-01-01 00:00:00+00' "
+        "+ to_hours((hash(i, 'rebuild') % 5000)::integer) as t from range(6) as r(i))"
+    )
+    con.execute(
+        "create temp table times as select case when i % 50 = 0 then null else "
+        "timestamptz '2024-12-01 00:00:00+00' + to_hours((hash(i) % 6000)::integer) end as t "
+        "from range(2000) as r(i) union all select rebuilt_at from rebuilds"
+    )
+    by_join = con.execute(
+        "select x.t, coalesce(g.generation, 0), e.rebuilt_at from times as x "
+        "asof left join rebuilds as g on x.t >= g.rebuilt_at "
+        "asof left join rebuilds as e on x.t < e.rebuilt_at order by all"
+    ).fetchall()
+    by_list = con.execute(
+        "select x.t, rebuild_generation(l.times, x.t), rebuild_after(l.times, x.t) "
+        "from times as x, (select list(rebuilt_at order by rebuilt_at) as times from rebuilds) "
+        "as l order by all"
+    ).fetchall()
+    assert by_list == by_join
+    assert {row[1] for row in by_list} >= {0, 1, 2}

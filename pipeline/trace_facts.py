@@ -116,6 +116,7 @@ def shell_sql(lake: Path) -> str | None:
         return f"create or replace view {TABLE} as {kept};"
     keys = _literal_list(_files(folder, names, ".keys.parquet"))
     return (
+        f"-- (here {TABLE}_live computes the runs the kept parts do not cover)\n"
         "create or replace view trace_licensing_input as select * from trace_events "
         f"anti join read_parquet({keys}) using (file_sha256, run_id);\n"
         f"create or replace view {TABLE} as {kept}\nunion all\nselect * from {TABLE}_live;"

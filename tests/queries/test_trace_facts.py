@@ -261,3 +261,30 @@ def test_kept_facts_still_cover_the_lake_after_an_edit_of_a_later_layer(
     assert trace_facts.complete_parts(lake) is not None  # ... from the kept facts
     ingest([bundles[1]], IngestOptions(lake=lake))
     assert trace_facts.complete_parts(lake) is None  # new runs: not covered
+
+
+def test_unlisted_parts_and_other_stamps_are_removed_once_stale(
+    tmp_path: Path, bundles: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(trace_facts, "MAX_PARTS", 1)
+    lake = tmp_path / "lake"
+    ingest([bundles[0]], IngestOptions(lake=lake))
+    kept_facts(lake)
+    folder = trace_facts.directory(lake.resolve())
+    other = folder.with_name("trace_licensing-0123456789abcdef01234567")  # an older stamp
+    other.mkdir()
+    (other / "index.json").write_text('{"parts": [], "complete": null}', encoding="utf-8")
+    ingest([bundles[1]], IngestOptions(lake=lake))
+    kept_facts(lake)  # two parts merged into one: the two stay a while for open sessions
+    assert len(list(folder.glob("part-*.keys.parquet"))) == 3
+    assert other.is_dir()
+
+    monkeypatch.setattr(derived, "STALE_SECONDS", -1.0)
+    ingest([bundles[1]], IngestOptions(lake=lake, force=True))
+    kept = kept_facts(lake)
+    listed = listed_parts(lake)
+    assert sorted(p.name for p in folder.glob("part-*")) == sorted(
+        f"{name}{suffix}" for name in listed for suffix in (".keys.parquet", ".parquet")
+    )
+    assert not other.exists()
+    assert kept == live_facts(lake)

@@ -566,7 +566,7 @@ def diagnose_fleet(bench: Bench, devices: int, days: int) -> tuple[float, float]
 
 def batch_diagnosis(bench: Bench, lake: Path, devices: int) -> None:
     """A SIEM batch on top of the fleet: a small bundle (1% of the devices, two weeks, its own
-    license server) ingested into the lake, then the first diagnosis after it. The trace
+    license server and site) ingested into the lake, then the first diagnosis after it. The trace
     facts of the lake's earlier runs are kept (pipeline/trace_facts.py): only the batch's
     trace messages are read again. --force gives the batch new runs when a kept lake has
     it already."""
@@ -593,7 +593,17 @@ def batch_diagnosis(bench: Bench, lake: Path, devices: int) -> None:
 def simulate_batch(out: Path, devices: int) -> None:
     from fixtures.simulator import simulate
 
-    simulate(out, seed=8, devices=devices, days=14, license_server="LS-BATCH")
+    # its own license server, site (device names) and license ids: caltrail keys a license
+    # without its server (README, "How good is the diagnosis"), so overlapping ids would merge
+    simulate(
+        out,
+        seed=8,
+        devices=devices,
+        days=14,
+        license_server="LS-BATCH",
+        site="HAM",
+        first_license_id=50_000_000,
+    )
     (out / "truth.json").unlink(missing_ok=True)
 
 

@@ -200,6 +200,66 @@ def _remove_unlisted(lake: Path, folder: Path, parts: list[str]) -> None:
             continue
 
 
+def _runs_not_covered(con: duckdb.DuckDBPyConnection, folder: Path, parts: list[str]) -> int:
+    """Fill the temp table trace_runs_new with the committed runs of trace files that no
+    part covers; returns how many runs there are in all."""
+    con.execute(
+        "create or replace temp table trace_runs_now as "
+        "select distinct file_sha256, run_id from trace_events"
+    )
+    covered = "select null::varchar as file_sha256, null::varchar as run_id where false"
+    if parts:
+        con.execute(
+            "set variable trace_keys_files = $files",
+            {"files": _files(folder, parts, ".keys.parquet")},
+        )
+        covered = "select file_sha256, run_id from read_parquet(getvariable('trace_keys_files'))"
+    con.execute(
+        f"create or replace temp table trace_runs_new as select * from trace_runs_now except ({covered})"
+    )
+    [(runs,)] = con.execute("select count(*) from trace_runs_now").fetchall()
+    return int(runs)
+
+
+def _compute_part(
+    con: duckdb.DuckDBPyConnection, folder: Path, parts: list[str], all_runs: int
+) -> str | None:
+    """The facts of the runs in trace_runs_new as a new part (None when there are none)."""
+    [(new_runs,)] = con.execute("select count(*) from trace_runs_new").fetchall()
+    if new_runs == 0:
+        return None
+    if new_runs < all_runs:
+        # the live view over the new runs alone (its input view pointed at them; trace_events
+        # shows one run per file, so the file says which). Not when every run is new: the
+        # filter costs a third more than the whole.
+        con.execute(
+            "create or replace view trace_licensing_input as select * from trace_events "
+            "where file_sha256 in (select file_sha256 from trace_runs_new)"
+        )
+    try:
+        return _add_part(
+            con, folder, parts, f"select * from main.{TABLE}_live", "select * from trace_runs_new"
+        )
+    finally:
+        con.execute("create or replace view trace_licensing_input as select * from trace_events")
+
+
+def _merge(con: duckdb.DuckDBPyConnection, folder: Path, parts: list[str]) -> str:
+    """One part of the facts and runs of `parts` still visible (older runs of a file are
+    dropped); the parts merged stay on disk until `_remove_unlisted` finds them stale."""
+    con.execute("set variable trace_merge_facts = $f", {"f": _files(folder, parts, ".parquet")})
+    con.execute("set variable trace_merge_keys = $k", {"k": _files(folder, parts, ".keys.parquet")})
+    return _add_part(
+        con,
+        folder,
+        parts,
+        "select * from read_parquet(getvariable('trace_merge_facts')) "
+        "semi join visible_runs using (file_sha256, run_id)",
+        "select * from read_parquet(getvariable('trace_merge_keys')) "
+        "semi join visible_runs using (file_sha256, run_id)",
+    )
+
+
 def provide(con: duckdb.DuckDBPyConnection, lake: Path) -> str:
     """Make the session's `trace_licensing` read kept parts, computing (under the lock) the
     facts of the runs no part covers yet, and merging the parts when there are many.
@@ -212,76 +272,21 @@ def provide(con: duckdb.DuckDBPyConnection, lake: Path) -> str:
     state = coverage(lake)  # (before reading the runs: an ingest meanwhile is not covered)
     with _locked(folder):
         parts = [p for p in _parts(_read_index(folder)) if (folder / f"{p}.keys.parquet").is_file()]
-        con.execute(
-            "create or replace temp table trace_runs_now as "
-            "select distinct file_sha256, run_id from trace_events"
-        )
-        covered = (
-            "select file_sha256, run_id from read_parquet(getvariable('trace_keys_files'))"
-            if parts
-            else "select null::varchar as file_sha256, null::varchar as run_id where false"
-        )
-        con.execute(
-            "set variable trace_keys_files = $files",
-            {"files": _files(folder, parts, ".keys.parquet") or [""]},
-        )
-        con.execute(
-            "create or replace temp table trace_runs_new as "
-            f"select * from trace_runs_now except ({covered})"
-        )
-        [(new_runs, all_runs)] = con.execute(
-            "select (select count(*) from trace_runs_new), (select count(*) from trace_runs_now)"
-        ).fetchall()
-        how = "persisted"
-        if new_runs > 0:
-            if new_runs < all_runs:
-                # the live view over the new runs alone (its input view pointed at them;
-                # trace_events shows one run per file, so the file says which). Not when
-                # every run is new: the filter costs a third more than the whole.
-                con.execute(
-                    "create or replace view trace_licensing_input as select * from trace_events "
-                    "where file_sha256 in (select file_sha256 from trace_runs_new)"
-                )
-            try:
-                name = _add_part(
-                    con,
-                    folder,
-                    parts,
-                    f"select * from main.{TABLE}_live",
-                    "select * from trace_runs_new",
-                )
-            finally:
-                con.execute(
-                    "create or replace view trace_licensing_input as select * from trace_events"
-                )
-            parts.append(name)
-            how = "built"
-        if not parts:
-            _write_index(folder, [], state)
-            return "live"  # no trace rows at all: the live view is empty and quick
+        try:
+            added = _compute_part(con, folder, parts, _runs_not_covered(con, folder, parts))
+        finally:
+            con.execute("drop table if exists trace_runs_now")
+        con.execute("drop table if exists trace_runs_new")
+        if added is not None:
+            parts.append(added)
         if len(parts) > MAX_PARTS:
-            # one part of the facts and runs still visible (older runs of a file dropped)
-            facts = _files(folder, parts, ".parquet")
-            keys = _files(folder, parts, ".keys.parquet")
-            con.execute("set variable trace_merge_facts = $f", {"f": facts})
-            con.execute("set variable trace_merge_keys = $k", {"k": keys})
-            parts = [
-                _add_part(
-                    con,
-                    folder,
-                    parts,
-                    "select * from read_parquet(getvariable('trace_merge_facts')) "
-                    "semi join visible_runs using (file_sha256, run_id)",
-                    "select * from read_parquet(getvariable('trace_merge_keys')) "
-                    "semi join visible_runs using (file_sha256, run_id)",
-                )
-            ]
+            parts = [_merge(con, folder, parts)]
         _write_index(folder, parts, state)
         _remove_unlisted(lake, folder, parts)
-        con.execute("drop table if exists trace_runs_now")
-        con.execute("drop table if exists trace_runs_new")
+    if not parts:
+        return "live"  # no trace rows at all: the live view is empty and quick
     attach(con, [folder / f"{name}.parquet" for name in parts])
-    return how
+    return "built" if added is not None else "persisted"
 
 
 __all__ = [

@@ -20,10 +20,13 @@ computed into the session only (a temp table).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -132,6 +135,30 @@ def _remove_stale(lake: Path, table: str, keep: Path) -> None:
             continue
 
 
+def _publish(tmp: Path, target: Path) -> None:
+    """Give `tmp` the name `target` unless a file has it already. A kept file never changes
+    once it exists: a session may be reading it (DuckDB opens a file more than once per
+    query, and a file replaced in between reads as corrupt: "Invalid data")."""
+    try:
+        os.link(tmp, target)  # fails if the target exists: the first one stays
+    except FileExistsError:
+        pass
+    except OSError:  # a file system without hard links
+        if not target.exists():
+            os.replace(tmp, target)
+
+
+@contextmanager
+def _building(directory: Path, table: str) -> Iterator[None]:
+    """One session at a time builds `table`: a second one waits, then reads its file."""
+    with open(directory / f".{table}.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def build(con: duckdb.DuckDBPyConnection, lake: Path, table: str = "cal_events") -> Path | None:
     """Compute `table` from its live view and persist it; None when the lake cannot be
     written. The session's view is pointed at the new file."""
@@ -144,10 +171,11 @@ def build(con: duckdb.DuckDBPyConnection, lake: Path, table: str = "cal_events")
     tmp = directory / f".{table}-{stamp}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         con.sql(f"select * from main.{TABLES[table]}").write_parquet(str(tmp), compression="zstd")
-        os.replace(tmp, target)
+        _publish(tmp, target)
     except (OSError, duckdb.IOException):
-        tmp.unlink(missing_ok=True)
         return None
+    finally:
+        tmp.unlink(missing_ok=True)
     _remove_stale(lake, table, target)
     attach(con, table, target)
     return target
@@ -164,8 +192,15 @@ def provide(
     if existing is not None:
         attach(con, table, existing)
         return "persisted"
-    if build(con, lake, table) is not None:
-        return "built"
+    directory = lake / DERIVED_DIR
+    if writable(directory):
+        with _building(directory, table):
+            existing = current_file(lake, table, stamp)  # built while this one waited
+            if existing is not None:
+                attach(con, table, existing)
+                return "persisted"
+            if build(con, lake, table) is not None:
+                return "built"
     con.execute(f"create or replace temp table {table} as select * from main.{TABLES[table]}")
     return "temp"
 

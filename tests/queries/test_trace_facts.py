@@ -29,7 +29,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def live_facts(lake: Path) -> list[tuple[object, ...]]:
-    con = connect(lake, derive=False)
+    con = connect(lake)  # (the layers above kept: the session opens quicker)
     try:
         return sorted(con.execute("select * from trace_licensing_live").fetchall(), key=repr)
     finally:
@@ -65,12 +65,34 @@ def part_runs(lake: Path, part: str) -> set[tuple[str, str]]:
 
 
 def visible_trace_runs(lake: Path) -> set[tuple[str, str]]:
-    con = connect(lake, derive=False)
+    con = connect(lake)
     try:
         rows = con.execute("select distinct file_sha256, run_id from trace_events").fetchall()
         return {(str(a), str(b)) for a, b in rows}
     finally:
         con.close()
+
+
+def first_bundle_kept(tmp_path: Path, bundles: tuple[Path, Path]) -> Path:
+    """A lake with the first bundle ingested and its trace facts kept."""
+    lake = tmp_path / "lake"
+    ingest([bundles[0]], IngestOptions(lake=lake))
+    kept_facts(lake)
+    return lake
+
+
+def edited_queries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of queries/*.sql that the fingerprints read instead (to edit one)."""
+    import shutil
+
+    import queries
+
+    copies = tmp_path / "queries"
+    copies.mkdir()
+    for path in queries.sql_files():
+        shutil.copy(path, copies / path.name)
+    monkeypatch.setattr(queries, "sql_files", lambda: sorted(copies.glob("*.sql")))
+    return copies
 
 
 def test_a_batch_computes_its_own_runs_and_equals_live(
@@ -113,9 +135,7 @@ def test_parts_are_merged(
     tmp_path: Path, bundles: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(trace_facts, "MAX_PARTS", 1)
-    lake = tmp_path / "lake"
-    ingest([bundles[0]], IngestOptions(lake=lake))
-    kept_facts(lake)
+    lake = first_bundle_kept(tmp_path, bundles)
     ingest([bundles[0]], IngestOptions(lake=lake, force=True))  # an older run to drop
     ingest([bundles[1]], IngestOptions(lake=lake))
     kept = kept_facts(lake)
@@ -182,17 +202,10 @@ def test_two_sessions_at_once_compute_the_runs_once(
 def test_only_an_edit_up_to_the_trace_layer_starts_them_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import shutil
-
-    import queries
 
     lake = tmp_path / "lake"
     (lake / "ingest_files").mkdir(parents=True)
-    copies = tmp_path / "queries"
-    copies.mkdir()
-    for path in queries.sql_files():
-        shutil.copy(path, copies / path.name)
-    monkeypatch.setattr(queries, "sql_files", lambda: sorted(copies.glob("*.sql")))
+    copies = edited_queries(tmp_path, monkeypatch)
     trace_stamp, lake_stamp = trace_facts.directory(lake), derived.fingerprint(lake)
 
     with open(copies / "55_plans.sql", "a", encoding="utf-8") as later:
@@ -242,19 +255,10 @@ def test_the_shell_after_a_batch_reads_the_kept_facts_and_the_batchs_live(
 def test_kept_facts_still_cover_the_lake_after_an_edit_of_a_later_layer(
     tmp_path: Path, bundles: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import shutil
 
-    import queries
-
-    lake = tmp_path / "lake"
-    ingest([bundles[0]], IngestOptions(lake=lake))
-    kept_facts(lake)
+    lake = first_bundle_kept(tmp_path, bundles)
     assert trace_facts.complete_parts(lake) is not None
-    copies = tmp_path / "queries"
-    copies.mkdir()
-    for path in queries.sql_files():
-        shutil.copy(path, copies / path.name)
-    monkeypatch.setattr(queries, "sql_files", lambda: sorted(copies.glob("*.sql")))
+    copies = edited_queries(tmp_path, monkeypatch)
     with open(copies / "40_cal_events.sql", "a", encoding="utf-8") as later:
         later.write("\n-- an edit of a later layer\n")
     assert derived.current_file(lake) is None  # cal_events is built again ...
@@ -267,9 +271,7 @@ def test_unlisted_parts_and_other_stamps_are_removed_once_stale(
     tmp_path: Path, bundles: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(trace_facts, "MAX_PARTS", 1)
-    lake = tmp_path / "lake"
-    ingest([bundles[0]], IngestOptions(lake=lake))
-    kept_facts(lake)
+    lake = first_bundle_kept(tmp_path, bundles)
     folder = trace_facts.directory(lake.resolve())
     other = folder.with_name("trace_licensing-0123456789abcdef01234567")  # an older stamp
     other.mkdir()

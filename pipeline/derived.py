@@ -149,9 +149,10 @@ def _publish(tmp: Path, target: Path) -> None:
 
 
 @contextmanager
-def _building(directory: Path, table: str) -> Iterator[None]:
-    """One session at a time builds `table`: a second one waits, then reads its file."""
-    with open(directory / f".{table}.lock", "a+") as handle:
+def locked(path: Path) -> Iterator[None]:
+    """Hold the lock file `path` (waiting for another session that holds it): one session
+    at a time builds a derived table; the next one waits, then reads what it wrote."""
+    with open(path, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -194,7 +195,7 @@ def provide(
         return "persisted"
     directory = lake / DERIVED_DIR
     if writable(directory):
-        with _building(directory, table):
+        with locked(directory / f".{table}.lock"):
             existing = current_file(lake, table, stamp)  # built while this one waited
             if existing is not None:
                 attach(con, table, existing)
@@ -243,6 +244,8 @@ __all__ = [
     "current_file",
     "ensure",
     "fingerprint",
+    "locked",
     "provide",
     "refresh",
+    "writable",
 ]

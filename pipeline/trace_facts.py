@@ -22,13 +22,10 @@ once it is `STALE_SECONDS` old (a session opened before may still read it).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -44,8 +41,9 @@ MAX_PARTS = 12
 INDEX = "index.json"
 
 
-def directory(lake: Path, stamp: str | None = None) -> Path:
-    stamp = stamp or derived.fingerprint(lake, manifest=False, upto=LAYER)
+def directory(lake: Path) -> Path:
+    """Where the facts are kept for the stamp of the queries and reference tables now."""
+    stamp = derived.fingerprint(lake, manifest=False, upto=LAYER)
     return lake / derived.DERIVED_DIR / f"{TABLE}-{stamp}"
 
 
@@ -131,16 +129,6 @@ def attach(con: duckdb.DuckDBPyConnection, files: list[Path]) -> None:
         f"read_parquet(getvariable('{TABLE}_parts')) "
         "semi join visible_runs using (file_sha256, run_id)"
     )
-
-
-@contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    with open(folder / ".lock", "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # another session adding parts: wait for it
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _copy(con: duckdb.DuckDBPyConnection, sql: str, target: Path) -> None:
@@ -270,7 +258,7 @@ def provide(con: duckdb.DuckDBPyConnection, lake: Path) -> str:
     if not derived.writable(folder.parent) or not derived.writable(folder):
         return "live"
     state = coverage(lake)  # (before reading the runs: an ingest meanwhile is not covered)
-    with _locked(folder):
+    with derived.locked(folder / ".lock"):  # another session adding parts: wait
         parts = [p for p in _parts(_read_index(folder)) if (folder / f"{p}.keys.parquet").is_file()]
         try:
             added = _compute_part(con, folder, parts, _runs_not_covered(con, folder, parts))

@@ -42,6 +42,7 @@ STALE_SECONDS = 600.0
 # built after those it reads, so that it reads their persisted copies)
 TABLES = {
     "licensing_problems": "licensing_problems",
+    "file_license_servers": "file_license_servers",
     "cal_events": "cal_events_live",
     "db_rebuilds": "db_rebuilds",
     "as_of": "as_of",

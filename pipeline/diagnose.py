@@ -105,9 +105,10 @@ def diagnose(con: duckdb.DuckDBPyConnection) -> Diagnosis:
     result.findings = findings(con)
     result.recovery = dicts(con, "select * from cal_recovery order by day")
     result.revoke_plan = dicts(con, "select * from revoke_plan")
-    result.pool = dicts(con, "select * from cal_pool order by product_version")
+    result.pool = dicts(con, "select * from cal_pool order by license_server, product_version")
     result.pool_history = dicts(
-        con, "select * from cal_pool_history order by product_version, snapshot_time"
+        con,
+        "select * from cal_pool_history order by license_server, product_version, snapshot_time",
     )
     result.inputs = dicts(
         con,

@@ -258,8 +258,9 @@ def render_report(con: duckdb.DuckDBPyConnection, lake: Path | None = None) -> s
     """The whole report as one HTML string."""
     diag = diagnose(con)
     as_of = diag.as_of
-    pool = diag.pool[0] if diag.pool else None
-    installed = int(pool["installed"]) if pool and pool["installed"] is not None else None
+    # the chart counts every server's CALs: its installed line is every pool's sum
+    installed = sum(int(p["installed"]) for p in diag.pool if p["installed"] is not None) or None
+    servers = {p["license_server"] for p in diag.pool}
     excess_total = sum(int(f["excess_cals"] or 0) for f in diag.device_findings if f["cause"])
     excess_now = sum(int(f["excess_now"] or 0) for f in diag.device_findings)
     by_cause = Counter(f["cause"] for f in diag.device_findings)
@@ -279,10 +280,12 @@ def render_report(con: duckdb.DuckDBPyConnection, lake: Path | None = None) -> s
         f"<div class=card><b>{excess_now}</b>excess CALs counted now</div>",
         f"<div class=card><b>{esc(diag.healthy_on) or '-'}</b>pool healthy again by expiry</div>",
     ]
-    if pool:
+    for pool in diag.pool[:6]:
+        named = f"{pool['license_server']}, " if len(servers) > 1 else ""
         out.append(
             f"<div class=card><b>{esc(pool['issued'])} / {esc(pool['installed'])}</b>"
-            f"per-device CALs issued / installed ({esc(pool['product_version'])})</div>"
+            f"per-device CALs issued / installed ({esc(named)}"
+            f"{esc(pool['product_version'])})</div>"
         )
     out.append(f"<div class=card><b>{len(diag.server_findings)}</b>server problems</div></div>")
     if by_cause:
@@ -368,15 +371,17 @@ def _revoke_section(diag: Diagnosis) -> str:
     batches: dict[Any, list[dict[str, Any]]] = {}
     for r in diag.revoke_plan:
         if r["action"] == "revoke":
-            batches.setdefault((r["product_version"], r["batch"]), []).append(r)
+            key = (r["license_server"], r["product_version"], r["batch"])
+            batches.setdefault(key, []).append(r)
     if not batches:
         out.append("<p>Nothing to revoke.</p>")
         return "".join(out)
     body = []
-    for (product, batch), items in list(batches.items())[:30]:
+    for (server, product, batch), items in list(batches.items())[:30]:
         first = items[0]
         body.append(
             [
+                _td(server),
                 _td(product),
                 _td(batch, num=True),
                 _td(first["revoke_on"]),
@@ -389,6 +394,7 @@ def _revoke_section(diag: Diagnosis) -> str:
     out.append(
         _table(
             [
+                "license server",
                 "product",
                 "batch",
                 "revoke on",

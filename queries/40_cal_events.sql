@@ -26,16 +26,66 @@ create or replace macro th(n) as
 create or replace macro th_text(n) as
     (select value from diagnosis_thresholds where name = n);
 
--- Database generations: the license server's database rebuilt (events 9/47/49/52/4100)
--- restarts license ids, so (keypack, license id) names one license only within a generation.
+-- The license servers the lake names (norm_name): the servers of WMI snapshots and the
+-- computers whose logs hold license-server events. Each server's database numbers its own
+-- key packs and licenses, so a license is keyed by its server first.
+create or replace view license_servers as
+select license_server
+from (
+    select norm_name(license_server) as license_server from issued_license_rows
+    union
+    select norm_name(license_server) from keypack_rows
+    union
+    select norm_name(computer)
+    from events_all
+    where licensing_provider_family(provider, event_source_name) = 'licensing'
+)
+where license_server is not null;
+
+-- The license server whose trace a file is. A trace dump does not name its server, but
+-- collectors name files and folders after the host ("LS01_lserver_trace.txt", "LS01/..."):
+-- the part of the path nearest the file name that is a known license server's name (parts
+-- split at anything a computer name cannot hold). Else, when the lake knows one license
+-- server only, that one. Else NULL: the file's facts are keyed under the unknown server '?'.
+create or replace view file_license_servers as
+with servers as (
+    select coalesce(list(distinct license_server), []) as names from license_servers
+),
+named as (
+    select
+        f.sha256 as file_sha256,
+        -- the path's parts from the file name up; the first that names a server
+        min(list_filter(
+            list_reverse(regexp_split_to_array(upper(f.path), '[^A-Z0-9-]+')),
+            lambda part: list_contains(s.names, part)
+        )[1]) as license_server,
+        any_value(s.names) as names
+    from ingest_files as f
+    cross join servers as s
+    group by f.sha256
+)
+select
+    file_sha256,
+    coalesce(license_server, case when len(names) = 1 then names[1] end) as license_server,
+    case
+        when license_server is not null then 'path'
+        when len(names) = 1 then 'only server'
+    end as attributed_by
+from named;
+
+-- Database generations: a license server's database rebuilt (events 9/47/49/52/4100)
+-- restarts its license ids, so (keypack, license id) names one license only within a
+-- generation of one server.
 create or replace view db_rebuilds as
 select
+    license_server,
     time_created as rebuilt_at,
-    row_number() over (order by time_created) as generation
+    row_number() over (partition by license_server order by time_created) as generation
 from (
     -- the times of licensing_events' database-rebuilt events, read before deduplication
-    -- (events_all: the copies of one record share its time), so without sorting every record
-    select distinct e.time_created
+    -- (events_all: the copies of one record share its time), so without sorting every
+    -- record; the server is the computer that logged the event
+    select distinct norm_name(e.computer) as license_server, e.time_created
     from events_all as e
     join event_catalog as c
         on c.provider_family = licensing_provider_family(e.provider, e.event_source_name)
@@ -44,34 +94,47 @@ from (
     where c.problem = 'database-rebuilt'
 )
 union all
--- generation 0: before any rebuild in the logs (lets an as-of join always find a row)
-select timestamptz '0001-01-01 00:00:00+00', 0;
+-- generation 0: before any rebuild in the logs
+select null, timestamptz '0001-01-01 00:00:00+00', 0;
 
 
--- The rebuild times in order (db_rebuilds without its generation 0), as one list: a fact's
--- generation is the number of rebuilds at or before it, and the rebuild ending a license the
--- first one after its issue. Read from the list rather than by an as-of join, which sorted
--- every wide fact row (2.4 M trace facts: 1.6 s) to place it among a handful of rebuilds.
+-- The rebuilds in time order (db_rebuilds without its generation 0), as one list of
+-- {server, at}: a fact's generation is the number of its server's rebuilds at or before it,
+-- and the rebuild ending a license the first one of its server after its issue. A fact of
+-- an unknown server (NULL) counts every server's rebuilds. Read from the list rather than
+-- by an as-of join, which sorted every wide fact row (2.4 M trace facts: 1.6 s) to place it
+-- among a handful of rebuilds.
 create or replace macro rebuild_times() as
-    (select coalesce(list(rebuilt_at order by rebuilt_at) filter (where generation > 0), [])
+    (select coalesce(
+        list({'server': license_server, 'at': rebuilt_at} order by rebuilt_at, license_server)
+            filter (where generation > 0),
+        [])
      from db_rebuilds);
 
-create or replace macro rebuild_generation(times, t) as
-    len(list_filter(times, lambda r: r <= t));
+create or replace macro rebuild_generation(times, server, t) as
+    len(list_filter(times, lambda r: r.at <= t and (server is null or r.server = server)));
 
-create or replace macro rebuild_after(times, t) as
-    list_filter(times, lambda r: r > t)[1];
+create or replace macro rebuild_after(times, server, t) as
+    list_filter(times, lambda r: r.at > t and (server is null or r.server = server))[1].at;
 
 -- issued_licenses: one row per license (license server, generation, key pack, license id),
 -- however many snapshots listed it; first and last snapshot seen, latest state.
 create or replace view issued_licenses as
 with source as (
+    -- the server the snapshot names, else the one its file is attributed to
     select
-        r.*,
-        rebuild_generation(g.times, r.issue_date) as generation
+        r.* exclude (license_server),
+        coalesce(norm_name(r.license_server), f.license_server) as license_server
     from issued_license_rows as r
-    cross join (select rebuild_times() as times) as g
+    left join file_license_servers as f using (file_sha256)
     where r.license_id is not null
+),
+generations as (
+    select
+        s.*,
+        rebuild_generation(g.times, s.license_server, s.issue_date) as generation
+    from source as s
+    cross join (select rebuild_times() as times) as g
 ),
 final as (
     select
@@ -97,14 +160,23 @@ final as (
         arg_min(source_path, snapshot_time) as source_path,
         arg_min(line, snapshot_time) as line,
         arg_min(file_sha256, snapshot_time) as file_sha256
-    from source
+    from generations
     group by license_server, generation, keypack_id, license_id
 )
 select * from final;
 
--- keypacks: one row per key pack (license server, key pack id, description), latest state.
+-- keypacks: one row per key pack (license server (norm_name), key pack id, description),
+-- latest state.
 create or replace view keypacks as
-with final as (
+with source as (
+    -- the server the snapshot names, else the one its file is attributed to
+    select
+        r.* exclude (license_server),
+        coalesce(norm_name(r.license_server), f.license_server) as license_server
+    from keypack_rows as r
+    left join file_license_servers as f using (file_sha256)
+),
+final as (
     select
         license_server,
         keypack_id,
@@ -123,7 +195,7 @@ with final as (
         min(snapshot_time) as first_snapshot,
         max(snapshot_time) as last_snapshot,
         count(distinct snapshot_time) as snapshots
-    from keypack_rows
+    from source
     group by license_server, keypack_id, description
 )
 select
@@ -138,14 +210,15 @@ from final;
 -- The per-device pool per product version and snapshot: installed, issued, available.
 create or replace view cal_pool_history as
 select
-    license_server,
+    coalesce(norm_name(r.license_server), f.license_server) as license_server,
     product_version,
     description,
     snapshot_time,
     sum(total_licenses) as installed,
     sum(issued_licenses) as issued,
     sum(available_licenses) as available
-from keypack_rows
+from keypack_rows as r
+left join file_license_servers as f using (file_sha256)
 where product_type = 0
     and coalesce(keypack_type, 0) not in (4, 6)
     and not coalesce(total_unlimited, false)
@@ -171,7 +244,10 @@ group by all;
 --         (a WMI 'renewed' fact is the earliest time the expiry date allows: expiry minus
 --         the longest validity)
 --   source: wmi | trace | evtx | client
---   license_key: the issuance this fact belongs to ('g<generation>/<keypack>/<license id>'),
+--   license_server: the server that issued the license (norm_name): a snapshot's server,
+--         a trace file's (file_license_servers); NULL when unknown
+--   license_key: the issuance this fact belongs to
+--         ('<server>/g<generation>/<keypack>/<license id>', '?' for an unknown server),
 --         for EVTX events taken from the trace or WMI fact they were linked to;
 --         NULL when nothing ties the fact to one license.
 --   linked_by: how an EVTX fact was tied to a license ('name+time' within
@@ -193,9 +269,10 @@ with trace_facts as (
             when operation = 'deny' then 'denied'
         end as fact,
         'trace' as source,
+        s.license_server,
         license_id,
         keypack_id,
-        rebuild_generation(g.times, t.ts) as generation,
+        rebuild_generation(g.times, s.license_server, t.ts) as generation,
         client_name,
         client_name_raw,
         hwid,
@@ -212,6 +289,7 @@ with trace_facts as (
         line as source_line,
         file_sha256
     from trace_licensing as t
+    left join file_license_servers as s using (file_sha256)
     cross join (select rebuild_times() as times) as g
     where operation in (
         'request', 'issue-temporary', 'issue-permanent', 'upgrade', 'renew', 'revoke', 'deny'
@@ -223,6 +301,7 @@ wmi_facts as (
         f.ts,
         f.fact,
         'wmi' as source,
+        l.license_server,
         l.license_id::varchar as license_id,
         l.keypack_id::varchar as keypack_id,
         l.generation,
@@ -267,6 +346,7 @@ client_facts as (
         valid_from as ts,
         'client-hwid' as fact,
         'client' as source,
+        null::varchar as license_server,
         license_id,
         null::varchar as keypack_id,
         null::bigint as generation,
@@ -324,9 +404,10 @@ both_facts as (
     select * from wmi_facts
 ),
 -- a request names the license the client presented by its id only: its key pack is the one
--- another fact of the same generation gives that license id
+-- another fact of the same server and generation gives that license id
 keypack_of as (
     select
+        license_server,
         generation,
         license_id,
         min(keypack_id) as keypack_id
@@ -338,10 +419,13 @@ keyed as (
     select
         b.* exclude (keypack_id),
         coalesce(b.keypack_id, k.keypack_id) as keypack_id,
-        'g' || coalesce(b.generation, 0) || '/' || coalesce(b.keypack_id, k.keypack_id, '?')
-            || '/' || b.license_id as license_key
+        coalesce(b.license_server, '?') || '/g' || coalesce(b.generation, 0) || '/'
+            || coalesce(b.keypack_id, k.keypack_id, '?') || '/' || b.license_id as license_key
     from both_facts as b
-    left join keypack_of as k using (generation, license_id)
+    left join keypack_of as k
+        on k.license_server is not distinct from b.license_server
+        and k.generation is not distinct from b.generation
+        and k.license_id = b.license_id
 ),
 -- an EVTX fact takes the license of the closest trace/WMI fact of the same kind and name
 -- (within link_tolerance_seconds; at equal distance the earlier fact, among facts at one
@@ -412,6 +496,7 @@ evtx_keyed as (
     select
         l.* exclude (license_key),
         l.license_key,
+        k.license_server,
         k.license_id,
         k.keypack_id,
         k.generation,
@@ -422,6 +507,7 @@ evtx_keyed as (
     left join (
         select
             license_key,
+            any_value(license_server) as license_server,
             any_value(license_id) as license_id,
             any_value(keypack_id) as keypack_id,
             any_value(generation) as generation,
@@ -443,6 +529,7 @@ select
     ts,
     fact,
     source,
+    license_server,
     license_key,
     license_id,
     keypack_id,
@@ -505,6 +592,7 @@ with facts as (
 merged as (
     select
         license_key,
+        any_value(license_server) as license_server,
         any_value(license_id) as license_id,
         any_value(keypack_id) as keypack_id,
         any_value(generation) as generation,
@@ -588,7 +676,7 @@ final as (
     select
         d.*,
         r.replaced_at,
-        rebuild_after(b.times, d.issued_at) as db_rebuilt_at
+        rebuild_after(b.times, d.license_server, d.issued_at) as db_rebuilt_at
     from dated as d
     left join replaced as r using (license_key)
     cross join (select rebuild_times() as times) as b

@@ -233,28 +233,45 @@ def test_licensing_problems_are_the_problem_rows_of_licensing_events(
 
 def test_rebuild_generation_and_end_equal_the_as_of_joins(cases: dict[str, Case]) -> None:
     """The list macros of queries/40_cal_events.sql give what an as-of join on db_rebuilds
-    gives: the generation at a time (rebuilds at or before it) and the first rebuild after
-    it, ties and NULL times included."""
+    gives: the generation at a time (its server's rebuilds at or before it) and its server's
+    first rebuild after it, ties and NULL times included; a fact of an unknown server (NULL)
+    counts every server's rebuilds."""
     con = connect(cases["server"].lake, derive=False)
     con.execute(
-        "create temp table rebuilds as select t as rebuilt_at, row_number() over (order by t) "
-        "as generation from (select distinct timestamptz '2025-01-01 00:00:00+00' "
-        "+ to_hours((hash(i, 'rebuild') % 5000)::integer) as t from range(6) as r(i))"
+        "create temp table rebuilds as select server, t as rebuilt_at, "
+        "row_number() over (partition by server order by t) as generation "
+        "from (select distinct 'LS' || (i % 2) as server, timestamptz '2025-01-01 00:00:00+00' "
+        "+ to_hours((hash(i, 'rebuild') % 5000)::integer) as t from range(8) as r(i))"
     )
     con.execute(
-        "create temp table times as select case when i % 50 = 0 then null else "
-        "timestamptz '2024-12-01 00:00:00+00' + to_hours((hash(i) % 6000)::integer) end as t "
-        "from range(2000) as r(i) union all select rebuilt_at from rebuilds"
+        "create temp table times as select case when i % 3 = 0 then null else 'LS' || (i % 2) "
+        "end as server, case when i % 50 = 0 then null else timestamptz "
+        "'2024-12-01 00:00:00+00' + to_hours((hash(i) % 6000)::integer) end as t "
+        "from range(3000) as r(i) union all select server, rebuilt_at from rebuilds"
+    )
+    con.execute(
+        "create temp table any_server as select rebuilt_at, row_number() over "
+        "(order by rebuilt_at) as generation from rebuilds"
     )
     by_join = con.execute(
-        "select x.t, coalesce(g.generation, 0), e.rebuilt_at from times as x "
-        "asof left join rebuilds as g on x.t >= g.rebuilt_at "
-        "asof left join rebuilds as e on x.t < e.rebuilt_at order by all"
+        "select x.server, x.t, coalesce(g.generation, 0), e.rebuilt_at from times as x "
+        "asof left join rebuilds as g on x.server = g.server and x.t >= g.rebuilt_at "
+        "asof left join rebuilds as e on x.server = e.server and x.t < e.rebuilt_at "
+        "where x.server is not null "
+        "union all "
+        "select x.server, x.t, coalesce(g.generation, 0), e.rebuilt_at from times as x "
+        "asof left join any_server as g on x.t >= g.rebuilt_at "
+        "asof left join any_server as e on x.t < e.rebuilt_at "
+        "where x.server is null order by all"
     ).fetchall()
     by_list = con.execute(
-        "select x.t, rebuild_generation(l.times, x.t), rebuild_after(l.times, x.t) "
-        "from times as x, (select list(rebuilt_at order by rebuilt_at) as times from rebuilds) "
-        "as l order by all"
+        "select x.server, x.t, rebuild_generation(l.times, x.server, x.t), "
+        "rebuild_after(l.times, x.server, x.t) from times as x, "
+        "(select list({'server': server, 'at': rebuilt_at} order by rebuilt_at, server) as times "
+        "from rebuilds) as l order by all"
     ).fetchall()
     assert by_list == by_join
-    assert {row[1] for row in by_list} >= {0, 1, 2}
+    assert {row[2] for row in by_list if row[0] is not None} >= {0, 1, 2}
+    assert max(row[2] for row in by_list if row[0] is None) > max(
+        row[2] for row in by_list if row[0] is not None
+    )

@@ -44,9 +44,12 @@ where license_server is not null;
 
 -- The license server whose trace a file is. A trace dump does not name its server, but
 -- collectors name files and folders after the host ("LS01_lserver_trace.txt", "LS01/..."):
--- the part of the path nearest the file name that is a known license server's name (parts
--- split at anything a computer name cannot hold). Else, when the lake knows one license
--- server only, that one. Else NULL: the file's facts are keyed under the unknown server '?'.
+--   'path'        the part of the path nearest the file name that is a known license
+--                 server's name (parts split at anything a computer name cannot hold);
+--   'content'     else the server whose snapshots list more of the file's licenses (same
+--                 license id and HWID) than any other server's do;
+--   'only server' else, when the lake knows one license server only, that one;
+--   NULL          else: the file's facts are keyed under the unknown server '?'.
 create or replace view file_license_servers as
 with servers as (
     select coalesce(list(distinct license_server), []) as names from license_servers
@@ -58,20 +61,55 @@ named as (
         min(list_filter(
             list_reverse(regexp_split_to_array(upper(f.path), '[^A-Z0-9-]+')),
             lambda part: list_contains(s.names, part)
-        )[1]) as license_server,
+        )[1]) as by_path,
         any_value(s.names) as names
     from ingest_files as f
     cross join servers as s
     group by f.sha256
+),
+unnamed_traces as (
+    -- the trace licenses (id, HWID) of files their path does not attribute (none, usually)
+    select distinct t.file_sha256, t.license_id, t.hwid
+    from trace_licensing as t
+    semi join named as m on m.file_sha256 = t.file_sha256 and m.by_path is null
+    where t.license_id is not null and t.hwid is not null
+),
+listed as (
+    select norm_name(license_server) as license_server, license_id::varchar as license_id, hwid
+    from issued_license_rows
+    where license_server is not null and license_id is not null and hwid is not null
+),
+matches as (
+    select t.file_sha256, l.license_server, count(distinct (t.license_id, t.hwid)) as shared
+    from unnamed_traces as t
+    join listed as l on l.license_id = t.license_id and l.hwid = t.hwid
+    group by all
+),
+by_content as (
+    select
+        file_sha256,
+        arg_max(license_server, shared) as license_server,
+        list(shared order by shared desc) as counts
+    from matches
+    group by file_sha256
 )
 select
-    file_sha256,
-    coalesce(license_server, case when len(names) = 1 then names[1] end) as license_server,
+    m.file_sha256,
+    coalesce(
+        m.by_path,
+        c.license_server,
+        case when len(m.names) = 1 then m.names[1] end
+    ) as license_server,
     case
-        when license_server is not null then 'path'
-        when len(names) = 1 then 'only server'
+        when m.by_path is not null then 'path'
+        when c.license_server is not null then 'content'
+        when len(m.names) = 1 then 'only server'
     end as attributed_by
-from named;
+from named as m
+left join by_content as c
+    on c.file_sha256 = m.file_sha256
+    -- one server lists more of them than any other
+    and (len(c.counts) = 1 or c.counts[1] > c.counts[2]);
 
 -- Database generations: a license server's database rebuilt (events 9/47/49/52/4100)
 -- restarts its license ids, so (keypack, license id) names one license only within a

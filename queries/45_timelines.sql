@@ -60,11 +60,11 @@ from licenses as l;
 
 -- hwid_timeline('02000000...'): the history of one HWID (any rendering accepted:
 -- case and separators are normalised), name changes and gaps by window functions.
-create or replace macro hwid_timeline(h) as table
+create or replace macro hwid_timeline(wanted_hwid) as table
 with source as (
     select *
     from license_life
-    where hwid = lower(regexp_replace(h, '[^0-9A-Fa-f]', '', 'g'))
+    where hwid = lower(regexp_replace(wanted_hwid, '[^0-9A-Fa-f]', '', 'g'))
 ),
 ordered as (
     select
@@ -92,11 +92,13 @@ order by ts nulls first, fact;
 
 -- name_timeline('BER-PC0001'): the history of one computer name (normalised like every
 -- name), HWID changes, gaps, and how many HWIDs of this name held a counted CAL then.
-create or replace macro name_timeline(n) as table
+-- (The parameters have names no view uses: a column of that name in any view a macro reads
+-- fails to bind, "Conflicting column names".)
+create or replace macro name_timeline(wanted_name) as table
 with source as (
     select *
     from license_life
-    where client_name = norm_name(n)
+    where client_name = norm_name(wanted_name)
 ),
 held as (
     select
@@ -104,7 +106,7 @@ held as (
         issued_at,
         counted_until
     from licenses
-    where client_name = norm_name(n) and hwid is not null
+    where client_name = norm_name(wanted_name) and hwid is not null
 ),
 ordered as (
     select

@@ -6,6 +6,7 @@ gives."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +42,24 @@ def lakes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         first_license_id=FIRST_ID,
         causes=CAUSES_LS02,
     )
-    # a trace dump that names no server: the first server's, one line longer, in a folder
+    # a trace dump whose path names no server: the first server's, one line longer
+    trace = next(one.rglob("*lserver_trace.txt"))
     loose = base / "loose" / "lserver_trace.txt"
     loose.parent.mkdir()
-    trace = next(one.rglob("*lserver_trace.txt"))
     loose.write_bytes(trace.read_bytes() + b"\r\n")
+    # the first server's logs without its snapshots, its trace in a folder naming no server
+    bare = base / "bare"
+    shutil.copytree(one, bare / "logs")
+    for snapshot in (bare / "logs").rglob("*Win32_TS*"):
+        snapshot.unlink()
+    (bare / "logs" / trace.relative_to(one)).rename(bare / "lserver_trace.txt")
     out = {}
     for name, paths in (
         ("LS01", [one]),
         ("LS02", [two]),
         ("both", [one, two]),
         ("loose", [one, two, loose.parent]),
+        ("bare", [bare, two]),
     ):
         out[name] = base / f"lake-{name}"
         ingest(paths, IngestOptions(lake=out[name], tz="Europe/Berlin", tz_given=True))
@@ -119,24 +127,41 @@ def test_each_server_has_its_own_revocation_allowance(lakes: dict[str, Path]) ->
     assert over == []
 
 
-def test_a_trace_naming_no_server_is_keyed_under_the_unknown_server(
-    lakes: dict[str, Path],
-) -> None:
-    attributed = rows(
-        lakes["loose"],
+def trace_servers(lake: Path) -> list[tuple[Any, ...]]:
+    return rows(
+        lake,
         "select f.license_server, f.attributed_by, parse_filename(i.path) from "
         "file_license_servers as f join ingest_files as i on i.sha256 = f.file_sha256 "
         "where i.path like '%trace%'",
     )
-    assert attributed == [
+
+
+def test_a_trace_whose_path_names_no_server_is_attributed_by_its_licenses(
+    lakes: dict[str, Path],
+) -> None:
+    assert trace_servers(lakes["loose"]) == [
+        ("LS01", "content", "lserver_trace.txt"),
         ("LS01", "path", "LS01_lserver_trace.txt"),
+        ("LS02", "path", "LS02_lserver_trace.txt"),
+    ]
+    # its facts are the first server's: the licenses are those of the lake without it
+    assert rows(lakes["loose"], LICENSES) == rows(lakes["both"], LICENSES)
+
+
+def test_a_trace_of_no_known_server_is_keyed_under_the_unknown_server(
+    lakes: dict[str, Path],
+) -> None:
+    """The first server is known by its events alone: no snapshot lists its licenses, and
+    the trace's path names no server."""
+    assert rows(lakes["bare"], "select * from license_servers") == [("LS01",), ("LS02",)]
+    assert trace_servers(lakes["bare"]) == [
         ("LS02", "path", "LS02_lserver_trace.txt"),
         (None, None, "lserver_trace.txt"),
     ]
-    # the loose file's facts, and they alone, are keyed under '?'
+    # the unattributed file's facts, and they alone, are keyed under '?'
     keys = rows(
-        lakes["loose"],
-        "select f.license_server is null as loose, count(*), count(*) filter "
+        lakes["bare"],
+        "select f.license_server is null as unknown, count(*), count(*) filter "
         "(where e.license_key like '?/%') from cal_events as e join file_license_servers as f "
         "using (file_sha256) where e.source = 'trace' and e.license_key is not null group by all",
     )
@@ -144,9 +169,9 @@ def test_a_trace_naming_no_server_is_keyed_under_the_unknown_server(
     assert keys[0][2] == 0
     assert keys[1][0] is True
     assert keys[1][1] == keys[1][2] > 0
-    # the server's own facts are keyed as in a lake without the loose copy
-    own = "select license_key from licenses where license_server is not null"
-    assert rows(lakes["loose"], own) == rows(lakes["both"], own)
+    # the second server's licenses are those of its own lake
+    own = f"{LICENSES} where license_server = 'LS02'"
+    assert rows(lakes["bare"], own) == rows(lakes["LS02"], own)
 
 
 def test_a_lake_of_one_server_attributes_every_trace_to_it(lakes: dict[str, Path]) -> None:

@@ -427,6 +427,7 @@ evtx_facts as (
         end as cal_type,
         session_host,
         coalesce(cal_type || ': ', '') || action || ' (event ' || event_id || ')' as detail,
+        norm_name(logged_by) as logged_by_server,
         source_path,
         record_id as source_line,
         file_sha256
@@ -467,9 +468,11 @@ keyed as (
 ),
 -- an EVTX fact takes the license of the closest trace/WMI fact of the same kind and name
 -- (within link_tolerance_seconds; at equal distance the earlier fact, among facts at one
--- time the smallest key). The closest fact before and after each EVTX fact come from window
--- functions over one time line per (name, kind): linear in the facts however long the logs
--- (pairing every fact of a name with every other grew with the square of their number).
+-- time the smallest key), of the server whose log holds the event (a license server logs
+-- its own issuances; '?' when no fact is keyed by that server). The closest fact before and
+-- after each EVTX fact come from window functions over one time line per (name, kind,
+-- server): linear in the facts however long the logs (pairing every fact of a name with
+-- every other grew with the square of their number).
 evtx_numbered as (
     select
         *,
@@ -477,23 +480,41 @@ evtx_numbered as (
     from evtx_facts
 ),
 link_points as (
-    -- one candidate per (name, kind, time): the smallest license key among facts at one time
+    -- one candidate per (name, kind, server, time): the smallest license key among facts
+    -- at one time
     select
         client_name,
         fact,
+        coalesce(license_server, '?') as server,
         ts,
         min(license_key) as license_key
     from keyed
     where license_id is not null and client_name is not null and ts is not null
     group by all
 ),
+link_servers as (
+    select distinct server from link_points
+),
 link_line as (
-    select client_name, fact, ts, {'ts': ts, 'key': license_key} as point, null::bigint as evtx_row
+    select
+        client_name,
+        fact,
+        server,
+        ts,
+        {'ts': ts, 'key': license_key} as point,
+        null::bigint as evtx_row
     from link_points
     union all
-    select client_name, fact, ts, null, evtx_row
-    from evtx_numbered
-    where client_name is not null and ts is not null
+    select
+        e.client_name,
+        e.fact,
+        coalesce(s.server, '?'),
+        e.ts,
+        null,
+        e.evtx_row
+    from evtx_numbered as e
+    left join link_servers as s on s.server = e.logged_by_server
+    where e.client_name is not null and e.ts is not null
 ),
 nearest as (
     select
@@ -505,7 +526,7 @@ nearest as (
             as after
     from link_line
     -- a trace/WMI fact at the very time of the EVTX fact sorts before it
-    window w as (partition by client_name, fact order by ts, evtx_row nulls first)
+    window w as (partition by client_name, fact, server order by ts, evtx_row nulls first)
     qualify evtx_row is not null
 ),
 evtx_candidates as (
@@ -525,7 +546,7 @@ evtx_candidates as (
 ),
 evtx_linked as (
     select
-        e.* exclude (evtx_row),
+        e.* exclude (evtx_row, logged_by_server),
         c.license_key
     from evtx_numbered as e
     left join evtx_candidates as c using (evtx_row)

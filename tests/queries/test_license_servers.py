@@ -53,6 +53,18 @@ def lakes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for snapshot in (bare / "logs").rglob("*Win32_TS*"):
         snapshot.unlink()
     (bare / "logs" / trace.relative_to(one)).rename(bare / "lserver_trace.txt")
+    # the first fleet's history played again on a third server: the same names at the
+    # same times on two servers
+    twin = base / "bundle-ls03"
+    simulate(
+        twin,
+        seed=81,
+        devices=30,
+        days=90,
+        license_server="LS03",
+        first_license_id=FIRST_ID + 5000,
+        causes=CAUSES_LS01,
+    )
     out = {}
     for name, paths in (
         ("LS01", [one]),
@@ -60,6 +72,7 @@ def lakes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         ("both", [one, two]),
         ("loose", [one, two, loose.parent]),
         ("bare", [bare, two]),
+        ("twins", [one, twin]),
     ):
         out[name] = base / f"lake-{name}"
         ingest(paths, IngestOptions(lake=out[name], tz="Europe/Berlin", tz_given=True))
@@ -177,3 +190,18 @@ def test_a_trace_of_no_known_server_is_keyed_under_the_unknown_server(
 def test_a_lake_of_one_server_attributes_every_trace_to_it(lakes: dict[str, Path]) -> None:
     attributed = rows(lakes["LS02"], "select distinct license_server from file_license_servers")
     assert attributed == [("LS02",)]
+
+
+def test_an_event_is_linked_to_a_license_of_the_server_that_logged_it(
+    lakes: dict[str, Path],
+) -> None:
+    """Two servers issue to the same names at the same times: each server's EVTX issuance
+    events take the licenses of its own trace and snapshots."""
+    linked = rows(
+        lakes["twins"],
+        "select f.license_server, split_part(e.license_key, '/', 1), count(*) "
+        "from cal_events as e join file_license_servers as f using (file_sha256) "
+        "where e.source = 'evtx' and e.license_key is not null group by all",
+    )
+    assert linked == [("LS01", "LS01", linked[0][2]), ("LS03", "LS03", linked[1][2])]
+    assert linked[0][2] == linked[1][2] > 0

@@ -155,17 +155,20 @@ create or replace macro rebuild_generation(times, server, t) as
 create or replace macro rebuild_after(times, server, t) as
     list_filter(times, lambda r: r.at > t and (server is null or r.server = server))[1].at;
 
+-- The rows of a snapshot view (issued_license_rows, keypack_rows) with their license server:
+-- the one the snapshot names (norm_name), else the one its file is attributed to.
+create or replace macro snapshot_rows(view_name) as table
+select
+    r.* exclude (license_server),
+    coalesce(norm_name(r.license_server), f.license_server) as license_server
+from query_table(view_name) as r
+left join file_license_servers as f using (file_sha256);
+
 -- issued_licenses: one row per license (license server, generation, key pack, license id),
 -- however many snapshots listed it; first and last snapshot seen, latest state.
 create or replace view issued_licenses as
 with source as (
-    -- the server the snapshot names, else the one its file is attributed to
-    select
-        r.* exclude (license_server),
-        coalesce(norm_name(r.license_server), f.license_server) as license_server
-    from issued_license_rows as r
-    left join file_license_servers as f using (file_sha256)
-    where r.license_id is not null
+    select * from snapshot_rows('issued_license_rows') where license_id is not null
 ),
 generations as (
     select
@@ -206,15 +209,7 @@ select * from final;
 -- keypacks: one row per key pack (license server (norm_name), key pack id, description),
 -- latest state.
 create or replace view keypacks as
-with source as (
-    -- the server the snapshot names, else the one its file is attributed to
-    select
-        r.* exclude (license_server),
-        coalesce(norm_name(r.license_server), f.license_server) as license_server
-    from keypack_rows as r
-    left join file_license_servers as f using (file_sha256)
-),
-final as (
+with final as (
     select
         license_server,
         keypack_id,
@@ -233,7 +228,7 @@ final as (
         min(snapshot_time) as first_snapshot,
         max(snapshot_time) as last_snapshot,
         count(distinct snapshot_time) as snapshots
-    from source
+    from snapshot_rows('keypack_rows')
     group by license_server, keypack_id, description
 )
 select
@@ -248,15 +243,14 @@ from final;
 -- The per-device pool per product version and snapshot: installed, issued, available.
 create or replace view cal_pool_history as
 select
-    coalesce(norm_name(r.license_server), f.license_server) as license_server,
+    license_server,
     product_version,
     description,
     snapshot_time,
     sum(total_licenses) as installed,
     sum(issued_licenses) as issued,
     sum(available_licenses) as available
-from keypack_rows as r
-left join file_license_servers as f using (file_sha256)
+from snapshot_rows('keypack_rows')
 where product_type = 0
     and coalesce(keypack_type, 0) not in (4, 6)
     and not coalesce(total_unlimited, false)

@@ -1,19 +1,27 @@
 -- Layer 4, plans: when the excess CALs come back on their own (cal_recovery) and which to
 -- revoke first within the 20% allowance (revoke_plan).
 
--- A product version for a license whose key pack no snapshot showed: one of its server's
--- pool, else one of any server's.
-create or replace view pool_versions as
+-- The product version of each license: its key pack's (a per-device pack of its server),
+-- else, when no snapshot showed its key pack, one of its server's pool, else one of any
+-- server's.
+create or replace view license_versions as
 select
-    s.license_server,
-    v.product_version,
-    (select any_value(product_version) from cal_pool) as any_server_version
-from (select distinct license_server from licenses) as s
+    l.license_key,
+    coalesce(
+        k.product_version,
+        v.product_version,
+        (select any_value(product_version) from cal_pool)
+    ) as product_version
+from licenses as l
+left join keypacks as k
+    on k.license_server is not distinct from l.license_server
+    and k.keypack_id::varchar = l.keypack_id
+    and k.per_device_permanent
 left join (
     select license_server, any_value(product_version) as product_version
     from cal_pool
     group by all
-) as v on v.license_server is not distinct from s.license_server;
+) as v on v.license_server is not distinct from l.license_server;
 
 -- The excess CALs still counted at the end of the data, with their product version.
 create or replace view excess_licenses as
@@ -28,15 +36,10 @@ final as (
         l.*,
         w.cause,
         w.subject,
-        coalesce(k.product_version, v.product_version, v.any_server_version) as product_version
+        v.product_version
     from wasteful as w
     join license_excess as l using (license_key)
-    left join keypacks as k
-        on k.license_server is not distinct from l.license_server
-        and k.keypack_id::varchar = l.keypack_id
-        and k.per_device_permanent
-    left join pool_versions as v
-        on v.license_server is not distinct from l.license_server
+    left join license_versions as v using (license_key)
 )
 select * from final;
 
@@ -121,15 +124,10 @@ revoked_known as (
     -- revoked CALs still inside their validity: they use up the allowance until then
     select
         coalesce(l.license_server, '?') as license_server,
-        coalesce(k.product_version, v.product_version, v.any_server_version) as product_version,
+        v.product_version,
         l.expires_at
     from licenses as l
-    left join keypacks as k
-        on k.license_server is not distinct from l.license_server
-        and k.keypack_id::varchar = l.keypack_id
-        and k.per_device_permanent
-    left join pool_versions as v
-        on v.license_server is not distinct from l.license_server
+    left join license_versions as v using (license_key)
     where (l.revoked_at is not null or l.revoked_in_snapshot)
         and l.expires_at > (select t0 from start)
 ),

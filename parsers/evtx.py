@@ -149,7 +149,7 @@ def _walk_from(
     while block and (stop is None or index < stop):
         if budget is not None and budget.exceeded():
             yield ParseIssue(
-                "time_budget",
+                "budget_exceeded",
                 f"chunk {index}: stopped after {budget.max_seconds:.0f} s (work bound per file); "
                 "the rest of the file was not read",
                 chunk=index,
@@ -1090,7 +1090,7 @@ def parse_range(
         yield from parse_chunk(item, render)
         if budget.exceeded():
             yield ParseIssue(
-                "time_budget",
+                "budget_exceeded",
                 f"chunk {item.index}: stopped after {budget.max_seconds:.0f} s (work bound per "
                 "file); the rest of the file was not read",
                 chunk=item.index,

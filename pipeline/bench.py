@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -461,6 +462,27 @@ def parser_rate(bench: Bench, label: str, path: Path) -> None:
         f"{lines / cpu / 100_000:.1f}",
         ">= 1 (100,000 lines/s per core)",
     )
+    if lines / cpu < 100_000:  # below the target: say where the time goes
+        bench.add(f"parser {module.NAME}, where the time goes", own_time_profile(run))
+
+
+def own_time_profile(fn: Callable[[], Any], top: int = 6) -> str:
+    """The functions that take most of `fn`'s time (their own time, not their callees'), as
+    shares of the whole, by cProfile; profiling slows small functions more than large ones,
+    so the shares are a guide, not a measurement."""
+    import cProfile
+    import pstats
+
+    profile = cProfile.Profile()
+    profile.runcall(fn)
+    stats: dict[Any, Any] = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    own = sorted(((row[2], key) for key, row in stats.items()), reverse=True)
+    total = sum(seconds for seconds, _ in own) or 1.0
+    return ", ".join(
+        f"{name if name.startswith('<') else Path(file).stem + '.' + name} "
+        f"{100 * seconds / total:.0f}%"
+        for seconds, (file, _line, name) in own[:top]
+    )
 
 
 def python_backend(bench: Bench, path: Path, chunks: int) -> None:
@@ -495,16 +517,57 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _timed_diagnosis(lake: Path) -> tuple[float, float, Any]:
+def _timed_diagnosis(
+    lake: Path, stages: dict[str, float] | None = None
+) -> tuple[float, float, Any]:
+    """Wall and CPU seconds of opening a case and diagnosing it; `stages` gets the seconds of
+    each derived table the session built (trace facts included)."""
     from pipeline.diagnose import diagnose, open_case
 
     cpu, started = _cpu_seconds(), time.perf_counter()
-    con = open_case(lake)
+    with _stage_clock(stages if stages is not None else {}):
+        con = open_case(lake)
     try:
         result = diagnose(con)
     finally:
         con.close()
     return time.perf_counter() - started, _cpu_seconds() - cpu, result
+
+
+@contextmanager
+def _stage_clock(stages: dict[str, float]) -> Iterator[None]:
+    """Time each derived table a session builds (pipeline.session calls `derived.provide`
+    per table and `trace_facts.provide` for the trace facts), by wrapping the two."""
+    from pipeline import derived, trace_facts
+
+    def timing(original: Callable[..., Any], name: Callable[[tuple[Any, ...]], str]) -> Any:
+        def timed_call(*args: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return original(*args)
+            finally:
+                stages[name(args)] = time.perf_counter() - started
+
+        return timed_call
+
+    saved = derived.provide, trace_facts.provide
+    derived.provide = timing(derived.provide, lambda args: str(args[2]))  # type: ignore[assignment]
+    trace_facts.provide = timing(trace_facts.provide, lambda _args: "trace facts")  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        derived.provide, trace_facts.provide = saved  # type: ignore[assignment]
+
+
+def stage_summary(stages: dict[str, float], total: float, top: int = 5) -> str:
+    """The slowest stages and the rest: "trace facts 19.5 s, cal_events 13.2 s, ..."."""
+    slowest = sorted(stages.items(), key=lambda kv: kv[1], reverse=True)
+    shown = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in slowest[:top])
+    rest = total - sum(stages.values())
+    others = sum(seconds for _, seconds in slowest[top:])
+    if others:
+        shown += f", {len(slowest) - top} other tables {others:.1f} s"
+    return f"{shown}; queries and the rest {rest:.1f} s"
 
 
 def diagnose_fleet(bench: Bench, devices: int, days: int) -> tuple[float, float]:
@@ -535,7 +598,8 @@ def diagnose_fleet(bench: Bench, devices: int, days: int) -> tuple[float, float]
         summary = dict(ingested.rows)
         shutil.rmtree(bundle, ignore_errors=True)
         made = f"simulate {sim:.0f} s, ingest {wall:.0f} s (2 workers)"
-    cold, cold_cpu, result = _timed_diagnosis(lake)
+    stages: dict[str, float] = {}
+    cold, cold_cpu, result = _timed_diagnosis(lake, stages)
     warm, warm_cpu, _ = _timed_diagnosis(lake)
     started = time.perf_counter()
     con = connect(lake)
@@ -552,6 +616,10 @@ def diagnose_fleet(bench: Bench, devices: int, days: int) -> tuple[float, float]
         f"lake {size / 1e6:,.0f} MB + derived {kept / 1e6:,.0f} MB; {made}",
         f"{len(result.findings):,} findings",
         f"rows: {rows}",
+    )
+    bench.add(
+        f"diagnose, {devices:,} devices, first after ingest: where the time goes",
+        stage_summary(stages, cold),
     )
     bench.add(
         f"diagnose, {devices:,} devices, later session (warm)",
@@ -581,12 +649,17 @@ def batch_diagnosis(bench: Bench, lake: Path, devices: int) -> None:
     started = time.perf_counter()
     summary = ingest([bundle], IngestOptions(lake=lake, workers=2, force=True))
     took = time.perf_counter() - started
-    wall, cpu, _ = _timed_diagnosis(lake)
+    stages: dict[str, float] = {}
+    wall, cpu, _ = _timed_diagnosis(lake, stages)
     bench.add(
         f"diagnose, {devices:,} devices, first after a batch ingest",
         f"{wall:.1f} s (CPU {cpu:.1f} s)",
         f"batch of {size:,} devices x 14 days: {summary.to_dict()['files_total']} files, "
         f"{summary.records_ok:,} rows, ingested in {took:.1f} s",
+    )
+    bench.add(
+        f"diagnose, {devices:,} devices, first after a batch: where the time goes",
+        stage_summary(stages, wall),
     )
 
 
@@ -604,7 +677,7 @@ def lake_rows(lake: Path) -> dict[str, int]:
     from pipeline.schemas import RECORD_SCHEMAS
     from pipeline.session import connect
 
-    con = connect(lake, derive=False)
+    con = connect(lake, derive=False, through="10_sources")
     try:
         counts = {}
         for table in RECORD_SCHEMAS:

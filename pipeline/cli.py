@@ -139,6 +139,15 @@ def ingest_cmd(
             "(thousands of small files make every query slow to start).",
         ),
     ] = True,
+    max_seconds_per_file: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            help="Work bound per file: a file still being read after this many seconds is "
+            "stopped, its rows so far kept, and the stop quarantined as 'budget_exceeded' "
+            '(caltrail sql "select * from parse_errors").',
+        ),
+    ] = IngestOptions.max_seconds_per_file,
     derive: Annotated[
         bool,
         typer.Option(
@@ -173,6 +182,7 @@ def ingest_cmd(
         patterns=patterns,
         command="ingest",
         compact=compact,
+        max_seconds_per_file=max_seconds_per_file,
     )
     summary = _run_ingest(paths, options, as_json)
     if derive and not summary.interrupted:

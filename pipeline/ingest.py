@@ -30,6 +30,8 @@ from typing import Any
 from parsers.base import RECORD_TYPES, FileNote, ParseIssue, ParseOptions
 from parsers.errors import ParseError
 from pipeline import lake as L
+from pipeline.bounded import ISSUE_KIND as BOUND_KIND
+from pipeline.bounded import WorkBoundReached, open_bounded
 from pipeline.detect import detect
 from pipeline.inputs import InputFile, InputProblem, cleanup, discover
 
@@ -270,24 +272,29 @@ def _parse_file(task: FileTask) -> FileResult:
     record_types = RECORD_TYPES
     try:
         _crash_hook(task)
-        with open(task.path, "rb") as stream:
+        with open_bounded(task.path, task.parse_options.max_seconds) as stream:
             if task.part is not None:
                 from parsers import evtx
 
                 items = evtx.parse_range(stream, task.parse_options, task.part[1], task.part[2])
             else:
                 items = module.parse(stream, task.parse_options)
-            for item in items:
-                if isinstance(item, record_types):
-                    rows.buffers[item.table].add(item)  # type: ignore[union-attr]
-                elif isinstance(item, ParseIssue):
-                    rows.buffers["parse_errors"].add(L.IssueAdapter(item))
-                    if item.quarantined:
-                        result.records_bad += 1
-                    else:
-                        result.warnings += 1
-                elif isinstance(item, FileNote):
-                    result.notes[item.key] = item.value
+            try:
+                for item in items:
+                    if isinstance(item, record_types):
+                        rows.buffers[item.table].add(item)  # type: ignore[union-attr]
+                    elif isinstance(item, ParseIssue):
+                        rows.buffers["parse_errors"].add(L.IssueAdapter(item))
+                        if item.quarantined:
+                            result.records_bad += 1
+                        else:
+                            result.warnings += 1
+                    elif isinstance(item, FileNote):
+                        result.notes[item.key] = item.value
+            except WorkBoundReached as exc:  # the rows read before it are kept
+                stop = ParseIssue(BOUND_KIND, str(exc), offset=exc.offset)
+                rows.buffers["parse_errors"].add(L.IssueAdapter(stop))
+                result.records_bad += 1
         for buffer in rows.buffers.values():
             buffer.flush()
     except ParseError as exc:

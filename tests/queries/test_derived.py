@@ -93,6 +93,22 @@ def test_built_once_reused_and_rebuilt_after_ingest(
     con.close()
 
 
+def test_a_session_through_a_layer_defines_no_layer_above(
+    tmp_path: Path, bundles: tuple[Path, Path]
+) -> None:
+    """`connect(through=...)` (verify's session) stops loading queries/ after that file: the
+    accounting is there, cal_events and the findings are not, and nothing is derived."""
+    lake = tmp_path / "lake"
+    ingest([bundles[0]], IngestOptions(lake=lake))
+    con = connect(lake, derive=False, through="15_accounting")
+    views = {v for (v,) in con.execute("select view_name from duckdb_views()").fetchall()}
+    assert {"events", "parse_errors", "ingest_accounting"} <= views
+    assert not views & {"cal_events", "licensing_events", "findings", "revoke_plan"}
+    assert con.execute("select bool_and(balanced) from ingest_accounting").fetchone() == (True,)
+    con.close()
+    assert derived.current_file(lake) is None
+
+
 def test_persisted_equals_live(tmp_path: Path, bundles: tuple[Path, Path]) -> None:
     lake = tmp_path / "lake"
     ingest([bundles[0]], IngestOptions(lake=lake))

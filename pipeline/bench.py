@@ -546,7 +546,9 @@ def _stage_clock(stages: dict[str, float]) -> Iterator[None]:
             try:
                 return original(*args)
             finally:
-                stages[name(args)] = time.perf_counter() - started
+                # (a table may be provided again later in the session: attached then)
+                key = name(args)
+                stages[key] = stages.get(key, 0.0) + time.perf_counter() - started
 
         return timed_call
 
@@ -673,7 +675,8 @@ def simulate_batch(out: Path, devices: int) -> None:
 
 
 def lake_rows(lake: Path) -> dict[str, int]:
-    """Rows per record table of a lake, as its views show them (committed rows only)."""
+    """Rows per record table of a lake: its committed rows, as stored (the source layer's
+    `committed_rows`; the views above may drop a re-read file's duplicates)."""
     from pipeline.schemas import RECORD_SCHEMAS
     from pipeline.session import connect
 
@@ -681,7 +684,7 @@ def lake_rows(lake: Path) -> dict[str, int]:
     try:
         counts = {}
         for table in RECORD_SCHEMAS:
-            row = con.execute(f"select count(*) from {table}").fetchone()
+            row = con.execute("select count(*) from committed_rows($t)", {"t": table}).fetchone()
             counts[table] = int(row[0]) if row else 0
         return counts
     finally:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 BUFFER_BYTES = 256 * 1024
 ISSUE_KIND = "budget_exceeded"
-# The clock deadlines are kept by (a test sets a clock that advances by reads).
+# The clock the deadlines are read from (a test sets one that advances a second per read).
 CLOCK: Callable[[], float] = time.monotonic
 
 

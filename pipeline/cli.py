@@ -189,8 +189,8 @@ def ingest_cmd(
         from pipeline.derived import refresh
         from pipeline.progress import derived_notice
 
-        with derived_notice(lake):
-            refresh(lake)
+        with derived_notice(lake) as on_build:
+            refresh(lake, on_build)
     raise typer.Exit(exit_code(summary, strict))
 
 
@@ -263,8 +263,8 @@ def _query(
     from pipeline.session import SessionError, connect
 
     try:
-        with derived_notice(lake):
-            con = connect(lake)
+        with derived_notice(lake) as on_build:
+            con = connect(lake, on_build=on_build)
     except SessionError as exc:
         return _fail(str(exc), EXIT_LAKE)  # type: ignore[no-any-return]
     try:

@@ -123,8 +123,8 @@ def _open(lake: Path) -> duckdb.DuckDBPyConnection:
     from pipeline.session import SessionError
 
     try:
-        with derived_notice(lake):
-            return open_case(lake)
+        with derived_notice(lake) as on_build:
+            return open_case(lake, on_build=on_build)
     except (SessionError, duckdb.Error) as exc:
         return _fail(str(exc), EXIT_LAKE)  # type: ignore[no-any-return]
 

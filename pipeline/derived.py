@@ -28,10 +28,14 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 
 import queries
+
+if TYPE_CHECKING:
+    from pipeline.session import BuildProgress
 
 DERIVED_DIR = "_derived"
 FORMAT_VERSION = "1"
@@ -219,13 +223,13 @@ def ensure(con: duckdb.DuckDBPyConnection, lake: Path) -> dict[str, str]:
     return how
 
 
-def refresh(lake: Path) -> None:
+def refresh(lake: Path, on_build: BuildProgress | None = None) -> None:
     """Bring the derived tables of `lake` up to date (after an ingest). Does nothing on a
-    lake that cannot be written or opened."""
+    lake that cannot be written or opened. (`on_build`: see `session.connect`.)"""
     from pipeline.session import SessionError, connect, write_init_script
 
     try:
-        con = connect(lake)
+        con = connect(lake, on_build=on_build)
     except (SessionError, duckdb.Error, OSError):
         return
     try:

@@ -21,7 +21,7 @@ from typing import Any
 import duckdb
 
 from pipeline import derived
-from pipeline.session import connect
+from pipeline.session import BuildProgress, connect
 
 # Layers read many times by the views above them, cheap to compute but large to keep: made
 # temp tables once per connection (a temp table shadows the view of the same name for every
@@ -60,9 +60,12 @@ class Diagnosis:
         return max(days) if days else None
 
 
-def open_case(lake: Path, materialise: bool = True) -> duckdb.DuckDBPyConnection:
-    """A connection over `lake` with every view defined and the diagnosis layers computed."""
-    con = connect(lake)
+def open_case(
+    lake: Path, materialise: bool = True, on_build: BuildProgress | None = None
+) -> duckdb.DuckDBPyConnection:
+    """A connection over `lake` with every view defined and the diagnosis layers computed
+    (`on_build`: see `session.connect`)."""
+    con = connect(lake, on_build=on_build)
     if materialise:
         derived.ensure(con, lake)
         for name in MATERIALISED:

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -15,6 +15,9 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline.ingest import FileResult, IngestSummary, ProgressFn
+
+if TYPE_CHECKING:
+    from pipeline.session import BuildProgress
 
 STATUS_WORDS = {
     "ok": "read",
@@ -58,10 +61,12 @@ def ingest_progress(enabled: bool) -> Iterator[ProgressFn | None]:
 
 
 @contextmanager
-def derived_notice(lake: Path) -> Iterator[None]:
+def derived_notice(lake: Path) -> Iterator[BuildProgress | None]:
     """A spinner on stderr while a session builds the lake's derived tables (the first
     session after an ingest: a minute on a 50,000-device lake, where a silent terminal
-    looks hung). Nothing when they are current or stderr is not a terminal."""
+    looks hung). Yields the `on_build` hook for `connect` / `open_case`, which names the
+    table being built and how many steps there are; None (and nothing shown) when the
+    tables are current or stderr is not a terminal."""
     from pipeline import derived
 
     building = (
@@ -70,14 +75,18 @@ def derived_notice(lake: Path) -> Iterator[None]:
         and derived.current_file(lake) is None
     )
     if not building:
-        yield
+        yield None
         return
     console = Console(stderr=True)
+    # (short enough for an 80-column terminal: a wrapped status line hides its end)
     with console.status(
-        "Computing cal_events and the layers above it for this state of the lake "
-        "(once: later sessions read them) ..."
-    ):
-        yield
+        "Computing the diagnosis layers (once per state of the lake) ..."
+    ) as status:
+
+        def on_build(table: str, step: int, steps: int) -> None:
+            status.update(f"Computing {table} ({step}/{steps}; once per state of the lake) ...")
+
+        yield on_build
 
 
 def _short(name: str, width: int = 40) -> str:

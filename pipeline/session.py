@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -20,6 +21,8 @@ from pipeline import lake as L
 from pipeline.schemas import ALL_SCHEMAS
 
 INIT_SCRIPT = "caltrail.sql"
+# connect's progress hook: (table about to be built, its step, the number of steps)
+BuildProgress = Callable[[str, int, int], None]
 REF_DIR = "_ref"
 
 
@@ -70,6 +73,7 @@ def connect(
     lake: Path,
     derive: bool = True,
     through: str | None = None,
+    on_build: BuildProgress | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with every view over `lake` defined.
 
@@ -82,7 +86,10 @@ def connect(
 
     `through` (a file name of queries/, e.g. "15_accounting") loads the layers up to that
     one only: a session that reads the source tables or the accounting (verify) opens in a
-    fraction of a second, where binding every layer above them live takes seconds."""
+    fraction of a second, where binding every layer above them live takes seconds.
+
+    `on_build(table, step, steps)` is called before each derived table this session builds
+    (step counts from 1 over the trace facts and every derived table), for a progress line."""
     lake = lake.resolve()
     if not (lake / "ingest_files").is_dir():
         raise SessionError(
@@ -102,6 +109,7 @@ def connect(
 
     stamp = derived.fingerprint(lake)
     pending = [trace_facts.TABLE, *derived.TABLES]
+    steps = len(pending)
     for path in queries.sql_files():
         if through is not None and path.stem > through:
             break
@@ -115,13 +123,16 @@ def connect(
             ).fetchall()
             if defined[0][0] > 0:
                 pending.remove(table)
+                step = steps - len(pending)
                 if table == trace_facts.TABLE:
-                    _provide_trace_facts(con, lake, stamp, derive)
+                    _provide_trace_facts(con, lake, stamp, derive, on_build, step, steps)
                     continue
                 current = derived.current_file(lake, table, stamp)
                 if current is not None:
                     derived.attach(con, table, current)
                 elif derive:
+                    if on_build is not None:
+                        on_build(table, step, steps)
                     try:
                         derived.provide(con, lake, table, stamp)
                     except duckdb.Error as exc:
@@ -130,7 +141,13 @@ def connect(
 
 
 def _provide_trace_facts(
-    con: duckdb.DuckDBPyConnection, lake: Path, stamp: str, derive: bool
+    con: duckdb.DuckDBPyConnection,
+    lake: Path,
+    stamp: str,
+    derive: bool,
+    on_build: BuildProgress | None,
+    step: int,
+    steps: int,
 ) -> None:
     """The kept trace facts when they cover the lake; else, when this session is to build
     cal_events (derive, and no current copy), the facts of the runs not kept yet computed
@@ -141,6 +158,8 @@ def _provide_trace_facts(
     if files is not None:
         trace_facts.attach(con, files)
     elif derive and derived.current_file(lake, "cal_events", stamp) is None:
+        if on_build is not None:
+            on_build(trace_facts.TABLE, step, steps)
         try:
             trace_facts.provide(con, lake)
         except duckdb.Error as exc:

@@ -109,6 +109,26 @@ def test_a_session_through_a_layer_defines_no_layer_above(
     assert derived.current_file(lake) is None
 
 
+def test_a_session_names_each_table_it_builds(tmp_path: Path, bundles: tuple[Path, Path]) -> None:
+    """`connect(on_build=...)` (the CLI's progress line) is told of each table before it is
+    built, in build order with its step of all; a later session, which builds nothing, is
+    told nothing."""
+    from pipeline import trace_facts
+
+    lake = tmp_path / "lake"
+    ingest([bundles[0]], IngestOptions(lake=lake))
+    calls: list[tuple[str, int, int]] = []
+    connect(lake, on_build=lambda *call: calls.append(call)).close()
+    steps = 1 + len(derived.TABLES)
+    # (in the order queries/ defines them: licensing_problems comes before the trace facts)
+    assert sorted(table for table, _, _ in calls) == sorted([trace_facts.TABLE, *derived.TABLES])
+    assert [(step, of) for _, step, of in calls] == [(n, steps) for n in range(1, steps + 1)]
+    assert [table for table, _, _ in calls if table in derived.TABLES] == list(derived.TABLES)
+    calls.clear()
+    open_case(lake, on_build=lambda *call: calls.append(call)).close()
+    assert calls == []
+
+
 def test_persisted_equals_live(tmp_path: Path, bundles: tuple[Path, Path]) -> None:
     lake = tmp_path / "lake"
     ingest([bundles[0]], IngestOptions(lake=lake))
@@ -180,14 +200,18 @@ def test_a_terminal_is_told_while_the_derived_table_is_built(
     ingest([bundles[0]], IngestOptions(lake=lake))
     terminal = _Terminal()
     monkeypatch.setattr("sys.stderr", terminal)
-    with derived_notice(lake):
-        connect(lake).close()
-    assert "Computing cal_events" in terminal.getvalue()
+    with derived_notice(lake) as on_build:
+        assert on_build is not None
+        connect(lake, on_build=on_build).close()
+    said = terminal.getvalue()
+    assert "Computing the diagnosis layers" in said
+    assert "cal_events (" in said  # each table named as it is built
     assert derived.current_file(lake) is not None
 
     quiet = _Terminal()
     monkeypatch.setattr("sys.stderr", quiet)
-    with derived_notice(lake):  # current now: nothing to say
+    with derived_notice(lake) as on_build:  # current now: nothing to say
+        assert on_build is None
         connect(lake).close()
     assert quiet.getvalue() == ""
 

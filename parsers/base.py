@@ -195,6 +195,8 @@ class IssuedLicenseRecord:
         license_id, keypack_id: WMI keys.
         license_status: number; license_status_name: its name (0 Unknown ... 6 Concurrent).
         issue_date, expiration_date: UTC; expiration_never: the 2038-01-19 sentinel was seen.
+        issue_date_raw, expiration_date_raw: the cells as found (DMTF or culture text), so
+            a reading of a culture date can be checked against its text.
         issued_to_computer, issued_to_user: as exported (raw; SQL normalises names).
         hwid: canonical 40 lower-case hex chars, or None when hwid_raw cannot be converted.
         hwid_raw: sHardwareId as found; hwid_flag: "freerdp_legacy", "unconvertible", ...
@@ -210,7 +212,9 @@ class IssuedLicenseRecord:
     license_status: int | None
     license_status_name: str | None
     issue_date: dt.datetime | None
+    issue_date_raw: str | None
     expiration_date: dt.datetime | None
+    expiration_date_raw: str | None
     expiration_never: bool
     issued_to_computer: str | None
     issued_to_user: str | None
@@ -225,6 +229,7 @@ class KeypackRecord:
     """One row of a `Win32_TSLicenseKeyPack` snapshot (table `keypacks`).
 
     Counts equal to 4294967295 or -1 mean unlimited: stored as None with *_unlimited True.
+    expiration_date_raw: the cell as found.
     """
 
     table: ClassVar[str] = "keypacks"
@@ -247,6 +252,7 @@ class KeypackRecord:
     available_licenses: int | None
     available_unlimited: bool
     expiration_date: dt.datetime | None
+    expiration_date_raw: str | None
     expiration_never: bool
     line: int
 
@@ -263,7 +269,8 @@ class ClientHwidRecord:
         key_path: registry key the value was under (registry only).
         deleted: True when the export deletes this value or key ("Name"=- or [-KEY]).
         store_license_count: number of Store\\LICENSE00N keys in the same export.
-        license_id, issuer, scope, issued_to_user, valid_from, expires_on: TSCTST fields.
+        license_id, issuer, scope, issued_to_user, valid_from, expires_on: TSCTST fields
+            (the dates in UTC; valid_from_raw, expires_on_raw: their text as found).
         line: 1-based line where the value starts.
     """
 
@@ -282,7 +289,9 @@ class ClientHwidRecord:
     scope: str | None
     issued_to_user: str | None
     valid_from: dt.datetime | None
+    valid_from_raw: str | None
     expires_on: dt.datetime | None
+    expires_on_raw: str | None
     line: int
 
 

@@ -222,7 +222,9 @@ def parse(stream: BinaryIO, options: ParseOptions) -> Iterator[Item]:
             scope=None,
             issued_to_user=None,
             valid_from=None,
+            valid_from_raw=None,
             expires_on=None,
+            expires_on_raw=None,
             line=line,
         )
 

@@ -207,7 +207,9 @@ def parse(stream: BinaryIO, options: ParseOptions) -> Iterator[Item]:
             scope=f.get("scope") or None,
             issued_to_user=f.get("user") or None,
             valid_from=dates["valid_from"],
+            valid_from_raw=f.get("valid_from") or None,
             expires_on=dates["expires_on"],
+            expires_on_raw=f.get("expires_on") or None,
             line=line,
         )
 

@@ -298,7 +298,9 @@ class RowReader:
             license_status=status,
             license_status_name=code_name("license_status", status),
             issue_date=issue.value,
+            issue_date_raw=values.get("issuedate") or None,
             expiration_date=expiry.value,
+            expiration_date_raw=values.get("expirationdate") or None,
             expiration_never=expiry.never,
             issued_to_computer=_cell(values, "sissuedtocomputer"),
             issued_to_user=_cell(values, "sissuedtouser"),
@@ -335,12 +337,14 @@ class RowReader:
             if status is None:
                 return None
         dates = []
+        raws: list[str | None] = []  # the cells as found ("" is none)
         for key in ("issuedate", "expirationdate"):
             text = get(key)
             date = plain_date(text, self.order, self.zone) if text else _NO_DATE
             if date is None:
                 return None
             dates.append(date)
+            raws.append(text or None)
         issue, expiry = dates
         raw_hwid = get("shardwareid")
         if raw_hwid and raw_hwid.strip() == raw_hwid:  # (no padding)
@@ -359,7 +363,9 @@ class RowReader:
             license_status=status,
             license_status_name=LICENSE_STATUS.get(status) if status is not None else None,
             issue_date=issue.value,
+            issue_date_raw=raws[0],
             expiration_date=expiry.value,
+            expiration_date_raw=raws[1],
             expiration_never=expiry.never,
             issued_to_computer=_cell(row.values, "sissuedtocomputer"),
             issued_to_user=_cell(row.values, "sissuedtouser"),
@@ -402,6 +408,7 @@ class RowReader:
             available_licenses=available,
             available_unlimited=available_unlimited,
             expiration_date=expiry.value,
+            expiration_date_raw=values.get("expirationdate") or None,
             expiration_never=expiry.never,
             line=row.line,
         )

@@ -51,7 +51,9 @@ def test_utf16_sample_with_continuation_and_store() -> None:
         scope=None,
         issued_to_user=None,
         valid_from=None,
+        valid_from_raw=None,
         expires_on=None,
+        expires_on_raw=None,
         line=6,
     )
     assert notes(items)["store_license_count"] == "2"

@@ -47,12 +47,15 @@ def test_sample_two_blocks() -> None:
         scope="CON",
         issued_to_user="SYSTEM",
         valid_from=dt.datetime(2023, 10, 25, 7, 0, tzinfo=UTC),  # CEST
+        valid_from_raw="25.10.2023 09:00:00",  # the text beside its reading (DESIGN: UTC + raw)
         expires_on=dt.datetime(2023, 12, 23, 8, 0, tzinfo=UTC),  # CET
+        expires_on_raw="23.12.2023 09:00:00",
         line=4,
     )
     # spacing and label case vary; "..." is no date; an unreadable date is a warning
     assert second.hwid == "0200000011111111222222223333333344444444"
     assert (second.license_id, second.valid_from, second.expires_on) == ("A02-6.00-S", None, None)
+    assert (second.valid_from_raw, second.expires_on_raw) == ("...", "sometime")
     warnings = [i for i in items if isinstance(i, ParseIssue)]
     assert [(i.kind, i.quarantined) for i in warnings] == [("bad_date", False)]
     assert notes(items)["date_order"].startswith("dmy (inferred")

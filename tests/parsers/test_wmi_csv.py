@@ -81,7 +81,9 @@ def test_ps51_wmiobject_sample() -> None:
         license_status=2,
         license_status_name="Active",
         issue_date=dt.datetime(2023, 10, 5, 11, 34, 56, tzinfo=UTC),  # +060
+        issue_date_raw="20231005123456.000000+060",  # the cell beside its reading
         expiration_date=dt.datetime(2023, 12, 3, 11, 34, 56, tzinfo=UTC),
+        expiration_date_raw="20231203123456.000000+060",
         expiration_never=False,
         issued_to_computer="CL-01",
         issued_to_user="alice",

@@ -84,6 +84,20 @@ def test_snapshot_counts_equal_export_rows_in_every_form(tmp_path: Path) -> None
     ).fetchall()
     for _, licenses, rows in forms:
         assert rows == 3 * licenses
+    # Each reading keeps its cell beside it: a culture date (no zone) read again from its
+    # text in the site's zone gives the stored UTC time; the DMTF cells are kept too.
+    culture, differing = con.execute(
+        "select count(*), count(*) filter (where timezone('Europe/Berlin', coalesce("
+        "try_strptime(issue_date_raw, '%d.%m.%Y %H:%M:%S'), "
+        "try_strptime(issue_date_raw, '%-m/%-d/%Y %-I:%M:%S %p'))) is distinct from issue_date) "
+        "from issued_license_rows where issue_date_raw not like '%.000000%'"
+    ).fetchone()
+    assert culture > 0
+    assert differing == 0
+    assert con.execute(
+        "select count(*) from issued_license_rows where issue_date is not null "
+        "and issue_date_raw is null"
+    ).fetchone() == (0,)
     # The deduplicated view holds each license once.
     assert con.execute(
         "select count(*) = count(distinct (license_server, keypack_id, license_id, issue_date)) "

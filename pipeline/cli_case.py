@@ -230,16 +230,25 @@ def run_cmd(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="HTML report to write.", dir_okay=False)
     ] = Path("caltrail-report.html"),
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Parallel worker processes for the ingest (a bundle with large EVTX files "
+            "or many files reads faster with one per core).",
+        ),
+    ] = 1,
 ) -> None:
     """Ingest, diagnose and write the report: the one command for a collected case.
 
-    Example:  caltrail run ./collected-logs.zip --tz Europe/Berlin --out case.html
+    Example:  caltrail run ./collected-logs.zip --tz Europe/Berlin --out case.html --workers 2
     """
     for p in paths:
         if not p.exists():
             typer.echo(f"caltrail: error: no such file or folder: {p}", err=True)
             raise typer.Exit(EXIT_USAGE)
-    options = IngestOptions(lake=lake, tz=tz, tz_given=tz != "UTC", command="run")
+    options = IngestOptions(lake=lake, tz=tz, tz_given=tz != "UTC", command="run", workers=workers)
     summary = _run_ingest(paths, options, as_json=False)
     show_case(lake, out)
     raise typer.Exit(exit_code(summary, strict=False))

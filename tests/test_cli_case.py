@@ -41,6 +41,27 @@ def test_run_prints_findings_and_writes_the_report(
         assert f">{f['cause']}<" in text
 
 
+def test_run_with_workers_finds_the_same(
+    case: tuple[Path, Path, dict[str, object]], tmp_path: Path
+) -> None:
+    """`run --workers 2` (the ingest in worker processes) diagnoses the bundle as one does."""
+    lake, _, _ = case
+    parallel = tmp_path / "lake"
+    result = runner.invoke(
+        app,
+        ["run", str(SAMPLES), "--lake", str(parallel), "--tz", "Europe/Berlin",
+         "--out", str(tmp_path / "case.html"), "--workers", "2"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+
+    def findings(at: Path) -> list[object]:
+        out = runner.invoke(app, ["diagnose", "--lake", str(at), "--format", "json"])
+        assert out.exit_code == 0, out.output
+        return sorted(out.output.splitlines())
+
+    assert findings(parallel) == findings(lake)
+
+
 def test_diagnose_formats(case: tuple[Path, Path, dict[str, object]]) -> None:
     lake, _, truth = case
     result = runner.invoke(app, ["diagnose", "--lake", str(lake), "--format", "json"])

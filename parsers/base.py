@@ -318,6 +318,11 @@ class ParserModule(Protocol):
     def parse(self, stream: BinaryIO, options: ParseOptions) -> Iterator[Item]: ...
 
 
+# The kind of the issue that ends a file at its work bound (every parser, and ingest's
+# bounded stream, pipeline/bounded.py, name it alike).
+BUDGET_EXCEEDED = "budget_exceeded"
+
+
 @dataclass(slots=True)
 class Budget:
     """A work bound for one file: parsers call `exceeded()` in their loops."""

@@ -39,7 +39,15 @@ from typing import Any, BinaryIO, cast
 from lxml import etree
 
 from parsers import _evtx_structs as S
-from parsers.base import Budget, EventRecord, FileNote, Item, ParseIssue, ParseOptions
+from parsers.base import (
+    BUDGET_EXCEEDED,
+    Budget,
+    EventRecord,
+    FileNote,
+    Item,
+    ParseIssue,
+    ParseOptions,
+)
 from parsers.errors import InvalidSignatureError, TruncatedError
 
 # python-evtx logs "Unexpected token encountered" (a damaged template table) through the
@@ -149,7 +157,7 @@ def _walk_from(
     while block and (stop is None or index < stop):
         if budget is not None and budget.exceeded():
             yield ParseIssue(
-                "budget_exceeded",
+                BUDGET_EXCEEDED,
                 f"chunk {index}: stopped after {budget.max_seconds:.0f} s (work bound per file); "
                 "the rest of the file was not read",
                 chunk=index,
@@ -1090,7 +1098,7 @@ def parse_range(
         yield from parse_chunk(item, render)
         if budget.exceeded():
             yield ParseIssue(
-                "budget_exceeded",
+                BUDGET_EXCEEDED,
                 f"chunk {item.index}: stopped after {budget.max_seconds:.0f} s (work bound per "
                 "file); the rest of the file was not read",
                 chunk=item.index,

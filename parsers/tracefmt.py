@@ -46,7 +46,15 @@ import re
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from parsers.base import Budget, FileNote, Item, ParseIssue, ParseOptions, TraceRecord
+from parsers.base import (
+    BUDGET_EXCEEDED,
+    Budget,
+    FileNote,
+    Item,
+    ParseIssue,
+    ParseOptions,
+    TraceRecord,
+)
 from parsers.errors import InvalidSignatureError
 from parsers.textio import decode_head, iter_lines
 from parsers.tracetime import (
@@ -157,7 +165,7 @@ class _Parser:
             if number % BUDGET_EVERY == 0 and budget.exceeded():
                 yield from self.flush()
                 yield ParseIssue(
-                    kind="budget_exceeded",
+                    kind=BUDGET_EXCEEDED,
                     message=f"line {number}: stopped after {self.options.max_seconds:g} s "
                     "(work bound per file); the rest of the file was not read",
                     line=number,

@@ -56,7 +56,15 @@ from json.encoder import encode_basestring
 from operator import itemgetter
 from typing import BinaryIO
 
-from parsers.base import Budget, FileNote, Item, ParseIssue, ParseOptions, TraceRecord
+from parsers.base import (
+    BUDGET_EXCEEDED,
+    Budget,
+    FileNote,
+    Item,
+    ParseIssue,
+    ParseOptions,
+    TraceRecord,
+)
 from parsers.errors import InvalidSignatureError
 from parsers.textio import decode_head, iter_lines
 from parsers.tracetime import (
@@ -276,7 +284,7 @@ class _Parser:
         for number, line in lines:
             if number % BUDGET_EVERY == 0 and budget.exceeded():
                 yield ParseIssue(
-                    kind="budget_exceeded",
+                    kind=BUDGET_EXCEEDED,
                     message=f"line {number}: stopped after {self.options.max_seconds:g} s "
                     "(work bound per file); the rest of the file was not read",
                     line=number,

@@ -59,7 +59,15 @@ from typing import Any, BinaryIO
 
 from lxml import etree
 
-from parsers.base import Budget, FileNote, Item, ParseIssue, ParseOptions, TraceRecord
+from parsers.base import (
+    BUDGET_EXCEEDED,
+    Budget,
+    FileNote,
+    Item,
+    ParseIssue,
+    ParseOptions,
+    TraceRecord,
+)
 from parsers.errors import InvalidSignatureError
 from parsers.textio import decode_head, detect_encoding
 from parsers.tracetime import excerpt, get_zone, parse_int, parse_iso
@@ -178,7 +186,7 @@ def _run(reader: _Reader, head: bytes, zone: Any, options: ParseOptions) -> Iter
         done = element
         if events % BUDGET_EVERY == 0 and budget.exceeded():
             yield ParseIssue(
-                kind="budget_exceeded",
+                kind=BUDGET_EXCEEDED,
                 message=f"after {events} events (line {element.sourceline}): stopped after "
                 f"{options.max_seconds:g} s (work bound per file); the rest was not read",
                 line=element.sourceline,

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
 BUFFER_BYTES = 256 * 1024
-ISSUE_KIND = "budget_exceeded"
 # The clock the deadlines are read from (a test sets one that advances a second per read).
 CLOCK: Callable[[], float] = time.monotonic
 
@@ -82,4 +81,4 @@ def open_bounded(
         raise
 
 
-__all__ = ["BUFFER_BYTES", "ISSUE_KIND", "WorkBoundReached", "open_bounded"]
+__all__ = ["BUFFER_BYTES", "WorkBoundReached", "open_bounded"]

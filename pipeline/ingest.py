@@ -27,10 +27,9 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from parsers.base import RECORD_TYPES, FileNote, ParseIssue, ParseOptions
+from parsers.base import BUDGET_EXCEEDED, RECORD_TYPES, FileNote, ParseIssue, ParseOptions
 from parsers.errors import ParseError
 from pipeline import lake as L
-from pipeline.bounded import ISSUE_KIND as BOUND_KIND
 from pipeline.bounded import WorkBoundReached, open_bounded
 from pipeline.detect import detect
 from pipeline.inputs import InputFile, InputProblem, cleanup, discover
@@ -292,7 +291,7 @@ def _parse_file(task: FileTask) -> FileResult:
                     elif isinstance(item, FileNote):
                         result.notes[item.key] = item.value
             except WorkBoundReached as exc:  # the rows read before it are kept
-                stop = ParseIssue(BOUND_KIND, str(exc), offset=exc.offset)
+                stop = ParseIssue(BUDGET_EXCEEDED, str(exc), offset=exc.offset)
                 rows.buffers["parse_errors"].add(L.IssueAdapter(stop))
                 result.records_bad += 1
         for buffer in rows.buffers.values():

@@ -21,9 +21,9 @@ from pipeline import lake as L
 from pipeline.schemas import ALL_SCHEMAS
 
 INIT_SCRIPT = "caltrail.sql"
+REF_DIR = "_ref"
 # connect's progress hook: (table about to be built, its step, the number of steps)
 BuildProgress = Callable[[str, int, int], None]
-REF_DIR = "_ref"
 
 
 class SessionError(Exception):

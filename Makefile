@@ -1,42 +1,71 @@
-# Every target builds its own virtual environment from nothing (only python3 is needed).
+# Every target builds its own virtual environment from nothing (only python3 is needed), with
+# the exact versions and hashes of requirements/*.txt: a fresh machine installs what CI tested.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.caltrail-installed
+RUN_STAMP := $(VENV)/.caltrail-run
+TEST_STAMP := $(VENV)/.caltrail-test
+LATEST ?= .venv-latest
 LAKE ?= caltrail-lake
 BENCH_ARGS ?=
+PIP := $(BIN)/python -m pip install --quiet --no-input
 
-.PHONY: demo test lint typecheck pytest bench samples clean
+.PHONY: demo test lint typecheck pytest bench samples lock test-latest clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+
+# what running caltrail needs, and caltrail itself (editable: the checkout is the code)
+$(RUN_STAMP): $(BIN)/python requirements/run.txt pyproject.toml
+	$(PIP) --require-hashes --no-deps -r requirements/run.txt
+	$(PIP) --no-deps --no-build-isolation -e .
+	touch $(RUN_STAMP)
+
+# ... and what the tests need (pytest, hypothesis, libevtx-python, ruff, mypy)
+$(TEST_STAMP): $(RUN_STAMP) requirements/test.txt
+	$(PIP) --require-hashes --no-deps -r requirements/test.txt
+	touch $(TEST_STAMP)
 
 ## demo: set up, then ingest and diagnose the bundled sample collection
-demo: $(STAMP)
+demo: $(RUN_STAMP)
 	$(BIN)/caltrail demo --samples --lake $(LAKE)
 
-## test: set up, then lint, type-check and run the test suite
+## test: set up, then lint, type-check and run the test suite (what CI runs)
 test: lint typecheck pytest
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 
-typecheck: $(STAMP)
+typecheck: $(TEST_STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(TEST_STAMP)
 	$(BIN)/pytest
 
 ## bench: measure ingest and query speed (prints a table); e.g. make bench BENCH_ARGS=--quick
-bench: $(STAMP)
-	$(BIN)/python -m pipeline.bench $(BENCH_ARGS)
+bench: $(RUN_STAMP)
+	$(BIN)/python -m tools.bench $(BENCH_ARGS)
 
-## samples: regenerate fixtures/samples (byte for byte)
-samples: $(STAMP)
-	$(BIN)/python -m fixtures.make_samples
+## samples: regenerate caltrail/fixtures/samples (byte for byte)
+samples: $(RUN_STAMP)
+	$(BIN)/python -m caltrail.fixtures.make_samples
+
+## lock: pin the newest versions pyproject.toml allows, with hashes, into requirements/*.txt
+lock:
+	$(PYTHON) tools/lock.py
+
+## test-latest: the suite in a second venv with the newest releases the ranges allow, to see
+## a new release break caltrail before a user does (not part of CI)
+test-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --no-input --upgrade pip
+	$(LATEST)/bin/python -m pip install --quiet --no-input --upgrade -e '.[test]'
+	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/versions.txt
+	$(LATEST)/bin/ruff check .
+	$(LATEST)/bin/mypy
+	$(LATEST)/bin/pytest
+	@echo "test-latest passed with:"; cat $(LATEST)/versions.txt
 
 clean:
-	rm -rf $(VENV) $(LAKE) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(LATEST) $(LAKE) .pytest_cache .ruff_cache .mypy_cache

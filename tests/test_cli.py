@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from caltrail.pipeline.cli import app
 from tests.conftest import ROOT, corpus_path
 
 runner = CliRunner(env={"TERMINAL_WIDTH": "120", "NO_COLOR": "1", "COLUMNS": "120"})

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from caltrail.pipeline.cli import app
 
 runner = CliRunner(env={"TERMINAL_WIDTH": "160", "NO_COLOR": "1", "COLUMNS": "160"})
 SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "samples"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from types import ModuleType
 
-from parsers.base import FileNote, Item, ParseIssue, ParseOptions, TraceRecord
+from caltrail.parsers.base import FileNote, Item, ParseIssue, ParseOptions, TraceRecord
 
 
 def parse_bytes(module: ModuleType, data: bytes, **options: object) -> list[Item]:

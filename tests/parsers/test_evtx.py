@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from parsers import evtx
-from parsers.base import EventRecord, FileNote, ParseIssue, ParseOptions
-from parsers.errors import ParseError
+from caltrail.parsers.base import EventRecord, FileNote, ParseIssue, ParseOptions
+from caltrail.parsers.errors import ParseError
+from caltrail.parsers.evtx import reader as evtx
 from tests.conftest import CORPUS, corpus_path
 
 DATA = Path(__file__).parent / "data"

@@ -13,8 +13,8 @@ from unittest import mock
 
 import pytest
 
-from parsers import evtx
-from parsers.base import ParseIssue
+from caltrail.parsers.base import ParseIssue
+from caltrail.parsers.evtx import reader as evtx
 from tests.conftest import corpus_path
 
 CHUNK = 65536

@@ -15,11 +15,15 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parsers import tracerpt_csv, wmi_csv, wmi_html, wmidates, wmirows
-from parsers.base import ParseOptions
-from parsers.hwid import HWID_LENGTH, hwid_from_dwords, normalize_hwid
-from parsers.textio import iter_blocks, iter_lines
-from parsers.tracetime import _JUNK_RE, is_junk, parse_int
+from caltrail.parsers.base import ParseOptions
+from caltrail.parsers.hwid import HWID_LENGTH, hwid_from_dwords, normalize_hwid
+from caltrail.parsers.textio import iter_blocks, iter_lines
+from caltrail.parsers.trace import tracerpt_csv
+from caltrail.parsers.trace.tracetime import _JUNK_RE, is_junk, parse_int
+from caltrail.parsers.wmi import csv as wmi_csv
+from caltrail.parsers.wmi import dates as wmidates
+from caltrail.parsers.wmi import html as wmi_html
+from caltrail.parsers.wmi import rows as wmirows
 from tests.parsers.items import parse_bytes
 
 DATA = Path(__file__).parent / "data" / "exports"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from parsers.hwid import (
+from caltrail.parsers.hwid import (
     FREERDP_LEGACY_HWID,
     HwidResult,
     hwid_from_dwords,

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parsers import registry
-from parsers.base import ClientHwidRecord, Item, ParseIssue
-from parsers.errors import InvalidSignatureError, ParseError
-from parsers.hwid import render_registry_hex
+from caltrail.parsers.base import ClientHwidRecord, Item, ParseIssue
+from caltrail.parsers.client import registry
+from caltrail.parsers.errors import InvalidSignatureError, ParseError
+from caltrail.parsers.hwid import render_registry_hex
 from tests.parsers.items import notes, parse_bytes
 
 DATA = Path(__file__).parent / "data" / "exports"

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from parsers import tracerpt_csv
-from parsers.base import Item
-from parsers.errors import InvalidSignatureError, ParseError
-from parsers.textio import iter_lines
+from caltrail.parsers.base import Item
+from caltrail.parsers.errors import InvalidSignatureError, ParseError
+from caltrail.parsers.textio import iter_lines
+from caltrail.parsers.trace import tracerpt_csv
 from tests.conftest import corpus_path
 from tests.parsers.items import all_issues, notes, parse_bytes, trace_records
 

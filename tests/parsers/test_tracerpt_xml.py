@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from parsers import tracerpt_xml
-from parsers.base import FileNote, Item, ParseIssue, TraceRecord
-from parsers.errors import InvalidSignatureError, ParseError
+from caltrail.parsers.base import FileNote, Item, ParseIssue, TraceRecord
+from caltrail.parsers.errors import InvalidSignatureError, ParseError
+from caltrail.parsers.trace import tracerpt_xml
 from tests.parsers.items import all_issues, notes, parse_bytes, trace_records
 
 DATA = Path(__file__).parent / "data" / "traces"
@@ -250,6 +250,37 @@ def test_junk_in_the_middle() -> None:
     assert issue.line == 3
 
 
+@pytest.mark.parametrize("before", [1, 700, 2500])
+def test_a_break_anywhere_keeps_every_event_before_it(before: int) -> None:
+    """The break is where the document breaks, not where lxml's read buffer started (lxml
+    6.2's iterparse dropped the events of the buffer that held the break): the junk sits
+    anywhere from the first few hundred bytes to far past 64 KiB."""
+    data = ("<Events>" + event("") * before + "\x01 junk" + event("") * 3).encode()
+    items = run(data)
+    assert len(records(items)) == before
+    (issue,) = issues(items)
+    assert (issue.kind, issue.quarantined) == ("xml_break", False)
+    assert f"{before} complete events" in issue.message
+
+
+def test_junk_inside_an_event_loses_that_event_only() -> None:
+    broken = event("<EventData><Data Name='A'>x\x01y</Data></EventData>")
+    data = ("<Events>" + event("") * 2 + broken + event("")).encode()
+    items = run(data)
+    assert len(records(items)) == 2
+    (issue,) = issues(items)
+    assert (issue.kind, issue.quarantined) == ("xml_break", True)
+
+
+def test_truncated_far_into_a_large_file() -> None:
+    whole = ("<Events>" + event("<EventData><Data Name='A'>v</Data></EventData>") * 3000).encode()
+    cut = whole.rindex(b"<Data Name") + 3  # inside the last event
+    items = run(whole[:cut])
+    assert len(records(items)) == 2999
+    (issue,) = issues(items)
+    assert (issue.kind, issue.quarantined) == ("xml_break", True)
+
+
 # -- hostile files -----------------------------------------------------------------------------
 
 LAUGHS = '<!ENTITY lol "lol">\n' + "".join(
@@ -390,8 +421,8 @@ def write_big_xml(path: Path, target_bytes: int) -> int:
 # tracemalloc) belongs to this parse alone.
 MEASURE = """
 import resource, sys, tracemalloc
-from parsers import tracerpt_xml
-from parsers.base import ParseOptions, TraceRecord
+from caltrail.parsers.trace import tracerpt_xml
+from caltrail.parsers.base import ParseOptions, TraceRecord
 tracemalloc.start()
 count, last = 0, None
 with open(sys.argv[1], "rb") as stream:

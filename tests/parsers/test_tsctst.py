@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parsers import tsctst
-from parsers.base import ClientHwidRecord, Item, ParseIssue
-from parsers.errors import InvalidSignatureError, ParseError
+from caltrail.parsers.base import ClientHwidRecord, Item, ParseIssue
+from caltrail.parsers.client import tsctst
+from caltrail.parsers.errors import InvalidSignatureError, ParseError
 from tests.parsers.items import notes, parse_bytes
 
 DATA = Path(__file__).parent / "data" / "exports"

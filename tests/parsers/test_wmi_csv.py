@@ -11,15 +11,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from parsers import wmi_csv
-from parsers.base import (
+from caltrail.parsers.base import (
     IssuedLicenseRecord,
     Item,
     KeypackRecord,
     ParseIssue,
     ParseOptions,
 )
-from parsers.errors import InvalidSignatureError, MissingColumnError, ParseError
+from caltrail.parsers.errors import InvalidSignatureError, MissingColumnError, ParseError
+from caltrail.parsers.wmi import csv as wmi_csv
 from tests.parsers.items import notes, parse_bytes
 
 DATA = Path(__file__).parent / "data" / "exports"

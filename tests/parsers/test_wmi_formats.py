@@ -10,14 +10,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parsers import checkmk, registry, tsctst, wmi, wmi_csv, wmi_html, wmi_xml
-from parsers.base import (
+from caltrail.parsers import reader_for
+from caltrail.parsers.base import (
     IssuedLicenseRecord,
     Item,
     KeypackRecord,
     ParseIssue,
 )
-from parsers.errors import InvalidSignatureError, MissingColumnError, ParseError
+from caltrail.parsers.client import registry, tsctst
+from caltrail.parsers.errors import InvalidSignatureError, MissingColumnError, ParseError
+from caltrail.parsers.wmi import checkmk
+from caltrail.parsers.wmi import csv as wmi_csv
+from caltrail.parsers.wmi import html as wmi_html
+from caltrail.parsers.wmi import xml as wmi_xml
 from tests.parsers.items import notes, parse_bytes
 
 DATA = Path(__file__).parent / "data" / "exports"
@@ -107,6 +112,25 @@ def test_xml_issued_utf16_with_utf8_declaration() -> None:
 def test_xml_truncated_file_keeps_what_came_before() -> None:
     text = issued_xml([issued_obj("5"), issued_obj("6")])
     items = run(wmi_xml, text[: text.rindex("<Property")].encode())
+    assert [r.license_id for r in records(items)] == [5]
+    assert [i.kind for i in issues(items)] == ["xml_syntax"]
+
+
+def test_xml_object_on_the_line_of_a_break_is_kept() -> None:
+    """An <Object> that ends on the line where the document breaks is whole: it is read
+    (the reader used to drop the events of the line it was feeding when lxml raised)."""
+    text = issued_xml([issued_obj("5"), issued_obj("6"), issued_obj("7")])
+    second_end = text.index("</Object>", text.index("</Object>") + 1) + len("</Object>")
+    broken = text[:second_end] + "\x01 junk" + text[second_end:]
+    items = run(wmi_xml, broken.encode())
+    assert [r.license_id for r in records(items)] == [5, 6]
+    assert [i.kind for i in issues(items)] == ["xml_syntax"]
+
+
+def test_xml_truncated_inside_an_object_gives_no_partial_row() -> None:
+    text = issued_xml([issued_obj("5"), issued_obj("6")])
+    cut = text.index("sIssuedToUser", text.index(">6<"))  # the second object, half read
+    items = run(wmi_xml, text[:cut].encode())
     assert [r.license_id for r in records(items)] == [5]
     assert [i.kind for i in issues(items)] == ["xml_syntax"]
 
@@ -253,26 +277,24 @@ def test_exactly_one_parser_sniffs_each_sample(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", [n for n, m in SAMPLES.items() if m not in (registry, tsctst)])
-def test_wmi_dispatcher(name: str) -> None:
+def test_detection_picks_the_wmi_reader(name: str) -> None:
     data = (DATA / name).read_bytes()
-    assert wmi.sniff(data, name)
-    items = run(wmi, data)
-    assert notes(items)["wmi_parser"].startswith(SAMPLES[name].NAME)
-    assert records(items)
+    module = reader_for(data[:65536], name)
+    assert module is SAMPLES[name]
+    assert records(run(module, data))
 
 
-def test_dispatcher_rejects_others() -> None:
+def test_wmi_readers_reject_others() -> None:
     data = (DATA / "PC-0042_MSLicensing.reg").read_bytes()
-    assert not wmi.sniff(data, "x.reg")
-    with pytest.raises(InvalidSignatureError):
-        run(wmi, data)
+    assert reader_for(data, "x.reg") is registry
+    assert not any(m.sniff(data, "x.reg") for m in (checkmk, wmi_xml, wmi_html, wmi_csv))
 
 
 @settings(max_examples=40, deadline=None)
 @given(st.binary(max_size=400), st.sampled_from(sorted(SAMPLES)))
 def test_random_bytes_raise_only_parse_errors(junk: bytes, name: str) -> None:
     sample = (DATA / name).read_bytes()
-    for module in (wmi_xml, wmi_html, checkmk, wmi):
+    for module in (wmi_xml, wmi_html, checkmk, wmi_csv):
         for data in (junk, sample[: len(sample) // 2] + junk):
             try:
                 run(module, data)

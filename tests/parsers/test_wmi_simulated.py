@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from parsers import registry, tsctst, wmi
-from parsers.base import (
+from caltrail.parsers import reader_for
+from caltrail.parsers.base import (
     ClientHwidRecord,
     FileNote,
     IssuedLicenseRecord,
@@ -24,8 +24,9 @@ from parsers.base import (
     ParseIssue,
     ParseOptions,
 )
+from caltrail.parsers.client import registry, tsctst
 
-simulator = pytest.importorskip("fixtures.simulator")
+simulator = pytest.importorskip("caltrail.fixtures.simulator")
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,11 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, An
 
 
 def parse(module: Any, path: Path, root: Path, tz: str) -> list[Item]:
+    """Read `path` with `module`, or (None) with the reader detection picks."""
     options = ParseOptions(file_name=path.relative_to(root).as_posix(), tz=tz)
+    if module is None:
+        module = reader_for(path.read_bytes()[:65536], path.name)
+        assert module is not None
     with path.open("rb") as stream:
         return list(module.parse(stream, options))
 
@@ -57,7 +62,9 @@ def test_snapshot_forms_agree_with_truth(bundle: tuple[Path, dict[str, Any]]) ->
     assert truth["snapshots"]
     for snap in truth["snapshots"]:
         path = root / snap["issued_file"]
-        assert wmi.sniff(path.read_bytes()[:65536], path.name)
+        wmi = reader_for(path.read_bytes()[:65536], path.name)
+        assert wmi is not None
+        assert wmi.NAME in ("wmi_csv", "wmi_xml", "wmi_html")
         items = parse(wmi, path, root, tz)
         assert [i for i in items if isinstance(i, ParseIssue)] == []
         recs = [i for i in items if isinstance(i, IssuedLicenseRecord)]
@@ -75,7 +82,7 @@ def test_snapshot_forms_agree_with_truth(bundle: tuple[Path, dict[str, Any]]) ->
             for r in recs
         )  # fmt: skip
         by_time.setdefault(snap["time"], []).append(rows)
-        keypacks = parse(wmi, root / snap["keypack_file"], root, tz)
+        keypacks = parse(None, root / snap["keypack_file"], root, tz)
         assert [i for i in keypacks if isinstance(i, ParseIssue)] == []
         assert any(isinstance(i, KeypackRecord) for i in keypacks)
     for forms in by_time.values():
@@ -86,7 +93,7 @@ def test_truth_hwids_match_parsed_hwids(bundle: tuple[Path, dict[str, Any]]) -> 
     root, truth = bundle
     truth_hwids = {c["hwid"] for c in truth["cals"]}
     snap = truth["snapshots"][0]
-    items = parse(wmi, root / snap["issued_file"], root, truth["options"]["tz"])
+    items = parse(None, root / snap["issued_file"], root, truth["options"]["tz"])
     parsed = {i.hwid for i in items if isinstance(i, IssuedLicenseRecord)}
     assert parsed <= truth_hwids
 

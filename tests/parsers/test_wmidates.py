@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from parsers.base import FileNote, ParseOptions
-from parsers.wmidates import (
+from caltrail.parsers.base import FileNote, ParseOptions
+from caltrail.parsers.wmi.dates import (
     DateResult,
     OrderVotes,
     parse_culture,

@@ -11,13 +11,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fixtures.simulator import simulate
-from pipeline import compact as C
-from pipeline import derived
-from pipeline import lake as L
-from pipeline.diagnose import diagnose, open_case
-from pipeline.ingest import IngestOptions, ingest
-from pipeline.session import connect
+from caltrail.fixtures.simulator import simulate
+from caltrail.pipeline import compact as C
+from caltrail.pipeline import derived
+from caltrail.pipeline import lake as L
+from caltrail.pipeline.diagnose import diagnose, open_case
+from caltrail.pipeline.ingest import IngestOptions, ingest
+from caltrail.pipeline.session import connect
 from tests.reliability.conftest import connect_core
 
 SOURCE_VIEWS = (
@@ -211,7 +211,7 @@ def _summary(results: list[C.TableCompaction]) -> list[dict[str, Any]]:
 def test_cli_compact(tmp_path: Path, inputs: list[Path]) -> None:
     from typer.testing import CliRunner
 
-    from pipeline.cli import app
+    from caltrail.pipeline.cli import app
 
     lake = split_lake(tmp_path, inputs)
     runner = CliRunner()

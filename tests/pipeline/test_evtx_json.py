@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from parsers import evtx
-from parsers.base import EventRecord
-from parsers.errors import ParseError
+from caltrail.parsers.base import EventRecord
+from caltrail.parsers.errors import ParseError
+from caltrail.parsers.evtx import reader as evtx
 from tests.conftest import corpus_path
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from parsers.textio import detect_encoding
-from pipeline.cli import app
-from pipeline.session import connect
+from caltrail.parsers.textio import detect_encoding
+from caltrail.pipeline.cli import app
+from caltrail.pipeline.session import connect
 
 EXPORTS = Path(__file__).resolve().parents[1] / "parsers" / "data" / "exports"
 runner = CliRunner()
@@ -54,7 +54,7 @@ def test_every_hand_written_form_is_detected_by_content(tmp_path: Path) -> None:
 def test_snapshot_counts_equal_export_rows_in_every_form(tmp_path: Path) -> None:
     """PowerShell 5.1 (#TYPE, ASCII), PowerShell 7 (UTF-8) and Get-CimInstance (culture
     dates) exports of the same snapshots: each file's rows in SQL = its data rows."""
-    from fixtures.simulator import simulate
+    from caltrail.fixtures.simulator import simulate
 
     bundle = tmp_path / "bundle"
     simulate(

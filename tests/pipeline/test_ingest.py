@@ -10,10 +10,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from parsers.base import RECORD_TYPES
-from pipeline.ingest import IngestOptions, ingest
-from pipeline.schemas import LINEAGE_NAMES, RECORD_SCHEMAS
-from pipeline.session import connect
+from caltrail.parsers.base import RECORD_TYPES
+from caltrail.pipeline.ingest import IngestOptions, ingest
+from caltrail.pipeline.schemas import LINEAGE_NAMES, RECORD_SCHEMAS
+from caltrail.pipeline.session import connect
 from tests.conftest import corpus_path
 
 
@@ -140,7 +140,7 @@ def test_init_script_defines_every_view(tmp_path: Path, small_inputs: Path) -> N
     """The DuckDB shell (duckdb-cli, installed with caltrail) opens the lake with all views."""
     import subprocess
 
-    from pipeline.session import duckdb_cli
+    from caltrail.pipeline.session import duckdb_cli
 
     lake = tmp_path / "lake"
     ingest([small_inputs], IngestOptions(lake=lake))

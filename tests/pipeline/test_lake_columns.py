@@ -6,8 +6,8 @@ import pyarrow as pa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.lake import column_array
-from pipeline.schemas import STR_MAP
+from caltrail.pipeline.lake import column_array
+from caltrail.pipeline.schemas import STR_MAP
 
 texts = st.text(max_size=12)
 mappings = st.dictionaries(texts, st.none() | texts, max_size=6)

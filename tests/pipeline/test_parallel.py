@@ -11,9 +11,9 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from parsers import evtx
-from pipeline import ingest as I
-from pipeline.ingest import FileResult, IngestOptions, ingest
+from caltrail.parsers.evtx import reader as evtx
+from caltrail.pipeline import ingest as I
+from caltrail.pipeline.ingest import FileResult, IngestOptions, ingest
 from tests.conftest import corpus_path
 
 SPLICED = ("evtx", "derived", "spliced-large-170chunks.evtx")

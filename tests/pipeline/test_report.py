@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.simulator import simulate
-from pipeline.diagnose import open_case
-from pipeline.ingest import IngestOptions, ingest
-from pipeline.report import esc, render_report
+from caltrail.fixtures.simulator import simulate
+from caltrail.pipeline.diagnose import open_case
+from caltrail.pipeline.ingest import IngestOptions, ingest
+from caltrail.pipeline.report import esc, render_report
 
 SCRIPT_NAME = "<script>alert(1)</script>"
 FORMULA_NAME = '=HYPERLINK("http://evil","y")'
@@ -105,8 +105,8 @@ def test_report_sections_in_order(report_html: str) -> None:
 
 
 def test_csv_output_neutralises_formulas(hostile_lake: Path) -> None:
-    from pipeline.cli import render
-    from pipeline.diagnose import rows
+    from caltrail.pipeline.cli import render
+    from caltrail.pipeline.diagnose import rows
 
     con = open_case(hostile_lake)
     columns, result = rows(con, "select client_name, hwid_count from names order by 1")

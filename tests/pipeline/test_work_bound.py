@@ -12,11 +12,12 @@ from typing import BinaryIO
 
 import pytest
 
-from pipeline import bench, bounded
-from pipeline.bounded import WorkBoundReached, open_bounded
-from pipeline.ingest import IngestOptions, ingest
-from pipeline.session import connect
-from pipeline.verify import verify
+from caltrail.pipeline import bounded
+from caltrail.pipeline.bounded import WorkBoundReached, open_bounded
+from caltrail.pipeline.ingest import IngestOptions, ingest
+from caltrail.pipeline.session import connect
+from caltrail.pipeline.verify import verify
+from tools import bench
 
 MB = 1024 * 1024
 SAMPLES = Path(__file__).resolve().parents[1] / "parsers" / "data"
@@ -117,7 +118,7 @@ def test_a_slow_file_stops_keeps_its_rows_and_balances(
 def test_the_cli_option_sets_the_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from pipeline.cli import app
+    from caltrail.pipeline.cli import app
 
     path = tmp_path / "trace.csv"
     bench.make_tracerpt_csv(path, 2 * MB)

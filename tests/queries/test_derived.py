@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.simulator import simulate
-from pipeline import derived
-from pipeline.diagnose import open_case
-from pipeline.ingest import IngestOptions, ingest
-from pipeline.session import connect, init_script_text
+from caltrail.fixtures.simulator import simulate
+from caltrail.pipeline import derived
+from caltrail.pipeline.diagnose import open_case
+from caltrail.pipeline.ingest import IngestOptions, ingest
+from caltrail.pipeline.session import connect, init_script_text
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_a_session_names_each_table_it_builds(tmp_path: Path, bundles: tuple[Pat
     """`connect(on_build=...)` (the CLI's progress line) is told of each table before it is
     built, in build order with its step of all; a later session, which builds nothing, is
     told nothing."""
-    from pipeline import trace_facts
+    from caltrail.pipeline import trace_facts
 
     lake = tmp_path / "lake"
     ingest([bundles[0]], IngestOptions(lake=lake))
@@ -206,7 +206,7 @@ class _Terminal(io.StringIO):
 def test_a_terminal_is_told_while_the_derived_table_is_built(
     tmp_path: Path, bundles: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipeline.progress import derived_notice
+    from caltrail.pipeline.progress import derived_notice
 
     lake = tmp_path / "lake"
     ingest([bundles[0]], IngestOptions(lake=lake))
@@ -231,7 +231,7 @@ def test_a_terminal_is_told_while_the_derived_table_is_built(
 def test_ingest_derive_builds_them_with_the_run(tmp_path: Path, bundles: tuple[Path, Path]) -> None:
     from typer.testing import CliRunner
 
-    from pipeline.cli import app
+    from caltrail.pipeline.cli import app
 
     runner = CliRunner()
     plain, derive = tmp_path / "plain", tmp_path / "derive"

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from fixtures.simulator import simulate
-from pipeline.accuracy import evaluate
-from pipeline.diagnose import findings, normalise_hwid, open_case, timeline
-from pipeline.ingest import IngestOptions, ingest
-from pipeline.session import connect
+from caltrail.fixtures.simulator import simulate
+from caltrail.pipeline.diagnose import findings, normalise_hwid, open_case, timeline
+from caltrail.pipeline.ingest import IngestOptions, ingest
+from caltrail.pipeline.session import connect
+from tools.accuracy import evaluate
 
 FLEETS = {
     # name: (scenario, seed, devices, days)
@@ -203,7 +203,7 @@ def test_thresholds_are_one_table(cases: dict[str, Case]) -> None:
 
 
 def test_accuracy_scoring() -> None:
-    from pipeline.accuracy import FleetResult, score
+    from tools.accuracy import FleetResult, score
 
     r = FleetResult("standard", 1, 10, 20)
     r.expected = {("vdi", "A"), ("cloned", "h1")}

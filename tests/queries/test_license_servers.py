@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from fixtures.simulator import simulate
-from fixtures.simulator.scenarios import CAUSES
-from pipeline.diagnose import open_case
-from pipeline.ingest import IngestOptions, ingest
+from caltrail.fixtures.simulator import simulate
+from caltrail.fixtures.simulator.scenarios import CAUSES
+from caltrail.pipeline.diagnose import open_case
+from caltrail.pipeline.ingest import IngestOptions, ingest
 
 # the same first license id on both servers: every id of the smaller fleet exists on both
 FIRST_ID = 1000

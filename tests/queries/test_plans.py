@@ -10,9 +10,9 @@ from typing import Any
 import duckdb
 import pytest
 
-from fixtures.simulator import simulate
-from pipeline.diagnose import dicts, open_case
-from pipeline.ingest import IngestOptions, ingest
+from caltrail.fixtures.simulator import simulate
+from caltrail.pipeline.diagnose import dicts, open_case
+from caltrail.pipeline.ingest import IngestOptions, ingest
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from fixtures.simulator import simulate
-from pipeline import derived, trace_facts
-from pipeline.diagnose import open_case
-from pipeline.ingest import IngestOptions, ingest
-from pipeline.session import connect, init_script_text
+from caltrail.fixtures.simulator import simulate
+from caltrail.pipeline import derived, trace_facts
+from caltrail.pipeline.diagnose import open_case
+from caltrail.pipeline.ingest import IngestOptions, ingest
+from caltrail.pipeline.session import connect, init_script_text
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def edited_queries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of queries/*.sql that the fingerprints read instead (to edit one)."""
     import shutil
 
-    import queries
+    from caltrail import queries
 
     copies = tmp_path / "queries"
     copies.mkdir()
@@ -185,7 +185,7 @@ def test_two_sessions_at_once_compute_the_runs_once(
     ingest([bundles[0]], IngestOptions(lake=lake))
     connect(lake, derive=False).close()  # the lake prepared before the race
     script = (
-        "import sys; from pathlib import Path; from pipeline.diagnose import open_case; "
+        "import sys; from pathlib import Path; from caltrail.pipeline.diagnose import open_case; "
         "open_case(Path(sys.argv[1])).close()"
     )
     root = Path(__file__).resolve().parents[2]
@@ -221,7 +221,7 @@ def test_only_an_edit_up_to_the_trace_layer_starts_them_again(
 def test_the_shell_after_a_batch_reads_the_kept_facts_and_the_batchs_live(
     tmp_path: Path, bundles: tuple[Path, Path]
 ) -> None:
-    from pipeline.session import duckdb_cli
+    from caltrail.pipeline.session import duckdb_cli
 
     binary = duckdb_cli()
     assert binary, "duckdb-cli is a dependency of caltrail"

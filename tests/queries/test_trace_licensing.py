@@ -15,16 +15,16 @@ from typing import Any
 import duckdb
 import pytest
 
-from parsers.hwid import (
+from caltrail.parsers.hwid import (
     FREERDP_LEGACY_HWID,
     normalize_hwid,
     render_dwords,
     render_registry_hex,
     render_wmi,
 )
-from pipeline.ingest import IngestOptions, ingest
-from pipeline.session import REF_DIR, connect, prepare_lake
-from queries import QUERIES_DIR, sql_files
+from caltrail.pipeline.ingest import IngestOptions, ingest
+from caltrail.pipeline.session import REF_DIR, connect, prepare_lake
+from caltrail.queries import QUERIES_DIR, sql_files
 from tests.conftest import corpus_path
 
 DATA = Path(__file__).parent / "data"
@@ -151,7 +151,7 @@ def simulated(
 ) -> tuple[Path, dict[str, Any], duckdb.DuckDBPyConnection]:
     """A simulated bundle ingested whole (trace read in the simulator's zone), and a
     connection with every view (pipeline.session.connect)."""
-    from fixtures.simulator import simulate
+    from caltrail.fixtures.simulator import simulate
 
     base = tmp_path_factory.mktemp("sim")
     result = simulate(base / "bundle", seed=11, devices=80, days=180)

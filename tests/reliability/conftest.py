@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.schemas import ALL_SCHEMAS
+from caltrail.pipeline.schemas import ALL_SCHEMAS
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -27,7 +27,7 @@ _BIN = Path(sys.executable).parent / "caltrail"
 CALTRAIL = (
     [str(_BIN)]
     if _BIN.exists()
-    else [sys.executable, "-c", "from pipeline.cli import main; main()"]
+    else [sys.executable, "-c", "from caltrail.pipeline.cli import main; main()"]
 )
 
 # A few corpus EVTX files of different shapes (when ../shared is present).
@@ -79,7 +79,7 @@ def replace(src, dst, *args, **kwargs):
     time.sleep(delay)
     real(src, dst, *args, **kwargs)
 os.replace = replace
-from pipeline.cli import main
+from caltrail.pipeline.cli import main
 sys.argv = ["caltrail", *sys.argv[1:]]
 main()
 """
@@ -113,7 +113,7 @@ def build_input(dest: Path, with_corpus: bool = True) -> Path:
     """A multi-file input: simulated fleet (EVTX, WMI CSV, registry, TSCTST, trace text),
     the parser sample exports (WMI XML/HTML, Checkmk, tracerpt XML/CSV), a zip bundle of
     some of them, and a few corpus EVTX files when the corpus is present."""
-    from fixtures.simulator import simulate
+    from caltrail.fixtures.simulator import simulate
 
     dest.mkdir(parents=True, exist_ok=True)
     simulate(dest / "fleet", seed=5, devices=17, days=20, trace_days=2, session_log_days=5)
@@ -179,8 +179,8 @@ def connect_core(lake: Path) -> Any:
     builds the diagnosis layers, which costs seconds per session on a loaded machine)."""
     import duckdb
 
-    import queries
-    from pipeline.session import prepare_lake
+    from caltrail import queries
+    from caltrail.pipeline.session import prepare_lake
 
     lake = lake.resolve()
     prepare_lake(lake)
@@ -194,7 +194,7 @@ def connect_core(lake: Path) -> Any:
 
 
 def connect_all(lake: Path) -> Any:
-    from pipeline.session import connect
+    from caltrail.pipeline.session import connect
 
     return connect(lake)
 

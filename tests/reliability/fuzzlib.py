@@ -33,44 +33,17 @@ from typing import Any
 
 import pyarrow as pa
 
-from parsers import (
-    checkmk,
-    evtx,
-    registry,
-    tracefmt,
-    tracerpt_csv,
-    tracerpt_xml,
-    tsctst,
-    wmi,
-    wmi_csv,
-    wmi_html,
-    wmi_xml,
-)
-from parsers.base import RECORD_TYPES, FileNote, ParseIssue, ParseOptions
-from parsers.errors import ParseError
-from pipeline.schemas import ALL_SCHEMAS, LINEAGE_NAMES
+from caltrail.parsers import readers
+from caltrail.parsers.base import RECORD_TYPES, FileNote, ParseIssue, ParseOptions
+from caltrail.parsers.errors import ParseError
+from caltrail.pipeline.schemas import ALL_SCHEMAS, LINEAGE_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "parsers" / "data"
 CORPUS = ROOT.parent / "shared" / "corpus"
 
-#: Every parser module; `wmi` is the dispatcher over the four WMI forms.
-MODULES: dict[str, ModuleType] = {
-    m.NAME: m
-    for m in (
-        evtx,
-        registry,
-        checkmk,
-        wmi_xml,
-        wmi_html,
-        wmi_csv,
-        wmi,
-        tsctst,
-        tracerpt_xml,
-        tracerpt_csv,
-        tracefmt,
-    )
-}
+#: Every parser module, by name (the registry detection uses).
+MODULES: dict[str, ModuleType] = {m.NAME: m for m in readers()}  # type: ignore[misc]
 TEXT_MODULES = tuple(n for n in MODULES if n != "evtx")
 
 TIME_LIMIT_S = 20.0  # per parse; inputs are at most a few hundred KiB
@@ -122,7 +95,6 @@ def options_for(name: str, backend: str = "python") -> ParseOptions:
         "registry": "PC-0042_MSLicensing.reg",
         "tsctst": "CL-01_tsctst.txt",
         "wmi_csv": "LS01_Win32_TSIssuedLicense_20250322-2350.csv",
-        "wmi": "LS01_Win32_TSIssuedLicense_20250322-2350.csv",
         "wmi_xml": "LS01_Win32_TSLicenseKeyPack_20250322-2350.xml",
         "wmi_html": "LS01_rdls_IssuedLicenses.html",
     }.get(name, f"fuzz_{name}.txt")
@@ -205,7 +177,7 @@ def simulated_bundle() -> Path:
     """A small simulated fleet (EVTX, WMI CSV, registry, TSCTST, trace text), made once."""
     import tempfile
 
-    from fixtures.simulator import simulate
+    from caltrail.fixtures.simulator import simulate
 
     out = Path(tempfile.mkdtemp(prefix="caltrail-fuzz-seeds-"))
     simulate(out / "bundle", seed=11, devices=17, days=14, trace_days=1, session_log_days=3)
@@ -226,8 +198,8 @@ def _seed_candidates() -> list[Path]:
 
 @cache
 def seeds() -> dict[str, tuple[bytes, ...]]:
-    """Seed inputs per parser name (`wmi` gets every WMI form)."""
-    from pipeline.detect import detect
+    """Seed inputs per parser name."""
+    from caltrail.pipeline.detect import detect
 
     found: dict[str, list[bytes]] = {name: [] for name in MODULES}
     for path in _seed_candidates():
@@ -238,8 +210,6 @@ def seeds() -> dict[str, tuple[bytes, ...]]:
         if len(data) > 300_000:
             data = data[:300_000]
         found[detection.parser.NAME].append(data)
-        if detection.parser.NAME in ("wmi_csv", "wmi_xml", "wmi_html", "checkmk"):
-            found["wmi"].append(data)
     return {name: tuple(values) for name, values in found.items()}
 
 

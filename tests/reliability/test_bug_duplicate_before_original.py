@@ -22,7 +22,7 @@ from tests.reliability.conftest import ROOT, lake_state, run_caltrail
 
 DIE_WHILE_READING_THE_ORIGINAL = """
 import os, sys
-from pipeline import ingest
+from caltrail.pipeline import ingest
 ingest.COMMIT_EVERY_SECONDS = 0.0   # commit at every finished file: the duplicate row first
 real = ingest.parse_file
 def parse_file(task):
@@ -30,7 +30,7 @@ def parse_file(task):
         os._exit(137)               # the run dies while reading the original
     return real(task)
 ingest.parse_file = parse_file
-from pipeline.cli import main
+from caltrail.pipeline.cli import main
 sys.argv = ["caltrail", *sys.argv[1:]]
 main()
 """

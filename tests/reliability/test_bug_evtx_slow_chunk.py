@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from parsers import evtx
-from parsers.base import ParseIssue, ParseOptions
+from caltrail.parsers.base import ParseIssue, ParseOptions
+from caltrail.parsers.evtx import reader as evtx
 from tests.reliability.fuzzlib import time_bound
 
 DATA = Path(__file__).parent / "data"

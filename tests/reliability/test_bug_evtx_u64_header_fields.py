@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.ingest import FileTask, parse_file
+from caltrail.pipeline.ingest import FileTask, parse_file
 from tests.reliability import fuzzlib as F
 
 FIRST_RECORD = 0x1200  # chunk 0 at 0x1000, its first record at chunk offset 0x200

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.ingest import FileTask, parse_file
+from caltrail.pipeline.ingest import FileTask, parse_file
 from tests.reliability import fuzzlib as F
 
 HUGE = ("18446744073709551616", "99999999999999999999999999", "4294967295", "2147483648")

@@ -22,19 +22,19 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from caltrail.pipeline.cli import app
 from tests.reliability.conftest import lake_state
 
 
 def test_message_after_a_late_failure(
     multi_input: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pipeline.session
+    from caltrail.pipeline import session
 
     def full(*args: Any, **kwargs: Any) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(pipeline.session, "write_init_script", full)
+    monkeypatch.setattr(session, "write_init_script", full)
     lake = tmp_path / "lake"
     result = CliRunner().invoke(app, ["ingest", str(multi_input / "fleet"), "--lake", str(lake)])
     monkeypatch.undo()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline import lake as L
+from caltrail.pipeline import lake as L
 
 
 def test_sweep_during_an_unlocked_write_does_not_break_it(tmp_path: Path, monkeypatch) -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import compact as C
-from pipeline import lake as L
-from pipeline.ingest import IngestOptions, ingest
+from caltrail.pipeline import compact as C
+from caltrail.pipeline import lake as L
+from caltrail.pipeline.ingest import IngestOptions, ingest
 from tests.pipeline.test_compact import view_digests
 from tests.reliability.conftest import assert_parquet_readable
 from tests.reliability.test_crash_safety import run_crashing
@@ -27,7 +27,7 @@ def compact_crashing(lake: Path, at: int, when: str) -> subprocess.CompletedProc
 
 @pytest.fixture(scope="module")
 def split_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from fixtures.simulator import simulate
+    from caltrail.fixtures.simulator import simulate
 
     base = tmp_path_factory.mktemp("compact-crash")
     lake = base / "lake"

@@ -119,7 +119,7 @@ os.replace = replace
 if at == 0:
     import atexit
     atexit.register(lambda: print("RENAMES", calls[0], file=sys.stderr))
-from pipeline.cli import main
+from caltrail.pipeline.cli import main
 sys.argv = ["caltrail", *sys.argv[1:]]
 main()
 """

@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import lake as L
-from pipeline.cli import app
+from caltrail.pipeline import lake as L
+from caltrail.pipeline.cli import app
 from tests.reliability.conftest import (
     assert_parquet_readable,
     lake_state,

@@ -1,0 +1,1 @@
+"""What a client holds: registry exports of `MSLicensing` and TSCTST output."""

@@ -1,0 +1,2 @@
+"""Trace dumps: text renderings of ETL files (tracefmt / `netsh trace convert` text,
+tracerpt XML and CSV). `tracetime` reads their timestamps."""

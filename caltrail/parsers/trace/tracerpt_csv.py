@@ -1,0 +1,579 @@
+"""tracerpt CSV dumps of ETL traces (`tracerpt x.etl -o x.csv -of CSV`).
+
+Sources:
+- shared/reference/formats.md ("Trace dumps") and shared/corpus/etl/text-samples/
+  tracerpt-csv-header.txt: the header `Event Name, Type, Event ID, Version, Channel, Level,
+  Opcode, Task, Keyword, PID, TID, Processor Number, Instance ID, Parent Instance ID,
+  Activity ID, Related Activity ID, Clock-Time, Kernel(ms), User(ms), User Data`; separator
+  comma + space; PID/TID in hex (`0x00000A1C`); "User Data" spread over a variable number
+  of trailing columns; first data row `EventTrace, Header, ...`.
+- Windows 2000 Resource Kit, "tracedmp": Clock-time is the event timestamp; the user data
+  may span several columns.
+- wmicore.mof `EventTrace_Header` (as transcribed in public ETL readers): the header event's
+  payload is BufferSize, Version, ProviderVersion, NumberOfProcessors, EndTime,
+  TimerResolution, MaximumFileSize, LogFileMode, BuffersWritten, StartBuffers, PointerSize,
+  EventsLost, CPUSpeed, LoggerName, LogFileName, TimeZoneInformation, BootTime, PerfFreq,
+  StartTime, ReservedFlags (the clock type: 1 QPC, 2 system time, 3 CPU cycles),
+  BuffersLost, ... . FILETIMEs are 100 ns ticks since 1601-01-01 UTC.
+- ProcessTrace (Microsoft docs, EVENT_TRACE_LOGFILE / PROCESS_TRACE_MODE_RAW_TIMESTAMP):
+  unless raw timestamps are asked for, consumers receive event times already converted to
+  FILETIME, which is what public tracerpt CSV rows show (18-digit Clock-Time values).
+
+Columns are found by header name, so an older or shorter header that still starts with
+`Event Name, Type` and ends with `User Data` (and has Clock-Time) is read as well. Every
+column before "User Data" is fixed (kept in fields by its header name unless promoted to
+an attribute); the rest of the row is the user data tail, kept as fields["UserData"] (a
+JSON list) and fields["UserData.0"], ["UserData.1"], ...; `message` is the tail joined
+back with ", " (a WPP message with commas was split by the separator).
+
+Clock-Time → ts, per row:
+1. a value that reads as a FILETIME between 1990 and 2100 is one (UTC);
+2. otherwise, when an EventTrace header row gave StartTime and a frequency for its clock type
+   (PerfFreq for QPC, CPUSpeed MHz for CPU cycles) and its own Clock-Time is a raw value,
+   ts = StartTime + (Clock-Time - header Clock-Time) / frequency [U: the header row's
+   Clock-Time taken as the raw clock at StartTime];
+3. otherwise ts is None and ts_raw keeps the value.
+FileNote "clock" says which rule gave how many rows. The header row's named values go to
+fields["Header.<Name>"] (BufferSize ... CPUSpeed, BootTime, PerfFreq, StartTime,
+ReservedFlags, BuffersLost).
+
+Assumptions [U]:
+- The header row's user-data columns: the first thirteen are read by position; the
+  PerfFreq/StartTime/ReservedFlags group is found by shape (a positive number, a plausible
+  FILETIME, 0..3) after them, because TimeZoneInformation and the name strings may take a
+  varying number of columns.
+- PID/TID/Processor Number without `0x` are decimal.
+- A row is one line: a quoted value that spans lines is not joined (its lines are reported).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import compress
+from json.encoder import encode_basestring
+from operator import itemgetter
+from typing import BinaryIO
+
+from caltrail.parsers.base import (
+    BUDGET_EXCEEDED,
+    Budget,
+    FileNote,
+    Item,
+    ParseIssue,
+    ParseOptions,
+    TraceRecord,
+)
+from caltrail.parsers.errors import InvalidSignatureError
+from caltrail.parsers.textio import decode_head, iter_lines
+from caltrail.parsers.trace.tracetime import (
+    FILETIME_EPOCH,
+    FILETIME_PLAUSIBLE_MAX,
+    FILETIME_PLAUSIBLE_MIN,
+    MAX_LINE_CHARS,
+    excerpt,
+    filetime_to_utc,
+    is_junk,
+    is_plausible_filetime,
+    parse_int,
+)
+
+NAME = "tracerpt_csv"
+VERSION = "1"
+
+HEADER: tuple[str, ...] = (
+    "Event Name",
+    "Type",
+    "Event ID",
+    "Version",
+    "Channel",
+    "Level",
+    "Opcode",
+    "Task",
+    "Keyword",
+    "PID",
+    "TID",
+    "Processor Number",
+    "Instance ID",
+    "Parent Instance ID",
+    "Activity ID",
+    "Related Activity ID",
+    "Clock-Time",
+    "Kernel(ms)",
+    "User(ms)",
+    "User Data",
+)
+# Columns promoted to TraceRecord attributes; every other fixed column goes to fields.
+_PROMOTED = {"Event Name", "Event ID", "Level", "PID", "TID", "Processor Number", "Clock-Time"}
+# EventTrace header user data, by position (wmicore.mof EventTrace_Header) [U].
+_HEADER_POSITIONAL = (
+    "BufferSize",
+    "Version",
+    "ProviderVersion",
+    "NumberOfProcessors",
+    "EndTime",
+    "TimerResolution",
+    "MaximumFileSize",
+    "LogFileMode",
+    "BuffersWritten",
+    "StartBuffers",
+    "PointerSize",
+    "EventsLost",
+    "CPUSpeed",
+)
+_HEADER_KEYS = tuple(f"Header.{name}" for name in _HEADER_POSITIONAL)
+_CLOCK_TYPES = {1: "QPC", 2: "system time", 3: "CPU cycle counter"}
+_USER_DATA_KEYS = tuple(f"UserData.{i}" for i in range(64))
+
+BUDGET_EVERY = 4096
+MAX_KNOWN_INTS = 4096
+SNIFF_BLANK_LINES = 5
+
+
+def _columns(line: str) -> list[str]:
+    return [part.strip() for part in line.split(",")]
+
+
+def _is_header(columns: list[str]) -> bool:
+    if tuple(columns) == HEADER:
+        return True
+    return (
+        len(columns) >= 4
+        and columns[0] == "Event Name"
+        and columns[1] == "Type"
+        and columns[-1] == "User Data"
+        and "Clock-Time" in columns
+    )
+
+
+def sniff(head: bytes, name: str) -> bool:
+    """True when the first non-blank line of `head` is the tracerpt CSV header."""
+    text = decode_head(head[: 64 * 1024])
+    for number, line in enumerate(text.splitlines()):
+        if line.strip():
+            return _is_header(_columns(line))
+        if number >= SNIFF_BLANK_LINES:
+            break
+    return False
+
+
+def parse(stream: BinaryIO, options: ParseOptions) -> Iterator[Item]:
+    """Yield one TraceRecord per data row, ParseIssues and FileNotes."""
+    lines = iter_lines(stream)
+    for number, line in lines:
+        if not line.strip():
+            if number > SNIFF_BLANK_LINES:
+                break
+            continue
+        columns = _columns(line[:4096])
+        if not _is_header(columns):
+            raise InvalidSignatureError(
+                f"line {number}: expected the tracerpt CSV header 'Event Name, Type, Event ID, "
+                f"...', found {excerpt(line, 80)!r}"
+            )
+        return _Parser(columns, options).run(lines)
+    raise InvalidSignatureError("line 1: expected the tracerpt CSV header, found no text")
+
+
+def split_row(line: str) -> tuple[list[str], bool]:
+    """Split a row on ", ", honouring double quotes; returns (values, unterminated_quote).
+
+    Values are stripped of the padding tracerpt writes; a value quoted as a whole is
+    unquoted ("" inside it becomes "). An unterminated quote keeps the rest of the line as
+    one value, as written.
+    """
+    stripped = line.rstrip()
+    trailing_empty = stripped.endswith(",")
+    if trailing_empty:
+        stripped = stripped[:-1]
+    pieces = stripped.split(", ")
+    if '"' not in stripped:  # the usual row: nothing to unquote
+        values = list(map(str.strip, pieces))
+        if trailing_empty:
+            values.append("")
+        return values, False
+    # The pieces before the one holding the first quote hold none (a separator ", " cannot
+    # touch a quote): they are only stripped; the merging starts at that piece.
+    index = stripped.count(", ", 0, stripped.index('"'))
+    values = list(map(str.strip, pieces[:index]))
+    merged: list[str] = []
+    while index < len(pieces):
+        piece = pieces[index]
+        if piece.lstrip().startswith('"'):
+            while piece.count('"') % 2 and index + 1 < len(pieces):
+                index += 1
+                piece = f"{piece}, {pieces[index]}"
+            if piece.count('"') % 2:
+                merged.append(piece.strip())
+                return values + _finish(merged, pieces[index + 1 :], trailing_empty), True
+        merged.append(piece)
+        index += 1
+    return values + _finish(merged, [], trailing_empty), False
+
+
+def _finish(pieces: list[str], rest: list[str], trailing_empty: bool) -> list[str]:
+    values = []
+    for piece in [*pieces, *rest]:
+        value = piece.strip()
+        if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+            value = value[1:-1].replace('""', '"')
+        values.append(value)
+    if trailing_empty:
+        values.append("")
+    return values
+
+
+@dataclass(slots=True)
+class _TraceHeader:
+    """What an EventTrace header row says about the clock."""
+
+    anchor: int | None = None
+    start_filetime: int | None = None
+    end_filetime: int | None = None
+    perf_freq: int | None = None
+    cpu_mhz: int | None = None
+    clock_type: int | None = None
+
+    def frequency(self) -> int | None:
+        if self.clock_type == 3:
+            return self.cpu_mhz * 1_000_000 if self.cpu_mhz else None
+        if self.clock_type in (1, None, 0):
+            return self.perf_freq if self.perf_freq else None
+        return None
+
+
+class _Parser:
+    def __init__(self, columns: list[str], options: ParseOptions) -> None:
+        self.options = options
+        self.columns = columns
+        self.fixed = columns[:-1]
+        self.index = {name: i for i, name in enumerate(self.fixed)}
+        self.min_columns = self.index["Clock-Time"] + 1
+        self.header: _TraceHeader | None = None
+        self.header_rows = 0
+        self.modes: dict[str, int] = {"filetime": 0, "relative": 0, "raw": 0}
+        # Per row, columns are taken by these precomputed positions (None: no such column).
+        self.kept = [(name, i) for name, i in self.index.items() if name not in _PROMOTED]
+        self.int_columns = [
+            # Event ID and Processor Number are int32 columns; PID and TID int64.
+            (name, self.index.get(name), 32 if name in ("Event ID", "Processor Number") else 64)
+            for name in ("Event ID", "PID", "TID", "Processor Number")
+        ]
+        self.at_name = self.index.get("Event Name")
+        self.at_level = self.index.get("Level")
+        self.at_clock = self.index["Clock-Time"]
+        # The plain-row path takes its columns by two getters (one C call each); it needs
+        # every promoted column and at least two kept ones (a getter of one gives no tuple).
+        promoted = [self.at_name, self.at_level, self.at_clock]
+        promoted += [i for _, i, _ in self.int_columns]
+        self.plain_width = len(self.fixed) if None not in promoted and len(self.kept) > 1 else 0
+        self.get_promoted = itemgetter(*(i or 0 for i in promoted))
+        self.get_kept = itemgetter(*(i for _, i in self.kept))
+        self.kept_names = [name for name, _ in self.kept]
+        # parse_int's answers for the four number columns, by text and bits. A trace
+        # repeats these few values on every line (one lserver process, a few threads, a
+        # handful of event ids and processors), so each is read once; bounded by
+        # MAX_KNOWN_INTS all the same.
+        self.known_ints: dict[int, dict[str, int | None]] = {32: {}, 64: {}}
+
+    def run(self, lines: Iterator[tuple[int, str]], plain: bool = True) -> Iterator[Item]:
+        """Every row's items, then the notes; `plain=False` reads every row by `row` (the
+        tests compare both ways)."""
+        budget = Budget(self.options.max_seconds)
+        for number, line in lines:
+            if number % BUDGET_EVERY == 0 and budget.exceeded():
+                yield ParseIssue(
+                    kind=BUDGET_EXCEEDED,
+                    message=f"line {number}: stopped after {self.options.max_seconds:g} s "
+                    "(work bound per file); the rest of the file was not read",
+                    line=number,
+                )
+                break
+            if not line.strip():
+                continue
+            record = self.plain(number, line) if plain else None
+            if record is not None:
+                yield record
+            else:
+                yield from self.row(number, line)
+        yield from self.notes()
+
+    def plain(self, number: int, line: str) -> TraceRecord | None:
+        """`row` for the usual data row, which gives one record and no issue or note: a
+        printable line (so not junk) no longer than MAX_LINE_CHARS, no unterminated quote,
+        every fixed column, neither the CSV header again nor an EventTrace row (whose
+        header values `record` would take). None for any other line, before any state
+        changed: then `row` reads it. What `record` does, with the columns taken by the
+        getters and the usual values (decimal or 0x numbers, FILETIME clock) read inline;
+        the tests hold the two to the same records."""
+        if not self.plain_width or len(line) > MAX_LINE_CHARS:
+            return None
+        if line.lstrip()[:10].lower() == "eventtrace":  # (early: before the split)
+            return None
+        if "\ufffd" in line or not line.isprintable():
+            return None
+        values, unterminated = split_row(line)
+        if unterminated or len(values) < self.plain_width or values[0] == self.columns[0]:
+            return None
+        provider, level, clock_text, *texts = self.get_promoted(values)
+        if provider.lower() == "eventtrace":
+            return None
+        # the kept columns that are not empty, by C calls (compress drops the "" values)
+        kept = self.get_kept(values)
+        fields: dict[str, str | None] = dict(
+            compress(zip(self.kept_names, kept, strict=True), kept)
+        )
+        ints: list[int | None] = []
+        for text, (name, _, bits) in zip(texts, self.int_columns, strict=True):
+            if not text:
+                ints.append(None)
+                continue
+            known = self.known_ints[bits]
+            if text in known:
+                value = known[text]
+            else:
+                if len(known) >= MAX_KNOWN_INTS:
+                    known.clear()
+                value = known[text] = parse_int(text, bits)
+            ints.append(value)
+            if value is None:
+                fields[name] = text
+        event_id, pid, tid, cpu = ints
+        tail = values[len(self.fixed) :]
+        if tail:
+            fields["UserData"] = "[" + ", ".join(map(encode_basestring, tail)) + "]"
+            if len(tail) <= len(_USER_DATA_KEYS):
+                fields.update(zip(_USER_DATA_KEYS, tail, strict=False))
+            else:
+                return None  # (rare: `record` names the keys one by one)
+        if clock_text.isdigit() and clock_text.isascii() and len(clock_text) == 18:
+            clock = int(clock_text)
+            if FILETIME_PLAUSIBLE_MIN <= clock < FILETIME_PLAUSIBLE_MAX:
+                self.modes["filetime"] += 1
+                ts: dt.datetime | None = FILETIME_EPOCH + dt.timedelta(microseconds=clock // 10)
+            else:
+                ts = self.timestamp(clock_text)
+        else:
+            ts = self.timestamp(clock_text or None)
+        return TraceRecord(
+            ts=ts,
+            ts_raw=clock_text or None,
+            cpu=cpu,
+            pid=pid,
+            tid=tid,
+            provider=provider or None,
+            event_id=event_id,
+            level=level or None,
+            function=None,
+            message=", ".join(tail) if tail else None,
+            fields=fields,
+            line=number,
+        )
+
+    def row(self, number: int, line: str) -> Iterator[Item]:
+        if len(line) > MAX_LINE_CHARS:
+            yield ParseIssue(
+                kind="line_truncated",
+                message=f"line {number}: {len(line)} characters, longer than the "
+                f"{MAX_LINE_CHARS} kept; the rest of the row was dropped",
+                quarantined=False,
+                line=number,
+                excerpt=excerpt(line),
+            )
+            line = line[:MAX_LINE_CHARS]
+        if is_junk(line):
+            yield ParseIssue(
+                kind="binary_line",
+                message=f"line {number}: expected a CSV row, found binary data",
+                line=number,
+                excerpt=excerpt(line),
+            )
+            return
+        values, unterminated = split_row(line)
+        if len(values) < self.min_columns:
+            yield ParseIssue(
+                kind="short_row",
+                message=f"line {number}: expected at least {self.min_columns} columns (up to "
+                f"Clock-Time), found {len(values)}",
+                line=number,
+                excerpt=excerpt(line),
+            )
+            return
+        if values[0] == self.columns[0] and values[: len(self.columns)] == self.columns:
+            yield ParseIssue(
+                kind="repeated_header",
+                message=f"line {number}: the CSV header appears again; skipped",
+                quarantined=False,
+                line=number,
+            )
+            return
+        if unterminated:
+            yield ParseIssue(
+                kind="unterminated_quote",
+                message=f"line {number}: a quoted value is not closed on its line; the rest "
+                "of the line is kept as one value",
+                quarantined=False,
+                line=number,
+                excerpt=excerpt(line),
+            )
+        notes, record = self.record(number, values)
+        if notes:
+            yield from notes
+        yield record
+
+    @staticmethod
+    def value(values: list[str], i: int | None) -> str | None:
+        """The value at position `i`; None when there is no such column or it is empty."""
+        if i is None or i >= len(values) or values[i] == "":
+            return None
+        return values[i]
+
+    def record(self, number: int, values: list[str]) -> tuple[list[Item], TraceRecord]:
+        """The record of one row, after the notes its EventTrace header row gives."""
+        count = len(values)
+        fields: dict[str, str | None] = {
+            name: values[i] for name, i in self.kept if i < count and values[i] != ""
+        }
+        ints: list[int | None] = []
+        for name, i, bits in self.int_columns:
+            text = values[i] if i is not None and i < count and values[i] != "" else None
+            number_value = parse_int(text, bits)
+            ints.append(number_value)
+            if number_value is None and text is not None:
+                fields[name] = text
+        event_id, pid, tid, cpu = ints
+        tail = values[len(self.fixed) :]
+        if tail:
+            # = json.dumps(tail, ensure_ascii=False), which builds an encoder per call
+            fields["UserData"] = "[" + ", ".join(map(encode_basestring, tail)) + "]"
+            if len(tail) <= len(_USER_DATA_KEYS):  # keys made once, not per row
+                fields.update(zip(_USER_DATA_KEYS, tail, strict=False))
+            else:
+                for i, item in enumerate(tail):
+                    fields[f"UserData.{i}"] = item
+        provider = self.value(values, self.at_name)
+        clock_text = self.value(values, self.at_clock)
+        notes: list[Item] = []
+        is_header = (provider or "").lower() == "eventtrace" and (
+            fields.get("Type") or ""
+        ).lower() == "header"
+        if is_header:
+            notes = self.read_header(parse_int(clock_text), tail, fields)
+        return notes, TraceRecord(
+            ts=self.timestamp(clock_text),
+            ts_raw=clock_text,
+            cpu=cpu,
+            pid=pid,
+            tid=tid,
+            provider=provider,
+            event_id=event_id,
+            level=self.value(values, self.at_level),
+            function=None,
+            message=", ".join(tail) if tail else None,
+            fields=fields,
+            line=number,
+        )
+
+    def read_header(
+        self, clock: int | None, tail: list[str], fields: dict[str, str | None]
+    ) -> list[Item]:
+        self.header_rows += 1
+        header = _TraceHeader(anchor=clock)
+        fields.update(
+            {key: value for key, value in zip(_HEADER_KEYS, tail, strict=False) if value != ""}
+        )
+        # Only positions 4 (EndTime), 12 (CPUSpeed) and those after the positional ones
+        # are read as numbers.
+        numbers = [parse_int(v) if i == 4 or i >= 12 else None for i, v in enumerate(tail)]
+        if len(numbers) > 12:
+            end, mhz = numbers[4], numbers[12]
+            header.end_filetime = end if end is not None and is_plausible_filetime(end) else None
+            header.cpu_mhz = mhz if mhz is not None and mhz > 0 else None
+        for i in range(len(_HEADER_POSITIONAL), len(numbers) - 2):
+            freq, start, flags = numbers[i], numbers[i + 1], numbers[i + 2]
+            if (
+                freq is not None
+                and freq > 0
+                and start is not None
+                and is_plausible_filetime(start)
+                and flags is not None
+                and 0 <= flags <= 3
+            ):
+                header.perf_freq, header.start_filetime, header.clock_type = freq, start, flags
+                fields["Header.PerfFreq"], fields["Header.StartTime"] = tail[i], tail[i + 1]
+                fields["Header.ReservedFlags"] = tail[i + 2]
+                if i - 1 >= len(_HEADER_POSITIONAL):
+                    fields["Header.BootTime"] = tail[i - 1]
+                if i + 3 < len(tail):
+                    fields["Header.BuffersLost"] = tail[i + 3]
+                break
+        notes: list[Item] = []
+        if self.header is None:
+            notes.extend(self.header_notes(header, fields))
+        self.header = header
+        return notes
+
+    def header_notes(self, header: _TraceHeader, fields: dict[str, str | None]) -> list[Item]:
+        notes: list[Item] = []
+        for key, filetime in (
+            ("trace_start", header.start_filetime),
+            ("trace_end", header.end_filetime),
+        ):
+            when = filetime_to_utc(filetime) if filetime is not None else None
+            if when is not None:
+                notes.append(FileNote(key, when.isoformat()))
+        if header.perf_freq is not None:
+            notes.append(FileNote("perf_freq", str(header.perf_freq)))
+        if header.clock_type is not None:
+            kind = _CLOCK_TYPES.get(header.clock_type, "unknown")
+            notes.append(FileNote("clock_type", f"{header.clock_type} ({kind})"))
+        for key, name in (
+            ("events_lost", "Header.EventsLost"),
+            ("buffers_lost", "Header.BuffersLost"),
+        ):
+            if fields.get(name) is not None:
+                notes.append(FileNote(key, str(fields[name])))
+        return notes
+
+    def timestamp(self, clock_text: str | None) -> dt.datetime | None:
+        clock = parse_int(clock_text)
+        if clock is None:
+            self.modes["raw"] += 1
+            return None
+        if is_plausible_filetime(clock):
+            self.modes["filetime"] += 1
+            return filetime_to_utc(clock)
+        header = self.header
+        if header is not None and header.anchor is not None and header.start_filetime:
+            frequency = header.frequency()
+            if frequency and not is_plausible_filetime(header.anchor):
+                ticks = (clock - header.anchor) * 10_000_000 // frequency
+                self.modes["relative"] += 1
+                return filetime_to_utc(header.start_filetime + ticks)
+        self.modes["raw"] += 1
+        return None
+
+    def notes(self) -> Iterator[Item]:
+        parts = []
+        if self.modes["filetime"]:
+            parts.append(
+                f"FILETIME: Clock-Time read as 100 ns ticks since 1601 UTC "
+                f"({self.modes['filetime']} rows)"
+            )
+        if self.modes["relative"]:
+            header = self.header
+            freq = header.frequency() if header else None
+            parts.append(
+                f"relative: ts = header StartTime + (Clock-Time - header Clock-Time) / "
+                f"{freq} Hz [U] ({self.modes['relative']} rows)"
+            )
+        if self.modes["raw"]:
+            parts.append(
+                "raw: no conversion, ts None and ts_raw = Clock-Time (not a FILETIME and no "
+                f"usable EventTrace header) ({self.modes['raw']} rows)"
+            )
+        if parts:
+            yield FileNote("clock", "; ".join(parts))
+        if self.header_rows > 1:
+            yield FileNote("trace_headers", f"{self.header_rows} EventTrace header rows")

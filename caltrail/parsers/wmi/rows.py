@@ -1,0 +1,524 @@
+"""Shared logic of the WMI export parsers: columns, row -> record, the two-pass driver.
+
+Every WMI export form (CSV, XML, HTML, Checkmk) is turned by its own module into a stream of
+`Header` and `Row` items (column name -> cell text); this module checks the columns, reads
+the cells into `IssuedLicenseRecord` / `KeypackRecord`, and decides the file-wide facts
+(day/month order, zone, snapshot time) from a first pass over the file.
+
+Sources: /work/shared/reference/licensing.md (WMI classes, sentinels),
+/work/shared/reference/formats.md ("WMI exports"), Microsoft docs for Win32_TSIssuedLicense
+and Win32_TSLicenseKeyPack.
+
+Assumptions:
+- [U] Column order is not fixed: columns are found by name, case-insensitively; unknown
+  columns are ignored; the first of duplicate names wins.
+- Required columns: Win32_TSIssuedLicense needs LicenseId, sHardwareId, sIssuedToComputer,
+  IssueDate, ExpirationDate (the facts that tie a HWID to a name and a time);
+  Win32_TSLicenseKeyPack needs KeyPackId, TotalLicenses, IssuedLicenses.
+- [U] A snapshot time inside the data: no known export carries one; a column named
+  SnapshotTime, CollectionTime, CollectedAt or ExportTime is used when present.
+- The exporting server is PSComputerName, else __SERVER.
+- A row whose cells cannot be read (an integer that is not one, a date that is not a date)
+  is quarantined whole; a DMTF date with unknown date digits gives None and a warning.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO, NamedTuple
+
+from caltrail.parsers.base import (
+    FileNote,
+    IssuedLicenseRecord,
+    Item,
+    KeypackRecord,
+    ParseIssue,
+    ParseOptions,
+)
+from caltrail.parsers.errors import MissingColumnError
+from caltrail.parsers.hwid import normalize_hwid
+from caltrail.parsers.wmi.codes import LICENSE_STATUS, code_from_text, code_name
+from caltrail.parsers.wmi.dates import (
+    DateResult,
+    OrderVotes,
+    parse_wmi_date,
+    plain_date,
+    resolve_date_order,
+    resolve_snapshot,
+    resolve_zone,
+    snapshot_notes,
+)
+
+ISSUED_CLASS = "Win32_TSIssuedLicense"
+KEYPACK_CLASS = "Win32_TSLicenseKeyPack"
+EXCERPT_CHARS = 200
+SNAPSHOT_COLUMNS = ("snapshottime", "collectiontime", "collectedat", "exporttime")
+UNLIMITED = frozenset({4294967295, -1})
+_INTEGER = re.compile(r"[+-]?\d{1,20}")
+# LicenseStatus as ConvertTo-Html and CIM exports write it ("Active"): the names whose
+# general reading (`code_from_text`) gives their own code, for the plain-row path.
+_STATUS_NAMES = {
+    name: code
+    for code, name in LICENSE_STATUS.items()
+    if code_from_text("license_status", name) == code
+}
+_NO_DATE = DateResult(None)
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    """What one WMI class needs: its required columns and its date columns."""
+
+    wmi_class: str
+    required: tuple[str, ...]
+    dates: tuple[str, ...]
+
+
+ISSUED = TableSpec(
+    ISSUED_CLASS,
+    ("LicenseId", "sHardwareId", "sIssuedToComputer", "IssueDate", "ExpirationDate"),
+    ("IssueDate", "ExpirationDate"),
+)
+KEYPACK = TableSpec(
+    KEYPACK_CLASS, ("KeyPackId", "TotalLicenses", "IssuedLicenses"), ("ExpirationDate",)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """The columns of a table (CSV header, first XML object, HTML header row).
+
+    `spec` None means: decide from the column names. `form` is a FileNote value naming the
+    export form ("Get-WmiObject | Export-Csv (Windows PowerShell 5.1)", ...).
+    """
+
+    spec: TableSpec | None
+    columns: tuple[str, ...]
+    form: str
+    line: int
+
+
+class Row(NamedTuple):
+    """One data row: lower-cased column name -> cell text (None for a null value). A
+    NamedTuple (immutable, and cheaper to make than a frozen dataclass: one per row)."""
+
+    values: Mapping[str, str | None]
+    line: int
+    excerpt: str
+
+
+RowItem = Header | Row | ParseIssue | FileNote
+RowSource = Callable[[BinaryIO], Iterator[RowItem]]
+
+
+def spec_from_type_name(text: str) -> TableSpec | None:
+    """The class named in a `#TYPE` line or an XML `Object Type` attribute."""
+    lower = text.lower()
+    if ISSUED_CLASS.lower() in lower:
+        return ISSUED
+    if KEYPACK_CLASS.lower() in lower:
+        return KEYPACK
+    return None
+
+
+def spec_from_columns(columns: Sequence[str]) -> TableSpec | None:
+    """The class whose columns these are, or None."""
+    names = {c.strip().lower() for c in columns}
+    if "licenseid" in names or "shardwareid" in names:
+        return ISSUED
+    if "keypackid" in names and names & {"totallicenses", "issuedlicenses", "keypacktype"}:
+        return KEYPACK
+    return None
+
+
+def looks_like_header(columns: Sequence[str]) -> bool:
+    """The sniff test: LicenseId + sHardwareId, or KeyPackId + TotalLicenses."""
+    names = {c.strip().strip('"').lower() for c in columns}
+    return {"licenseid", "shardwareid"} <= names or {"keypackid", "totallicenses"} <= names
+
+
+def check_columns(spec: TableSpec, columns: Sequence[str], where: str) -> None:
+    """Raise MissingColumnError naming the first required column that is absent."""
+    names = {c.strip().lower() for c in columns}
+    missing = [c for c in spec.required if c.lower() not in names]
+    if missing:
+        raise MissingColumnError(
+            f"{where}: {spec.wmi_class} export lacks required column(s) "
+            f"{', '.join(missing)}; found {', '.join(columns)[:300]}"
+        )
+
+
+def excerpt(text: str) -> str:
+    """A short excerpt of raw text for a ParseIssue."""
+    return text[:EXCERPT_CHARS]
+
+
+class _BadCell(Exception):
+    """A cell that cannot be read; the row is quarantined."""
+
+
+class RowReader:
+    """Reads rows of one table into records with the file-wide facts already decided."""
+
+    def __init__(
+        self,
+        spec: TableSpec,
+        order: str,
+        zone: dt.tzinfo,
+        snapshot: tuple[dt.datetime | None, str],
+        options: ParseOptions,
+    ) -> None:
+        self.spec = spec
+        self.order = order
+        self.zone = zone
+        self.snapshot = snapshot
+        self.options = options
+
+    def convert(self, row: Row) -> list[Item]:
+        """Exactly one record or one quarantined issue, then any warnings."""
+        record = self.plain(row)
+        if record is not None:
+            return [record]
+        return self.general(row)
+
+    def plain(self, row: Row) -> IssuedLicenseRecord | None:
+        """The record of a row of plain cells, or None: then `general` reads the row."""
+        return self._issued_plain(row) if self.spec is not KEYPACK else None
+
+    def general(self, row: Row) -> list[Item]:
+        """`convert` without the plain-row path: every cell read by the helpers below."""
+        warnings: list[Item] = []
+        try:
+            record = self._record(row, warnings)
+        except _BadCell as exc:
+            message = f"line {row.line}: {exc}"
+            return [
+                ParseIssue("bad_row", message, True, line=row.line, excerpt=excerpt(row.excerpt))
+            ]
+        return [record, *warnings]
+
+    # -- cells -----------------------------------------------------------------------------
+    # Cells are looked up by lower-cased column name (`values` keys); `name` is the column
+    # as the messages show it. These run for every cell of every row: they stay small.
+
+    def _int(self, values: Mapping[str, str | None], name: str) -> int | None:
+        text = _cell(values, name.lower())
+        if text is None:
+            return None
+        # (plain ASCII digits, the usual case, pass without the regex)
+        if not (text.isascii() and text.isdigit() and len(text) <= 20) and not _INTEGER.fullmatch(
+            text
+        ):
+            raise _BadCell(f"{name} is not an integer: {text!r}")
+        value = int(text)
+        if not -(1 << 63) <= value < (1 << 63):  # the lake's columns are int64
+            raise _BadCell(f"{name} is outside the 64-bit integer range: {text!r}")
+        return value
+
+    def _count(self, values: Mapping[str, str | None], name: str) -> tuple[int | None, bool]:
+        value = self._int(values, name)
+        if value in UNLIMITED:
+            return None, True
+        return value, False
+
+    def _code(self, row: Row, name: str, table: str, warnings: list[Item]) -> int | None:
+        text = _cell(row.values, name.lower())
+        if text is None:
+            return None
+        code = code_from_text(table, text)
+        if code is None:
+            warnings.append(
+                ParseIssue(
+                    "unknown_code",
+                    f"line {row.line}: {name} {text!r} is neither a number nor a known name",
+                    False,
+                    line=row.line,
+                    excerpt=excerpt(text),
+                )
+            )
+        return code
+
+    def _date(self, row: Row, name: str, warnings: list[Item]) -> DateResult:
+        text = _cell(row.values, name.lower())
+        result = parse_wmi_date(text, self.order, self.zone)
+        if result.fatal:
+            raise _BadCell(f"{name}: {result.problem}")
+        if result.problem:
+            warnings.append(
+                ParseIssue(
+                    "unknown_date",
+                    f"line {row.line}: {name}: {result.problem}",
+                    False,
+                    line=row.line,
+                    excerpt=excerpt(text or ""),
+                )
+            )
+        return result
+
+    def _snapshot(self, values: Mapping[str, str | None]) -> tuple[dt.datetime | None, str]:
+        if self.snapshot[1] != "option":
+            for column in SNAPSHOT_COLUMNS:
+                if not values.get(column):  # absent or empty: the usual case
+                    continue
+                text = _cell(values, column)
+                if text:
+                    result = parse_wmi_date(text, self.order, self.zone)
+                    if result.value is not None:
+                        return result.value, "data"
+        return self.snapshot
+
+    # -- records ---------------------------------------------------------------------------
+
+    def _record(self, row: Row, warnings: list[Item]) -> IssuedLicenseRecord | KeypackRecord:
+        if self.spec is KEYPACK:
+            return self._keypack(row, warnings)
+        return self._issued(row, warnings)
+
+    def _issued(self, row: Row, warnings: list[Item]) -> IssuedLicenseRecord:
+        values = row.values
+        license_id = self._int(values, "LicenseId")
+        if license_id is None:
+            raise _BadCell("LicenseId is empty")
+        keypack_id = self._int(values, "KeyPackId")
+        status = self._code(row, "LicenseStatus", "license_status", warnings)
+        issue = self._date(row, "IssueDate", warnings)
+        expiry = self._date(row, "ExpirationDate", warnings)
+        raw_hwid = _cell(values, "shardwareid")
+        hwid = normalize_hwid(raw_hwid) if raw_hwid else None
+        snapshot, source = self._snapshot(values)
+        return IssuedLicenseRecord(
+            snapshot_time=snapshot,
+            snapshot_time_source=source,
+            license_server=_server(values),
+            license_id=license_id,
+            keypack_id=keypack_id,
+            license_status=status,
+            license_status_name=code_name("license_status", status),
+            issue_date=issue.value,
+            issue_date_raw=values.get("issuedate") or None,
+            expiration_date=expiry.value,
+            expiration_date_raw=values.get("expirationdate") or None,
+            expiration_never=expiry.never,
+            issued_to_computer=_cell(values, "sissuedtocomputer"),
+            issued_to_user=_cell(values, "sissuedtouser"),
+            hwid=hwid.hwid if hwid else None,
+            hwid_raw=raw_hwid,
+            hwid_flag=hwid.flag if hwid else None,
+            line=row.line,
+        )
+
+    def _issued_plain(self, row: Row) -> IssuedLicenseRecord | None:
+        """`_issued` for a row of plain cells (what nearly every row of an export is), with
+        the cell helpers inlined; None when a cell is not plain (padded, signed, a code name
+        it does not know, a date `plain_date` does not read, ...): the caller then takes
+        the general path, whose record this equals (tests/parsers/test_fast_paths.py)."""
+        get = row.values.get
+        text = get("licenseid")
+        if not (text and text.isdigit() and text.isascii() and len(text) <= 18):
+            return None
+        license_id = int(text)  # (at most 18 digits: within int64)
+        text = get("keypackid")
+        if not text:
+            keypack_id = None
+        elif text.isdigit() and text.isascii() and len(text) <= 18:
+            keypack_id = int(text)
+        else:
+            return None
+        text = get("licensestatus")
+        if not text:
+            status = None
+        elif text.isdigit() and text.isascii() and len(text) <= 9:
+            status = int(text)  # (at most 9 digits: within int32)
+        else:
+            status = _STATUS_NAMES.get(text)
+            if status is None:
+                return None
+        dates = []
+        raws: list[str | None] = []  # the cells as found ("" is none)
+        for key in ("issuedate", "expirationdate"):
+            text = get(key)
+            date = plain_date(text, self.order, self.zone) if text else _NO_DATE
+            if date is None:
+                return None
+            dates.append(date)
+            raws.append(text or None)
+        issue, expiry = dates
+        raw_hwid = get("shardwareid")
+        if raw_hwid and raw_hwid.strip() == raw_hwid:  # (no padding)
+            hwid = normalize_hwid(raw_hwid)
+        elif raw_hwid:
+            return None
+        else:
+            raw_hwid = hwid = None
+        snapshot, source = self._snapshot(row.values)
+        return IssuedLicenseRecord(
+            snapshot_time=snapshot,
+            snapshot_time_source=source,
+            license_server=_server(row.values),
+            license_id=license_id,
+            keypack_id=keypack_id,
+            license_status=status,
+            license_status_name=LICENSE_STATUS.get(status) if status is not None else None,
+            issue_date=issue.value,
+            issue_date_raw=raws[0],
+            expiration_date=expiry.value,
+            expiration_date_raw=raws[1],
+            expiration_never=expiry.never,
+            issued_to_computer=_cell(row.values, "sissuedtocomputer"),
+            issued_to_user=_cell(row.values, "sissuedtouser"),
+            hwid=hwid.hwid if hwid else None,
+            hwid_raw=raw_hwid,
+            hwid_flag=hwid.flag if hwid else None,
+            line=row.line,
+        )
+
+    def _keypack(self, row: Row, warnings: list[Item]) -> KeypackRecord:
+        values = row.values
+        keypack_id = self._int(values, "KeyPackId")
+        if keypack_id is None:
+            raise _BadCell("KeyPackId is empty")
+        keypack_type = self._code(row, "KeyPackType", "keypack_type", warnings)
+        product_type = self._code(row, "ProductType", "product_type", warnings)
+        version_id = self._code(row, "ProductVersionID", "product_version_id", warnings)
+        total, total_unlimited = self._count(values, "TotalLicenses")
+        issued, _ = self._count(values, "IssuedLicenses")
+        available, available_unlimited = self._count(values, "AvailableLicenses")
+        expiry = self._date(row, "ExpirationDate", warnings)
+        snapshot, source = self._snapshot(values)
+        return KeypackRecord(
+            snapshot_time=snapshot,
+            snapshot_time_source=source,
+            license_server=_server(values),
+            keypack_id=keypack_id,
+            description=_cell(values, "description"),
+            keypack_type=keypack_type,
+            keypack_type_name=code_name("keypack_type", keypack_type),
+            product_type=product_type,
+            product_type_name=code_name("product_type", product_type),
+            product_version=_cell(values, "productversion"),
+            product_version_id=version_id,
+            product_version_name=code_name("product_version_id", version_id),
+            type_and_model=_cell(values, "typeandmodel"),
+            total_licenses=total,
+            total_unlimited=total_unlimited,
+            issued_licenses=issued,
+            available_licenses=available,
+            available_unlimited=available_unlimited,
+            expiration_date=expiry.value,
+            expiration_date_raw=values.get("expirationdate") or None,
+            expiration_never=expiry.never,
+            line=row.line,
+        )
+
+
+def _cell(values: Mapping[str, str | None], key: str) -> str | None:
+    """The text of a cell (`key` lower-cased), stripped; None when absent, null or blank."""
+    value = values.get(key)
+    if value is None:
+        return None
+    return value.strip() or None
+
+
+def _server(values: Mapping[str, str | None]) -> str | None:
+    """The exporting server: PSComputerName, else __SERVER."""
+    return _cell(values, "pscomputername") or _cell(values, "__server")
+
+
+def _spec_for(header: Header) -> TableSpec:
+    spec = header.spec or spec_from_columns(header.columns)
+    if spec is None:
+        raise MissingColumnError(
+            f"line {header.line}: no Win32_TSIssuedLicense or Win32_TSLicenseKeyPack columns "
+            f"(LicenseId/sHardwareId or KeyPackId/TotalLicenses); found "
+            f"{', '.join(header.columns)[:300]}"
+        )
+    check_columns(spec, header.columns, f"line {header.line}")
+    return spec
+
+
+def read_tables(stream: BinaryIO, options: ParseOptions, source: RowSource) -> Iterator[Item]:
+    """The driver: first pass for file-wide facts (when seekable), second pass for records."""
+    seekable = stream.seekable()
+    votes = OrderVotes()
+    data_snapshot_text: str | None = None
+    if seekable:
+        start = stream.tell()
+        spec: TableSpec | None = None
+        first_pass = source(stream)
+        try:
+            for item in first_pass:
+                if isinstance(item, Header):
+                    spec = _spec_for(item)
+                elif isinstance(item, Row) and spec is not None:
+                    for column in spec.dates:
+                        votes.add(item.values.get(column.lower()))
+                    if data_snapshot_text is None:
+                        data_snapshot_text = next(
+                            (item.values[c] for c in SNAPSHOT_COLUMNS if item.values.get(c)),
+                            None,
+                        )
+                    if votes.full:
+                        break
+        finally:
+            close = getattr(first_pass, "close", None)
+            if close is not None:
+                close()
+        stream.seek(start)
+    zone, zone_note = resolve_zone(options)
+    order, order_note = resolve_date_order(votes, options, always_note=not seekable)
+    data_time = None
+    if data_snapshot_text:
+        data_time = parse_wmi_date(data_snapshot_text, order, zone).value
+    snapshot = resolve_snapshot(options, data_time, zone)
+    notes: list[FileNote] = []
+    if order_note is not None:
+        notes.append(order_note)
+    if votes.culture or snapshot[1] == "file name" or not seekable:
+        notes.append(FileNote("tz", zone_note))
+    if not seekable:
+        notes.append(FileNote("date_order_pass", "stream not seekable: order not inferred"))
+    notes.extend(snapshot_notes(*snapshot))
+    yield from notes
+    reader: RowReader | None = None
+    said: set[FileNote] = set()
+    for item in source(stream):
+        if isinstance(item, Header):
+            spec = _spec_for(item)
+            reader = RowReader(spec, order, zone, snapshot, options)
+            for note in (FileNote("wmi_class", spec.wmi_class), FileNote("export_form", item.form)):
+                if note not in said:
+                    said.add(note)
+                    yield note
+        elif isinstance(item, Row):
+            if reader is None:  # pragma: no cover - sources always send a Header first
+                continue
+            record = reader.plain(item)
+            if record is not None:
+                yield record
+            else:
+                yield from reader.general(item)
+        else:
+            yield item
+
+
+__all__ = [
+    "ISSUED",
+    "ISSUED_CLASS",
+    "KEYPACK",
+    "KEYPACK_CLASS",
+    "Header",
+    "Row",
+    "RowItem",
+    "RowReader",
+    "RowSource",
+    "TableSpec",
+    "check_columns",
+    "excerpt",
+    "looks_like_header",
+    "read_tables",
+    "spec_from_columns",
+    "spec_from_type_name",
+]

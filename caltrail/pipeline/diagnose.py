@@ -1,0 +1,233 @@
+"""The diagnosis as library functions: findings, timelines, recovery and revoke plans.
+
+Everything is computed by the SQL of `queries/` (40 cal_events ... 55 plans); this module
+opens a case (a lake), materialises the heavy layers once per connection so the views above
+them are quick, and returns plain Python rows for the CLI, the report and the tests.
+
+    from caltrail.pipeline.diagnose import open_case, diagnose
+    con = open_case(Path("lake"))
+    result = diagnose(con)
+    result.findings[0]["cause"], result.findings[0]["fix"]
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from caltrail.pipeline import derived
+from caltrail.pipeline.session import BuildProgress, connect
+
+# Layers read many times by the views above them, cheap to compute but large to keep: made
+# temp tables once per connection (a temp table shadows the view of the same name for every
+# view defined on it). The costly layers are kept in the lake instead (pipeline/derived.py
+# TABLES: cal_events, licenses, the evidence and findings) and read from
+# there, built when missing.
+MATERIALISED = ("activity", "excess_licenses")
+
+HWID_RE = re.compile(r"^[0-9a-fA-F]{40}$")
+
+
+@dataclass
+class Diagnosis:
+    """What `diagnose` found; each list holds one dict per row of its view."""
+
+    as_of: dt.datetime | None
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    recovery: list[dict[str, Any]] = field(default_factory=list)
+    revoke_plan: list[dict[str, Any]] = field(default_factory=list)
+    pool: list[dict[str, Any]] = field(default_factory=list)
+    pool_history: list[dict[str, Any]] = field(default_factory=list)
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    sources: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def device_findings(self) -> list[dict[str, Any]]:
+        return [f for f in self.findings if f["subject_kind"] != "server"]
+
+    @property
+    def server_findings(self) -> list[dict[str, Any]]:
+        return [f for f in self.findings if f["subject_kind"] == "server"]
+
+    @property
+    def healthy_on(self) -> dt.date | None:
+        days = [r["healthy_on"] for r in self.recovery if r.get("healthy_on") is not None]
+        return max(days) if days else None
+
+
+def open_case(
+    lake: Path, materialise: bool = True, on_build: BuildProgress | None = None
+) -> duckdb.DuckDBPyConnection:
+    """A connection over `lake` with every view defined and the diagnosis layers computed
+    (`on_build`: see `session.connect`)."""
+    con = connect(lake, on_build=on_build)
+    if materialise:
+        derived.ensure(con, lake)
+        for name in MATERIALISED:
+            con.execute(f"create or replace temp table {name} as select * from main.{name}")
+    return con
+
+
+def rows(
+    con: duckdb.DuckDBPyConnection, query: str, params: dict[str, Any] | None = None
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run `query` with bound parameters; returns (columns, rows)."""
+    cursor = con.execute(query, params) if params else con.execute(query)
+    columns = [d[0] for d in cursor.description or []]
+    return columns, cursor.fetchall()
+
+
+def dicts(
+    con: duckdb.DuckDBPyConnection, query: str, params: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    columns, result = rows(con, query, params)
+    return [dict(zip(columns, row, strict=True)) for row in result]
+
+
+FINDING_COLUMNS = (
+    "cause, subject_kind, subject, waste, confidence, excess_cals, excess_permanent, "
+    "excess_now, cals, names, hwids, first_seen, last_seen, cadence_days, reason, "
+    "alternative_cause, fix, sources, evidence_counts, evidence_rows, meaning"
+)
+
+
+def findings(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """Every finding, most excess first (device findings before server problems)."""
+    return dicts(con, f"select {FINDING_COLUMNS} from findings")
+
+
+def diagnose(con: duckdb.DuckDBPyConnection) -> Diagnosis:
+    """The whole diagnosis of an opened case."""
+    as_of = con.execute("select as_of from as_of").fetchone()
+    result = Diagnosis(as_of=as_of[0] if as_of else None)
+    result.findings = findings(con)
+    result.recovery = dicts(con, "select * from cal_recovery order by day")
+    result.revoke_plan = dicts(con, "select * from revoke_plan")
+    result.pool = dicts(con, "select * from cal_pool order by license_server, product_version")
+    result.pool_history = dicts(
+        con,
+        "select * from cal_pool_history order by license_server, product_version, snapshot_time",
+    )
+    result.inputs = dicts(
+        con,
+        "select path, kind, parser, status, records_ok, records_bad, error "
+        "from ingest_files order by status <> 'ok', path",
+    )
+    result.sources = {
+        str(k): int(v)
+        for k, v in con.execute(
+            "select source, count(*) from cal_events group by source order by source"
+        ).fetchall()
+    }
+    return result
+
+
+def normalise_hwid(value: str) -> str:
+    """A HWID as typed by a user (any case, dashes, spaces, 0x...) in canonical form.
+
+    Five DWORDs (`0x00000002, 0x7d4eb2c0, ...`) are converted to registry byte order.
+    Raises ValueError when the value is not 20 bytes of hex.
+    """
+    text = value.strip()
+    dwords = re.findall(r"0x([0-9a-fA-F]{8})", text)
+    if len(dwords) == 5:
+        return "".join(bytes.fromhex(d)[::-1].hex() for d in dwords)
+    hexed = re.sub(r"[^0-9a-fA-F]", "", text)
+    if not HWID_RE.match(hexed):
+        raise ValueError(f"not a HWID (20 bytes of hex expected): {value!r}")
+    return hexed.lower()
+
+
+def timeline(
+    con: duckdb.DuckDBPyConnection, hwid: str | None = None, name: str | None = None
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """The ordered history of one HWID or one computer name (user values are bound)."""
+    if (hwid is None) == (name is None):
+        raise ValueError("give exactly one of hwid or name")
+    if hwid is not None:
+        return rows(con, "select * from hwid_timeline($hwid)", {"hwid": normalise_hwid(hwid)})
+    return rows(con, "select * from name_timeline($name)", {"name": name})
+
+
+def license_lives(con: duckdb.DuckDBPyConnection, kind: str, subject: str) -> list[dict[str, Any]]:
+    """Each license of a finding's subject (a HWID or a name), for the report's charts."""
+    column = "hwid" if kind == "hwid" else "client_name"
+    return dicts(
+        con,
+        f"""
+        select
+            l.license_key,
+            l.license_id,
+            l.client_name,
+            l.hwid,
+            l.cal_type,
+            l.issued_at,
+            l.counted_until,
+            l.expires_at,
+            l.expiry_estimated,
+            l.revoked_at,
+            l.replaced_at,
+            l.excess_by_name,
+            (
+                select list(e.ts order by e.ts)
+                from cal_events as e
+                where e.license_key = l.license_key and e.fact = 'renewed' and e.source <> 'evtx'
+            ) as renewals
+        from licenses as l
+        where l.{column} = $subject
+        order by l.issued_at
+        """,
+        {"subject": subject},
+    )
+
+
+def counted_per_day(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """Permanent per-device CALs counted per day (rebuilt from the licenses)."""
+    return dicts(
+        con,
+        """
+        with span as (
+            -- from the first log record (CALs issued before the logs are only partly known)
+            select
+                coalesce(
+                    (select min(ts) from cal_events where source in ('trace', 'evtx')),
+                    (select min(issued_at) from licenses)
+                )::date as d0,
+                (select as_of from as_of)::date as d1
+        ),
+        days as (
+            select unnest(generate_series(d0, d1, interval 1 day))::date as day from span
+        )
+        select
+            d.day,
+            count(l.license_key) filter (where l.cal_type = 'permanent') as permanent,
+            count(l.license_key) filter (where l.cal_type = 'temporary') as temporary,
+            count(l.license_key) filter (where l.excess_by_name) as excess
+        from days as d
+        cross join span as s
+        left join licenses as l
+            on (case when l.issue_seen then l.issued_at::date else s.d0 end) <= d.day
+            and d.day < l.counted_until::date
+        group by d.day
+        order by d.day
+        """,
+    )
+
+
+__all__ = [
+    "Diagnosis",
+    "counted_per_day",
+    "diagnose",
+    "dicts",
+    "findings",
+    "license_lives",
+    "normalise_hwid",
+    "open_case",
+    "rows",
+    "timeline",
+]

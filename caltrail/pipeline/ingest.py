@@ -1,0 +1,755 @@
+"""The ingest driver: input paths in, lake rows out, one manifest row per file.
+
+For each input file: hash it; skip it when the manifest already has that sha256 (unless
+`force`); detect its format by content; run the parser; route records to their table,
+issues to `parse_errors`, notes to the manifest row. Rows are staged as Parquet in batches
+(memory bounded whatever the file size) and committed in groups (see pipeline.lake).
+A file that cannot be read becomes a manifest row with status "error" and the run goes on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import hashlib
+import json
+import os
+import re
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from caltrail import __version__
+from caltrail.parsers.base import BUDGET_EXCEEDED, RECORD_TYPES, FileNote, ParseIssue, ParseOptions
+from caltrail.parsers.errors import ParseError
+from caltrail.pipeline import lake as L
+from caltrail.pipeline.bounded import WorkBoundReached, open_bounded
+from caltrail.pipeline.detect import detect
+from caltrail.pipeline.inputs import InputFile, InputProblem, cleanup, discover
+
+VERSION = __version__
+COMMIT_EVERY_FILES = 200
+COMMIT_EVERY_SECONDS = 2.0
+# A large EVTX file is split across workers by chunk ranges (chunks are independent):
+# files from SPLIT_MIN_BYTES on, in parts of at most PART_BYTES (and at least MIN_PART_CHUNKS).
+# Below about 48 MB a split gains less than starting the worker processes costs.
+SPLIT_MIN_BYTES = 48 * 1024 * 1024
+PART_BYTES = 64 * 1024 * 1024
+MIN_PART_CHUNKS = 16
+# Test hook, read in the worker (spawn-safe): "SUBSTRING=MODE" makes parse_file fail for a
+# file whose display name contains SUBSTRING; MODE is raise, exit (os._exit) or segv.
+CRASH_HOOK_ENV = "CALTRAIL_TEST_CRASH"
+
+
+@dataclass
+class IngestOptions:
+    """Everything a run needs to know; defaults are what `caltrail ingest` uses."""
+
+    lake: Path = Path("caltrail-lake")
+    tz: str = "UTC"
+    tz_given: bool = False
+    force: bool = False
+    backend: str = "rust"
+    workers: int = 1
+    date_order: str | None = None
+    culture: str | None = None
+    snapshot_time: dt.datetime | None = None
+    client_name: str | None = None
+    max_seconds_per_file: float = 1800.0
+    wait_for_lock: bool = False
+    patterns: Path | None = None  # user trace patterns, copied into LAKE/_ref
+    command: str = "ingest"
+    compact: bool = True  # merge the small files of tables that have many (pipeline/compact.py)
+
+
+@dataclass
+class FileResult:
+    """What happened to one input file (becomes its manifest row)."""
+
+    display: str
+    sha256: str
+    size: int
+    mtime: float | None
+    status: str
+    kind: str | None = None
+    parser: str | None = None
+    records_ok: int = 0
+    records_bad: int = 0
+    warnings: int = 0
+    error: str | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+    staged: list[L.StagedFile] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+    started: float = 0.0
+    finished: float = 0.0
+
+    @property
+    def records_seen(self) -> int:
+        return self.records_ok + self.records_bad
+
+    def manifest_row(self, run_id: str) -> dict[str, Any]:
+        def ts(value: float | None) -> dt.datetime | None:
+            return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
+
+        return {
+            "path": self.display,
+            "sha256": self.sha256,
+            "size": self.size,
+            "mtime": ts(self.mtime),
+            "kind": self.kind,
+            "parser": self.parser,
+            "status": self.status,
+            "records_seen": self.records_seen,
+            "records_ok": self.records_ok,
+            "records_bad": self.records_bad,
+            "warnings": self.warnings,
+            "error": self.error,
+            "notes": self.notes,
+            "run_id": run_id,
+            "started": ts(self.started),
+            "finished": ts(self.finished),
+        }
+
+
+@dataclass
+class IngestSummary:
+    """The end-of-run summary (printed as a table, or as one JSON object with --json)."""
+
+    run_id: str
+    lake: str
+    files: Counter[str] = field(default_factory=Counter)
+    records_seen: int = 0
+    records_ok: int = 0
+    records_quarantined: int = 0
+    warnings: int = 0
+    already_ingested: int = 0
+    rows: Counter[str] = field(default_factory=Counter)
+    problems: list[dict[str, str]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    interrupted: bool = False
+    compacted: list[dict[str, Any]] = field(default_factory=list)
+    compact_error: str | None = None
+
+    def add(self, result: FileResult) -> None:
+        self.files[result.status] += 1
+        self.records_seen += result.records_seen
+        self.records_ok += result.records_ok
+        self.records_quarantined += result.records_bad
+        self.warnings += result.warnings
+        self.rows.update(result.rows)
+        if result.status in ("error", "quarantined") and len(self.problems) < 1000:
+            self.problems.append(
+                {"path": result.display, "status": result.status, "message": result.error or ""}
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "lake": self.lake,
+            "files": dict(sorted(self.files.items())),
+            "files_total": sum(self.files.values()),
+            "records_seen": self.records_seen,
+            "records_ok": self.records_ok,
+            "records_quarantined": self.records_quarantined,
+            "warnings": self.warnings,
+            "already_ingested": self.already_ingested,
+            "rows": dict(sorted(self.rows.items())),
+            "elapsed_s": round(self.elapsed_s, 3),
+            "interrupted": self.interrupted,
+            "problems": self.problems,
+            "compacted": self.compacted,
+            "compact_error": self.compact_error,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=False)
+
+
+ProgressFn = Callable[[str, FileResult | None, int], None]
+"""progress(event, result, total): event is "total" (total known), "file" (one done),
+"compact" (the files are read; small files are being merged)."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1024 * 1024):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# One file (runs in the main process or in a worker)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """What a worker needs to parse one file (picklable)."""
+
+    path: Path
+    display: str
+    sha256: str
+    size: int
+    mtime: float | None
+    index: int
+    run_id: str
+    stage: Path
+    parse_options: ParseOptions
+    base_notes: tuple[tuple[str, str], ...]
+    part: tuple[int, int, int] | None = None  # (part number, first chunk, chunk after last)
+
+    @property
+    def prefix(self) -> str:
+        """Staged file names of this task: `<table>__<prefix>-<n>.parquet`."""
+        base = f"{self.sha256[:16]}-{self.index:06d}"
+        return base if self.part is None else f"{base}-p{self.part[0]:04d}"
+
+
+def _crash_hook(task: FileTask) -> None:
+    hook = os.environ.get(CRASH_HOOK_ENV)
+    if not hook or "=" not in hook:
+        return
+    needle, mode = hook.rsplit("=", 1)
+    if needle not in task.display or (task.part is not None and task.part[0] != 0):
+        return
+    if mode == "exit":
+        os._exit(70)
+    if mode == "segv":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    raise RuntimeError(f"test crash hook for {task.display}")
+
+
+@contextmanager
+def _few_collections() -> Iterator[None]:
+    """Parsing allocates millions of short-lived, acyclic objects while a batch of rows
+    stays alive: the default GC thresholds rescan that batch over and over. Collect
+    rarely while a file is parsed (nothing is leaked: cycles are still collected)."""
+    old = gc.get_threshold()
+    gc.set_threshold(100_000, 50, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+
+
+def parse_file(task: FileTask) -> FileResult:
+    """Parse one file (or one part of it) into staged Parquet. Never raises for bad
+    content."""
+    with _few_collections():
+        return _parse_file(task)
+
+
+def _parse_file(task: FileTask) -> FileResult:
+    result = FileResult(
+        task.display, task.sha256, task.size, task.mtime, status="ok", started=time.time()
+    )
+    result.notes.update(task.base_notes)
+    try:
+        detection = detect(task.path, task.display)
+    except OSError as exc:
+        return _finish(result, "error", f"cannot read: {exc.strerror or exc}")
+    if detection.parser is None:
+        return _finish(result, "skipped", detection.reason)
+    module = detection.parser
+    result.kind = module.NAME
+    result.parser = f"{module.NAME}/{module.VERSION}"
+    lineage = {
+        "source_path": task.display,
+        "file_sha256": task.sha256,
+        "parser": result.parser,
+        "run_id": task.run_id,
+    }
+    rows = L.open_buffers(task.stage, lineage, task.prefix)
+    record_types = RECORD_TYPES
+    try:
+        _crash_hook(task)
+        with open_bounded(task.path, task.parse_options.max_seconds) as stream:
+            if task.part is not None:
+                from caltrail.parsers.evtx import reader as evtx
+
+                items = evtx.parse_range(stream, task.parse_options, task.part[1], task.part[2])
+            else:
+                items = module.parse(stream, task.parse_options)
+            try:
+                for item in items:
+                    if isinstance(item, record_types):
+                        rows.buffers[item.table].add(item)  # type: ignore[union-attr]
+                    elif isinstance(item, ParseIssue):
+                        rows.buffers["parse_errors"].add(L.IssueAdapter(item))
+                        if item.quarantined:
+                            result.records_bad += 1
+                        else:
+                            result.warnings += 1
+                    elif isinstance(item, FileNote):
+                        result.notes[item.key] = item.value
+            except WorkBoundReached as exc:  # the rows read before it are kept
+                stop = ParseIssue(BUDGET_EXCEEDED, str(exc), offset=exc.offset)
+                rows.buffers["parse_errors"].add(L.IssueAdapter(stop))
+                result.records_bad += 1
+        for buffer in rows.buffers.values():
+            buffer.flush()
+    except ParseError as exc:
+        _discard(rows)
+        return _finish(result, "error", str(exc), keep_counts=False)
+    except OSError as exc:
+        _discard(rows)
+        if exc.errno in (28, 122):  # ENOSPC, EDQUOT: the lake's disk, not the input
+            raise
+        return _finish(result, "error", f"read error: {exc.strerror or exc}", keep_counts=False)
+    except Exception as exc:  # a parser bug must cost one file, never the run
+        _discard(rows)
+        return _finish(
+            result,
+            "error",
+            f"internal error in {result.parser}: {type(exc).__name__}: {exc}",
+            keep_counts=False,
+        )
+    result.records_ok = sum(b.count for t, b in rows.buffers.items() if t != "parse_errors")
+    result.rows = {t: b.count for t, b in rows.buffers.items() if b.count}
+    result.staged = rows.staged()
+    if result.records_bad:
+        return _finish(
+            result, "quarantined", f"{result.records_bad} records quarantined (see parse_errors)"
+        )
+    return _finish(result, "ok", None)
+
+
+def _discard(rows: L.FileRows) -> None:
+    for staged in rows.staged():
+        staged.path.unlink(missing_ok=True)
+
+
+def _finish(
+    result: FileResult, status: str, error: str | None, keep_counts: bool = True
+) -> FileResult:
+    result.status = status
+    result.error = error
+    if not keep_counts:
+        result.records_ok = result.records_bad = 0
+        result.staged = []
+        result.rows = {}
+    result.finished = time.time()
+    return result
+
+
+def _worker_init() -> None:
+    # Ctrl-C goes to the whole process group: the parent decides, workers just stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# ---------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------
+
+
+def ingest(
+    paths: Iterable[Path], options: IngestOptions, progress: ProgressFn | None = None
+) -> IngestSummary:
+    """Ingest files, folders and zips into the lake. Returns the run summary."""
+    started = time.time()
+    lake = options.lake
+    run_id = L.new_run_id()
+    summary = IngestSummary(run_id=run_id, lake=str(lake))
+    with L.writer_lock(lake, wait=options.wait_for_lock):
+        L.sweep_orphans(lake)
+        if options.patterns is not None:
+            from caltrail.pipeline.session import install_user_table
+
+            install_user_table(lake, "trace_patterns", options.patterns)
+        stage = L.staging_dir(lake, run_id)
+        stage.mkdir(parents=True, exist_ok=True)
+        # Zip members are extracted inside the run's staging folder: a killed run's leftovers
+        # are swept by the next run (a system temp folder would keep them forever).
+        workdir = stage / "extract"
+        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            _run(list(paths), options, run_id, stage, workdir, summary, progress)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        finally:
+            cleanup(workdir)
+            L.sweep_orphans(lake)
+        if options.compact and not summary.interrupted:
+            _compact(lake, summary, progress)
+        summary.elapsed_s = time.time() - started
+        L.write_run(
+            lake,
+            {
+                "run_id": run_id,
+                "started": dt.datetime.fromtimestamp(started, dt.UTC),
+                "finished": dt.datetime.now(dt.UTC),
+                "command": options.command,
+                "caltrail_version": VERSION,
+                "options": {
+                    "tz": options.tz,
+                    "backend": options.backend,
+                    "workers": str(options.workers),
+                    "force": str(options.force),
+                },
+                "summary": summary.to_json(),
+            },
+        )
+    from caltrail.pipeline.session import write_init_script
+
+    write_init_script(lake)
+    return summary
+
+
+def _compact(lake: Path, summary: IngestSummary, progress: ProgressFn | None) -> None:
+    """Merge small files after the run. What the run committed is complete either way, so
+    a failure here (a full disk) is reported in the summary, not raised; Ctrl-C finishes
+    or undoes the merge under way and ends the run as interrupted."""
+    import pyarrow as pa
+
+    from caltrail.pipeline.compact import compact
+
+    try:
+        if progress is not None:
+            progress("compact", None, 0)
+        summary.compacted = [c.to_dict() for c in compact(lake)]
+    except (OSError, pa.ArrowException) as exc:
+        summary.compact_error = f"merging small files failed (the lake is complete): {exc}"
+    except KeyboardInterrupt:
+        L.finish_compactions(lake)
+        summary.interrupted = True
+        summary.compact_error = "interrupted while merging small files (the lake is complete)"
+
+
+def _run(
+    paths: list[Path],
+    options: IngestOptions,
+    run_id: str,
+    stage: Path,
+    workdir: Path,
+    summary: IngestSummary,
+    progress: ProgressFn | None,
+) -> None:
+    known = set() if options.force else L.known_hashes(options.lake)
+    seen_this_run: set[str] = set()
+    tasks: list[FileTask] = []
+    committer = _Committer(options.lake, run_id)
+    base_notes = (("tz", f"{options.tz} ({'from --tz' if options.tz_given else 'default'})"),)
+    for found in discover(paths, workdir):
+        if isinstance(found, InputProblem):
+            result = FileResult(found.display, "", 0, None, "error", error=found.message)
+            result.started = result.finished = time.time()
+            committer.add(result, summary)
+            continue
+        task_or_result = _prepare(
+            found, len(tasks), run_id, stage, options, base_notes, known, seen_this_run
+        )
+        if isinstance(task_or_result, FileResult):
+            if task_or_result.status == "already_ingested":
+                summary.already_ingested += 1
+            else:
+                committer.add(task_or_result, summary)
+            continue
+        tasks.append(task_or_result)
+    total = len(tasks)
+    if progress:
+        progress("total", None, total)
+
+    def done(result: FileResult) -> None:
+        committer.add(result, summary)
+        if progress:
+            progress("file", result, total)
+
+    try:
+        if options.workers <= 1 or (
+            total <= 1 and not any(len(_plan_parts(t, options.workers)) > 1 for t in tasks)
+        ):
+            for task in tasks:
+                done(parse_file(task))
+                _drop_extracted(task, workdir)
+        else:
+            _run_parallel(tasks, options.workers, done, workdir)
+    finally:
+        committer.flush()
+
+
+def _prepare(
+    found: InputFile,
+    index: int,
+    run_id: str,
+    stage: Path,
+    options: IngestOptions,
+    base_notes: tuple[tuple[str, str], ...],
+    known: set[str],
+    seen_this_run: set[str],
+) -> FileTask | FileResult:
+    try:
+        size = found.path.stat().st_size
+        digest = sha256_file(found.path)
+    except OSError as exc:
+        result = FileResult(
+            found.display, "", 0, found.mtime, "error", error=f"cannot read: {exc.strerror or exc}"
+        )
+        result.started = result.finished = time.time()
+        return result
+    if digest in known:
+        return FileResult(found.display, digest, size, found.mtime, "already_ingested")
+    if digest in seen_this_run:
+        result = FileResult(
+            found.display,
+            digest,
+            size,
+            found.mtime,
+            "duplicate",
+            error="same content as another file of this run; read once",
+        )
+        result.started = result.finished = time.time()
+        return result
+    seen_this_run.add(digest)
+    mtime = dt.datetime.fromtimestamp(found.mtime, dt.UTC) if found.mtime is not None else None
+    parse_options = ParseOptions(
+        file_name=found.display,
+        file_mtime=mtime,
+        tz=options.tz,
+        date_order=options.date_order,
+        culture=options.culture,
+        snapshot_time=options.snapshot_time,
+        client_name=options.client_name,
+        backend=options.backend,
+        max_seconds=options.max_seconds_per_file,
+    )
+    return FileTask(
+        found.path,
+        found.display,
+        digest,
+        size,
+        found.mtime,
+        index,
+        run_id,
+        stage,
+        parse_options,
+        base_notes,
+    )
+
+
+def _drop_extracted(task: FileTask, workdir: Path) -> None:
+    # Zip members were extracted for this run only: free the disk as we go.
+    if workdir in task.path.parents:
+        task.path.unlink(missing_ok=True)
+
+
+def _plan_parts(task: FileTask, workers: int) -> list[FileTask]:
+    """The tasks for one file: itself, or, for a large EVTX file, its chunk ranges."""
+    if task.size < SPLIT_MIN_BYTES:
+        return [task]
+    from caltrail.parsers.evtx import reader as evtx
+    from caltrail.parsers.evtx import structs as _evtx_structs
+
+    try:
+        with open(task.path, "rb") as handle:
+            head = handle.read(_evtx_structs.FILE_HEADER_BLOCK + 8)
+    except OSError:
+        return [task]
+    if not evtx.sniff(head, task.display):
+        return [task]
+    chunks = evtx.chunk_count(task.size)
+    parts = max(workers, -(-task.size // PART_BYTES))
+    per_part = max(MIN_PART_CHUNKS, -(-chunks // parts))
+    starts = list(range(0, chunks, per_part))
+    if len(starts) < 2:
+        return [task]
+    return [
+        replace(task, part=(n, start, start + per_part if n < len(starts) - 1 else chunks + 1))
+        for n, start in enumerate(starts)
+    ]
+
+
+_CHUNKS_NOTE = re.compile(r"(\d+) readable of (\d+)")
+
+
+def _merge_parts(parts: list[FileResult]) -> FileResult:
+    """One file's result from the results of its parts (in part order)."""
+    first = parts[0]
+    merged = FileResult(first.display, first.sha256, first.size, first.mtime, "ok")
+    merged.started = min(p.started for p in parts)
+    merged.kind = next((p.kind for p in parts if p.kind), None)
+    merged.parser = next((p.parser for p in parts if p.parser), None)
+    failed = [p for p in parts if p.status in ("error", "skipped")]
+    if failed:
+        for part in parts:
+            for staged in part.staged:
+                staged.path.unlink(missing_ok=True)
+        merged.notes.update(first.notes)
+        return _finish(merged, failed[0].status, failed[0].error, keep_counts=False)
+    readable = total = 0
+    for part in parts:
+        for key, value in part.notes.items():
+            if key != "chunks":
+                merged.notes.setdefault(key, value)
+            elif m := _CHUNKS_NOTE.fullmatch(value):
+                readable += int(m.group(1))
+                total += int(m.group(2))
+        merged.records_ok += part.records_ok
+        merged.records_bad += part.records_bad
+        merged.warnings += part.warnings
+        for table, count in part.rows.items():
+            merged.rows[table] = merged.rows.get(table, 0) + count
+        merged.staged.extend(part.staged)
+    merged.notes["chunks"] = f"{readable} readable of {total}"
+    merged.notes["parts"] = str(len(parts))
+    if merged.records_bad:
+        return _finish(
+            merged, "quarantined", f"{merged.records_bad} records quarantined (see parse_errors)"
+        )
+    return _finish(merged, "ok", None)
+
+
+class _Assembler:
+    """Collects the results of the parts of split files; hands on whole files."""
+
+    def __init__(self, done: Callable[[FileResult], None], workdir: Path) -> None:
+        self.done = done
+        self.workdir = workdir
+        self.expected: dict[int, int] = {}
+        self.parts: dict[int, dict[int, FileResult]] = {}
+
+    def expect(self, task: FileTask, parts: int) -> None:
+        self.expected[task.index] = parts
+
+    def add(self, task: FileTask, result: FileResult) -> None:
+        if task.part is None:
+            self.done(result)
+            _drop_extracted(task, self.workdir)
+            return
+        got = self.parts.setdefault(task.index, {})
+        got[task.part[0]] = result
+        if len(got) == self.expected[task.index]:
+            del self.parts[task.index]
+            self.done(_merge_parts([got[n] for n in sorted(got)]))
+            _drop_extracted(task, self.workdir)
+
+
+def _run_parallel(
+    tasks: list[FileTask], workers: int, done: Callable[[FileResult], None], workdir: Path
+) -> None:
+    assembler = _Assembler(done, workdir)
+    queue: list[FileTask] = []
+    for task in tasks:
+        parts = _plan_parts(task, workers)
+        assembler.expect(task, len(parts))
+        queue.extend(parts)
+    queue.reverse()  # popped from the end: files in order
+    suspects: list[FileTask] = []
+    while queue:
+        suspects.extend(_run_pool(queue, workers, assembler))
+    # A worker died (os._exit, segfault, killed): every task that was in flight is a
+    # suspect. Each is run again alone: the one that kills its worker again is reported
+    # as crashed, the others are read normally.
+    for task in suspects:
+        left = [task]
+        if _run_pool(left, 1, assembler):
+            assembler.add(task, _crashed(task))
+
+
+def _run_pool(queue: list[FileTask], workers: int, assembler: _Assembler) -> list[FileTask]:
+    """Run tasks from `queue` (popped from its end) until it is empty or the pool breaks.
+    Returns the tasks that were in flight when it broke."""
+    context = get_context("spawn")  # fork + threads in native parsers is a known deadlock trap
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init)
+    running: dict[Future[FileResult], FileTask] = {}
+    try:
+        while queue or running:
+            while queue and len(running) < workers * 2:
+                task = queue.pop()
+                running[pool.submit(parse_file, task)] = task
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            broken = False
+            for future in finished:
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    broken = True
+                    continue
+                assembler.add(running.pop(future), result)
+            if broken:
+                in_flight = list(running.values())
+                running.clear()
+                return in_flight
+        return []
+    except BaseException:
+        # Ctrl-C (or a bug here): stop the workers now; what they staged is swept.
+        _kill_workers(pool)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+
+
+def _crashed(task: FileTask) -> FileResult:
+    result = FileResult(task.display, task.sha256, task.size, task.mtime, "error")
+    where = "" if task.part is None else f" (chunks {task.part[1]}-{task.part[2] - 1})"
+    result.error = (
+        f"the worker process parsing this file{where} crashed (native parser failure); "
+        "reported alone, the rest of the run went on"
+    )
+    result.started = result.finished = time.time()
+    for path in task.stage.glob(f"*__{task.prefix}-*.parquet"):
+        path.unlink(missing_ok=True)
+    return result
+
+
+class _Committer:
+    """Groups finished files and commits them to the lake (data first, manifest last)."""
+
+    def __init__(self, lake: Path, run_id: str) -> None:
+        self.lake = lake
+        self.run_id = run_id
+        self.pending: list[FileResult] = []
+        self.seq = 0
+        self.last = time.monotonic()
+
+    def add(self, result: FileResult, summary: IngestSummary) -> None:
+        summary.add(result)
+        self.pending.append(result)
+        if (
+            len(self.pending) >= COMMIT_EVERY_FILES
+            or time.monotonic() - self.last > COMMIT_EVERY_SECONDS
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        staged = [s for r in self.pending for s in r.staged]
+        L.commit(
+            self.lake,
+            self.run_id,
+            staged,
+            [r.manifest_row(self.run_id) for r in self.pending],
+            self.seq,
+        )
+        self.seq += 1
+        self.pending = []
+        self.last = time.monotonic()
+
+
+def exit_code(summary: IngestSummary, strict: bool) -> int:
+    """0 clean; 3 some input unreadable; 4 records quarantined under --strict."""
+    if summary.files.get("error"):
+        return 3
+    if strict and summary.records_quarantined:
+        return 4
+    return 0
+
+
+__all__ = ["FileResult", "IngestOptions", "IngestSummary", "exit_code", "ingest", "parse_file"]

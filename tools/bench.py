@@ -1,0 +1,878 @@
+"""The ingest and query benchmark of issue 7: `make bench` (or `python -m tools.bench`).
+
+Builds its inputs in a temporary folder (the fleet simulator, the EVTX writer, generated
+trace and export files; the public corpus of ../shared when it is there), measures, and
+prints one table: figure, value, reference, ratio. Nothing here is a test: no figure fails
+the run; the table says where a target is met.
+
+Figures (issue 7):
+1. overhead: `ingest` (every field, Parquet written, manifest updated; one worker) against
+   pyevtx-rs alone iterating the same files to JSON records, in the same run.
+2. workers: wall time of a many-file ingest with 2 workers against 1; and one large EVTX
+   file split across workers by chunk ranges.
+3. memory: peak RSS of an ingest (its own process, VmHWM) of a 128 MB and of a ~1 GB EVTX
+   file, and of a 128 MB and a >1 GB tracerpt XML dump.
+4. parsers: lines (and rows) per second of the text, XML, CSV and HTML readers.
+5. queries: `diagnose` on simulated fleets (5,000 and 50,000 devices, two years), lake size
+   on disk, rows per table.
+6. python-evtx backend against the Rust one (records per second).
+
+`--quick` uses small sizes (minutes, not the better part of an hour).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus" / "evtx"
+SPLICED = CORPUS / "derived" / "spliced-large-170chunks.evtx"
+SAMPLES = ROOT / "tests" / "parsers" / "data"
+MEMORY_CEILING_MB = 400  # the fixed ceiling the memory figures are held against
+
+
+@dataclass
+class Row:
+    figure: str
+    value: str
+    reference: str = ""
+    ratio: str = ""
+    target: str = ""
+
+
+@dataclass
+class Bench:
+    work: Path
+    quick: bool
+    keep: bool = False  # --workdir given: inputs and fleet lakes kept for later runs
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(
+        self, figure: str, value: str, reference: str = "", ratio: str = "", target: str = ""
+    ) -> None:
+        row = Row(figure, value, reference, ratio, target)
+        self.rows.append(row)
+        print(f"  {figure}: {value}  [{reference}]  {ratio}  {target}", flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------
+
+
+def write_large_evtx(path: Path, target_bytes: int, seed: int = 0) -> int:
+    """A realistic EVTX file (licensing, session and service events) of about
+    `target_bytes`, written by the fixtures writer (streaming); `seed` shifts the times, so
+    files of different seeds differ. Returns the record count."""
+    from caltrail.fixtures.evtx_writer import EventSpec, EvtxWriter
+
+    start = dt.datetime(2025, 1, 1, tzinfo=dt.UTC) + dt.timedelta(days=seed)
+    with EvtxWriter(path) as writer:
+        i = 0
+        while writer.stats.bytes < target_bytes:
+            when = start + dt.timedelta(seconds=i * 7)
+            kind = i % 3
+            if kind == 0:
+                spec = EventSpec(
+                    provider="Microsoft-Windows-TerminalServices-Licensing",
+                    event_id=4105,
+                    time_created=when,
+                    computer="LS01",
+                    channel="System",
+                    qualifiers=16384,
+                    data=[f"PC-{i % 50000:05d}", f"user{i % 977}", "Per Device CAL"],
+                )
+            elif kind == 1:
+                spec = EventSpec(
+                    provider="Microsoft-Windows-TerminalServices-LocalSessionManager",
+                    event_id=21,
+                    time_created=when,
+                    computer="RDSH01",
+                    channel="Microsoft-Windows-TerminalServices-LocalSessionManager/Operational",
+                    provider_guid="{5d896912-022d-40aa-a3a8-4fa5515c76d7}",
+                    version=0,
+                    process_id=1000 + i % 7,
+                    thread_id=2000 + i % 13,
+                    user_sid="S-1-5-18",
+                    user_data=(
+                        "EventXML",
+                        "Event_NS",
+                        {
+                            "User": f"CONTOSO\\user{i % 977}",
+                            "SessionID": str(i % 300),
+                            "Address": f"10.0.{i % 250}.{i % 200}",
+                        },
+                    ),
+                )
+            else:
+                spec = EventSpec(
+                    provider="Service Control Manager",
+                    event_id=7036,
+                    time_created=when,
+                    computer="LS01",
+                    channel="System",
+                    qualifiers=16384,
+                    event_source_name="Service Control Manager",
+                    data={"param1": "Remote Desktop Licensing", "param2": "running"},
+                )
+            writer.add(spec)
+            i += 1
+    return i
+
+
+def _repeat_body(sample: Path, out: Path, begin: str, end: str, target_bytes: int) -> int:
+    """`out` = the head of `sample`, its body (from the first `begin` to the last `end`)
+    repeated until `target_bytes`, then its tail. Returns the number of repeats."""
+    text = sample.read_text(encoding="utf-8")
+    a = text.index(begin)
+    b = text.rindex(end) + len(end)
+    head, body, tail = text[:a], text[a:b] + "\n", text[b:]
+    repeats = 0
+    with open(out, "w", encoding="utf-8") as handle:
+        handle.write(head)
+        block = body * max(1, (4 * 1024 * 1024) // len(body))
+        written = len(head)
+        while written < target_bytes:
+            handle.write(block)
+            written += len(block)
+            repeats += block.count(begin)
+        handle.write(tail)
+    return repeats
+
+
+def make_tracerpt_xml(out: Path, target_bytes: int) -> None:
+    _repeat_body(
+        SAMPLES / "traces" / "tracerpt_sample.xml", out, "<Event ", "</Event>", target_bytes
+    )
+
+
+def make_html(out: Path, target_bytes: int) -> None:
+    # the three complete rows of the sample (the fourth is a short row)
+    sample = SAMPLES / "exports" / "msrd_issued.html"
+    text = sample.read_text(encoding="utf-8")
+    rows = [
+        line
+        for line in text.splitlines()
+        if line.startswith("<tr><td>") and line.count("<td>") == 9 and "not a date" not in line
+    ]
+    head = text[: text.index("<tr><td>")]
+    with open(out, "w", encoding="utf-8") as handle:
+        handle.write(head)
+        block = "\n".join(rows * 20000) + "\n"
+        written = 0
+        while written < target_bytes:
+            handle.write(block)
+            written += len(block)
+        handle.write("</table>\n</body></html>\n")
+
+
+def make_tracerpt_csv(out: Path, target_bytes: int) -> None:
+    """A large tracerpt CSV dump: the sample's EventTrace header row once, as a real dump has
+    it, then its event rows over and over with advancing clock times and a few thread ids
+    (a real trace's PIDs and TIDs take few values)."""
+    lines = (SAMPLES / "traces" / "tracerpt_sample.csv").read_text(encoding="utf-8").splitlines()
+    clock = re.compile(r"\b1334108495\d{8}\b")
+    events = [line for line in lines[2:] if line.strip()]
+    tick = 133410849561234567
+    with open(out, "w", encoding="utf-8") as handle:
+        handle.write(lines[0] + "\n" + lines[1] + "\n")
+        written = 0
+        while written < target_bytes:
+            block = []
+            for _ in range(10_000):
+                for row in events:
+                    tick += 1_733
+                    row = clock.sub(str(tick), row).replace(
+                        "0x00000C30", f"0x{tick % 6 + 3120:08X}"
+                    )
+                    block.append(row)
+            text = "\n".join(block) + "\n"
+            handle.write(text)
+            written += len(text)
+
+
+def make_wmi_csv(sample: Path, out: Path, target_bytes: int) -> None:
+    """A large WMI CSV export: the simulated export's rows repeated as they are (the parser
+    keeps no cache that repetition would flatter)."""
+    lines = sample.read_text(encoding="utf-8-sig").splitlines()
+    skip = 2 if lines[0].startswith("#") else 1  # "#TYPE ..." line, then the header
+    header, rows = lines[:skip], [line for line in lines[skip:] if line.strip()]
+    with open(out, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(header) + "\n")
+        written = 0
+        while written < target_bytes:
+            block = "\n".join(rows) + "\n"
+            handle.write(block)
+            written += len(block)
+
+
+def simulate_fleet(out: Path, devices: int, days: int) -> float:
+    from caltrail.fixtures.simulator import simulate
+
+    started = time.perf_counter()
+    simulate(out, seed=7, devices=devices, days=days)
+    (out / "truth.json").unlink(missing_ok=True)  # the answer key, not an input
+    return time.perf_counter() - started
+
+
+# ---------------------------------------------------------------------------
+# Measurements
+# ---------------------------------------------------------------------------
+
+
+def rust_iterate(files: list[Path]) -> int:
+    """pyevtx-rs alone: every record of every file as JSON, one thread."""
+    from evtx import PyEvtxParser
+
+    count = 0
+    for path in files:
+        try:
+            records = PyEvtxParser(str(path), number_of_threads=1).records_json()
+            while True:
+                try:
+                    next(records)
+                    count += 1
+                except StopIteration:
+                    break
+                except RuntimeError:
+                    continue
+        except (OSError, RuntimeError):
+            continue
+    return count
+
+
+def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[float, float, Any]:
+    """Best wall and CPU seconds of `repeat` runs, and the last result."""
+    best_wall = best_cpu = float("inf")
+    result: Any = None
+    for _ in range(repeat):
+        gc.collect()
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = fn()
+        best_wall = min(best_wall, time.perf_counter() - wall)
+        best_cpu = min(best_cpu, time.process_time() - cpu)
+    return best_wall, best_cpu, result
+
+
+def ingest_into(paths: list[Path], lake: Path, workers: int = 1, backend: str = "rust") -> Any:
+    from caltrail.pipeline.ingest import IngestOptions, ingest
+
+    shutil.rmtree(lake, ignore_errors=True)
+    return ingest(paths, IngestOptions(lake=lake, workers=workers, backend=backend))
+
+
+def fresh_lakes(bench: Bench, name: str) -> Iterator[Path]:
+    n = 0
+    while True:
+        n += 1
+        yield bench.work / f"lake-{name}-{n}"
+
+
+def overhead(bench: Bench, name: str, files: list[Path], repeat: int) -> None:
+    wall_ref, cpu_ref, records = timed(lambda: rust_iterate(files), repeat=max(repeat, 3))
+    lakes = fresh_lakes(bench, "overhead")
+
+    def run() -> Any:
+        return ingest_into(files, next(lakes))
+
+    wall, cpu, summary = timed(run, repeat=repeat)
+    size = sum(p.stat().st_size for p in files)
+    bench.add(
+        f"overhead, {name} ({len(files)} files, {size / 1e6:.0f} MB, {summary.records_ok:,} rows)",
+        f"ingest {wall:.2f} s",
+        f"pyevtx-rs JSON {wall_ref:.2f} s ({records:,} rec)",
+        f"{wall / wall_ref:.1f}x",
+        "<= 3x",
+    )
+    bench.add(
+        f"overhead, {name}, CPU time",
+        f"ingest {cpu:.2f} s",
+        f"pyevtx-rs JSON {cpu_ref:.2f} s",
+        f"{cpu / cpu_ref:.1f}x",
+        "(wall is the target; CPU shown for a shared machine)",
+    )
+
+
+def overhead_stages(bench: Bench, path: Path, repeat: int = 3) -> None:
+    """Where ingest's time goes on one file, each stage timed alone (best of `repeat`) and
+    given as a multiple of pyevtx-rs's own JSON iteration, measured in the same run:
+    framing (our chunk and record walker), rendering (pyevtx-rs per chunk, JSON decoded),
+    converting (each record to its normalised EventRecord), and the whole ingest (adds
+    Arrow, Parquet, hashing and the manifest). Each stage includes the ones before it."""
+    from caltrail.parsers.base import Budget
+    from caltrail.parsers.evtx import reader as evtx
+
+    def chunks() -> list[Any]:
+        with open(path, "rb") as stream:
+            walked = evtx.walk_chunks(stream, Budget(1e9), 0, None)
+            return [c for c in walked if isinstance(c, evtx.ChunkSlice)]
+
+    framed = chunks()
+    render = evtx.renderer_for("rust")
+
+    def rendered() -> None:
+        for chunk in chunks():
+            for _ in render(chunk):
+                pass
+
+    def converted() -> None:
+        for chunk in chunks():
+            for _ in evtx.parse_chunk(chunk, render):
+                pass
+
+    lakes = fresh_lakes(bench, "stages")
+    ref, _, records = timed(lambda: rust_iterate([path]), repeat=repeat)
+    stages = [
+        ("frame chunks and records", timed(chunks, repeat=repeat)[0]),
+        ("+ render with pyevtx-rs, decode JSON", timed(rendered, repeat=repeat)[0]),
+        ("+ convert to EventRecords", timed(converted, repeat=repeat)[0]),
+        (
+            "+ Arrow, Parquet, manifest (= ingest)",
+            timed(lambda: ingest_into([path], next(lakes)), repeat=repeat)[0],
+        ),
+    ]
+    per_record = 1e6 / max(records, 1)
+    for label, seconds in stages:
+        bench.add(
+            f"overhead stages, {path.name} ({sum(len(c.records) for c in framed):,} rec): {label}",
+            f"{seconds:.3f} s ({seconds * per_record:.1f} us/rec)",
+            f"pyevtx-rs JSON {ref:.3f} s ({ref * per_record:.1f} us/rec)",
+            f"{seconds / ref:.1f}x",
+        )
+
+
+def _all_cpu() -> float:
+    """CPU seconds of this process and of its finished children (the workers)."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def workers_ratio(bench: Bench, name: str, files: list[Path]) -> None:
+    lakes = fresh_lakes(bench, "workers")
+
+    def run(workers: int) -> tuple[float, float, Any]:
+        best_wall, best_cpu, result = float("inf"), float("inf"), None
+        for _ in range(2):
+            cpu, wall = _all_cpu(), time.perf_counter()
+            result = ingest_into(files, next(lakes), workers=workers)
+            best_wall = min(best_wall, time.perf_counter() - wall)
+            best_cpu = min(best_cpu, _all_cpu() - cpu)
+        return best_wall, best_cpu, result
+
+    one, one_cpu, s1 = run(1)
+    two, two_cpu, s2 = run(2)
+    same = s1.rows == s2.rows and s1.files == s2.files
+    bench.add(
+        f"workers, {name} ({sum(s1.files.values())} read, {s1.records_ok:,} rows)",
+        f"2 workers {two:.1f} s (CPU {two_cpu:.1f} s)",
+        f"1 worker {one:.1f} s (CPU {one_cpu:.1f} s)",
+        f"{two / one:.2f}",
+        f"<= 0.6 (rows equal: {'yes' if same else 'NO'}; load average "
+        f"{os.getloadavg()[0]:.1f}; CPU includes the workers)",
+    )
+
+
+# The child's peak is VmHWM, its own address space's high-water mark: getrusage's ru_maxrss
+# would also count the parent's resident size at the fork (Linux keeps the larger of the two
+# across exec), so a bench grown large by earlier sections would show its own size.
+CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+from caltrail.pipeline.ingest import IngestOptions, ingest
+
+def peak_kb():
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+started = time.perf_counter()
+summary = ingest([Path(sys.argv[1])], IngestOptions(lake=Path(sys.argv[2]), workers=1))
+print(json.dumps({"rss_kb": peak_kb(),
+                  "seconds": time.perf_counter() - started, "rows": summary.records_ok,
+                  "files": dict(summary.files)}))
+"""
+
+
+def peak_rss(bench: Bench, path: Path) -> dict[str, Any]:
+    lake = bench.work / f"lake-mem-{path.stem}"
+    shutil.rmtree(lake, ignore_errors=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path), str(lake)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    shutil.rmtree(lake, ignore_errors=True)
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def memory(bench: Bench, kind: str, small: Path, large: Path) -> None:
+    a = peak_rss(bench, small)
+    b = peak_rss(bench, large)
+    sa, sb = small.stat().st_size / 1e6, large.stat().st_size / 1e6
+    peak = b["rss_kb"] / 1024
+    bench.add(
+        f"memory, {kind} {sb:,.0f} MB ({b['rows']:,} rows, {b['seconds']:.0f} s)",
+        f"peak RSS {peak:.0f} MB",
+        f"{kind} {sa:,.0f} MB: {a['rss_kb'] / 1024:.0f} MB",
+        f"{b['rss_kb'] / a['rss_kb']:.2f}",
+        f"under {MEMORY_CEILING_MB} MB: {'yes' if peak < MEMORY_CEILING_MB else 'NO'}",
+    )
+
+
+def parser_rate(bench: Bench, label: str, path: Path) -> None:
+    from caltrail.parsers.base import FileNote, ParseIssue, ParseOptions
+    from caltrail.pipeline.detect import detect
+
+    module = detect(path, path.name).parser
+    if module is None:
+        bench.notes.append(f"{label}: {path.name} not detected")
+        return
+    with open(path, "rb") as handle:
+        lines = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+
+    def run() -> tuple[int, int]:
+        rows = issues = 0
+        with open(path, "rb") as stream:
+            for item in module.parse(stream, ParseOptions(file_name=path.name)):
+                if isinstance(item, ParseIssue):
+                    issues += 1
+                elif not isinstance(item, FileNote):
+                    rows += 1
+        return rows, issues
+
+    _wall, cpu, (rows, issues) = timed(run)
+    bench.add(
+        f"parser {module.NAME} ({label}, {path.stat().st_size / 1e6:.0f} MB)",
+        f"{lines / cpu:,.0f} lines/s, {rows / cpu:,.0f} rows/s",
+        f"{lines:,} lines, {rows:,} rows, {issues} issues, {cpu:.1f} s CPU",
+        f"{lines / cpu / 100_000:.1f}",
+        ">= 1 (100,000 lines/s per core)",
+    )
+    if lines / cpu < 100_000:  # below the target: say where the time goes
+        bench.add(f"parser {module.NAME}, where the time goes", own_time_profile(run))
+
+
+def own_time_profile(fn: Callable[[], Any], top: int = 6) -> str:
+    """The functions that take most of `fn`'s time (their own time, not their callees'), as
+    shares of the whole, by cProfile; profiling slows small functions more than large ones,
+    so the shares are a guide, not a measurement."""
+    import cProfile
+    import pstats
+
+    profile = cProfile.Profile()
+    profile.runcall(fn)
+    stats: dict[Any, Any] = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    own = sorted(((row[2], key) for key, row in stats.items()), reverse=True)
+    total = sum(seconds for seconds, _ in own) or 1.0
+    return ", ".join(
+        f"{name if name.startswith('<') else Path(file).stem + '.' + name} "
+        f"{100 * seconds / total:.0f}%"
+        for seconds, (file, _line, name) in own[:top]
+    )
+
+
+def python_backend(bench: Bench, path: Path, chunks: int) -> None:
+    from caltrail.parsers.base import EventRecord
+    from caltrail.parsers.evtx import reader as evtx
+
+    with open(path, "rb") as stream:
+        sample = [c for c in evtx.walk_chunks(stream) if isinstance(c, evtx.ChunkSlice)][:chunks]
+
+    def run(backend: str) -> int:
+        render = evtx.renderer_for(backend)
+        return sum(
+            1 for c in sample for r in evtx.parse_chunk(c, render) if isinstance(r, EventRecord)
+        )
+
+    _, rust_cpu, n = timed(lambda: run("rust"), repeat=3)
+    _, py_cpu, m = timed(lambda: run("python"), repeat=2)
+    bench.add(
+        f"pure-Python backend, records to EventRecords ({m:,} records, {path.name})",
+        f"{m / py_cpu:,.0f} records/s",
+        f"rust {n / rust_cpu:,.0f} records/s",
+        f"{py_cpu / rust_cpu:.0f}x slower",
+        "no native code (BinXML values read with struct, python-evtx where not mirrored)",
+    )
+
+
+def _cpu_seconds() -> float:
+    """CPU of this process, all threads (DuckDB runs its queries on several)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed_diagnosis(
+    lake: Path, stages: dict[str, float] | None = None
+) -> tuple[float, float, Any]:
+    """Wall and CPU seconds of opening a case and diagnosing it; `stages` gets the seconds of
+    each derived table the session built (trace facts included)."""
+    from caltrail.pipeline.diagnose import diagnose, open_case
+
+    cpu, started = _cpu_seconds(), time.perf_counter()
+    with _stage_clock(stages if stages is not None else {}):
+        con = open_case(lake)
+    try:
+        result = diagnose(con)
+    finally:
+        con.close()
+    return time.perf_counter() - started, _cpu_seconds() - cpu, result
+
+
+@contextmanager
+def _stage_clock(stages: dict[str, float]) -> Iterator[None]:
+    """Time each derived table a session builds (pipeline.session calls `derived.provide`
+    per table and `trace_facts.provide` for the trace facts), by wrapping the two."""
+    from caltrail.pipeline import derived, trace_facts
+
+    def timing(original: Callable[..., Any], name: Callable[[tuple[Any, ...]], str]) -> Any:
+        def timed_call(*args: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return original(*args)
+            finally:
+                # (a table may be provided again later in the session: attached then)
+                key = name(args)
+                stages[key] = stages.get(key, 0.0) + time.perf_counter() - started
+
+        return timed_call
+
+    saved = derived.provide, trace_facts.provide
+    derived.provide = timing(derived.provide, lambda args: str(args[2]))  # type: ignore[assignment]
+    trace_facts.provide = timing(trace_facts.provide, lambda _args: "trace facts")  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        derived.provide, trace_facts.provide = saved  # type: ignore[assignment]
+
+
+def stage_summary(stages: dict[str, float], total: float, top: int = 5) -> str:
+    """The slowest stages and the rest: "trace facts 19.5 s, cal_events 13.2 s, ..."."""
+    slowest = sorted(stages.items(), key=lambda kv: kv[1], reverse=True)
+    shown = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in slowest[:top])
+    rest = total - sum(stages.values())
+    others = sum(seconds for _, seconds in slowest[top:])
+    if others:
+        shown += f", {len(slowest) - top} other tables {others:.1f} s"
+    return f"{shown}; queries and the rest {rest:.1f} s"
+
+
+def diagnose_fleet(bench: Bench, devices: int, days: int) -> tuple[float, float]:
+    """Simulate and ingest a fleet, then time `diagnose` twice: cold (the first after the
+    ingest, which also builds the lake's derived tables) and warm (a later session, which
+    reads them); and the cost of opening a plain session. Returns (cold, warm) seconds.
+
+    With --workdir the fleet's lake is kept, and a later run with the same workdir reuses
+    it (its derived tables removed first, so "cold" stays cold): simulating and ingesting
+    50,000 devices takes far longer than diagnosing them."""
+    from caltrail.pipeline.derived import DERIVED_DIR
+    from caltrail.pipeline.session import connect
+
+    lake = bench.work / f"lake-{devices}-devices-{days}-days"
+    if bench.keep and (lake / "ingest_files").is_dir():
+        from caltrail.pipeline import lake as L
+        from caltrail.pipeline.compact import compact
+
+        shutil.rmtree(lake / DERIVED_DIR, ignore_errors=True)
+        with L.writer_lock(lake):
+            compact(lake)  # as an ingest of today ends (the lake may predate compaction)
+        summary = lake_rows(lake)
+        made = "lake reused from --workdir"
+    else:
+        bundle = bench.work / f"fleet-{devices}"
+        sim = simulate_fleet(bundle, devices, days)
+        wall, _, ingested = timed(lambda: ingest_into([bundle], lake, workers=2))
+        summary = dict(ingested.rows)
+        shutil.rmtree(bundle, ignore_errors=True)
+        made = f"simulate {sim:.0f} s, ingest {wall:.0f} s (2 workers)"
+    stages: dict[str, float] = {}
+    cold, cold_cpu, result = _timed_diagnosis(lake, stages)
+    warm, warm_cpu, _ = _timed_diagnosis(lake)
+    started = time.perf_counter()
+    con = connect(lake)
+    con.execute("select 1").fetchall()
+    con.close()
+    session = time.perf_counter() - started
+    files = [p for p in lake.rglob("*") if p.is_file()]
+    size = sum(p.stat().st_size for p in files if DERIVED_DIR not in p.parts)
+    kept = sum(p.stat().st_size for p in files if DERIVED_DIR in p.parts)
+    rows = ", ".join(f"{t} {n:,}" for t, n in sorted(summary.items()))
+    bench.add(
+        f"diagnose, {devices:,} devices x {days} days, first after ingest (cold)",
+        f"{cold:.1f} s (CPU {cold_cpu:.1f} s)",
+        f"lake {size / 1e6:,.0f} MB + derived {kept / 1e6:,.0f} MB; {made}",
+        f"{len(result.findings):,} findings",
+        f"rows: {rows}",
+    )
+    bench.add(
+        f"diagnose, {devices:,} devices, first after ingest: where the time goes",
+        stage_summary(stages, cold),
+    )
+    bench.add(
+        f"diagnose, {devices:,} devices, later session (warm)",
+        f"{warm:.1f} s (CPU {warm_cpu:.1f} s)",
+        f"opening a session: {session:.1f} s",
+    )
+    batch_diagnosis(bench, lake, devices)
+    if not bench.keep:
+        shutil.rmtree(lake, ignore_errors=True)
+    return cold, warm
+
+
+def batch_diagnosis(bench: Bench, lake: Path, devices: int) -> None:
+    """A SIEM batch on top of the fleet: a small bundle (1% of the devices, two weeks, its own
+    license server and site) ingested into the lake, then the first diagnosis after it. The trace
+    facts of the lake's earlier runs are kept (pipeline/trace_facts.py): only the batch's
+    trace messages are read again. --force gives the batch new runs when a kept lake has
+    it already."""
+    from caltrail.pipeline.ingest import IngestOptions, ingest
+
+    bundle, made = bench.work / f"batch-{devices}", bench.work / f"batch-{devices}.done"
+    size = max(20, devices // 100)
+    if not made.is_file():
+        shutil.rmtree(bundle, ignore_errors=True)
+        simulate_batch(bundle, size)
+        made.write_text("", encoding="utf-8")
+    started = time.perf_counter()
+    summary = ingest([bundle], IngestOptions(lake=lake, workers=2, force=True))
+    took = time.perf_counter() - started
+    stages: dict[str, float] = {}
+    wall, cpu, _ = _timed_diagnosis(lake, stages)
+    bench.add(
+        f"diagnose, {devices:,} devices, first after a batch ingest",
+        f"{wall:.1f} s (CPU {cpu:.1f} s)",
+        f"batch of {size:,} devices x 14 days: {summary.to_dict()['files_total']} files, "
+        f"{summary.records_ok:,} rows, ingested in {took:.1f} s",
+    )
+    bench.add(
+        f"diagnose, {devices:,} devices, first after a batch: where the time goes",
+        stage_summary(stages, wall),
+    )
+    # The batch job may pay for the derived tables instead (`caltrail ingest --derive`, which
+    # calls derived.refresh after the run): the same batch again, then the first diagnosis.
+    from caltrail.pipeline.derived import refresh
+
+    ingest([bundle], IngestOptions(lake=lake, workers=2, force=True))
+    started = time.perf_counter()
+    refresh(lake)
+    paid = time.perf_counter() - started
+    wall, cpu, _ = _timed_diagnosis(lake)
+    bench.add(
+        f"diagnose, {devices:,} devices, first after a batch ingested with --derive",
+        f"{wall:.1f} s (CPU {cpu:.1f} s)",
+        f"--derive added {paid:.1f} s to the batch job",
+    )
+
+
+def simulate_batch(out: Path, devices: int) -> None:
+    from caltrail.fixtures.simulator import simulate
+
+    # its own license server and site (device names); its license ids overlap the fleet's, as
+    # two real databases' do (a license is keyed by its server)
+    simulate(out, seed=8, devices=devices, days=14, license_server="LS-BATCH", site="HAM")
+    (out / "truth.json").unlink(missing_ok=True)
+
+
+def lake_rows(lake: Path) -> dict[str, int]:
+    """Rows per record table of a lake: its committed rows, as stored (the source layer's
+    `committed_rows`; the views above may drop a re-read file's duplicates)."""
+    from caltrail.pipeline.schemas import RECORD_SCHEMAS
+    from caltrail.pipeline.session import connect
+
+    con = connect(lake, derive=False, through="10_sources")
+    try:
+        counts = {}
+        for table in RECORD_SCHEMAS:
+            row = con.execute("select count(*) from committed_rows($t)", {"t": table}).fetchone()
+            counts[table] = int(row[0]) if row else 0
+        return counts
+    finally:
+        con.close()
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    import pyarrow
+
+    from caltrail.parsers.evtx import reader as evtx
+
+    loads = getattr(evtx._json_loads, "__module__", "json") or "json"
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = float("nan")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {memory_gb:.0f} GB RAM, {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}, pyarrow {pyarrow.__version__}, "
+        f"JSON decoder: {'orjson' if 'orjson' in loads else 'json (stdlib)'}, "
+        f"load average at start {load:.1f}"
+    )
+
+
+def print_table(bench: Bench, header: str) -> None:
+    print()
+    print(header)
+    print()
+    print("| figure | value | reference | ratio | target |")
+    print("| --- | --- | --- | --- | --- |")
+    for row in bench.rows:
+        print(f"| {row.figure} | {row.value} | {row.reference} | {row.ratio} | {row.target} |")
+    for note in bench.notes:
+        print(f"\nnote: {note}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.bench", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
+    parser.add_argument(
+        "--workdir", type=Path, help="keep inputs and lakes here (default: a temp dir)"
+    )
+    parser.add_argument(
+        "--only",
+        default="overhead,workers,memory,parsers,python,diagnose",
+        help="comma-separated sections",
+    )
+    parser.add_argument(
+        "--fleets", help="device counts for diagnose (default 5000,50000; quick 500,5000)"
+    )
+    parser.add_argument("--days", type=int, default=730, help="simulated days for diagnose")
+    args = parser.parse_args(argv)
+    sections = set(args.only.split(","))
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="caltrail-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    bench = Bench(work, args.quick, keep=args.workdir is not None)
+    header = f"caltrail bench ({'quick' if args.quick else 'full'}), {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC\nmachine: {machine()}"
+    print(header, flush=True)
+    mb = 1024 * 1024
+    try:
+        large = work / "generated-large.evtx"
+        if sections & {"overhead", "workers", "python"}:
+            write_large_evtx(large, (24 if args.quick else 96) * mb)
+        if "overhead" in sections:
+            print("overhead (one worker) ...", flush=True)
+            if SPLICED.exists():
+                overhead(bench, "spliced corpus file", [SPLICED], repeat=3)
+                overhead_stages(bench, SPLICED)
+            else:
+                bench.notes.append(f"{SPLICED} absent: corpus figures skipped")
+            overhead(bench, "generated EVTX", [large], repeat=2)
+            if CORPUS.exists():
+                overhead(bench, "whole corpus", sorted(CORPUS.rglob("*.evtx")), repeat=2)
+        if "workers" in sections:
+            print("workers ...", flush=True)
+            many = work / "many"
+            many.mkdir(exist_ok=True)
+            for n in range(8 if args.quick else 24):
+                write_large_evtx(many / f"host{n:02d}.evtx", (3 if args.quick else 8) * mb, seed=n)
+            workers_ratio(bench, f"{len(list(many.iterdir()))} EVTX files", [many])
+            workers_ratio(
+                bench, f"one {large.stat().st_size / 1e6:.0f} MB EVTX split by chunks", [large]
+            )
+        if "python" in sections:
+            print("python-evtx backend ...", flush=True)
+            python_backend(bench, large, 12 if args.quick else 40)
+        if "memory" in sections:
+            print("memory ...", flush=True)
+            # The reference is a file large enough for the ingest's buffers to have reached
+            # their steady size (a few MB file stays below it): the peak of a file ten
+            # times larger then says whether memory follows the size.
+            reference = (16 if args.quick else 128) * mb
+            small_evtx, big_evtx = work / "mem-small.evtx", work / "mem-big.evtx"
+            write_large_evtx(small_evtx, reference)
+            write_large_evtx(big_evtx, (160 if args.quick else 1024) * mb)
+            memory(bench, "EVTX", small_evtx, big_evtx)
+            big_evtx.unlink()
+            small_xml, big_xml = work / "mem-small.xml", work / "mem-big.xml"
+            make_tracerpt_xml(small_xml, reference)
+            make_tracerpt_xml(big_xml, (160 if args.quick else 1100) * mb)
+            memory(bench, "tracerpt XML", small_xml, big_xml)
+            big_xml.unlink()
+            small_evtx.unlink()
+            small_xml.unlink()
+        if "parsers" in sections:
+            print("parsers ...", flush=True)
+            size = (16 if args.quick else 64) * mb
+            inputs = work / "parsers"
+            inputs.mkdir(exist_ok=True)
+            make_tracerpt_xml(inputs / "trace.xml", size)
+            make_tracerpt_csv(inputs / "trace.csv", size)
+            make_html(inputs / "issued.html", size)
+            fleet = inputs / "fleet"
+            shutil.rmtree(fleet, ignore_errors=True)  # a kept --workdir's earlier run
+            simulate_fleet(fleet, 300 if args.quick else 2000, 365)
+            text = max(fleet.rglob("*lserver_trace.txt"), key=lambda p: p.stat().st_size)
+            wmi_csv = max(fleet.rglob("*.csv"), key=lambda p: p.stat().st_size)
+            parser_rate(bench, "text, simulated", text)
+            parser_rate(bench, "XML, generated", inputs / "trace.xml")
+            make_wmi_csv(wmi_csv, inputs / "wmi.csv", size)
+            parser_rate(bench, "CSV, simulated WMI rows repeated", inputs / "wmi.csv")
+            parser_rate(bench, "CSV, generated", inputs / "trace.csv")
+            parser_rate(bench, "HTML, generated", inputs / "issued.html")
+        if "diagnose" in sections:
+            fleets = [
+                int(n)
+                for n in (args.fleets or ("500,5000" if args.quick else "5000,50000")).split(
+                    ","
+                )
+            ]
+            print(f"diagnose on fleets {fleets} ...", flush=True)
+            times = [(n, diagnose_fleet(bench, n, args.days)) for n in fleets]
+            if len(times) >= 2:
+                (n0, t0), (n1, t1) = times[0], times[-1]
+                for label, a, b in (("cold", t0[0], t1[0]), ("warm", t0[1], t1[1])):
+                    if a > 0:
+                        bench.add(
+                            f"diagnose growth {n0:,} -> {n1:,} devices ({label})",
+                            f"x{b / a:.1f} time",
+                            f"x{n1 / n0:.0f} devices",
+                            f"{(b / a) / (n1 / n0):.2f}",
+                            "close to 1 = linear",
+                        )
+    finally:
+        print_table(bench, header)
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

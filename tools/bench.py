@@ -550,9 +550,10 @@ def _timed_diagnosis(
 
 @contextmanager
 def _stage_clock(stages: dict[str, float]) -> Iterator[None]:
-    """Time each derived table a session builds (pipeline.session calls `derived.provide`
-    per table and `trace_facts.provide` for the trace facts), by wrapping the two."""
-    from caltrail.pipeline import derived, trace_facts
+    """Time each derived table a session builds (the session's loader calls
+    `materialize.provide` per view kept per state of the lake and `trace_facts.provide` for
+    the trace facts), by wrapping the two."""
+    from caltrail.pipeline import materialize, trace_facts
 
     def timing(original: Callable[..., Any], name: Callable[[tuple[Any, ...]], str]) -> Any:
         def timed_call(*args: Any) -> Any:
@@ -566,13 +567,13 @@ def _stage_clock(stages: dict[str, float]) -> Iterator[None]:
 
         return timed_call
 
-    saved = derived.provide, trace_facts.provide
-    derived.provide = timing(derived.provide, lambda args: str(args[2]))  # type: ignore[assignment]
+    saved = materialize.provide, trace_facts.provide
+    materialize.provide = timing(materialize.provide, lambda args: str(args[2]))  # type: ignore[assignment]
     trace_facts.provide = timing(trace_facts.provide, lambda _args: "trace facts")  # type: ignore[assignment]
     try:
         yield
     finally:
-        derived.provide, trace_facts.provide = saved  # type: ignore[assignment]
+        materialize.provide, trace_facts.provide = saved  # type: ignore[assignment]
 
 
 def stage_summary(stages: dict[str, float], total: float, top: int = 5) -> str:
@@ -594,7 +595,7 @@ def diagnose_fleet(bench: Bench, devices: int, days: int) -> tuple[float, float]
     With --workdir the fleet's lake is kept, and a later run with the same workdir reuses
     it (its derived tables removed first, so "cold" stays cold): simulating and ingesting
     50,000 devices takes far longer than diagnosing them."""
-    from caltrail.pipeline.derived import DERIVED_DIR
+    from caltrail.pipeline.kept import DERIVED_DIR
     from caltrail.pipeline.session import connect
 
     lake = bench.work / f"lake-{devices}-devices-{days}-days"
@@ -678,8 +679,8 @@ def batch_diagnosis(bench: Bench, lake: Path, devices: int) -> None:
         stage_summary(stages, wall),
     )
     # The batch job may pay for the derived tables instead (`caltrail ingest --derive`, which
-    # calls derived.refresh after the run): the same batch again, then the first diagnosis.
-    from caltrail.pipeline.derived import refresh
+    # calls session.refresh after the run): the same batch again, then the first diagnosis.
+    from caltrail.pipeline.session import refresh
 
     ingest([bundle], IngestOptions(lake=lake, workers=2, force=True))
     started = time.perf_counter()

@@ -186,8 +186,8 @@ def ingest_cmd(
     )
     summary = _run_ingest(paths, options, as_json)
     if derive and not summary.interrupted:
-        from caltrail.pipeline.derived import refresh
         from caltrail.pipeline.progress import derived_notice
+        from caltrail.pipeline.session import refresh
 
         with derived_notice(lake) as on_build:
             refresh(lake, on_build)
@@ -328,27 +328,35 @@ def shell_cmd(
     """Open the lake in the DuckDB shell with every view and macro defined.
 
     The same as:  duckdb -init LAKE/caltrail.sql   (the init script is kept up to date by
-    every ingest; the shell is installed with caltrail by the duckdb-cli package).
+    every ingest and diagnosis; the shell is installed with caltrail by the duckdb-cli
+    package). The diagnosis layers are computed first when an ingest made them stale, so
+    the shell opens at once; a read-only lake opens too (its layers then compute live).
 
     Example:  caltrail shell --lake ./lake
     """
-    from caltrail.pipeline.session import duckdb_cli, write_init_script
+    from caltrail.pipeline.progress import derived_notice
+    from caltrail.pipeline.session import SHELL_LAKE_ENV, duckdb_cli, refresh, shell_script
 
     if not (lake / "ingest_files").is_dir():
         _fail(
             f"{lake} is not a caltrail lake; create one with `caltrail ingest PATH --lake {lake}`",
             EXIT_LAKE,
         )
-    script = write_init_script(lake)
     binary = duckdb_cli()
     if binary is None:
         _fail("the DuckDB shell is not installed (pip install duckdb-cli)", EXIT_LAKE)
         return
+    with derived_notice(lake) as on_build:
+        refresh(lake, on_build)
+    try:
+        script = shell_script(lake)
+    except OSError as exc:
+        _fail(f"cannot write the shell's init script: {exc}", EXIT_LAKE)
     args = [binary, "-init", str(script)]
     if command is not None:
         args += ["-c", command]
     sys.stdout.flush()
-    os.execv(binary, args)
+    os.execve(binary, args, {**os.environ, SHELL_LAKE_ENV: str(lake.resolve())})
 
 
 @app.command("verify")

@@ -20,15 +20,8 @@ from typing import Any
 
 import duckdb
 
-from caltrail.pipeline import derived
+from caltrail.pipeline import materialize
 from caltrail.pipeline.session import BuildProgress, connect
-
-# Layers read many times by the views above them, cheap to compute but large to keep: made
-# temp tables once per connection (a temp table shadows the view of the same name for every
-# view defined on it). The costly layers are kept in the lake instead (pipeline/derived.py
-# TABLES: cal_events, licenses, the evidence and findings) and read from
-# there, built when missing.
-MATERIALISED = ("activity", "excess_licenses")
 
 HWID_RE = re.compile(r"^[0-9a-fA-F]{40}$")
 
@@ -63,13 +56,12 @@ class Diagnosis:
 def open_case(
     lake: Path, materialise: bool = True, on_build: BuildProgress | None = None
 ) -> duckdb.DuckDBPyConnection:
-    """A connection over `lake` with every view defined and the diagnosis layers computed
-    (`on_build`: see `session.connect`)."""
-    con = connect(lake, on_build=on_build)
+    """A connection over `lake` with every view defined and the diagnosis layers computed:
+    the views declared `materialize: lake|run` kept or built, those declared `session` made
+    temp tables of this connection (`on_build`: see `session.connect`)."""
+    con = connect(lake, derive=materialise, on_build=on_build)
     if materialise:
-        derived.ensure(con, lake)
-        for name in MATERIALISED:
-            con.execute(f"create or replace temp table {name} as select * from main.{name}")
+        materialize.session_tables(con)
     return con
 
 

@@ -67,12 +67,12 @@ def derived_notice(lake: Path) -> Iterator[BuildProgress | None]:
     looks hung). Yields the `on_build` hook for `connect` / `open_case`, which names the
     table being built and how many steps there are; None (and nothing shown) when the
     tables are current or stderr is not a terminal."""
-    from caltrail.pipeline import derived
+    from caltrail.pipeline import materialize
 
     building = (
         sys.stderr.isatty()
         and (lake / "ingest_files").is_dir()
-        and derived.current_file(lake) is None
+        and not materialize.all_current(lake)
     )
     if not building:
         yield None

@@ -1,29 +1,35 @@
-"""DuckDB sessions over a lake: every view and macro of queries/ defined.
+"""DuckDB sessions over a lake: every view and macro of caltrail/queries defined.
 
-`connect(lake)` gives a connection for the CLI and tests; `write_init_script(lake)` writes
-`LAKE/caltrail.sql`, the init script with which the DuckDB shell opens the lake with the
-same views (`caltrail shell`, or `duckdb -init LAKE/caltrail.sql`).
+`connect(lake)` gives a connection for the CLI and tests (the computed views kept or built
+by caltrail/pipeline/materialize.py); `write_init_script(lake)` writes `LAKE/caltrail.sql`,
+the init script with which the DuckDB shell opens the lake with the same views (`caltrail
+shell`, or `duckdb -init LAKE/caltrail.sql`); `refresh(lake)` brings the kept views up to
+date after an ingest (`caltrail ingest --derive`).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
+import tempfile
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
 
 from caltrail import queries
+from caltrail.pipeline import kept, materialize
 from caltrail.pipeline import lake as L
+from caltrail.pipeline.materialize import BuildProgress
 from caltrail.pipeline.schemas import ALL_SCHEMAS
 
 INIT_SCRIPT = "caltrail.sql"
 REF_DIR = "_ref"
-# connect's progress hook: (table about to be built, its step, the number of steps)
-BuildProgress = Callable[[str, int, int], None]
+# The environment variable with which `caltrail shell` tells the init script where the lake
+# is (the script finds it by itself otherwise: see init_script_text).
+SHELL_LAKE_ENV = "CALTRAIL_SHELL_LAKE"
 
 
 class SessionError(Exception):
@@ -31,10 +37,18 @@ class SessionError(Exception):
 
 
 def prepare_lake(lake: Path) -> None:
-    """Make a lake readable by the views: tables present (with an empty typed file), and the
-    reference data copied into LAKE/_ref so the lake opens anywhere, even without caltrail.
-    A compaction a crash interrupted is finished first (pipeline/compact.py)."""
-    L.ensure_lake(lake)
+    """Make a lake readable by the views: tables present (with an empty typed file), the
+    reference data copied into LAKE/_ref so the lake opens anywhere, even without caltrail,
+    and the lake's identity file (which the shell's init script looks for). A compaction a
+    crash interrupted is finished first (caltrail/pipeline/compact.py). Writes only what is
+    missing or out of date; on a lake it cannot write, leaves it as it is."""
+    try:
+        _prepare(lake)
+    except OSError:
+        pass  # a read-only lake: the session reads what is there
+
+
+def _prepare(lake: Path) -> None:
     if L.pending_compactions(lake):
         # taking the writer lock finishes it, unless a writer holds the lock (and will
         # finish it itself) or the lake cannot be written
@@ -46,6 +60,7 @@ def prepare_lake(lake: Path) -> None:
     for table, schema in ALL_SCHEMAS.items():
         empty = L.table_dir(lake, table) / "_empty.parquet"
         if not empty.exists() or pq.read_schema(empty) != schema:
+            L.ensure_lake(lake)
             L.write_parquet_atomic(schema.empty_table(), empty, lake / ".staging" / "tmp")
     ref = lake / REF_DIR
     ref.mkdir(exist_ok=True)
@@ -57,6 +72,14 @@ def prepare_lake(lake: Path) -> None:
             tmp = ref / f".{source.name}.{uuid.uuid4().hex[:8]}"
             shutil.copyfile(source, tmp)
             os.replace(tmp, target)
+    if lake_id(lake) is None:
+        (ref / f"lake-{uuid.uuid4().hex}.id").write_bytes(b"")
+
+
+def lake_id(lake: Path) -> str | None:
+    """The lake's identity (kept by a copy of the lake), from LAKE/_ref/lake-<id>.id."""
+    found = sorted((lake / REF_DIR).glob("lake-*.id"))
+    return found[0].name[len("lake-") : -len(".id")] if found else None
 
 
 def install_user_table(lake: Path, name: str, source: Path) -> None:
@@ -77,19 +100,17 @@ def connect(
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with every view over `lake` defined.
 
-    The derived tables (pipeline.derived) are read from the lake when current; when not,
-    `derive` builds them as soon as the file defining them is loaded (persisted in the lake,
-    or a temp table when it cannot be written), once per state of the lake. Left as live
-    views (`derive=False`, for a session that only reads the source tables), every view
-    above them re-binds the whole tree below when it is created, and every query recomputes
-    it: seconds of CPU even on a small lake.
+    The computed views (declared `materialize: lake|run` in caltrail/queries) are read from
+    the lake when current; when not, `derive` builds them as soon as the statement defining
+    them is run (caltrail/pipeline/materialize.py). Left live (`derive=False`, for a session
+    that only reads the source tables), every view above them re-binds the whole tree below
+    when it is created, and every query recomputes it: seconds of CPU even on a small lake.
 
-    `through` (a file name of queries/, e.g. "15_accounting") loads the layers up to that
-    one only: a session that reads the source tables or the accounting (verify) opens in a
-    fraction of a second, where binding every layer above them live takes seconds.
+    `through` (a query file's stem, e.g. "15_accounting") loads the layers up to that one
+    only: a session that reads the source tables or the accounting (verify) opens in a
+    fraction of a second.
 
-    `on_build(table, step, steps)` is called before each derived table this session builds
-    (step counts from 1 over the trace facts and every derived table), for a progress line."""
+    `on_build(view, step, steps)` is called before each view this session builds."""
     lake = lake.resolve()
     if not (lake / "ingest_files").is_dir():
         raise SessionError(
@@ -103,125 +124,128 @@ def connect(
     con.execute("set enable_object_cache = true")
     con.execute("set variable lake = $lake", {"lake": str(lake)})
     con.execute("set variable ref_dir = $ref", {"ref": str(lake / REF_DIR)})
-    # the derived tables: provided as soon as the file defining the view is loaded, so the
-    # views above bind to a file or table, not to the whole tree below
-    from caltrail.pipeline import derived, trace_facts
-
-    stamp = derived.fingerprint(lake)
-    pending = [trace_facts.TABLE, *derived.TABLES]
-    steps = len(pending)
-    for path in queries.sql_files():
-        if through is not None and path.stem > through:
-            break
+    loader = materialize.Loader(con, lake, derive=derive, on_build=on_build)
+    try:
+        loader.run(queries.statements(through=through))
+    except materialize.BuildError as exc:
+        con.close()
+        raise SessionError(str(exc)) from exc
+    if through is None and "built" in loader.built.values():
         try:
-            con.execute(path.read_text(encoding="utf-8"))
-        except duckdb.Error as exc:
-            raise SessionError(f"{path.name}: {exc}") from exc
-        for table in list(pending):  # in TABLES order: a table after those it reads
-            defined = con.execute(
-                "select count(*) from duckdb_views() where view_name = $t", {"t": table}
-            ).fetchall()
-            if defined[0][0] > 0:
-                pending.remove(table)
-                step = steps - len(pending)
-                if table == trace_facts.TABLE:
-                    _provide_trace_facts(con, lake, stamp, derive, on_build, step, steps)
-                    continue
-                current = derived.current_file(lake, table, stamp)
-                if current is not None:
-                    derived.attach(con, table, current)
-                elif derive:
-                    if on_build is not None:
-                        on_build(table, step, steps)
-                    try:
-                        derived.provide(con, lake, table, stamp)
-                    except duckdb.Error as exc:
-                        raise SessionError(f"building {table}: {exc}") from exc
+            write_init_script(lake)  # the shell then reads what was just kept
+        except (OSError, SessionError):
+            pass
     return con
 
 
-def _provide_trace_facts(
-    con: duckdb.DuckDBPyConnection,
-    lake: Path,
-    stamp: str,
-    derive: bool,
-    on_build: BuildProgress | None,
-    step: int,
-    steps: int,
-) -> None:
-    """The kept trace facts when they cover the lake; else, when this session is to build
-    cal_events (derive, and no current copy), the facts of the runs not kept yet computed
-    first (pipeline/trace_facts.py). Otherwise the view stays live."""
-    from caltrail.pipeline import derived, trace_facts
-
-    files = trace_facts.complete_parts(lake)
-    if files is not None:
-        trace_facts.attach(con, files)
-    elif derive and derived.current_file(lake, "cal_events", stamp) is None:
-        if on_build is not None:
-            on_build(trace_facts.TABLE, step, steps)
-        try:
-            trace_facts.provide(con, lake)
-        except duckdb.Error as exc:
-            raise SessionError(f"building {trace_facts.TABLE}: {exc}") from exc
+def refresh(lake: Path, on_build: BuildProgress | None = None) -> None:
+    """Bring the kept views of `lake` up to date (after an ingest) and rewrite the shell's
+    init script to read them. Does nothing on a lake that cannot be written or opened."""
+    if not kept.writable(kept.directory(lake)):
+        return
+    try:
+        con = connect(lake, on_build=on_build)
+    except (SessionError, duckdb.Error, OSError):
+        return
+    con.close()
+    try:
+        write_init_script(lake)
+    except OSError:
+        pass
 
 
-def quote_literal(value: str) -> str:
-    """A SQL string literal (only for the shell init script, which is a file, not a query)."""
-    return "'" + value.replace("'", "''") + "'"
+# ---------------------------------------------------------------------------
+# The DuckDB shell
+# ---------------------------------------------------------------------------
 
 
 def init_script_text(lake: Path) -> str:
+    """The shell's init script. It holds no path: it finds its lake by the lake's identity
+    file, so that a lake copied to another folder or machine opens itself. It looks in
+    `$CALTRAIL_SHELL_LAKE` (set by `caltrail shell`), then in the working directory, then in
+    the folders one and two levels below it; it stops with a message when it finds no copy
+    of its lake there, or two (the DuckDB shell cannot tell which script it was started
+    with). It says which lake it opened."""
     lake = lake.resolve()
+    ident = lake_id(lake)
+    if ident is None:
+        raise SessionError(f"{lake} has no identity file; run an ingest on it first")
+    marker = f"{REF_DIR}/lake-{ident}.id"  # a hex digest: no user text goes into the script
     parts = [
         "-- caltrail: open this lake in the DuckDB shell with every view and macro defined:",
-        f"--   duckdb -init {lake / INIT_SCRIPT}",
-        "-- (or `caltrail shell --lake LAKE`). Regenerated by every ingest; do not edit.",
+        "--   duckdb -init LAKE/caltrail.sql     (or: caltrail shell --lake LAKE)",
+        "-- Rewritten by every ingest and diagnosis; do not edit.",
         ".bail on",
         "set enable_object_cache = true;",
-        f"set variable lake = {quote_literal(str(lake))};",
-        f"set variable ref_dir = {quote_literal(str(lake / REF_DIR))};",
+        "set variable lake = (",
+        "    with candidates as (",
+        f"        select 1 as rank, getenv('{SHELL_LAKE_ENV}') as dir",
+        f"        where getenv('{SHELL_LAKE_ENV}') <> ''",
+        f"            and exists (select 1 from glob(getenv('{SHELL_LAKE_ENV}') || '/{marker}'))",
+        "        union all",
+        f"        select 2, regexp_replace(file, '/?{marker}$', '') from glob('{marker}')",
+        "        union all",
+        f"        select 3, regexp_replace(file, '/{marker}$', '') from glob('*/{marker}')",
+        "        union all",
+        f"        select 4, regexp_replace(file, '/{marker}$', '') from glob('*/*/{marker}')",
+        "    ),",
+        "    best as (select * from candidates qualify rank = min(rank) over ())",
+        "    select case",
+        "        when count(*) = 0 then error('caltrail: this lake was not found; open it from '",
+        "            || 'its folder or the one above it, or use: caltrail shell --lake LAKE')",
+        "        when count(distinct dir) > 1 then error('caltrail: several copies of this lake '",
+        "            || 'below the working directory; cd into the one to open')",
+        "        else coalesce(nullif(min(dir), ''), '.') end",
+        "    from best",
+        ");",
+        f"set variable ref_dir = getvariable('lake') || '/{REF_DIR}';",
+        *materialize.shell_statements(lake),
+        ".bail off",
+        "select 'caltrail lake: ' || getvariable('lake') as opened;",
     ]
-    for path in queries.sql_files():
-        parts.append(f"-- {path.name}")
-        parts.append(path.read_text(encoding="utf-8"))
-    from caltrail.pipeline import derived, trace_facts
-
-    stamp = derived.fingerprint(lake)
-    kept = trace_facts.shell_sql(lake)
-    if kept is not None:
-        parts.append("-- trace_licensing: the facts kept in the lake per ingest run")
-        parts.append(kept)
-    for table, live in derived.TABLES.items():
-        current = derived.current_file(lake, table, stamp)
-        if current is not None:
-            parts.append(f"-- {table}: the copy kept in the lake (current when this was written)")
-            parts.append(
-                f"create or replace view {table} as "
-                f"select * from read_parquet({quote_literal(str(current))});"
-            )
-        elif table in derived.SHELL_TABLES:
-            parts.append(f"-- {table}: computed once when the shell opens")
-            parts.append(f"create or replace temp table {table} as select * from {live};")
-    parts.append(".bail off")
     return "\n".join(parts) + "\n"
 
 
-def write_init_script(lake: Path) -> Path:
-    """Write LAKE/caltrail.sql atomically; returns its path."""
+def write_init_script(lake: Path, target: Path | None = None) -> Path:
+    """Write the init script atomically (LAKE/caltrail.sql, or `target`); returns its path."""
     prepare_lake(lake)
-    target = lake / INIT_SCRIPT
-    tmp = lake / f".{INIT_SCRIPT}.{uuid.uuid4().hex[:8]}"
+    target = target or lake / INIT_SCRIPT
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
     tmp.write_text(init_script_text(lake), encoding="utf-8")
     os.replace(tmp, target)
     return target
 
 
+def shell_script(lake: Path) -> Path:
+    """An init script for `caltrail shell`: the lake's own, rewritten if the lake can be
+    written; else one in a temporary folder (a read-only lake still opens)."""
+    try:
+        return write_init_script(lake)
+    except OSError:
+        folder = Path(tempfile.mkdtemp(prefix="caltrail-shell-"))
+        return write_init_script(lake, folder / INIT_SCRIPT)
+
+
 def duckdb_cli() -> str | None:
     """The DuckDB shell installed with caltrail (PyPI duckdb-cli), else one on PATH."""
-    import sys
-
     beside = Path(sys.executable).parent / "duckdb"
     if beside.exists():
         return str(beside)
     return shutil.which("duckdb")
+
+
+__all__ = [
+    "INIT_SCRIPT",
+    "SHELL_LAKE_ENV",
+    "BuildProgress",
+    "SessionError",
+    "connect",
+    "duckdb_cli",
+    "init_script_text",
+    "install_user_table",
+    "lake_id",
+    "prepare_lake",
+    "refresh",
+    "shell_script",
+    "write_init_script",
+]

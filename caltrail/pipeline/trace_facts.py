@@ -1,10 +1,13 @@
-"""The trace facts (`trace_licensing`) kept in the lake per ingest run of each trace file.
+"""The trace facts (`trace_licensing`, declared `materialize: run`) kept in the lake per
+ingest run of each trace file.
 
 Reading the licensing facts out of trace messages is the costliest step of a diagnosis (RE2
 group extraction over every message of a licensing module: about 20 s for 2.4 M messages).
-A message's fact depends only on its row and on the patterns, so, unlike the derived tables
-of pipeline/derived.py (rebuilt whole when the lake changes), the facts are kept by ingest
-run: a diagnosis after a batch ingest computes those of the batch's trace files alone.
+A message's fact depends only on its row and on the patterns, so, unlike the views kept per
+state of the lake (caltrail/pipeline/materialize.py: rebuilt whole when the lake changes),
+the facts are kept by ingest run: a diagnosis after a batch ingest computes those of the
+batch's trace files alone. The view computes the facts of the rows its input view
+`trace_licensing_input` shows; a session points that input at the runs not kept yet.
 
 Layout, under `LAKE/_derived/trace_licensing-<stamp>/` (`stamp`: the SQL of queries/ up to
 `LAYER` and the reference tables of LAKE/_ref, the patterns among them; not the manifest):
@@ -30,9 +33,11 @@ from pathlib import Path
 
 import duckdb
 
-from caltrail.pipeline import derived
+from caltrail import queries
+from caltrail.pipeline import kept
 
 TABLE = "trace_licensing"
+INPUT = "trace_licensing_input"
 # The query file defining it: an edit there (or before it) starts the kept facts again; an
 # edit of a later layer does not.
 LAYER = "35_trace_licensing.sql"
@@ -43,8 +48,8 @@ INDEX = "index.json"
 
 def directory(lake: Path) -> Path:
     """Where the facts are kept for the stamp of the queries and reference tables now."""
-    stamp = derived.fingerprint(lake, manifest=False, upto=LAYER)
-    return lake / derived.DERIVED_DIR / f"{TABLE}-{stamp}"
+    stamp = kept.fingerprint(lake, manifest=False, upto=LAYER)
+    return lake / kept.DERIVED_DIR / f"{TABLE}-{stamp}"
 
 
 def _read_index(folder: Path) -> dict[str, object]:
@@ -69,7 +74,7 @@ def _write_index(folder: Path, parts: list[str], complete: str) -> None:
 def coverage(lake: Path) -> str:
     """The state of the lake the facts depend on: the manifest (the runs) and the stamp's
     queries and reference tables."""
-    return derived.fingerprint(lake, manifest=True, upto=LAYER)
+    return kept.fingerprint(lake, manifest=True, upto=LAYER)
 
 
 def complete_parts(lake: Path) -> list[Path] | None:
@@ -94,31 +99,41 @@ def kept_parts(lake: Path) -> list[str]:
     ]
 
 
-def _literal_list(files: list[str]) -> str:
-    return "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
-
-
-def shell_sql(lake: Path) -> str | None:
-    """`trace_licensing` for the shell's init script (a file, not a query: the paths are
-    quoted literals there), or None when nothing is kept. The kept parts, only the rows of
-    runs still visible; when they do not cover the lake (an ingest since), the facts of the
-    runs not kept yet are computed live, when a query reads them: the shell opened after a
-    batch extracts the batch's trace messages alone."""
+def shell_statements(lake: Path, statement: queries.Statement) -> list[str]:
+    """`trace_licensing` for the shell's init script, paths relative to its `lake` variable:
+    the kept parts, only the rows of runs still visible; when they do not cover the lake (an
+    ingest since), the facts of the runs not kept yet are computed live when a query reads
+    them (the declared statement, as `trace_licensing_live` over the runs not covered): the
+    shell opened after a batch extracts the batch's trace messages alone. Nothing kept: the
+    declared statement itself."""
     names = kept_parts(lake)
     if not names:
-        return None
-    folder = directory(lake.resolve())
-    facts = _literal_list(_files(folder, names, ".parquet"))
-    kept = f"select * from read_parquet({facts}) semi join visible_runs using (file_sha256, run_id)"
-    if complete_parts(lake) is not None:
-        return f"create or replace view {TABLE} as {kept};"
-    keys = _literal_list(_files(folder, names, ".keys.parquet"))
-    return (
-        f"-- (here {TABLE}_live computes the runs the kept parts do not cover)\n"
-        "create or replace view trace_licensing_input as select * from trace_events "
-        f"anti join read_parquet({keys}) using (file_sha256, run_id);\n"
-        f"create or replace view {TABLE} as {kept}\nunion all\nselect * from {TABLE}_live;"
+        return [statement.sql + ";"]
+    prefix = f"{kept.DERIVED_DIR}/{directory(lake.resolve()).name}/"
+
+    def files(suffix: str) -> str:
+        # part names are made by _new_part_name (digits and hex): no user text
+        return "[" + ", ".join(f"getvariable('lake') || '/{prefix}{n}{suffix}'" for n in names) + "]"
+
+    out = [
+        f"-- {TABLE}: the facts kept in the lake per ingest run",
+        f"set variable {TABLE}_parts = {files('.parquet')};",
+    ]
+    kept_rows = (
+        f"select * from read_parquet(getvariable('{TABLE}_parts')) "
+        "semi join visible_runs using (file_sha256, run_id)"
     )
+    if complete_parts(lake) is not None:
+        return [*out, f"create or replace view {TABLE} as {kept_rows};"]
+    return [
+        *out,
+        f"set variable {TABLE}_keys = {files('.keys.parquet')};",
+        f"-- ({TABLE}_live computes the runs the kept parts do not cover)",
+        f"create or replace view {INPUT} as select * from trace_events "
+        f"anti join read_parquet(getvariable('{TABLE}_keys')) using (file_sha256, run_id);",
+        statement.sql_as(f"{TABLE}_live") + ";",
+        f"create or replace view {TABLE} as {kept_rows}\nunion all\nselect * from {TABLE}_live;",
+    ]
 
 
 def attach(con: duckdb.DuckDBPyConnection, files: list[Path]) -> None:
@@ -170,16 +185,16 @@ def _remove_unlisted(lake: Path, folder: Path, parts: list[str]) -> None:
         try:
             if path.name in keep or path.name in (INDEX, ".lock"):
                 continue
-            if now - path.stat().st_mtime > derived.STALE_SECONDS:
+            if now - path.stat().st_mtime > kept.STALE_SECONDS:
                 path.unlink()
         except OSError:
             continue
-    for other in (lake / derived.DERIVED_DIR).glob(f"{TABLE}-*"):
+    for other in (lake / kept.DERIVED_DIR).glob(f"{TABLE}-*"):
         if other == folder or not other.is_dir():
             continue
         try:
             if now - max(p.stat().st_mtime for p in [other, *other.iterdir()]) > (
-                derived.STALE_SECONDS
+                kept.STALE_SECONDS
             ):
                 for path in other.iterdir():
                     path.unlink()
@@ -221,15 +236,15 @@ def _compute_part(
         # shows one run per file, so the file says which). Not when every run is new: the
         # filter costs a third more than the whole.
         con.execute(
-            "create or replace view trace_licensing_input as select * from trace_events "
+            f"create or replace view {INPUT} as select * from trace_events "
             "where file_sha256 in (select file_sha256 from trace_runs_new)"
         )
     try:
         return _add_part(
-            con, folder, parts, f"select * from main.{TABLE}_live", "select * from trace_runs_new"
+            con, folder, parts, f"select * from main.{TABLE}", "select * from trace_runs_new"
         )
     finally:
-        con.execute("create or replace view trace_licensing_input as select * from trace_events")
+        con.execute(f"create or replace view {INPUT} as select * from trace_events")
 
 
 def _merge(con: duckdb.DuckDBPyConnection, folder: Path, parts: list[str]) -> str:
@@ -255,10 +270,10 @@ def provide(con: duckdb.DuckDBPyConnection, lake: Path) -> str:
     or it has no trace rows: the view stays as it is)."""
     lake = lake.resolve()
     folder = directory(lake)
-    if not derived.writable(folder.parent) or not derived.writable(folder):
+    if not kept.writable(folder.parent) or not kept.writable(folder):
         return "live"
     state = coverage(lake)  # (before reading the runs: an ingest meanwhile is not covered)
-    with derived.locked(folder / ".lock"):  # another session adding parts: wait
+    with kept.locked(folder / ".lock"):  # another session adding parts: wait
         parts = [p for p in _parts(_read_index(folder)) if (folder / f"{p}.keys.parquet").is_file()]
         try:
             added = _compute_part(con, folder, parts, _runs_not_covered(con, folder, parts))
@@ -286,5 +301,5 @@ __all__ = [
     "directory",
     "kept_parts",
     "provide",
-    "shell_sql",
+    "shell_statements",
 ]

@@ -106,5 +106,6 @@ select * from licensing_rows(false);
 -- database rebuilds (every event with a catalog problem): the rows of licensing_events with
 -- such an action or a problem. server_findings and revoke_plan read this view (kept in the
 -- lake: pipeline/derived.py).
+-- materialize: lake
 create or replace view licensing_problems as
 select * from licensing_rows(true);

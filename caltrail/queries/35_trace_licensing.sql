@@ -238,9 +238,8 @@ select
     t.file_sha256
 from trace_events as t;
 
--- The trace rows trace_licensing reads. A message's fact depends on its row and the patterns
--- only, so the facts are kept per ingest run of each trace file (pipeline/trace_facts.py):
--- a session computes those of the runs not kept yet by pointing this view at them alone.
+-- The trace rows trace_licensing reads (a session points it at the runs whose facts are not
+-- kept yet: see trace_licensing below).
 create or replace view trace_licensing_input as
 select * from trace_events;
 
@@ -502,9 +501,12 @@ select
 -- fact is the one trace_pattern_values gives (tests/queries/test_trace_licensing.py).
 set variable trace_licensing_sql = (select sql from trace_licensing_query);
 
--- trace_licensing_live computes the facts; trace_licensing reads them, from the parts kept in
--- the lake when a session has them (pipeline/trace_facts.py).
-create or replace view trace_licensing_live as
+-- trace_licensing: the licensing facts of the trace messages. A message's fact depends on its
+-- row and the patterns only, so the facts are kept per ingest run of each trace file: a
+-- session computes those of the runs not kept yet (this view, over trace_licensing_input
+-- pointed at them) and reads the others from LAKE/_derived (caltrail/pipeline/trace_facts.py).
+-- materialize: run
+create or replace view trace_licensing as
 with per_message as (
     select * from query(getvariable('trace_licensing_sql'))
 ),
@@ -543,9 +545,6 @@ select
 from facts as f
 left join hwids as h using (hwid_raw)
 left join names as n using (client_name_raw);
-
-create or replace view trace_licensing as
-select * from trace_licensing_live;
 
 -- Each usable pattern tried on its own `example`: did it match, and what would it take from
 -- it (a quick check while writing a pattern, without a trace). Few rows: the regex is taken

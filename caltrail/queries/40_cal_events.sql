@@ -50,6 +50,7 @@ where license_server is not null;
 --                 license id and HWID) than any other server's do;
 --   'only server' else, when the lake knows one license server only, that one;
 --   NULL          else: the file's facts are keyed under the unknown server '?'.
+-- materialize: lake
 create or replace view file_license_servers as
 with servers as (
     select coalesce(list(distinct license_server), []) as names from license_servers
@@ -114,6 +115,7 @@ left join by_content as c
 -- Database generations: a license server's database rebuilt (events 9/47/49/52/4100)
 -- restarts its license ids, so (keypack, license id) names one license only within a
 -- generation of one server.
+-- materialize: lake
 create or replace view db_rebuilds as
 select
     license_server,
@@ -286,9 +288,10 @@ group by all;
 --         NULL when nothing ties the fact to one license.
 --   linked_by: how an EVTX fact was tied to a license ('name+time' within
 --         link_tolerance_seconds of a trace or WMI fact of the same kind and name).
--- cal_events_live is the view; cal_events is its result, computed once per state of the
--- lake and kept in LAKE/_derived (every layer above reads it many times).
-create or replace view cal_events_live as
+-- Every layer above reads it many times: computed once per state of the lake and kept in
+-- LAKE/_derived.
+-- materialize: lake
+create or replace view cal_events as
 with trace_facts as (
     select
         ts,
@@ -608,11 +611,6 @@ select
     file_sha256
 from final;
 
--- cal_events: the facts every layer above reads. Defined here as the live view; a caltrail
--- session points it at the copy kept in the lake (LAKE/_derived, pipeline/derived.py) when
--- that copy is current, and a diagnosis computes it once (persisted, or a temp table).
-create or replace view cal_events as select * from cal_events_live;
-
 -- The time the data ends: the last record of any source (the "now" of plans), among the
 -- committed rows (those of visible_runs, as every source view shows). Each table's files are
 -- read for its time column alone, without union_by_name (every file has it): most views above
@@ -621,6 +619,7 @@ create or replace view cal_events as select * from cal_events_live;
 create or replace macro committed_files(table_name) as
     getvariable('lake') || '/' || table_name || '/*.parquet';
 
+-- materialize: lake
 create or replace view as_of as
 select
     greatest(
@@ -640,6 +639,7 @@ select
 --   replaced_at: a temporary CAL upgraded to a permanent one for the same HWID and name
 --   counted_until: when it stopped counting against the pool (expiry, upgrade, revocation,
 --                  database rebuilt)
+-- materialize: lake
 create or replace view licenses as
 with facts as (
     select * from cal_events where license_key is not null

@@ -3,6 +3,7 @@
 
 -- Device activity: facts a client causes by connecting (not snapshots, expiries or an
 -- administrator's revocation), with the HWID and the name it was seen with.
+-- materialize: session
 create or replace view activity as
 select
     ts,

@@ -71,6 +71,7 @@ select * from (
 ) as t(cause, subject_kind, waste, meaning, fix);
 
 -- HWID-level evidence: the names each HWID was used with, in issuance order.
+-- materialize: lake
 create or replace view hwid_evidence as
 with facts as (
     select * from activity where hwid is not null and client_name is not null
@@ -119,6 +120,7 @@ left join switches as s using (hwid)
 left join fact_counts as c using (hwid);
 
 -- Name-level evidence: the HWIDs of each name, how long each stayed, and overlaps.
+-- materialize: lake
 create or replace view name_evidence as
 with facts as (
     select * from activity where client_name is not null and hwid is not null
@@ -224,6 +226,7 @@ create or replace view license_excess as
 select * from licenses;
 
 -- The rules. Each CTE below is one signature from licensing.md.
+-- materialize: lake
 create or replace view device_findings as
 with act as (
     select * from activity
@@ -565,6 +568,7 @@ group by cause, subject;
 --                     (source_path + line or EVTX record id);  excess_licenses: license keys
 --   sources           the sources the finding rests on (wmi, trace, evtx, client)
 --   meaning, fix      from cause_catalog (licensing.md, causes table)
+-- materialize: lake
 create or replace view findings as
 with final as (
     select * from device_findings

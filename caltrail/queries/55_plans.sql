@@ -24,6 +24,7 @@ left join (
 ) as v on v.license_server is not distinct from l.license_server;
 
 -- The excess CALs still counted at the end of the data, with their product version.
+-- materialize: session
 create or replace view excess_licenses as
 with wasteful as (
     -- subjects of findings whose extra CALs are waste (duplicate names are not)

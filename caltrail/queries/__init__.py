@@ -1,17 +1,71 @@
 """caltrail's SQL: views and macros in `*.sql` files, data tables in `*.csv` files.
 
 The .sql files are loaded in file-name order (layers: 00 macros, 10 sources, 20 reference
-data, 30 licensing facts, 40 timelines, 50 findings and plans). They read the lake through
-the DuckDB variables `lake` and `ref_dir`, which the loader sets with bound parameters, so
-no path is ever spliced into SQL text by Python.
+data, 30-35 licensing facts, 40 CAL facts and licenses, 45 timelines, 50 findings, 55
+plans). They read the lake through the DuckDB variables `lake` and `ref_dir`, which the
+loader sets with bound parameters, so no path is ever spliced into SQL text by Python.
+
+How a costly view is kept is declared beside it, in the comment right above its
+`create view`, with one line:
+
+    -- materialize: lake      computed once per state of the lake, kept in LAKE/_derived
+    -- materialize: run       kept per ingest run of each input file (the trace facts)
+    -- materialize: session   computed once per diagnosis session (a temp table)
+
+`statements()` gives every statement with what it creates and that declaration;
+`caltrail.pipeline.materialize` acts on them. A view without a declaration stays a view.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
+import duckdb
+
 QUERIES_DIR = Path(str(resources.files(__name__)))
+KINDS = ("lake", "run", "session")
+
+_LEADING_COMMENTS = re.compile(r"\A(?:\s*--[^\n]*(?:\n|\Z))*\s*")
+_CREATES = re.compile(
+    r"create\s+(?:or\s+replace\s+)?(?:temp(?:orary)?\s+)?(view|macro|table)\s+(\w+)", re.IGNORECASE
+)
+_MATERIALIZE = re.compile(r"^\s*--\s*materialize:\s*(\w+)\s*$", re.MULTILINE)
+
+
+class QueryFileError(ValueError):
+    """A query file declares something the loader cannot act on (message says where)."""
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One statement of a query file.
+
+    Attributes:
+        file: the file's name ("40_cal_events.sql").
+        sql: the statement, its leading comments included, without the final semicolon.
+        creates: the name of the view, macro or table it creates, else None.
+        object_kind: "view", "macro" or "table" (None when it creates nothing).
+        materialize: how the view is kept ("lake", "run", "session"), None for a plain view.
+    """
+
+    file: str
+    sql: str
+    creates: str | None
+    object_kind: str | None
+    materialize: str | None
+    name_span: tuple[int, int] | None = None
+
+    def sql_as(self, name: str) -> str:
+        """The statement creating `name` instead (a kept view's live definition, under a
+        name of its own beside the kept one)."""
+        if self.name_span is None:
+            raise QueryFileError(f"{self.file}: the statement creates nothing to rename")
+        start, end = self.name_span
+        return self.sql[:start] + name + self.sql[end:]
 
 
 def sql_files() -> list[Path]:
@@ -24,4 +78,56 @@ def data_files() -> list[Path]:
     return sorted(QUERIES_DIR.glob("*.csv"))
 
 
-__all__ = ["QUERIES_DIR", "data_files", "sql_files"]
+def statements(files: list[Path] | None = None, through: str | None = None) -> list[Statement]:
+    """Every statement of `files` (default: `sql_files()`) in load order; `through` (a file
+    name's stem, e.g. "15_accounting") stops after that file."""
+    out: list[Statement] = []
+    for path in files if files is not None else sql_files():
+        if through is not None and path.stem > through:
+            break
+        out.extend(_file_statements(path.name, path.read_text(encoding="utf-8")))
+    return out
+
+
+@cache
+def _file_statements(name: str, text: str) -> tuple[Statement, ...]:
+    out = []
+    for parsed in duckdb.extract_statements(text):
+        sql = parsed.query.strip().rstrip(";").strip()
+        head = _LEADING_COMMENTS.match(sql)
+        comments = sql[: head.end()] if head else ""
+        created = _CREATES.match(sql, head.end() if head else 0)
+        declared = _MATERIALIZE.findall(comments)
+        kind = declared[-1].lower() if declared else None
+        if kind is not None and kind not in KINDS:
+            raise QueryFileError(f"{name}: unknown `materialize: {kind}` (one of {KINDS})")
+        if kind is not None and (created is None or created.group(1).lower() != "view"):
+            raise QueryFileError(f"{name}: `materialize: {kind}` stands above no create view")
+        out.append(
+            Statement(
+                file=name,
+                sql=sql,
+                creates=created.group(2) if created else None,
+                object_kind=created.group(1).lower() if created else None,
+                materialize=kind,
+                name_span=created.span(2) if created else None,
+            )
+        )
+    return tuple(out)
+
+
+def declared(kind: str) -> list[str]:
+    """The views declared `materialize: <kind>`, in load order."""
+    return [s.creates for s in statements() if s.materialize == kind and s.creates]
+
+
+__all__ = [
+    "KINDS",
+    "QUERIES_DIR",
+    "QueryFileError",
+    "Statement",
+    "data_files",
+    "declared",
+    "sql_files",
+    "statements",
+]

@@ -13,8 +13,8 @@ import pytest
 
 from caltrail.fixtures.simulator import simulate
 from caltrail.pipeline import compact as C
-from caltrail.pipeline import derived
 from caltrail.pipeline import lake as L
+from caltrail.pipeline import materialize
 from caltrail.pipeline.diagnose import diagnose, open_case
 from caltrail.pipeline.ingest import IngestOptions, ingest
 from caltrail.pipeline.session import connect
@@ -119,7 +119,7 @@ def test_ingest_compacts_when_a_table_has_many_small_files(
     assert summary.to_dict()["compacted"] == summary.compacted
     # and a later session still finds the derived tables current after building them once
     connect(lake).close()
-    assert derived.current_file(lake) is not None
+    assert materialize.current_file(lake, "cal_events") is not None
 
 
 def test_no_compact_leaves_the_files(

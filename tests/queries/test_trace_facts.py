@@ -12,8 +12,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from caltrail import queries
 from caltrail.fixtures.simulator import simulate
-from caltrail.pipeline import derived, trace_facts
+from caltrail.pipeline import kept as kept_store
+from caltrail.pipeline import materialize, trace_facts
 from caltrail.pipeline.diagnose import open_case
 from caltrail.pipeline.ingest import IngestOptions, ingest
 from caltrail.pipeline.session import connect, init_script_text
@@ -29,9 +31,14 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def live_facts(lake: Path) -> list[tuple[object, ...]]:
-    con = connect(lake)  # (the layers above kept: the session opens quicker)
+    """The facts computed live from every trace row (the declared statement run again over
+    the whole input, whatever is kept)."""
+    con = connect(lake, derive=False, through="35_trace_licensing")
     try:
-        return sorted(con.execute("select * from trace_licensing_live").fetchall(), key=repr)
+        (declared,) = [s for s in queries.statements() if s.creates == trace_facts.TABLE]
+        con.execute(f"create or replace view {trace_facts.INPUT} as select * from trace_events")
+        con.execute(declared.sql)
+        return sorted(con.execute("select * from trace_licensing").fetchall(), key=repr)
     finally:
         con.close()
 
@@ -65,7 +72,7 @@ def part_runs(lake: Path, part: str) -> set[tuple[str, str]]:
 
 
 def visible_trace_runs(lake: Path) -> set[tuple[str, str]]:
-    con = connect(lake)
+    con = connect(lake, derive=False, through="10_sources")  # (builds nothing)
     try:
         rows = con.execute("select distinct file_sha256, run_id from trace_events").fetchall()
         return {(str(a), str(b)) for a, b in rows}
@@ -206,11 +213,11 @@ def test_only_an_edit_up_to_the_trace_layer_starts_them_again(
     lake = tmp_path / "lake"
     (lake / "ingest_files").mkdir(parents=True)
     copies = edited_queries(tmp_path, monkeypatch)
-    trace_stamp, lake_stamp = trace_facts.directory(lake), derived.fingerprint(lake)
+    trace_stamp, lake_stamp = trace_facts.directory(lake), kept_store.fingerprint(lake)
 
     with open(copies / "55_plans.sql", "a", encoding="utf-8") as later:
         later.write("\n-- an edit of a later layer\n")
-    assert derived.fingerprint(lake) != lake_stamp  # the derived tables are built again
+    assert kept_store.fingerprint(lake) != lake_stamp  # the derived tables are built again
     assert trace_facts.directory(lake) == trace_stamp  # the trace facts are kept
 
     with open(copies / trace_facts.LAYER, "a", encoding="utf-8") as own:
@@ -237,7 +244,7 @@ def test_the_shell_after_a_batch_reads_the_kept_facts_and_the_batchs_live(
         [
             binary,
             "-init",
-            str(lake / "caltrail.sql"),
+            "caltrail.sql",
             "-csv",
             "-noheader",
             "-c",
@@ -247,6 +254,7 @@ def test_the_shell_after_a_batch_reads_the_kept_facts_and_the_batchs_live(
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=lake,
         check=True,
     ).stdout.split()
     assert out[-2:] == [str(expected), str(batch)]
@@ -261,7 +269,7 @@ def test_kept_facts_still_cover_the_lake_after_an_edit_of_a_later_layer(
     copies = edited_queries(tmp_path, monkeypatch)
     with open(copies / "40_cal_events.sql", "a", encoding="utf-8") as later:
         later.write("\n-- an edit of a later layer\n")
-    assert derived.current_file(lake) is None  # cal_events is built again ...
+    assert materialize.current_file(lake, "cal_events") is None  # cal_events is built again ...
     assert trace_facts.complete_parts(lake) is not None  # ... from the kept facts
     ingest([bundles[1]], IngestOptions(lake=lake))
     assert trace_facts.complete_parts(lake) is None  # new runs: not covered
@@ -281,7 +289,7 @@ def test_unlisted_parts_and_other_stamps_are_removed_once_stale(
     assert len(list(folder.glob("part-*.keys.parquet"))) == 3
     assert other.is_dir()
 
-    monkeypatch.setattr(derived, "STALE_SECONDS", -1.0)
+    monkeypatch.setattr(kept_store, "STALE_SECONDS", -1.0)
     ingest([bundles[1]], IngestOptions(lake=lake, force=True))
     kept = kept_facts(lake)
     listed = listed_parts(lake)

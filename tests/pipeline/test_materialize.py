@@ -1,6 +1,7 @@
-"""Derived tables kept in the lake (pipeline/derived.py): cal_events computed once per state
-of the lake, reused by later sessions, rebuilt after an ingest, and a temp table when the
-lake cannot be written."""
+"""Views kept in the lake (caltrail/pipeline/materialize.py, declared `materialize: lake` in
+caltrail/queries): cal_events computed once per state of the lake, reused by later sessions,
+rebuilt after an ingest, a temp table when the lake cannot be written; and the shell's init
+script, which reads them and opens a copied or read-only lake."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from caltrail.fixtures.simulator import simulate
-from caltrail.pipeline import derived
+from caltrail.pipeline import kept, materialize
 from caltrail.pipeline.diagnose import open_case
 from caltrail.pipeline.ingest import IngestOptions, ingest
-from caltrail.pipeline.session import connect, init_script_text
+from caltrail.pipeline.session import connect, init_script_text, refresh
 
 
 @pytest.fixture(scope="module")
@@ -51,16 +52,16 @@ def test_built_once_reused_and_rebuilt_after_ingest(
     # a session without derived tables leaves cal_events the live view (the layers above it
     # are not loaded: bound live, they take seconds and add nothing here)
     con = connect(lake, derive=False, through="40_cal_events")
-    assert "cal_events_live" in definition(con)
-    assert derived.current_file(lake) is None
+    assert "read_parquet" not in definition(con)
+    assert materialize.current_file(lake, "cal_events") is None
     live = con.execute("select count(*) from cal_events").fetchone()
     con.close()
 
     # the first session that needs them builds them once, in the lake
     con = open_case(lake)
-    first = derived.current_file(lake)
+    first = materialize.current_file(lake, "cal_events")
     assert first is not None
-    assert first.parent.name == derived.DERIVED_DIR
+    assert first.parent.name == kept.DERIVED_DIR
     assert con.execute("select count(*) from cal_events").fetchone() == live
     con.close()
     # the next session reads the file, and so does the shell's init script
@@ -68,27 +69,27 @@ def test_built_once_reused_and_rebuilt_after_ingest(
     assert "read_parquet" in definition(con)
     assert con.execute("select count(*) from cal_events").fetchone() == live
     con.close()
-    assert str(first) in init_script_text(lake)
+    assert first.name in init_script_text(lake)
 
     # an ingest changes the manifest: the file no longer matches, the next diagnosis rebuilds
     ingest([bundles[1]], IngestOptions(lake=lake))
-    assert derived.current_file(lake) is None
+    assert materialize.current_file(lake, "cal_events") is None
     con = connect(lake, derive=False, through="40_cal_events")
-    assert "cal_events_live" in definition(con)
+    assert "read_parquet" not in definition(con)
     fresh = con.execute("select count(*) from cal_events").fetchone()
     con.close()
     assert fresh is not None
     assert live is not None
     assert fresh[0] > live[0]
-    assert derived.current_file(lake) is None  # derive=False never writes
+    assert materialize.current_file(lake, "cal_events") is None  # derive=False never writes
     con = connect(lake)  # a plain session builds the new state's file
-    second = derived.current_file(lake)
+    second = materialize.current_file(lake, "cal_events")
     assert second is not None
     assert second != first
     assert "read_parquet" in definition(con)
     con.close()
-    derived.refresh(lake)
-    assert derived.current_file(lake) == second  # already current: nothing rebuilt
+    refresh(lake)
+    assert materialize.current_file(lake, "cal_events") == second  # already current: nothing rebuilt
     con = connect(lake)
     assert con.execute("select count(*) from cal_events").fetchone() == fresh
     con.close()
@@ -107,7 +108,7 @@ def test_a_session_through_a_layer_defines_no_layer_above(
     assert not views & {"cal_events", "licensing_events", "findings", "revoke_plan"}
     assert con.execute("select bool_and(balanced) from ingest_accounting").fetchone() == (True,)
     con.close()
-    assert derived.current_file(lake) is None
+    assert materialize.current_file(lake, "cal_events") is None
 
 
 def test_a_session_names_each_table_it_builds(tmp_path: Path, bundles: tuple[Path, Path]) -> None:
@@ -120,11 +121,12 @@ def test_a_session_names_each_table_it_builds(tmp_path: Path, bundles: tuple[Pat
     ingest([bundles[0]], IngestOptions(lake=lake))
     calls: list[tuple[str, int, int]] = []
     connect(lake, on_build=lambda *call: calls.append(call)).close()
-    steps = 1 + len(derived.TABLES)
+    views = materialize.lake_views()
+    steps = 1 + len(views)
     # (in the order queries/ defines them: licensing_problems comes before the trace facts)
-    assert sorted(table for table, _, _ in calls) == sorted([trace_facts.TABLE, *derived.TABLES])
+    assert sorted(table for table, _, _ in calls) == sorted([trace_facts.TABLE, *views])
     assert [(step, of) for _, step, of in calls] == [(n, steps) for n in range(1, steps + 1)]
-    assert [table for table, _, _ in calls if table in derived.TABLES] == list(derived.TABLES)
+    assert [table for table, _, _ in calls if table in views] == views
     calls.clear()
     open_case(lake, on_build=lambda *call: calls.append(call)).close()
     assert calls == []
@@ -137,7 +139,7 @@ def test_persisted_equals_live(tmp_path: Path, bundles: tuple[Path, Path]) -> No
     # derived table reads, are not loaded) ...
     con = connect(lake, derive=False, through="50_findings")
     computed: list[str] = []
-    for table, view in derived.TABLES.items():
+    for table in materialize.lake_views():
         if table in ("device_findings", "findings"):
             # ... the top two over the live results below them (temp tables of their names,
             # which the views then read, as a session's temp fallback does): bound over the
@@ -146,14 +148,14 @@ def test_persisted_equals_live(tmp_path: Path, bundles: tuple[Path, Path]) -> No
                 con.execute(
                     f"create temp table if not exists {lower} as select * from live_{lower}"
                 )
-        con.execute(f"create temp table live_{table} as select * from main.{view}")
+        con.execute(f"create temp table live_{table} as select * from main.{table}")
         computed.append(table)
     # ... equals the copy a diagnosis keeps, row for row and type for type
     open_case(lake).close()
-    for table in derived.TABLES:
-        kept = derived.current_file(lake, table)
-        assert kept is not None, table
-        con.execute("set variable kept = $p", {"p": str(kept)})
+    for table in materialize.lake_views():
+        kept_file = materialize.current_file(lake, table)
+        assert kept_file is not None, table
+        con.execute("set variable kept = $p", {"p": str(kept_file)})
         for query in (
             f"select * from live_{table} except all select * from read_parquet(getvariable('kept'))",
             f"select * from read_parquet(getvariable('kept')) except all select * from live_{table}",
@@ -177,7 +179,7 @@ def test_read_only_lake_falls_back_to_a_temp_table(
     try:
         con = open_case(lake)
         assert kind_of(con, "cal_events") == "table,view"
-        assert not (lake / derived.DERIVED_DIR).exists()
+        assert not (lake / kept.DERIVED_DIR).exists()
         assert con.execute("select count(*) from findings").fetchone() is not None
     finally:
         lake.chmod(mode)
@@ -188,14 +190,12 @@ def test_unwritable_derived_dir_falls_back_to_a_temp_table(
 ) -> None:
     lake = tmp_path / "lake"
     ingest([bundles[0]], IngestOptions(lake=lake))
-    monkeypatch.setattr(derived, "writable", lambda directory: False)
-    con = open_case(lake)
-    assert derived.current_file(lake) is None
+    monkeypatch.setattr(kept, "writable", lambda directory: False)
+    con = connect(lake)
+    assert materialize.current_file(lake, "cal_events") is None
     assert kind_of(con, "cal_events") == "table,view"
-    assert derived.ensure(con, lake) == {
-        "trace_licensing": "live",  # (pipeline/trace_facts.py: nothing kept either)
-        **dict.fromkeys(derived.TABLES, "temp"),
-    }
+    for view in materialize.lake_views():
+        assert kind_of(con, view) == "table,view", view  # each one a temp table
 
 
 class _Terminal(io.StringIO):
@@ -218,7 +218,7 @@ def test_a_terminal_is_told_while_the_derived_table_is_built(
     said = terminal.getvalue()
     assert "Computing the diagnosis layers" in said
     assert "cal_events (" in said  # each table named as it is built
-    assert derived.current_file(lake) is not None
+    assert materialize.current_file(lake, "cal_events") is not None
 
     quiet = _Terminal()
     monkeypatch.setattr("sys.stderr", quiet)
@@ -237,12 +237,12 @@ def test_ingest_derive_builds_them_with_the_run(tmp_path: Path, bundles: tuple[P
     plain, derive = tmp_path / "plain", tmp_path / "derive"
     done = runner.invoke(app, ["ingest", str(bundles[0]), "--lake", str(plain), "--json"])
     assert done.exit_code == 0, done.output
-    assert derived.current_file(plain) is None  # by default the first query pays
+    assert materialize.current_file(plain, "cal_events") is None  # by default the first query pays
     done = runner.invoke(
         app, ["ingest", str(bundles[0]), "--lake", str(derive), "--json", "--derive"]
     )
     assert done.exit_code == 0, done.output
-    for table in derived.TABLES:
-        assert derived.current_file(derive, table) is not None, table
+    for table in materialize.lake_views():
+        assert materialize.current_file(derive, table) is not None, table
     # and the shell's init script reads them
     assert "_derived" in (derive / "caltrail.sql").read_text(encoding="utf-8")

@@ -1,0 +1,239 @@
+"""Computed views: how each one declared in caltrail/queries is kept, built and attached.
+
+A query file declares, above a costly view, how it is kept (caltrail/queries/__init__.py):
+
+- `lake`: computed once per state of the lake (`kept.fingerprint`) and kept as
+  `LAKE/_derived/<view>-<fingerprint>.parquet`. A session reads the file when it is current;
+  when it is not, the session (with `derive`) computes it right after the view is defined,
+  before the views above it are: left live, every view above would re-bind the whole tree
+  below it when created, and every query would recompute it. On a lake that cannot be
+  written the result is a temp table of the session.
+- `run`: kept per ingest run of each input file (the trace facts: caltrail/pipeline/
+  trace_facts.py), so a session after a batch ingest computes the batch's part alone.
+- `session`: a temp table once per diagnosis session (`session_tables`): cheap to compute,
+  too large to be worth keeping, read many times by the plans.
+
+`Loader` runs the statements of caltrail/queries on a connection and acts on these
+declarations; `shell_statements` writes the same for the DuckDB shell's init script, with
+every path relative to the `lake` variable so that a copied lake opens itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from caltrail import queries
+from caltrail.pipeline import kept, trace_facts
+
+# (view about to be built, its step, the number of steps): for a progress line
+BuildProgress = Callable[[str, int, int], None]
+
+
+class BuildError(Exception):
+    """A declared view could not be computed (message names it)."""
+
+
+def kept_path(lake: Path, view: str, stamp: str) -> Path:
+    return kept.directory(lake) / f"{view}-{stamp}.parquet"
+
+
+def current_file(lake: Path, view: str, stamp: str | None = None) -> Path | None:
+    """The kept file of a `lake`-kind view for the lake as it is now, if there is one."""
+    lake = lake.resolve()
+    path = kept_path(lake, view, stamp or kept.fingerprint(lake))
+    return path if path.is_file() else None
+
+
+def lake_views() -> list[str]:
+    return queries.declared("lake")
+
+
+def all_current(lake: Path) -> bool:
+    """Whether every `lake`-kind view has a current kept file (nothing to build)."""
+    lake = lake.resolve()
+    stamp = kept.fingerprint(lake)
+    return all(current_file(lake, view, stamp) is not None for view in lake_views())
+
+
+def _variable(view: str) -> str:
+    return f"kept_{view}"
+
+
+def attach(con: duckdb.DuckDBPyConnection, view: str, path: Path) -> None:
+    """Define `view` as its kept file (the path goes in as a bound value)."""
+    con.execute(f"set variable {_variable(view)} = $path", {"path": str(path)})
+    con.execute(
+        f"create or replace view {view} as "
+        f"select * from read_parquet(getvariable('{_variable(view)}'))"
+    )
+
+
+@dataclass
+class Loader:
+    """Runs the statements of caltrail/queries on `con`, keeping the declared views.
+
+    `derive`: build what is not current (else leave it a live view). `on_build` is called
+    before each view this loader builds."""
+
+    con: duckdb.DuckDBPyConnection
+    lake: Path
+    derive: bool = True
+    on_build: BuildProgress | None = None
+    built: dict[str, str] = field(default_factory=dict)  # view -> 'built' | 'temp' | ...
+
+    def __post_init__(self) -> None:
+        self.lake = self.lake.resolve()
+        self.stamp = kept.fingerprint(self.lake)
+        self.steps = len(lake_views()) + len(queries.declared("run"))
+        self.step = 0
+
+    def run(self, statements: list[queries.Statement]) -> None:
+        for statement in statements:
+            self.execute(statement)
+
+    def execute(self, statement: queries.Statement) -> None:
+        if statement.materialize == "lake" and statement.creates:
+            self.step += 1
+            self._lake_view(statement, statement.creates)
+        elif statement.materialize == "run" and statement.creates:
+            self.step += 1
+            self._run_view(statement)
+        else:
+            self._plain(statement)
+
+    def _plain(self, statement: queries.Statement) -> None:
+        try:
+            self.con.execute(statement.sql)
+        except duckdb.Error as exc:
+            raise BuildError(f"{statement.file}: {exc}") from exc
+
+    def _lake_view(self, statement: queries.Statement, view: str) -> None:
+        existing = current_file(self.lake, view, self.stamp)
+        if existing is not None:
+            attach(self.con, view, existing)
+            return
+        self._plain(statement)
+        if self.derive:
+            if self.on_build is not None:
+                self.on_build(view, self.step, self.steps)
+            try:
+                self.built[view] = provide(self.con, self.lake, view, self.stamp)
+            except duckdb.Error as exc:
+                raise BuildError(f"building {view}: {exc}") from exc
+
+    def _run_view(self, statement: queries.Statement) -> None:
+        files = trace_facts.complete_parts(self.lake)
+        self._plain(statement)
+        if files is not None:
+            trace_facts.attach(self.con, files)
+            return
+        # computed now only when a lake-kind view above will read it (the first of them is
+        # not current); else it stays live and costs nothing until a query reads it
+        needed = any(current_file(self.lake, v, self.stamp) is None for v in lake_views())
+        if self.derive and needed:
+            if self.on_build is not None:
+                self.on_build(statement.creates or "", self.step, self.steps)
+            try:
+                self.built[statement.creates or ""] = trace_facts.provide(self.con, self.lake)
+            except duckdb.Error as exc:
+                raise BuildError(f"building {statement.creates}: {exc}") from exc
+
+
+def provide(
+    con: duckdb.DuckDBPyConnection, lake: Path, view: str, stamp: str | None = None
+) -> str:
+    """Make `view` (defined live on `con`) a computed one: its kept file when current, else
+    built and kept now, else (lake not writable) a temp table. Returns how: 'persisted',
+    'built' or 'temp'."""
+    lake = lake.resolve()
+    stamp = stamp or kept.fingerprint(lake)
+    existing = current_file(lake, view, stamp)
+    if existing is not None:
+        attach(con, view, existing)
+        return "persisted"
+    folder = kept.directory(lake)
+    if kept.writable(folder):
+        with kept.locked(folder / f".{view}.lock"):
+            existing = current_file(lake, view, stamp)  # built while this one waited
+            if existing is not None:
+                attach(con, view, existing)
+                return "persisted"
+            target = kept_path(lake, view, stamp)
+            try:
+                kept.write(con, f"select * from main.{view}", target)
+            except (OSError, duckdb.IOException):
+                pass  # (a full disk): computed into the session below
+            else:
+                _remove_stale(lake, stamp)
+                attach(con, view, target)
+                return "built"
+    con.execute(f"create or replace temp table {view} as select * from main.{view}")
+    return "temp"
+
+
+def _remove_stale(lake: Path, stamp: str) -> None:
+    """Kept files of other states of the lake (of any view, one no longer declared too)."""
+    folder = kept.directory(lake)
+    keep = {p.name for p in folder.glob(f"*-{stamp}.parquet")}
+    kept.remove_stale(folder, keep | {p.name for p in folder.iterdir() if p.is_dir()})
+
+
+def session_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Compute the `session`-kind views as temp tables of this session (a temp table shadows
+    the view of its name for every view that reads it)."""
+    for view in queries.declared("session"):
+        con.execute(f"create or replace temp table {view} as select * from main.{view}")
+
+
+# ---------------------------------------------------------------------------
+# The DuckDB shell's init script
+# ---------------------------------------------------------------------------
+
+
+def shell_statements(lake: Path) -> Iterator[str]:
+    """The statements of caltrail/queries for the shell's init script: a `lake`-kind view
+    with a current kept file is defined as that file (its live definition is left out, so
+    the shell binds nothing below it), the trace facts read their kept parts; every path is
+    relative to the `lake` variable the script sets first."""
+    lake = lake.resolve()
+    stamp = kept.fingerprint(lake)
+    for statement in queries.statements():
+        view = statement.creates
+        if statement.materialize == "lake" and view:
+            path = current_file(lake, view, stamp)
+            if path is not None:
+                yield f"-- {view}: kept in the lake (current when this script was written)"
+                yield _shell_kept(view, f"{kept.DERIVED_DIR}/{path.name}")
+                continue
+        if statement.materialize == "run" and view:
+            yield from trace_facts.shell_statements(lake, statement)
+            continue
+        yield statement.sql + ";"
+
+
+def _shell_kept(view: str, relative: str) -> str:
+    # `relative` is made of the view's name and a hex digest: no user text
+    return (
+        f"set variable {_variable(view)} = getvariable('lake') || '/{relative}';\n"
+        f"create or replace view {view} as "
+        f"select * from read_parquet(getvariable('{_variable(view)}'));"
+    )
+
+
+__all__ = [
+    "BuildError",
+    "BuildProgress",
+    "Loader",
+    "all_current",
+    "attach",
+    "current_file",
+    "kept_path",
+    "lake_views",
+    "provide",
+    "session_tables",
+    "shell_statements",
+]

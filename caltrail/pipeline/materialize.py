@@ -27,7 +27,7 @@ from pathlib import Path
 import duckdb
 
 from caltrail import queries
-from caltrail.pipeline import kept, trace_facts
+from caltrail.pipeline import kept, trace_facts, trace_query
 
 # (view about to be built, its step, the number of steps): for a progress line
 BuildProgress = Callable[[str, int, int], None]
@@ -46,6 +46,13 @@ def current_file(lake: Path, view: str, stamp: str | None = None) -> Path | None
     lake = lake.resolve()
     path = kept_path(lake, view, stamp or kept.fingerprint(lake))
     return path if path.is_file() else None
+
+
+def generated_through() -> str | None:
+    """The last query file (stem) that declares a generated view: a session loaded through it
+    can write every generated query."""
+    files = [Path(s.file).stem for s in queries.statements() if s.generated]
+    return max(files) if files else None
 
 
 def lake_views() -> list[str]:
@@ -107,7 +114,7 @@ class Loader:
 
     def _plain(self, statement: queries.Statement) -> None:
         try:
-            self.con.execute(statement.sql)
+            self.con.execute(generated_sql(self.con, statement))
         except duckdb.Error as exc:
             raise BuildError(f"{statement.file}: {exc}") from exc
 
@@ -141,6 +148,17 @@ class Loader:
                 self.built[statement.creates or ""] = trace_facts.provide(self.con, self.lake)
             except duckdb.Error as exc:
                 raise BuildError(f"building {statement.creates}: {exc}") from exc
+
+
+def generated_sql(con: duckdb.DuckDBPyConnection, statement: queries.Statement) -> str:
+    """The statement to run: its own SQL, or, for a view declared `generated`, the view
+    defined by the query caltrail/pipeline/trace_query.py writes for it on `con`."""
+    if statement.generated is None:
+        return statement.sql
+    write = trace_query.GENERATORS.get(statement.generated)
+    if write is None:
+        raise BuildError(f"{statement.file}: no query writer for {statement.generated}")
+    return f"create or replace view {statement.generated} as {write(con)}"
 
 
 def provide(
@@ -194,11 +212,13 @@ def session_tables(con: duckdb.DuckDBPyConnection) -> None:
 # ---------------------------------------------------------------------------
 
 
-def shell_statements(lake: Path) -> Iterator[str]:
+def shell_statements(lake: Path, con: duckdb.DuckDBPyConnection) -> Iterator[str]:
     """The statements of caltrail/queries for the shell's init script: a `lake`-kind view
     with a current kept file is defined as that file (its live definition is left out, so
-    the shell binds nothing below it), the trace facts read their kept parts; every path is
-    relative to the `lake` variable the script sets first."""
+    the shell binds nothing below it), one without is computed once when the shell opens (a
+    temp table); the trace facts read their kept parts; every path is
+    relative to the `lake` variable the script sets first. `con`: a session on the lake
+    (through the trace layer at least), on which the generated queries are written."""
     lake = lake.resolve()
     stamp = kept.fingerprint(lake)
     for statement in queries.statements():
@@ -209,10 +229,15 @@ def shell_statements(lake: Path) -> Iterator[str]:
                 yield f"-- {view}: kept in the lake (current when this script was written)"
                 yield _shell_kept(view, f"{kept.DERIVED_DIR}/{path.name}")
                 continue
+            # not kept for this state of the lake (an ingest since, without --derive):
+            # computed into the shell's session once, so the views above bind to a table
+            yield generated_sql(con, statement) + ";"
+            yield f"create or replace temp table {view} as select * from main.{view};"
+            continue
         if statement.materialize == "run" and view:
             yield from trace_facts.shell_statements(lake, statement)
             continue
-        yield statement.sql + ";"
+        yield generated_sql(con, statement) + ";"
 
 
 def _shell_kept(view: str, relative: str) -> str:
@@ -231,6 +256,8 @@ __all__ = [
     "all_current",
     "attach",
     "current_file",
+    "generated_sql",
+    "generated_through",
     "kept_path",
     "lake_views",
     "provide",

@@ -199,11 +199,21 @@ def init_script_text(lake: Path) -> str:
         "    from best",
         ");",
         f"set variable ref_dir = getvariable('lake') || '/{REF_DIR}';",
-        *materialize.shell_statements(lake),
+        *_shell_statements(lake),
         ".bail off",
         "select 'caltrail lake: ' || getvariable('lake') as opened;",
     ]
     return "\n".join(parts) + "\n"
+
+
+def _shell_statements(lake: Path) -> list[str]:
+    # the generated views' queries follow the pattern table: written on a session that
+    # reads the same reference tables the shell will (through the trace layer: quick)
+    con = connect(lake, derive=False, through=materialize.generated_through())
+    try:
+        return list(materialize.shell_statements(lake, con))
+    finally:
+        con.close()
 
 
 def write_init_script(lake: Path, target: Path | None = None) -> Path:

@@ -251,75 +251,52 @@ join trace_patterns as p
     on p.problem is null and p.module_regex is not null
     and regexp_matches(i.provider, p.module_regex, 'i');
 
--- A SQL string literal.
-create or replace macro trace_sql_literal(s) as
-    case when s is null then 'NULL' else '''' || replace(s, '''', '''''') || '''' end;
-
 -- The usable patterns, numbered k in the order they are tried: (priority, name).
 create or replace view trace_patterns_active as
 select row_number() over (order by priority, name) as k, *
 from trace_patterns
 where problem is null;
 
--- The matching query, written from the pattern table with each regex as a constant (DuckDB
--- compiles a constant regex once; a regex taken from a column is compiled again for every
--- row, which is far too slow on a real trace). One branch per usable pattern.
-create or replace view trace_pattern_query as
-with active as (select * from trace_patterns_active),
-branches as (
-    select
-        k,
-        module_regex,
-        'select i.msg_id, i.ts, i.provider, i.message, i.line, i.source_path, i.file_sha256, '
-        || trace_sql_literal(name) || '::varchar as name, '
-        || priority::varchar || '::integer as priority, '
-        || '[' || array_to_string(list_transform(capture_list, lambda c: trace_sql_literal(c)), ', ')
-        || ']::varchar[] as capture_list, '
-        || trace_sql_literal(operation) || '::varchar as operation, '
-        || case when len(capture_list) = 0 then '[]::varchar[] as groups from (select i.* '
-            when regex_groups <> len(capture_list) then
-                -- the regex may have fewer groups than captures named: one search per group
-                -- (a group that is not there gives '')
-                '[' || array_to_string(list_transform(range(1, len(capture_list) + 1),
-                    lambda g: 'regexp_extract(i.match_text, ' || trace_sql_literal(regex) || ', '
-                        || g::varchar || ')'), ', ') || ']::varchar[] as groups from (select i.* '
-            else '[' || array_to_string(list_transform(range(1, len(capture_list) + 1),
-                lambda g: 'i.x.g' || g::varchar), ', ') || ']::varchar[] as groups from (select i.*, '
-                -- one search gives every group: regexp_extract with a list of group names
-                || 'regexp_extract(i.match_text, ' || trace_sql_literal(regex) || ', ['
-                || array_to_string(list_transform(range(1, len(capture_list) + 1),
-                    lambda g: trace_sql_literal('g' || g::varchar)), ', ') || ']) as x '
-            end
-        || 'from input as i where '
-        || case when module_regex is null then 'true'
-            else 'i.provider is not null and regexp_matches(i.provider, ' || trace_sql_literal(module_regex) || ', ''i'')' end
-        || ' and regexp_matches(i.match_text, ' || trace_sql_literal(regex) || ')) as i' as sql
-    from active
-)
-select
-    -- only the messages some pattern may read: those of licensing modules, unless a pattern
-    -- reads any module
-    'with input as materialized (select row_number() over () as msg_id, t.ts, t.provider, '
-    || 't.message, trace_match_text(t.message, t.fields, t.parser) as match_text, t.line, '
-    || 't.source_path, t.file_sha256 from trace_events as t where '
-    || case when bool_or(module_regex is null) then 'true'
-        else 't.provider in (select provider from trace_licensing_modules)' end || ') '
-    || coalesce(
-        string_agg(sql, ' union all ' order by k),
-        'select i.msg_id, i.ts, i.provider, i.message, i.line, i.source_path, i.file_sha256, '
-        || 'null::varchar as name, null::integer as priority, null::varchar[] as capture_list, '
-        || 'null::varchar as operation, null::varchar[] as groups from input as i where false'
-    ) as sql
-from branches;
+-- The pattern table's values the matching reads, in k order (each a list; read when the
+-- session opens). The matching views below read them with getvariable(...)[k]: DuckDB folds
+-- such a value into a constant, so each regex is compiled once per query, where a regex
+-- read from a column is compiled again for every row (80 times slower on a real trace).
+-- After editing a pattern file in an open DuckDB shell, open the lake again.
+set variable trace_regexes = (select coalesce(list(regex order by k), []) from trace_patterns_active);
+set variable trace_group0_regexes = (
+    select coalesce(list('(' || regex || ')' order by k), []) from trace_patterns_active);
+set variable trace_names = (select coalesce(list(name order by k), []) from trace_patterns_active);
+set variable trace_priorities = (
+    select coalesce(list(priority order by k), []) from trace_patterns_active);
+set variable trace_captures = (
+    select coalesce(list(capture_list order by k), []) from trace_patterns_active);
+set variable trace_operations = (
+    select coalesce(list(operation order by k), []) from trace_patterns_active);
+set variable trace_constant_operations = (
+    select coalesce(list(trace_operation(operation) order by k), []) from trace_patterns_active);
+set variable trace_module_regexes = (
+    select coalesce(list(module_regex order by module_regex), [])
+    from (select distinct module_regex from trace_patterns_active where module_regex is not null));
 
--- Read when the session opens (caltrail connect / shell). After editing a pattern file in an
--- open DuckDB shell:  set variable trace_pattern_sql = (select sql from trace_pattern_query);
--- and set variable trace_licensing_sql = (select sql from trace_licensing_query);
-set variable trace_pattern_sql = (select sql from trace_pattern_query);
-
--- Every (message, pattern) match with the pattern's groups 1..n.
+-- Every (message, pattern) match with the pattern's groups 1..n. Its query has one branch
+-- per pattern: the loader writes it from the pattern table (caltrail/pipeline/
+-- trace_query.py, pattern_hits); the statement here gives its columns.
+-- generated: trace_pattern_hits
 create or replace view trace_pattern_hits as
-select * from query(getvariable('trace_pattern_sql'));
+select
+    null::bigint as msg_id,
+    null::timestamptz as ts,
+    null::varchar as provider,
+    null::varchar as message,
+    null::bigint as line,
+    null::varchar as source_path,
+    null::varchar as file_sha256,
+    null::varchar as name,
+    null::integer as priority,
+    null::varchar[] as capture_list,
+    null::varchar as operation,
+    null::varchar[] as groups
+where false;
 
 -- One row per (message, field, candidate value); the best is first by (priority, name, group).
 -- A pattern's constant operation comes after its captured one (group 99).
@@ -353,153 +330,31 @@ select * from captured where value is not null
 union all
 select * from constant_ops;
 
--- The extraction trace_licensing runs, written from the pattern table like
--- trace_pattern_query but as one row per message: each field the first non-empty value in
--- (priority, name, group) order, as trace_pattern_values + per-message aggregation would
--- choose it, without a row per (message, pattern) hit. Module regexes are tried once each per
--- message. The patterns are tried one after the other in that order, and each only on the
--- messages where it can still change the fact: where a field it gives (operation included)
--- has no value from an earlier pattern. Where every such field has one, an earlier pattern
--- also named the fact, so the pattern's match could change nothing (on a trace where the
--- Key=Value patterns match, the bare-HWID and operation patterns are rarely tried).
-create or replace view trace_licensing_query as
-with active as (select * from trace_patterns_active),
-modules as (
-    select module_regex, row_number() over (order by module_regex) as j
-    from (select distinct module_regex from active where module_regex is not null)
-),
-pats as (
-    select
-        a.k,
-        a.name,
-        a.regex,
-        a.capture_list,
-        trace_operation(a.operation) as constant_operation,
-        case when a.module_regex is not null then 'i.m' || m.j end as module_cond,
-        case
-            when len(a.capture_list) = 0 then 'match'
-            -- the regex may have fewer groups than captures named: one search per group (a
-            -- group that is not there gives '')
-            when a.regex_groups <> len(a.capture_list) then 'per-group'
-            -- one search gives every group: the whole regex made group g0
-            else 'groups'
-        end as search
-    from active as a
-    left join modules as m using (module_regex)
-),
-cells as (
-    -- one per (pattern, group) that names a field
-    select p.k, g.g, p.capture_list[g.g] as field,
-        'trace_value(nullif(i.y' || p.k || '.g' || g.g || ', ''''))' as value_sql,
-        case when p.capture_list[g.g] = 'operation' then 'o' else 'v' end || p.k || '_' || g.g as col
-    from pats as p,
-        lateral (select unnest(range(1, len(p.capture_list) + 1)) as g) as g
-    where p.capture_list[g.g] <> ''
-),
-candidates as (
-    -- every value a field may take, in the order the first non-empty one wins: a pattern's
-    -- groups, then (operation) its constant operation (when it matched)
-    select k, g, field, col from cells
-    union all
-    select k, 99, 'operation', 'c' || k from pats where constant_operation is not null
-),
-field_needs as (
-    -- per (pattern, field it gives): the values earlier patterns may give that field
-    select f.k, f.field,
-        (select string_agg(c.col, ', ' order by c.k, c.g) from candidates as c
-            where c.field = f.field and c.k < f.k) as earlier
-    from (select distinct k, field from candidates) as f
-),
-tried as (
-    -- the patterns that may give something (a pattern naming no field gives nothing), with
-    -- the condition to try each (NULL: always) and the one tried before
-    select p.*, n.needed, lag(p.k) over (order by p.k) as previous,
-        p.k in (select k from cells where field = 'operation') as letters
-    from pats as p
-    join (
-        select k,
-            case when not bool_or(earlier is null) then '(' || string_agg('coalesce(' || earlier
-                || ') is null', ' or ' order by field) || ')' end as needed
-        from field_needs
-        group by k
-    ) as n using (k)
-),
-steps as (
-    select
-        t.k,
-        -- y<k>: the search (NULL where the pattern was not tried)
-        'y' || t.k || ' as (select i.*, case when '
-        || coalesce(nullif(concat_ws(' and ', t.needed, t.module_cond, case when t.search = 'per-group'
-            then 'regexp_matches(i.match_text, ' || trace_sql_literal(t.regex) || ')' end), ''), 'true')
-        || ' then '
-        || case t.search
-            when 'match' then 'regexp_matches(i.match_text, ' || trace_sql_literal(t.regex) || ')'
-            when 'per-group' then 'struct_pack(' || array_to_string(list_transform(
-                range(1, len(t.capture_list) + 1),
-                lambda g: 'g' || g::varchar || ' := regexp_extract(i.match_text, '
-                    || trace_sql_literal(t.regex) || ', ' || g::varchar || ')'), ', ') || ')'
-            else 'regexp_extract(i.match_text, ' || trace_sql_literal('(' || t.regex || ')') || ', ['
-                || array_to_string(list_transform(range(0, len(t.capture_list) + 1),
-                    lambda g: trace_sql_literal('g' || g::varchar)), ', ') || '])'
-        end
-        || ' end as y' || t.k || ' from ' || coalesce('z' || t.previous, 'i') || ' as i), '
-        -- z<k>: its values (a group that did not take part, or no match, gives '': no value);
-        -- of an operation, its letters first (x<k>), then the operation they name
-        || case when t.letters then 'x' else 'z' end || t.k || ' as (select i.*'
-        || coalesce((select string_agg(', ' || case when c.field = 'operation'
-            then 'trace_operation_letters(' || c.value_sql || ') as l' || t.k || '_' || c.g
-            else c.value_sql || ' as ' || c.col end, '' order by c.g) from cells as c where c.k = t.k), '')
-        || case when t.constant_operation is null then ''
-            else ', case when ' || case t.search
-                when 'match' then 'i.y' || t.k
-                when 'per-group' then 'i.y' || t.k || ' is not null'
-                -- an empty g0 is an empty match or none: the regex is asked again
-                else 'i.y' || t.k || '.g0 <> '''' then ' || trace_sql_literal(t.constant_operation)
-                    || ' when i.y' || t.k || ' is not null and regexp_matches(i.match_text, '
-                    || trace_sql_literal(t.regex) || ')'
-            end || ' then ' || trace_sql_literal(t.constant_operation) || ' end as c' || t.k
-        end
-        || ' from y' || t.k || ' as i)'
-        || case when t.letters then ', z' || t.k || ' as (select i.*' || (select string_agg(
-            ', trace_operation_of_letters(i.l' || t.k || '_' || c.g || ') as ' || c.col, ''
-            order by c.g) from cells as c where c.k = t.k and c.field = 'operation')
-            || ' from x' || t.k || ' as i)' else '' end as sql
-    from tried as t
-),
-fields as (
-    select unnest(['client_name', 'hwid', 'user', 'license_id', 'keypack_id', 'result', 'operation'])
-            as field,
-        unnest(['client_name_raw', 'hwid_raw', 'user_name', 'license_id', 'keypack_id', 'result',
-            'operation']) as alias
-)
+-- The extraction trace_licensing runs, one row per message of a licensing module: each
+-- field the first non-empty value in (priority, name, group) order, as trace_pattern_values
+-- and a per-message aggregation would choose it, without a row per (message, pattern) hit;
+-- a pattern is tried only on the messages where it can still change the fact. The loader
+-- writes its query from the pattern table (caltrail/pipeline/trace_query.py,
+-- licensing_messages); the statement here gives its columns. A message's fact is the one
+-- trace_pattern_values gives (tests/queries/test_trace_licensing.py).
+-- generated: trace_licensing_messages
+create or replace view trace_licensing_messages as
 select
-    'with i as (select t.ts, t.message, t.line, t.source_path, t.file_sha256, t.run_id, '
-    || 'trace_match_text(t.message, t.fields, t.parser) as match_text'
-    || coalesce((select string_agg(', t.provider is not null and regexp_matches(t.provider, '
-        || trace_sql_literal(module_regex) || ', ''i'') as m' || j, '' order by j) from modules), '')
-    || ' from trace_licensing_input as t where '
-    || case when (select bool_or(module_regex is null) from active) then 'true'
-        else 't.provider in (select provider from trace_licensing_modules)' end || ')'
-    || coalesce((select string_agg(', ' || sql, '' order by k) from steps), '')
-    -- the row as one struct unnested: a filter on a column cannot be pushed down into the
-    -- steps (it would copy their expressions, each step's into the next: slow to plan)
-    || ' select unnest([struct_pack(ts := i.ts, message := i.message, line := i.line, '
-    || 'source_path := i.source_path, file_sha256 := i.file_sha256, run_id := i.run_id, '
-    || (select string_agg(f.alias || ' := ' || coalesce('coalesce(' || (select string_agg(c.col, ', '
-        order by c.k, c.g) from candidates as c where c.field = f.field) || ')', 'null::varchar'),
-        ', ' order by f.alias) from fields as f)
-    || ', pattern := '
-    || coalesce('coalesce(' || (select string_agg('case when (' || string_agg_cols || ') then '
-        || trace_sql_literal(name) || ' end', ', ' order by k)
-        from (select c.k, any_value(p.name) as name,
-                string_agg(c.col || ' is not null', ' or ' order by c.g) as string_agg_cols
-            from candidates as c join pats as p using (k) group by c.k)) || ')',
-        'null::varchar') || ')], recursive := true) '
-    || 'from ' || coalesce('z' || (select max(k) from tried), 'i') || ' as i' as sql;
-
--- Read when the session opens (caltrail connect / shell), like trace_pattern_sql. A message's
--- fact is the one trace_pattern_values gives (tests/queries/test_trace_licensing.py).
-set variable trace_licensing_sql = (select sql from trace_licensing_query);
+    null::timestamptz as ts,
+    null::varchar as message,
+    null::bigint as line,
+    null::varchar as source_path,
+    null::varchar as file_sha256,
+    null::varchar as run_id,
+    null::varchar as client_name_raw,
+    null::varchar as hwid_raw,
+    null::varchar as keypack_id,
+    null::varchar as license_id,
+    null::varchar as operation,
+    null::varchar as result,
+    null::varchar as user_name,
+    null::varchar as pattern
+where false;
 
 -- trace_licensing: the licensing facts of the trace messages. A message's fact depends on its
 -- row and the patterns only, so the facts are kept per ingest run of each trace file: a
@@ -508,7 +363,7 @@ set variable trace_licensing_sql = (select sql from trace_licensing_query);
 -- materialize: run
 create or replace view trace_licensing as
 with per_message as (
-    select * from query(getvariable('trace_licensing_sql'))
+    select * from trace_licensing_messages
 ),
 facts as (
     select *

@@ -12,7 +12,12 @@ How a costly view is kept is declared beside it, in the comment right above its
     -- materialize: run       kept per ingest run of each input file (the trace facts)
     -- materialize: session   computed once per diagnosis session (a temp table)
 
-`statements()` gives every statement with what it creates and that declaration;
+A view whose query has a shape that follows a data table (the trace matching: one branch
+per pattern) is declared `-- generated: <view>`: its statement in the file gives the view's
+columns, and the loader defines the view with the query caltrail/pipeline/trace_query.py
+writes for it, the table's values read from DuckDB variables (never written into SQL text).
+
+`statements()` gives every statement with what it creates and these declarations;
 `caltrail.pipeline.materialize` acts on them. A view without a declaration stays a view.
 """
 
@@ -34,6 +39,7 @@ _CREATES = re.compile(
     r"create\s+(?:or\s+replace\s+)?(?:temp(?:orary)?\s+)?(view|macro|table)\s+(\w+)", re.IGNORECASE
 )
 _MATERIALIZE = re.compile(r"^\s*--\s*materialize:\s*(\w+)\s*$", re.MULTILINE)
+_GENERATED = re.compile(r"^\s*--\s*generated:\s*(\w+)\s*$", re.MULTILINE)
 
 
 class QueryFileError(ValueError):
@@ -50,6 +56,7 @@ class Statement:
         creates: the name of the view, macro or table it creates, else None.
         object_kind: "view", "macro" or "table" (None when it creates nothing).
         materialize: how the view is kept ("lake", "run", "session"), None for a plain view.
+        generated: the view whose query the loader writes (`-- generated: <view>`), else None.
     """
 
     file: str
@@ -57,6 +64,7 @@ class Statement:
     creates: str | None
     object_kind: str | None
     materialize: str | None
+    generated: str | None = None
     name_span: tuple[int, int] | None = None
 
     def sql_as(self, name: str) -> str:
@@ -103,6 +111,9 @@ def _file_statements(name: str, text: str) -> tuple[Statement, ...]:
             raise QueryFileError(f"{name}: unknown `materialize: {kind}` (one of {KINDS})")
         if kind is not None and (created is None or created.group(1).lower() != "view"):
             raise QueryFileError(f"{name}: `materialize: {kind}` stands above no create view")
+        generated = _GENERATED.findall(comments)
+        if generated and (created is None or created.group(2) != generated[-1]):
+            raise QueryFileError(f"{name}: `generated: {generated[-1]}` stands above another statement")
         out.append(
             Statement(
                 file=name,
@@ -110,6 +121,7 @@ def _file_statements(name: str, text: str) -> tuple[Statement, ...]:
                 creates=created.group(2) if created else None,
                 object_kind=created.group(1).lower() if created else None,
                 materialize=kind,
+                generated=generated[-1] if generated else None,
                 name_span=created.span(2) if created else None,
             )
         )

@@ -23,8 +23,8 @@ from caltrail.parsers.hwid import (
     render_wmi,
 )
 from caltrail.pipeline.ingest import IngestOptions, ingest
-from caltrail.pipeline.session import REF_DIR, connect, prepare_lake
-from caltrail.queries import QUERIES_DIR, sql_files
+from caltrail.pipeline.session import connect
+from caltrail.queries import QUERIES_DIR
 from tests.conftest import corpus_path
 
 DATA = Path(__file__).parent / "data"
@@ -52,17 +52,9 @@ COLUMNS = [
 
 
 def connect_35(lake: Path) -> duckdb.DuckDBPyConnection:
-    """Like pipeline.session.connect, with only the layers up to this one (00..35): the later
-    files (timelines, findings) take seconds to define and are not needed here."""
-    lake = lake.resolve()
-    prepare_lake(lake)
-    con = duckdb.connect(":memory:")
-    con.execute("set variable lake = $lake", {"lake": str(lake)})
-    con.execute("set variable ref_dir = $ref", {"ref": str(lake / REF_DIR)})
-    for path in sql_files():
-        if path.name < "36":
-            con.execute(path.read_text(encoding="utf-8"))
-    return con
+    """A session with only the layers up to this one (00..35), nothing kept: the later files
+    (timelines, findings) take seconds to define and are not needed here."""
+    return connect(lake, derive=False, through="35_trace_licensing")
 
 
 def scalar(con: duckdb.DuckDBPyConnection, sql: str) -> Any:

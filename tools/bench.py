@@ -1,4 +1,4 @@
-"""The ingest and query benchmark of issue 7: `make bench` (or `python -m tools.bench`).
+"""The ingest and query benchmark: `make bench` (or `python -m tools.bench`).
 
 Builds its inputs in a temporary folder (the fleet simulator, the EVTX writer, generated
 trace and export files; the public corpus of ../shared when it is there), measures, and
@@ -14,7 +14,8 @@ Figures (issue 7):
    file, and of a 128 MB and a >1 GB tracerpt XML dump.
 4. parsers: lines (and rows) per second of the text, XML, CSV and HTML readers.
 5. queries: `diagnose` on simulated fleets (5,000 and 50,000 devices, two years), lake size
-   on disk, rows per table.
+   on disk, rows per table; the DuckDB shell opening the bundled sample lake and each fleet
+   lake (`duckdb -init LAKE/caltrail.sql`, `caltrail shell`) against `duckdb -c "select 1"`.
 6. python-evtx backend against the Rust one (records per second).
 
 `--quick` uses small sizes (minutes, not the better part of an hour).
@@ -587,6 +588,39 @@ def stage_summary(stages: dict[str, float], total: float, top: int = 5) -> str:
     return f"{shown}; queries and the rest {rest:.1f} s"
 
 
+def _median_seconds(command: list[str], cwd: Path, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(command, cwd=cwd, capture_output=True, check=True, timeout=600)
+        times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
+
+
+def shell_open(bench: Bench, label: str, lake: Path, runs: int = 5) -> None:
+    """How long the DuckDB shell takes to open the lake (every view and macro defined) and
+    answer `select 1`: through `duckdb -init LAKE/caltrail.sql` and through `caltrail shell`,
+    against the same shell answering `select 1` with no lake (median of `runs`)."""
+    from caltrail.pipeline.session import duckdb_cli, refresh
+
+    binary = duckdb_cli()
+    if binary is None:
+        bench.notes.append("duckdb-cli absent: shell figures skipped")
+        return
+    refresh(lake)  # the state `caltrail shell` opens (it refreshes first, too)
+    reference = _median_seconds([binary, "-c", "select 1"], lake, runs)
+    init = _median_seconds([binary, "-init", "caltrail.sql", "-c", "select 1"], lake, runs)
+    caltrail = str(Path(sys.executable).parent / "caltrail")
+    shell = _median_seconds([caltrail, "shell", "--lake", str(lake), "-c", "select 1"], lake, runs)
+    bench.add(
+        f"shell opens the lake, {label}",
+        f"duckdb -init {init:.2f} s; caltrail shell {shell:.2f} s",
+        f"duckdb -c 'select 1' {reference:.2f} s",
+        f"{init / reference:.1f}x / {shell / reference:.1f}x",
+        "< 1 s on the sample lake, < 2 s at 50,000 devices",
+    )
+
+
 def diagnose_fleet(bench: Bench, devices: int, days: int) -> tuple[float, float]:
     """Simulate and ingest a fleet, then time `diagnose` twice: cold (the first after the
     ingest, which also builds the lake's derived tables) and warm (a later session, which
@@ -618,6 +652,7 @@ def diagnose_fleet(bench: Bench, devices: int, days: int) -> tuple[float, float]
     stages: dict[str, float] = {}
     cold, cold_cpu, result = _timed_diagnosis(lake, stages)
     warm, warm_cpu, _ = _timed_diagnosis(lake)
+    shell_open(bench, f"{devices:,} devices x {days} days", lake)
     started = time.perf_counter()
     con = connect(lake)
     con.execute("select 1").fetchall()
@@ -769,7 +804,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        default="overhead,workers,memory,parsers,python,diagnose",
+        default="overhead,workers,memory,parsers,python,shell,diagnose",
         help="comma-separated sections",
     )
     parser.add_argument(
@@ -848,6 +883,15 @@ def main(argv: list[str] | None = None) -> int:
             parser_rate(bench, "CSV, simulated WMI rows repeated", inputs / "wmi.csv")
             parser_rate(bench, "CSV, generated", inputs / "trace.csv")
             parser_rate(bench, "HTML, generated", inputs / "issued.html")
+        if "shell" in sections:
+            print("shell ...", flush=True)
+            from caltrail.fixtures.make_samples import SAMPLES as BUNDLED
+            from caltrail.pipeline.ingest import IngestOptions, ingest
+
+            sample_lake = work / "sample-lake"
+            shutil.rmtree(sample_lake, ignore_errors=True)
+            ingest([BUNDLED], IngestOptions(lake=sample_lake, tz="Europe/Berlin", tz_given=True))
+            shell_open(bench, "bundled sample lake", sample_lake)
         if "diagnose" in sections:
             fleets = [
                 int(n)

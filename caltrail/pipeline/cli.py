@@ -334,6 +334,7 @@ def shell_cmd(
 
     Example:  caltrail shell --lake ./lake
     """
+    from caltrail.pipeline.materialize import all_current
     from caltrail.pipeline.progress import derived_notice
     from caltrail.pipeline.session import SHELL_LAKE_ENV, duckdb_cli, refresh, shell_script
 
@@ -346,8 +347,9 @@ def shell_cmd(
     if binary is None:
         _fail("the DuckDB shell is not installed (pip install duckdb-cli)", EXIT_LAKE)
         return
-    with derived_notice(lake) as on_build:
-        refresh(lake, on_build)
+    if not all_current(lake):
+        with derived_notice(lake) as on_build:
+            refresh(lake, on_build)
     try:
         script = shell_script(lake)
     except OSError as exc:

@@ -30,6 +30,8 @@ REF_DIR = "_ref"
 # The environment variable with which `caltrail shell` tells the init script where the lake
 # is (the script finds it by itself otherwise: see init_script_text).
 SHELL_LAKE_ENV = "CALTRAIL_SHELL_LAKE"
+# The script's second line: the state of the lake it was written for (kept.fingerprint).
+STATE_LINE = "-- state: "
 
 
 class SessionError(Exception):
@@ -175,6 +177,7 @@ def init_script_text(lake: Path) -> str:
         "-- caltrail: open this lake in the DuckDB shell with every view and macro defined:",
         "--   duckdb -init LAKE/caltrail.sql     (or: caltrail shell --lake LAKE)",
         "-- Rewritten by every ingest and diagnosis; do not edit.",
+        f"{STATE_LINE}{kept.fingerprint(lake)}",
         ".bail on",
         "set enable_object_cache = true;",
         "set variable lake = (",
@@ -227,13 +230,27 @@ def write_init_script(lake: Path, target: Path | None = None) -> Path:
 
 
 def shell_script(lake: Path) -> Path:
-    """An init script for `caltrail shell`: the lake's own, rewritten if the lake can be
-    written; else one in a temporary folder (a read-only lake still opens)."""
+    """An init script for `caltrail shell`: the lake's own (rewritten when it was written for
+    another state of the lake); on a lake that cannot be written, one in a temporary folder
+    (a read-only lake still opens)."""
+    own = lake / INIT_SCRIPT
+    if _written_for(own) == kept.fingerprint(lake.resolve()):
+        return own
     try:
         return write_init_script(lake)
     except OSError:
         folder = Path(tempfile.mkdtemp(prefix="caltrail-shell-"))
         return write_init_script(lake, folder / INIT_SCRIPT)
+
+
+def _written_for(script: Path) -> str | None:
+    try:
+        with open(script, encoding="utf-8") as handle:
+            head = [handle.readline() for _ in range(6)]
+    except OSError:
+        return None
+    found = [line[len(STATE_LINE) :].strip() for line in head if line.startswith(STATE_LINE)]
+    return found[0] if found else None
 
 
 def duckdb_cli() -> str | None:

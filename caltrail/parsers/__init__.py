@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 # formats after binary ones. Imported when first needed (lxml and pyevtx-rs load slowly).
 READERS: tuple[str, ...] = (
     "caltrail.parsers.evtx",
+    "caltrail.parsers.trace.etl",
     "caltrail.parsers.client.registry",
     "caltrail.parsers.wmi.checkmk",
     "caltrail.parsers.wmi.xml",

@@ -81,6 +81,10 @@ class ParseOptions:
         client_name: forced client computer name for registry / TSCTST exports.
         backend: EVTX backend, "rust" or "python".
         max_seconds: work bound per file; a parser stops (with a ParseIssue) past it.
+        etw_manifests: instrumentation manifests (XML bytes) for the manifest-based events
+            of raw .etl files (`ingest --etw-manifest FILE`).
+        tmf_files: (name, bytes) of WPP trace message format files for the WPP messages of
+            raw .etl files (`ingest --tmf DIR`).
     """
 
     file_name: str = ""
@@ -92,6 +96,8 @@ class ParseOptions:
     client_name: str | None = None
     backend: str = "rust"
     max_seconds: float = 600.0
+    etw_manifests: tuple[bytes, ...] = ()
+    tmf_files: tuple[tuple[str, bytes], ...] = ()
 
 
 # ---------------------------------------------------------------------------

@@ -74,7 +74,7 @@ def sniff(head: bytes, name: str) -> bool:
 
 def parse(stream: BinaryIO, options: ParseOptions) -> Iterator[Item]:
     """Yield one TraceRecord per record, ParseIssues and FileNotes."""
-    head = stream.read(_FIRST_RECORD + 8)
+    head = stream.read(_FIRST_RECORD + S.SYSTEM_HEADER.size + 4)
     if len(head) < _FIRST_RECORD + 8:
         raise TruncatedError(
             f"offset 0: expected an .etl header buffer of at least {_FIRST_RECORD + 8} bytes, "
@@ -89,7 +89,13 @@ def parse(stream: BinaryIO, options: ParseOptions) -> Iterator[Item]:
         manifests=load_manifests(options.etw_manifests) if options.etw_manifests else None,
         tmf=load_tmf(options.tmf_files) if options.tmf_files else None,
     )
-    return _Walker(stream, options, decoder).run()
+    walker = _Walker(stream, options, decoder)
+    if len(head) == _FIRST_RECORD + S.SYSTEM_HEADER.size + 4:
+        # the log file header's BufferSize: where the next buffer is if buffer 0 is damaged
+        declared = int.from_bytes(head[-4:], "little")
+        if S.BUFFER_HEADER_SIZE < declared <= S.MAX_BUFFER_SIZE:
+            walker.declared = declared
+    return walker.run()
 
 
 class _Walker:
@@ -105,6 +111,8 @@ class _Walker:
         self.bad_buffers = 0
         self.compressed = 0
         self.nominal: int | None = None  # the size of the file's plain buffers
+        self.declared: int | None = None  # the buffer size the log file header declares
+        self.records_end = 0  # file offset after the last good plain buffer's records
         self.logger_id: int | None = None
 
     def run(self) -> Iterator[Item]:
@@ -126,8 +134,12 @@ class _Walker:
             header = S.BUFFER_HEADER.unpack(raw)
             problem = self.check(header)
             if problem is None:
-                next_offset = offset + header[0]
                 yield from self.buffer(index, offset, header)
+                next_offset = offset + header[0]
+                fixed = self.size_check(offset, header)
+                if fixed is not None:
+                    next_offset, warning = fixed
+                    yield warning
             else:
                 self.bad_buffers += 1
                 next_offset = self.resync(offset)
@@ -174,37 +186,71 @@ class _Walker:
             return f"the buffer says it holds {filled:,} bytes but is {size:,} bytes long"
         return None
 
+    def size_check(self, offset: int, header: tuple[int, ...]) -> tuple[int, ParseIssue] | None:
+        """A plain buffer whose size differs from the file's buffer size, where a buffer
+        header stands one file buffer size further: its size field is damage (a wrong size
+        would skip buffers unseen). The next offset and a warning, or None."""
+        size, flags = header[0], header[11]
+        if flags & S.BUFFER_FLAG_COMPRESSED:
+            return None
+        for step in dict.fromkeys((self.nominal, self.declared)):
+            if step is None or step == size:
+                continue
+            self.stream.seek(offset + step)
+            if self.plausible_at(self.stream.read(S.BUFFER_HEADER_SIZE + 4), 0):
+                return offset + step, ParseIssue(
+                    kind="bad_buffer_size",
+                    message=f"buffer at offset {offset:,}: its size field says {size:,} bytes, "
+                    f"but the next buffer starts {step:,} bytes after it (the file's buffer "
+                    f"size); read on from there",
+                    quarantined=False,
+                    offset=offset,
+                )
+        return None
+
     def plausible_at(self, data: bytes, at: int) -> bool:
         """Whether `data[at:]` starts with a buffer header like this file's."""
         if at + S.BUFFER_HEADER_SIZE > len(data):
             return False
         header = S.BUFFER_HEADER.unpack_from(data, at)
-        if self.check(header) is not None or header[13] not in S.BUFFER_TYPE_NAMES:
+        if self.check(header) is not None or header[12] not in S.BUFFER_TYPE_NAMES:
             return False
-        return self.logger_id is None or header[8] == self.logger_id
+        if self.logger_id is not None and header[8] != self.logger_id:
+            return False
+        if header[11] & S.BUFFER_FLAG_COMPRESSED:
+            return self.logger_id is not None
+        # a plain buffer starts with a record marker (or is empty)
+        first = at + S.BUFFER_HEADER_SIZE
+        if header[10] == S.BUFFER_HEADER_SIZE:
+            return True
+        return len(data) >= first + 4 and data[first + 3] in (S.MARKER_FLAGS_HEADER, S.MARKER_FLAGS_MESSAGE)
 
     def resync(self, offset: int) -> int | None:
         """The offset of the next buffer after a damaged header at `offset`: one plain
         buffer size further when a header is there, else the first plausible header in the
         next RESYNC_WINDOW bytes; None when there is none."""
-        if self.nominal is not None:
-            candidate = offset + self.nominal
-            self.stream.seek(candidate)
-            if self.plausible_at(self.stream.read(S.BUFFER_HEADER_SIZE), 0):
-                return candidate
-        self.stream.seek(offset + 1)
-        window = self.stream.read(RESYNC_WINDOW + S.BUFFER_HEADER_SIZE)
+        for step in dict.fromkeys((self.nominal, self.declared)):
+            if step is None:
+                continue
+            self.stream.seek(offset + step)
+            if self.plausible_at(self.stream.read(S.BUFFER_HEADER_SIZE + 4), 0):
+                return offset + step
+        # From the end of the last good buffer's records: the buffer before may have had a
+        # wrong size (and the damaged header is then no buffer's at all).
+        base = min(self.records_end, offset + 1) if self.records_end else offset + 1
+        self.stream.seek(base)
+        window = self.stream.read(RESYNC_WINDOW + S.BUFFER_HEADER_SIZE + 4)
         if self.logger_id is not None:
             needle = self.logger_id.to_bytes(2, "little")
             at = window.find(needle, 0x2A)
             while at >= 0:
-                if self.plausible_at(window, at - 0x2A):
-                    return offset + 1 + at - 0x2A
+                if base + at - 0x2A != offset and self.plausible_at(window, at - 0x2A):
+                    return base + at - 0x2A
                 at = window.find(needle, at + 1)
             return None
         for at in range(min(len(window), RESYNC_WINDOW)):
-            if self.plausible_at(window, at):
-                return offset + 1 + at
+            if base + at != offset and self.plausible_at(window, at):
+                return base + at
         return None
 
     def buffer(self, index: int, offset: int, header: tuple[int, ...]) -> Iterator[Item]:
@@ -242,8 +288,10 @@ class _Walker:
                     f"it decompresses to {len(body):,} bytes, not the {want:,} it announces",
                 )
                 return
-        elif index > 0 and self.nominal is None:
-            self.nominal = size
+        else:
+            self.records_end = offset + filled
+            if index > 0 and self.nominal is None:
+                self.nominal = size
         yield from self.records(index, offset, cpu, body, want)
 
     def lost(self, index: int, offset: int, why: str) -> ParseIssue:
@@ -264,14 +312,17 @@ class _Walker:
                 break
             where = f"buffer {index} (offset {offset:,}), record at buffer offset 0x{pos + S.BUFFER_HEADER_SIZE:x}"
             header_type, size, problem = _record_shape(body, pos, marker)
+            kind = "bad_record"
             if problem is None and pos + size > end:
+                cut = len(body) < want and pos + size <= want
+                kind = "truncated_buffer" if cut else kind
                 problem = (
                     f"a record of {size} bytes does not fit the {end - pos} bytes left in the "
-                    "buffer" + (" (the buffer is cut short)" if len(body) < want else "")
+                    "buffer" + (" (the file ends inside the buffer)" if cut else "")
                 )
             if problem is not None:
                 yield ParseIssue(
-                    kind="bad_record",
+                    kind=kind,
                     message=f"{where}: {problem}; the rest of the buffer was not read",
                     offset=offset + S.BUFFER_HEADER_SIZE + pos,
                     excerpt=body[pos : pos + 32].hex(),

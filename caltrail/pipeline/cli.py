@@ -148,6 +148,28 @@ def ingest_cmd(
             '(caltrail sql "select * from parse_errors").',
         ),
     ] = IngestOptions.max_seconds_per_file,
+    etw_manifest: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--etw-manifest",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="Instrumentation manifest (.man XML) to decode the manifest-based events of "
+            "raw .etl traces; repeatable. Without one they are kept raw (hex).",
+        ),
+    ] = None,
+    tmf: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--tmf",
+            exists=True,
+            readable=True,
+            help="Folder of WPP .tmf files (or one file) to format the WPP messages of raw "
+            ".etl traces; repeatable. Without them they are kept with their GUID and raw "
+            "arguments.",
+        ),
+    ] = None,
     derive: Annotated[
         bool,
         typer.Option(
@@ -167,6 +189,7 @@ def ingest_cmd(
         raise typer.BadParameter("choose rust or python", param_hint="--backend")
     if date_order is not None and date_order not in ("dmy", "mdy", "ymd"):
         raise typer.BadParameter("choose dmy, mdy or ymd", param_hint="--date-order")
+    decoding = _decoding_files(etw_manifest, tmf)
     options = IngestOptions(
         lake=lake,
         tz=_zone(tz) if tz else "UTC",
@@ -183,6 +206,8 @@ def ingest_cmd(
         command="ingest",
         compact=compact,
         max_seconds_per_file=max_seconds_per_file,
+        etw_manifests=decoding[0],
+        tmf_dirs=decoding[1],
     )
     summary = _run_ingest(paths, options, as_json)
     if derive and not summary.interrupted:
@@ -192,6 +217,20 @@ def ingest_cmd(
         with derived_notice(lake) as on_build:
             refresh(lake, on_build)
     raise typer.Exit(exit_code(summary, strict))
+
+
+def _decoding_files(
+    manifests: list[Path] | None, tmf: list[Path] | None
+) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
+    """The --etw-manifest / --tmf paths, each checked now (a usage error, not a failed run)."""
+    from caltrail.pipeline import etw_files
+
+    paths = tuple(manifests or ()), tuple(tmf or ())
+    try:
+        etw_files.load(*paths)
+    except etw_files.DecodingFilesError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--etw-manifest / --tmf") from exc
+    return paths
 
 
 def _run_ingest(paths: list[Path], options: IngestOptions, as_json: bool) -> IngestSummary:

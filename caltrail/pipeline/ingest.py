@@ -30,6 +30,7 @@ from typing import Any
 from caltrail import __version__
 from caltrail.parsers.base import BUDGET_EXCEEDED, RECORD_TYPES, FileNote, ParseIssue, ParseOptions
 from caltrail.parsers.errors import ParseError
+from caltrail.pipeline import etw_files
 from caltrail.pipeline import lake as L
 from caltrail.pipeline.bounded import WorkBoundReached, open_bounded
 from caltrail.pipeline.detect import detect
@@ -68,6 +69,8 @@ class IngestOptions:
     patterns: Path | None = None  # user trace patterns, copied into LAKE/_ref
     command: str = "ingest"
     compact: bool = True  # merge the small files of tables that have many (pipeline/compact.py)
+    etw_manifests: tuple[Path, ...] = ()  # manifests for raw .etl events (--etw-manifest)
+    tmf_dirs: tuple[Path, ...] = ()  # WPP TMF files for raw .etl messages (--tmf)
 
 
 @dataclass
@@ -510,6 +513,7 @@ def _prepare(
         return result
     seen_this_run.add(digest)
     mtime = dt.datetime.fromtimestamp(found.mtime, dt.UTC) if found.mtime is not None else None
+    manifests, tmf_files = etw_files.load(options.etw_manifests, options.tmf_dirs)
     parse_options = ParseOptions(
         file_name=found.display,
         file_mtime=mtime,
@@ -520,6 +524,8 @@ def _prepare(
         client_name=options.client_name,
         backend=options.backend,
         max_seconds=options.max_seconds_per_file,
+        etw_manifests=manifests,
+        tmf_files=tmf_files,
     )
     return FileTask(
         found.path,

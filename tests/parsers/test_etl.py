@@ -15,7 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from caltrail.fixtures.etl_writer import EtlWriter, licensing_events, tracelogging_event, wpp_message
+from caltrail.fixtures.etl_writer import (
+    EtlWriter,
+    licensing_events,
+    tracelogging_event,
+    wpp_message,
+)
 from caltrail.parsers import reader_for
 from caltrail.parsers.base import TraceRecord
 from caltrail.parsers.errors import ParseError
@@ -112,7 +117,8 @@ def test_tracelogging_fields_match_the_published_decoding() -> None:
         millis = float(line.split()[1].rstrip(":").replace(",", ""))
         assert record.ts is not None
         assert abs((record.ts - start).total_seconds() * 1000 - millis) < 0.002
-        assert record.pid == int(expected["PID"]) and record.tid == int(expected["TID"])
+        assert record.pid == int(expected["PID"])
+        assert record.tid == int(expected["TID"])
         assert fields["System.EventName"] == "PrimitiveTypesTest"
         assert fields["string_type"] == expected["string_type"]
         assert fields["boolean_type"] == expected["boolean_type"].lower()
@@ -173,7 +179,8 @@ def test_manifest_events_decode_with_the_users_manifest() -> None:
             shown.append((kind, millis, dict(re.findall(r"(\w+)=([^;]*);", line))))
     compared = 0
     for record in decoded:
-        assert record.ts is not None and "ETL.DecodeError" not in record.fields
+        assert record.ts is not None
+        assert "ETL.DecodeError" not in record.fields
         millis = (record.ts - start).total_seconds() * 1000
         kind = names[record.fields["System.EventName"] or ""]
         matches = [e for k, m, e in shown if k == kind and abs(m - millis) < 0.0015]
@@ -201,7 +208,8 @@ def test_wpp_messages_without_and_with_their_tmf() -> None:
     are formatted, their arguments read exactly (no byte left over)."""
     path = corpus_path("etl", "super-speedy-syslog-searcher", "CldFlt0-2025-12-21-121418.etl")
     raw = [r for r in trace_records(parse_file(path)) if r.event_id == 43]  # type: ignore[arg-type]
-    assert len(raw) == 13 and all(r.raw for r in raw)
+    assert len(raw) == 13
+    assert all(r.raw for r in raw)
     assert raw[0].fields["WPP.MessageGuid"] == CLDFLT_GUID
     assert raw[0].message == f"Unknown(43): GUID={CLDFLT_GUID} (No Format Information found)."
     assert len(raw[0].fields["WPP.Arguments"] or "") == 40  # 20 bytes of arguments
@@ -213,7 +221,8 @@ def test_wpp_messages_without_and_with_their_tmf() -> None:
     for record, before in zip(decoded, raw, strict=True):
         args = bytes.fromhex(before.fields["WPP.Arguments"] or "")
         request, obj, status = struct.unpack("<QQI", args)
-        assert not record.raw and record.provider == "cldflt"
+        assert not record.raw
+        assert record.provider == "cldflt"
         assert record.function == "CaltrailTestFunction"
         assert record.level == "TRACE_LEVEL_ERROR"
         assert record.message == (
@@ -263,9 +272,11 @@ def test_licensing_telemetry_fields_and_message() -> None:
     items = parse_bytes(etl, licensing_file())
     records = trace_records(items)
     events = [r for r in records if r.provider == "Microsoft.Windows.RemoteDesktop.RDSLSTelemetry"]
-    assert len(events) == 40 and all_issues(items) == []
+    assert len(events) == 40
+    assert all_issues(items) == []
     first = events[0]
-    assert first.fields["ClientName"] == "PC-0000" and first.fields["LicenseId"] == "1000"
+    assert first.fields["ClientName"] == "PC-0000"
+    assert first.fields["LicenseId"] == "1000"
     assert first.message == (
         "LicenseIssued: ClientName=PC-0000, HWID=0200000000000000000000000000000000000000, "
         "LicenseId=1000, Operation=issue-permanent, IssuedAt=2024-01-17T21:20:00.0000000Z"
@@ -375,7 +386,8 @@ def test_tmf_message_from_the_writer() -> None:
     records = trace_records(parse_bytes(etl, out.getvalue(), tmf_files=tmf))
     message = next(r for r in records if r.event_id == 44)
     assert message.message == "license for PC-0042 (hwid 02000000c0b24e7d) id 17"
-    assert message.fields["WPP.Arg1"] == "PC-0042" and message.fields["WPP.Arg3"] == "17"
+    assert message.fields["WPP.Arg1"] == "PC-0042"
+    assert message.fields["WPP.Arg3"] == "17"
 
 
 if __name__ == "__main__":

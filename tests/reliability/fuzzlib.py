@@ -190,6 +190,9 @@ def _seed_candidates() -> list[Path]:
     text_samples = CORPUS / "etl" / "text-samples"
     if text_samples.is_dir():
         paths += sorted(p for p in text_samples.iterdir() if p.is_file())
+    etl_corpus = CORPUS / "etl"  # raw .etl of every header form, compressed buffers too
+    if etl_corpus.is_dir():
+        paths += sorted(p for p in etl_corpus.rglob("*.etl") if p.stat().st_size <= 64_000)
     mutants = CORPUS / "evtx" / "derived" / "mutants"
     if mutants.is_dir():
         paths += sorted(p for p in mutants.iterdir() if p.stat().st_size <= 200_000)[:3]

@@ -1,0 +1,115 @@
+"""Raw .etl through the pipeline: inside a zip, detected by content, rows in trace_events
+with their lineage and accounting, licensing facts in trace_licensing; the CLI options."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import struct
+import zipfile
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from caltrail.fixtures.etl_writer import EtlWriter, licensing_events, wpp_message
+from caltrail.pipeline.cli import app
+from caltrail.pipeline.ingest import IngestOptions, ingest
+from tests.queries.test_trace_licensing import connect_35, rows
+
+MESSAGE_GUID = "5b1a2b3c-4d5e-4f60-8a9b-0c1d2e3f4a5b"
+TMF = f"""// PDB:  written for caltrail's tests
+{MESSAGE_GUID} lserver // SRC=caltrail-test.c MJ= MN=
+#typev caltrail_test_c10 7 "%0Issued permanent license to %10!s! HWID=%11!s! LicenseId=%12!d!" //   LEVEL=TRACE_LEVEL_INFORMATION FLAGS=LICENSING FUNC=TLSIssueLicense
+{{
+ClientName, ItemWString -- 10
+Hwid, ItemString -- 11
+LicenseId, ItemLong -- 12
+}}
+"""
+HWID = "02000000c0b24e7d10a9ff372b54eb75f67a7087"
+
+
+def etl_bytes() -> bytes:
+    """Licensing telemetry (TraceLogging) and three lserver WPP messages."""
+    out = io.BytesIO()
+    writer = EtlWriter(out, buffer_size=4096)
+    for record in licensing_events(writer, 5):
+        writer.add(record)
+    for n in range(3):
+        args = f"PC-{n:04d}".encode("utf-16-le") + b"\x00\x00" + HWID.encode() + b"\x00"
+        writer.add(wpp_message(MESSAGE_GUID, 7, args + struct.pack("<i", 100 + n), timestamp=writer.raw_time(70 + n)))
+    writer.close()
+    return out.getvalue()
+
+
+def bundle(tmp_path: Path) -> tuple[Path, Path]:
+    archive = tmp_path / "case.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("LS01/traces/RDSLS_trace.etl", etl_bytes())  # any name: found by content
+    tmf_dir = tmp_path / "tmf"
+    tmf_dir.mkdir()
+    (tmf_dir / f"{MESSAGE_GUID}.tmf").write_text(TMF, encoding="utf-8")
+    return archive, tmf_dir
+
+
+def test_zip_with_etl_feeds_trace_licensing(tmp_path: Path) -> None:
+    archive, tmf_dir = bundle(tmp_path)
+    lake = tmp_path / "lake"
+    patterns = tmp_path / "patterns.csv"
+    with patterns.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["name", "module_regex", "regex", "captures", "operation", "priority"])
+        writer.writerow(
+            ["rdsls", "(?i).*rdslstelemetry.*", r"ClientName=(\S+?),.*LicenseId=(\d+)", "client_name|license_id", "issue-permanent", "5"]
+        )
+    summary = ingest([archive], IngestOptions(lake=lake, tmf_dirs=(tmf_dir,), patterns=patterns))
+    assert summary.files == {"ok": 1}
+    assert summary.records_seen == summary.records_ok == 9  # the header record + 5 + 3
+    con = connect_35(lake)
+    files = rows(con, "select path, kind, status, records_seen, records_ok, records_bad from ingest_files")
+    assert files == [
+        {"path": f"{archive}!LS01/traces/RDSLS_trace.etl", "kind": "etl", "status": "ok",
+         "records_seen": 9, "records_ok": 9, "records_bad": 0}
+    ]  # fmt: skip
+    events = rows(con, "select provider, parser, count(*) as n from trace_events group by all order by all")
+    assert events == [
+        {"provider": "Microsoft.Windows.RemoteDesktop.RDSLSTelemetry", "parser": "etl/1", "n": 5},
+        {"provider": "Windows Kernel/EventTrace", "parser": "etl/1", "n": 1},
+        {"provider": "lserver", "parser": "etl/1", "n": 3},
+    ]
+    facts = rows(
+        con,
+        "select operation, client_name, hwid, license_id, pattern from trace_licensing order by all",
+    )
+    assert [f for f in facts if f["pattern"] != "rdsls"] == [
+        {"operation": "issue-permanent", "client_name": f"PC-{n:04d}", "hwid": HWID,
+         "license_id": str(100 + n), "pattern": "issued-to"}
+        for n in range(3)
+    ]  # fmt: skip
+    telemetry = [f for f in facts if f["pattern"] == "rdsls"]
+    assert [(f["client_name"], f["license_id"]) for f in telemetry] == [
+        (f"PC-{n:04d}", str(1000 + n)) for n in range(5)
+    ]
+
+
+def test_cli_options_are_checked_before_the_run(tmp_path: Path) -> None:
+    archive, tmf_dir = bundle(tmp_path)
+    runner = CliRunner()
+    bad = tmp_path / "not-a-manifest.man"
+    bad.write_text("<Events/>", encoding="utf-8")
+    result = runner.invoke(app, ["ingest", str(archive), "--lake", str(tmp_path / "l"), "--etw-manifest", str(bad)])
+    assert result.exit_code == 2
+    assert "is not an instrumentation manifest" in result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["ingest", str(archive), "--lake", str(tmp_path / "l"), "--tmf", str(empty)])
+    assert result.exit_code == 2
+    assert "no WPP message found" in result.output
+    assert not (tmp_path / "l").exists()
+    result = runner.invoke(
+        app, ["ingest", str(archive), "--lake", str(tmp_path / "l"), "--tmf", str(tmf_dir), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["rows"] == {"trace_events": 9}

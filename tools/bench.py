@@ -794,6 +794,46 @@ def print_table(bench: Bench, header: str) -> None:
         print(f"\nnote: {note}")
 
 
+def write_large_etl(path: Path, target_bytes: int) -> None:
+    """A raw .etl of licensing telemetry (TraceLogging) events up to about `target_bytes`,
+    streamed buffer by buffer (caltrail/fixtures/etl_writer.py)."""
+    from caltrail.fixtures.etl_writer import EtlWriter, licensing_events
+
+    with open(path, "wb") as out:
+        writer = EtlWriter(out, buffer_size=64 * 1024)
+        while out.tell() < target_bytes:
+            for record in licensing_events(writer, 20_000, seconds=3600.0):
+                writer.add(record)
+        writer.close()
+
+
+def etl_figures(bench: Bench, small: Path, large: Path) -> None:
+    """The .etl reader's speed against a plain read of the same file (1 MiB blocks), and the
+    ingest's peak memory on a file about ten times larger."""
+    from caltrail.parsers.base import ParseOptions, TraceRecord
+    from caltrail.parsers.trace import etl
+
+    def plain_read() -> int:
+        with open(small, "rb") as handle:
+            return sum(len(block) for block in iter(lambda: handle.read(1 << 20), b""))
+
+    def parse() -> int:
+        with open(small, "rb") as stream:
+            return sum(isinstance(i, TraceRecord) for i in etl.parse(stream, ParseOptions()))
+
+    read_wall, _read_cpu, size = timed(plain_read, repeat=3)
+    wall, cpu, rows = timed(parse, repeat=2)
+    mb = size / 1e6
+    bench.add(
+        f"parser etl (TraceLogging, generated, {mb:.0f} MB, {rows:,} records)",
+        f"{mb / wall:,.1f} MB/s ({rows / cpu:,.0f} records/s CPU)",
+        f"plain read {mb / read_wall:,.0f} MB/s",
+        f"{(mb / wall) / (mb / read_wall):.4f}",
+        "none set (a pure-Python reader: about 50,000 records/s per core)",
+    )
+    memory(bench, "ETL", small, large)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.bench", description=__doc__.split("\n\n")[0]
@@ -804,7 +844,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        default="overhead,workers,memory,parsers,python,shell,diagnose",
+        default="overhead,workers,memory,parsers,etl,python,shell,diagnose",
         help="comma-separated sections",
     )
     parser.add_argument(
@@ -892,6 +932,14 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(sample_lake, ignore_errors=True)
             ingest([BUNDLED], IngestOptions(lake=sample_lake, tz="Europe/Berlin", tz_given=True))
             shell_open(bench, "bundled sample lake", sample_lake)
+        if "etl" in sections:
+            print("raw .etl ...", flush=True)
+            small_etl, big_etl = work / "etl-small.etl", work / "etl-big.etl"
+            write_large_etl(small_etl, (8 if args.quick else 32) * mb)
+            write_large_etl(big_etl, (80 if args.quick else 320) * mb)
+            etl_figures(bench, small_etl, big_etl)
+            small_etl.unlink()
+            big_etl.unlink()
         if "diagnose" in sections:
             fleets = [
                 int(n)

@@ -829,7 +829,7 @@ def etl_figures(bench: Bench, small: Path, large: Path) -> None:
         f"{mb / wall:,.1f} MB/s ({rows / cpu:,.0f} records/s CPU)",
         f"plain read {mb / read_wall:,.0f} MB/s",
         f"{(mb / wall) / (mb / read_wall):.4f}",
-        "none set (a pure-Python reader: about 50,000 records/s per core)",
+        "none set (a pure-Python reader)",
     )
     memory(bench, "ETL", small, large)
 

@@ -98,6 +98,16 @@ def sockaddr_text(data: bytes) -> str:
     return hex_text(data)
 
 
+def find_terminator(data: bytes, start: int, unit: int) -> int:
+    """The offset of the first NUL character (1 or 2 bytes, aligned to `unit` from
+    `start`) at or after `start`, or -1."""
+    nul = b"\x00" * unit
+    at = data.find(nul, start)
+    while at >= 0 and (at - start) % unit:
+        at = data.find(nul, at + 1)
+    return at
+
+
 def clip(text: str, limit: int = _VALUE_MAX_CHARS) -> str:
     """`text`, cut at `limit` characters with a marker saying how long it was."""
     if len(text) <= limit:
@@ -115,7 +125,7 @@ def quote_value(value: str) -> str:
     """`value` as it goes into a one-line `Name=value` rendering: bare when it is one word,
     else in double quotes (single quotes when it holds a double quote); line breaks become
     spaces."""
-    if value and not any(c in _NEEDS_QUOTES for c in value):
+    if value and _NEEDS_QUOTES.isdisjoint(value):
         return value
     flat = value.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
     if '"' not in flat:

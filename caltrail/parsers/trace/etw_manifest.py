@@ -236,14 +236,12 @@ class _Reader:
         raise DecodeError(f"{name!r}: in-type {kind!r} is not read")
 
     def terminated(self, unit: int, name: str) -> bytes:
-        end = self.pos
-        while end + unit <= len(self.data):
-            if self.data[end : end + unit] == b"\x00" * unit:
-                chunk = self.data[self.pos : end]
-                self.pos = end + unit
-                return chunk
-            end += unit
-        raise DecodeError(f"payload offset {self.pos}: string {name!r} is not terminated")
+        end = V.find_terminator(self.data, self.pos, unit)
+        if end < 0:
+            raise DecodeError(f"payload offset {self.pos}: string {name!r} is not terminated")
+        chunk = self.data[self.pos : end]
+        self.pos = end + unit
+        return chunk
 
     def number_text(self, data: Data, number: int | float) -> str:
         kind, out = data.in_type, data.out_type

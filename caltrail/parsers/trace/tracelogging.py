@@ -315,14 +315,12 @@ class _Reader:
 
     def terminated(self, unit: int, field: Field) -> bytes:
         """A NUL-terminated string of `unit`-byte characters (without the NUL)."""
-        data, pos = self.data, self.pos
-        end = pos
-        while end + unit <= len(data):
-            if data[end : end + unit] == b"\x00" * unit:
-                self.pos = end + unit
-                return data[pos:end]
-            end += unit
-        raise TraceLoggingError(f"payload offset {pos}: string {field.name!r} is not terminated")
+        pos = self.pos
+        end = V.find_terminator(self.data, pos, unit)
+        if end < 0:
+            raise TraceLoggingError(f"payload offset {pos}: string {field.name!r} is not terminated")
+        self.pos = end + unit
+        return self.data[pos:end]
 
 
 def _number_text(in_type: int, out_type: int, number: int | float) -> str:

@@ -149,10 +149,8 @@ def _read_arg(arg: Arg, data: bytes, pos: int, pointer_size: int) -> tuple[objec
         return layout.unpack_from(data, pos)[0], pos + layout.size
     if item in ("String", "WString", "RString", "RWString"):
         unit = 2 if "W" in item else 1
-        end = pos
-        while end + unit <= len(data) and data[end : end + unit] != b"\x00" * unit:
-            end += unit
-        if end + unit > len(data):
+        end = V.find_terminator(data, pos, unit)
+        if end < 0:
             raise ValueError(f"offset {pos}: string not terminated")
         text = data[pos:end].decode("utf-16-le" if unit == 2 else "cp1252", "replace")
         return text, end + unit

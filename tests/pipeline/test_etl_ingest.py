@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from caltrail.fixtures.etl_writer import EtlWriter, licensing_events, wpp_message
 from caltrail.pipeline.cli import app
 from caltrail.pipeline.ingest import IngestOptions, ingest
+from tests.conftest import corpus_path
 from tests.queries.test_trace_licensing import connect_35, rows
 
 MESSAGE_GUID = "5b1a2b3c-4d5e-4f60-8a9b-0c1d2e3f4a5b"
@@ -113,3 +114,34 @@ def test_cli_options_are_checked_before_the_run(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["rows"] == {"trace_events": 9}
+
+
+def test_the_whole_etl_corpus_ingests(tmp_path: Path) -> None:
+    """Every file of the corpus folder (the .etl files, the zips holding more, the text
+    samples beside them): no file ends in error, every .etl balances with nothing lost."""
+    folder = corpus_path("etl")
+    summary = ingest([folder], IngestOptions(lake=tmp_path / "lake"))
+    assert "error" not in summary.files
+    con = connect_35(tmp_path / "lake")
+    etl_files = rows(
+        con,
+        "select path, status, records_seen, records_ok, records_bad from ingest_files "
+        "where kind = 'etl' order by path",
+    )
+    # 13 .etl files and net.4.5.2.x64.etl from its zip (the other zips hold copies: duplicates)
+    assert len(etl_files) == 14
+    assert {f["status"] for f in etl_files} == {"ok"}
+    assert all(f["records_seen"] == f["records_ok"] > 0 for f in etl_files)
+    assert sum(f["records_ok"] for f in etl_files if "net.4.5.2" in f["path"]) == 179_474
+
+
+def test_work_bound_between_buffers() -> None:
+    from caltrail.parsers.base import BUDGET_EXCEEDED
+    from caltrail.parsers.trace import etl
+    from tests.parsers.items import all_issues, parse_bytes, trace_records
+
+    items = parse_bytes(etl, etl_bytes(), max_seconds=0.0)
+    stops = [i for i in all_issues(items) if i.kind == BUDGET_EXCEEDED]
+    assert len(stops) == 1
+    assert stops[0].quarantined
+    assert len(trace_records(items)) == 1  # the header buffer's record, read before the check

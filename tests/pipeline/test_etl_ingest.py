@@ -128,7 +128,8 @@ def test_the_whole_etl_corpus_ingests(tmp_path: Path) -> None:
         "select path, status, records_seen, records_ok, records_bad from ingest_files "
         "where kind = 'etl' order by path",
     )
-    # 13 .etl files and net.4.5.2.x64.etl from its zip (the other zips hold copies: duplicates)
+    # 13 .etl files and net.4.5.2.x64.etl from its zip (the other zips hold copies of files
+    # already read, recorded with status "duplicate")
     assert len(etl_files) == 14
     assert {f["status"] for f in etl_files} == {"ok"}
     assert all(f["records_seen"] == f["records_ok"] > 0 for f in etl_files)

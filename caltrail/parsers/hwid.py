@@ -3,11 +3,12 @@
 Sources:
 - MS-RDPELE 2.2.2.3.1 CLIENT_HARDWARE_ID: PlatformId (4 bytes) + Data1..Data4 (4 bytes each),
   20 bytes, each field a little-endian 32-bit integer on the wire.
-- /work/shared/reference/licensing.md ("The HWID"): the registry value
+- docs/LICENSING.md ("The HWID"): the registry value
   `HKLM\\SOFTWARE\\Microsoft\\MSLicensing\\HardwareID\\ClientHWID` holds those 20 bytes
   (REG_BINARY); TSCTST prints them as five DWORDs
   (`HWID: 0x00000002, 0x7d4eb2c0, 0x37ffa910, 0x75eb542b, 0x87707af6`).
-- formats.md (WMI exports): `Win32_TSIssuedLicense.sHardwareId` has no documented rendering.
+- docs/LICENSING.md ("WMI classes"): `Win32_TSIssuedLicense.sHardwareId` has no documented
+  rendering.
 
 Canonical form: the 20 bytes in registry (wire) order, i.e. each DWORD little-endian, as 40
 lower-case hex characters. For the TSCTST example above that is
@@ -27,7 +28,7 @@ Assumptions:
   form is therefore `FREERDP_LEGACY_HWID` = `00000000` + that digest, i.e. the DWORDs
   0x00000000, 0x88461973, 0xaeb1d747, 0x5dbf0de4, 0x99c963d9. Flag "freerdp_legacy".
 - [U] The Microsoft Store Remote Desktop app has been reported to change its HWID over time,
-  with HWIDs "starting with ff" (licensing.md). Which rendering the reports used is not
+  with HWIDs "starting with ff" (docs/LICENSING.md, "Odd clients"). Which rendering the reports used is not
   known, so a HWID whose canonical form or whose DWORD rendering starts with `ff` is flagged
   "store_app_ff". The flag is a hint for the diagnosis; it never changes the value.
 """

@@ -23,8 +23,9 @@ def detect_encoding(head: bytes) -> tuple[str, int]:
     """Return (codec, BOM length) for the first bytes of a text file.
 
     Without a BOM, a NUL in every other byte of the first line means UTF-16 without BOM;
-    otherwise UTF-8 (ASCII is a subset). Bytes that are not valid UTF-8 are decoded as
-    cp1252 by `decode_head` / `iter_lines` (errors="replace" never loses a line).
+    otherwise UTF-8 (ASCII is a subset). Bytes that are not valid in that encoding become
+    U+FFFD in `decode_head` / `iter_lines` (errors="replace": a line is never lost; the
+    non-ASCII letters of an ANSI file show up this way).
     """
     for bom, codec in BOMS:
         if head.startswith(bom):

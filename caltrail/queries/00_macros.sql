@@ -2,7 +2,7 @@
 -- Variables set by the loader: lake (absolute lake path), ref_dir (folder of the data tables).
 
 -- Computer names: upper case, trailing "$" and DNS suffix stripped; IPv4 addresses kept.
--- (DESIGN.md "Names and HWIDs are normalised, raw kept".)
+-- (docs/ARCHITECTURE.md, "Rules that hold": normalised, raw kept.)
 create or replace macro norm_name(n) as
     case
         when n is null or trim(n) = '' then null

@@ -1,8 +1,8 @@
--- The event catalog, kept as data (event_catalog.csv beside this file; built from
--- shared/reference/licensing.md and licensing-event-catalog.csv). One row per event id of
--- the license server (provider_family 'licensing'), RemoteConnectionManager ('rcm') and
--- LocalSessionManager ('lsm'). *_field columns name the MAP keys holding each value,
--- '|'-separated candidates. Qualifiers empty = any.
+-- The event catalog, kept as data (event_catalog.csv beside this file; what it holds and its
+-- public sources: docs/LICENSING.md, "License-server events" and "Session-host events").
+-- One row per event id of the license server (provider_family 'licensing'),
+-- RemoteConnectionManager ('rcm') and LocalSessionManager ('lsm'). *_field columns name the
+-- MAP keys holding each value, '|'-separated candidates. Qualifiers empty = any.
 create or replace view event_catalog as
 select
     provider_family,

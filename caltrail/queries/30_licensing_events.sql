@@ -105,7 +105,7 @@ select * from licensing_rows(false);
 -- The few events the diagnosis reads besides CAL facts: server problems, refused revocations,
 -- database rebuilds (every event with a catalog problem): the rows of licensing_events with
 -- such an action or a problem. server_findings and revoke_plan read this view (kept in the
--- lake: pipeline/derived.py).
+-- lake: caltrail/pipeline/materialize.py).
 -- materialize: lake
 create or replace view licensing_problems as
 select * from licensing_rows(true);

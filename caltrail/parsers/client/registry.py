@@ -1,11 +1,11 @@
 """Client HWIDs from registry exports of `HKLM\\SOFTWARE\\Microsoft\\MSLicensing`.
 
 Sources:
-- /work/shared/reference/formats.md ("Registry exports"): regedit / `reg export` files,
+- docs/FORMATS.md ("Registry exports"): regedit / `reg export` files,
   `Windows Registry Editor Version 5.00` (UTF-16LE with BOM) or `REGEDIT4` (ANSI);
   `"ClientHWID"=hex:02,00,...` with `\\`-continued lines; `hex(3):` is REG_BINARY too;
   `"Name"=-` deletes a value, `[-KEY]` deletes a key; TSS writes `Reg-HKLM-MSLicensing.txt`.
-- /work/shared/reference/licensing.md ("The HWID"): `...\\MSLicensing\\HardwareID\\ClientHWID`
+- docs/LICENSING.md ("The HWID"): `...\\MSLicensing\\HardwareID\\ClientHWID`
   (REG_BINARY, 20 bytes) and the stored CALs `...\\MSLicensing\\Store\\LICENSE000`, ....
 - Microsoft docs, "How to add, modify, or delete registry subkeys and values by using a
   .reg file" (the `-` deletion syntax) and `reg query` (output layout).

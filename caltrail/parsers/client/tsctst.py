@@ -1,10 +1,10 @@
 """Client HWIDs and stored CALs from TSCTST output (the Terminal Server client license dump).
 
-Sources: /work/shared/reference/formats.md ("TSCTST output"): no verbatim capture is
+Sources: docs/FORMATS.md ("TSCTST output"): no verbatim capture is
 public; labels from a re-implementation: `TS Certificate Version:`, `HWID: 0x00000002,
 0x7d4eb2c0, ...`, `Client Platform ID:`, `Company Name:`, `Issuer:`, `Scope:`,
 `Issued to machine:`, `Issued to user:`, `License ID:`, `Valid from:`, `Expires on:`.
-/work/shared/reference/licensing.md ("The HWID") for the five-DWORD HWID rendering.
+docs/LICENSING.md ("The HWID") for the five-DWORD HWID rendering.
 
 Assumptions:
 - [U] Spacing and label case vary: a label is any `Words:` at the start of a line, matched

@@ -8,9 +8,10 @@ Sources:
   sequence number after the time.
 - Microsoft docs, "Summary Message File": the summary lines tracefmt writes ("Files
   Processed:", "Total Buffers Processed", "Total Events  Processed", "Elapsed Time", a table).
-- shared/reference/formats.md ("Trace dumps") and the real excerpts in
-  shared/corpus/etl/text-samples/ (netsh WLAN sample with TextAnalysisTool line numbers,
-  spacing variants, 2-digit years, 7-digit fractions and wrapped messages).
+- docs/FORMATS.md ("tracefmt and `netsh trace convert` text"), and the real excerpts among
+  the ETL text samples of the public corpus beside the checkout (a netsh WLAN sample with
+  TextAnalysisTool line numbers, spacing variants, 2-digit years, 7-digit fractions and
+  wrapped messages).
 
 What the parser does:
 - A line that matches the prefix starts a record. Variants accepted: a TextAnalysisTool

@@ -1,8 +1,8 @@
 """tracerpt CSV dumps of ETL traces (`tracerpt x.etl -o x.csv -of CSV`).
 
 Sources:
-- shared/reference/formats.md ("Trace dumps") and shared/corpus/etl/text-samples/
-  tracerpt-csv-header.txt: the header `Event Name, Type, Event ID, Version, Channel, Level,
+- docs/FORMATS.md ("tracerpt CSV"), and a real tracerpt CSV header among the ETL text
+  samples of the public corpus beside the checkout: the header `Event Name, Type, Event ID, Version, Channel, Level,
   Opcode, Task, Keyword, PID, TID, Processor Number, Instance ID, Parent Instance ID,
   Activity ID, Related Activity ID, Clock-Time, Kernel(ms), User(ms), User Data`; separator
   comma + space; PID/TID in hex (`0x00000A1C`); "User Data" spread over a variable number

@@ -1,7 +1,7 @@
 """tracerpt XML dumps of ETL traces (`tracerpt x.etl -o x.xml -of XML`, the default).
 
 Sources:
-- shared/reference/formats.md ("Trace dumps"): root `<Events>`, one `<Event
+- docs/FORMATS.md ("tracerpt XML"): root `<Events>`, one `<Event
   xmlns="http://schemas.microsoft.com/win/2004/08/events/event">` per record with `<System>`,
   then one of EventData / UserData / DebugData (decoded WPP) / ProcessingErrorData /
   BinaryEventData, then `<RenderingInfo Culture=..>`.

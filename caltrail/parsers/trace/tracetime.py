@@ -1,12 +1,13 @@
 """Timestamps and small text helpers shared by the trace-dump parsers.
 
-Used by `parsers.tracefmt`, `parsers.tracerpt_xml` and `parsers.tracerpt_csv`.
+Used by `parsers.trace.tracefmt`, `parsers.trace.tracerpt_xml` and `parsers.trace.tracerpt_csv`.
 
 Sources:
 - FILETIME: 100 ns intervals since 1601-01-01 UTC (Microsoft docs, FILETIME structure).
 - tracerpt XML `TimeCreated/@SystemTime`: ISO 8601 with 7 to 9 fractional digits and `Z`,
-  `+00:00` or a local offset (shared/reference/formats.md, "Trace dumps").
-- Text dumps carry local wall-clock time without a zone (formats.md): the caller passes the
+  `+00:00` or a local offset (docs/FORMATS.md, "tracerpt XML").
+- Text dumps carry local wall-clock time without a zone (docs/FORMATS.md, "Trace dumps"):
+  the caller passes the
   zone the user gave (`ParseOptions.tz`).
 
 Assumptions [U]:

@@ -1,6 +1,6 @@
 """`Win32_TSLicenseKeyPack` rows from the Checkmk Windows agent section `rds_licenses`.
 
-Sources: /work/shared/reference/formats.md ("WMI exports", real key-pack rows):
+Sources: docs/FORMATS.md ("Checkmk agent output"), after real key-pack rows:
 `<<<rds_licenses:sep(44)>>>`, a header line
 `KeyPackId,Description,KeyPackType,ProductType,ProductVersion,ProductVersionID,TotalLicenses,
 IssuedLicenses,AvailableLicenses,ExpirationDate`, then comma rows with DMTF dates; the
@@ -11,7 +11,7 @@ Assumptions:
 - The section may sit inside a full agent dump: lines outside `<<<rds_licenses...>>>`
   sections are skipped; a line starting with `<<<` ends the section. `sep(N)` gives the
   separator as a character code (44 = comma; comma when absent).
-- [U] formats.md notes a header with one column more than the rows; the samples we have
+- [U] A header with one column more than the rows has been reported; the samples we have
   show equal widths. A row one field short reads the missing last column as null (as the
   check plugin's zip does); any other width is a bad row.
 - The agent does not quote fields, so fields are split on the separator alone.

@@ -1,7 +1,7 @@
 """Code tables of the RDS licensing WMI classes, both ways (number -> name, name -> number).
 
-Sources: /work/shared/reference/licensing.md (sections "WMI: Win32_TSIssuedLicense" and
-`Win32_TSLicenseKeyPack`), from Microsoft's WMI class documentation.
+Sources: docs/LICENSING.md ("WMI classes": Win32_TSIssuedLicense and
+Win32_TSLicenseKeyPack), from Microsoft's WMI class documentation.
 
 Assumptions:
 - [U] ProductVersionID 5-8 (2016, 2019, 2022, 2025): no primary source; named

@@ -1,6 +1,6 @@
 """`Win32_TSIssuedLicense` / `Win32_TSLicenseKeyPack` exported with PowerShell `Export-Csv`.
 
-Sources: /work/shared/reference/formats.md ("WMI exports"): Windows PowerShell 5.1
+Sources: docs/FORMATS.md ("PowerShell `Export-Csv`"): Windows PowerShell 5.1
 `Get-WmiObject | Export-Csv` (a `#TYPE System.Management.ManagementObject#root\\cimv2\\...`
 line, every field double-quoted, ASCII, WMI system columns `__GENUS`..`__PATH`, DMTF dates);
 PowerShell 7 (no `#TYPE`, UTF-8); `Get-CimInstance | Export-Csv` (`#TYPE

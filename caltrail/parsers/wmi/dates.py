@@ -1,7 +1,7 @@
 """Dates in WMI exports (DMTF and culture-formatted), and the snapshot time of an export.
 
 Sources:
-- /work/shared/reference/formats.md, "WMI exports": DMTF DATETIME `yyyymmddHHMMSS.ffffff±UUU`
+- docs/FORMATS.md ("Dates and sentinels"): DMTF DATETIME `yyyymmddHHMMSS.ffffff±UUU`
   (UUU = offset from UTC in minutes, local = UTC + UUU), `*` for unknown digits; the never
   sentinel `20380119031407.000000-000`; `Get-CimInstance | Export-Csv` writes dates in the
   exporting machine's culture ([U]) such as `10/5/2023 12:34:56 PM` or `05.10.2023 12:34:56`.

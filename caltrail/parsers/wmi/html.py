@@ -1,6 +1,6 @@
 """`Win32_TSIssuedLicense` / `Win32_TSLicenseKeyPack` as PowerShell `ConvertTo-Html` tables.
 
-Sources: /work/shared/reference/formats.md ("WMI exports": MSRD-Collect
+Sources: docs/FORMATS.md ("MSRD-Collect `ConvertTo-Html`": MSRD-Collect
 `<host>_rdls_IssuedLicenses.html` / `<host>_rdls_LicenseKeyPacks.html`, a table with columns
 PSComputerName, LicenseId, sIssuedToUser, sIssuedToComputer, IssueDate, ExpirationDate,
 LicenseStatus, KeyPackId, sHardwareId); Microsoft docs, ConvertTo-Html (`-As Table`, the

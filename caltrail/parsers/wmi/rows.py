@@ -5,8 +5,8 @@ Every WMI export form (CSV, XML, HTML, Checkmk) is turned by its own module into
 the cells into `IssuedLicenseRecord` / `KeypackRecord`, and decides the file-wide facts
 (day/month order, zone, snapshot time) from a first pass over the file.
 
-Sources: /work/shared/reference/licensing.md (WMI classes, sentinels),
-/work/shared/reference/formats.md ("WMI exports"), Microsoft docs for Win32_TSIssuedLicense
+Sources: docs/LICENSING.md ("WMI classes", "Sentinels"), docs/FORMATS.md
+("WMI exports"), Microsoft docs for Win32_TSIssuedLicense
 and Win32_TSLicenseKeyPack.
 
 Assumptions:

@@ -1,6 +1,6 @@
 """`Win32_TSIssuedLicense` / `Win32_TSLicenseKeyPack` as PowerShell `ConvertTo-Xml` (psSDP).
 
-Sources: /work/shared/reference/formats.md ("WMI exports": psSDP
+Sources: docs/FORMATS.md ("psSDP `ConvertTo-Xml`": psSDP
 `<host>_Win32_TSIssuedLicense.xml`, `<Objects><Object Type=..><Property Name="LicenseId"
 Type="System.UInt32">5</Property>...`); Microsoft docs, ConvertTo-Xml (`-As Document`,
 `-Depth`: nested values become child `<Property>` elements).

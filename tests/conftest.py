@@ -12,8 +12,9 @@ CORPUS = SHARED / "corpus"
 
 
 def corpus_path(*parts: str) -> Path:
-    """A path under ../shared/corpus; the test is skipped when the corpus is absent."""
+    """A path in the public corpus beside the checkout; the test is skipped when the corpus
+    is absent."""
     path = CORPUS.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"public corpus not available at {path} (../shared is absent in this clone)")
+        pytest.skip(f"public corpus not available at {path} (it is not beside this checkout)")
     return path

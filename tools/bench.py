@@ -1,11 +1,11 @@
 """The ingest and query benchmark: `make bench` (or `python -m tools.bench`).
 
 Builds its inputs in a temporary folder (the fleet simulator, the EVTX writer, generated
-trace and export files; the public corpus of ../shared when it is there), measures, and
-prints one table: figure, value, reference, ratio. Nothing here is a test: no figure fails
-the run; the table says where a target is met.
+trace and export files; the public EVTX corpus beside the checkout when it is there),
+measures, and prints one table: figure, value, reference, ratio. Nothing here is a test: no
+figure fails the run; the table says where a target is met.
 
-Figures (issue 7):
+Figures (the speed and memory targets in README.md, "Speed"):
 1. overhead: `ingest` (every field, Parquet written, manifest updated; one worker) against
    pyevtx-rs alone iterating the same files to JSON records, in the same run.
 2. workers: wall time of a many-file ingest with 2 workers against 1; and one large EVTX

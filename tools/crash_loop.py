@@ -1,6 +1,6 @@
 """Many crashes, outside CI: kill `caltrail ingest` again and again and check the lake.
 
-    .venv/bin/python scripts/crash_loop.py --kills 50 --every-rename
+    .venv/bin/python -m tools.crash_loop --kills 50 --every-rename
 
 1. --kills N: SIGKILL the ingest's process group at a random moment (uniform over one clean
    run's duration), one to three times in a row on the same lake, then a plain re-run; after

@@ -1,6 +1,6 @@
 """The long fuzzing campaign over every parser (run outside CI; minutes, not seconds).
 
-    .venv/bin/python scripts/fuzz_campaign.py --minutes 10 --out /tmp/caltrail-fuzz
+    .venv/bin/python -m tools.fuzz_campaign --minutes 10 --out ./fuzz-out
 
 Loops over the parser modules, feeding each mutated real files (bit flips, truncation,
 spliced chunks, huge lengths and counts in EVTX headers, huge numbers and junk in text

@@ -1,4 +1,4 @@
-"""The python backend's own value decoding (`parsers._evtx_pysubs`) gives python-evtx's XML
+"""The python backend's own value decoding (`caltrail.parsers.evtx.pysubs`) gives python-evtx's XML
 exactly: every value type, odd sizes and broken values, in synthetic one-record chunks (the
 corpus has few of the rarer types), plus randomly damaged corpus chunks."""
 

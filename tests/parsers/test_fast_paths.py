@@ -1,7 +1,8 @@
 """The short cuts the text readers take for speed give what the general code gives.
 
-Each fast path (issue 7, parser throughput) is held against the slower, general reading it
-stands in for, on generated inputs that include the awkward characters.
+Each fast path (taken for the parser-throughput targets of `make bench`) is held against
+the slower, general reading it stands in for, on generated inputs that include the awkward
+characters.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from caltrail.parsers.hwid import (
     render_wmi,
 )
 
-# The documented example (licensing.md): TSCTST five DWORDs <-> registry bytes.
+# The documented example (docs/LICENSING.md, "The HWID"): TSCTST five DWORDs <-> registry bytes.
 TSCTST = "0x00000002, 0x7d4eb2c0, 0x37ffa910, 0x75eb542b, 0x87707af6"
 REGISTRY = "02,00,00,00,c0,b2,4e,7d,10,a9,ff,37,2b,54,eb,75,f6,7a,70,87"
 CANONICAL = "02000000c0b24e7d10a9ff372b54eb75f67a7087"
@@ -64,7 +64,7 @@ def test_plain_hex_order_decided_by_platform_id() -> None:
     dword_order = "00000002" + "7d4eb2c037ffa91075eb542b87707af6"
     assert normalize_hwid(dword_order) == HwidResult(CANONICAL, dword_order, None)
     assert normalize_hwid(CANONICAL).flag is None
-    # Windows Mobile sample (formats.md): platform id 0x00020001
+    # Windows Mobile sample (docs/FORMATS.md, "Registry exports"): platform id 0x00020001
     mobile = "010002000040056a0e9d010800204fac10406000"
     assert normalize_hwid(mobile).hwid == mobile
 

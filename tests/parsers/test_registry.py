@@ -1,4 +1,4 @@
-"""Registry exports of MSLicensing -> client HWIDs (parsers.registry)."""
+"""Registry exports of MSLicensing -> client HWIDs (caltrail.parsers.client.registry)."""
 
 from __future__ import annotations
 

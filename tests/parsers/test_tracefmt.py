@@ -1,4 +1,4 @@
-"""tracefmt / netsh trace convert text dumps (parsers.tracefmt)."""
+"""tracefmt / netsh trace convert text dumps (caltrail.parsers.trace.tracefmt)."""
 
 from __future__ import annotations
 

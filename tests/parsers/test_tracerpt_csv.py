@@ -1,4 +1,4 @@
-"""tracerpt CSV dumps (parsers.tracerpt_csv)."""
+"""tracerpt CSV dumps (caltrail.parsers.trace.tracerpt_csv)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""tracerpt XML dumps (parsers.tracerpt_xml)."""
+"""tracerpt XML dumps (caltrail.parsers.trace.tracerpt_xml)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TSCTST output -> client HWIDs and stored CAL fields (parsers.tsctst)."""
+"""TSCTST output -> client HWIDs and stored CAL fields (caltrail.parsers.client.tsctst)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ def test_sample_two_blocks() -> None:
         scope="CON",
         issued_to_user="SYSTEM",
         valid_from=dt.datetime(2023, 10, 25, 7, 0, tzinfo=UTC),  # CEST
-        valid_from_raw="25.10.2023 09:00:00",  # the text beside its reading (DESIGN: UTC + raw)
+        # the text beside its reading (docs/ARCHITECTURE.md: UTC, raw kept)
+        valid_from_raw="25.10.2023 09:00:00",
         expires_on=dt.datetime(2023, 12, 23, 8, 0, tzinfo=UTC),  # CET
         expires_on_raw="23.12.2023 09:00:00",
         line=4,

@@ -1,4 +1,5 @@
-"""Export-Csv snapshots of Win32_TSIssuedLicense / Win32_TSLicenseKeyPack (parsers.wmi_csv)."""
+"""Export-Csv snapshots of Win32_TSIssuedLicense / Win32_TSLicenseKeyPack
+(caltrail.parsers.wmi.csv)."""
 
 from __future__ import annotations
 

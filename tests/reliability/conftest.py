@@ -30,7 +30,7 @@ CALTRAIL = (
     else [sys.executable, "-c", "from caltrail.pipeline.cli import main; main()"]
 )
 
-# A few corpus EVTX files of different shapes (when ../shared is present).
+# A few corpus EVTX files of different shapes (when the public corpus is beside the checkout).
 CORPUS_PICKS = (
     "evtx/derived/mutants/System__chunk5_rand64_seed5.evtx",
     "evtx/derived/mutants/System__trunc_mid_chunk13.evtx",
@@ -149,7 +149,7 @@ def baseline(multi_input: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     elapsed = time.monotonic() - started
     assert done.returncode in (0, 3), done.stderr
     state = lake_state(lake)
-    # The corpus files add most events; without ../shared the fleet alone gives a few hundred.
+    # The corpus files add most events; without the corpus the fleet alone gives a few hundred.
     assert state["counts"]["events_all"] > (1000 if CORPUS.is_dir() else 200)
     assert state["unbalanced"] == []
     return {"state": state, "elapsed": elapsed, "rc": done.returncode, "lake": lake}

@@ -1,4 +1,4 @@
-"""Fuzzing harness shared by tests/reliability/test_fuzz_parsers.py and scripts/fuzz_campaign.py.
+"""Fuzzing harness shared by tests/reliability/test_fuzz_parsers.py and tools/fuzz_campaign.py.
 
 `run_parser(module, data)` feeds bytes to one parser module the way the pipeline does and
 checks the parser contract (parsers/base.py, parsers/errors.py):

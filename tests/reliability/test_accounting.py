@@ -1,4 +1,4 @@
-"""Issue 8, item 3: accounting. For every input file of the current runs,
+"""Reliability: accounting. For every input file of the current runs,
 records seen = rows written + rows quarantined, checked by `caltrail verify` over the lake
 (view ingest_accounting). Also: verify notices when rows are really missing.
 """

@@ -7,8 +7,9 @@ loaded machine, which is how the campaign flagged it as a hang). It is not a han
 bound (ParseOptions.max_seconds) is checked between chunks, so a file stops at most one
 chunk past its budget with a "budget_exceeded" issue. This test keeps that bound.
 
-Possible improvement for parsers/evtx.py (owner: EVTX engineer): check the Budget per record
-in the python-evtx fallback too, so the overshoot is one record rather than one chunk.
+Possible improvement for caltrail/parsers/evtx/reader.py (owner: EVTX engineer): check the
+Budget per record in the python-evtx fallback too, so the overshoot is one record rather than
+one chunk.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
-"""Bug (parsers/evtx.py, owned by the EVTX engineer), found by the long hypothesis pass
-(CALTRAIL_FUZZ_EXAMPLES=1500): a record header whose 64-bit record id or FILETIME has the
+"""Bug (caltrail/parsers/evtx/reader.py, owned by the EVTX engineer), found by the long
+hypothesis pass (CALTRAIL_FUZZ_EXAMPLES=1500): a record header whose 64-bit record id or FILETIME has the
 top bit set (one flipped byte in a damaged log) becomes an EventRecord whose `record_id` /
 `filetime` do not fit the lake's int64 columns. The pipeline's Arrow conversion then fails
 and the *whole file* is recorded as "internal error in evtx/...": every good record of it is
 lost, against "a bad record never stops its file".
 
-Fix needed in parsers/evtx.py: in `_record_at` (RECORD_HEADER "<4sIQQ"), treat a record id
-or FILETIME >= 2**63 as an implausible header (return None, so the record is framed as damaged
+Fix needed in caltrail/parsers/evtx/reader.py: in `_record_at` (RECORD_HEADER "<4sIQQ"),
+treat a record id or FILETIME >= 2**63 as an implausible header (return None, so the record is framed as damaged
 and quarantined as a bad record); or, where the EventRecord is built (record_from_xml, the
 `record_id=rec.record_id` / `filetime=` arguments), emit a quarantining ParseIssue
 ("record id/FILETIME beyond int64") instead of the record.

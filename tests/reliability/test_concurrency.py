@@ -1,4 +1,4 @@
-"""Issue 8, item 2: concurrency.
+"""Reliability: concurrency.
 
 - Two ingests on one lake: the second fails fast (exit 1) with the lock message naming the
   writer and suggesting --wait; with --wait it queues and then finds everything ingested.

@@ -1,4 +1,4 @@
-"""Issue 8, item 1: crash safety.
+"""Reliability: crash safety.
 
 `caltrail ingest` is killed with SIGKILL (its whole process group, as a scheduler does) at
 random moments over a multi-file input (simulated fleet, parser samples, a zip bundle, corpus
@@ -9,7 +9,7 @@ view row counts).
 
 A deterministic variant crashes the process (os._exit) just before and just after chosen
 renames of the write protocol (staged data -> table, manifest, run row), the moments where
-a partial commit could become visible. scripts/crash_loop.py runs many more of both.
+a partial commit could become visible. tools/crash_loop.py runs many more of both.
 """
 
 from __future__ import annotations

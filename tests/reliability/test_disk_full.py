@@ -1,4 +1,4 @@
-"""Issue 8, item 6: disk full and permissions.
+"""Reliability: disk full and permissions.
 
 An ingest that cannot write fails with a clear message and exit status 1, and the lake keeps
 every file it had, complete and visible as before (files committed earlier in the same run
@@ -142,7 +142,7 @@ def test_real_full_filesystem(multi_input: Path, tiny_fs: Path) -> None:
     from tests.conftest import CORPUS
 
     if not CORPUS.is_dir():
-        pytest.skip("the corpus files are what fill the tiny filesystem; ../shared is absent")
+        pytest.skip("the corpus files are what fill the tiny filesystem; the corpus is absent")
     lake = tiny_fs / "lake"
     done = run_caltrail("ingest", multi_input, "--lake", lake, "--json")
     assert done.returncode == 1, done.stdout[-500:]

@@ -1,4 +1,4 @@
-"""Issue 8, item 4: property-based fuzzing of every parser module.
+"""Reliability: property-based fuzzing of every parser module.
 
 For each parser (evtx with both backends, registry, the four WMI forms and their dispatcher,
 tsctst, tracerpt XML/CSV, tracefmt): random bytes, mutated real files (bit flips,
@@ -8,7 +8,7 @@ subclasses escape, every item is a record/issue/note whose record fits its lake 
 parse ends within a time bound, and traced memory stays bounded whatever the lengths say.
 
 CI cost is kept low: CALTRAIL_FUZZ_EXAMPLES (default 20) examples per test. The long
-campaign is scripts/fuzz_campaign.py; what it found is kept in test_bug_*.py.
+campaign is tools/fuzz_campaign.py; what it found is kept in test_bug_*.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 8, item 5: hostile content.
+"""Reliability: hostile content.
 
 - XML (tracerpt XML, ConvertTo-Xml WMI, ConvertTo-Html WMI): billion laughs, external
   entities pointing at a local secret file, DTDs and entities pointing at a URL (a local HTTP

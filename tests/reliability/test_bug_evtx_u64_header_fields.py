@@ -6,8 +6,8 @@ and the *whole file* is recorded as "internal error in evtx/...": every good rec
 lost, against "a bad record never stops its file".
 
 Fix needed in caltrail/parsers/evtx/reader.py: in `_record_at` (RECORD_HEADER "<4sIQQ"),
-treat a record id or FILETIME >= 2**63 as an implausible header (return None, so the record is framed as damaged
-and quarantined as a bad record); or, where the EventRecord is built (record_from_xml, the
+treat a record id or FILETIME >= 2**63 as an implausible header (return None, so the record
+is framed as damaged and quarantined as a bad record); or, where the EventRecord is built (record_from_xml, the
 `record_id=rec.record_id` / `filetime=` arguments), emit a quarantining ParseIssue
 ("record id/FILETIME beyond int64") instead of the record.
 """

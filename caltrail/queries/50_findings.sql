@@ -1,12 +1,13 @@
--- Layer 4, findings: one row per (cause, subject), for every cause of docs/LICENSING.md
--- ("Why one device holds several CALs") and the server problems of the events.
+-- Layer 4, findings: one row per (cause, subject), for every cause in
+-- docs/LICENSING.md ("Why one device holds several CALs") and the server problems of the
+-- events.
 --
 -- Each rule is a CTE that says which subjects show a cause's signature; thresholds are named
 -- in diagnosis_thresholds.csv (th('...')). Excess CALs are counted as truth.json defines them:
 -- a CAL is excess when its holder was issued a newer CAL while it still counted.
 
--- What each cause means and what to do about it (docs/LICENSING.md, "Why one device holds
--- several CALs").
+-- What each cause means and what to do about it
+-- (docs/LICENSING.md, "Why one device holds several CALs").
 create or replace view cause_catalog as
 select * from (
     values
@@ -568,7 +569,7 @@ group by cause, subject;
 --   evidence_counts   the counts the rule used;  evidence_rows: the first 20 source rows
 --                     (source_path + line or EVTX record id);  excess_licenses: license keys
 --   sources           the sources the finding rests on (wmi, trace, evtx, client)
---   meaning, fix      from cause_catalog (docs/LICENSING.md, causes table)
+--   meaning, fix      from cause_catalog (docs/LICENSING.md, "Why one device holds several CALs")
 -- materialize: lake
 create or replace view findings as
 with final as (

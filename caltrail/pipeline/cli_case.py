@@ -1,7 +1,5 @@
-"""`caltrail diagnose`, `timeline`, `report`, `run`, `simulate` and `demo`: the case commands.
-
-(Registered on pipeline.cli.app; kept apart so cli.py stays small.)
-"""
+"""The case commands: `caltrail run`, `diagnose`, `timeline`, `report`, `simulate` and
+`demo` (mounted on the app by caltrail/pipeline/cli.py)."""
 
 from __future__ import annotations
 
@@ -12,16 +10,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from caltrail.pipeline.cli import (
+from caltrail.pipeline.cli_common import (
     DEFAULT_LAKE,
     EXIT_LAKE,
     EXIT_USAGE,
     LakeOpt,
-    _fail,
-    _run_ingest,
-    _zone,
-    app,
+    fail,
     render,
+    run_ingest,
+    zone,
 )
 from caltrail.pipeline.ingest import IngestOptions, exit_code
 
@@ -31,7 +28,6 @@ if TYPE_CHECKING:
 SAMPLES = Path(__file__).resolve().parent.parent / "fixtures" / "samples"
 
 
-@app.command("simulate")
 def simulate_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the bundle into.")],
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 7,
@@ -63,7 +59,6 @@ def simulate_cmd(
     typer.echo(f"Wrote {len(result.files)} files and {result.truth_path} to {result.out}")
 
 
-@app.command("demo")
 def demo_cmd(
     lake: LakeOpt = DEFAULT_LAKE,
     out: Annotated[
@@ -95,7 +90,7 @@ def demo_cmd(
         simulate(source, seed=seed, devices=80, days=200, scenario="standard")
     try:
         options = IngestOptions(lake=lake, tz="Europe/Berlin", tz_given=True, command="demo")
-        summary = _run_ingest([source], options, as_json=False)
+        summary = run_ingest([source], options, as_json=False)
         show_case(lake, out)
     finally:
         if workdir is not None:
@@ -126,7 +121,7 @@ def _open(lake: Path) -> duckdb.DuckDBPyConnection:
         with derived_notice(lake) as on_build:
             return open_case(lake, on_build=on_build)
     except (SessionError, duckdb.Error) as exc:
-        return _fail(str(exc), EXIT_LAKE)  # type: ignore[no-any-return]
+        return fail(str(exc), EXIT_LAKE)  # type: ignore[no-any-return]
 
 
 def _print_findings(found: list[dict[str, Any]], fmt: str) -> None:
@@ -155,7 +150,6 @@ def show_case(lake: Path, report: Path | None = None) -> None:
         typer.echo(f"Report: {report}")
 
 
-@app.command("diagnose")
 def diagnose_cmd(
     lake: LakeOpt = DEFAULT_LAKE,
     fmt: Annotated[
@@ -174,7 +168,6 @@ def diagnose_cmd(
     _print_findings(findings(_open(lake)), fmt)
 
 
-@app.command("timeline")
 def timeline_cmd(
     lake: LakeOpt = DEFAULT_LAKE,
     hwid: Annotated[
@@ -202,7 +195,6 @@ def timeline_cmd(
     typer.echo(render(columns, rows, fmt), nl=False)
 
 
-@app.command("report")
 def report_cmd(
     lake: LakeOpt = DEFAULT_LAKE,
     out: Annotated[
@@ -220,12 +212,11 @@ def report_cmd(
     typer.echo(f"Report: {out}")
 
 
-@app.command("run")
 def run_cmd(
     paths: Annotated[list[Path], typer.Argument(help="Files, folders or zip bundles.")],
     lake: LakeOpt = DEFAULT_LAKE,
     tz: Annotated[
-        str, typer.Option("--tz", help="Time zone of sources without one.", callback=_zone)
+        str, typer.Option("--tz", help="Time zone of sources without one.", callback=zone)
     ] = "UTC",
     out: Annotated[
         Path, typer.Option("--out", "-o", help="HTML report to write.", dir_okay=False)
@@ -249,6 +240,9 @@ def run_cmd(
             typer.echo(f"caltrail: error: no such file or folder: {p}", err=True)
             raise typer.Exit(EXIT_USAGE)
     options = IngestOptions(lake=lake, tz=tz, tz_given=tz != "UTC", command="run", workers=workers)
-    summary = _run_ingest(paths, options, as_json=False)
+    summary = run_ingest(paths, options, as_json=False)
     show_case(lake, out)
     raise typer.Exit(exit_code(summary, strict=False))
+
+
+__all__ = ["demo_cmd", "diagnose_cmd", "report_cmd", "run_cmd", "show_case", "simulate_cmd", "timeline_cmd"]

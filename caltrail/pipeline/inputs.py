@@ -9,6 +9,7 @@ clear message instead of filling the disk. Nested zips are opened up to MAX_ZIP_
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import os
 import shutil
@@ -210,8 +211,6 @@ def _extract(archive: zipfile.ZipFile, member: zipfile.ZipInfo, out: Path) -> No
 
 
 def _zip_mtime(member: zipfile.ZipInfo) -> float | None:
-    import datetime as dt
-
     try:
         return dt.datetime(*member.date_time, tzinfo=dt.UTC).timestamp()
     except ValueError:

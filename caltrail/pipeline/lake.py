@@ -26,8 +26,10 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import fcntl
+import json
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -121,8 +123,6 @@ def finish_compactions(lake: Path) -> int:
     lock). A journal whose output is in its table was published: the inputs still there
     are deleted. Otherwise the unpublished output is, and the inputs stay. Returns the
     number of journals handled."""
-    import json
-
     directory = lake / COMPACT_DIR
     if not directory.is_dir():
         return 0
@@ -354,8 +354,6 @@ def _sweep_shared_tmp(directory: Path) -> int:
     released the lock (write_init_script). Deleting the directory under them made their
     rename fail ("No such file or directory") when a second ingest started at that moment;
     so only files old enough to be a crash's leftovers are removed, never the directory."""
-    import time
-
     removed = 0
     limit = time.time() - STALE_TMP_SECONDS
     for path in directory.iterdir():

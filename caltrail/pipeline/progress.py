@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from caltrail.pipeline import materialize
 from caltrail.pipeline.ingest import FileResult, IngestSummary, ProgressFn
 
 if TYPE_CHECKING:
@@ -67,8 +68,6 @@ def derived_notice(lake: Path) -> Iterator[BuildProgress | None]:
     looks hung). Yields the `on_build` hook for `connect` / `open_case`, which names the
     table being built and how many steps there are; None (and nothing shown) when the
     tables are current or stderr is not a terminal."""
-    from caltrail.pipeline import materialize
-
     building = (
         sys.stderr.isatty()
         and (lake / "ingest_files").is_dir()

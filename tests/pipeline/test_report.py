@@ -105,7 +105,7 @@ def test_report_sections_in_order(report_html: str) -> None:
 
 
 def test_csv_output_neutralises_formulas(hostile_lake: Path) -> None:
-    from caltrail.pipeline.cli import render
+    from caltrail.pipeline.cli_common import render
     from caltrail.pipeline.diagnose import rows
 
     con = open_case(hostile_lake)

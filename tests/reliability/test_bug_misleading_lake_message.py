@@ -6,7 +6,7 @@ Seen on a real full tmpfs: every input file was committed, then `write_init_scri
 lake was left as it was, while it held the whole run. The lake itself is fine (complete,
 balanced); the message is wrong, and a user may re-ingest elsewhere or distrust the lake.
 
-The fix: pipeline/cli.py `_run_ingest`, say what is true in every case, e.g.
+The fix: caltrail/pipeline/cli_common.py `run_ingest`, say what is true in every case, e.g.
 "...: [Errno 28] No space left on device; files committed before the failure are complete
 and visible, nothing partial is visible; free space and re-run the same command to finish".
 (Optionally ingest() could report how many files it committed: IngestSummary is lost when

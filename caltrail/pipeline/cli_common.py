@@ -1,0 +1,154 @@
+"""What every caltrail command shares: exit codes, the --lake option, time zone and date
+arguments, running an ingest with its progress and summary, failing with one line, and
+rendering rows as a table, CSV or JSON.
+
+Exit status (all commands):
+    0  clean
+    1  the lake cannot be opened or written (busy, disk full, permissions), or a query failed
+    2  usage error (bad option or argument)
+    3  some input could not be read (listed in the summary and in ingest_files)
+    4  records were quarantined and --strict was given
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from caltrail.pipeline import lake as L
+from caltrail.pipeline.ingest import IngestOptions, IngestSummary, ingest
+
+EXIT_OK = 0
+EXIT_LAKE = 1
+EXIT_USAGE = 2
+EXIT_UNREADABLE = 3
+EXIT_QUARANTINED = 4
+
+LakeOpt = Annotated[
+    Path,
+    typer.Option(
+        "--lake", "-l", help="Lake directory (created if missing).", envvar="CALTRAIL_LAKE"
+    ),
+]
+DEFAULT_LAKE = Path("caltrail-lake")
+
+
+def zone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise typer.BadParameter(
+            f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin)"
+        ) from exc
+    return value
+
+
+def when(value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"not an ISO date/time: {value!r} (e.g. 2025-11-03T14:00Z)"
+        ) from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def run_ingest(paths: list[Path], options: IngestOptions, as_json: bool) -> IngestSummary:
+    from caltrail.pipeline.progress import ingest_progress, print_summary
+
+    try:
+        with ingest_progress(enabled=not as_json and sys.stderr.isatty()) as progress:
+            summary = ingest(paths, options, progress)
+    except L.LakeBusyError as exc:
+        fail(str(exc), EXIT_LAKE)
+    except (L.LakeError, OSError) as exc:
+        fail(
+            f"cannot write the lake {options.lake}: {exc}. Files committed before the failure "
+            "are complete and visible, nothing partial is visible; fix the cause and re-run "
+            "the same command to finish (files already in the lake are skipped)",
+            EXIT_LAKE,
+        )
+    if as_json:
+        typer.echo(summary.to_json())
+    else:
+        print_summary(summary)
+    return summary
+
+
+def fail(message: str, code: int) -> Any:
+    typer.echo(f"caltrail: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def cell(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): cell(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [cell(v) for v in value]
+    return value
+
+
+def safe_csv_cell(value: Any) -> Any:
+    """Neutralise spreadsheet formulas: a text cell starting with = + - @ gets a leading '."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def render(columns: list[str], rows: list[tuple[Any, ...]], fmt: str) -> str:
+    """Render query results as a text table, CSV (formula-safe) or JSON lines."""
+    if fmt == "json":
+        return "".join(
+            json.dumps(dict(zip(columns, map(cell, row), strict=True)), default=str) + "\n"
+            for row in rows
+        )
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow(
+                [
+                    safe_csv_cell(cell(v))
+                    if not isinstance(v, dict | list)
+                    else json.dumps(cell(v), default=str)
+                    for v in row
+                ]
+            )
+        return out.getvalue()
+    from caltrail.pipeline.progress import table_text
+
+    return table_text(columns, rows)
+
+
+
+
+__all__ = [
+    "DEFAULT_LAKE",
+    "EXIT_LAKE",
+    "EXIT_OK",
+    "EXIT_QUARANTINED",
+    "EXIT_UNREADABLE",
+    "EXIT_USAGE",
+    "LakeOpt",
+    "cell",
+    "fail",
+    "render",
+    "run_ingest",
+    "safe_csv_cell",
+    "when",
+    "zone",
+]

@@ -1,0 +1,353 @@
+"""The lake commands: `caltrail ingest`, `sql`, `shell`, `verify` and `compact` (mounted on
+the app by caltrail/pipeline/cli.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from caltrail.pipeline import lake as L
+from caltrail.pipeline.cli_common import (
+    DEFAULT_LAKE,
+    EXIT_LAKE,
+    LakeOpt,
+    fail,
+    render,
+    run_ingest,
+    when,
+    zone,
+)
+from caltrail.pipeline.ingest import IngestOptions, exit_code
+
+
+def ingest_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="Files, folders (recursive) or zip bundles.")],
+    lake: LakeOpt = DEFAULT_LAKE,
+    tz: Annotated[
+        str | None,
+        typer.Option(
+            help="Zone of timestamps that carry none (trace text, culture dates). Default UTC."
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Re-read files already in the lake.")
+    ] = False,
+    backend: Annotated[
+        str, typer.Option(help="EVTX backend: rust (fast, default) or python (pure Python).")
+    ] = "rust",
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Parallel worker processes.")] = 1,
+    date_order: Annotated[
+        str | None,
+        typer.Option(
+            help="Day/month order of culture dates when the data cannot tell: dmy, mdy or ymd."
+        ),
+    ] = None,
+    culture: Annotated[
+        str | None, typer.Option(help="Culture of the exporting machine, e.g. de-DE.")
+    ] = None,
+    snapshot_time: Annotated[
+        str | None,
+        typer.Option(help="When the WMI snapshots were taken (ISO), if their names do not say."),
+    ] = None,
+    client_name: Annotated[
+        str | None, typer.Option(help="Client computer name for registry/TSCTST exports.")
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 4 when any record is quarantined.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as one JSON object.")
+    ] = False,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait", help="Wait for another ingest on this lake instead of failing."),
+    ] = False,
+    patterns: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="Extra trace patterns (CSV, columns as queries/trace_patterns.csv); kept in the lake.",
+        ),
+    ] = None,
+    compact: Annotated[
+        bool,
+        typer.Option(
+            "--compact/--no-compact",
+            help="After the run, merge the small files of tables that have many "
+            "(thousands of small files make every query slow to start).",
+        ),
+    ] = True,
+    max_seconds_per_file: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            help="Work bound per file: a file still being read after this many seconds is "
+            "stopped, its rows so far kept, and the stop quarantined as 'budget_exceeded' "
+            '(caltrail sql "select * from parse_errors").',
+        ),
+    ] = IngestOptions.max_seconds_per_file,
+    etw_manifest: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--etw-manifest",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="Instrumentation manifest (.man XML) to decode the manifest-based events of "
+            "raw .etl traces; repeatable. Without one they are kept raw (hex).",
+        ),
+    ] = None,
+    tmf: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--tmf",
+            exists=True,
+            readable=True,
+            help="Folder of WPP .tmf files (or one file) to format the WPP messages of raw "
+            ".etl traces; repeatable. Without them they are kept with their GUID and raw "
+            "arguments.",
+        ),
+    ] = None,
+    derive: Annotated[
+        bool,
+        typer.Option(
+            "--derive",
+            help="After the run, compute the diagnosis layers the next query would (a "
+            "minute at 50,000 devices), so a batch job pays it instead of the first analyst.",
+        ),
+    ] = False,
+) -> None:
+    """Read logs into the lake: EVTX (any channel), WMI exports, registry, TSCTST, traces.
+
+    Files already in the lake (same sha256) are skipped, so re-running is safe.
+
+    Example:  caltrail ingest ./case-1234.zip ./more-logs --lake ./lake --tz Europe/Berlin
+    """
+    if backend not in ("rust", "python"):
+        raise typer.BadParameter("choose rust or python", param_hint="--backend")
+    if date_order is not None and date_order not in ("dmy", "mdy", "ymd"):
+        raise typer.BadParameter("choose dmy, mdy or ymd", param_hint="--date-order")
+    decoding = _decoding_files(etw_manifest, tmf)
+    options = IngestOptions(
+        lake=lake,
+        tz=zone(tz) if tz else "UTC",
+        tz_given=tz is not None,
+        force=force,
+        backend=backend,
+        workers=workers,
+        date_order=date_order,
+        culture=culture,
+        snapshot_time=when(snapshot_time),
+        client_name=client_name,
+        wait_for_lock=wait,
+        patterns=patterns,
+        command="ingest",
+        compact=compact,
+        max_seconds_per_file=max_seconds_per_file,
+        etw_manifests=decoding[0],
+        tmf_dirs=decoding[1],
+    )
+    summary = run_ingest(paths, options, as_json)
+    if derive and not summary.interrupted:
+        from caltrail.pipeline.progress import derived_notice
+        from caltrail.pipeline.session import refresh
+
+        with derived_notice(lake) as on_build:
+            refresh(lake, on_build)
+    raise typer.Exit(exit_code(summary, strict))
+
+
+def _decoding_files(
+    manifests: list[Path] | None, tmf: list[Path] | None
+) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
+    """The --etw-manifest / --tmf paths, each checked now (a usage error, not a failed run)."""
+    from caltrail.pipeline import etw_files
+
+    paths = tuple(manifests or ()), tuple(tmf or ())
+    try:
+        etw_files.load(*paths)
+    except etw_files.DecodingFilesError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--etw-manifest / --tmf") from exc
+    return paths
+
+
+def sql_cmd(
+    query: Annotated[str, typer.Argument(help="A DuckDB query over the lake's views.")],
+    lake: LakeOpt = DEFAULT_LAKE,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="table, csv or json (one object per row).")
+    ] = "table",
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param", "-p", help="Bound parameter NAME=VALUE, used as $NAME in the query."
+        ),
+    ] = None,
+) -> None:
+    """Run a SQL query over the lake, with every view and macro defined.
+
+    Values go in as bound parameters, never into the SQL text.
+
+    Example:  caltrail sql "select action, count(*) from licensing_events group by all" --lake ./lake
+    Example:  caltrail sql "select * from events where computer = $pc" -p pc=LS01 -f csv
+    """
+    if fmt not in ("table", "csv", "json"):
+        raise typer.BadParameter("choose table, csv or json", param_hint="--format")
+    params: dict[str, str] = {}
+    for item in param or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--param")
+        params[name] = value
+    columns, rows = _query(lake, query, params)
+    typer.echo(render(columns, rows, fmt), nl=False)
+
+
+def _query(
+    lake: Path, query: str, params: dict[str, Any]
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    import duckdb
+
+    from caltrail.pipeline.progress import derived_notice
+    from caltrail.pipeline.session import SessionError, connect
+
+    try:
+        with derived_notice(lake) as on_build:
+            con = connect(lake, on_build=on_build)
+    except SessionError as exc:
+        return fail(str(exc), EXIT_LAKE)  # type: ignore[no-any-return]
+    try:
+        cursor = con.execute(query, params) if params else con.execute(query)
+        columns = [d[0] for d in cursor.description or []]
+        return columns, cursor.fetchall()
+    except duckdb.Error as exc:
+        return fail(f"query failed: {exc}", EXIT_LAKE)  # type: ignore[no-any-return]
+
+
+def shell_cmd(
+    lake: LakeOpt = DEFAULT_LAKE,
+    command: Annotated[
+        str | None, typer.Option("--command", "-c", help="Run one statement in the shell and exit.")
+    ] = None,
+) -> None:
+    """Open the lake in the DuckDB shell with every view and macro defined.
+
+    The same as:  duckdb -init LAKE/caltrail.sql   (the init script is kept up to date by
+    every ingest and diagnosis; the shell is installed with caltrail by the duckdb-cli
+    package). The diagnosis layers are computed first when an ingest made them stale, so
+    the shell opens at once; a read-only lake opens too (its layers then compute live).
+
+    Example:  caltrail shell --lake ./lake
+    """
+    from caltrail.pipeline.materialize import all_current
+    from caltrail.pipeline.progress import derived_notice
+    from caltrail.pipeline.session import SHELL_LAKE_ENV, duckdb_cli, refresh, shell_script
+
+    if not (lake / "ingest_files").is_dir():
+        fail(
+            f"{lake} is not a caltrail lake; create one with `caltrail ingest PATH --lake {lake}`",
+            EXIT_LAKE,
+        )
+    binary = duckdb_cli()
+    if binary is None:
+        fail("the DuckDB shell is not installed (pip install duckdb-cli)", EXIT_LAKE)
+        return
+    if not all_current(lake):
+        with derived_notice(lake) as on_build:
+            refresh(lake, on_build)
+    try:
+        script = shell_script(lake)
+    except OSError as exc:
+        fail(f"cannot write the shell's init script: {exc}", EXIT_LAKE)
+    args = [binary, "-init", str(script)]
+    if command is not None:
+        args += ["-c", command]
+    sys.stdout.flush()
+    os.execve(binary, args, {**os.environ, SHELL_LAKE_ENV: str(lake.resolve())})
+
+
+def verify_cmd(
+    lake: LakeOpt = DEFAULT_LAKE,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Check the lake's accounting: for every file, records seen = rows written + quarantined.
+
+    Exit 0 when every file balances, 1 when one does not (listed).
+
+    Example:  caltrail verify --lake ./lake
+    """
+    from caltrail.pipeline.verify import verify
+
+    result = verify(lake)
+    if as_json:
+        typer.echo(json.dumps(result, default=str))
+    else:
+        typer.echo(
+            f"{result['files']} files, {result['records_seen']} records seen = "
+            f"{result['rows_written']} written + {result['quarantined']} quarantined; "
+            f"{len(result['mismatches'])} files do not balance"
+        )
+        for row in result["mismatches"]:
+            typer.echo(
+                f"  {row['path']}: seen {row['records_seen']}, written {row['written']}, quarantined {row['quarantined']}"
+            )
+    raise typer.Exit(0 if not result["mismatches"] else 1)
+
+
+def compact_cmd(
+    lake: LakeOpt = DEFAULT_LAKE,
+    min_files: Annotated[
+        int,
+        typer.Option(min=2, help="Merge a table's small files once it has at least this many."),
+    ] = 32,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for an ingest on this lake instead of failing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Merge the lake's small Parquet files (every ingest does this unless --no-compact).
+
+    Each input file adds files to the tables it has rows for; a lake fed thousands of small
+    exports opens slowly until they are merged. Rows are copied unchanged; a crash leaves
+    the lake as before or finished by the next command (see pipeline/compact.py). When the
+    manifest (ingest_files) is merged, the next diagnosis computes its layers again, once.
+
+    Example:  caltrail compact --lake ./lake
+    """
+    from caltrail.pipeline.compact import compact
+
+    if not (lake / "ingest_files").is_dir():
+        fail(f"{lake} is not a caltrail lake (no ingest_files/ in it)", EXIT_LAKE)
+    try:
+        with L.writer_lock(lake, wait=wait):
+            results = compact(lake, min_files=min_files)
+    except L.LakeBusyError as exc:
+        fail(str(exc), EXIT_LAKE)
+    except (L.LakeError, OSError) as exc:
+        fail(
+            f"cannot compact the lake {lake}: {exc}; the lake is unchanged or complete", EXIT_LAKE
+        )
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in results]))
+        return
+    if not results:
+        typer.echo(f"Nothing to merge: no table has {min_files} or more small files.")
+    for r in results:
+        typer.echo(f"{r.table}: {r.files_before} files -> {r.files_after} ({r.rows} rows merged)")
+        for reason in r.skipped:
+            typer.echo(f"  left as it is: {reason}")
+    from caltrail.pipeline.session import write_init_script
+
+    write_init_script(lake)
+
+
+
+
+__all__ = ["compact_cmd", "ingest_cmd", "shell_cmd", "sql_cmd", "verify_cmd"]

@@ -85,6 +85,8 @@ class ParseOptions:
             of raw .etl files (`ingest --etw-manifest FILE`).
         tmf_files: (name, bytes) of WPP trace message format files for the WPP messages of
             raw .etl files (`ingest --tmf DIR`).
+        recover: EVTX only: also read the deleted and overwritten records left in chunk
+            slack (EventRecord.recovered); False reads allocated records only.
     """
 
     file_name: str = ""
@@ -98,6 +100,7 @@ class ParseOptions:
     max_seconds: float = 600.0
     etw_manifests: tuple[bytes, ...] = ()
     tmf_files: tuple[tuple[str, bytes], ...] = ()
+    recover: bool = True
 
 
 # ---------------------------------------------------------------------------
@@ -128,6 +131,9 @@ class EventRecord:
         data: named EventData fields by name; unnamed <Data> as param1..paramN; <Binary> as
             "Binary"; UserData flattened to dotted names ("EventXML.Param1").
         chunk: chunk index in the file; offset: byte offset of the record in the file.
+        recovered: True for a record read from where Windows had let it go (the slack of a
+            chunk past its last record, or a block whose chunk header is unusable): a deleted
+            or overwritten record, not one the log still counts (evtx/recovery.py).
     """
 
     table: ClassVar[str] = "events"
@@ -154,6 +160,7 @@ class EventRecord:
     data: dict[str, str | None]
     chunk: int
     offset: int
+    recovered: bool = False
 
 
 @dataclass(slots=True)

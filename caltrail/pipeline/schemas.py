@@ -45,6 +45,9 @@ EVENTS = pa.schema(
         pa.field("data", STR_MAP),
         pa.field("chunk", pa.int32()),
         pa.field("offset", pa.int64()),
+        # read from chunk slack (a deleted or overwritten record); NULL in lakes written
+        # before the column existed: read it as false
+        pa.field("recovered", pa.bool_()),
         *LINEAGE,
     ]
 )

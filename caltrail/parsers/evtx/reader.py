@@ -33,7 +33,6 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any, BinaryIO, cast
 
 from lxml import etree
@@ -49,6 +48,9 @@ from caltrail.parsers.base import (
 )
 from caltrail.parsers.errors import InvalidSignatureError, TruncatedError
 from caltrail.parsers.evtx import structs as S
+from caltrail.parsers.evtx.recovery import NOTE as RECOVERY_NOTE
+from caltrail.parsers.evtx.recovery import Recovery
+from caltrail.parsers.evtx.structs import ChunkSlice, RecordSlice
 
 # python-evtx logs "Unexpected token encountered" (a damaged template table) through the
 # root logger's last-resort handler, i.e. on the user's terminal in the middle of a progress
@@ -73,26 +75,6 @@ def sniff(head: bytes, name: str) -> bool:
 # ---------------------------------------------------------------------------
 # 1. Framing: chunks and record headers
 # ---------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class RecordSlice:
-    """Where a framed record lies: its offset inside the chunk and its header values."""
-
-    offset: int  # inside the chunk
-    size: int
-    record_id: int
-    filetime: int
-
-
-@dataclass(slots=True)
-class ChunkSlice:
-    """A chunk that can be read: its bytes (64 KiB, magic repaired) and framed records."""
-
-    index: int
-    file_offset: int
-    data: bytes
-    records: list[RecordSlice] = field(default_factory=list)
 
 
 def chunk_count(size: int) -> int:
@@ -166,7 +148,7 @@ def _walk_from(
             return
         file_offset = S.FILE_HEADER_BLOCK + index * S.CHUNK_SIZE
         for item in _frame_chunk(index, file_offset, block):
-            if isinstance(item, ChunkSlice):
+            if isinstance(item, ChunkSlice) and not item.skipped:
                 readable += 1
             yield item
         index += 1
@@ -220,6 +202,7 @@ def _frame_chunk(index: int, file_offset: int, block: bytes) -> Iterator[ChunkSl
                 offset=file_offset,
                 excerpt=data[:32].hex(),
             )
+            yield ChunkSlice(index, file_offset, data, skipped=True)  # searched by recovery
             return
         yield ParseIssue(
             "bad_chunk_magic",
@@ -1091,11 +1074,17 @@ def parse_range(
     render = renderer_for(backend)
     budget = Budget(options.max_seconds)
     yield FileNote("backend", backend)
+    recovery: Recovery | FileNote | None = _recovery(stream, options, backend, budget)
+    if isinstance(recovery, FileNote):
+        yield recovery  # why nothing is searched
+        recovery = None
     for item in walk_chunks(stream, budget, start, stop):
         if not isinstance(item, ChunkSlice):
             yield item
             continue
         yield from parse_chunk(item, render)
+        if recovery is not None:
+            recovery.scan(item)
         if budget.exceeded():
             yield ParseIssue(
                 BUDGET_EXCEEDED,
@@ -1104,6 +1093,49 @@ def parse_range(
                 chunk=item.index,
             )
             return
+    if recovery is not None:
+        yield from recovery.finish()
+
+
+def _recovery(
+    stream: BinaryIO, options: ParseOptions, backend: str, budget: Budget
+) -> Recovery | FileNote:
+    """The reader of records left in chunk slack (recovery.py), or the note saying why
+    there is none. It renders with the backend alone: a candidate the backend cannot
+    render is no record (the python-evtx second chance is for the records the chunk
+    counts)."""
+    if not options.recover:
+        return FileNote(RECOVERY_NOTE, "not searched (recovery turned off)")
+    if not stream.seekable():
+        return FileNote(RECOVERY_NOTE, "not searched (the input cannot be read twice)")
+    if backend == "python":
+        return Recovery(stream, _python_xml, _convert, budget)
+    if backend == "rust-xml":
+        return Recovery(stream, lambda chunk: _rust_render(chunk, False), _convert, budget)
+    return Recovery(stream, _rust_json_then_xml, _convert, budget)
+
+
+def _rust_json_then_xml(chunk: ChunkSlice) -> Iterator[Rendered | ParseIssue]:
+    """pyevtx-rs JSON; its XML for the records whose JSON did not decode (it writes some
+    control characters raw in JSON strings; the XML path reads them)."""
+    failed: list[RecordSlice] = []
+    for out in _rust_render(chunk, json_out=True):
+        if isinstance(out, ParseIssue):
+            failed.extend(r for r in chunk.records if chunk.file_offset + r.offset == out.offset)
+            continue
+        yield out
+    if failed:
+        yield from _rust_render(ChunkSlice(chunk.index, chunk.file_offset, chunk.data, failed), False)
+
+
+def _convert(payload: str | dict[str, Any], rec: RecordSlice, chunk: int, offset: int) -> EventRecord:
+    """A rendered record (JSON decoded, or XML) as an EventRecord; ValueError if it cannot be."""
+    if type(payload) is dict:
+        return record_from_json(payload, rec, chunk, offset)
+    try:
+        return record_from_xml(cast("str", payload), rec, chunk, offset)[0]
+    except etree.XMLSyntaxError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 def renderer_for(backend: str) -> Renderer:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from dataclasses import dataclass, field
 
 FILE_MAGIC = b"ElfFile\x00"
 CHUNK_MAGIC = b"ElfChnk\x00"
@@ -91,3 +92,32 @@ def synthetic_file_header(chunk_count: int = 1, next_record_id: int = 1) -> byte
     )
     crc = zlib.crc32(body[:120]) & 0xFFFFFFFF
     return body[:124] + U32.pack(crc) + b"\x00" * (FILE_HEADER_BLOCK - 128)
+
+
+# ---------------------------------------------------------------------------
+# Framing: where the reader found a chunk and its records (reader.walk_chunks)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RecordSlice:
+    """Where a framed record lies: its offset inside the chunk and its header values."""
+
+    offset: int  # inside the chunk
+    size: int
+    record_id: int
+    filetime: int
+
+
+@dataclass(slots=True)
+class ChunkSlice:
+    """A chunk that can be read: its bytes (64 KiB, magic repaired) and framed records.
+
+    `skipped` marks a block whose chunk header was unusable (no records framed): its bytes
+    are still searched for deleted records (recovery.py)."""
+
+    index: int
+    file_offset: int
+    data: bytes
+    records: list[RecordSlice] = field(default_factory=list)
+    skipped: bool = False

@@ -1,0 +1,483 @@
+"""Recovered records: what Windows let go of, read back from chunk slack.
+
+The reader (reader.py) hands every chunk it walked to a `Recovery` (`scan`), after its
+allocated records were rendered; once the file (or the reader's part of it) is walked,
+`finish` renders the carved candidates (carve.py found and checked them) and yields those
+that render, as EventRecords with `recovered = True` and their own chunk and offset. So
+recovery never costs an allocated record: those are all out before it renders anything,
+and what it does after the work bound is not done (one `budget_exceeded` issue says so).
+
+Rendering. A candidate is rendered by the reader's backend in a synthetic chunk
+(`carve.synthetic_chunk`): its own chunk, changed only where no record can point, so that
+the backend walks to it. Every template it uses must carry the id the record names and
+have sound names (`carve.names_intact`). Where one no longer does (the chunk was
+rewritten since), a copy of that template is looked for in the chunks of the file that
+list it, and the record is rendered in one of them (`carve.transplant`). Where no copy of
+a payload template (EventData, UserData) is left, the record is rendered without that
+part, never with another template's names: it is emitted with that payload empty and a
+warning (`recovered_partly`). A record whose own (System) template is gone is rejected.
+
+Duplicates. A record found in slack may also be allocated elsewhere in the file (a chunk
+rewritten with the same records, an exported log's stale buffer). A recovered record with
+the id, FILETIME and content (every field but its location) of an allocated one, or of
+a recovered one already emitted, is not emitted again (one recovered without its payload
+is compared on the rest). Allocated records are remembered compactly (8 bytes each: a
+hash of id and FILETIME, and where the record is) and rendered again for the comparison
+only when a candidate carries the same hash.
+
+Counts go to the file's notes, never to its issues: a candidate is not a record seen
+until it renders (`carve_candidates`: found, recovered, duplicates, rejected; and
+`carve_rejected`: the reasons).
+"""
+
+from __future__ import annotations
+
+import array
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from caltrail.parsers.base import BUDGET_EXCEEDED, Budget, EventRecord, FileNote, Item, ParseIssue
+from caltrail.parsers.evtx import carve
+from caltrail.parsers.evtx import structs as S
+from caltrail.parsers.evtx.carve import TemplateRef, Value
+from caltrail.parsers.evtx.structs import ChunkSlice, RecordSlice
+
+Payload = str | dict[str, Any]
+Render = Callable[[ChunkSlice], Iterator["tuple[RecordSlice, Payload] | ParseIssue"]]
+Convert = Callable[[Payload, RecordSlice, int, int], EventRecord]
+
+NOTE = "carve_candidates"
+REJECTED_NOTE = "carve_rejected"
+PARTLY = "recovered_partly"  # the kind of the warning on a record recovered without payload
+# Rejection reasons, in the order the notes list them.
+REASONS = (
+    "size",
+    "id",
+    "time",
+    "structure",
+    "template gone",
+    "names gone",
+    "not rendered",
+    "garbled",
+)
+MAX_PENDING = 200_000  # candidates held per file (a few MB); more are counted, not examined
+DONORS = 4  # chunks remembered per template id, to rebuild a record's template from
+CACHED_CHUNKS = 8  # chunks kept while rendering (re-read from the file otherwise)
+
+# An allocated record's key: 28 bits of a hash of (id, FILETIME), its chunk (20 bits) and
+# its offset in the chunk (16 bits). A hash that matches by chance costs one extra render.
+_CHUNK_BITS, _OFFSET_BITS = 20, 16
+_HASH_MASK = (1 << 28) - 1
+_CHUNK_MASK = (1 << _CHUNK_BITS) - 1
+_OFFSET_MASK = (1 << _OFFSET_BITS) - 1
+
+
+def _hash(record_id: int, filetime: int) -> int:
+    return hash((record_id, filetime)) & _HASH_MASK
+
+
+@dataclass(slots=True)
+class _Pending:
+    chunk: int
+    file_offset: int
+    candidate: carve.Candidate
+
+
+@dataclass(slots=True)
+class _Placement:
+    """Where a candidate can render: the chunk (`source`), the offset there of each
+    template it keeps, and the values left out; `reason` when its root cannot render."""
+
+    source: int
+    positions: dict[TemplateRef, int] = field(default_factory=dict)
+    drop: list[Value] = field(default_factory=list)
+    reason: str | None = None
+
+
+class Recovery:
+    """The recovered records of one file, or of one part of it (chunks start..stop-1)."""
+
+    def __init__(self, stream: BinaryIO, render: Render, convert: Convert, budget: Budget) -> None:
+        self._stream = stream
+        self._render = render
+        self._convert = convert
+        self._budget = budget
+        self._allocated = array.array("Q")
+        self._donors: dict[int, list[int]] = {}  # template id -> chunks listing it
+        self._pending: list[_Pending] = []
+        self._chunks: OrderedDict[int, bytes] = OrderedDict()
+        self._compared: dict[tuple[int, int], tuple[Any, ...] | None] = {}
+        self._templates: dict[int, dict[int, tuple[int, int]]] = {}  # donor -> its templates
+        self._names: dict[tuple[int, int], bool] = {}  # (chunk, template) -> names intact
+        self.counts: Counter[str] = Counter()
+
+    def scan(self, chunk: ChunkSlice) -> None:
+        """Remember a walked chunk's allocated records and templates, and find its
+        candidates (rendered by `finish`)."""
+        where = (chunk.index & _CHUNK_MASK) << _OFFSET_BITS
+        shift, mask = _CHUNK_BITS + _OFFSET_BITS, _HASH_MASK  # `_hash`, inlined (per record)
+        self._allocated.extend(
+            [
+                (hash((r.record_id, r.filetime)) & mask) << shift | where | r.offset
+                for r in chunk.records
+            ]
+        )
+        if not chunk.skipped:
+            for template_id in carve.chunk_templates(chunk.data):
+                chunks = self._donors.setdefault(template_id, [])
+                if len(chunks) < DONORS:
+                    chunks.append(chunk.index)
+        found, counts = carve.scan(chunk.data, chunk.records)
+        self.counts.update(counts)
+        room = MAX_PENDING - len(self._pending)
+        if len(found) > room:
+            self.counts["not examined"] += len(found) - room
+            found = found[: max(room, 0)]
+        self._pending.extend(_Pending(chunk.index, chunk.file_offset, c) for c in found)
+
+    def finish(self) -> Iterator[Item]:
+        """Render the candidates and emit the records that are not duplicates (those
+        recovered without their payload last, once every whole one is known), then the
+        notes."""
+        matches = self._allocated_matches()
+        emitted: set[tuple[int, int, int]] = set()  # (id, FILETIME, hash of content)
+        partly: list[tuple[EventRecord, int]] = []  # and the number of values left out
+        for n, pending in enumerate(self._pending):
+            if self._budget.exceeded():
+                self.counts["not examined"] += len(self._pending) - n
+                yield self._stopped(pending, len(self._pending) - n)
+                break
+            if self._is_allocated_twin(pending, matches):
+                self.counts["duplicates"] += 1  # known without rendering either copy
+                continue
+            recovered = self._recover(pending)
+            if isinstance(recovered, str):
+                self.counts[recovered] += 1
+                continue
+            record, dropped = recovered
+            if dropped:
+                partly.append((record, dropped))
+                continue
+            content = _content(record)
+            key = (record.record_id, record.filetime, hash(content))
+            if key in emitted or self._is_allocated(record, content, matches):
+                self.counts["duplicates"] += 1
+                continue
+            emitted.add(key)
+            emitted.add((record.record_id, record.filetime, hash(content[:-1])))
+            self.counts["recovered"] += 1
+            yield record
+        for record, dropped in partly:
+            system = _content(record)[:-1]
+            key = (record.record_id, record.filetime, hash(system))
+            if key in emitted or self._is_allocated(record, system, matches):
+                self.counts["duplicates"] += 1
+                continue
+            emitted.add(key)
+            self.counts["recovered"] += 1
+            self.counts["partly"] += 1
+            yield record
+            yield ParseIssue(
+                PARTLY,
+                f"chunk {record.chunk} offset 0x{record.offset:08x} record {record.record_id}: "
+                f"recovered from chunk slack without {dropped} of its values (their "
+                "template is gone from the file, or its names were overwritten): its "
+                "EventData or UserData is left empty",
+                quarantined=False,
+                chunk=record.chunk,
+                offset=record.offset,
+            )
+        self._pending = []
+        yield from self.notes()
+
+    def notes(self) -> Iterator[FileNote]:
+        counts = self.counts
+        rejected = sum(counts[r] for r in REASONS)
+        recovered = f"{counts['recovered']} recovered"
+        if counts["partly"]:
+            recovered += f" ({counts['partly']} without their payload)"
+        value = (
+            f"{counts['found']} found, {recovered}, {counts['duplicates']} duplicates, "
+            f"{rejected} rejected"
+        )
+        if counts["not examined"]:
+            value += f", {counts['not examined']} not examined"
+        yield FileNote(NOTE, value)
+        if rejected:
+            yield FileNote(REJECTED_NOTE, carve.reasons(counts, REASONS))
+
+    def _stopped(self, pending: _Pending, left: int) -> ParseIssue:
+        return ParseIssue(
+            BUDGET_EXCEEDED,
+            f"chunk {pending.chunk}: stopped after {self._budget.max_seconds:.0f} s (work "
+            f"bound per file) while reading records from chunk slack; {left} candidates "
+            "not examined",
+            chunk=pending.chunk,
+            offset=pending.file_offset,
+        )
+
+    # -- placing and rendering ------------------------------------------------------
+
+    def _recover(self, pending: _Pending) -> tuple[EventRecord, int] | str:
+        """The record a candidate renders to and how many of its values were left out,
+        or the reason it does not render."""
+        candidate = pending.candidate
+        data = self._chunk(pending.chunk)
+        if data is None:
+            return "not rendered"
+        placement = self._in_place(pending, data)
+        built: tuple[bytes, RecordSlice] | None = None
+        if placement.reason is None and not placement.drop:
+            built = carve.synthetic_chunk(data, candidate.record), candidate.record
+        else:
+            better = self._elsewhere(pending, data, placement)
+            if better is not None:
+                placement, built = better
+            elif placement.reason is None:
+                synthetic = carve.synthetic_chunk(data, candidate.record, placement.drop)
+                built = synthetic, candidate.record
+        if built is None:
+            return placement.reason or "template gone"
+        synthetic, placed = built
+        record = self._render_one(
+            ChunkSlice(pending.chunk, pending.file_offset, synthetic, [placed]),
+            pending.file_offset + candidate.record.offset,
+        )
+        if isinstance(record, str):
+            return record
+        return record, len(placement.drop)
+
+    def _in_place(self, pending: _Pending, data: bytes) -> _Placement:
+        """The candidate rendered where it lies, with the templates its chunk still has
+        (and its plain nested documents, where their names are still sound)."""
+
+        def locate(ref: TemplateRef) -> int | None:
+            return ref.offset if carve.defined_at(data, ref.offset) == ref.template_id else None
+
+        placement = self._place(pending.chunk, data, pending.candidate.refs, locate)
+        if placement.reason is None:
+            for value in pending.candidate.plain:
+                if not carve.names_intact(data, value.start, value.end):
+                    placement.drop.append(value)
+        return placement
+
+    def _elsewhere(
+        self, pending: _Pending, data: bytes, in_place: _Placement
+    ) -> tuple[_Placement, tuple[bytes, RecordSlice]] | None:
+        """The candidate moved into a chunk of the file that holds copies of more of its
+        templates than its own place does (its own chunk first, then the others in
+        order); None when none does better."""
+        refs = pending.candidate.refs
+        if not refs:
+            return None
+        best: tuple[_Placement, tuple[bytes, RecordSlice]] | None = None
+        kept = -1 if in_place.reason else len(in_place.positions)
+        for index in sorted(
+            self._donors.get(refs[0].template_id, ()), key=lambda i: (i != pending.chunk, i)
+        ):
+            donor = self._chunk(index)
+            if donor is None:
+                continue
+            templates = self._templates.get(index)
+            if templates is None:
+                templates = self._templates[index] = carve.chunk_templates(donor)
+
+            def locate(
+                ref: TemplateRef, templates: dict[int, tuple[int, int]] = templates
+            ) -> int | None:
+                found = templates.get(ref.template_id)
+                return None if found is None or ref.resident else found[0]
+
+            placement = self._place(index, donor, refs, locate)
+            placement.drop.extend(pending.candidate.plain)  # their names are offsets here
+            if placement.reason is not None or len(placement.positions) <= kept:
+                continue
+            built = carve.transplant(
+                data, pending.candidate, donor, placement.positions, placement.drop
+            )
+            if built is None:
+                continue
+            best, kept = (placement, built), len(placement.positions)
+            if not placement.drop:
+                break
+        return best
+
+    def _place(
+        self,
+        source: int,
+        chunk: bytes,
+        refs: list[TemplateRef],
+        locate: Callable[[TemplateRef], int | None],
+    ) -> _Placement:
+        """Which of `refs` can render in `chunk` (`locate`: where its template is there):
+        a template must be there with sound names. A nested one that cannot has its value
+        left out (with what it holds); a root that cannot, a reason."""
+        placement = _Placement(source)
+        for ref in refs:
+            if any(value.start <= ref.at < value.end for value in placement.drop):
+                continue  # inside a value already left out
+            offset = locate(ref)
+            reason = None
+            if offset is None:
+                reason = "template gone"
+            elif not self._template_names(source, chunk, offset):
+                reason = "names gone"
+            if reason is None and offset is not None:
+                placement.positions[ref] = offset
+            elif ref.value is None:
+                return _Placement(source, reason=reason)
+            else:
+                placement.drop.append(ref.value)
+        return placement
+
+    def _template_names(self, source: int, chunk: bytes, offset: int) -> bool:
+        """`carve.names_intact` over the template at `offset` of chunk `source` (once)."""
+        key = (source, offset)
+        intact = self._names.get(key)
+        if intact is None:
+            start = offset + carve.TEMPLATE_HEAD.size
+            size = S.U32.unpack_from(chunk, offset + 20)[0]
+            intact = self._names[key] = carve.names_intact(chunk, start, start + size)
+        return intact
+
+    def _render_one(self, chunk: ChunkSlice, offset: int) -> EventRecord | str:
+        """Render the one record of a synthetic chunk; `offset`: its place in the file."""
+        (rec,) = chunk.records
+        body, end = rec.offset + S.RECORD_HEADER_SIZE, rec.offset + rec.size - 4
+        if carve.template_refs(chunk.data, body, end) == [] and not carve.names_intact(
+            chunk.data, body, end
+        ):
+            return "names gone"  # a body of plain elements: their names are checked here
+        for out in self._render(chunk):
+            if isinstance(out, ParseIssue):
+                return "not rendered"
+            placed, payload = out
+            if placed is not rec:
+                continue
+            try:
+                record = self._convert(payload, rec, chunk.index, offset)
+            except (ValueError, TypeError, AttributeError, IndexError, KeyError):
+                return "not rendered"
+            if _garbled(record):
+                return "garbled"
+            record.recovered = True
+            return record
+        return "not rendered"
+
+    def _chunk(self, index: int) -> bytes | None:
+        """A chunk's bytes, read again from the file (a few kept)."""
+        data = self._chunks.get(index)
+        if data is not None:
+            self._chunks.move_to_end(index)
+            return data
+        self._stream.seek(S.FILE_HEADER_BLOCK + index * S.CHUNK_SIZE)
+        block = self._stream.read(S.CHUNK_SIZE)
+        if len(block) < S.CHUNK_HEADER_SIZE:
+            return None
+        data = block.ljust(S.CHUNK_SIZE, b"\x00")
+        self._chunks[index] = data
+        if len(self._chunks) > CACHED_CHUNKS:
+            self._chunks.popitem(last=False)
+        return data
+
+    # -- duplicates -----------------------------------------------------------------
+
+    def _allocated_matches(self) -> dict[int, list[int]]:
+        """Hash -> where allocated records with that hash are (chunk << 16 | offset), for
+        the hashes of the candidates only."""
+        wanted = {
+            _hash(p.candidate.record.record_id, p.candidate.record.filetime) for p in self._pending
+        }
+        matches: dict[int, list[int]] = {}
+        if not wanted:
+            return matches
+        shift = _CHUNK_BITS + _OFFSET_BITS
+        place_mask = (1 << shift) - 1
+        for key in self._allocated:
+            if key >> shift in wanted:
+                matches.setdefault(key >> shift, []).append(key & place_mask)
+        return matches
+
+    def _is_allocated_twin(self, pending: _Pending, matches: dict[int, list[int]]) -> bool:
+        """Whether an allocated record of the file has the candidate's very bytes at the
+        same place of its chunk, and that chunk the same templates where the candidate
+        points (its copy then renders the same): e.g. the stale copy of a chunk an export
+        left in its last chunk's slack. Saves rendering both."""
+        candidate = pending.candidate
+        record = candidate.record
+        if candidate.missing:
+            return False
+        for place in matches.get(_hash(record.record_id, record.filetime), ()):
+            chunk, offset = place >> _OFFSET_BITS, place & _OFFSET_MASK
+            if offset != record.offset or chunk == pending.chunk:
+                continue
+            data = self._chunk(chunk)
+            own = self._chunk(pending.chunk)
+            if data is None or own is None:
+                continue
+            end = offset + record.size
+            if data[offset:end] == own[offset:end] and all(
+                carve.defined_at(data, ref.offset) == ref.template_id for ref in candidate.refs
+            ):
+                return True
+        return False
+
+    def _is_allocated(
+        self, record: EventRecord, content: tuple[Any, ...], matches: dict[int, list[int]]
+    ) -> bool:
+        """Whether an allocated record of the file has this record's id, FILETIME and
+        `content` (`_content`, or without its last item, the data, for a record recovered
+        without its payload), rendered again from its chunk to compare."""
+        for place in matches.get(_hash(record.record_id, record.filetime), ()):
+            chunk, offset = place >> _OFFSET_BITS, place & _OFFSET_MASK
+            allocated = self._allocated_content(chunk, offset, record)
+            if allocated is not None and allocated[: len(content)] == content:
+                return True
+        return False
+
+    def _allocated_content(
+        self, chunk: int, offset: int, record: EventRecord
+    ) -> tuple[Any, ...] | None:
+        key = (chunk, offset)
+        if key not in self._compared:
+            self._compared[key] = None
+            data = self._chunk(chunk)
+            if data is not None and offset + S.RECORD_HEADER_SIZE <= len(data):
+                magic, size, record_id, filetime = S.RECORD_HEADER.unpack_from(data, offset)
+                if (magic, record_id, filetime) == (
+                    S.RECORD_MAGIC,
+                    record.record_id,
+                    record.filetime,
+                ) and offset + size <= len(data):
+                    rec = RecordSlice(offset, size, record_id, filetime)
+                    synthetic = carve.synthetic_chunk(data, rec)
+                    file_offset = S.FILE_HEADER_BLOCK + chunk * S.CHUNK_SIZE
+                    allocated = self._render_one(
+                        ChunkSlice(chunk, file_offset, synthetic, [rec]), file_offset + offset
+                    )
+                    if isinstance(allocated, EventRecord):
+                        self._compared[key] = _content(allocated)
+        return self._compared[key]
+
+
+_NOT_CONTENT = frozenset({"chunk", "offset", "recovered", "data"})
+_SYSTEM = tuple(name for name in EventRecord.__slots__ if name not in _NOT_CONTENT)
+
+
+def _content(record: EventRecord) -> tuple[Any, ...]:
+    """Every field of a record but where it was found (and whether it was recovered),
+    its data last."""
+    return (*(getattr(record, name) for name in _SYSTEM), tuple(record.data.items()))
+
+
+def _garbled(record: EventRecord) -> bool:
+    """A rendering no event has: no EventID, or control characters in the names of its
+    provider, channel or computer (the values of a record partly written over)."""
+    if record.event_id is None:
+        return True
+    return any(
+        text is not None and not text.isprintable()
+        for text in (record.provider, record.channel, record.computer)
+    )

@@ -230,6 +230,13 @@ def run_cmd(
             "or many files reads faster with one per core).",
         ),
     ] = 1,
+    recover: Annotated[
+        bool,
+        typer.Option(
+            "--recover/--no-recover",
+            help="Also read the deleted and overwritten EVTX records left in chunk slack.",
+        ),
+    ] = True,
 ) -> None:
     """Ingest, diagnose and write the report: the one command for a collected case.
 
@@ -239,7 +246,9 @@ def run_cmd(
         if not p.exists():
             typer.echo(f"caltrail: error: no such file or folder: {p}", err=True)
             raise typer.Exit(EXIT_USAGE)
-    options = IngestOptions(lake=lake, tz=tz, tz_given=tz != "UTC", command="run", workers=workers)
+    options = IngestOptions(
+        lake=lake, tz=tz, tz_given=tz != "UTC", command="run", workers=workers, recover=recover
+    )
     summary = run_ingest(paths, options, as_json=False)
     show_case(lake, out)
     raise typer.Exit(exit_code(summary, strict=False))

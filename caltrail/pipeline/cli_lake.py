@@ -123,6 +123,14 @@ def ingest_cmd(
             "minute at 50,000 devices), so a batch job pays it instead of the first analyst.",
         ),
     ] = False,
+    recover: Annotated[
+        bool,
+        typer.Option(
+            "--recover/--no-recover",
+            help="Also read the deleted and overwritten EVTX records left in chunk slack "
+            "(events.recovered = true). --no-recover reads the records the logs still count.",
+        ),
+    ] = True,
 ) -> None:
     """Read logs into the lake: EVTX (any channel), WMI exports, registry, TSCTST, traces.
 
@@ -153,6 +161,7 @@ def ingest_cmd(
         max_seconds_per_file=max_seconds_per_file,
         etw_manifests=decoding[0],
         tmf_dirs=decoding[1],
+        recover=recover,
     )
     summary = run_ingest(paths, options, as_json)
     if derive and not summary.interrupted:

@@ -71,6 +71,7 @@ class IngestOptions:
     compact: bool = True  # merge the small files of tables that have many (pipeline/compact.py)
     etw_manifests: tuple[Path, ...] = ()  # manifests for raw .etl events (--etw-manifest)
     tmf_dirs: tuple[Path, ...] = ()  # WPP TMF files for raw .etl messages (--tmf)
+    recover: bool = True  # EVTX: also read the records left in chunk slack (--no-recover)
 
 
 @dataclass
@@ -395,6 +396,7 @@ def ingest(
                 "options": {
                     "tz": options.tz,
                     "backend": options.backend,
+                    "recover": str(options.recover),
                     "workers": str(options.workers),
                     "force": str(options.force),
                 },
@@ -526,6 +528,7 @@ def _prepare(
         max_seconds=options.max_seconds_per_file,
         etw_manifests=manifests,
         tmf_files=tmf_files,
+        recover=options.recover,
     )
     return FileTask(
         found.path,
@@ -574,6 +577,19 @@ def _plan_parts(task: FileTask, workers: int) -> list[FileTask]:
 
 
 _CHUNKS_NOTE = re.compile(r"(\d+) readable of (\d+)")
+# Notes of counts ("12 found, 3 recovered, ..."), added up over the parts of a split file.
+_COUNTED_NOTES = ("carve_candidates", "carve_rejected")
+_COUNT = re.compile(r"(\d+) ([^,()\d][^,()]*)")
+
+
+def _add_counts(first: str, second: str) -> str:
+    """Two notes of counts as one: each count of `second` added to the same-named one of
+    `first` ("3 found, 1 recovered" + "2 found" -> "5 found, 1 recovered")."""
+    totals: dict[str, int] = {}
+    for text in (first, second):
+        for number, name in _COUNT.findall(text):
+            totals[name.strip()] = totals.get(name.strip(), 0) + int(number)
+    return ", ".join(f"{n} {name}" for name, n in totals.items())
 
 
 def _merge_parts(parts: list[FileResult]) -> FileResult:
@@ -593,7 +609,9 @@ def _merge_parts(parts: list[FileResult]) -> FileResult:
     readable = total = 0
     for part in parts:
         for key, value in part.notes.items():
-            if key != "chunks":
+            if key in _COUNTED_NOTES and key in merged.notes:
+                merged.notes[key] = _add_counts(merged.notes[key], value)
+            elif key != "chunks":
                 merged.notes.setdefault(key, value)
             elif m := _CHUNKS_NOTE.fullmatch(value):
                 readable += int(m.group(1))

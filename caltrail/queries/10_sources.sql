@@ -38,12 +38,17 @@ from read_parquet(getvariable('lake') || '/' || table_name || '/*.parquet', unio
 semi join visible_runs as v using (file_sha256, run_id);
 
 -- Every committed EVTX record, duplicates included (one row per file it came from).
+-- recovered: read from chunk slack, a record the log no longer counts (deleted or written
+-- over); NULL in files ingested before the column existed, read as false.
 create or replace view events_all as
-select * from committed_rows('events');
+select * replace (coalesce(recovered, false) as recovered)
+from committed_rows('events');
 
 -- EVTX records, each shown once: the same record reached through two files (same computer,
 -- channel, record id and time; e.g. a live log and its VSS copy) is one row, dup_count
--- says how many files held it.
+-- says how many files held it. A copy the log still counts is the one shown (recovered =
+-- false) when there is one: a recovered copy of a record found allocated in another file
+-- only adds to dup_count.
 create or replace view events as
 select
     * exclude (rn),
@@ -51,7 +56,7 @@ from (
     select
         *,
         count(*) over w as dup_count,
-        row_number() over (w order by source_path, "offset") as rn
+        row_number() over (w order by recovered, source_path, "offset") as rn
     from events_all
     window w as (partition by computer, channel, record_id, time_created)
 )

@@ -12,7 +12,8 @@ create or replace macro licensing_provider_family(provider, event_source_name) a
 
 -- The rows of licensing_events, all of them or (problems_only) those licensing_problems
 -- shows. The events are deduplicated here as the `events` view does it (one row per computer,
--- channel, record id and time; dup_count copies), but over the licensing families' events
+-- channel, record id and time; dup_count copies; an allocated copy is preferred to one
+-- recovered from chunk slack, and `recovered` says which was kept), but over the licensing families' events
 -- alone, and for problems_only over the events whose (family, id) the catalog gives a
 -- problem: the copies of one record share its provider and id, so filtering before the
 -- window leaves each record's copies together, and the window sorts a fraction of the lake.
@@ -35,7 +36,7 @@ deduplicated as (
         select
             *,
             count(*) over w as dup_count,
-            row_number() over (w order by source_path, "offset") as rn
+            row_number() over (w order by recovered, source_path, "offset") as rn
         from source
         window w as (partition by computer, channel, record_id, time_created)
     )
@@ -89,6 +90,7 @@ final as (
         record_id,
         data,
         dup_count,
+        recovered,  -- read from chunk slack (events.recovered): evidence to mark as such
         source_path,
         file_sha256,
         chunk,

@@ -428,5 +428,5 @@ def find_record(data: bytes, record_id: int, filetime: int) -> RecordSlice | Non
 
 
 def reasons(counts: Counter[str], names: Iterable[str]) -> str:
-    """`counts` of `names` as "name N, name N" (those above zero)."""
-    return ", ".join(f"{name} {counts[name]}" for name in names if counts[name])
+    """`counts` of `names` as "N name, N name" (those above zero)."""
+    return ", ".join(f"{counts[name]} {name}" for name in names if counts[name])

@@ -193,13 +193,13 @@ class Recovery:
         yield from self.notes()
 
     def notes(self) -> Iterator[FileNote]:
+        """`carve_candidates`: "N found, N recovered, N without payload (of the recovered),
+        N duplicates, N rejected[, N not examined]"; `carve_rejected`: "N reason, ..."."""
         counts = self.counts
         rejected = sum(counts[r] for r in REASONS)
-        recovered = f"{counts['recovered']} recovered"
-        if counts["partly"]:
-            recovered += f" ({counts['partly']} without their payload)"
         value = (
-            f"{counts['found']} found, {recovered}, {counts['duplicates']} duplicates, "
+            f"{counts['found']} found, {counts['recovered']} recovered, "
+            f"{counts['partly']} without payload, {counts['duplicates']} duplicates, "
             f"{rejected} rejected"
         )
         if counts["not examined"]:

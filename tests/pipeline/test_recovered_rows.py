@@ -1,0 +1,128 @@
+"""Records recovered from EVTX chunk slack, through ingest, the lake and the views: the
+`recovered` flag, --no-recover, a recovered copy of a record another file holds allocated,
+and lakes written before the column existed."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from typer.testing import CliRunner
+
+from caltrail.fixtures.evtx_writer import EvtxWriter, write_evtx
+from caltrail.pipeline.cli import app
+from caltrail.pipeline.ingest import IngestOptions, _add_counts, ingest
+from caltrail.pipeline.session import connect
+from tests.parsers.test_evtx_recover import licensing, parse
+
+runner = CliRunner(env={"TERMINAL_WIDTH": "120", "NO_COLOR": "1", "COLUMNS": "120"})
+OLD, NEW = 80, 20  # long events filling one chunk, then short ones written over it
+
+
+def rewritten_log(path: Path) -> set[int]:
+    """A license server log whose one chunk was written over: the ids of the old records
+    left in its slack."""
+    with EvtxWriter(path, max_chunks=1) as writer:
+        writer.add_all([licensing(i, 200) for i in range(OLD)])
+        writer.add_all([licensing(OLD + i, 0) for i in range(NEW)])
+    return {s.record_id for s in writer.slack}
+
+
+def rows(lake: Path, sql: str) -> list[tuple[object, ...]]:
+    with connect(lake) as con:
+        return con.execute(sql).fetchall()
+
+
+def test_recovered_rows_are_flagged_in_events_and_licensing_events(tmp_path: Path) -> None:
+    log = tmp_path / "LS01_Microsoft-Windows-TerminalServices-Licensing%4Admin.evtx"
+    slack = rewritten_log(log)
+    lake = tmp_path / "lake"
+    summary = ingest([log], IngestOptions(lake=lake))
+    assert summary.records_seen == summary.records_ok  # recovered rows are rows like any
+    flagged = rows(lake, "select record_id from events where recovered order by 1")
+    assert {r for (r,) in flagged} == slack
+    assert rows(lake, "select count(*) from events where recovered is null") == [(0,)]
+    licensing_rows = rows(
+        lake, "select recovered, count(*) from licensing_events group by all order by all"
+    )
+    assert licensing_rows == [(False, summary.records_ok - len(slack)), (True, len(slack))]
+    (note,) = rows(lake, "select notes['carve_candidates'] from ingest_files")[0]
+    assert note.startswith(f"{len(slack)} found, {len(slack)} recovered")
+    assert rows(lake, "select count(*) from ingest_accounting where not balanced") == [(0,)]
+
+
+def test_no_recover_reads_the_allocated_records_only(tmp_path: Path) -> None:
+    log = tmp_path / "Admin.evtx"
+    slack = rewritten_log(log)
+    lake = tmp_path / "lake"
+    result = runner.invoke(app, ["ingest", str(log), "--lake", str(lake), "--no-recover", "--json"])
+    assert result.exit_code == 0, result.output
+    allocated = parse(log.read_bytes(), recover=False)[0]
+    assert json.loads(result.output)["rows"]["events"] == len(allocated)
+    assert rows(lake, "select count(*) from events where recovered") == [(0,)]
+    assert not slack & {r for (r,) in rows(lake, "select record_id from events")}
+    (note,) = rows(lake, "select notes['carve_candidates'] from ingest_files")[0]
+    assert note == "not searched (recovery turned off)"
+    (options,) = rows(lake, "select options['recover'] from runs")[0]
+    assert options == "False"
+    assert "--no-recover" in runner.invoke(app, ["run", "--help"]).output
+
+
+def test_a_recovered_copy_of_a_record_allocated_in_another_file_is_shown_once(
+    tmp_path: Path,
+) -> None:
+    """The log before it was written over (its old records allocated) and after (the same
+    records in slack): each record once in `events`, the allocated copy shown, both
+    counted in dup_count; the same in licensing_events."""
+    before = tmp_path / "before.evtx"
+    write_evtx(before, [licensing(i, 200) for i in range(OLD)])
+    after = tmp_path / "after.evtx"
+    slack = rewritten_log(after)
+    lake = tmp_path / "lake"
+    ingest([before, after], IngestOptions(lake=lake))
+    shown = rows(
+        lake,
+        "select record_id, recovered, dup_count, source_path from events "
+        "where record_id <= 80 order by record_id",
+    )
+    assert {r for r, *_ in shown} == set(range(1, OLD + 1))
+    for record_id, recovered, dup_count, source in shown:
+        assert recovered is False
+        if record_id in slack:
+            assert source == str(before)  # the copy the log still counted, not after's
+            assert dup_count == 2
+    licensing_shown = rows(
+        lake, "select count(*), bool_or(recovered) from licensing_events where record_id <= 80"
+    )
+    assert licensing_shown == [(OLD, False)]
+    assert rows(lake, "select count(*) from events_all where recovered") == [(len(slack),)]
+
+
+def test_a_lake_written_before_the_column_reads_it_as_false(tmp_path: Path) -> None:
+    log = tmp_path / "Admin.evtx"
+    buf = io.BytesIO()
+    write_evtx(buf, [licensing(i) for i in range(30)])
+    log.write_bytes(buf.getvalue())
+    lake = tmp_path / "lake"
+    ingest([log], IngestOptions(lake=lake))
+    for part in (lake / "events").glob("*.parquet"):
+        if part.name.startswith("_"):
+            continue
+        table = pq.read_table(part)
+        pq.write_table(table.drop_columns(["recovered"]), part)  # as an older caltrail wrote
+        assert "recovered" not in pq.read_schema(part).names
+    assert rows(lake, "select count(*), count(recovered), bool_or(recovered) from events") == [
+        (30, 30, False)
+    ]
+    assert rows(lake, "select count(*) from licensing_events where not recovered") == [(30,)]
+
+
+def test_counts_of_the_parts_of_a_split_file_add_up() -> None:
+    first = "12 found, 3 recovered, 1 without payload, 1 duplicates, 8 rejected"
+    second = "2 found, 0 recovered, 0 without payload, 0 duplicates, 2 rejected, 5 not examined"
+    assert _add_counts(first, second) == (
+        "14 found, 3 recovered, 1 without payload, 1 duplicates, 10 rejected, 5 not examined"
+    )
+    assert _add_counts("52 template gone, 3 size", "1 size") == "52 template gone, 4 size"

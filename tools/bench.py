@@ -17,6 +17,8 @@ Figures (the speed and memory targets in README.md, "Speed"):
    on disk, rows per table; the DuckDB shell opening the bundled sample lake and each fleet
    lake (`duckdb -init LAKE/caltrail.sql`, `caltrail shell`) against `duckdb -c "select 1"`.
 6. python-evtx backend against the Rust one (records per second).
+7. recovery: ingest of a 50 MB file of the corpus's real chunks (with their slack) with
+   recovery of deleted records (the default) against --no-recover.
 
 `--quick` uses small sizes (minutes, not the better part of an hour).
 """
@@ -136,6 +138,30 @@ def write_large_evtx(path: Path, target_bytes: int, seed: int = 0) -> int:
             writer.add(spec)
             i += 1
     return i
+
+
+def make_corpus_chunk_file(out: Path, target_bytes: int) -> int:
+    """The public corpus's chunks (every chunk with a chunk signature in its
+    Windows-written files; not the derived ones), one after another behind one clean file
+    header, repeated up to `target_bytes`: real chunks, with their real slack. Returns the
+    number of distinct chunks used."""
+    from caltrail.parsers.evtx import structs as S
+
+    chunks: list[bytes] = []
+    for path in sorted(CORPUS.rglob("*.evtx")):
+        if "derived" in path.relative_to(CORPUS).parts:
+            continue
+        data = path.read_bytes()
+        starts = range(S.FILE_HEADER_BLOCK, len(data) - S.CHUNK_SIZE + 1, S.CHUNK_SIZE)
+        chunks.extend(
+            data[at : at + S.CHUNK_SIZE] for at in starts if data[at : at + 8] == S.CHUNK_MAGIC
+        )
+    count = max(1, min(0xFFFF, -(-target_bytes // S.CHUNK_SIZE)))
+    with open(out, "wb") as handle:
+        handle.write(S.synthetic_file_header(count))
+        for n in range(count):
+            handle.write(chunks[n % len(chunks)])
+    return len(chunks)
 
 
 def _repeat_body(sample: Path, out: Path, begin: str, end: str, target_bytes: int) -> int:
@@ -272,11 +298,14 @@ def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[float, float, Any]:
     return best_wall, best_cpu, result
 
 
-def ingest_into(paths: list[Path], lake: Path, workers: int = 1, backend: str = "rust") -> Any:
+def ingest_into(
+    paths: list[Path], lake: Path, workers: int = 1, backend: str = "rust", recover: bool = True
+) -> Any:
     from caltrail.pipeline.ingest import IngestOptions, ingest
 
     shutil.rmtree(lake, ignore_errors=True)
-    return ingest(paths, IngestOptions(lake=lake, workers=workers, backend=backend))
+    options = IngestOptions(lake=lake, workers=workers, backend=backend, recover=recover)
+    return ingest(paths, options)
 
 
 def fresh_lakes(bench: Bench, name: str) -> Iterator[Path]:
@@ -357,6 +386,25 @@ def overhead_stages(bench: Bench, path: Path, repeat: int = 3) -> None:
             f"pyevtx-rs JSON {ref:.3f} s ({ref * per_record:.1f} us/rec)",
             f"{seconds / ref:.1f}x",
         )
+
+
+def recovery_cost(bench: Bench, path: Path, distinct: int, repeat: int = 2) -> None:
+    """What reading chunk slack costs: the ingest of one file with recovery (the default)
+    against the same ingest with --no-recover, in the same run."""
+    lakes = fresh_lakes(bench, "recover")
+    off, off_cpu, plain = timed(lambda: ingest_into([path], next(lakes), recover=False), repeat)
+    on, on_cpu, summary = timed(lambda: ingest_into([path], next(lakes)), repeat)
+    recovered = summary.records_ok - plain.records_ok
+    size = path.stat().st_size
+    chunks = (size - 4096) // 65536
+    bench.add(
+        f"recovery, corpus chunks ({size / 1e6:.0f} MB, {chunks} chunks, {distinct} distinct; "
+        f"{plain.records_ok:,} rows, {recovered:,} more recovered)",
+        f"ingest {on:.2f} s (CPU {on_cpu:.2f} s)",
+        f"--no-recover {off:.2f} s (CPU {off_cpu:.2f} s)",
+        f"{on / off:.2f}x",
+        "the slack scan's cost",
+    )
 
 
 def _all_cpu() -> float:
@@ -844,7 +892,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        default="overhead,workers,memory,parsers,etl,python,shell,diagnose",
+        default="overhead,recover,workers,memory,parsers,etl,python,shell,diagnose",
         help="comma-separated sections",
     )
     parser.add_argument(
@@ -873,6 +921,14 @@ def main(argv: list[str] | None = None) -> int:
             overhead(bench, "generated EVTX", [large], repeat=2)
             if CORPUS.exists():
                 overhead(bench, "whole corpus", sorted(CORPUS.rglob("*.evtx")), repeat=2)
+        if "recover" in sections:
+            print("recovery from chunk slack ...", flush=True)
+            if CORPUS.exists():
+                chunk_file = work / "corpus-chunks.evtx"
+                distinct = make_corpus_chunk_file(chunk_file, (12 if args.quick else 50) * mb)
+                recovery_cost(bench, chunk_file, distinct)
+            else:
+                bench.notes.append(f"{CORPUS} absent: recovery figure skipped")
         if "workers" in sections:
             print("workers ...", flush=True)
             many = work / "many"

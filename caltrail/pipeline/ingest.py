@@ -585,6 +585,8 @@ _COUNT = re.compile(r"(\d+) ([^,()\d][^,()]*)")
 def _add_counts(first: str, second: str) -> str:
     """Two notes of counts as one: each count of `second` added to the same-named one of
     `first` ("3 found, 1 recovered" + "2 found" -> "5 found, 1 recovered")."""
+    if not _COUNT.search(first) or not _COUNT.search(second):
+        return first  # no counts ("not searched ..."): the same in every part
     totals: dict[str, int] = {}
     for text in (first, second):
         for number, name in _COUNT.findall(text):

@@ -19,10 +19,12 @@ DATA = Path(__file__).parent / "data"
 
 
 def parse_all(path: Path, backend: str = "rust") -> tuple[list[EventRecord], list[ParseIssue]]:
+    """The records the file's chunks count (records recovered from slack: see
+    test_evtx_recover.py), and the issues."""
     records: list[EventRecord] = []
     issues: list[ParseIssue] = []
     with open(path, "rb") as stream:
-        for item in evtx.parse(stream, ParseOptions(backend=backend)):
+        for item in evtx.parse(stream, ParseOptions(backend=backend, recover=False)):
             if isinstance(item, EventRecord):
                 records.append(item)
             elif isinstance(item, ParseIssue):

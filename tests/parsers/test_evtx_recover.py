@@ -567,3 +567,29 @@ def test_corpus_recovers_what_libevtx_recovers_and_loses_no_allocated_record() -
     print(
         f"distinct records (id, time): libevtx {totals['libevtx']}, caltrail {totals['caltrail']}"
     )
+
+
+def test_records_of_a_chunk_whose_header_is_gone_are_recovered() -> None:
+    """A chunk whose header and first record's header were zeroed is no chunk any more
+    (reported, quarantined once); its other records are still whole, and are recovered."""
+    events = specs(330, pad=60)
+    buf = io.BytesIO()
+    write_evtx(buf, events)
+    data = bytearray(buf.getvalue())
+    second = chunk_offsets(bytes(data))[1]
+    in_chunk = records_of(bytes(data), 1)
+    data[second : second + 520] = bytes(520)
+    want = reference(events)
+
+    records, issues, notes = parse(bytes(data))
+    assert [i.kind for i in issues if i.quarantined] == ["bad_chunk_magic"]
+    recovered = {r.record_id: r for r in records if r.recovered}
+    assert set(recovered) == {rid for _, _, rid in in_chunk[1:]}
+    for r in recovered.values():
+        assert content(r) == want[r.record_id]
+        assert r.chunk == 1
+    assert counts(notes["carve_candidates"])["recovered"] == len(in_chunk) - 1
+    assert (
+        notes["chunks"]
+        == f"{len(chunk_offsets(bytes(data))) - 1} readable of {len(chunk_offsets(bytes(data)))}"
+    )

@@ -126,3 +126,5 @@ def test_counts_of_the_parts_of_a_split_file_add_up() -> None:
         "14 found, 3 recovered, 1 without payload, 1 duplicates, 10 rejected, 5 not examined"
     )
     assert _add_counts("52 template gone, 3 size", "1 size") == "52 template gone, 4 size"
+    off = "not searched (recovery turned off)"
+    assert _add_counts(off, off) == off

@@ -44,7 +44,7 @@ from caltrail.parsers.evtx.structs import RecordSlice
 # Sanity bounds of a carved header. Windows numbers records from 1 and the counter would
 # need 2**48 events to pass the bound; the FILETIME bounds take in a machine whose clock was
 # reset (1980 is the earliest date a PC's firmware gives) and reject the random bytes of
-# overwritten slack (a random 64-bit value falls inside them about once in 250 tries).
+# overwritten slack (a random 64-bit value falls inside them about once in 270 tries).
 MAX_RECORD_ID = 1 << 48
 _EPOCH = dt.datetime(1601, 1, 1, tzinfo=dt.UTC)
 FIRST_FILETIME = int((dt.datetime(1980, 1, 1, tzinfo=dt.UTC) - _EPOCH).total_seconds()) * 10**7

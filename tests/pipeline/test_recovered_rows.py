@@ -31,7 +31,7 @@ def rewritten_log(path: Path) -> set[int]:
 
 
 def rows(lake: Path, sql: str) -> list[tuple[object, ...]]:
-    with connect(lake) as con:
+    with connect(lake, through="30_licensing_events") as con:
         return con.execute(sql).fetchall()
 
 

@@ -33,9 +33,10 @@ record with a copy of its template found elsewhere in the file (`transplant`).
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import struct
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from caltrail.parsers.evtx import structs as S
@@ -162,8 +163,8 @@ def free_ranges(
 def check(data: bytes, pos: int, stop: int) -> Candidate | str:
     """The candidate whose signature is at `pos`, or why it is not one (`stop`: the end of
     the free bytes it must lie in)."""
-    if pos + S.RECORD_HEADER_SIZE > stop:
-        return "size"
+    if pos + S.RECORD_HEADER_SIZE > stop or S.CHUNK_HEADER_SIZE < pos < _FIRST_AFTER:
+        return "size"  # (no record fits before one starting there: it cannot be one)
     _, size, record_id, filetime = S.RECORD_HEADER.unpack_from(data, pos)
     if size < S.MIN_RECORD_SIZE or pos + size > stop:
         return "size"
@@ -334,82 +335,124 @@ def chunk_templates(data: bytes) -> dict[int, tuple[int, int]]:
     return found
 
 
-def synthetic_chunk(data: bytes, record: RecordSlice, drop: Iterable[Value] = ()) -> bytes:
+def synthetic_chunk(
+    data: bytes, records: Sequence[RecordSlice], drop: Iterable[Value] = ()
+) -> bytes:
     """`data` (64 KiB) changed so that a reader walking records from offset 512, as
-    pyevtx-rs does, meets `record` second and stops after it: the header at 512 is given
-    the size that leads to it (or, at 512, is the record), and the chunk header's last
-    record id and free space offset are the record's. No byte a record may name (template,
-    name) changes: only the chunk header and the first record's header (offsets 0-536);
-    and the values of `record` in `drop` are declared NULL (left out of the rendering)."""
+    pyevtx-rs does, meets `records` (in offset order, none overlapping) one after the
+    other after the header at 512, and stops after the last: the header at 512, and each
+    of `records` but the last, are given the size that leads to the next; the chunk
+    header's last record id and free space offset are the last one's. (A record's size
+    bounds its BinXML, which ends at its own end-of-stream token: a larger one changes
+    nothing.) No byte a record may name (template, name) changes: only the chunk header,
+    the header at 512 and the size fields of `records`; and the values in `drop` are
+    declared NULL (left out of the rendering)."""
     out = bytearray(data[: S.CHUNK_SIZE].ljust(S.CHUNK_SIZE, b"\x00"))
     for value in drop:
         out[value.declaration + 2] = 0x00  # the value's type: NULL (its size still skips it)
     out[:8] = S.CHUNK_MAGIC
-    if record.offset > S.CHUNK_HEADER_SIZE:
-        # record id 0: never the chunk's "last record id" at which a walk stops
+    first, last = records[0], records[-1]
+    if first.offset > S.CHUNK_HEADER_SIZE:
+        # record id 0: never the chunk's "last record id" at which a walk stops; its body
+        # an end-of-stream token at once (a fragment header was there: nothing names it)
         S.RECORD_HEADER.pack_into(
-            out, S.CHUNK_HEADER_SIZE, S.RECORD_MAGIC, record.offset - S.CHUNK_HEADER_SIZE, 0, 0
+            out, S.CHUNK_HEADER_SIZE, S.RECORD_MAGIC, first.offset - S.CHUNK_HEADER_SIZE, 0, 0
         )
-    end = record.offset + record.size
-    struct.pack_into("<QQQQ", out, 8, 0, 0, 0, record.record_id)  # numbers, then ids
-    struct.pack_into("<II", out, 44, record.offset, end)  # last record, free space offset
-    _U32.pack_into(out, 52, S.chunk_data_crc(bytes(out), end))
-    _U32.pack_into(out, 124, S.chunk_header_crc(bytes(out)))
+        out[_FIRST_BODY] = 0x00
+    for here, after in itertools.pairwise(records):
+        _U32.pack_into(out, here.offset + 4, after.offset - here.offset)
+    end = last.offset + last.size
+    struct.pack_into("<QQQQ", out, 8, 0, 0, 0, last.record_id)  # numbers, then ids
+    struct.pack_into("<II", out, 44, last.offset, end)  # last record, free space offset
+    # (the checksums are left as they were: no renderer checks them)
     return bytes(out)
 
 
-def transplant(
-    data: bytes,
-    candidate: Candidate,
-    donor: bytes,
-    placed: dict[TemplateRef, int],
-    drop: Sequence[Value] = (),
-) -> tuple[bytes, RecordSlice] | None:
-    """The candidate copied into a synthetic chunk made of `donor`, a chunk that holds
-    copies of its templates (`placed`: the donor offset of each template it keeps), its
-    template instances pointed at them and the values in `drop` left out: the record
-    rendered with the copies of its templates. The copy goes after the last of those
-    definitions (the names they use come before their ends), over the donor's later
-    records; None when it does not fit there."""
-    record = candidate.record
+_FIRST_BODY = S.CHUNK_HEADER_SIZE + S.RECORD_HEADER_SIZE  # where the record at 512 starts
+_FIRST_AFTER = S.CHUNK_HEADER_SIZE + S.MIN_RECORD_SIZE  # the first place a second record fits
+
+
+def transplant_place(donor: bytes, placed: dict[TemplateRef, int], size: int) -> int | None:
+    """Where `transplant` puts a record of `size` bytes in `donor`: after the last of the
+    template definitions it uses (the names they use come before their ends), 8-byte
+    aligned; None when it does not fit there."""
     if not placed:
         return None
     last = 0
     for offset in placed.values():
         last = max(last, offset + TEMPLATE_HEAD.size + _U32.unpack_from(donor, offset + 20)[0])
-    place = max((last + 7) & ~7, S.CHUNK_HEADER_SIZE + S.RECORD_HEADER_SIZE + 8)  # aligned
-    if place + record.size > S.CHUNK_SIZE:
-        return None
-    shift = place - record.offset
+    place = max((last + 7) & ~7, S.CHUNK_HEADER_SIZE + S.RECORD_HEADER_SIZE + 8)
+    return place if place + size <= S.CHUNK_SIZE else None
+
+
+@dataclass(slots=True)
+class Move:
+    """A candidate to render in another chunk: where each template it keeps is there
+    (`positions`), and its values left out (`drop`)."""
+
+    candidate: Candidate
+    positions: dict[TemplateRef, int]
+    drop: list[Value]
+
+
+def transplant(
+    data: bytes, moves: Sequence[Move], donor: bytes, tables: Callable[[int], bytes]
+) -> tuple[bytes, list[RecordSlice]]:
+    """Candidates of `data` copied into a synthetic chunk made of `donor`, a chunk that
+    holds copies of their templates, their template instances pointed at those and their
+    values in `drop` left out: the records rendered with the copies of their templates.
+    They go one after the other from the last `transplant_place` of them, over the donor's
+    later records: the first ones of `moves`, as many as fit (the first always does: the
+    caller checked its `transplant_place`);
+    `tables(start)`: the donor's name and template tables without what lies from `start`
+    on (`cut_tables`). Returns the chunk and where each record placed is."""
+    start = length = 0  # where the records go, and the bytes they take (8-byte aligned)
+    taken: list[Move] = []
+    for move in moves:
+        size = move.candidate.record.size
+        own = transplant_place(donor, move.positions, size)
+        if own is None or (taken and max(start, own) + length + size > S.CHUNK_SIZE):
+            break
+        start, length = max(start, own), length + ((size + 7) & ~7)
+        taken.append(move)
     out = bytearray(donor[: S.CHUNK_SIZE].ljust(S.CHUNK_SIZE, b"\x00"))
-    out[place : place + record.size] = data[record.offset : record.offset + record.size]
-    for ref, offset in placed.items():
-        _U32.pack_into(out, ref.at + shift + 6, offset)
-    _cut_tables(out, donor, place)
-    moved = RecordSlice(place, record.size, record.record_id, record.filetime)
-    shifted = [Value(v.declaration + shift, v.start + shift, v.end + shift) for v in drop]
-    return synthetic_chunk(bytes(out), moved, shifted), moved
+    placed: list[RecordSlice] = []
+    drop: list[Value] = []
+    place = start
+    for move in taken:
+        record = move.candidate.record
+        shift = place - record.offset
+        out[place : place + record.size] = data[record.offset : record.offset + record.size]
+        for ref, offset in move.positions.items():
+            _U32.pack_into(out, ref.at + shift + 6, offset)
+        drop.extend(Value(v.declaration + shift, v.start + shift, v.end + shift) for v in move.drop)
+        placed.append(RecordSlice(place, record.size, record.record_id, record.filetime))
+        place = (place + record.size + 7) & ~7
+    out[_TABLES : _TABLES + 4 * 96] = tables(start)
+    return synthetic_chunk(bytes(out), placed, drop), placed
 
 
-def _cut_tables(out: bytearray, original: bytes, limit: int) -> None:
-    """Drop from the name and template tables of `out` the entries at or past `limit`
-    (overwritten there), following the chains in the `original` bytes: a chain starts
-    with its newest entry and links to older, lower ones, so its head moves to its first
-    entry below `limit`. (pyevtx-rs reads every name the table lists when it opens a
-    chunk, and fails the whole chunk on one it cannot read.)"""
-    for table, slots in ((0x80, 64), (0x180, 32)):
-        heads = struct.unpack_from(f"<{slots}I", original, table)
-        for slot, head in enumerate(heads):
-            offset = head
-            seen: set[int] = set()
-            while offset >= limit:
-                if offset in seen or offset + 4 > len(original):
-                    offset = 0
-                    break
-                seen.add(offset)
-                offset = _U32.unpack_from(original, offset)[0]
-            if offset != head:
-                _U32.pack_into(out, table + 4 * slot, offset)
+_TABLES = 0x80  # the name table (64 offsets), then the template table (32)
+
+
+def cut_tables(chunk: bytes, limit: int) -> bytes:
+    """A chunk's name and template tables (offsets 0x80-0x200) without the entries at or
+    past `limit` (written over by `transplant`): a chain starts with its newest entry and
+    links to older, lower ones, so its head moves to its first entry below `limit`.
+    (pyevtx-rs reads every name the table lists when it opens a chunk, and fails the whole
+    chunk on one it cannot read.)"""
+    heads = list(struct.unpack_from("<96I", chunk, _TABLES))
+    for slot, head in enumerate(heads):
+        offset = head
+        seen: set[int] = set()
+        while offset >= limit:
+            if offset in seen or offset + 4 > len(chunk):
+                offset = 0
+                break
+            seen.add(offset)
+            offset = _U32.unpack_from(chunk, offset)[0]
+        heads[slot] = offset
+    return struct.pack("<96I", *heads)
 
 
 def find_record(data: bytes, record_id: int, filetime: int) -> RecordSlice | None:

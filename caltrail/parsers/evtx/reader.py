@@ -1125,10 +1125,14 @@ def _rust_json_then_xml(chunk: ChunkSlice) -> Iterator[Rendered | ParseIssue]:
             continue
         yield out
     if failed:
-        yield from _rust_render(ChunkSlice(chunk.index, chunk.file_offset, chunk.data, failed), False)
+        yield from _rust_render(
+            ChunkSlice(chunk.index, chunk.file_offset, chunk.data, failed), False
+        )
 
 
-def _convert(payload: str | dict[str, Any], rec: RecordSlice, chunk: int, offset: int) -> EventRecord:
+def _convert(
+    payload: str | dict[str, Any], rec: RecordSlice, chunk: int, offset: int
+) -> EventRecord:
     """A rendered record (JSON decoded, or XML) as an EventRecord; ValueError if it cannot be."""
     if type(payload) is dict:
         return record_from_json(payload, rec, chunk, offset)

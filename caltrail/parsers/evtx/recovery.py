@@ -111,6 +111,7 @@ class Recovery:
         self._compared: dict[tuple[int, int], tuple[Any, ...] | None] = {}
         self._templates: dict[int, dict[int, tuple[int, int]]] = {}  # donor -> its templates
         self._names: dict[tuple[int, int], bool] = {}  # (chunk, template) -> names intact
+        self._cut: dict[tuple[int, int], bytes] = {}  # (donor, place) -> its tables, cut
         self.counts: Counter[str] = Counter()
 
     def scan(self, chunk: ChunkSlice) -> None:
@@ -144,15 +145,10 @@ class Recovery:
         matches = self._allocated_matches()
         emitted: set[tuple[int, int, int]] = set()  # (id, FILETIME, hash of content)
         partly: list[tuple[EventRecord, int]] = []  # and the number of values left out
-        for n, pending in enumerate(self._pending):
-            if self._budget.exceeded():
-                self.counts["not examined"] += len(self._pending) - n
-                yield self._stopped(pending, len(self._pending) - n)
+        for recovered in self._recovered(matches):
+            if isinstance(recovered, ParseIssue):
+                yield recovered  # the work bound
                 break
-            if self._is_allocated_twin(pending, matches):
-                self.counts["duplicates"] += 1  # known without rendering either copy
-                continue
-            recovered = self._recover(pending)
             if isinstance(recovered, str):
                 self.counts[recovered] += 1
                 continue
@@ -220,34 +216,146 @@ class Recovery:
 
     # -- placing and rendering ------------------------------------------------------
 
-    def _recover(self, pending: _Pending) -> tuple[EventRecord, int] | str:
-        """The record a candidate renders to and how many of its values were left out,
-        or the reason it does not render."""
-        candidate = pending.candidate
-        data = self._chunk(pending.chunk)
+    def _recovered(
+        self, matches: dict[int, list[int]]
+    ) -> Iterator[tuple[EventRecord, int] | str | ParseIssue]:
+        """Each candidate's record (and how many of its values were left out), or why it
+        is none ("duplicates" for a twin of an allocated record), chunk by chunk; a
+        `budget_exceeded` issue, last, when the work bound stops it."""
+        pending = self._pending
+        start = 0
+        while start < len(pending):
+            stop = start + 1
+            while stop < len(pending) and pending[stop].chunk == pending[start].chunk:
+                stop += 1
+            if self._budget.exceeded():
+                self.counts["not examined"] += len(pending) - start
+                yield self._stopped(pending[start], len(pending) - start)
+                return
+            yield from self._recover_chunk(pending[start:stop], matches)
+            start = stop
+
+    def _recover_chunk(
+        self, group: list[_Pending], matches: dict[int, list[int]]
+    ) -> list[tuple[EventRecord, int] | str]:
+        """The candidates of one chunk, in order. Each is placed: where it lies when its
+        chunk still has all its templates, else in the chunk of the file that has the most
+        of them (`_elsewhere`), else where it lies without the values whose templates are
+        gone. The candidates placed in one chunk are rendered together: one synthetic
+        chunk leads the backend from one to the next."""
+        data = self._chunk(group[0].chunk)
         if data is None:
-            return "not rendered"
-        placement = self._in_place(pending, data)
-        built: tuple[bytes, RecordSlice] | None = None
-        if placement.reason is None and not placement.drop:
-            built = carve.synthetic_chunk(data, candidate.record), candidate.record
-        else:
-            better = self._elsewhere(pending, data, placement)
-            if better is not None:
-                placement, built = better
-            elif placement.reason is None:
-                synthetic = carve.synthetic_chunk(data, candidate.record, placement.drop)
-                built = synthetic, candidate.record
-        if built is None:
-            return placement.reason or "template gone"
-        synthetic, placed = built
-        record = self._render_one(
-            ChunkSlice(pending.chunk, pending.file_offset, synthetic, [placed]),
-            pending.file_offset + candidate.record.offset,
-        )
-        if isinstance(record, str):
-            return record
-        return record, len(placement.drop)
+            return ["not rendered"] * len(group)
+        results: list[tuple[EventRecord, int] | str] = []
+        here: list[tuple[int, _Placement]] = []
+        moved: dict[int, list[tuple[int, _Placement]]] = {}  # donor -> candidates
+        for pending in group:
+            if self._is_allocated_twin(pending, matches):
+                results.append("duplicates")  # known without rendering either copy
+                continue
+            placement = self._in_place(pending, data)
+            if placement.reason is not None or placement.drop:
+                better = self._elsewhere(pending, placement)
+                if better is not None:
+                    moved.setdefault(better[1], []).append((len(results), better[0]))
+                    results.append("not rendered")
+                    continue
+            if placement.reason is not None:
+                results.append(placement.reason)
+                continue
+            here.append((len(results), placement))
+            results.append("not rendered")
+        if here:
+            self._render_here(group, here, results, data)
+        for index, moves in moved.items():
+            donor = self._chunk(index)
+            if donor is not None:
+                self._render_moved(group, moves, results, data, index, donor)
+        return results
+
+    def _render_here(
+        self,
+        group: list[_Pending],
+        placed: list[tuple[int, _Placement]],
+        results: list[tuple[EventRecord, int] | str],
+        data: bytes,
+    ) -> None:
+        """Render candidates where they lie, together, then alone those the walk did not
+        reach (a record id repeated before theirs ends a pyevtx-rs walk)."""
+        for i, _ in placed:
+            record = group[i].candidate.record
+            body, end = record.offset + S.RECORD_HEADER_SIZE, record.offset + record.size - 4
+            if not group[i].candidate.refs and not carve.names_intact(data, body, end):
+                results[i] = "names gone"  # a body of plain elements: its names, checked
+        ready = [(i, p) for i, p in placed if results[i] == "not rendered"]
+        if not ready:
+            return
+        records = [group[i].candidate.record for i, _ in ready]
+        drop = [value for _, placement in ready for value in placement.drop]
+        synthetic = carve.synthetic_chunk(data, records, drop)
+        self._render_into(group, ready, results, synthetic, records)
+        for i, placement in ready:
+            if results[i] == "not rendered":
+                alone = [group[i].candidate.record]
+                synthetic = carve.synthetic_chunk(data, alone, placement.drop)
+                self._render_into(group, [(i, placement)], results, synthetic, alone)
+
+    def _render_moved(
+        self,
+        group: list[_Pending],
+        moves: list[tuple[int, _Placement]],
+        results: list[tuple[EventRecord, int] | str],
+        data: bytes,
+        index: int,
+        donor: bytes,
+    ) -> None:
+        """Render candidates moved into chunk `index`, together (as many at a time as fit
+        after its templates), then alone those the walk did not reach."""
+
+        def tables(start: int) -> bytes:
+            cut = self._cut.get((index, start))
+            if cut is None:
+                cut = self._cut[(index, start)] = carve.cut_tables(donor, start)
+            return cut
+
+        left = moves
+        while left:
+            batch = [carve.Move(group[i].candidate, p.positions, p.drop) for i, p in left]
+            synthetic, records = carve.transplant(data, batch, donor, tables)
+            self._render_into(group, left[: len(records)], results, synthetic, records)
+            left = left[len(records) :]
+        for i, placement in moves:
+            if results[i] == "not rendered":
+                move = carve.Move(group[i].candidate, placement.positions, placement.drop)
+                synthetic, records = carve.transplant(data, [move], donor, tables)
+                self._render_into(group, [(i, placement)], results, synthetic, records)
+
+    def _render_into(
+        self,
+        group: list[_Pending],
+        part: list[tuple[int, _Placement]],
+        results: list[tuple[EventRecord, int] | str],
+        synthetic: bytes,
+        records: list[RecordSlice],
+    ) -> None:
+        """Render the records of a synthetic chunk (`records`: where the candidates of
+        `part` lie in it) into `results`."""
+        first = group[0]
+        where = {id(rec): n for n, rec in enumerate(records)}
+        chunk = ChunkSlice(first.chunk, first.file_offset, synthetic, records)
+        for rendered in self._render(chunk):
+            if isinstance(rendered, ParseIssue):
+                continue  # not rendered
+            rec, payload = rendered
+            n = where.get(id(rec))
+            if n is None:
+                continue
+            i, placement = part[n]
+            if results[i] != "not rendered":
+                continue  # its names were found gone before
+            offset = first.file_offset + group[i].candidate.record.offset
+            record = self._record(payload, rec, chunk.index, offset)
+            results[i] = record if isinstance(record, str) else (record, len(placement.drop))
 
     def _in_place(self, pending: _Pending, data: bytes) -> _Placement:
         """The candidate rendered where it lies, with the templates its chunk still has
@@ -263,16 +371,14 @@ class Recovery:
                     placement.drop.append(value)
         return placement
 
-    def _elsewhere(
-        self, pending: _Pending, data: bytes, in_place: _Placement
-    ) -> tuple[_Placement, tuple[bytes, RecordSlice]] | None:
-        """The candidate moved into a chunk of the file that holds copies of more of its
-        templates than its own place does (its own chunk first, then the others in
-        order); None when none does better."""
+    def _elsewhere(self, pending: _Pending, in_place: _Placement) -> tuple[_Placement, int] | None:
+        """The chunk of the file (its index) that holds copies of more of the candidate's
+        templates than its own place does, and the candidate placed there (its own chunk
+        first, then the others in order); None when none does better."""
         refs = pending.candidate.refs
         if not refs:
             return None
-        best: tuple[_Placement, tuple[bytes, RecordSlice]] | None = None
+        best: tuple[_Placement, int] | None = None
         kept = -1 if in_place.reason else len(in_place.positions)
         for index in sorted(
             self._donors.get(refs[0].template_id, ()), key=lambda i: (i != pending.chunk, i)
@@ -294,12 +400,10 @@ class Recovery:
             placement.drop.extend(pending.candidate.plain)  # their names are offsets here
             if placement.reason is not None or len(placement.positions) <= kept:
                 continue
-            built = carve.transplant(
-                data, pending.candidate, donor, placement.positions, placement.drop
-            )
-            if built is None:
+            size = pending.candidate.record.size
+            if carve.transplant_place(donor, placement.positions, size) is None:
                 continue
-            best, kept = (placement, built), len(placement.positions)
+            best, kept = (placement, index), len(placement.positions)
             if not placement.drop:
                 break
         return best
@@ -342,29 +446,33 @@ class Recovery:
             intact = self._names[key] = carve.names_intact(chunk, start, start + size)
         return intact
 
-    def _render_one(self, chunk: ChunkSlice, offset: int) -> EventRecord | str:
-        """Render the one record of a synthetic chunk; `offset`: its place in the file."""
+    def _render_one(self, chunk: ChunkSlice, offset: int, plain: bool = False) -> EventRecord | str:
+        """Render the one record of a synthetic chunk; `offset`: its place in the file;
+        `plain`: its body is plain elements (their names are checked here first)."""
         (rec,) = chunk.records
         body, end = rec.offset + S.RECORD_HEADER_SIZE, rec.offset + rec.size - 4
-        if carve.template_refs(chunk.data, body, end) == [] and not carve.names_intact(
-            chunk.data, body, end
-        ):
-            return "names gone"  # a body of plain elements: their names are checked here
+        if plain and not carve.names_intact(chunk.data, body, end):
+            return "names gone"
         for out in self._render(chunk):
             if isinstance(out, ParseIssue):
                 return "not rendered"
             placed, payload = out
-            if placed is not rec:
-                continue
-            try:
-                record = self._convert(payload, rec, chunk.index, offset)
-            except (ValueError, TypeError, AttributeError, IndexError, KeyError):
-                return "not rendered"
-            if _garbled(record):
-                return "garbled"
-            record.recovered = True
-            return record
+            if placed is rec:
+                return self._record(payload, rec, chunk.index, offset)
         return "not rendered"
+
+    def _record(
+        self, payload: Payload, rec: RecordSlice, chunk: int, offset: int
+    ) -> EventRecord | str:
+        """A rendered candidate as a recovered EventRecord, or why it is none."""
+        try:
+            record = self._convert(payload, rec, chunk, offset)
+        except (ValueError, TypeError, AttributeError, IndexError, KeyError):
+            return "not rendered"
+        if _garbled(record):
+            return "garbled"
+        record.recovered = True
+        return record
 
     def _chunk(self, index: int) -> bytes | None:
         """A chunk's bytes, read again from the file (a few kept)."""
@@ -452,7 +560,7 @@ class Recovery:
                     record.filetime,
                 ) and offset + size <= len(data):
                     rec = RecordSlice(offset, size, record_id, filetime)
-                    synthetic = carve.synthetic_chunk(data, rec)
+                    synthetic = carve.synthetic_chunk(data, [rec])
                     file_offset = S.FILE_HEADER_BLOCK + chunk * S.CHUNK_SIZE
                     allocated = self._render_one(
                         ChunkSlice(chunk, file_offset, synthetic, [rec]), file_offset + offset

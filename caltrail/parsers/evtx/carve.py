@@ -247,6 +247,7 @@ def names_intact(data: bytes, pos: int, end: int) -> bool:
     Walks elements, attributes, text, CDATA, references and substitutions; stops (True)
     at what it does not walk: a template instance (checked on its own), a value that is
     not text."""
+    end = min(end, len(data))
     while pos < end:
         token = data[pos]
         kind = token & 0x0F

@@ -7,15 +7,13 @@ that render, as EventRecords with `recovered = True` and their own chunk and off
 recovery never costs an allocated record: those are all out before it renders anything,
 and what it does after the work bound is not done (one `budget_exceeded` issue says so).
 
-Rendering. A candidate is rendered by the reader's backend in a synthetic chunk
-(`carve.synthetic_chunk`): its own chunk, changed only where no record can point, so that
-the backend walks to it. Every template it uses must carry the id the record names and
-have sound names (`carve.names_intact`). Where one no longer does (the chunk was
-rewritten since), a copy of that template is looked for in the chunks of the file that
-list it, and the record is rendered in one of them (`carve.transplant`). Where no copy of
-a payload template (EventData, UserData) is left, the record is rendered without that
-part, never with another template's names: it is emitted with that payload empty and a
-warning (`recovered_partly`). A record whose own (System) template is gone is rejected.
+Rendering. A candidate is placed (placing.py: where it lies, or moved into the chunk of
+the file that holds its templates) and rendered by the reader's backend in a synthetic
+chunk (`carve.synthetic_chunk`): that chunk, changed only where no record can point, so
+that the backend walks from one candidate to the next. Where no copy of a payload
+template (EventData, UserData) is left, the record is rendered without that part, never
+with another template's names: it is emitted with that payload empty and a warning
+(`recovered_partly`). A record whose own (System) template is gone is rejected.
 
 Duplicates. A record found in slack may also be allocated elsewhere in the file (a chunk
 rewritten with the same records, an exported log's stale buffer). A recovered record with
@@ -33,15 +31,15 @@ until it renders (`carve_candidates`: found, recovered, duplicates, rejected; an
 from __future__ import annotations
 
 import array
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from caltrail.parsers.base import BUDGET_EXCEEDED, Budget, EventRecord, FileNote, Item, ParseIssue
 from caltrail.parsers.evtx import carve
 from caltrail.parsers.evtx import structs as S
-from caltrail.parsers.evtx.carve import TemplateRef, Value
+from caltrail.parsers.evtx.placing import Chunks, Placement, Placer
 from caltrail.parsers.evtx.structs import ChunkSlice, RecordSlice
 
 Payload = str | dict[str, Any]
@@ -63,8 +61,6 @@ REASONS = (
     "garbled",
 )
 MAX_PENDING = 200_000  # candidates held per file (a few MB); more are counted, not examined
-DONORS = 4  # chunks remembered per template id, to rebuild a record's template from
-CACHED_CHUNKS = 8  # chunks kept while rendering (re-read from the file otherwise)
 
 # An allocated record's key: 28 bits of a hash of (id, FILETIME), its chunk (20 bits) and
 # its offset in the chunk (16 bits). A hash that matches by chance costs one extra render.
@@ -85,17 +81,6 @@ class _Pending:
     candidate: carve.Candidate
 
 
-@dataclass(slots=True)
-class _Placement:
-    """Where a candidate can render: the chunk (`source`), the offset there of each
-    template it keeps, and the values left out; `reason` when its root cannot render."""
-
-    source: int
-    positions: dict[TemplateRef, int] = field(default_factory=dict)
-    drop: list[Value] = field(default_factory=list)
-    reason: str | None = None
-
-
 class Recovery:
     """The recovered records of one file, or of one part of it (chunks start..stop-1)."""
 
@@ -105,13 +90,10 @@ class Recovery:
         self._convert = convert
         self._budget = budget
         self._allocated = array.array("Q")
-        self._donors: dict[int, list[int]] = {}  # template id -> chunks listing it
         self._pending: list[_Pending] = []
-        self._chunks: OrderedDict[int, bytes] = OrderedDict()
+        self._chunks = Chunks(stream)
+        self._placer = Placer(self._chunks)
         self._compared: dict[tuple[int, int], tuple[Any, ...] | None] = {}
-        self._templates: dict[int, dict[int, tuple[int, int]]] = {}  # donor -> its templates
-        self._names: dict[tuple[int, int], bool] = {}  # (chunk, template) -> names intact
-        self._cut: dict[tuple[int, int], bytes] = {}  # (donor, place) -> its tables, cut
         self.counts: Counter[str] = Counter()
 
     def scan(self, chunk: ChunkSlice) -> None:
@@ -125,11 +107,7 @@ class Recovery:
                 for r in chunk.records
             ]
         )
-        if not chunk.skipped:
-            for template_id in carve.chunk_templates(chunk.data):
-                chunks = self._donors.setdefault(template_id, [])
-                if len(chunks) < DONORS:
-                    chunks.append(chunk.index)
+        self._placer.note(chunk)
         found, counts = carve.scan(chunk.data, chunk.records)
         self.counts.update(counts)
         room = MAX_PENDING - len(self._pending)
@@ -243,21 +221,21 @@ class Recovery:
         of them (`_elsewhere`), else where it lies without the values whose templates are
         gone. The candidates placed in one chunk are rendered together: one synthetic
         chunk leads the backend from one to the next."""
-        data = self._chunk(group[0].chunk)
+        data = self._chunks.get(group[0].chunk)
         if data is None:
             return ["not rendered"] * len(group)
         results: list[tuple[EventRecord, int] | str] = []
-        here: list[tuple[int, _Placement]] = []
-        moved: dict[int, list[tuple[int, _Placement]]] = {}  # donor -> candidates
+        here: list[tuple[int, Placement]] = []
+        moved: dict[int, list[tuple[int, Placement]]] = {}  # donor -> candidates
         for pending in group:
             if self._is_allocated_twin(pending, matches):
                 results.append("duplicates")  # known without rendering either copy
                 continue
-            placement = self._in_place(pending, data)
+            placement = self._placer.in_place(pending.chunk, data, pending.candidate)
             if placement.reason is not None or placement.drop:
-                better = self._elsewhere(pending, placement)
+                better = self._placer.elsewhere(pending.chunk, pending.candidate, placement)
                 if better is not None:
-                    moved.setdefault(better[1], []).append((len(results), better[0]))
+                    moved.setdefault(better.source, []).append((len(results), better))
                     results.append("not rendered")
                     continue
             if placement.reason is not None:
@@ -268,7 +246,7 @@ class Recovery:
         if here:
             self._render_here(group, here, results, data)
         for index, moves in moved.items():
-            donor = self._chunk(index)
+            donor = self._chunks.get(index)
             if donor is not None:
                 self._render_moved(group, moves, results, data, index, donor)
         return results
@@ -276,7 +254,7 @@ class Recovery:
     def _render_here(
         self,
         group: list[_Pending],
-        placed: list[tuple[int, _Placement]],
+        placed: list[tuple[int, Placement]],
         results: list[tuple[EventRecord, int] | str],
         data: bytes,
     ) -> None:
@@ -303,7 +281,7 @@ class Recovery:
     def _render_moved(
         self,
         group: list[_Pending],
-        moves: list[tuple[int, _Placement]],
+        moves: list[tuple[int, Placement]],
         results: list[tuple[EventRecord, int] | str],
         data: bytes,
         index: int,
@@ -313,10 +291,7 @@ class Recovery:
         after its templates), then alone those the walk did not reach."""
 
         def tables(start: int) -> bytes:
-            cut = self._cut.get((index, start))
-            if cut is None:
-                cut = self._cut[(index, start)] = carve.cut_tables(donor, start)
-            return cut
+            return self._placer.cut_tables(index, donor, start)
 
         left = moves
         while left:
@@ -333,7 +308,7 @@ class Recovery:
     def _render_into(
         self,
         group: list[_Pending],
-        part: list[tuple[int, _Placement]],
+        part: list[tuple[int, Placement]],
         results: list[tuple[EventRecord, int] | str],
         synthetic: bytes,
         records: list[RecordSlice],
@@ -356,95 +331,6 @@ class Recovery:
             offset = first.file_offset + group[i].candidate.record.offset
             record = self._record(payload, rec, chunk.index, offset)
             results[i] = record if isinstance(record, str) else (record, len(placement.drop))
-
-    def _in_place(self, pending: _Pending, data: bytes) -> _Placement:
-        """The candidate rendered where it lies, with the templates its chunk still has
-        (and its plain nested documents, where their names are still sound)."""
-
-        def locate(ref: TemplateRef) -> int | None:
-            return ref.offset if carve.defined_at(data, ref.offset) == ref.template_id else None
-
-        placement = self._place(pending.chunk, data, pending.candidate.refs, locate)
-        if placement.reason is None:
-            for value in pending.candidate.plain:
-                if not carve.names_intact(data, value.start, value.end):
-                    placement.drop.append(value)
-        return placement
-
-    def _elsewhere(self, pending: _Pending, in_place: _Placement) -> tuple[_Placement, int] | None:
-        """The chunk of the file (its index) that holds copies of more of the candidate's
-        templates than its own place does, and the candidate placed there (its own chunk
-        first, then the others in order); None when none does better."""
-        refs = pending.candidate.refs
-        if not refs:
-            return None
-        best: tuple[_Placement, int] | None = None
-        kept = -1 if in_place.reason else len(in_place.positions)
-        for index in sorted(
-            self._donors.get(refs[0].template_id, ()), key=lambda i: (i != pending.chunk, i)
-        ):
-            donor = self._chunk(index)
-            if donor is None:
-                continue
-            templates = self._templates.get(index)
-            if templates is None:
-                templates = self._templates[index] = carve.chunk_templates(donor)
-
-            def locate(
-                ref: TemplateRef, templates: dict[int, tuple[int, int]] = templates
-            ) -> int | None:
-                found = templates.get(ref.template_id)
-                return None if found is None or ref.resident else found[0]
-
-            placement = self._place(index, donor, refs, locate)
-            placement.drop.extend(pending.candidate.plain)  # their names are offsets here
-            if placement.reason is not None or len(placement.positions) <= kept:
-                continue
-            size = pending.candidate.record.size
-            if carve.transplant_place(donor, placement.positions, size) is None:
-                continue
-            best, kept = (placement, index), len(placement.positions)
-            if not placement.drop:
-                break
-        return best
-
-    def _place(
-        self,
-        source: int,
-        chunk: bytes,
-        refs: list[TemplateRef],
-        locate: Callable[[TemplateRef], int | None],
-    ) -> _Placement:
-        """Which of `refs` can render in `chunk` (`locate`: where its template is there):
-        a template must be there with sound names. A nested one that cannot has its value
-        left out (with what it holds); a root that cannot, a reason."""
-        placement = _Placement(source)
-        for ref in refs:
-            if any(value.start <= ref.at < value.end for value in placement.drop):
-                continue  # inside a value already left out
-            offset = locate(ref)
-            reason = None
-            if offset is None:
-                reason = "template gone"
-            elif not self._template_names(source, chunk, offset):
-                reason = "names gone"
-            if reason is None and offset is not None:
-                placement.positions[ref] = offset
-            elif ref.value is None:
-                return _Placement(source, reason=reason)
-            else:
-                placement.drop.append(ref.value)
-        return placement
-
-    def _template_names(self, source: int, chunk: bytes, offset: int) -> bool:
-        """`carve.names_intact` over the template at `offset` of chunk `source` (once)."""
-        key = (source, offset)
-        intact = self._names.get(key)
-        if intact is None:
-            start = offset + carve.TEMPLATE_HEAD.size
-            size = S.U32.unpack_from(chunk, offset + 20)[0]
-            intact = self._names[key] = carve.names_intact(chunk, start, start + size)
-        return intact
 
     def _render_one(self, chunk: ChunkSlice, offset: int, plain: bool = False) -> EventRecord | str:
         """Render the one record of a synthetic chunk; `offset`: its place in the file;
@@ -473,22 +359,6 @@ class Recovery:
             return "garbled"
         record.recovered = True
         return record
-
-    def _chunk(self, index: int) -> bytes | None:
-        """A chunk's bytes, read again from the file (a few kept)."""
-        data = self._chunks.get(index)
-        if data is not None:
-            self._chunks.move_to_end(index)
-            return data
-        self._stream.seek(S.FILE_HEADER_BLOCK + index * S.CHUNK_SIZE)
-        block = self._stream.read(S.CHUNK_SIZE)
-        if len(block) < S.CHUNK_HEADER_SIZE:
-            return None
-        data = block.ljust(S.CHUNK_SIZE, b"\x00")
-        self._chunks[index] = data
-        if len(self._chunks) > CACHED_CHUNKS:
-            self._chunks.popitem(last=False)
-        return data
 
     # -- duplicates -----------------------------------------------------------------
 
@@ -521,8 +391,8 @@ class Recovery:
             chunk, offset = place >> _OFFSET_BITS, place & _OFFSET_MASK
             if offset != record.offset or chunk == pending.chunk:
                 continue
-            data = self._chunk(chunk)
-            own = self._chunk(pending.chunk)
+            data = self._chunks.get(chunk)
+            own = self._chunks.get(pending.chunk)
             if data is None or own is None:
                 continue
             end = offset + record.size
@@ -551,7 +421,7 @@ class Recovery:
         key = (chunk, offset)
         if key not in self._compared:
             self._compared[key] = None
-            data = self._chunk(chunk)
+            data = self._chunks.get(chunk)
             if data is not None and offset + S.RECORD_HEADER_SIZE <= len(data):
                 magic, size, record_id, filetime = S.RECORD_HEADER.unpack_from(data, offset)
                 if (magic, record_id, filetime) == (

@@ -5,6 +5,10 @@ For each input file: hash it; skip it when the manifest already has that sha256 
 issues to `parse_errors`, notes to the manifest row. Rows are staged as Parquet in batches
 (memory bounded whatever the file size) and committed in groups (see pipeline.lake).
 A file that cannot be read becomes a manifest row with status "error" and the run goes on.
+
+Files are parsed by an executor (pipeline.runner): by default in long-lived child processes,
+so a parser that dies in native code costs its file (status "error", the reason in the
+manifest and the summary), never the run.
 """
 
 from __future__ import annotations
@@ -16,22 +20,22 @@ import json
 import os
 import re
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from caltrail import __version__
+from caltrail.parsers import READERS
 from caltrail.parsers.base import BUDGET_EXCEEDED, RECORD_TYPES, FileNote, ParseIssue, ParseOptions
 from caltrail.parsers.errors import ParseError
 from caltrail.pipeline import etw_files
 from caltrail.pipeline import lake as L
+from caltrail.pipeline import runner
 from caltrail.pipeline.bounded import WorkBoundReached, open_bounded
 from caltrail.pipeline.detect import detect
 from caltrail.pipeline.inputs import InputFile, InputProblem, cleanup, discover
@@ -45,9 +49,13 @@ COMMIT_EVERY_SECONDS = 2.0
 SPLIT_MIN_BYTES = 48 * 1024 * 1024
 PART_BYTES = 64 * 1024 * 1024
 MIN_PART_CHUNKS = 16
-# Test hook, read in the worker (spawn-safe): "SUBSTRING=MODE" makes parse_file fail for a
-# file whose display name contains SUBSTRING; MODE is raise, exit (os._exit) or segv.
+# Test hook, read where the file is parsed: "SUBSTRING=MODE" makes parse_file fail for a
+# file whose display name contains SUBSTRING; MODE is raise (a Python exception), exit
+# (os._exit), segv, kill (SIGKILL), abort (SIGABRT, as glibc does on a corrupted heap),
+# hang (never returns) or enospc (the lake's disk is full).
 CRASH_HOOK_ENV = "CALTRAIL_TEST_CRASH"
+# What a parsing child imports before its first file (while the parent hashes the inputs).
+PRELOAD = ("caltrail.pipeline.ingest", *READERS)
 
 
 @dataclass
@@ -227,8 +235,14 @@ def _crash_hook(task: FileTask) -> None:
         return
     if mode == "exit":
         os._exit(70)
-    if mode == "segv":
-        os.kill(os.getpid(), signal.SIGSEGV)
+    if mode in ("segv", "kill", "abort"):
+        how = {"segv": signal.SIGSEGV, "kill": signal.SIGKILL, "abort": signal.SIGABRT}[mode]
+        signal.pthread_kill(threading.get_ident(), how)  # this thread, as a real fault
+    if mode == "hang":
+        while True:
+            time.sleep(3600)
+    if mode == "enospc":
+        raise OSError(28, "No space left on device")
     raise RuntimeError(f"test crash hook for {task.display}")
 
 
@@ -345,11 +359,6 @@ def _finish(
     return result
 
 
-def _worker_init() -> None:
-    # Ctrl-C goes to the whole process group: the parent decides, workers just stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 # ---------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------
@@ -438,6 +447,29 @@ def _run(
     summary: IngestSummary,
     progress: ProgressFn | None,
 ) -> None:
+    executor = runner.executor_for(parse_file, options.workers, _task_seconds, PRELOAD)
+    if isinstance(executor, runner.ChildPool):
+        executor.warm()  # the child starts while the inputs are hashed
+    try:
+        _read_all(paths, options, run_id, stage, workdir, summary, progress, executor)
+    finally:
+        executor.close()
+
+
+def _task_seconds(task: FileTask) -> float:
+    return task.parse_options.max_seconds
+
+
+def _read_all(
+    paths: list[Path],
+    options: IngestOptions,
+    run_id: str,
+    stage: Path,
+    workdir: Path,
+    summary: IngestSummary,
+    progress: ProgressFn | None,
+    executor: runner.Executor[FileTask, FileResult],
+) -> None:
     known = set() if options.force else L.known_hashes(options.lake)
     seen_this_run: set[str] = set()
     tasks: list[FileTask] = []
@@ -468,15 +500,21 @@ def _run(
         if progress:
             progress("file", result, total)
 
+    assembler = _Assembler(done, workdir)
+    queue: list[FileTask] = []
+    for task in tasks:
+        # a large EVTX file is split by chunk ranges only when there are workers to share it
+        parts = _plan_parts(task, options.workers) if options.workers > 1 else [task]
+        assembler.expect(task, len(parts))
+        queue.extend(parts)
+
+    def finished(task: FileTask, outcome: FileResult | runner.Crash) -> None:
+        if isinstance(outcome, runner.Crash):
+            outcome = _crashed(task, outcome)
+        assembler.add(task, outcome)
+
     try:
-        if options.workers <= 1 or (
-            total <= 1 and not any(len(_plan_parts(t, options.workers)) > 1 for t in tasks)
-        ):
-            for task in tasks:
-                done(parse_file(task))
-                _drop_extracted(task, workdir)
-        else:
-            _run_parallel(tasks, options.workers, done, workdir)
+        executor.run(queue, finished)
     finally:
         committer.flush()
 
@@ -658,76 +696,19 @@ class _Assembler:
             _drop_extracted(task, self.workdir)
 
 
-def _run_parallel(
-    tasks: list[FileTask], workers: int, done: Callable[[FileResult], None], workdir: Path
-) -> None:
-    assembler = _Assembler(done, workdir)
-    queue: list[FileTask] = []
-    for task in tasks:
-        parts = _plan_parts(task, workers)
-        assembler.expect(task, len(parts))
-        queue.extend(parts)
-    queue.reverse()  # popped from the end: files in order
-    suspects: list[FileTask] = []
-    while queue:
-        suspects.extend(_run_pool(queue, workers, assembler))
-    # A worker died (os._exit, segfault, killed): every task that was in flight is a
-    # suspect. Each is run again alone: the one that kills its worker again is reported
-    # as crashed, the others are read normally.
-    for task in suspects:
-        left = [task]
-        if _run_pool(left, 1, assembler):
-            assembler.add(task, _crashed(task))
-
-
-def _run_pool(queue: list[FileTask], workers: int, assembler: _Assembler) -> list[FileTask]:
-    """Run tasks from `queue` (popped from its end) until it is empty or the pool breaks.
-    Returns the tasks that were in flight when it broke."""
-    context = get_context("spawn")  # fork + threads in native parsers is a known deadlock trap
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init)
-    running: dict[Future[FileResult], FileTask] = {}
-    try:
-        while queue or running:
-            while queue and len(running) < workers * 2:
-                task = queue.pop()
-                running[pool.submit(parse_file, task)] = task
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            broken = False
-            for future in finished:
-                try:
-                    result = future.result()
-                except BrokenProcessPool:
-                    broken = True
-                    continue
-                assembler.add(running.pop(future), result)
-            if broken:
-                in_flight = list(running.values())
-                running.clear()
-                return in_flight
-        return []
-    except BaseException:
-        # Ctrl-C (or a bug here): stop the workers now; what they staged is swept.
-        _kill_workers(pool)
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _kill_workers(pool: ProcessPoolExecutor) -> None:
-    processes = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        if process.is_alive():
-            process.kill()
-
-
-def _crashed(task: FileTask) -> FileResult:
+def _crashed(task: FileTask, crash: runner.Crash) -> FileResult:
+    """The result of a task whose process died (or hung): the file is an error, with why."""
     result = FileResult(task.display, task.sha256, task.size, task.mtime, "error")
     where = "" if task.part is None else f" (chunks {task.part[1]}-{task.part[2] - 1})"
-    result.error = (
-        f"the worker process parsing this file{where} crashed (native parser failure); "
-        "reported alone, the rest of the run went on"
-    )
+    if crash.hang:
+        # not "the worker process ...": a hang is not retried by the next run (lake.py), it
+        # would cost the whole work bound again; --force retries it
+        result.error = f"the parser reading this file{where} {crash.reason}"
+    else:
+        result.error = (
+            f"the worker process parsing this file{where} crashed: it {crash.reason}; "
+            "the rest of the run went on"
+        )
     result.started = result.finished = time.time()
     for path in task.stage.glob(f"*__{task.prefix}-*.parquet"):
         path.unlink(missing_ok=True)

@@ -180,6 +180,25 @@ class _Reader:
         yield Row(dict(table.list_values), table.line, raw)
 
 
+def _drop_read(element: etree._Element) -> None:
+    """Free what has been read, keeping memory flat: the element's content, and the
+    siblings before it (each with its tail text).
+
+    Never the element itself with its tail: libxml2 may still be appending text to that
+    tail (the text after `</tr>` arrives with the next block, or at close), and it keeps
+    the length of the text node it appends to. Once the node is unlinked, the parent's
+    last child is some earlier text node, and libxml2 appends to it at the old length:
+    a heap overflow (segmentation fault, or an abort on a corrupted heap; lxml 6.1-6.2,
+    libxml2 2.14; docs/GUARANTEES.md, "Native crashes"). The siblings before the element
+    are complete; libxml2 no longer writes to them."""
+    element.clear(keep_tail=True)
+    while (previous := element.getprevious()) is not None:
+        parent = previous.getparent()
+        if parent is None:
+            break
+        parent.remove(previous)
+
+
 def _rows(stream: BinaryIO) -> Iterator[RowItem]:
     parser = etree.HTMLPullParser(
         events=("start", "end"),
@@ -221,12 +240,10 @@ def _rows(stream: BinaryIO) -> Iterator[RowItem]:
                 row = reader.row(element, _line(element, line_no))
                 if row is not None:
                     yield row
-                parent = element.getparent()
-                element.clear()
-                if parent is not None:
-                    parent.remove(element)
+                _drop_read(element)
             elif tag == "table" and reader.tables:
                 yield from reader.end_table()
+                _drop_read(element)
         if error is not None:
             yield ParseIssue(
                 "html_syntax",

@@ -48,6 +48,7 @@ from caltrail.parsers.base import (
 )
 from caltrail.parsers.errors import InvalidSignatureError, TruncatedError
 from caltrail.parsers.evtx import structs as S
+from caltrail.parsers.evtx.cpubound import CpuBound, TooSlow
 from caltrail.parsers.evtx.recovery import NOTE as RECOVERY_NOTE
 from caltrail.parsers.evtx.recovery import Recovery
 from caltrail.parsers.evtx.structs import ChunkSlice, RecordSlice
@@ -316,6 +317,13 @@ def _frame_records(chunk: ChunkSlice, free: int, end: int) -> Iterator[RecordSli
 
 Rendered = tuple[RecordSlice, "str | dict[str, Any]"]
 
+# python-evtx (the second chance) has no work bound of its own: a damaged template can cost
+# it 0.1-0.2 s of CPU per record, for every record of the chunk. Each record gets this much
+# CPU time, the chunk's second chances this much in all (a sound record takes ~40 us,
+# the slowest seen in the corpus ~20 ms); past it the record is quarantined, with why.
+FALLBACK_RECORD_CPU_S = 0.05
+FALLBACK_CHUNK_CPU_S = 0.5
+
 
 def _pick_json_loads() -> Callable[[str], Any]:
     """orjson when installed (decodes pyevtx-rs JSON faster), else the standard library."""
@@ -392,7 +400,7 @@ def _with_fallback(
         return
     retry = ChunkSlice(chunk.index, chunk.file_offset, chunk.data, [rec for rec, _ in failed])
     first_error = {rec.offset: issue for rec, issue in failed}
-    for out in _python_xml(retry):
+    for out in _python_xml(retry, CpuBound(FALLBACK_RECORD_CPU_S, FALLBACK_CHUNK_CPU_S)):
         if isinstance(out, ParseIssue):
             rec = by_offset[out.offset or -1]
             rust_issue = first_error[rec.offset]
@@ -417,7 +425,9 @@ def _rust_json_with_fallback(chunk: ChunkSlice) -> Iterator[Rendered | ParseIssu
     return _with_fallback(chunk, _rust_render(chunk, json_out=True))
 
 
-def _python_xml(chunk: ChunkSlice) -> Iterator[Rendered | ParseIssue]:
+def _python_xml(
+    chunk: ChunkSlice, bound: CpuBound | None = None
+) -> Iterator[Rendered | ParseIssue]:
     """python-evtx's XML for each framed record, the string its `evtx_record_xml_view`
     gives (`_python_xml_reference`; tests hold the two equal, errors included), faster.
 
@@ -425,7 +435,11 @@ def _python_xml(chunk: ChunkSlice) -> Iterator[Rendered | ParseIssue]:
     object per token and per value: nearly all of its time. Here (`_evtx_pysubs`) each
     template is read once per chunk into a skeleton of literal text and substitution
     slots, and each record's substitution values are decoded with `struct`; python-evtx
-    renders only what that path does not mirror exactly (a record, or a nested fragment)."""
+    renders only what that path does not mirror exactly (a record, or a nested fragment).
+
+    With a `bound` (the second chance for what pyevtx-rs cannot render), a record past its
+    CPU time is quarantined, and so is every later one of the chunk (the chunk's python-evtx
+    state may be half built; a damaged template costs each of its records the same)."""
     from Evtx.Evtx import ChunkHeader
     from Evtx.Nodes import RootNode
     from Evtx.Views import render_root_node
@@ -439,13 +453,29 @@ def _python_xml(chunk: ChunkSlice) -> Iterator[Rendered | ParseIssue]:
         return cast("str", render_root_node(RootNode(data, root, header, None)))
 
     fast = ChunkRenderer(data, header, python)
+    given_up: str | None = None
     for rec in chunk.records:
+        if given_up is not None:
+            yield _record_issue(chunk, rec, given_up)
+            continue
         try:
-            xml = fast.render(rec.offset + S.RECORD_HEADER_SIZE)
+            if bound is None:
+                xml = fast.render(rec.offset + S.RECORD_HEADER_SIZE)
+            else:
+                xml = bound.call(fast.render, rec.offset + S.RECORD_HEADER_SIZE)
+        except TooSlow as slow:
+            yield _record_issue(chunk, rec, f"python backend: {slow} (a damaged template)")
+            given_up = "python backend not tried: a record before it in the chunk ran out of time"
+            continue
         except Exception as exc:  # third-party parser boundary: any failure is this record's
             yield _record_issue(chunk, rec, f"python backend: {type(exc).__name__}: {exc}")
             continue
         yield rec, xml
+        if bound is not None and bound.spent():
+            given_up = (
+                f"python backend not tried: the chunk's second chances used their "
+                f"{bound.total:g} s of CPU time"
+            )
 
 
 def _python_xml_reference(chunk: ChunkSlice) -> Iterator[Rendered | ParseIssue]:

@@ -191,7 +191,7 @@ def _drop_read(element: etree._Element) -> None:
     a heap overflow (segmentation fault, or an abort on a corrupted heap; lxml 6.1-6.2,
     libxml2 2.14; docs/GUARANTEES.md, "Native crashes"). The siblings before the element
     are complete; libxml2 no longer writes to them."""
-    element.clear(keep_tail=True)
+    element.clear(keep_tail=True)  # type: ignore[call-arg]  # (lxml-stubs lacks keep_tail)
     while (previous := element.getprevious()) is not None:
         parent = previous.getparent()
         if parent is None:

@@ -60,6 +60,8 @@ RETRIES = 1
 # Children kept running between runs (reused by the next run of this process).
 SPARES = 1
 _STOP_WAIT_S = 2.0
+# Set by pytest for every test phase; meaningless to a task, so it does not end a child.
+_VOLATILE_ENV = frozenset({"PYTEST_CURRENT_TEST"})
 _DUMP_SIGNAL = signal.SIGUSR1
 
 
@@ -150,6 +152,10 @@ def _exit_with_parent(parent: int) -> None:
             os._exit(0)
 
 
+def _environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in _VOLATILE_ENV}
+
+
 @dataclass
 class _Child:
     process: subprocess.Popen[bytes]
@@ -180,13 +186,13 @@ class _Child:
             theirs.close()
         conn = Connection(ours.detach())
         conn.send(preload)
-        return cls(process, conn, errors, dict(os.environ), os.getpid())
+        return cls(process, conn, errors, _environment(), os.getpid())
 
     def usable(self) -> bool:
         return (
             self.owner == os.getpid()
             and self.process.poll() is None
-            and self.env == dict(os.environ)  # tasks see the environment of their run
+            and self.env == _environment()  # tasks see the environment of their run
         )
 
     def send(self, work: Callable[[Any], Any], task: Any) -> bool:

@@ -10,6 +10,12 @@ checks the parser contract (parsers/base.py, parsers/errors.py):
   for a hang inside native code);
 - traced memory stays under a bound that does not depend on length fields in the file.
 
+`run_isolated(case)` does the same in a child process (pipeline.runner, the executor ingest
+uses): a parser that dies in native code (a segmentation fault in lxml, an abort) or hangs
+there costs that child, not the caller, and comes back as a `Crash`; `parse_isolated` turns
+a crash into a test failure that names the saved input. The CI tests and the campaign
+(tools/fuzz_campaign.py) both run this way.
+
 Seeds are real inputs (the simulator's bundle, tests/parsers/data, a few small corpus
 files), grouped by the parser that `pipeline.detect` picks for them.
 """
@@ -17,13 +23,17 @@ files), grouped by the parser that `pipeline.detect` picks for them.
 from __future__ import annotations
 
 import faulthandler
+import hashlib
 import io
+import os
 import random
 import re
 import signal
 import struct
+import tempfile
+import traceback
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
@@ -36,6 +46,7 @@ import pyarrow as pa
 from caltrail.parsers import readers
 from caltrail.parsers.base import RECORD_TYPES, FileNote, ParseIssue, ParseOptions
 from caltrail.parsers.errors import ParseError
+from caltrail.pipeline.runner import ChildPool, Crash, crash_site
 from caltrail.pipeline.schemas import ALL_SCHEMAS, LINEAGE_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -165,6 +176,129 @@ def run_parser(
             f"{len(data)}-byte input"
         )
     return outcome
+
+
+# ---------------------------------------------------------------------------
+# In a child process: a native crash or hang costs the child, and the input is kept
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    """One fuzz input for one parser."""
+
+    name: str
+    data: bytes
+    backend: str = "rust"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A contract failure seen in the child: the exception's type, where, its traceback."""
+
+    kind: str
+    signature: str
+    text: str
+    hang: bool
+
+
+def signature(exc: BaseException) -> str:
+    """`Type at file.py:line [message]`: the innermost parser or pipeline frame, so one bug
+    met by many inputs is one failure."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if "/parsers/" in f.filename or "/pipeline/" in f.filename]
+    where = ours[-1] if ours else (frames[-1] if frames else None)
+    place = f"{Path(where.filename).name}:{where.lineno}" if where else "?"
+    message = str(exc).split(";")[0][:80] if isinstance(exc, ContractViolation) else ""
+    return f"{type(exc).__name__} at {place} {message}".strip()
+
+
+def check(case: Case) -> Outcome | Failure:
+    """`run_parser` on one case, its failure as data (runs in the child)."""
+    try:
+        return run_parser(MODULES[case.name], case.data, options_for(case.name, case.backend))
+    except (Exception, Hang) as exc:
+        text = "".join(traceback.format_exception(exc))
+        return Failure(type(exc).__name__, signature(exc), text, isinstance(exc, Hang))
+
+
+def _case_seconds(case: Case) -> float:
+    return TIME_LIMIT_S
+
+
+def run_isolated(
+    case: Case, work: Callable[[Case], Outcome | Failure] = check
+) -> Outcome | Failure | Crash:
+    """`work(case)` in a long-lived child (restarted after a crash; never retried: a
+    crash that happens once is a finding). `work` must be importable by name."""
+    pool: ChildPool[Case, Outcome | Failure] = ChildPool(
+        work, limit=_case_seconds, preload=(__name__,), retries=0
+    )
+    got: list[Outcome | Failure | Crash] = []
+    try:
+        pool.run([case], lambda _, result: got.append(result))
+    finally:
+        pool.close()
+    return got[0]
+
+
+def is_hang(result: Failure | Crash) -> bool:
+    """A hang: the SIGALRM guard fired, faulthandler's backstop ended the child (native
+    code that never returns), or the runner stopped a silent child."""
+    if isinstance(result, Failure):
+        return result.hang
+    return result.hang or "Timeout (" in result.report
+
+
+def crash_key(result: Crash) -> str:
+    """What makes two crashes the same: how the child ended and where."""
+    how = "hang" if is_hang(result) else f"native crash (exit {result.code})"
+    return f"{how}{crash_site(result.report)}"
+
+
+def save_case(case: Case, folder: Path, stem: str, report: str) -> Path:
+    """Write the input (`stem`.bin) and what is known about it (`stem`.txt); returns the
+    input's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{stem}.bin"
+    path.write_bytes(case.data)
+    path.with_suffix(".txt").write_text(
+        f"parser={case.name}\nbackend={case.backend}\nbytes={len(case.data)}\n\n{report}",
+        encoding="utf-8",
+    )
+    return path
+
+
+class NativeCrash(AssertionError):
+    """The parser's process died (or hung) on an input; the message names the saved input."""
+
+
+class ChildFailure(AssertionError):
+    """The parser broke its contract in the child; the message carries its traceback."""
+
+
+def crash_folder() -> Path:
+    """Where the CI fuzz tests keep inputs that crashed a parser (CALTRAIL_FUZZ_CRASHES)."""
+    default = Path(tempfile.gettempdir()) / "caltrail-fuzz-crashes"
+    return Path(os.environ.get("CALTRAIL_FUZZ_CRASHES", default))
+
+
+def parse_isolated(
+    name: str, data: bytes, backend: str = "rust", work: Callable[[Case], Any] = check
+) -> Outcome:
+    """`run_parser` in a child: the Outcome, or a test failure (the input saved on a crash)."""
+    case = Case(name, data, backend)
+    result = run_isolated(case, work)
+    if isinstance(result, Crash):
+        stem = f"{name}-{hashlib.sha256(data).hexdigest()[:16]}"
+        path = save_case(case, crash_folder(), stem, f"{result.reason}\n\n{result.report}")
+        raise NativeCrash(
+            f"{name} ({backend}): the parser process {result.reason}; "
+            f"input saved to {path} ({len(data)} bytes)"
+        )
+    if isinstance(result, Failure):
+        raise ChildFailure(f"{name} ({backend}): {result.signature}\n{result.text}")
+    return result
 
 
 # ---------------------------------------------------------------------------

@@ -6,6 +6,9 @@ truncation, spliced chunks, huge lengths and counts in headers), and random text
 real header line. The harness (fuzzlib.run_parser) checks the contract: only ParseError
 subclasses escape, every item is a record/issue/note whose record fits its lake table, the
 parse ends within a time bound, and traced memory stays bounded whatever the lengths say.
+Each parse runs in a child process (fuzzlib.parse_isolated): a parser that dies in native
+code fails its test, naming the input it saved (CALTRAIL_FUZZ_CRASHES, default
+TMPDIR/caltrail-fuzz-crashes), instead of killing pytest.
 
 CI cost is kept low: CALTRAIL_FUZZ_EXAMPLES (default 20) examples per test. The long
 campaign is tools/fuzz_campaign.py; what it found is kept in test_bug_*.py.
@@ -34,7 +37,7 @@ NAMES = sorted(F.MODULES)
 
 
 def _parse(name: str, data: bytes, backend: str = "rust") -> F.Outcome:
-    return F.run_parser(F.MODULES[name], data, F.options_for(name, backend))
+    return F.parse_isolated(name, data, backend)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -126,6 +126,7 @@ class Campaign:
             "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.started)),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "finished": final,
+            "load_average": [round(x, 2) for x in os.getloadavg()],
             "parsers": {name: asdict(t) for name, t in sorted(self.tallies.items())},
             "findings": {key: str(path) for key, path in sorted(self.found.items())},
         }

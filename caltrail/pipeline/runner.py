@@ -60,6 +60,7 @@ RETRIES = 1
 # Children kept running between runs (reused by the next run of this process).
 SPARES = 1
 _STOP_WAIT_S = 2.0
+START_TIMEOUT_S = 120.0  # a child that has not imported what it needs by then never will
 # Set by pytest for every test phase; meaningless to a task, so it does not end a child.
 _VOLATILE_ENV = frozenset({"PYTEST_CURRENT_TEST"})
 _DUMP_SIGNAL = signal.SIGUSR1
@@ -164,6 +165,7 @@ class _Child:
     env: dict[str, str]
     owner: int  # the pid that started it (a forked copy of the parent must not use it)
     ready: bool = False
+    started: float = field(default_factory=time.monotonic)
 
     @classmethod
     def start(cls, preload: tuple[str, ...]) -> _Child:
@@ -256,6 +258,7 @@ class _Child:
         self.errors.close()
 
 
+_HERE = __file__.replace("\\", "/")  # the child's loop: never where anything happened
 _FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)', re.M)
 
 
@@ -269,7 +272,7 @@ def crash_site(report: str) -> str:
         if not frames or any(f["func"] == _exit_with_parent.__name__ for f in frames):
             continue
         paths = [f["file"].replace("\\", "/") for f in frames]
-        ours = [n for n, path in enumerate(paths) if "/caltrail/" in path]
+        ours = [n for n, path in enumerate(paths) if "/caltrail/" in path and path != _HERE]
         n = ours[0] if ours else 0
         path = paths[n]
         # the package-relative path (caltrail/parsers/x.py), or just the file name
@@ -426,6 +429,7 @@ class ChildPool(Generic[T, R]):
             return
         if kind == "ready":
             slot.child.ready = True
+            slot.since = time.monotonic()  # its first task starts now
             return
         task, _ = slot.pending.popleft()
         slot.since = time.monotonic()
@@ -458,17 +462,21 @@ class ChildPool(Generic[T, R]):
             queue.appendleft((task, deaths))
         slot.child = _Child.start(self.preload)
 
+    def _deadline(self, slot: _Slot[T]) -> float | None:
+        """When the slot's running task is overdue (monotonic time; None: no bound). Until
+        its child is ready, the child's start is what is timed (a start can take seconds
+        on a loaded machine: a task's clock starts when its child can run it)."""
+        if not slot.pending:
+            return None
+        if not slot.child.ready:
+            return slot.child.started + START_TIMEOUT_S
+        limit = self.limit(slot.pending[0][0])
+        return None if limit is None else slot.since + limit + HANG_GRACE_S
+
     def _next_deadline(self, slots: list[_Slot[T]]) -> float | None:
-        """Seconds until the first running task is overdue (None: no bound)."""
-        nearest: float | None = None
-        now = time.monotonic()
-        for slot in slots:
-            if slot.pending:
-                limit = self.limit(slot.pending[0][0])
-                if limit is not None:
-                    left = slot.since + limit + HANG_GRACE_S - now
-                    nearest = left if nearest is None else min(nearest, left)
-        return None if nearest is None else max(0.0, nearest)
+        """Seconds until the first deadline (None: none)."""
+        deadlines = [d for d in map(self._deadline, slots) if d is not None]
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
 
     def _stop_hung(
         self,
@@ -478,11 +486,15 @@ class ChildPool(Generic[T, R]):
     ) -> None:
         now = time.monotonic()
         for slot in slots:
-            if not slot.pending:
+            deadline = self._deadline(slot)
+            if deadline is None or now < deadline:
                 continue
+            if not slot.child.ready:
+                slot.child.kill()
+                raise ChildStartError(
+                    f"the parser process did not start within {START_TIMEOUT_S:g} s"
+                )
             limit = self.limit(slot.pending[0][0])
-            if limit is None or now < slot.since + limit + HANG_GRACE_S:
-                continue
             stack = slot.child.stack_now()
             slot.child.kill()
             (task, _), *waiting = slot.pending

@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 import pytest
 
-from caltrail.pipeline import bounded
+from caltrail.pipeline import bounded, runner
 from caltrail.pipeline.bounded import WorkBoundReached, open_bounded
 from caltrail.pipeline.ingest import IngestOptions, ingest
 from caltrail.pipeline.session import connect
@@ -102,6 +102,7 @@ def test_a_slow_file_stops_keeps_its_rows_and_balances(
     reads_per_pass = path.stat().st_size // bounded.BUFFER_BYTES + 2
     limit = (PASSES.get(kind, 1) - 1) * reads_per_pass + 4
     monkeypatch.setattr(bounded, "CLOCK", read_clock())
+    monkeypatch.setenv(runner.IN_PROCESS_ENV, "1")  # the patched clock is this process's
     lake = tmp_path / "bounded"
     summary = ingest([path], IngestOptions(lake=lake, max_seconds_per_file=limit))
     got_kind, status, rows, bad, stops = file_row(lake)
@@ -123,6 +124,7 @@ def test_the_cli_option_sets_the_bound(tmp_path: Path, monkeypatch: pytest.Monke
     path = tmp_path / "trace.csv"
     bench.make_tracerpt_csv(path, 2 * MB)
     monkeypatch.setattr(bounded, "CLOCK", read_clock())
+    monkeypatch.setenv(runner.IN_PROCESS_ENV, "1")  # the patched clock is this process's
     lake = tmp_path / "lake"
     result = CliRunner().invoke(
         app, ["ingest", str(path), "--lake", str(lake), "--max-seconds-per-file", "2"]

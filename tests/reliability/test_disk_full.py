@@ -5,6 +5,7 @@ every file it had, complete and visible as before (files committed earlier in th
 are complete too: the write protocol commits in groups). Shown with:
 
 - a monkeypatched Parquet writer raising ENOSPC at the first write, and after a few writes;
+- ENOSPC met by the child process that parses (the crash hook), carried to the parent;
 - a real tiny filesystem (tmpfs, when the test may mount one);
 - a read-only lake (read-only bind mount as root, else chmod), which readers can still query;
 - a lake path that cannot be created.
@@ -25,7 +26,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from caltrail.pipeline import ingest as I
 from caltrail.pipeline import lake as L
+from caltrail.pipeline import runner
 from caltrail.pipeline.cli import app
 from tests.reliability.conftest import (
     assert_parquet_readable,
@@ -57,6 +60,10 @@ def ingest_in_process(paths: list[Path], lake: Path) -> Any:
 
 
 def full_disk_after(monkeypatch: pytest.MonkeyPatch, writes: int) -> None:
+    """Every Parquet write after the first `writes` fails with ENOSPC. The patch is this
+    process's: files are parsed here too (not in a child), so it counts their staged writes
+    (the child's own ENOSPC: test_enospc_in_the_parsing_process)."""
+    monkeypatch.setenv(runner.IN_PROCESS_ENV, "1")
     real = L.pq.write_table
     count = [0]
 
@@ -117,6 +124,27 @@ def test_enospc_mid_run_then_rerun(
     for paths in ([multi_input / "fleet"], extra):
         assert run_caltrail("ingest", *paths, "--lake", clean).returncode == 0
     assert lake_state(fleet_lake)["counts"] == lake_state(clean)["counts"]
+
+
+def test_enospc_in_the_parsing_process(
+    multi_input: Path, fleet_lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk met by the child process that parses (it writes the staged files) ends
+    the run as the parent's own would: exit 1, the message, no input recorded as unreadable,
+    and a re-run once there is space reads what was left."""
+    monkeypatch.setenv(I.CRASH_HOOK_ENV, "wmiobject_ps51_issued=enospc")
+    done = run_caltrail("ingest", multi_input / "exports", "--lake", fleet_lake, "--json")
+    assert done.returncode == 1, done.stdout[-500:]
+    assert "cannot write the lake" in done.stderr
+    assert "No space left on device" in done.stderr
+    assert "Traceback" not in done.stderr
+    after = lake_state(fleet_lake)
+    assert after["unbalanced"] == []
+    assert "error" not in {f[2] for f in after["files"]}
+    assert not [f for f in after["files"] if "wmiobject_ps51_issued" in f[0]]
+    monkeypatch.delenv(I.CRASH_HOOK_ENV)
+    rerun = run_caltrail("ingest", multi_input / "exports", "--lake", fleet_lake, "--json")
+    assert rerun.returncode == 0, rerun.stderr
 
 
 @pytest.fixture

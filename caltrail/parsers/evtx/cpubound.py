@@ -6,6 +6,8 @@ record (0.1-0.2 s of CPU), and every record of the chunk that uses the template 
 again. `CpuBound.call` runs such a call under a profile hook (`sys.setprofile`, this thread
 only) that checks the thread's CPU time every few dozen calls and raises `TooSlow` past the
 bound. CPU time, not wall time: a loaded machine must not cut records an idle one keeps.
+(The hook sees calls: a loop that calls nothing is not stopped; python-evtx's work is
+calls, a node object per token.)
 
 `TooSlow` is a BaseException, so the `except Exception` of the code it interrupts (python-
 evtx's, the fast renderer's) cannot swallow it. Where a profiler already holds the hook

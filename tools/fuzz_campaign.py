@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -148,6 +149,10 @@ class Campaign:
                 print(f"... {done} inputs, {len(self.found)} distinct findings", flush=True)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _cycle(names: list[str]) -> Iterator[str]:
     while True:
         yield from names
@@ -177,6 +182,8 @@ def main() -> int:
     plan = f"{args.per_parser:g} min per parser" if args.per_parser else f"{args.minutes:g} min"
     print(f"caltrail fuzz campaign: seed {args.seed}, {plan}, out {args.out}", flush=True)
     campaign = Campaign(args.out, args.seed)
+    # stopped by a scheduler or `kill`: end as on Ctrl-C, with the final summary written
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.per_parser:
             for name in names:

@@ -286,16 +286,33 @@ def rust_iterate(files: list[Path]) -> int:
 
 
 def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[float, float, Any]:
-    """Best wall and CPU seconds of `repeat` runs, and the last result."""
+    """Best wall and CPU seconds of `repeat` runs, and the last result. CPU includes the
+    parsing child ingest keeps between runs (pipeline/runner.py)."""
     best_wall = best_cpu = float("inf")
     result: Any = None
     for _ in range(repeat):
         gc.collect()
-        wall, cpu = time.perf_counter(), time.process_time()
+        wall, cpu = time.perf_counter(), time.process_time() + _spares_cpu()
         result = fn()
         best_wall = min(best_wall, time.perf_counter() - wall)
-        best_cpu = min(best_cpu, time.process_time() - cpu)
+        best_cpu = min(best_cpu, time.process_time() + _spares_cpu() - cpu)
     return best_wall, best_cpu, result
+
+
+def _spares_cpu() -> float:
+    """CPU seconds used so far by the children ingest keeps running between runs (alive,
+    so getrusage does not count them yet)."""
+    from caltrail.pipeline.runner import spare_pids
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in spare_pids():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
 
 
 def ingest_into(
@@ -413,7 +430,8 @@ def _all_cpu() -> float:
 
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    finished = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    return finished + _spares_cpu()
 
 
 def workers_ratio(bench: Bench, name: str, files: list[Path]) -> None:
@@ -449,19 +467,21 @@ import json, resource, sys, time
 from pathlib import Path
 from caltrail.pipeline.ingest import IngestOptions, ingest
 
-def peak_kb():
+from caltrail.pipeline.runner import spare_pids
+
+def peak_kb(pid="self"):
     try:
-        with open("/proc/self/status", encoding="ascii") as status:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
             for line in status:
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1])
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss if pid == "self" else 0
 
 started = time.perf_counter()
 summary = ingest([Path(sys.argv[1])], IngestOptions(lake=Path(sys.argv[2]), workers=1))
-print(json.dumps({"rss_kb": peak_kb(),
+print(json.dumps({"rss_kb": peak_kb(), "parser_rss_kb": max(map(peak_kb, spare_pids()), default=0),
                   "seconds": time.perf_counter() - started, "rows": summary.records_ok,
                   "files": dict(summary.files)}))
 """
@@ -483,16 +503,20 @@ def peak_rss(bench: Bench, path: Path) -> dict[str, Any]:
 
 
 def memory(bench: Bench, kind: str, small: Path, large: Path) -> None:
+    """Peak RSS of the ingest process and of the child that parses for it (each its own
+    VmHWM; both are alive together, so the sum bounds what the run holds)."""
     a = peak_rss(bench, small)
     b = peak_rss(bench, large)
     sa, sb = small.stat().st_size / 1e6, large.stat().st_size / 1e6
-    peak = b["rss_kb"] / 1024
+    both_a = (a["rss_kb"] + a["parser_rss_kb"]) / 1024
+    both_b = (b["rss_kb"] + b["parser_rss_kb"]) / 1024
     bench.add(
         f"memory, {kind} {sb:,.0f} MB ({b['rows']:,} rows, {b['seconds']:.0f} s)",
-        f"peak RSS {peak:.0f} MB",
-        f"{kind} {sa:,.0f} MB: {a['rss_kb'] / 1024:.0f} MB",
-        f"{b['rss_kb'] / a['rss_kb']:.2f}",
-        f"under {MEMORY_CEILING_MB} MB: {'yes' if peak < MEMORY_CEILING_MB else 'NO'}",
+        f"peak RSS {both_b:.0f} MB (ingest {b['rss_kb'] / 1024:.0f} + parser "
+        f"{b['parser_rss_kb'] / 1024:.0f})",
+        f"{kind} {sa:,.0f} MB: {both_a:.0f} MB",
+        f"{both_b / both_a:.2f}",
+        f"under {MEMORY_CEILING_MB} MB: {'yes' if both_b < MEMORY_CEILING_MB else 'NO'}",
     )
 
 

@@ -4,7 +4,8 @@ rendering rows as a table, CSV or JSON.
 
 Exit status (all commands):
     0  clean
-    1  the lake cannot be opened or written (busy, disk full, permissions), or a query failed
+    1  the lake cannot be opened or written (busy, disk full, permissions), the parsing
+       process cannot start, or a query failed
     2  usage error (bad option or argument)
     3  some input could not be read (listed in the summary and in ingest_files)
     4  records were quarantined and --strict was given
@@ -24,6 +25,7 @@ import typer
 
 from caltrail.pipeline import lake as L
 from caltrail.pipeline.ingest import IngestOptions, IngestSummary, ingest
+from caltrail.pipeline.runner import ChildStartError
 
 EXIT_OK = 0
 EXIT_LAKE = 1
@@ -71,6 +73,8 @@ def run_ingest(paths: list[Path], options: IngestOptions, as_json: bool) -> Inge
         with ingest_progress(enabled=not as_json and sys.stderr.isatty()) as progress:
             summary = ingest(paths, options, progress)
     except L.LakeBusyError as exc:
+        fail(str(exc), EXIT_LAKE)
+    except ChildStartError as exc:  # no file can be parsed: the installation, not the input
         fail(str(exc), EXIT_LAKE)
     except (L.LakeError, OSError) as exc:
         fail(

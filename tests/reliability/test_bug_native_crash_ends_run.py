@@ -114,3 +114,21 @@ def test_the_cli_survives_twice_in_a_row(
     assert human.returncode == 3
     (line,) = [ln for ln in human.stdout.splitlines() if VICTIM in ln]
     assert "crashed: it was killed by SIGSEGV" in line
+
+
+def test_a_parser_process_that_cannot_start_is_one_clear_line(
+    exports: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a file's fault: no file is blamed; exit 1 and what the child said."""
+    from typer.testing import CliRunner
+
+    from caltrail.pipeline.cli import app
+
+    monkeypatch.setattr(I, "PRELOAD", (*I.PRELOAD, "caltrail.no_such_module"))
+    monkeypatch.setenv("CALTRAIL_TEST_FRESH_CHILD", "1")  # not the spare of an earlier test
+    result = CliRunner().invoke(app, ["ingest", str(exports), "--lake", str(tmp_path / "l")])
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "the parser process could not start" in line
+    assert "No module named 'caltrail.no_such_module'" in line
+    assert "Traceback" not in result.output

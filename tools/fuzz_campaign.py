@@ -42,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from caltrail.pipeline.runner import Crash  # noqa: E402
+from caltrail.pipeline.runner import Crash, spare_pids  # noqa: E402
 from tests.reliability import fuzzlib as F  # noqa: E402
 
 
@@ -51,7 +51,8 @@ class Tally:
     """What one parser's share of the campaign did."""
 
     inputs: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time
+    cpu_seconds: float = 0.0  # the parsing child's CPU time (what a niced campaign got)
     failures: int = 0  # inputs that broke the contract in Python
     crashes: int = 0  # inputs whose child died
     hangs: int = 0  # inputs that hit the time guard or were stopped
@@ -94,9 +95,11 @@ class Campaign:
     def run_one(self, name: str) -> None:
         case = one_input(name, self.rng)
         tally = self.tallies.setdefault(name, Tally())
-        began = time.monotonic()
+        began, cpu = time.monotonic(), _child_cpu()
         result = F.run_isolated(case)
         tally.seconds += time.monotonic() - began
+        if cpu is not None and (after := _child_cpu()) is not None and after[0] == cpu[0]:
+            tally.cpu_seconds += after[1] - cpu[1]  # (unknown when the child was replaced)
         tally.inputs += 1
         if isinstance(result, F.Outcome):
             return
@@ -149,6 +152,18 @@ class Campaign:
                 print(f"... {done} inputs, {len(self.found)} distinct findings", flush=True)
 
 
+def _child_cpu() -> tuple[int, float] | None:
+    """(pid, CPU seconds so far) of the parsing child kept between inputs, from /proc."""
+    pids = spare_pids()
+    if not pids:
+        return None
+    try:
+        fields = Path(f"/proc/{pids[0]}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return pids[0], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -198,7 +213,8 @@ def main() -> int:
     print()
     for name, t in sorted(campaign.tallies.items()):
         print(
-            f"  {name:14} {t.inputs:7d} inputs {t.seconds / 60:6.1f} min  "
+            f"  {name:14} {t.inputs:7d} inputs {t.seconds / 60:6.1f} min "
+            f"(CPU {t.cpu_seconds / 60:5.1f} min)  "
             f"failures {t.failures}  crashes {t.crashes}  hangs {t.hangs}  "
             f"distinct {len(t.distinct)}"
         )

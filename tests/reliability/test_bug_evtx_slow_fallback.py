@@ -8,14 +8,17 @@ and every record ended quarantined anyway. Only the per-file bound (1800 s) limi
 folder of such files cost a worker minutes each.
 
 Fix (parsers/evtx/reader.py `_with_fallback`, parsers/evtx/cpubound.py): the second chance
-has a CPU-time bound, 0.05 s per record and 0.5 s per chunk. A record past it is quarantined
+has a CPU-time bound, 0.2 s per record and 1 s per chunk. A record past it is quarantined
 with that reason, and so is every later second chance of the chunk ("not tried": python-
 evtx's state for the chunk may be half built, and a damaged template costs each of its
 records the same). The whole EVTX corpus gives the same records with and without the bound.
+Which bound stops this file depends on the machine (about 0.17-0.26 s a record here: the
+first record's bound, or a few records and then the chunk's): the test accepts either.
 """
 
 from __future__ import annotations
 
+import gc
 import io
 import sys
 import time
@@ -43,15 +46,13 @@ def test_the_second_chance_is_bounded_and_says_why() -> None:
     assert len(records) == 49
     assert all(i.quarantined for i in records)
     assert all("rust backend: " in i.message for i in records)  # why pyevtx-rs gave up, kept
-    stopped = [
-        i for i in records if "python backend: stopped after 0.05 s of CPU time" in i.message
-    ]
-    not_tried = [i for i in records if "python backend not tried: a record before it" in i.message]
-    assert len(stopped) == 1
-    assert len(not_tried) == 48
-    assert records[0] is stopped[0]  # the first second chance ran out; the others were spared
-    # a guard, not a benchmark: the file cost ~5 s of CPU before; the bound allows ~0.05 s
-    assert cpu < 2.5
+    stopped = [i for i in records if "python backend: stopped after 0.2 s of CPU" in i.message]
+    not_tried = [i for i in records if "python backend not tried: " in i.message]
+    assert len(stopped) <= 1  # a record stopped ends the chunk's second chances
+    assert stopped or "used their 1 s of CPU time" in not_tried[0].message
+    assert len(records) - len(not_tried) <= 10  # at most ~1 s of python-evtx, not 49 tries
+    # a guard, not a benchmark: the file cost ~5 s of CPU before; the bound allows ~1 s
+    assert cpu < 4.0
 
 
 def test_ingest_reads_it_in_bounded_time_and_balances(tmp_path: Path) -> None:
@@ -79,6 +80,7 @@ def test_cpu_bound_stops_a_call_that_never_ends() -> None:
     with pytest.raises(TooSlow, match=r"stopped after 0\.05 s of CPU time"):
         bound.call(spin)
     assert 0.05 <= time.thread_time() - started < 1.0
+    assert gc.isenabled()  # paused during the call only
     assert sys.getprofile() is None  # the hook is gone
     assert bound.call(count, 1000) == sum(range(1000))  # a quick call is not disturbed
     assert not bound.spent()
@@ -101,3 +103,11 @@ def test_cpu_bound_leaves_an_active_profiler_alone() -> None:
     finally:
         sys.setprofile(None)
     assert seen  # the profiler kept its hook, and the call ran to its end
+
+
+def test_cpu_bound_stops_only_the_code_it_bounds() -> None:
+    """Past its time, a call is stopped in the bounded code only (python-evtx's, in the
+    reader), never in a finalizer or callback that runs meanwhile: here nothing is that
+    code, so nothing is stopped."""
+    bound = CpuBound(per_call=0.001, total=1.0, within=("/no/such/place/",))
+    assert bound.call(count, 300_000) == sum(range(300_000))

@@ -33,9 +33,8 @@ from caltrail import __version__
 from caltrail.parsers import READERS
 from caltrail.parsers.base import BUDGET_EXCEEDED, RECORD_TYPES, FileNote, ParseIssue, ParseOptions
 from caltrail.parsers.errors import ParseError
-from caltrail.pipeline import etw_files
+from caltrail.pipeline import etw_files, runner
 from caltrail.pipeline import lake as L
-from caltrail.pipeline import runner
 from caltrail.pipeline.bounded import WorkBoundReached, open_bounded
 from caltrail.pipeline.detect import detect
 from caltrail.pipeline.inputs import InputFile, InputProblem, cleanup, discover

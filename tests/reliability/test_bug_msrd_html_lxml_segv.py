@@ -9,7 +9,7 @@ libxml2 may still be appending text to that tail (text after `</tr>` that arrive
 next block, or at close), and it remembers the length of the text node it appends to; with
 the node unlinked, the parent's last child is an earlier text node, which libxml2 extends
 at the stale length: a heap overflow. tracemalloc (and any garbage collection in between)
-only changed when the freed memory was reused. docs/GUARANTEES.md ("Native crashes") has
+only changed when the freed memory was reused. docs/GUARANTEES.md ("Native crashes found") has
 the analysis and the lxml-only reproduction.
 
 Fix (parsers/wmi/html.py `_drop_read`): a row read is cleared, its tail kept; the siblings

@@ -189,7 +189,7 @@ def _drop_read(element: etree._Element) -> None:
     the length of the text node it appends to. Once the node is unlinked, the parent's
     last child is some earlier text node, and libxml2 appends to it at the old length:
     a heap overflow (segmentation fault, or an abort on a corrupted heap; lxml 6.1-6.2,
-    libxml2 2.14; docs/GUARANTEES.md, "Native crashes"). The siblings before the element
+    libxml2 2.14; docs/GUARANTEES.md, "Native crashes found"). The siblings before the element
     are complete; libxml2 no longer writes to them."""
     element.clear(keep_tail=True)  # type: ignore[call-arg]  # (lxml-stubs lacks keep_tail)
     while (previous := element.getprevious()) is not None:

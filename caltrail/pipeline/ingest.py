@@ -316,8 +316,13 @@ def _parse_file(task: FileTask) -> FileResult:
                 stop = ParseIssue(BUDGET_EXCEEDED, str(exc), offset=exc.offset)
                 rows.buffers["parse_errors"].add(L.IssueAdapter(stop))
                 result.records_bad += 1
+        # parse_errors comes last (DATA_TABLES), so it also receives the records another
+        # table rejected at its flush because a value does not fit its column.
         for buffer in rows.buffers.values():
             buffer.flush()
+            for issue in buffer.rejected:
+                rows.buffers["parse_errors"].add(L.IssueAdapter(issue))
+                result.records_bad += 1
     except ParseError as exc:
         _discard(rows)
         return _finish(result, "error", str(exc), keep_counts=False)

@@ -186,6 +186,9 @@ class TableBuffer:
         self._rows: list[tuple[Any, ...]] = []
         self.staged: list[StagedFile] = []
         self.count = 0
+        # Records whose values do not fit this table's columns (an EventID of 64 bits, a
+        # count beyond int64): the driver moves them to parse_errors as quarantined.
+        self.rejected: list[ParseIssue] = []
 
     def add(self, record: object) -> None:
         self._rows.append(self._get(record))
@@ -196,17 +199,60 @@ class TableBuffer:
     def flush(self) -> None:
         if not self._rows:
             return
-        columns: dict[str, Any] = dict(zip(self._names, zip(*self._rows, strict=True), strict=True))
-        n = len(self._rows)
-        for name, value in self._lineage.items():
-            if name in self.schema.names:
-                columns[name] = pa.repeat(pa.scalar(value, pa.string()), n)
-        arrays = [column_array(columns[f.name], f.type) for f in self.schema]
-        table = pa.Table.from_arrays(arrays, schema=self.schema)
-        self._rows = []
+        rows, self._rows = self._rows, []
+        try:
+            table = self._arrow(rows)
+        except ROW_VALUE_ERRORS:
+            rows = self._reject_misfits(rows)
+            if not rows:
+                return
+            table = self._arrow(rows)
+        n = len(rows)
         final = self._stage / f"{self.table}__{self._prefix}-{len(self.staged):04d}.parquet"
         write_parquet_atomic(table, final, self._stage / "tmp")
         self.staged.append(StagedFile(self.table, final, n))
+
+    def _arrow(self, rows: list[tuple[Any, ...]]) -> pa.Table:
+        columns: dict[str, Any] = dict(zip(self._names, zip(*rows, strict=True), strict=True))
+        for name, value in self._lineage.items():
+            if name in self.schema.names:
+                columns[name] = pa.repeat(pa.scalar(value, pa.string()), len(rows))
+        arrays = [column_array(columns[f.name], f.type) for f in self.schema]
+        return pa.Table.from_arrays(arrays, schema=self.schema)
+
+    def _reject_misfits(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """The rows that convert, each tried alone; the others become quarantine issues.
+        Only reached when a batch fails, so the row-by-row cost is paid for bad input only:
+        one bad value must cost its record, never the file's other rows."""
+        kept: list[tuple[Any, ...]] = []
+        where = {
+            name: self._names.index(name)
+            for name in ("chunk", "offset", "line")
+            if name in self._names
+        }
+        for row in rows:
+            try:
+                self._arrow([row])
+            except ROW_VALUE_ERRORS as exc:
+                located = {name: row[i] for name, i in where.items()}
+                self.rejected.append(
+                    ParseIssue(
+                        VALUE_MISFIT,
+                        f"a {self.table} record has a value its column cannot hold: {exc}",
+                        chunk=located.get("chunk"),
+                        offset=located.get("offset"),
+                        line=located.get("line"),
+                    )
+                )
+            else:
+                kept.append(row)
+        self.count -= len(rows) - len(kept)
+        return kept
+
+
+# What pyarrow raises when a Python value does not fit its column's type.
+ROW_VALUE_ERRORS = (pa.ArrowException, OverflowError, TypeError, ValueError)
+VALUE_MISFIT = "value_misfit"
 
 
 def column_array(values: Any, kind: pa.DataType) -> pa.Array:

@@ -1,5 +1,4 @@
-"""Open campaign finding (not fixed here): one EVTX record whose EventID is beyond 32 bits
-costs its whole file.
+"""Campaign finding: one EVTX record whose EventID is beyond 32 bits cost its whole file.
 
 The input (data/evtx_qualifiers_overflow.evtx, 69,632 bytes: a file header and one chunk of a
 mutated simulator EVTX, cut from the fuzz campaign's finding) holds 50 readable records. For
@@ -9,17 +8,16 @@ the file's rows fails and the file is recorded as "internal error in evtx/1" wit
 49 sound records lost with the bad one. A bad record must cost itself only (docs/GUARANTEES.md,
 "3. Nothing is lost silently").
 
-Where to fix (the EVTX reader, caltrail/parsers/evtx/reader.py, both converters: the XML one
-and the JSON one): keep Qualifiers to its 16 bits, and quarantine or drop any System value
-that does not fit its column. This test is marked as an expected failure, strictly: once
-the file keeps its records it passes, and the marker must go.
+The fix is general: a batch whose Arrow conversion fails is converted again row by row,
+and each record whose value its column cannot hold is quarantined (`value_misfit`) with the
+column's complaint; the file's other records are kept.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
+import duckdb
 
 from caltrail.pipeline.ingest import IngestOptions, ingest
 from caltrail.pipeline.verify import verify
@@ -27,12 +25,15 @@ from caltrail.pipeline.verify import verify
 DATA = Path(__file__).parent / "data"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="EVTX reader: Qualifiers beyond 16 bits fail the file's Arrow conversion"
-)
 def test_one_record_with_a_huge_event_id_costs_only_itself(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
     summary = ingest([DATA / "evtx_qualifiers_overflow.evtx"], IngestOptions(lake=lake))
     assert "error" not in summary.files, summary.problems
     assert summary.records_ok >= 49
     assert verify(lake)["mismatches"] == []
+    con = duckdb.connect()
+    kinds = con.execute(
+        "select kind, count(*) from read_parquet(?) group by kind",
+        [str(lake / "parse_errors" / "**" / "*.parquet")],
+    ).fetchall()
+    assert ("value_misfit", 1) in kinds, kinds

@@ -13,13 +13,17 @@ known; only a row of a file that was actually read (or found unreadable/skipped)
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from caltrail.pipeline.runner import IN_PROCESS_ENV
 from tests.reliability.conftest import ROOT, lake_state, run_caltrail
 
+# The run itself must die (not only a parsing child, whose crash costs one file): the
+# file is parsed in the driver's process (CALTRAIL_PARSE_IN_PROCESS=1).
 DIE_WHILE_READING_THE_ORIGINAL = """
 import os, sys
 from caltrail.pipeline import ingest
@@ -54,6 +58,7 @@ def test_original_is_read_after_a_crash(multi_input: Path, tmp_path: Path) -> No
             str(lake),
         ],
         cwd=ROOT,
+        env={**os.environ, IN_PROCESS_ENV: "1"},
         capture_output=True,
         text=True,
         check=False,

@@ -26,7 +26,7 @@ from caltrail.parsers.base import (
 from caltrail.parsers.errors import ParseError
 
 if TYPE_CHECKING:
-    from caltrail.parsers.base import ParserModule
+    from caltrail.parsers.base import ParserModule, RangeReader
 
 # Every reader, in the order detection tries them: the most specific signatures first, text
 # formats after binary ones. Imported when first needed (lxml and pyevtx-rs load slowly).
@@ -51,6 +51,13 @@ def readers() -> tuple[ParserModule, ...]:
     return tuple(importlib.import_module(name) for name in READERS)  # type: ignore[misc]
 
 
+@cache
+def range_readers() -> tuple[RangeReader, ...]:
+    """The readers that read a large file in byte ranges (base.RangeReader), in READERS'
+    order."""
+    return tuple(m for m in readers() if hasattr(m, "plan_ranges"))  # type: ignore[misc]
+
+
 def reader_for(head: bytes, name: str) -> ParserModule | None:
     """The first reader whose `sniff` accepts the first bytes of a file, or None."""
     for module in readers():
@@ -71,6 +78,7 @@ __all__ = [
     "ParseOptions",
     "Record",
     "TraceRecord",
+    "range_readers",
     "reader_for",
     "readers",
 ]

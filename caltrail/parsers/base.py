@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO, ClassVar, Protocol
 
@@ -58,11 +58,37 @@ class FileNote:
     """A fact about a whole file, stored in `ingest_files.notes` (MAP key -> value).
 
     Examples: ("date_order", "dmy (inferred from a day above 12)"), ("tz", "Europe/Berlin
-    (from --tz)"), ("snapshot_time_source", "file name"), ("chunks", "27").
+    (from --tz)"), ("snapshot_time_source", "file name"), ("chunks", "27 readable of 27").
+
+    A note made of counts (built with `FileNote.counted`) also carries them, typed: a file
+    read in byte ranges by several workers gets one such note per range, and the driver
+    adds them up (`plus`) instead of parsing the text. Other notes are the same in every
+    range.
     """
 
     key: str
     value: str
+    counts: tuple[tuple[str, int], ...] = ()
+    form: str = ""  # str.format template over the counts' names
+    optional: tuple[str, ...] = ()  # counts appended as ", N name" when above zero
+
+    @classmethod
+    def counted(
+        cls, key: str, counts: Mapping[str, int], form: str, optional: tuple[str, ...] = ()
+    ) -> FileNote:
+        """A note of counts: `value` is `form` filled in, then each `optional` count above
+        zero ("12 found, 3 recovered" + ", 5 not examined")."""
+        values = {name: int(n) for name, n in counts.items()}
+        parts = [form.format_map(values)] if form else []
+        parts += [f"{values[name]} {name}" for name in optional if values.get(name)]
+        return cls(key, ", ".join(parts), tuple(values.items()), form, optional)
+
+    def plus(self, other: FileNote) -> FileNote:
+        """This note and the same note of another range of the file, counts added."""
+        totals = dict(self.counts)
+        for name, n in other.counts:
+            totals[name] = totals.get(name, 0) + n
+        return FileNote.counted(self.key, totals, self.form, self.optional)
 
 
 @dataclass(slots=True)
@@ -329,6 +355,25 @@ class ParserModule(Protocol):
     def sniff(self, head: bytes, name: str) -> bool: ...
 
     def parse(self, stream: BinaryIO, options: ParseOptions) -> Iterator[Item]: ...
+
+
+class RangeReader(ParserModule, Protocol):
+    """A reader that can read a large file in byte ranges, each on its own worker.
+
+    `plan_ranges` cuts a file of `size` bytes (whose first RANGE_HEAD bytes are `head`) into
+    at most `parts` ranges [start, stop) on boundaries of the format's independent units
+    (EVTX: 64 KiB chunks), or returns [] when it would not split it. `parse_range` reads
+    one range (`stop` None: to the end of the file). The ranges together yield what `parse`
+    yields; the notes of counts come once per range (`FileNote.plus` adds them up).
+    """
+
+    RANGE_HEAD: int
+
+    def plan_ranges(self, head: bytes, size: int, parts: int) -> list[tuple[int, int | None]]: ...
+
+    def parse_range(
+        self, stream: BinaryIO, options: ParseOptions, start: int, stop: int | None
+    ) -> Iterator[Item]: ...
 
 
 # The kind of the issue that ends a file at its work bound (every parser, and ingest's

@@ -18,7 +18,6 @@ import gc
 import hashlib
 import json
 import os
-import re
 import signal
 import threading
 import time
@@ -30,8 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from caltrail import __version__
-from caltrail.parsers import READERS
-from caltrail.parsers.base import BUDGET_EXCEEDED, RECORD_TYPES, FileNote, ParseIssue, ParseOptions
+from caltrail.parsers import READERS, range_readers
+from caltrail.parsers.base import (
+    BUDGET_EXCEEDED,
+    RECORD_TYPES,
+    FileNote,
+    ParseIssue,
+    ParseOptions,
+    RangeReader,
+)
 from caltrail.parsers.errors import ParseError
 from caltrail.pipeline import etw_files, runner
 from caltrail.pipeline import lake as L
@@ -42,12 +48,12 @@ from caltrail.pipeline.inputs import InputFile, InputProblem, cleanup, discover
 VERSION = __version__
 COMMIT_EVERY_FILES = 200
 COMMIT_EVERY_SECONDS = 2.0
-# A large EVTX file is split across workers by chunk ranges (chunks are independent):
-# files from SPLIT_MIN_BYTES on, in parts of at most PART_BYTES (and at least MIN_PART_CHUNKS).
-# Below about 48 MB a split gains less than starting the worker processes costs.
+# A large file whose reader reads byte ranges (base.RangeReader: EVTX) is split across
+# workers: files from SPLIT_MIN_BYTES on, in parts of about PART_BYTES at most (the reader
+# chooses the boundaries). Below about 48 MB a split gains less than starting the worker
+# processes costs.
 SPLIT_MIN_BYTES = 48 * 1024 * 1024
 PART_BYTES = 64 * 1024 * 1024
-MIN_PART_CHUNKS = 16
 # Test hook, read where the file is parsed: "SUBSTRING=MODE" makes parse_file fail for a
 # file whose display name contains SUBSTRING; MODE is raise (a Python exception), exit
 # (os._exit), segv, kill (SIGKILL), abort (SIGABRT, as glibc does on a corrupted heap),
@@ -97,6 +103,8 @@ class FileResult:
     warnings: int = 0
     error: str | None = None
     notes: dict[str, str] = field(default_factory=dict)
+    # The notes made of counts, typed: the parts of a file read in ranges add them up.
+    counted: dict[str, FileNote] = field(default_factory=dict)
     staged: list[L.StagedFile] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)
     started: float = 0.0
@@ -216,7 +224,8 @@ class FileTask:
     stage: Path
     parse_options: ParseOptions
     base_notes: tuple[tuple[str, str], ...]
-    part: tuple[int, int, int] | None = None  # (part number, first chunk, chunk after last)
+    # A byte range of a file whose reader reads ranges: (part number, start, stop or None).
+    part: tuple[int, int, int | None] | None = None
 
     @property
     def prefix(self) -> str:
@@ -295,9 +304,8 @@ def _parse_file(task: FileTask) -> FileResult:
         _crash_hook(task)
         with open_bounded(task.path, task.parse_options.max_seconds) as stream:
             if task.part is not None:
-                from caltrail.parsers.evtx import reader as evtx
-
-                items = evtx.parse_range(stream, task.parse_options, task.part[1], task.part[2])
+                ranged: RangeReader = module  # type: ignore[assignment]  # planned as one
+                items = ranged.parse_range(stream, task.parse_options, task.part[1], task.part[2])
             else:
                 items = module.parse(stream, task.parse_options)
             try:
@@ -311,6 +319,10 @@ def _parse_file(task: FileTask) -> FileResult:
                         else:
                             result.warnings += 1
                     elif isinstance(item, FileNote):
+                        if item.counts:
+                            known = result.counted.get(item.key)
+                            item = known.plus(item) if known else item
+                            result.counted[item.key] = item
                         result.notes[item.key] = item.value
             except WorkBoundReached as exc:  # the rows read before it are kept
                 stop = ParseIssue(BUDGET_EXCEEDED, str(exc), offset=exc.offset)
@@ -597,47 +609,24 @@ def _drop_extracted(task: FileTask, workdir: Path) -> None:
 
 
 def _plan_parts(task: FileTask, workers: int) -> list[FileTask]:
-    """The tasks for one file: itself, or, for a large EVTX file, its chunk ranges."""
+    """The tasks for one file: itself, or, for a large file a reader reads in ranges, its
+    byte ranges (base.RangeReader)."""
     if task.size < SPLIT_MIN_BYTES:
         return [task]
-    from caltrail.parsers.evtx import reader as evtx
-    from caltrail.parsers.evtx import structs as _evtx_structs
-
+    readers = range_readers()
     try:
         with open(task.path, "rb") as handle:
-            head = handle.read(_evtx_structs.FILE_HEADER_BLOCK + 8)
+            head = handle.read(max(r.RANGE_HEAD for r in readers))
     except OSError:
         return [task]
-    if not evtx.sniff(head, task.display):
-        return [task]
-    chunks = evtx.chunk_count(task.size)
     parts = max(workers, -(-task.size // PART_BYTES))
-    per_part = max(MIN_PART_CHUNKS, -(-chunks // parts))
-    starts = list(range(0, chunks, per_part))
-    if len(starts) < 2:
-        return [task]
-    return [
-        replace(task, part=(n, start, start + per_part if n < len(starts) - 1 else chunks + 1))
-        for n, start in enumerate(starts)
-    ]
-
-
-_CHUNKS_NOTE = re.compile(r"(\d+) readable of (\d+)")
-# Notes of counts ("12 found, 3 recovered, ..."), added up over the parts of a split file.
-_COUNTED_NOTES = ("carve_candidates", "carve_rejected")
-_COUNT = re.compile(r"(\d+) ([^,()\d][^,()]*)")
-
-
-def _add_counts(first: str, second: str) -> str:
-    """Two notes of counts as one: each count of `second` added to the same-named one of
-    `first` ("3 found, 1 recovered" + "2 found" -> "5 found, 1 recovered")."""
-    if not _COUNT.search(first) or not _COUNT.search(second):
-        return first  # no counts ("not searched ..."): the same in every part
-    totals: dict[str, int] = {}
-    for text in (first, second):
-        for number, name in _COUNT.findall(text):
-            totals[name.strip()] = totals.get(name.strip(), 0) + int(number)
-    return ", ".join(f"{n} {name}" for name, n in totals.items())
+    for reader in readers:
+        if reader.sniff(head, task.display):
+            ranges = reader.plan_ranges(head, task.size, parts)
+            if len(ranges) < 2:
+                return [task]
+            return [replace(task, part=(n, start, stop)) for n, (start, stop) in enumerate(ranges)]
+    return [task]
 
 
 def _merge_parts(parts: list[FileResult]) -> FileResult:
@@ -654,23 +643,19 @@ def _merge_parts(parts: list[FileResult]) -> FileResult:
                 staged.path.unlink(missing_ok=True)
         merged.notes.update(first.notes)
         return _finish(merged, failed[0].status, failed[0].error, keep_counts=False)
-    readable = total = 0
     for part in parts:
         for key, value in part.notes.items():
-            if key in _COUNTED_NOTES and key in merged.notes:
-                merged.notes[key] = _add_counts(merged.notes[key], value)
-            elif key != "chunks":
-                merged.notes.setdefault(key, value)
-            elif m := _CHUNKS_NOTE.fullmatch(value):
-                readable += int(m.group(1))
-                total += int(m.group(2))
+            merged.notes.setdefault(key, value)  # the same in every part, or counted:
+        for key, note in part.counted.items():
+            known = merged.counted.get(key)
+            merged.counted[key] = known.plus(note) if known else note
         merged.records_ok += part.records_ok
         merged.records_bad += part.records_bad
         merged.warnings += part.warnings
         for table, count in part.rows.items():
             merged.rows[table] = merged.rows.get(table, 0) + count
         merged.staged.extend(part.staged)
-    merged.notes["chunks"] = f"{readable} readable of {total}"
+    merged.notes.update((key, note.value) for key, note in merged.counted.items())
     merged.notes["parts"] = str(len(parts))
     if merged.records_bad:
         return _finish(
@@ -707,7 +692,7 @@ class _Assembler:
 def _crashed(task: FileTask, crash: runner.Crash) -> FileResult:
     """The result of a task whose process died (or hung): the file is an error, with why."""
     result = FileResult(task.display, task.sha256, task.size, task.mtime, "error")
-    where = "" if task.part is None else f" (chunks {task.part[1]}-{task.part[2] - 1})"
+    where = "" if task.part is None else f" (bytes {task.part[1]}-{task.part[2] or task.size})"
     if crash.hang:
         # not "the worker process ...": a hang is not retried by the next run (lake.py), it
         # would cost the whole work bound again; --force retries it

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from caltrail.parsers.base import EventRecord, FileNote, ParseIssue, ParseOptions
+from caltrail.parsers.base import EventRecord, FileNote, Item, ParseIssue, ParseOptions
 from caltrail.parsers.errors import ParseError
 from caltrail.parsers.evtx import reader as evtx
 from tests.conftest import CORPUS, corpus_path
@@ -355,3 +355,31 @@ def test_file_notes_name_backend_and_chunks() -> None:
         }
     assert notes["backend"] == "rust"
     assert notes["chunks"].startswith("27 readable")
+
+
+def test_byte_ranges_together_read_what_the_whole_file_reads() -> None:
+    """The ranges `plan_ranges` cuts, each read by `parse_range`, give the records, issues
+    and (added up) counts of one `parse`: what ingest relies on to split a large file.
+    The records recovered from slack come at the end of each range."""
+    source = corpus_path("evtx", "derived", "spliced-large-170chunks.evtx")
+    data = source.read_bytes()
+    ranges = evtx.plan_ranges(data[: evtx.RANGE_HEAD], len(data), 3)
+    assert len(ranges) == 3
+    whole = list(evtx.parse(io.BytesIO(data), ParseOptions()))
+    parts: list[Item] = []
+    counted: dict[str, FileNote] = {}
+    for start, stop in ranges:
+        for item in evtx.parse_range(io.BytesIO(data), ParseOptions(), start, stop):
+            if isinstance(item, FileNote) and item.counts:
+                known = counted.get(item.key)
+                counted[item.key] = known.plus(item) if known else item
+            elif not isinstance(item, FileNote):
+                parts.append(item)
+    # the same items; records recovered from slack come at the end of each range
+    assert sorted(map(repr, (i for i in whole if not isinstance(i, FileNote)))) == sorted(
+        map(repr, parts)
+    )
+    whole_counted = {i.key: i.value for i in whole if isinstance(i, FileNote) and i.counts}
+    assert {k: n.value for k, n in counted.items()} == whole_counted
+    assert whole_counted["chunks"] == "170 readable of 170"
+    assert evtx.plan_ranges(b"not an evtx file", len(data), 3) == []

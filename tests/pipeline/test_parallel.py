@@ -11,7 +11,6 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from caltrail.parsers.evtx import reader as evtx
 from caltrail.pipeline import ingest as I
 from caltrail.pipeline.ingest import FileResult, IngestOptions, ingest
 from tests.conftest import corpus_path
@@ -59,11 +58,31 @@ def test_plan_splits_a_large_evtx_file_into_chunk_ranges(tmp_path: Path) -> None
     parts = I._plan_parts(task, 2)
     assert len(parts) == 2
     ranges = [p.part for p in parts]
-    assert ranges[0] is not None
-    assert ranges[0][1] == 0
-    chunks = evtx.chunk_count(source.stat().st_size)
-    covered = [c for p in parts if p.part for c in range(p.part[1], min(p.part[2], chunks))]
-    assert covered == list(range(chunks))
+    assert [r[0] for r in ranges if r] == [0, 1]
+    starts = [r[1] for r in ranges if r]
+    stops = [r[2] for r in ranges if r]
+    assert starts[0] == 0  # the first range checks the file header
+    assert stops[-1] is None  # the last reads to the end
+    assert stops[:-1] == starts[1:]  # contiguous: every chunk in exactly one range
+    assert all((s - 4096) % 65536 == 0 for s in starts[1:])  # on chunk boundaries
+
+
+def test_a_file_no_reader_reads_in_ranges_is_one_task(tmp_path: Path) -> None:
+    source = tmp_path / "big.csv"
+    source.write_bytes(b"a,b\n" + b"1,2\n" * 400_000)
+    task = I.FileTask(
+        source,
+        "big.csv",
+        "0" * 64,
+        source.stat().st_size,
+        None,
+        0,
+        "run",
+        tmp_path,
+        I.ParseOptions(),
+        (),
+    )
+    assert [p.part for p in I._plan_parts(task, 2)] == [None]
 
 
 def test_one_large_file_split_across_workers_gives_the_same_rows(tmp_path: Path) -> None:

@@ -12,8 +12,10 @@ import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from caltrail.fixtures.evtx_writer import EvtxWriter, write_evtx
+from caltrail.parsers.base import FileNote
+from caltrail.parsers.evtx.recovery import CANDIDATES_FORM, NOTE, REASONS, REJECTED_NOTE
 from caltrail.pipeline.cli import app
-from caltrail.pipeline.ingest import IngestOptions, _add_counts, ingest
+from caltrail.pipeline.ingest import IngestOptions, ingest
 from caltrail.pipeline.session import connect
 from tests.parsers.test_evtx_recover import licensing, parse
 
@@ -120,11 +122,37 @@ def test_a_lake_written_before_the_column_reads_it_as_false(tmp_path: Path) -> N
 
 
 def test_counts_of_the_parts_of_a_split_file_add_up() -> None:
-    first = "12 found, 3 recovered, 1 without payload, 1 duplicates, 8 rejected"
-    second = "2 found, 0 recovered, 0 without payload, 0 duplicates, 2 rejected, 5 not examined"
-    assert _add_counts(first, second) == (
+    first = FileNote.counted(
+        NOTE,
+        {
+            "found": 12,
+            "recovered": 3,
+            "partly": 1,
+            "duplicates": 1,
+            "rejected": 8,
+            "not examined": 0,
+        },
+        CANDIDATES_FORM,
+        ("not examined",),
+    )
+    second = FileNote.counted(
+        NOTE,
+        {
+            "found": 2,
+            "recovered": 0,
+            "partly": 0,
+            "duplicates": 0,
+            "rejected": 2,
+            "not examined": 5,
+        },
+        CANDIDATES_FORM,
+        ("not examined",),
+    )
+    assert first.value == "12 found, 3 recovered, 1 without payload, 1 duplicates, 8 rejected"
+    assert first.plus(second).value == (
         "14 found, 3 recovered, 1 without payload, 1 duplicates, 10 rejected, 5 not examined"
     )
-    assert _add_counts("52 template gone, 3 size", "1 size") == "52 template gone, 4 size"
-    off = "not searched (recovery turned off)"
-    assert _add_counts(off, off) == off
+    rejected = FileNote.counted(REJECTED_NOTE, {"size": 3, "template gone": 52}, "", REASONS)
+    other = FileNote.counted(REJECTED_NOTE, {"size": 1}, "", REASONS)
+    assert rejected.value == "3 size, 52 template gone"  # in the order of REASONS
+    assert rejected.plus(other).value == "4 size, 52 template gone"

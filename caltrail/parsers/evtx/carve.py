@@ -470,7 +470,3 @@ def find_record(data: bytes, record_id: int, filetime: int) -> RecordSlice | Non
         pos = data.find(needle, pos + 1)
     return None
 
-
-def reasons(counts: Counter[str], names: Iterable[str]) -> str:
-    """`counts` of `names` as "N name, N name" (those above zero)."""
-    return ", ".join(f"{counts[name]} {name}" for name in names if counts[name])

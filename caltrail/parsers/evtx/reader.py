@@ -79,6 +79,9 @@ def sniff(head: bytes, name: str) -> bool:
 # ---------------------------------------------------------------------------
 
 
+CHUNKS_FORM = "{readable} readable of {total}"
+
+
 def chunk_count(size: int) -> int:
     """How many 64 KiB chunk slots a file of `size` bytes has after its header block."""
     return max(0, -(-(size - S.FILE_HEADER_BLOCK) // S.CHUNK_SIZE))
@@ -124,7 +127,7 @@ def walk_chunks(
     else:
         yield from _check_file_header(header)
     if not first:
-        yield FileNote("chunks", "0")
+        yield FileNote.counted("chunks", {"readable": 0, "total": 0}, CHUNKS_FORM)
         return
     yield from _walk_from(stream, budget, 0, stop, first)
 
@@ -155,7 +158,7 @@ def _walk_from(
             yield item
         index += 1
         block = stream.read(S.CHUNK_SIZE)
-    yield FileNote("chunks", f"{readable} readable of {index - first}")
+    yield FileNote.counted("chunks", {"readable": readable, "total": index - first}, CHUNKS_FORM)
 
 
 def _check_file_header(header: bytes) -> Iterator[Item]:
@@ -1103,15 +1106,47 @@ def record_from_json(
 
 def parse(stream: BinaryIO, options: ParseOptions) -> Iterator[Item]:
     """Yield every valid record of an EVTX file, and an issue for everything else."""
-    return parse_range(stream, options, 0, None)
+    return _parse_chunks(stream, options, 0, None)
+
+
+# Reading a file in ranges (base.RangeReader): ranges are whole chunks (they are
+# independent), at least MIN_RANGE_CHUNKS each, so that a range's fixed costs (a worker's
+# template caches, its recovery pass) stay small beside its work.
+RANGE_HEAD = S.FILE_HEADER_BLOCK + 8
+MIN_RANGE_CHUNKS = 16
+
+
+def plan_ranges(head: bytes, size: int, parts: int) -> list[tuple[int, int | None]]:
+    """At most `parts` byte ranges of whole chunks ([] when not worth splitting)."""
+    if not sniff(head, ""):
+        return []
+    chunks = chunk_count(size)
+    per_range = max(MIN_RANGE_CHUNKS, -(-chunks // max(parts, 1)))
+    starts = list(range(0, chunks, per_range))
+    if len(starts) < 2:
+        return []
+    offsets = [S.FILE_HEADER_BLOCK + n * S.CHUNK_SIZE for n in starts]
+    # The first range starts at 0 (it checks the file header); the last reads to the end.
+    return [
+        (0 if n == 0 else start, offsets[n + 1] if n + 1 < len(offsets) else None)
+        for n, start in enumerate(offsets)
+    ]
 
 
 def parse_range(
     stream: BinaryIO, options: ParseOptions, start: int, stop: int | None
 ) -> Iterator[Item]:
-    """`parse` restricted to chunks start..stop-1 (one part of a file split across
-    workers). The parts of a file together yield what `parse` yields, except that each
-    part has its own "chunks" note (counts to add up)."""
+    """`parse` restricted to the chunks that start in bytes [start, stop) (one range of a
+    file read by several workers; see base.RangeReader)."""
+    first = max(0, -(-(start - S.FILE_HEADER_BLOCK) // S.CHUNK_SIZE))
+    last = None if stop is None else max(0, -(-(stop - S.FILE_HEADER_BLOCK) // S.CHUNK_SIZE))
+    return _parse_chunks(stream, options, first, last)
+
+
+def _parse_chunks(
+    stream: BinaryIO, options: ParseOptions, start: int, stop: int | None
+) -> Iterator[Item]:
+    """`parse` restricted to chunks start..stop-1."""
     backend = options.backend if options.backend in BACKENDS else DEFAULT_BACKEND
     render = renderer_for(backend)
     budget = Budget(options.max_seconds)

@@ -48,6 +48,10 @@ Convert = Callable[[Payload, RecordSlice, int, int], EventRecord]
 
 NOTE = "carve_candidates"
 REJECTED_NOTE = "carve_rejected"
+CANDIDATES_FORM = (
+    "{found} found, {recovered} recovered, {partly} without payload, {duplicates} duplicates, "
+    "{rejected} rejected"
+)
 PARTLY = "recovered_partly"  # the kind of the warning on a record recovered without payload
 # Rejection reasons, in the order the notes list them.
 REASONS = (
@@ -170,17 +174,17 @@ class Recovery:
         """`carve_candidates`: "N found, N recovered, N without payload (of the recovered),
         N duplicates, N rejected[, N not examined]"; `carve_rejected`: "N reason, ..."."""
         counts = self.counts
-        rejected = sum(counts[r] for r in REASONS)
-        value = (
-            f"{counts['found']} found, {counts['recovered']} recovered, "
-            f"{counts['partly']} without payload, {counts['duplicates']} duplicates, "
-            f"{rejected} rejected"
-        )
-        if counts["not examined"]:
-            value += f", {counts['not examined']} not examined"
-        yield FileNote(NOTE, value)
-        if rejected:
-            yield FileNote(REJECTED_NOTE, carve.reasons(counts, REASONS))
+        candidates = {
+            "found": counts["found"],
+            "recovered": counts["recovered"],
+            "partly": counts["partly"],
+            "duplicates": counts["duplicates"],
+            "rejected": sum(counts[r] for r in REASONS),
+            "not examined": counts["not examined"],
+        }
+        yield FileNote.counted(NOTE, candidates, CANDIDATES_FORM, ("not examined",))
+        if candidates["rejected"]:
+            yield FileNote.counted(REJECTED_NOTE, {r: counts[r] for r in REASONS}, "", REASONS)
 
     def _stopped(self, pending: _Pending, left: int) -> ParseIssue:
         return ParseIssue(

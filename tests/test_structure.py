@@ -124,3 +124,37 @@ def test_no_private_name_is_imported_across_modules() -> None:
                     if private and target not in module_files():
                         offenders.append(f"{name}: from {node.module} import {alias.name}")
     assert offenders == []
+
+
+def function_level_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
+    """The runtime imports inside a function body."""
+    inside: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            inside.update(id(sub) for stmt in node.body for sub in ast.walk(stmt))
+    return [node for node in runtime_imports(tree) if id(node) in inside]
+
+
+def test_every_function_level_import_says_why() -> None:
+    """An import inside a function hides a dependency from the reader and from the import
+    graph's first glance; outside the CLI modules (where each command imports what it needs,
+    so that `caltrail --help` starts fast) it is allowed only with a comment on its line or
+    on the line above saying why (a heavy or optional module, a child process that must not
+    load it, a test hook)."""
+    offenders = []
+    for name, path in module_files().items():
+        if path.name.startswith("cli"):
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for node in function_level_imports(ast.parse("\n".join(lines))):
+            here, above = lines[node.lineno - 1], node.lineno - 2
+            # a group of imports (blank lines between its parts) shares the comment above it
+            while above >= 0 and (
+                not lines[above].strip() or lines[above].strip().startswith(("from ", "import "))
+            ):
+                above -= 1
+            if "#" not in here and not lines[above].strip().startswith("#"):
+                offenders.append(f"{name}:{node.lineno}: {here.strip()}")
+    assert offenders == [], "function-level imports without a why-comment:\n" + "\n".join(
+        offenders
+    )

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from caltrail import __version__
 from caltrail.parsers import READERS, range_readers
 from caltrail.parsers.base import (
@@ -42,6 +44,7 @@ from caltrail.parsers.errors import ParseError
 from caltrail.pipeline import etw_files, runner
 from caltrail.pipeline import lake as L
 from caltrail.pipeline.bounded import WorkBoundReached, open_bounded
+from caltrail.pipeline.compact import compact
 from caltrail.pipeline.detect import detect
 from caltrail.pipeline.inputs import InputFile, InputProblem, cleanup, discover
 
@@ -244,7 +247,7 @@ def _crash_hook(task: FileTask) -> None:
     if mode == "exit":
         os._exit(70)
     if mode == "segv":  # a real invalid read, as a native parser bug makes
-        import ctypes
+        import ctypes  # a test hook's only use of it
 
         ctypes.string_at(0)
     if mode in ("kill", "abort"):
@@ -395,6 +398,7 @@ def ingest(
     with L.writer_lock(lake, wait=options.wait_for_lock):
         L.sweep_orphans(lake)
         if options.patterns is not None:
+            # session (and DuckDB) stay out of the parsing children, which import this module
             from caltrail.pipeline.session import install_user_table
 
             install_user_table(lake, "trace_patterns", options.patterns)
@@ -432,6 +436,7 @@ def ingest(
                 "summary": summary.to_json(),
             },
         )
+    # session (and DuckDB) stay out of the parsing children, which import this module
     from caltrail.pipeline.session import write_init_script
 
     write_init_script(lake)
@@ -442,10 +447,6 @@ def _compact(lake: Path, summary: IngestSummary, progress: ProgressFn | None) ->
     """Merge small files after the run. What the run committed is complete either way, so
     a failure here (a full disk) is reported in the summary, not raised; Ctrl-C finishes
     or undoes the merge under way and ends the run as interrupted."""
-    import pyarrow as pa
-
-    from caltrail.pipeline.compact import compact
-
     try:
         if progress is not None:
             progress("compact", None, 0)

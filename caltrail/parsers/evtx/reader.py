@@ -345,6 +345,8 @@ _json_loads = _pick_json_loads()
 def _rust_render(chunk: ChunkSlice, json_out: bool) -> Iterator[Rendered | ParseIssue]:
     """pyevtx-rs on one chunk behind a synthetic header: XML text, or JSON decoded to a
     dict (`json_out`)."""
+    # the native module loads with the first chunk rendered: detection and range planning,
+    # which the ingest driver does, import this module without rendering anything
     from evtx import PyEvtxParser
 
     pending: dict[int, list[RecordSlice]] = {}
@@ -423,6 +425,8 @@ def _with_fallback(
 
 def _fallback_code() -> tuple[str, ...]:
     """Where the second chance runs: python-evtx's package and the fast renderer."""
+    # python-evtx (and pysubs, built on it) load only where a record needs the second
+    # chance or the python backend: most files never do
     import Evtx
 
     from caltrail.parsers.evtx import pysubs
@@ -455,6 +459,7 @@ def _python_xml(
     With a `bound` (the second chance for what pyevtx-rs cannot render), a record past its
     CPU time is quarantined, and so is every later one of the chunk (the chunk's python-evtx
     state may be half built; a damaged template costs each of its records the same)."""
+    # python-evtx loads only for the python backend or a second chance (most files never)
     from Evtx.Evtx import ChunkHeader
     from Evtx.Nodes import RootNode
     from Evtx.Views import render_root_node
@@ -495,6 +500,7 @@ def _python_xml(
 
 def _python_xml_reference(chunk: ChunkSlice) -> Iterator[Rendered | ParseIssue]:
     """python-evtx's own `evtx_record_xml_view` (slow; the reference for `_python_xml`)."""
+    # the reference renderer of the tests only
     from Evtx.Evtx import ChunkHeader, Record
     from Evtx.Views import evtx_record_xml_view
 

@@ -94,6 +94,25 @@ def test_zip_with_etl_feeds_trace_licensing(tmp_path: Path) -> None:
     ]
 
 
+def test_default_patterns_read_the_licensing_telemetry(tmp_path: Path) -> None:
+    """Without a pattern of the user's, the telemetry provider's events (matched by its name
+    or GUID) give name-HWID facts through the default Key=Value patterns: its field names
+    are not public, so only the common spellings (ClientName, HWID, LicenseId) are read."""
+    archive, tmf_dir = bundle(tmp_path)
+    lake = tmp_path / "lake"
+    ingest([archive], IngestOptions(lake=lake, tmf_dirs=(tmf_dir,)))
+    con = connect_35(lake)
+    facts = rows(
+        con,
+        "select client_name, hwid, license_id from trace_licensing "
+        "where message like 'LicenseIssued:%' order by all",
+    )
+    assert facts == [
+        {"client_name": f"PC-{n:04d}", "hwid": f"02000000{n:032x}", "license_id": str(1000 + n)}
+        for n in range(5)
+    ]
+
+
 def test_cli_options_are_checked_before_the_run(tmp_path: Path) -> None:
     archive, tmf_dir = bundle(tmp_path)
     runner = CliRunner()

@@ -19,6 +19,8 @@ Figures (the speed and memory targets in README.md, "Speed"):
 6. python-evtx backend against the Rust one (records per second).
 7. recovery: ingest of a 50 MB file of the corpus's real chunks (with their slack) with
    recovery of deleted records (the default) against --no-recover.
+8. routes: what a vectorised EVTX record path would cost, step by step: DuckDB's and
+   Arrow's JSON readers on pyevtx-rs's JSON text, against pyevtx-rs alone (bench_routes.py).
 
 `--quick` uses small sizes (minutes, not the better part of an hour).
 """
@@ -402,6 +404,26 @@ def overhead_stages(bench: Bench, path: Path, repeat: int = 3) -> None:
             f"{seconds:.3f} s ({seconds * per_record:.1f} us/rec)",
             f"pyevtx-rs JSON {ref:.3f} s ({ref * per_record:.1f} us/rec)",
             f"{seconds / ref:.1f}x",
+        )
+
+
+def vectorised_routes(bench: Bench, name: str, path: Path) -> None:
+    """The steps a vectorised EVTX record path cannot skip, each timed alone per record,
+    against pyevtx-rs's own iteration of the same records (tools/bench_routes.py)."""
+    from tools.bench_routes import route_costs
+
+    records, reference, steps = route_costs(path, bench.work)
+    per_record = 1e6 / max(records, 1)
+    for label, seconds in steps:
+        if isinstance(seconds, str):
+            bench.add(f"vectorised route, {name} ({records:,} rec): {label}", seconds)
+            continue
+        bench.add(
+            f"vectorised route, {name} ({records:,} rec): {label}",
+            f"{seconds * per_record:.1f} us/rec",
+            f"pyevtx-rs JSON {reference * per_record:.1f} us/rec",
+            f"{seconds / reference:.1f}x",
+            "alone, before any normalisation",
         )
 
 
@@ -916,7 +938,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        default="overhead,recover,workers,memory,parsers,etl,python,shell,diagnose",
+        default="overhead,recover,routes,workers,memory,parsers,etl,python,shell,diagnose",
         help="comma-separated sections",
     )
     parser.add_argument(
@@ -933,7 +955,7 @@ def main(argv: list[str] | None = None) -> int:
     mb = 1024 * 1024
     try:
         large = work / "generated-large.evtx"
-        if sections & {"overhead", "workers", "python"}:
+        if sections & {"overhead", "workers", "python", "routes"}:
             write_large_evtx(large, (24 if args.quick else 96) * mb)
         if "overhead" in sections:
             print("overhead (one worker) ...", flush=True)
@@ -953,6 +975,11 @@ def main(argv: list[str] | None = None) -> int:
                 recovery_cost(bench, chunk_file, distinct)
             else:
                 bench.notes.append(f"{CORPUS} absent: recovery figure skipped")
+        if "routes" in sections:
+            print("vectorised routes ...", flush=True)
+            vectorised_routes(bench, "generated EVTX", large)
+            if SPLICED.exists():
+                vectorised_routes(bench, "spliced corpus file", SPLICED)
         if "workers" in sections:
             print("workers ...", flush=True)
             many = work / "many"

@@ -410,7 +410,7 @@ def overhead_stages(bench: Bench, path: Path, repeat: int = 3) -> None:
 def vectorised_routes(bench: Bench, name: str, path: Path) -> None:
     """The steps a vectorised EVTX record path cannot skip, each timed alone per record,
     against pyevtx-rs's own iteration of the same records (tools/bench_routes.py)."""
-    from tools.bench_routes import route_costs
+    from tools.bench_routes import route_costs  # its DuckDB and pyarrow only when run
 
     records, reference, steps = route_costs(path, bench.work)
     per_record = 1e6 / max(records, 1)

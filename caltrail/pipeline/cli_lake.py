@@ -131,6 +131,16 @@ def ingest_cmd(
             "(events.recovered = true). --no-recover reads the records the logs still count.",
         ),
     ] = True,
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            "--dask",
+            metavar="ADDRESS|local:N",
+            help="Parse on a Dask distributed cluster: its scheduler (tcp://host:8786), or "
+            "local:N to start N worker processes here. Inputs and lake must be on storage "
+            "every worker sees at the same path (README, 'At scale'). Needs caltrail[dask].",
+        ),
+    ] = None,
 ) -> None:
     """Read logs into the lake: EVTX (any channel), WMI exports, registry, TSCTST, traces.
 
@@ -142,6 +152,13 @@ def ingest_cmd(
         raise typer.BadParameter("choose rust or python", param_hint="--backend")
     if date_order is not None and date_order not in ("dmy", "mdy", "ymd"):
         raise typer.BadParameter("choose dmy, mdy or ymd", param_hint="--date-order")
+    if dask is not None:
+        from caltrail.pipeline.runner_dask import parse_address
+
+        try:
+            parse_address(dask)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--dask") from exc
     decoding = _decoding_files(etw_manifest, tmf)
     options = IngestOptions(
         lake=lake,
@@ -162,6 +179,7 @@ def ingest_cmd(
         etw_manifests=decoding[0],
         tmf_dirs=decoding[1],
         recover=recover,
+        dask=dask,
     )
     summary = run_ingest(paths, options, as_json)
     if derive and not summary.interrupted:

@@ -60,8 +60,11 @@ PART_BYTES = 64 * 1024 * 1024
 # Test hook, read where the file is parsed: "SUBSTRING=MODE" makes parse_file fail for a
 # file whose display name contains SUBSTRING; MODE is raise (a Python exception), exit
 # (os._exit), segv, kill (SIGKILL), abort (SIGABRT, as glibc does on a corrupted heap),
-# hang (never returns) or enospc (the lake's disk is full).
+# hang (never returns) or enospc (the lake's disk is full); killmid stages the rows of the
+# first MID_FILE_ITEMS items, then SIGKILLs its process, once per file (a marker in the
+# staging folder tells the retry it is one): a worker killed mid-file.
 CRASH_HOOK_ENV = "CALTRAIL_TEST_CRASH"
+MID_FILE_ITEMS = 100
 # What a parsing child imports before its first file (while the parent hashes the inputs).
 PRELOAD = ("caltrail.pipeline.ingest", *READERS)
 
@@ -88,6 +91,7 @@ class IngestOptions:
     etw_manifests: tuple[Path, ...] = ()  # manifests for raw .etl events (--etw-manifest)
     tmf_dirs: tuple[Path, ...] = ()  # WPP TMF files for raw .etl messages (--tmf)
     recover: bool = True  # EVTX: also read the records left in chunk slack (--no-recover)
+    dask: str | None = None  # parse on a Dask cluster: its scheduler address, or local:N
 
 
 @dataclass
@@ -244,6 +248,8 @@ def _crash_hook(task: FileTask) -> None:
     needle, mode = hook.rsplit("=", 1)
     if needle not in task.display or (task.part is not None and task.part[0] != 0):
         return
+    if mode == "killmid":
+        return  # _mid_file_hook's
     if mode == "exit":
         os._exit(70)
     if mode == "segv":  # a real invalid read, as a native parser bug makes
@@ -259,6 +265,24 @@ def _crash_hook(task: FileTask) -> None:
     if mode == "enospc":
         raise OSError(28, "No space left on device")
     raise RuntimeError(f"test crash hook for {task.display}")
+
+
+def _mid_file_hook(task: FileTask, items: Iterator[Any], rows: L.FileRows) -> Iterator[Any]:
+    """The items, or (test hook "SUBSTRING=killmid") the first MID_FILE_ITEMS of them,
+    their rows staged, and a SIGKILL: once per file."""
+    hook = os.environ.get(CRASH_HOOK_ENV, "")
+    needle, _, mode = hook.rpartition("=")
+    marker = task.stage / f".killed-{task.prefix}"
+    if mode != "killmid" or not needle or needle not in task.display or marker.exists():
+        yield from items
+        return
+    for n, item in enumerate(items):
+        yield item
+        if n + 1 == MID_FILE_ITEMS:
+            for buffer in rows.buffers.values():
+                buffer.flush()
+            marker.touch()
+            signal.pthread_kill(threading.get_ident(), signal.SIGKILL)
 
 
 @contextmanager
@@ -311,6 +335,8 @@ def _parse_file(task: FileTask) -> FileResult:
                 items = ranged.parse_range(stream, task.parse_options, task.part[1], task.part[2])
             else:
                 items = module.parse(stream, task.parse_options)
+            if CRASH_HOOK_ENV in os.environ:
+                items = _mid_file_hook(task, iter(items), rows)
             try:
                 for item in items:
                     if isinstance(item, record_types):
@@ -392,7 +418,9 @@ def ingest(
 ) -> IngestSummary:
     """Ingest files, folders and zips into the lake. Returns the run summary."""
     started = time.time()
-    lake = options.lake
+    # absolute: the summary names it, and Dask workers (another working directory, another
+    # machine) reach the staging area and the inputs by the same paths
+    lake = options.lake = options.lake.absolute()
     run_id = L.new_run_id()
     summary = IngestSummary(run_id=run_id, lake=str(lake))
     with L.writer_lock(lake, wait=options.wait_for_lock):
@@ -432,6 +460,7 @@ def ingest(
                     "recover": str(options.recover),
                     "workers": str(options.workers),
                     "force": str(options.force),
+                    "dask": options.dask or "",
                 },
                 "summary": summary.to_json(),
             },
@@ -468,11 +497,19 @@ def _run(
     summary: IngestSummary,
     progress: ProgressFn | None,
 ) -> None:
-    executor = runner.executor_for(parse_file, options.workers, _task_seconds, PRELOAD)
-    if isinstance(executor, runner.ChildPool):
-        executor.warm()  # the child starts while the inputs are hashed
+    executor: runner.Executor[FileTask, FileResult]
+    if options.dask:
+        from caltrail.pipeline.runner_dask import DaskExecutor
+
+        dask = DaskExecutor[FileTask, FileResult](parse_file, options.dask)
+        executor, workers = dask, dask.workers
+    else:
+        pool = runner.executor_for(parse_file, options.workers, _task_seconds, PRELOAD)
+        if isinstance(pool, runner.ChildPool):
+            pool.warm()  # the child starts while the inputs are hashed
+        executor, workers = pool, options.workers
     try:
-        _read_all(paths, options, run_id, stage, workdir, summary, progress, executor)
+        _read_all(paths, options, run_id, stage, workdir, summary, progress, executor, workers)
     finally:
         executor.close()
 
@@ -490,6 +527,7 @@ def _read_all(
     summary: IngestSummary,
     progress: ProgressFn | None,
     executor: runner.Executor[FileTask, FileResult],
+    workers: int,
 ) -> None:
     known = set() if options.force else L.known_hashes(options.lake)
     seen_this_run: set[str] = set()
@@ -525,7 +563,7 @@ def _read_all(
     queue: list[FileTask] = []
     for task in tasks:
         # a large EVTX file is split by chunk ranges only when there are workers to share it
-        parts = _plan_parts(task, options.workers) if options.workers > 1 else [task]
+        parts = _plan_parts(task, workers) if workers > 1 else [task]
         assembler.expect(task, len(parts))
         queue.extend(parts)
 
@@ -550,6 +588,7 @@ def _prepare(
     known: set[str],
     seen_this_run: set[str],
 ) -> FileTask | FileResult:
+    found = replace(found, path=found.path.absolute())  # workers may run elsewhere (Dask)
     try:
         size = found.path.stat().st_size
         digest = sha256_file(found.path)

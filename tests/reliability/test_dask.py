@@ -1,0 +1,145 @@
+"""Ingest on a Dask cluster (`caltrail ingest --dask`): the lake's guarantees hold as with
+the local pool.
+
+- A cluster of 2 worker processes (reached by its scheduler address, as a remote one is)
+  gives the rows, manifest and views of a one-process ingest of the multi-format input
+  (simulated fleet, exports, traces, a zip, corpus EVTX files), the corpus files split by
+  chunk ranges across the workers as large files are.
+- `local:2` (a cluster started for the run): a worker SIGKILLed mid-file, once, after it
+  staged part of the file, is replaced and the file is read again: the lake equals the
+  clean one, nothing of the killed attempt is committed. A file that kills every worker that
+  reads it is recorded as an error, the others are read, and the next run retries it.
+- A bad address is a usage error; a scheduler nobody answers at is one line and exit 1.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from caltrail.pipeline import ingest as I
+from caltrail.pipeline import runner_dask
+from caltrail.pipeline.cli import app
+from caltrail.pipeline.ingest import IngestOptions, ingest
+from tests.reliability.conftest import lake_state
+
+pytest.importorskip("distributed", reason="the dask extra is not installed")
+
+RUN_COLUMNS = {"run_id", "started", "finished"}
+
+
+def _rows(lake: Path, table: str) -> Counter[tuple[Any, ...]]:
+    """Every row of a table, as a multiset, without what differs between two runs."""
+    rows: Counter[tuple[Any, ...]] = Counter()
+    for path in sorted((lake / table).glob("*.parquet")):
+        for row in pq.read_table(path).to_pylist():
+            if table == "ingest_files":  # a split file says in how many parts it was read
+                row["notes"] = sorted((k, v) for k, v in row["notes"] if k != "parts")
+            rows[tuple((k, repr(v)) for k, v in sorted(row.items()) if k not in RUN_COLUMNS)] += 1
+    return rows
+
+
+def _same_lake(one: Path, other: Path) -> None:
+    for table in ("ingest_files", "events", "trace_events", "issued_licenses", "parse_errors"):
+        assert _rows(one, table) == _rows(other, table), table
+    state, other_state = lake_state(one), lake_state(other)
+    assert state["counts"] == other_state["counts"]
+    assert other_state["unbalanced"] == []
+    assert other_state["duplicated_events"] == 0
+
+
+@pytest.fixture(scope="module")
+def scheduler() -> Iterator[str]:
+    """A running cluster of 2 worker processes, reached by its address like a remote one."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    ) as cluster:
+        yield cluster.scheduler_address
+
+
+def test_cluster_of_two_workers_gives_the_rows_of_one_process(
+    multi_input: Path,
+    baseline: dict[str, Any],
+    scheduler: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the split is planned by the driver: the corpus files (1-3 MB) stand for large ones
+    monkeypatch.setattr(I, "SPLIT_MIN_BYTES", 1024 * 1024)
+    lake = tmp_path / "dask"
+    summary = ingest([multi_input], IngestOptions(lake=lake, dask=scheduler))
+    assert summary.records_seen > 1000
+    _same_lake(baseline["lake"], lake)
+    parts = [
+        dict(r["notes"]).get("parts")
+        for p in (lake / "ingest_files").glob("*.parquet")
+        for r in pq.read_table(p).to_pylist()
+    ]
+    assert "2" in parts  # read by the two workers, chunk range by chunk range
+    assert not list((lake / ".staging").rglob("*.parquet"))
+
+
+def test_worker_killed_mid_file_is_retried_and_nothing_half_committed(
+    multi_input: Path, baseline: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    victim = next(p for p in sorted(multi_input.rglob("*.evtx")) if p.stat().st_size > 200_000)
+    monkeypatch.setenv(I.CRASH_HOOK_ENV, f"{victim.name}=killmid")
+    lake = tmp_path / "lake"
+    summary = ingest([multi_input], IngestOptions(lake=lake, dask="local:2"))
+    assert not summary.problems or all("worker" not in p["message"] for p in summary.problems)
+    stage = next((lake / ".staging").glob("*/.killed-*"), None)
+    assert stage is None  # the run's staging folder is gone, the marker with it
+    assert lake_state(lake)["counts"] == baseline["state"]["counts"]
+    assert lake_state(lake)["files"] == baseline["state"]["files"]
+    _same_lake(baseline["lake"], lake)
+
+
+def test_file_that_kills_every_worker_is_recorded_then_retried(
+    multi_input: Path,
+    baseline: dict[str, Any],
+    scheduler: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    victim = next(p for p in sorted(multi_input.rglob("*.evtx")) if p.stat().st_size > 200_000)
+    monkeypatch.setenv(I.CRASH_HOOK_ENV, f"{victim.name}=kill")
+    lake = tmp_path / "lake"
+    summary = ingest([multi_input], IngestOptions(lake=lake, dask="local:2"))
+    (problem,) = [p for p in summary.problems if p["status"] == "error"]
+    assert problem["path"].endswith(victim.name)
+    assert problem["message"].startswith("the worker process parsing this file crashed")
+    assert runner_dask.KILLED_REASON in problem["message"]
+    state = lake_state(lake)
+    assert state["unbalanced"] == []
+    assert state["counts"]["events_all"] < baseline["state"]["counts"]["events_all"]
+    monkeypatch.delenv(I.CRASH_HOOK_ENV)
+    again = ingest([multi_input], IngestOptions(lake=lake, dask=scheduler))
+    assert sum(again.files.values()) == 1  # only the crashed file is read again
+    assert lake_state(lake)["counts"] == baseline["state"]["counts"]
+
+
+def test_bad_addresses_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sample = tmp_path / "x.txt"
+    sample.write_text("nothing\n")
+    runner = CliRunner()
+    bad = runner.invoke(
+        app, ["ingest", str(sample), "-l", str(tmp_path / "l"), "--dask", "local:x"]
+    )
+    assert bad.exit_code == 2
+    assert "local:N needs N between 1 and 64" in bad.output
+    monkeypatch.setattr(runner_dask, "CONNECT_TIMEOUT_S", 1.0)
+    gone = runner.invoke(
+        app, ["ingest", str(sample), "-l", str(tmp_path / "l"), "--dask", "tcp://127.0.0.1:9"]
+    )
+    assert gone.exit_code == 1
+    (line,) = gone.output.strip().splitlines()
+    assert line.startswith("caltrail: error: cannot use the Dask cluster at tcp://127.0.0.1:9")
+    assert gone.exception is None or isinstance(gone.exception, SystemExit)

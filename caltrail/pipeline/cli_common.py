@@ -69,25 +69,45 @@ def when(value: str | None) -> dt.datetime | None:
 def run_ingest(paths: list[Path], options: IngestOptions, as_json: bool) -> IngestSummary:
     from caltrail.pipeline.progress import ingest_progress, print_summary
 
+    def failed(kind: str, message: str) -> Any:
+        if as_json:  # a scheduler reads stdout: the failure as JSON there too
+            typer.echo(error_json(kind, message, EXIT_LAKE, options.lake))
+        return fail(message, EXIT_LAKE)
+
     try:
         with ingest_progress(enabled=not as_json and sys.stderr.isatty()) as progress:
             summary = ingest(paths, options, progress)
     except L.LakeBusyError as exc:
-        fail(str(exc), EXIT_LAKE)
+        failed("lake_busy", str(exc))
     except ChildStartError as exc:  # no file can be parsed: the installation, not the input
-        fail(str(exc), EXIT_LAKE)
+        failed("parser_unavailable", str(exc))
     except (L.LakeError, OSError) as exc:
-        fail(
+        failed(
+            "lake_unwritable",
             f"cannot write the lake {options.lake}: {exc}. Files committed before the failure "
             "are complete and visible, nothing partial is visible; fix the cause and re-run "
             "the same command to finish (files already in the lake are skipped)",
-            EXIT_LAKE,
         )
     if as_json:
         typer.echo(summary.to_json())
     else:
         print_summary(summary)
     return summary
+
+
+def error_json(kind: str, message: str, code: int, lake: Path) -> str:
+    """The --json answer of a run that could not be done: one object, the summary's schema
+    version, an `error` object (kind, message) and the exit status the command returns."""
+    from caltrail.pipeline.ingest import SUMMARY_SCHEMA_VERSION
+
+    return json.dumps(
+        {
+            "schema_version": SUMMARY_SCHEMA_VERSION,
+            "lake": str(lake.absolute()),
+            "error": {"kind": kind, "message": message},
+            "exit_status": code,
+        }
+    )
 
 
 def fail(message: str, code: int) -> Any:
@@ -149,6 +169,7 @@ __all__ = [
     "EXIT_USAGE",
     "LakeOpt",
     "cell",
+    "error_json",
     "fail",
     "render",
     "run_ingest",

@@ -145,6 +145,11 @@ class FileResult:
         }
 
 
+# The `--json` summary's shape: a scheduler reads `schema_version` before anything else.
+# 2: absolute `lake`, `results` (one entry per input file), the error object on a failure.
+SUMMARY_SCHEMA_VERSION = 2
+
+
 @dataclass
 class IngestSummary:
     """The end-of-run summary (printed as a table, or as one JSON object with --json)."""
@@ -159,6 +164,7 @@ class IngestSummary:
     already_ingested: int = 0
     rows: Counter[str] = field(default_factory=Counter)
     problems: list[dict[str, str]] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)  # one per input file
     elapsed_s: float = 0.0
     interrupted: bool = False
     compacted: list[dict[str, Any]] = field(default_factory=list)
@@ -171,13 +177,20 @@ class IngestSummary:
         self.records_quarantined += result.records_bad
         self.warnings += result.warnings
         self.rows.update(result.rows)
+        self.results.append(file_entry(result))
         if result.status in ("error", "quarantined") and len(self.problems) < 1000:
             self.problems.append(
                 {"path": result.display, "status": result.status, "message": result.error or ""}
             )
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def skip(self, result: FileResult) -> None:
+        """A file whose content is already in the lake: listed, not read."""
+        self.already_ingested += 1
+        self.results.append(file_entry(result))
+
+    def to_dict(self, with_results: bool = True) -> dict[str, Any]:
+        data = {
+            "schema_version": SUMMARY_SCHEMA_VERSION,
             "run_id": self.run_id,
             "lake": self.lake,
             "files": dict(sorted(self.files.items())),
@@ -194,9 +207,27 @@ class IngestSummary:
             "compacted": self.compacted,
             "compact_error": self.compact_error,
         }
+        if with_results:
+            data["results"] = self.results
+        return data
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=False)
+    def to_json(self, with_results: bool = True) -> str:
+        return json.dumps(self.to_dict(with_results), sort_keys=False)
+
+
+def file_entry(result: FileResult) -> dict[str, Any]:
+    """One input file in the --json summary: what a scheduler needs to act on it."""
+    return {
+        "path": result.display,
+        "sha256": result.sha256 or None,
+        "status": result.status,
+        "records_seen": result.records_seen,
+        "records_ok": result.records_ok,
+        "records_quarantined": result.records_bad,
+        "warnings": result.warnings,
+        "rows": dict(sorted(result.rows.items())),
+        "problems": [result.error] if result.error else [],
+    }
 
 
 ProgressFn = Callable[[str, FileResult | None, int], None]
@@ -462,7 +493,7 @@ def ingest(
                     "force": str(options.force),
                     "dask": options.dask or "",
                 },
-                "summary": summary.to_json(),
+                "summary": summary.to_json(with_results=False),  # the manifest has them
             },
         )
     # session (and DuckDB) stay out of the parsing children, which import this module
@@ -545,7 +576,7 @@ def _read_all(
         )
         if isinstance(task_or_result, FileResult):
             if task_or_result.status == "already_ingested":
-                summary.already_ingested += 1
+                summary.skip(task_or_result)
             else:
                 committer.add(task_or_result, summary)
             continue

@@ -9,11 +9,18 @@ the local pool.
   staged part of the file, is replaced and the file is read again: the lake equals the
   clean one, nothing of the killed attempt is committed. A file that kills every worker that
   reads it is recorded as an error, the others are read, and the next run retries it.
+- The driver SIGKILLed mid-run (one file never finishes, the others staged): the lake shows
+  whole files or nothing,
+  the local cluster's processes end with it, and a plain re-run gives the clean lake.
+- Two drivers on one lake, one on the cluster: one reads, the other waits and skips.
 - A bad address is a usage error; a scheduler nobody answers at is one line and exit 1.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +34,8 @@ from caltrail.pipeline import ingest as I
 from caltrail.pipeline import runner_dask
 from caltrail.pipeline.cli import app
 from caltrail.pipeline.ingest import IngestOptions, ingest
-from tests.reliability.conftest import lake_state
+from tests.reliability.conftest import kill_group, lake_state, start_caltrail, wait_for
+from tests.reliability.test_crash_safety import check_after_crash, rerun_and_compare
 
 pytest.importorskip("distributed", reason="the dask extra is not installed")
 
@@ -124,6 +132,62 @@ def test_file_that_kills_every_worker_is_recorded_then_retried(
     again = ingest([multi_input], IngestOptions(lake=lake, dask=scheduler))
     assert sum(again.files.values()) == 1  # only the crashed file is read again
     assert lake_state(lake)["counts"] == baseline["state"]["counts"]
+
+
+def test_two_drivers_on_one_lake_one_on_the_cluster(
+    multi_input: Path, baseline: dict[str, Any], scheduler: str, tmp_path: Path
+) -> None:
+    """Two drivers started together on one lake, one parsing on the cluster, one locally:
+    the second waits for the lock (--wait), then finds everything already in the lake."""
+    lake = tmp_path / "lake"
+    drivers = [
+        start_caltrail("ingest", multi_input, "--lake", lake, "--wait", "--json", *extra)
+        for extra in (("--dask", scheduler), ())
+    ]
+    summaries = []
+    for proc in drivers:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == baseline["rc"], err
+        summaries.append(json.loads(out))
+    assert sorted(s["records_seen"] > 0 for s in summaries) == [False, True]
+    state = lake_state(lake)
+    assert state["counts"] == baseline["state"]["counts"]
+    assert state["duplicated_events"] == 0
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_driver_killed_mid_run_leaves_whole_files_and_its_cluster_ends(
+    multi_input: Path, baseline: dict[str, Any], tmp_path: Path
+) -> None:
+    lake = tmp_path / "lake"
+    victim = next(p for p in sorted(multi_input.rglob("*.evtx")) if p.stat().st_size > 200_000)
+    # one file never finishes: the driver is killed while the workers have staged files
+    hang = {I.CRASH_HOOK_ENV: f"{victim.name}=hang"}
+    proc = start_caltrail("ingest", multi_input, "--lake", lake, "--dask", "local:2", env=hang)
+    try:
+        assert wait_for(
+            lambda: any((lake / ".staging").glob("*/*.parquet")) or proc.poll() is not None,
+            timeout=180,
+        )
+        assert proc.poll() is None, "the ingest ended before the test could kill it"
+        os.kill(proc.pid, signal.SIGKILL)  # the driver only: its workers are left to notice
+        proc.communicate(timeout=60)
+        # the nannies watch their parent: the local cluster ends with the driver
+        assert wait_for(lambda: not _group_alive(proc.pid), timeout=60)
+    finally:
+        kill_group(proc)
+    check_after_crash(lake, baseline["state"])
+    paths = [row[0] for row in lake_state(lake)["files"]]
+    assert str(victim) not in paths
+    assert len(paths) < baseline["state"]["counts"]["ingest_files"]
+    rerun_and_compare(lake, multi_input, baseline["state"], baseline["rc"])
 
 
 def test_bad_addresses_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,6 +17,7 @@ import csv
 import datetime as dt
 import io
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,10 +34,33 @@ EXIT_USAGE = 2
 EXIT_UNREADABLE = 3
 EXIT_QUARANTINED = 4
 
+
+def lake_location(value: Path | None) -> Path | None:
+    """The lake's path: a folder, or a file:// URI of one. Object storage (s3://, ...) has no
+    atomic rename and no lock, which the lake's commit relies on: refused (docs/AT_SCALE.md)."""
+    if value is None:
+        return None
+    text = str(value)  # a Path has folded "scheme://" into "scheme:/"
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]+):/", text)
+    if scheme is None:
+        return value
+    if scheme.group(1).lower() == "file":
+        return Path(text[len("file:") :])
+    raise typer.BadParameter(
+        f"{scheme.group(1)}:// lakes are not supported yet: the lake needs a local or shared "
+        "POSIX filesystem (docs/AT_SCALE.md)",
+        param_hint="--lake",
+    )
+
+
 LakeOpt = Annotated[
     Path,
     typer.Option(
-        "--lake", "-l", help="Lake directory (created if missing).", envvar="CALTRAIL_LAKE"
+        "--lake",
+        "-l",
+        help="Lake directory (created if missing); a file:// URI is taken as its path.",
+        envvar="CALTRAIL_LAKE",
+        callback=lake_location,
     ),
 ]
 DEFAULT_LAKE = Path("caltrail-lake")
@@ -156,8 +180,6 @@ def render(columns: list[str], rows: list[tuple[Any, ...]], fmt: str) -> str:
     from caltrail.pipeline.progress import table_text
 
     return table_text(columns, rows)
-
-
 
 
 __all__ = [

@@ -89,3 +89,15 @@ def test_unwritable_lake_is_a_json_error_on_stdout(tmp_path: Path) -> None:
     assert answer["error"]["kind"] == "lake_unwritable"
     assert answer["exit_status"] == 1
     assert "cannot create the lake" in answer["error"]["message"]
+
+
+def test_lake_uris(tmp_path: Path) -> None:
+    sample = tmp_path / "x.txt"
+    sample.write_text("nothing\n")
+    s3 = runner.invoke(app, ["ingest", str(sample), "--lake", "s3://bucket/lake", "--json"])
+    assert s3.exit_code == 2
+    assert "s3:// lakes are not supported yet" in s3.output
+    as_uri = runner.invoke(app, ["ingest", str(sample), "--lake", f"file://{tmp_path}/l", "--json"])
+    assert as_uri.exit_code == 0, as_uri.output
+    assert json.loads(as_uri.stdout)["lake"] == str(tmp_path / "l")
+    assert (tmp_path / "l" / "ingest_files").is_dir()

@@ -1,5 +1,5 @@
 """The `caltrail` command line: the app, and every command mounted on it from the module
-that holds it (caltrail/pipeline/cli_lake.py: the lake; cli_case.py: cases). Thin: each
+that holds it (caltrail/pipeline/cli_lake.py: the lake; cli_case.py: cases; cli_export.py: exports). Thin: each
 command parses options, calls a library function and renders its result; what the commands
 share (exit codes, options, rendering) is caltrail/pipeline/cli_common.py. Exit status: see
 cli_common.py and the README.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from caltrail.pipeline import cli_case, cli_lake
+from caltrail.pipeline import cli_case, cli_export, cli_lake
 
 app = typer.Typer(
     name="caltrail",
@@ -34,6 +34,7 @@ for name, command in (
     ("diagnose", cli_case.diagnose_cmd),
     ("timeline", cli_case.timeline_cmd),
     ("report", cli_case.report_cmd),
+    ("export", cli_export.export_cmd),
     ("sql", cli_lake.sql_cmd),
     ("shell", cli_lake.shell_cmd),
     ("verify", cli_lake.verify_cmd),

@@ -42,22 +42,26 @@ LEVELS = {0: "information", 1: "critical", 2: "error", 3: "warning", 4: "informa
 # The rows of each --what: the view, its time column, and the window on it ($start, $end:
 # bound, NULL for an open end). Findings overlap the window when seen in it at all. A row
 # without a time has no place on a timeline (ECS requires @timestamp, Timesketch datetime):
-# it is left out, and `caltrail sql` reads it.
+# it is left out, and `caltrail sql` reads it. Rows come in time order, the same every run
+# (DuckDB sorts out of core: memory stays bounded whatever the lake's size).
 _QUERIES = {
     "events": """
         select * exclude (run_id, parser, dup_count) from events
         where time_created is not null
           and ($start is null or time_created >= $start) and ($end is null or time_created < $end)
+        order by time_created, computer, channel, record_id
     """,
     "cal-facts": """
         select * from cal_events
         where ts is not null
           and ($start is null or ts >= $start) and ($end is null or ts < $end)
+        order by ts, source_path, source_line, fact
     """,
     "findings": """
         select * from finding_exports
         where ($start is null or coalesce(last_seen, seen_at) >= $start)
           and ($end is null or coalesce(first_seen, seen_at) < $end)
+        order by seen_at, finding_id
     """,
 }
 _DESCRIPTIONS = {

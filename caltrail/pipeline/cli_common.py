@@ -104,7 +104,7 @@ def run_ingest(paths: list[Path], options: IngestOptions, as_json: bool) -> Inge
     except L.LakeBusyError as exc:
         failed("lake_busy", str(exc))
     except ChildStartError as exc:  # no file can be parsed: the installation, not the input
-        failed("parser_unavailable", str(exc))
+        failed(getattr(exc, "kind", "parser_unavailable"), str(exc))
     except (L.LakeError, OSError) as exc:
         failed(
             "lake_unwritable",

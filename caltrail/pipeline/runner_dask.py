@@ -64,6 +64,8 @@ class DaskError(ChildStartError):
     """The cluster cannot run tasks (Dask missing, scheduler unreachable, no worker, a
     worker with another caltrail): no file can be parsed, so the run does not start."""
 
+    kind = "cluster_unavailable"  # the --json error object's kind
+
 
 def parse_address(address: str) -> tuple[str, int]:
     """('local', N) for `local:N`, ('remote', ADDRESS) with N = 0 otherwise; ValueError

@@ -5,6 +5,7 @@ the local pool.
   gives the rows, manifest and views of a one-process ingest of the multi-format input
   (simulated fleet, exports, traces, a zip, corpus EVTX files), the corpus files split by
   chunk ranges across the workers as large files are.
+- The whole public corpus (EVTX and ETL) on that cluster: the rows of a one-process ingest.
 - `local:2` (a cluster started for the run): a worker SIGKILLed mid-file, once, after it
   staged part of the file, is replaced and the file is read again: the lake equals the
   clean one, nothing of the killed attempt is committed. A file that kills every worker that
@@ -34,6 +35,7 @@ from caltrail.pipeline import ingest as I
 from caltrail.pipeline import runner_dask
 from caltrail.pipeline.cli import app
 from caltrail.pipeline.ingest import IngestOptions, ingest
+from tests.conftest import corpus_path
 from tests.reliability.conftest import kill_group, lake_state, start_caltrail, wait_for
 from tests.reliability.test_crash_safety import check_after_crash, rerun_and_compare
 
@@ -93,6 +95,36 @@ def test_cluster_of_two_workers_gives_the_rows_of_one_process(
     ]
     assert "2" in parts  # read by the two workers, chunk range by chunk range
     assert not list((lake / ".staging").rglob("*.parquet"))
+
+
+def _digest(lake: Path, table: str) -> tuple[int, int]:
+    """(rows, an order-free digest of every column but the run's) of a table's files."""
+    import duckdb
+
+    files = str(lake / table / "*.parquet")
+    with duckdb.connect() as con:
+        found = con.execute(
+            "select count(*), coalesce(sum(hash(t::varchar)::hugeint), 0) from "
+            "(select * exclude (run_id) from read_parquet($files, union_by_name = true)) as t",
+            {"files": files},
+        ).fetchall()
+    count, digest = found[0]
+    return int(count), int(digest)
+
+
+@pytest.mark.slow
+def test_whole_corpus_on_the_cluster_gives_the_rows_of_one_process(
+    scheduler: str, tmp_path: Path
+) -> None:
+    corpus = [corpus_path("evtx"), corpus_path("etl")]
+    one = ingest(corpus, IngestOptions(lake=tmp_path / "one"))
+    dask = ingest(corpus, IngestOptions(lake=tmp_path / "dask", dask=scheduler))
+    assert dask.files == one.files
+    assert dask.rows == one.rows
+    assert dask.records_seen == one.records_seen > 100_000
+    for table in ("events", "trace_events", "parse_errors"):
+        assert _digest(tmp_path / "dask", table) == _digest(tmp_path / "one", table), table
+    assert _rows(tmp_path / "dask", "ingest_files") == _rows(tmp_path / "one", "ingest_files")
 
 
 def test_worker_killed_mid_file_is_retried_and_nothing_half_committed(
@@ -207,3 +239,11 @@ def test_bad_addresses_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     (line,) = gone.output.strip().splitlines()
     assert line.startswith("caltrail: error: cannot use the Dask cluster at tcp://127.0.0.1:9")
     assert gone.exception is None or isinstance(gone.exception, SystemExit)
+    as_json = runner.invoke(
+        app,
+        ["ingest", str(sample), "-l", str(tmp_path / "l"), "--dask", "tcp://127.0.0.1:9", "--json"],
+    )
+    assert as_json.exit_code == 1
+    answer = json.loads(as_json.stdout)
+    assert answer["error"]["kind"] == "cluster_unavailable"
+    assert answer["exit_status"] == 1

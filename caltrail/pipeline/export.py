@@ -31,6 +31,8 @@ from typing import IO, Any
 
 import duckdb
 
+from caltrail.pipeline.cli_common import safe_csv_cell
+
 FORMATS = ("ecs", "timesketch", "csv")
 WHATS = ("events", "cal-facts", "findings")
 ECS_VERSION = "8.11.0"
@@ -338,8 +340,6 @@ def write_export(
     docs = ecs_documents(_rows(con, what, start, end), what)
     count = 0
     if fmt == "csv":
-        from caltrail.pipeline.cli_common import safe_csv_cell
-
         columns = csv_columns(what)
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)

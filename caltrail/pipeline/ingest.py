@@ -530,6 +530,7 @@ def _run(
 ) -> None:
     executor: runner.Executor[FileTask, FileResult]
     if options.dask:
+        # only a --dask run needs it (the parsing children never do)
         from caltrail.pipeline.runner_dask import DaskExecutor
 
         dask = DaskExecutor[FileTask, FileResult](parse_file, options.dask)

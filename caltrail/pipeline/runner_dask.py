@@ -92,6 +92,7 @@ class DaskExecutor(Generic[T, R]):
 
     def __init__(self, work: Callable[[T], R], address: str) -> None:
         try:
+            # the dask extra: optional, and only a --dask run loads it
             import dask
             from distributed import Client, LocalCluster
         except ImportError as exc:
@@ -137,6 +138,7 @@ class DaskExecutor(Generic[T, R]):
         return max(1, int(sum(self.client.nthreads().values())))
 
     def run(self, tasks: Iterable[T], done: Callable[[T, R | Crash], None]) -> None:
+        # the dask extra (present: __init__ imported it)
         from distributed import as_completed
         from distributed.scheduler import KilledWorker
 

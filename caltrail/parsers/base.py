@@ -240,6 +240,9 @@ class IssuedLicenseRecord:
         hwid: canonical 40 lower-case hex chars, or None when hwid_raw cannot be converted.
         hwid_raw: sHardwareId as found; hwid_flag: "freerdp_legacy", "unconvertible", ...
         line: 1-based line (CSV) or row/object index (XML, HTML).
+        cal_type, product_version: CALType and ProductVersion of a
+            `Win32_TSLicenseReportPerDeviceEntry` row (the per-device report, which has no
+            LicenseId, KeyPackId or IssueDate); None for `Win32_TSIssuedLicense` rows.
     """
 
     table: ClassVar[str] = "issued_licenses"
@@ -261,6 +264,8 @@ class IssuedLicenseRecord:
     hwid_raw: str | None
     hwid_flag: str | None
     line: int
+    cal_type: str | None = None
+    product_version: str | None = None
 
 
 @dataclass(slots=True)
@@ -311,6 +316,7 @@ class ClientHwidRecord:
         license_id, issuer, scope, issued_to_user, valid_from, expires_on: TSCTST fields
             (the dates in UTC; valid_from_raw, expires_on_raw: their text as found).
         line: 1-based line where the value starts.
+        platform_id: TSCTST `Client Platform ID` as found (its meaning is not public).
     """
 
     table: ClassVar[str] = "client_hwids"
@@ -332,6 +338,7 @@ class ClientHwidRecord:
     expires_on: dt.datetime | None
     expires_on_raw: str | None
     line: int
+    platform_id: str | None = None
 
 
 Record = EventRecord | TraceRecord | IssuedLicenseRecord | KeypackRecord | ClientHwidRecord

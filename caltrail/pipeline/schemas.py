@@ -91,6 +91,9 @@ ISSUED_LICENSES = pa.schema(
         pa.field("hwid_raw", pa.string()),
         pa.field("hwid_flag", pa.string()),
         pa.field("line", pa.int64()),
+        # Win32_TSLicenseReportPerDeviceEntry rows only (CALType, ProductVersion)
+        pa.field("cal_type", pa.string()),
+        pa.field("product_version", pa.string()),
         *LINEAGE,
     ]
 )
@@ -143,6 +146,7 @@ CLIENT_HWIDS = pa.schema(
         pa.field("expires_on", TS),
         pa.field("expires_on_raw", pa.string()),
         pa.field("line", pa.int64()),
+        pa.field("platform_id", pa.string()),  # TSCTST "Client Platform ID"
         *LINEAGE,
     ]
 )

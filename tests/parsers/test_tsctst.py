@@ -52,6 +52,7 @@ def test_sample_two_blocks() -> None:
         expires_on=dt.datetime(2023, 12, 23, 8, 0, tzinfo=UTC),  # CET
         expires_on_raw="23.12.2023 09:00:00",
         line=4,
+        platform_id="0x000000ff",
     )
     # spacing and label case vary; "..." is no date; an unreadable date is a warning
     assert second.hwid == "0200000011111111222222223333333344444444"

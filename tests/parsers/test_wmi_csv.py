@@ -244,9 +244,9 @@ def test_keypacks_unlimited_never_and_names() -> None:
 
 
 def test_missing_required_column_is_named() -> None:
-    columns = [c for c in ISSUED_COLUMNS if c != "IssueDate"]
+    columns = [c for c in ISSUED_COLUMNS if c != "ExpirationDate"]
     data = csv_text(columns, [["x"] * len(columns)]).encode()
-    with pytest.raises(MissingColumnError, match="IssueDate"):
+    with pytest.raises(MissingColumnError, match="ExpirationDate"):
         run(data)
     keypack_type = "#TYPE System.Management.ManagementObject#root\\cimv2\\Win32_TSLicenseKeyPack"
     with pytest.raises(MissingColumnError, match="TotalLicenses"):
@@ -400,3 +400,63 @@ def test_memory_does_not_grow_with_file_size() -> None:
 
     small, large = peak(200), peak(2000)
     assert large < small * 2 + 200_000
+
+
+# -- the seed's own exports ----------------------------------------------------------------------
+
+
+def test_seed_script_output_without_issue_date() -> None:
+    """Microsoft's "Script for RDS Per Devices CALs" (Select-Object | Export-Csv): renamed
+    columns, no IssueDate, a `#TYPE Selected...` line. Read as Win32_TSIssuedLicense rows
+    whose issue date is unknown (a note says how the diagnosis bounds it)."""
+    items = run((DATA / "seed_script_per_device_cals.csv").read_bytes(), tz="Europe/Berlin")
+    got = records(items)
+    assert [(r.keypack_id, r.license_id, r.issued_to_computer) for r in got] == [
+        (4, 1021, "BER-PC0042"),
+        (4, 1022, "BER-PC0042"),
+        (3, 1023, "BER-NB0017"),
+    ]
+    first = got[0]
+    assert isinstance(first, IssuedLicenseRecord)
+    assert first.hwid == HWID1
+    assert first.issue_date is None
+    assert first.issue_date_raw is None
+    assert first.expiration_date == dt.datetime(2025, 6, 12, 8, 15, tzinfo=UTC)
+    assert first.expiration_date_raw == "6/12/2025 10:15:00 AM"
+    assert issues(items) == []
+    info = notes(items)
+    assert info["wmi_class"] == "Win32_TSIssuedLicense"
+    assert info["issue_date"].startswith("not exported")
+
+
+def test_per_device_report_entries() -> None:
+    """Win32_TSLicenseReportPerDeviceEntry rows: no LicenseId, KeyPackId or IssueDate; the
+    CAL type and product version are kept (ProductVersionID names a missing version)."""
+    items = run((DATA / "report_per_device_entries.csv").read_bytes())
+    got = [r for r in records(items) if isinstance(r, IssuedLicenseRecord)]
+    assert [(r.license_id, r.keypack_id, r.issue_date) for r in got] == [(None, None, None)] * 3
+    assert [r.cal_type for r in got] == [
+        "RDS Per Device CAL",
+        "RDS Per Device CAL",
+        "TS Per Device CAL",
+    ]
+    assert [r.product_version for r in got] == [
+        "Windows Server 2019",
+        "Windows Server 2022",
+        "2008",
+    ]
+    assert got[1].hwid == HWID2
+    assert got[0].expiration_date == dt.datetime(2025, 6, 12, 8, 15, tzinfo=UTC)
+    assert {r.license_server for r in got} == {"LS01"}
+    assert notes(items)["wmi_class"] == "Win32_TSLicenseReportPerDeviceEntry"
+    assert issues(items) == []
+    # without its #TYPE line the columns tell the class
+    body = b"\r\n".join((DATA / "report_per_device_entries.csv").read_bytes().split(b"\r\n")[1:])
+    assert wmi_csv.sniff(body[:4096], "report.csv")
+    assert len(records(run(body))) == 3
+
+
+def test_renamed_columns_still_need_the_hwid() -> None:
+    data = csv_text(["Keypack ID", "License ID", "client name", "Expiration date"], [["1"] * 4])
+    with pytest.raises(MissingColumnError, match="sHardwareId"):
+        run(data.encode())

@@ -47,7 +47,7 @@ from caltrail.parsers.wmi.dates import (
 )
 
 NAME = "tsctst"
-VERSION = "1"
+VERSION = "2"
 
 _LABEL = re.compile(r"^\s*(?P<label>[A-Za-z][A-Za-z ]{0,40}?)\s*:\s*(?P<value>.*?)\s*$")
 LABELS = {
@@ -211,6 +211,7 @@ def parse(stream: BinaryIO, options: ParseOptions) -> Iterator[Item]:
             expires_on=dates["expires_on"],
             expires_on_raw=f.get("expires_on") or None,
             line=line,
+            platform_id=f.get("platform_id") or None,
         )
 
 

@@ -31,6 +31,7 @@ from typing import BinaryIO
 from caltrail.parsers.base import Item, ParseIssue, ParseOptions
 from caltrail.parsers.errors import InvalidSignatureError
 from caltrail.parsers.textio import decode_head, iter_lines
+from caltrail.parsers.wmi.columns import column_key
 from caltrail.parsers.wmi.rows import (
     Header,
     Row,
@@ -44,7 +45,7 @@ from caltrail.parsers.wmi.rows import (
 )
 
 NAME = "wmi_csv"
-VERSION = "1"
+VERSION = "2"
 
 DELIMITERS = (",", ";", "\t", "|")
 MAX_PREAMBLE_LINES = 20
@@ -161,7 +162,7 @@ def _rows(stream: BinaryIO, plain: bool = True) -> Iterator[RowItem]:
     columns = [c.strip() for c in columns]
     spec: TableSpec | None = spec_from_type_name(type_line) if type_line else None
     yield Header(spec, tuple(columns), _form(type_line, columns, delimiter), header_line)
-    keys = [c.lower() for c in columns]
+    keys = [column_key(c) for c in columns]
     unique_keys = len(set(keys)) == len(keys)
     width = len(columns)
     pending: deque[tuple[int, str]] = deque()

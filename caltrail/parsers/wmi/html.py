@@ -30,6 +30,7 @@ from lxml import etree
 
 from caltrail.parsers.base import Item, ParseIssue, ParseOptions
 from caltrail.parsers.textio import decode_head, iter_blocks
+from caltrail.parsers.wmi.columns import column_key
 from caltrail.parsers.wmi.rows import (
     Header,
     Row,
@@ -42,7 +43,7 @@ from caltrail.parsers.wmi.rows import (
 )
 
 NAME = "wmi_html"
-VERSION = "1"
+VERSION = "2"
 
 _SNIFF_HTML = re.compile(r"<(html|table)[\s>]", re.IGNORECASE)
 _SNIFF_TH = re.compile(r"<t[hd][^>]*>\s*([A-Za-z_]+)\s*:?\s*</t[hd]>", re.IGNORECASE)
@@ -119,7 +120,7 @@ class _Reader:
     def header(self, table: _Table, columns: list[str], line: int, form: str) -> Header | None:
         spec = spec_from_columns(columns)
         table.columns = tuple(columns)
-        table.keys = [c.lower() for c in columns]
+        table.keys = [column_key(c) for c in columns]
         table.unique_keys = len(set(table.keys)) == len(table.keys)
         table.spec = spec
         if spec is not None:

@@ -13,8 +13,18 @@ Assumptions:
 - [U] Column order is not fixed: columns are found by name, case-insensitively; unknown
   columns are ignored; the first of duplicate names wins.
 - Required columns: Win32_TSIssuedLicense needs LicenseId, sHardwareId, sIssuedToComputer,
-  IssueDate, ExpirationDate (the facts that tie a HWID to a name and a time);
+  ExpirationDate (the facts that tie a HWID to a name and a time); IssueDate may be missing
+  (the "Script for RDS Per Devices CALs" of Microsoft's guidance on CALs issued several
+  times exports Keypack ID, License ID, client name, Hardware ID and Expiration date only):
+  then issue_date is None, a FileNote says so, and the diagnosis bounds the issue by the
+  expiry (a permanent CAL's last issue or renewal lies 52-89 days before it).
+  Win32_TSLicenseReportPerDeviceEntry (the per-device report of Win32_TSLicenseReport /
+  RD Licensing Manager) needs sHardwareId, sIssuedToComputer, ExpirationDate; it has no
+  LicenseId, KeyPackId or IssueDate, and adds CALType and ProductVersion(ID).
   Win32_TSLicenseKeyPack needs KeyPackId, TotalLicenses, IssuedLicenses.
+- [U] Column names: `Select-Object` with calculated properties renames columns ("Keypack
+  ID", "client name", "Hardware ID", "Expiration date"): a name is compared with its
+  spaces, `_` and `-` removed, and a few spellings are aliases (`COLUMN_ALIASES`).
 - [U] A snapshot time inside the data: no known export carries one; a column named
   SnapshotTime, CollectionTime, CollectedAt or ExportTime is used when present.
 - The exporting server is PSComputerName, else __SERVER.
@@ -41,6 +51,7 @@ from caltrail.parsers.base import (
 from caltrail.parsers.errors import MissingColumnError
 from caltrail.parsers.hwid import normalize_hwid
 from caltrail.parsers.wmi.codes import LICENSE_STATUS, code_from_text, code_name
+from caltrail.parsers.wmi.columns import column_key
 from caltrail.parsers.wmi.dates import (
     DateResult,
     OrderVotes,
@@ -54,6 +65,7 @@ from caltrail.parsers.wmi.dates import (
 
 ISSUED_CLASS = "Win32_TSIssuedLicense"
 KEYPACK_CLASS = "Win32_TSLicenseKeyPack"
+REPORT_ENTRY_CLASS = "Win32_TSLicenseReportPerDeviceEntry"
 EXCERPT_CHARS = 200
 SNAPSHOT_COLUMNS = ("snapshottime", "collectiontime", "collectedat", "exporttime")
 UNLIMITED = frozenset({4294967295, -1})
@@ -66,21 +78,34 @@ _STATUS_NAMES = {
     if code_from_text("license_status", name) == code
 }
 _NO_DATE = DateResult(None)
+ISSUE_DATE_MISSING = (
+    "not exported: bounded by the expiry (a permanent CAL's last issue or renewal lies "
+    "52-89 days before it)"
+)
 
 
 @dataclass(frozen=True, slots=True)
 class TableSpec:
-    """What one WMI class needs: its required columns and its date columns."""
+    """What one WMI class needs: its required columns and its date columns.
+    `license_id`: its rows name their license (Win32_TSIssuedLicense); the per-device
+    report's entries do not."""
 
     wmi_class: str
     required: tuple[str, ...]
     dates: tuple[str, ...]
+    license_id: bool = True
 
 
 ISSUED = TableSpec(
     ISSUED_CLASS,
-    ("LicenseId", "sHardwareId", "sIssuedToComputer", "IssueDate", "ExpirationDate"),
+    ("LicenseId", "sHardwareId", "sIssuedToComputer", "ExpirationDate"),
     ("IssueDate", "ExpirationDate"),
+)
+REPORT_ENTRY = TableSpec(
+    REPORT_ENTRY_CLASS,
+    ("sHardwareId", "sIssuedToComputer", "ExpirationDate"),
+    ("ExpirationDate",),
+    license_id=False,
 )
 KEYPACK = TableSpec(
     KEYPACK_CLASS, ("KeyPackId", "TotalLicenses", "IssuedLicenses"), ("ExpirationDate",)
@@ -117,6 +142,8 @@ RowSource = Callable[[BinaryIO], Iterator[RowItem]]
 def spec_from_type_name(text: str) -> TableSpec | None:
     """The class named in a `#TYPE` line or an XML `Object Type` attribute."""
     lower = text.lower()
+    if REPORT_ENTRY_CLASS.lower() in lower:
+        return REPORT_ENTRY
     if ISSUED_CLASS.lower() in lower:
         return ISSUED
     if KEYPACK_CLASS.lower() in lower:
@@ -126,8 +153,12 @@ def spec_from_type_name(text: str) -> TableSpec | None:
 
 def spec_from_columns(columns: Sequence[str]) -> TableSpec | None:
     """The class whose columns these are, or None."""
-    names = {c.strip().lower() for c in columns}
-    if "licenseid" in names or "shardwareid" in names:
+    names = {column_key(c) for c in columns}
+    if "licenseid" in names:
+        return ISSUED
+    if "shardwareid" in names and names & {"caltype", "productversion", "productversionid"}:
+        return REPORT_ENTRY
+    if "shardwareid" in names:
         return ISSUED
     if "keypackid" in names and names & {"totallicenses", "issuedlicenses", "keypacktype"}:
         return KEYPACK
@@ -135,14 +166,19 @@ def spec_from_columns(columns: Sequence[str]) -> TableSpec | None:
 
 
 def looks_like_header(columns: Sequence[str]) -> bool:
-    """The sniff test: LicenseId + sHardwareId, or KeyPackId + TotalLicenses."""
-    names = {c.strip().strip('"').lower() for c in columns}
-    return {"licenseid", "shardwareid"} <= names or {"keypackid", "totallicenses"} <= names
+    """The sniff test: LicenseId + sHardwareId, the per-device report's sHardwareId +
+    sIssuedToComputer + ExpirationDate, or KeyPackId + TotalLicenses."""
+    names = {column_key(c.strip().strip('"')) for c in columns}
+    return (
+        {"licenseid", "shardwareid"} <= names
+        or {"shardwareid", "sissuedtocomputer", "expirationdate"} <= names
+        or {"keypackid", "totallicenses"} <= names
+    )
 
 
 def check_columns(spec: TableSpec, columns: Sequence[str], where: str) -> None:
     """Raise MissingColumnError naming the first required column that is absent."""
-    names = {c.strip().lower() for c in columns}
+    names = {column_key(c) for c in columns}
     missing = [c for c in spec.required if c.lower() not in names]
     if missing:
         raise MissingColumnError(
@@ -280,7 +316,7 @@ class RowReader:
     def _issued(self, row: Row, warnings: list[Item]) -> IssuedLicenseRecord:
         values = row.values
         license_id = self._int(values, "LicenseId")
-        if license_id is None:
+        if license_id is None and self.spec.license_id:
             raise _BadCell("LicenseId is empty")
         keypack_id = self._int(values, "KeyPackId")
         status = self._code(row, "LicenseStatus", "license_status", warnings)
@@ -308,7 +344,17 @@ class RowReader:
             hwid_raw=raw_hwid,
             hwid_flag=hwid.flag if hwid else None,
             line=row.line,
+            cal_type=_cell(values, "caltype"),
+            product_version=self._product_version(row, warnings),
         )
+
+    def _product_version(self, row: Row, warnings: list[Item]) -> str | None:
+        """ProductVersion, else the name of ProductVersionID (per-device report rows)."""
+        text = _cell(row.values, "productversion")
+        if text is not None or _cell(row.values, "productversionid") is None:
+            return text
+        code = self._code(row, "ProductVersionID", "product_version_id", warnings)
+        return code_name("product_version_id", code)
 
     def _issued_plain(self, row: Row) -> IssuedLicenseRecord | None:
         """`_issued` for a row of plain cells (what nearly every row of an export is), with
@@ -316,6 +362,8 @@ class RowReader:
         it does not know, a date `plain_date` does not read, ...): the caller then takes
         the general path, whose record this equals (tests/parsers/test_fast_paths.py)."""
         get = row.values.get
+        if get("caltype") or get("productversion") or get("productversionid"):
+            return None  # a per-device report row: the general path reads those cells
         text = get("licenseid")
         if not (text and text.isdigit() and text.isascii() and len(text) <= 18):
             return None
@@ -488,7 +536,13 @@ def read_tables(stream: BinaryIO, options: ParseOptions, source: RowSource) -> I
         if isinstance(item, Header):
             spec = _spec_for(item)
             reader = RowReader(spec, order, zone, snapshot, options)
-            for note in (FileNote("wmi_class", spec.wmi_class), FileNote("export_form", item.form)):
+            header_notes = [
+                FileNote("wmi_class", spec.wmi_class),
+                FileNote("export_form", item.form),
+            ]
+            if spec is not KEYPACK and "issuedate" not in {column_key(c) for c in item.columns}:
+                header_notes.append(FileNote("issue_date", ISSUE_DATE_MISSING))
+            for note in header_notes:
                 if note not in said:
                     said.add(note)
                     yield note
@@ -509,6 +563,8 @@ __all__ = [
     "ISSUED_CLASS",
     "KEYPACK",
     "KEYPACK_CLASS",
+    "REPORT_ENTRY",
+    "REPORT_ENTRY_CLASS",
     "Header",
     "Row",
     "RowItem",

@@ -30,6 +30,7 @@ from lxml import etree
 from caltrail.parsers.base import Item, ParseIssue, ParseOptions
 from caltrail.parsers.errors import InvalidSignatureError
 from caltrail.parsers.textio import decode_head, iter_lines
+from caltrail.parsers.wmi.columns import column_key
 from caltrail.parsers.wmi.rows import (
     Header,
     Row,
@@ -42,7 +43,7 @@ from caltrail.parsers.wmi.rows import (
 )
 
 NAME = "wmi_xml"
-VERSION = "1"
+VERSION = "2"
 
 _DECL_ENCODING = re.compile(r"""(<\?xml[^>]*?encoding\s*=\s*)(["'])[^"']*\2""")
 _SNIFF_ROOT = re.compile(r"<Objects[\s>]")
@@ -83,7 +84,7 @@ def _object_values(obj: etree._Element) -> dict[str, str | None]:
             continue
         name = prop.get("Name")
         if name:
-            values.setdefault(name.lower(), _value(prop))
+            values.setdefault(column_key(name), _value(prop))
     return values
 
 

@@ -49,7 +49,14 @@ class Diagnosis:
 
     @property
     def healthy_on(self) -> dt.date | None:
+        """The day the last excess permanent CAL is back in the pool by expiry (temporary
+        CALs never come from the purchased pool: temporary_gone_on)."""
         days = [r["healthy_on"] for r in self.recovery if r.get("healthy_on") is not None]
+        return max(days) if days else None
+
+    @property
+    def temporary_gone_on(self) -> dt.date | None:
+        days = [r["temporary_gone_on"] for r in self.recovery if r.get("temporary_gone_on")]
         return max(days) if days else None
 
 
@@ -83,8 +90,9 @@ def dicts(
 
 FINDING_COLUMNS = (
     "cause, subject_kind, subject, waste, confidence, excess_cals, excess_permanent, "
-    "excess_now, cals, names, hwids, first_seen, last_seen, cadence_days, reason, "
-    "alternative_cause, fix, sources, evidence_counts, evidence_rows, meaning"
+    "excess_temporary, excess_now, excess_now_permanent, excess_now_temporary, cals, names, "
+    "hwids, first_seen, last_seen, cadence_days, reason, alternative_cause, alternative_fix, "
+    "decided_by, fix, sources, evidence_counts, evidence_rows, meaning"
 )
 
 
@@ -199,7 +207,8 @@ def counted_per_day(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
             d.day,
             count(l.license_key) filter (where l.cal_type = 'permanent') as permanent,
             count(l.license_key) filter (where l.cal_type = 'temporary') as temporary,
-            count(l.license_key) filter (where l.excess_by_name) as excess
+            count(l.license_key) filter (where l.excess_by_name and l.cal_type = 'permanent')
+                as excess
         from days as d
         cross join span as s
         left join licenses as l

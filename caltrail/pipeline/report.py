@@ -236,12 +236,16 @@ def _findings_table(diag: Diagnosis) -> str:
             f"<td><code>{esc(f['subject'])}</code></td>",
             f'<td class="{esc(f["confidence"])}">{esc(f["confidence"])}</td>',
             _td(f["excess_cals"], num=True),
-            _td(f["excess_now"], num=True),
+            _split(f["excess_now_permanent"], f["excess_now_temporary"]),
             "<td>"
             + esc(f["reason"])
             + (f"<br><i>or: {esc(f['alternative_cause'])}</i>" if f["alternative_cause"] else "")
+            + (f"<br><i>decided by: {esc(f['decided_by'])}</i>" if f["decided_by"] else "")
             + "</td>",
-            _td(f["fix"]),
+            "<td>"
+            + esc(f["fix"])
+            + (f"<br><i>or: {esc(f['alternative_fix'])}</i>" if f["alternative_fix"] else "")
+            + "</td>",
             _td(f["sources"]),
         ]
         for f in diag.device_findings
@@ -249,7 +253,16 @@ def _findings_table(diag: Diagnosis) -> str:
     if not body:
         return "<p>No device holds more CALs than it should.</p>"
     return _table(
-        ["cause", "subject", "confidence", "excess CALs", "excess now", "why", "fix", "sources"],
+        [
+            "cause",
+            "subject",
+            "confidence",
+            "excess CALs",
+            "excess now (permanent / temporary)",
+            "why",
+            "fix",
+            "sources",
+        ],
         body,
     )
 
@@ -262,7 +275,9 @@ def render_report(con: duckdb.DuckDBPyConnection, lake: Path | None = None) -> s
     installed = sum(int(p["installed"]) for p in diag.pool if p["installed"] is not None) or None
     servers = {p["license_server"] for p in diag.pool}
     excess_total = sum(int(f["excess_cals"] or 0) for f in diag.device_findings if f["cause"])
-    excess_now = sum(int(f["excess_now"] or 0) for f in diag.device_findings)
+    # temporary CALs never come from the purchased pool: counted apart
+    now_permanent = sum(int(f["excess_now_permanent"] or 0) for f in diag.device_findings)
+    now_temporary = sum(int(f["excess_now_temporary"] or 0) for f in diag.device_findings)
     by_cause = Counter(f["cause"] for f in diag.device_findings)
     out = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
@@ -277,7 +292,8 @@ def render_report(con: duckdb.DuckDBPyConnection, lake: Path | None = None) -> s
         "<h2>Summary</h2><div class=cards>",
         f"<div class=card><b>{len(diag.device_findings)}</b>device findings</div>",
         f"<div class=card><b>{excess_total}</b>excess CALs issued</div>",
-        f"<div class=card><b>{excess_now}</b>excess CALs counted now</div>",
+        f"<div class=card><b>{now_permanent}</b>excess permanent CALs counted now</div>",
+        f"<div class=card><b>{now_temporary}</b>excess temporary CALs counted now</div>",
         f"<div class=card><b>{esc(diag.healthy_on) or '-'}</b>pool healthy again by expiry</div>",
     ]
     for pool in diag.pool[:6]:
@@ -365,8 +381,15 @@ def _revoke_section(diag: Diagnosis) -> str:
     out = ["<h2>Recovery and revoke plan</h2>"]
     left = diag.recovery[0]["excess_left"] if diag.recovery else 0
     out.append(
-        f"<p>{esc(left)} excess CALs still count at the end of the data; by expiry alone the "
-        f"last returns on <b>{esc(diag.healthy_on) or '-'}</b>.</p>"
+        f"<p>{esc(left)} excess permanent CALs still count at the end of the data; by expiry "
+        f"alone the last returns on <b>{esc(diag.healthy_on) or '-'}</b>"
+        + (
+            f" (the excess temporary CALs, which never came from the pool, are gone on "
+            f"{esc(diag.temporary_gone_on)})"
+            if diag.temporary_gone_on
+            else ""
+        )
+        + ".</p>"
     )
     batches: dict[Any, list[dict[str, Any]]] = {}
     for r in diag.revoke_plan:
@@ -406,12 +429,25 @@ def _revoke_section(diag: Diagnosis) -> str:
             body,
         )
     )
+    kept = [r for r in diag.revoke_plan if r["action"] == "keep"]
+    if kept:
+        reasons = Counter(str(r["keep_reason"]) for r in kept)
+        out.append(
+            f"<p>{len(kept)} excess CALs are kept out of the plan: "
+            + "; ".join(f"{esc(reason)} ({n})" for reason, n in reasons.most_common())
+            + "</p>"
+        )
     expiring = sum(1 for r in diag.revoke_plan if r["action"] == "expires-first")
     if expiring:
         out.append(
             f"<p>{expiring} excess CALs expire before their turn and need no revocation.</p>"
         )
     return "".join(out)
+
+
+def _split(permanent: Any, temporary: Any) -> str:
+    """A permanent / temporary count pair as a table cell."""
+    return f'<td class="num">{esc(permanent or 0)} / {esc(temporary or 0)}</td>'
 
 
 def write_report(con: duckdb.DuckDBPyConnection, out: Path, lake: Path | None = None) -> Path:

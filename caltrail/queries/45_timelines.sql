@@ -2,7 +2,8 @@
 -- HWID, the HWIDs seen for a name, each license's life, gaps and overlaps.
 
 -- Device activity: facts a client causes by connecting (not snapshots, expiries or an
--- administrator's revocation), with the HWID and the name it was seen with.
+-- administrator's revocation), with the HWID, name and user it was seen with (a WMI
+-- renewal is the earliest time the changed expiry allows).
 -- materialize: session
 create or replace view activity as
 select
@@ -10,14 +11,16 @@ select
     fact,
     source,
     license_key,
+    license_server,
     client_name,
     hwid,
     hwid_flag,
+    user_name,
     cal_type,
     source_path,
     source_line
 from cal_events
-where fact in ('requested', 'issued', 'upgraded', 'renewed', 'denied')
+where fact in ('requested', 'issued', 'upgraded', 'renewed', 'denied', 'seen')
     and ts is not null
     and (hwid is not null or client_name is not null);
 
@@ -42,9 +45,11 @@ union all
 select
     l.counted_until as ts,
     case
+        when not l.counted then 'never-counted'
         when l.counted_until = l.replaced_at then 'replaced-by-upgrade'
         when l.counted_until = l.revoked_at then 'stops-counting-revoked'
         when l.counted_until = l.db_rebuilt_at then 'lost-in-db-rebuild'
+        when l.counted_until = l.unlisted_at then 'gone-from-listing'
         when l.expiry_estimated then 'expires-estimated'
         else 'expires'
     end as fact,
@@ -179,7 +184,7 @@ final as (
         case
             when coalesce(n.hwid, h.hwid, c.hwid) = th_text('freerdp_legacy_hwid')
                 then 'freerdp_legacy'
-            when coalesce(n.hwid, h.hwid, c.hwid) like 'ff%' then 'store_app_ff'
+            when hwid_store_app(coalesce(n.hwid, h.hwid, c.hwid)) then 'store_app_ff'
         end as hwid_flag,
         list_sort(list_distinct(list_concat(coalesce(n.names, []), coalesce(c.client_names, []))))
             as names,

@@ -12,7 +12,7 @@ from caltrail.fixtures.simulator import simulate
 from caltrail.pipeline.diagnose import findings, normalise_hwid, open_case, timeline
 from caltrail.pipeline.ingest import IngestOptions, ingest
 from caltrail.pipeline.session import connect
-from tools.accuracy import evaluate
+from tools.scoring import evaluate
 
 FLEETS = {
     # name: (scenario, seed, devices, days)
@@ -203,15 +203,40 @@ def test_thresholds_are_one_table(cases: dict[str, Case]) -> None:
 
 
 def test_accuracy_scoring() -> None:
-    from tools.accuracy import FleetResult, score
+    from tools.scoring import FleetResult, evaluate, score
 
     r = FleetResult("standard", 1, 10, 20)
-    r.expected = {("vdi", "A"), ("cloned", "h1")}
-    r.found = {("vdi", "A"), ("script", "B")}
+    r.expected = {("vdi", "A"), ("cloned", "h1"), ("script", "C")}
+    r.found = {("vdi", "A"), ("script", "B"), ("vdi", "C")}
+    r.alternative = {("vdi", "C")}
     table = score([r])
-    assert table["vdi"] == {"tp": 1, "fp": 0, "fn": 0, "precision": 1.0, "recall": 1.0}
+    assert table["vdi"] == {
+        "tp": 1, "fp": 1, "fn": 0, "alt": 0,
+        "precision": 0.5, "recall": 1.0, "recall_with_alt": 1.0,
+    }  # fmt: skip
     assert table["cloned"]["recall"] == 0.0
     assert table["script"]["precision"] == 0.0
+    # C was found as vdi with script named beside: a miss, recalled with the alternative
+    assert (table["script"]["recall"], table["script"]["recall_with_alt"]) == (0.0, 1.0)
+    # evaluate: a high finding that is wrong is listed; a right alternative is not wrong
+    truth = {
+        "scenario": "x", "seed": 1, "devices_requested": 2, "days": 30, "server_problems": [],
+        "expected_findings": [
+            {"cause": "script", "subject_kind": "name", "subject": "PC-1", "excess_cals": 3},
+        ],
+        "devices": [{"cause": "normal", "names": [{"name": "PC-2"}], "hwids": []}],
+    }  # fmt: skip
+    found = [
+        {"cause": "vdi", "subject_kind": "name", "subject": "pc-1", "confidence": "medium",
+         "alternative_cause": "script", "excess_cals": 3},
+        {"cause": "rebuilt", "subject_kind": "name", "subject": "PC-2", "confidence": "high",
+         "alternative_cause": None, "excess_cals": 1},
+    ]  # fmt: skip
+    res = evaluate(truth, found)
+    assert res.alternative == {("vdi", "PC-1")}
+    assert res.high_wrong == ["rebuilt:PC-2"]
+    assert res.normal_flagged == ["rebuilt:PC-2"]
+    assert res.wrong == [("rebuilt", "PC-2", "high")]
 
 
 def test_licensing_problems_are_the_problem_rows_of_licensing_events(

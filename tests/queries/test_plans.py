@@ -72,12 +72,17 @@ def test_recovery_counts_down_to_the_healthy_day(lakes: dict[str, Path]) -> None
     start = con.execute("select count(*) from excess_licenses where counted_now").fetchone()
     assert start is not None
     assert sum(r["back_to_pool"] for r in rows) == start[0]
+    # permanent and temporary CALs are counted apart: the pool is healthy when the last
+    # excess permanent CAL is back (temporary ones never came from it)
+    assert sum(r["back_permanent"] + r["back_temporary"] for r in rows) <= start[0]
     lefts = [r["excess_left"] for r in rows]
     assert lefts == sorted(lefts, reverse=True)
     assert lefts[-1] == 0
+    assert [r["excess_left_temporary"] for r in rows][-1] == 0
     healthy = {r["healthy_on"] for r in rows}
     assert len(healthy) == 1
-    assert healthy.pop() == rows[-1]["day"]
+    last_permanent = max((r["day"] for r in rows if r["back_permanent"]), default=rows[0]["day"])
+    assert healthy.pop() == last_permanent
 
 
 def test_plan_revokes_superseded_permanent_cals_oldest_first(lakes: dict[str, Path]) -> None:

@@ -1,6 +1,6 @@
 """Column names of WMI exports as tools spell them, read as the class's columns.
 
-Sources: /work/shared/reference/formats.md ("WMI exports": columns are found by name);
+Sources: docs/FORMATS.md ("WMI exports": columns are found by name);
 Microsoft's guidance on RDS Per Device CALs issued several times to one device, whose
 "Script for RDS Per Devices CALs" exports `Select-Object` calculated properties named
 "Keypack ID", "License ID", "client name", "Hardware ID", "Expiration date".

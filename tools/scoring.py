@@ -95,7 +95,8 @@ def evaluate(
         res.found.add(key)
         res.confidence[f["confidence"]] += 1
         right = key in res.expected
-        if not right and f.get("alternative_cause") == true_cause.get(key[1]):
+        truly = true_cause.get(key[1])
+        if not right and truly is not None and f.get("alternative_cause") == truly:
             res.alternative.add(key)
         elif not right:
             res.wrong.append((key[0], key[1], str(f["confidence"])))

@@ -43,8 +43,9 @@ select
     count(*) filter (where fact = 'renewed' and source = 'trace') as renewals_trace,
     count(*) filter (where fact = 'renewed' and source = 'evtx') as renewals_evtx,
     max(ts) filter (where fact = 'renewed') as last_renewed,
-    -- when it was last used: renewed, or named by a device's request or trace line
-    max(ts) filter (where fact in ('renewed', 'requested', 'seen')) as last_used,
+    -- when it was last renewed, as the trace or an event says (a renewal a snapshot shows
+    -- is placed at the earliest it can have happened: see licenses.renewed_after_at)
+    max(ts) filter (where fact = 'renewed' and source in ('trace', 'evtx')) as last_renewed_seen,
     min(ts) filter (where fact = 'revoked') as revoked_at,
     min(ts) filter (where fact = 'unlisted') as unlisted_at,
     max(expires) filter (where source = 'wmi') as expires_wmi,
@@ -68,6 +69,8 @@ select
     max(l.snapshot_time) as last_listed,
     max(l.snapshot_time) filter (where coalesce(k.counted, true)) as last_counted_listed,
     min(l.snapshot_time) filter (where k.kind = 'revoked') as revoked_listed_at,
+    -- the last listing before it was revoked: the revocation lies after it
+    max(l.snapshot_time) filter (where coalesce(k.kind, '') <> 'revoked') as revoked_after,
     arg_max(k.kind, l.snapshot_time) as status_kind,
     -- it counted at some time: a counted status, or Revoked (it counted until then)
     bool_or(coalesce(k.counted, true) or k.kind = 'revoked') as status_counted,
@@ -167,13 +170,30 @@ from typed;
 --                  snapshot; excess_by_name_hwid the same per HWID within a name (two
 --                  machines under one name), excess_by_hwid per HWID (clones);
 --                  superseded_at the next CAL's issue; counted_now: still counted at the end
+-- Each license's product version key, the issue of the next CAL of its HWID (server,
+-- version: a machine keeping its HWID gets a new CAL only once its own is no longer
+-- valid), and for a license never listed the first full listing of its server after its
+-- last fact (had it still been in the database, that listing would show it).
+create or replace view license_order as
+select
+    * exclude (unlisted_at),
+    coalesce(unlisted_at, case when first_listed is null then (
+        select min(f.snapshot_time) from full_snapshots as f
+        where f.license_server is not distinct from d.license_server
+            and f.generation = d.generation and f.snapshot_time > d.last_fact_at)
+    end) as unlisted_at,
+    coalesce(product_key(product_version), '?') as version_key,
+    lead(issued_at) over (partition by license_server, coalesce(product_key(product_version), '?'),
+        hwid order by issued_at, license_key) as next_on_hwid_issued
+from license_dates as d;
+
 -- A temporary CAL is replaced by a permanent one for its HWID and name (an upgrade) when
 -- the trace or an event says so, or when no snapshot shows the temporary CAL after the
 -- permanent one was issued (the server takes the temporary record out when it upgrades it).
 -- (license_dates is read once, in the first CTE: a view named twice is bound twice.)
 -- materialize: lake
 create or replace view licenses as
-with dates as (select * from license_dates),
+with dates as (select * from license_order),
 replaced as (
     select t.license_key, min(p.issued_at) as replaced_at
     from dates as t
@@ -191,19 +211,19 @@ replaced as (
 ),
 ended as (
     select
-        d.* exclude (revoked_at, unlisted_at),
-        -- a license never listed: gone by the first full listing of its server after its
-        -- last fact (had it still been in the database, that listing would show it)
-        coalesce(d.unlisted_at, case when d.first_listed is null then (
-            select min(f.snapshot_time) from full_snapshots as f
-            where f.license_server is not distinct from d.license_server
-                and f.generation = d.generation and f.snapshot_time > d.last_fact_at)
-        end) as unlisted_at,
-        least(d.revoked_at, d.revoked_listed_at) as revoked_at,
+        d.* exclude (revoked_at),
+        -- revoked: when the trace or event 80 says; else (snapshots only) at the first
+        -- listing as Revoked, or just after the listing before when the same HWID got its
+        -- next CAL in between (the revocation came first)
+        least(d.revoked_at, case
+            when d.next_on_hwid_issued > d.revoked_after
+                and d.next_on_hwid_issued <= d.revoked_listed_at
+                then d.revoked_after + interval 1 second
+            else d.revoked_listed_at
+        end) as revoked_at,
         d.revoked_listed_at is not null as revoked_in_snapshot,
         r.replaced_at,
-        rebuild_after(b.times, d.license_server, d.issued_at) as db_rebuilt_at,
-        coalesce(product_key(d.product_version), '?') as version_key
+        rebuild_after(b.times, d.license_server, d.issued_at) as db_rebuilt_at
     from dates as d
     left join replaced as r using (license_key)
     cross join (select rebuild_times() as times) as b

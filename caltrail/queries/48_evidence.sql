@@ -99,9 +99,10 @@ left join (select client_name, hwid, max(counted_until) as counted_until from he
     as h using (client_name, hwid)
 group by s.client_name, s.hwid;
 
--- What the clients' own exports say per name: the machines (a machine is the folder its
--- export came from), the most HWIDs one machine's export holds (several: a corrupted
+-- What the clients' registry exports say per name: the machines (a machine is the folder
+-- its export came from), the most HWIDs one machine's export holds (several: a corrupted
 -- store), and whether two machines hold different HWIDs (two machines share the name).
+-- (A TSCTST dump names the CAL its client holds, not a machine of its own.)
 create or replace view name_registry as
 with per_machine as (
     select
@@ -109,7 +110,8 @@ with per_machine as (
         machine,
         list_sort(list_distinct(list(hwid))) as hwids
     from cal_events
-    where source = 'client' and client_name is not null and hwid is not null
+    where source = 'client' and detail like 'registry%' and client_name is not null
+        and hwid is not null
     group by client_name, machine
 )
 select

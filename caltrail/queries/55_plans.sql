@@ -157,7 +157,8 @@ group by all;
 -- The excess permanent CALs still counted that the plan could revoke, each with why it is
 -- kept back when it is ('keep_reason'):
 --   the client's own TSCTST dump shows it holds this CAL;
---   used after the newer CAL came: renewed, or presented, after its successor was issued;
+--   renewed after its successor was issued (the trace or an event says so, or its expiry
+--   lies further from that issue than the longest validity);
 --   its HWID seen after that (a name's HWID is its machine's alone);
 --   its holder has no newer CAL in use (revoking it would take the holder's only CAL);
 --   the finding cannot rule out two machines under the name (the CAL may be the other's);
@@ -169,8 +170,10 @@ select
     case
         when e.license_key in (select license_key from client_held_cals) then
             'still in use: the client''s TSCTST dump shows it holds this CAL'
-        when e.last_used > e.superseded_at then 'still in use: renewed or presented on '
-            || strftime(e.last_used, '%Y-%m-%d') || ', after the newer CAL was issued'
+        when e.last_renewed_seen > e.superseded_at
+            or e.expires_wmi - to_days(th('permanent_validity_max_days')::integer)
+                > e.superseded_at
+            then 'still in use: renewed after the newer CAL was issued'
         when e.subject_kind in ('name', 'fleet') and exists (
             select 1 from activity as a
             where a.hwid = e.hwid and a.ts > e.superseded_at

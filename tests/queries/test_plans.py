@@ -26,6 +26,15 @@ def lakes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         lake = base / f"{name}-lake"
         ingest([bundle], IngestOptions(lake=lake, tz="Europe/Berlin", tz_given=True))
         out[name] = lake
+    # the same collection without its key-pack exports: event 81 alone says how many CALs
+    # of the version are installed
+    files = [
+        p for p in sorted((base / "limit-bundle").rglob("*.*"))
+        if "KeyPack" not in p.name and p.name != "truth.json"
+    ]  # fmt: skip
+    lake = base / "no-keypacks-lake"
+    ingest(files, IngestOptions(lake=lake, tz="Europe/Berlin", tz_given=True))
+    out["no-keypacks"] = lake
     return out
 
 
@@ -193,3 +202,31 @@ def test_plan_equals_the_step_by_step_rule(lakes: dict[str, Path], installed: in
             assert revoke_on is not None
             assert revoke_on >= slot
             assert revoke_on.date() == slot.date()
+
+
+def test_event_81_gives_the_allowance_without_key_packs(lakes: dict[str, Path]) -> None:
+    """No key-pack export collected: the installed count of the version's last event 81
+    makes its allowance (no plan at all before), its revoked count occupies it until the
+    date the event gives (the first) and the longest validity (the others)."""
+    con = open_case(lakes["no-keypacks"])
+    pools = dicts(con, "select * from revoke_pools")
+    (refused,) = dicts(
+        con,
+        "select arg_max(try_cast(data['param4'] as bigint), time_created) as installed, "
+        "arg_max(try_cast(data['param3'] as bigint), time_created) as revoked "
+        "from licensing_events where action = 'revoke-refused'",
+    )
+    assert [(p["installed_from"], p["installed"]) for p in pools] == [
+        ("event 81", refused["installed"])
+    ]
+    plan = dicts(con, "select * from revoke_plan where action = 'revoke'")
+    assert plan
+    assert {r["revoke_limit"] for r in plan} == {math.floor(refused["installed"] * 0.2)}
+    assert all(r["occupied_after"] <= r["revoke_limit"] for r in plan)
+    (refusal,) = dicts(con, "select * from revoke_refusals")
+    assert refusal["allowed_after"] is not None
+    occupied = dicts(con, "select expires_at from revoke_occupied order by expires_at")
+    assert len(occupied) >= refused["revoked"]
+    # with the key packs, the same lake plans against their installed count
+    con = open_case(lakes["limit"])
+    assert {p["installed_from"] for p in dicts(con, "select * from revoke_pools")} == {"key packs"}

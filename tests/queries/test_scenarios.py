@@ -296,7 +296,8 @@ def test_the_plan_never_takes_a_cal_still_in_use(cases: dict[str, Case]) -> None
             from revoke_plan as p
             join licenses as l using (license_key)
             where p.action = 'revoke'
-                and (l.last_used > l.superseded_at
+                and (l.last_renewed_seen > l.superseded_at
+                    or l.expires_wmi - interval 89 day > l.superseded_at
                     or (p.cause not in ('cloned', 'freerdp') and exists (
                         select 1 from activity as a
                         where a.hwid = l.hwid and a.ts > l.superseded_at))
@@ -310,6 +311,63 @@ def test_the_plan_never_takes_a_cal_still_in_use(cases: dict[str, Case]) -> None
         assert bad == [], name
     kept = cases["mix-snapshots"].rows("select keep_reason from revoke_plan where action = 'keep'")
     assert all(r["keep_reason"] for r in kept)
+
+
+def test_the_guard_keeps_a_cal_whose_hwid_comes_back(cases: dict[str, Case]) -> None:
+    """A what-if on a name's superseded CAL: its HWID requests again after the newer CAL
+    came (a second machine of that name after all). The plan keeps that CAL back, saying
+    why, and plans the rest as before."""
+    con = open_case(cases["mix-snapshots"].lake)
+    try:
+        cand = dicts(
+            con,
+            "select p.license_key, l.hwid, l.client_name, l.superseded_at from revoke_plan as p "
+            "join licenses as l using (license_key) where p.action = 'revoke' "
+            "and p.cause in ('vdi', 'script', 'rebuilt', 'corrupted-store') "
+            "order by p.license_key limit 1",
+        )[0]
+        before = {r["license_key"] for r in dicts(con, "select license_key from revoke_plan")}
+        con.execute(
+            "insert into activity by name select $t as ts, 'requested' as fact, "
+            "'trace' as source, $h as hwid, $n as client_name",
+            {"t": cand["superseded_at"] + dt.timedelta(days=3), "h": cand["hwid"],
+             "n": cand["client_name"]},
+        )  # fmt: skip
+        plan = {r["license_key"]: r for r in dicts(con, "select * from revoke_plan")}
+        assert set(plan) == before
+        assert plan[cand["license_key"]]["action"] == "keep"
+        assert "HWID was seen" in plan[cand["license_key"]]["keep_reason"]
+    finally:
+        con.close()
+
+
+def test_a_cal_a_client_says_it_holds_is_evidence(cases: dict[str, Case]) -> None:
+    """TSCTST output names the CAL its client holds (HWID, expiry, issuer): that CAL is in
+    use on a machine, and the plan never revokes it."""
+    case = cases["mix"]
+    dumps = [f for f in case.truth["client_files"] if f["kind"] == "tsctst"]
+    assert dumps
+    held = {r["license_key"] for r in case.rows("select license_key from client_held_cals")}
+    by_seq = {c["seq"]: c for c in case.truth["cals"]}
+    for dump in dumps:
+        device = case.truth["devices"][dump["device"]]
+        latest = max((by_seq[s] for s in device["cals"]), key=lambda c: c["issued"])
+        keys = {
+            r["license_key"]
+            for r in case.rows("select license_key from licenses where license_id = $i",
+                               i=str(latest["license_id"]))
+        }  # fmt: skip
+        assert keys & held, dump
+    issuers = case.rows(
+        "select distinct license_server from cal_events where source = 'client' "
+        "and detail like 'tsctst%'"
+    )
+    assert issuers == [{"license_server": "LS01"}]
+    planned = case.rows(
+        "select license_key from revoke_plan where action = 'revoke' "
+        "and license_key in (select license_key from client_held_cals)"
+    )
+    assert planned == []
 
 
 # ---------------------------------------------------------------- 10: version upgrades

@@ -13,17 +13,15 @@ them are quick, and returns plain Python rows for the CLI, the report and the te
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from caltrail.parsers.hwid import normalize_hwid
 from caltrail.pipeline import materialize
 from caltrail.pipeline.session import BuildProgress, connect
-
-HWID_RE = re.compile(r"^[0-9a-fA-F]{40}$")
 
 
 @dataclass
@@ -127,22 +125,6 @@ def diagnose(con: duckdb.DuckDBPyConnection) -> Diagnosis:
     return result
 
 
-def normalise_hwid(value: str) -> str:
-    """A HWID as typed by a user (any case, dashes, spaces, 0x...) in canonical form.
-
-    Five DWORDs (`0x00000002, 0x7d4eb2c0, ...`) are converted to registry byte order.
-    Raises ValueError when the value is not 20 bytes of hex.
-    """
-    text = value.strip()
-    dwords = re.findall(r"0x([0-9a-fA-F]{8})", text)
-    if len(dwords) == 5:
-        return "".join(bytes.fromhex(d)[::-1].hex() for d in dwords)
-    hexed = re.sub(r"[^0-9a-fA-F]", "", text)
-    if not HWID_RE.match(hexed):
-        raise ValueError(f"not a HWID (20 bytes of hex expected): {value!r}")
-    return hexed.lower()
-
-
 def timeline(
     con: duckdb.DuckDBPyConnection, hwid: str | None = None, name: str | None = None
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -150,7 +132,10 @@ def timeline(
     if (hwid is None) == (name is None):
         raise ValueError("give exactly one of hwid or name")
     if hwid is not None:
-        return rows(con, "select * from hwid_timeline($hwid)", {"hwid": normalise_hwid(hwid)})
+        canonical = normalize_hwid(hwid).hwid
+        if canonical is None:
+            raise ValueError(f"not a HWID (20 bytes as hex, bytes or five DWORDs): {hwid!r}")
+        return rows(con, "select * from hwid_timeline($hwid)", {"hwid": canonical})
     return rows(con, "select * from name_timeline($name)", {"name": name})
 
 
@@ -227,7 +212,6 @@ __all__ = [
     "dicts",
     "findings",
     "license_lives",
-    "normalise_hwid",
     "open_case",
     "rows",
     "timeline",

@@ -246,7 +246,7 @@ def _findings_table(diag: Diagnosis) -> str:
             + esc(f["fix"])
             + (f"<br><i>or: {esc(f['alternative_fix'])}</i>" if f["alternative_fix"] else "")
             + "</td>",
-            _td(f["sources"]),
+            _td_sources(f),
         ]
         for f in diag.device_findings
     ]
@@ -265,6 +265,20 @@ def _findings_table(diag: Diagnosis) -> str:
         ],
         body,
     )
+
+
+def _recovered_note(finding: dict[str, Any]) -> str:
+    """Says how many of a finding's evidence rows are EVTX records recovered from chunk
+    slack (deleted or overwritten: docs/EVTX_RECOVERY.md), so a reader weighs them."""
+    rows = finding.get("evidence_rows") or []
+    recovered = sum(1 for r in rows if r.get("recovered"))
+    if not recovered:
+        return ""
+    return f"<br><i>{recovered} of {len(rows)} evidence rows recovered from slack</i>"
+
+
+def _td_sources(finding: dict[str, Any]) -> str:
+    return "<td>" + esc(finding["sources"]) + _recovered_note(finding) + "</td>"
 
 
 def render_report(con: duckdb.DuckDBPyConnection, lake: Path | None = None) -> str:
@@ -343,7 +357,7 @@ def render_report(con: duckdb.DuckDBPyConnection, lake: Path | None = None) -> s
                         _td(f["subject"]),
                         _td(f["first_seen"]),
                         _td(f["last_seen"]),
-                        _td(f["reason"]),
+                        "<td>" + esc(f["reason"]) + _recovered_note(f) + "</td>",
                         _td(f["fix"]),
                     ]
                     for f in diag.server_findings

@@ -207,7 +207,15 @@ where hwid is not null and not coalesce(deleted, false);
 -- EVTX facts (license-server and session-host events about a device), before they are
 -- tied to a license. The product version comes from the CAL type ("Windows Server 2019 :
 -- RDS Per Device CAL") or the event's product field (80, 81, 82: the new version).
+-- `recovered`: read from chunk slack (docs/EVTX_RECOVERY.md). A recovered record whose
+-- payload could not be rendered (its EventData template gone: `data` empty) is its event id
+-- and time only: it names no device, user, host or CAL type, so it is never a name or HWID
+-- fact and is tied to no license.
 create or replace view cal_facts_evtx as
+with evtx_rows as (
+    select *, coalesce(recovered and coalesce(cardinality(data), 0) = 0, false) as payload_lost
+    from licensing_events
+)
 select
     time_created as ts,
     case action
@@ -216,24 +224,32 @@ select
         else action
     end as fact,
     'evtx' as source,
-    client_name,
-    client_name_raw,
-    user_name,
+    case when not payload_lost then client_name end as client_name,
+    case when not payload_lost then client_name_raw end as client_name_raw,
+    case when not payload_lost then user_name end as user_name,
     case
+        when payload_lost then null
         when cal_type ilike '%temporary%' then 'temporary'
         when cal_type is not null then 'permanent'
     end as cal_type,
-    coalesce(product, case when cal_type like '%:%' then trim(split_part(cal_type, ':', 1)) end)
+    case when not payload_lost then coalesce(product,
+        case when cal_type like '%:%' then trim(split_part(cal_type, ':', 1)) end) end
         as product_version,
-    session_host,
+    case when not payload_lost then session_host end as session_host,
     coalesce(cal_type || ': ', '') || action || ' (event ' || event_id || ')'
         || case when event_id = 82 and product_key(data['param1']) <> product_key(data['param4'])
-            then '; version ' || data['param1'] || ' -> ' || data['param4'] else '' end as detail,
+            then '; version ' || data['param1'] || ' -> ' || data['param4'] else '' end
+        || case
+            when payload_lost then '; recovered from slack without its payload: event id and time only'
+            when recovered then '; recovered from slack'
+            else ''
+        end as detail,
     norm_name(logged_by) as logged_by_server,
+    recovered,
     source_path,
     record_id as source_line,
     file_sha256
-from licensing_events
+from evtx_rows
 where action in (
     'issued', 'issued-vdi', 'renewed', 'upgraded', 'revoked', 'revoke-refused',
     'invalid-license', 'temp-license-expired', 'renew-failed'
@@ -288,6 +304,7 @@ left join keypack_of as k
 --   machine: the folder a client export came from (client facts)
 --   linked_by: how an EVTX fact was tied to a license ('name+time' within
 --         link_tolerance_seconds of a trace or WMI fact of the same kind and name).
+--   recovered: an EVTX fact read from chunk slack (false for every other source).
 -- An EVTX fact takes the license of the closest trace/WMI fact of the same kind and name
 -- (within link_tolerance_seconds; at equal distance the earlier fact, among facts at one
 -- time the smallest key), of the server whose log holds the event ('?' when no fact is
@@ -368,7 +385,7 @@ select
         when hwid_store_app(hwid) then 'store_app_ff'
     end as hwid_flag,
     user_name, cal_type, product_version, expires, session_host, machine, detail, linked_by,
-    source_path, source_line, file_sha256
+    coalesce(recovered, false) as recovered, source_path, source_line, file_sha256
 from final;
 
 -- The time the data ends: the last record of any source (the "now" of plans), among the

@@ -17,6 +17,7 @@ select
     hwid_flag,
     user_name,
     cal_type,
+    recovered,  -- an EVTX record read from chunk slack
     source_path,
     source_line
 from cal_events
@@ -36,7 +37,7 @@ select
     e.hwid,
     e.user_name,
     e.cal_type,
-    e.detail,
+    e.detail,  -- says "recovered from slack" for an EVTX record read from chunk slack
     e.source_path,
     e.source_line
 from cal_events as e

@@ -417,17 +417,19 @@ with all_rows as (
     union all by name
     select * from findings_fleet
 ),
-act as (select hwid, client_name, ts, source_path, source_line from activity),
+act as (select hwid, client_name, ts, source_path, source_line, recovered from activity),
 subjects as (
-    select 'hwid' as subject_kind, hwid as subject, ts, source_path, source_line from act
+    select 'hwid' as subject_kind, hwid as subject, ts, source_path, source_line, recovered
+    from act
     union all
-    select 'name', client_name, ts, source_path, source_line from act
+    select 'name', client_name, ts, source_path, source_line, recovered from act
 ),
 evidence as (
     select
         a.subject_kind,
         a.subject,
-        list({'source_path': a.source_path, 'line': a.source_line} order by a.ts)[1:20] as rows
+        list({'source_path': a.source_path, 'line': a.source_line, 'recovered': a.recovered}
+            order by a.ts)[1:20] as rows
     from subjects as a
     semi join all_rows as d on d.subject_kind = a.subject_kind and d.subject = a.subject
     group by a.subject_kind, a.subject
@@ -453,7 +455,8 @@ with problems as (
         client_name,
         product,
         source_path,
-        record_id
+        record_id,
+        recovered
     from licensing_problems
     where (action = 'server-problem' or action = 'revoke-refused'
             or (provider_family = 'rcm' and problem is not null))
@@ -477,8 +480,8 @@ select
             list(distinct product order by product) filter (where product is not null
                 and cause = 'revocation-limit'), ', '), '')
         || '; last: ' || coalesce(arg_max(message, time_created), '') as reason,
-    list({'source_path': source_path, 'line': record_id} order by time_created)[1:20]
-        as evidence_rows
+    list({'source_path': source_path, 'line': record_id, 'recovered': recovered}
+        order by time_created)[1:20] as evidence_rows
 from problems
 where cause is not null
 group by cause, subject;
@@ -503,7 +506,8 @@ group by cause, subject;
 --                     HWID source allows counting
 --   cals, names, hwids, first_seen, last_seen, cadence_days (median days between new HWIDs)
 --   evidence_counts   the counts the rule used;  evidence_rows: the first 20 source rows
---                     (source_path + line or EVTX record id);  excess_licenses: license keys
+--                     (source_path + line or EVTX record id; recovered: an EVTX record
+--                     read from chunk slack);  excess_licenses: license keys
 --   sources           the sources the finding rests on (wmi, trace, evtx, client)
 --   meaning, fix      from cause_catalog (docs/LICENSING.md, "Why one device holds several CALs")
 -- materialize: lake

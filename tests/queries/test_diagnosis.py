@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from caltrail.fixtures.simulator import simulate
-from caltrail.pipeline.diagnose import findings, normalise_hwid, open_case, timeline
+from caltrail.parsers.hwid import normalize_hwid, render_dwords, render_registry_hex, render_wmi
+from caltrail.pipeline.diagnose import findings, open_case, timeline
 from caltrail.pipeline.ingest import IngestOptions, ingest
 from caltrail.pipeline.session import connect
 from tools.scoring import evaluate
@@ -145,14 +146,38 @@ def test_timelines_bind_user_values(cases: dict[str, Case]) -> None:
     assert con.execute("select count(*) from findings").fetchone()
 
 
-def test_normalise_hwid_renderings() -> None:
-    canonical = "02000000c0b24e7d10a9ff372b54eb75f67a7087"
-    assert normalise_hwid("0x00000002, 0x7d4eb2c0, 0x37ffa910, 0x75eb542b, 0x87707af6") == (
-        canonical
-    )
-    assert normalise_hwid(canonical.upper()) == canonical
+def test_timeline_reads_a_hwid_in_any_rendering_the_parsers_read(cases: dict[str, Case]) -> None:
+    """One canonicaliser (parsers/hwid.py) for user input and logs alike: a HWID typed as
+    TSCTST prints it, as a registry export or as WMI renders it gives the same history."""
+    con = cases["standard-a"].con
+    hwid = next(f for f in cases["standard-a"].found if f["cause"] == "cloned")["subject"]
+    _, canonical_rows = timeline(con, hwid=hwid)
+    assert canonical_rows
+    for rendering in (render_dwords(hwid), render_registry_hex(hwid), render_wmi(hwid)):
+        assert timeline(con, hwid=rendering)[1] == canonical_rows, rendering
     with pytest.raises(ValueError, match="not a HWID"):
-        normalise_hwid("nope")
+        timeline(con, hwid="nope")
+
+
+def test_store_app_macro_agrees_with_the_parsers_flag(cases: dict[str, Case]) -> None:
+    """The SQL's Store-app test (hwid_store_app) and parsers/hwid.py's store_app_ff flag
+    say the same of every canonical HWID, whichever rendering made it start with ff."""
+    con = cases["standard-a"].con
+    samples = [
+        "ff" + "00" * 19,
+        "020000ff" + "11" * 16,
+        "02000000" + "ff" * 16,
+        "000000ff" + "ab" * 16,
+        "ffffffff" + "00" * 16,
+        "02000000c0b24e7d10a9ff372b54eb75f67a7087",
+    ]
+    got = dict(
+        con.execute(
+            "select h, hwid_store_app(h) from unnest($hs::varchar[]) as t(h)", {"hs": samples}
+        ).fetchall()
+    )
+    for h in samples:
+        assert got[h] == (normalize_hwid(bytes.fromhex(h)).flag == "store_app_ff"), h
 
 
 def test_devices_and_names_views(cases: dict[str, Case]) -> None:

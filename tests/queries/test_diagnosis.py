@@ -269,7 +269,8 @@ def test_licensing_problems_are_the_problem_rows_of_licensing_events(
 ) -> None:
     """licensing_problems prefilters the events before deduplicating them
     (queries/30_licensing_events.sql): the same rows as filtering licensing_events."""
-    con = connect(cases["server"].lake, derive=False)
+    # the layers up to the licensing events only: binding every live view above takes minutes
+    con = connect(cases["server"].lake, derive=False, through="30_licensing_events")
     columns = "* exclude (data), data::varchar"
     whole = (
         f"select {columns} from licensing_events "
@@ -282,11 +283,11 @@ def test_licensing_problems_are_the_problem_rows_of_licensing_events(
 
 
 def test_rebuild_generation_and_end_equal_the_as_of_joins(cases: dict[str, Case]) -> None:
-    """The list macros of queries/40_cal_events.sql give what an as-of join on db_rebuilds
+    """The list macros of queries/38_snapshots.sql give what an as-of join on db_rebuilds
     gives: the generation at a time (its server's rebuilds at or before it) and its server's
     first rebuild after it, ties and NULL times included; a fact of an unknown server (NULL)
     counts every server's rebuilds."""
-    con = connect(cases["server"].lake, derive=False)
+    con = connect(cases["server"].lake, derive=False, through="38_snapshots")
     con.execute(
         "create temp table rebuilds as select server, t as rebuilt_at, "
         "row_number() over (partition by server order by t) as generation "

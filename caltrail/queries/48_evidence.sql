@@ -203,14 +203,15 @@ left join named_events as e using (client_name);
 -- without a rebuilt database): names whose HWID changed once, the new one first seen within
 -- mass_regeneration_window_days of each other, at least mass_regeneration_min_names of them
 -- and mass_regeneration_min_share of the names active then. A machine takes its new HWID
--- at its next connection (a laptop away weeks later), so the wave goes on for
--- mass_regeneration_tail_days. One event, not a fault of each machine: its names get no
--- finding of their own (a machine rebuilt in those days is counted with it).
+-- at its next connection, so the wave goes on for mass_regeneration_tail_days, and beyond
+-- for a machine not seen from before the wave until its switch (a laptop away for months
+-- takes its new HWID when it comes back). One event, not a fault of each machine: its names
+-- get no finding of their own (a machine rebuilt in those days is counted with it).
 -- materialize: lake
 create or replace view regeneration_waves as
 with act as (select client_name, ts, license_server from activity),
 switches as (
-    select client_name, new_first_seen as switch_at, license_server
+    select client_name, new_first_seen as switch_at, old_last_seen, license_server
     from (
         select
             s.client_name,
@@ -256,7 +257,8 @@ select
     mode(s.license_server) as license_server
 from active as w
 join switches as s
-    on s.switch_at between w.wave_start
-        and w.wave_start + to_days(th('mass_regeneration_tail_days')::integer)
+    on s.switch_at >= w.wave_start
+    and (s.switch_at <= w.wave_start + to_days(th('mass_regeneration_tail_days')::integer)
+        or s.old_last_seen <= w.wave_start)
 where w.n >= th('mass_regeneration_min_share') * w.names_active
 group by w.wave_start, w.names_active;

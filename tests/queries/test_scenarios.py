@@ -234,7 +234,9 @@ def test_clones_that_kept_hwid_and_name(cases: dict[str, Case], lake: str) -> No
     (found,) = case.named(expected["subject"])
     assert found["cause"] == "cloned"
     assert found["subject_kind"] == "hwid"
-    assert abs(found["excess_cals"] - expected["excess_cals"]) <= max(2, expected["excess_cals"] // 20)
+    assert abs(found["excess_cals"] - expected["excess_cals"]) <= max(
+        2, expected["excess_cals"] // 20
+    )
     plan = case.rows("select * from revoke_plan where subject = $s", s=expected["subject"])
     assert any(r["action"] == "revoke" for r in plan)
 
@@ -246,9 +248,7 @@ def test_a_cal_listed_revoked_stops_counting_at_once(cases: dict[str, Case]) -> 
     """Snapshots only (no event 80, no trace): a CAL a snapshot lists with status 4 counts
     no longer from that snapshot on, and its device's next CAL is not excess."""
     case = cases["mix-snapshots"]
-    revoked = case.rows(
-        "select * from licenses where revoked_in_snapshot order by license_key"
-    )
+    revoked = case.rows("select * from licenses where revoked_in_snapshot order by license_key")
     accepted = [r for r in case.truth["revocations"] if r["accepted"]]
     assert len(revoked) == len(accepted) > 0
     for lic in revoked:
@@ -273,7 +273,9 @@ def test_a_refusal_of_one_version_leaves_the_others_allowance(cases: dict[str, C
     plan = case.rows("select * from revoke_plan where action = 'revoke'")
     pools = {
         r["version_key"]: r["installed"]
-        for r in case.rows("select version_key, sum(installed) as installed from revoke_pools group by all")
+        for r in case.rows(
+            "select version_key, sum(installed) as installed from revoke_pools group by all"
+        )
     }
     assert set(pools) == {"2016", "2019"}
     for row in plan:
@@ -381,12 +383,12 @@ def test_a_cal_of_an_older_version_is_not_excess(cases: dict[str, Case]) -> None
         "select product_version, count(*) as n, count(*) filter (where excess_by_name) as x "
         "from licenses where counted group by all"
     )
-    assert {r["product_version"] for r in versions} >= {"Windows Server 2019", "Windows Server 2022"}
+    assert {r["product_version"] for r in versions} >= {
+        "Windows Server 2019",
+        "Windows Server 2022",
+    }
     regenerated = {
-        n["name"].upper()
-        for d in case.truth["devices"]
-        if d["regenerated_on"]
-        for n in d["names"]
+        n["name"].upper() for d in case.truth["devices"] if d["regenerated_on"] for n in d["names"]
     }
     excess = case.rows(
         "select client_name from licenses where excess_by_name and product_version like '%2019%'"
@@ -434,6 +436,40 @@ def test_a_fleet_wide_regeneration_is_one_finding(cases: dict[str, Case]) -> Non
     assert fleet["excess_cals"] > 0
     assert not [f for f in case.found if f["subject_kind"] == "name"]
     assert case.score.server_found >= {("mass-regeneration", "LS01")}
+
+
+def test_a_machine_away_during_the_regeneration_belongs_to_it(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A laptop away when the workaround ran takes its new HWID when it comes back, weeks
+    after the wave's tail: counted with the wave, never a `rebuilt` machine of its own."""
+    base = tmp_path_factory.mktemp("regeneration")
+    bundle = base / "bundle"
+    truth = simulate(
+        bundle,
+        seed=290,
+        devices=40,
+        days=120,
+        scenario="mass-regeneration",
+        snapshot_every_days=7,
+    ).truth
+    case = _lake(base, "regeneration", bundle, truth, "snapshots+events")
+    try:
+        late = [
+            d
+            for d in truth["devices"]
+            if d["regenerated_on"]
+            and len(d["hwids"]) == 2
+            and dt.date.fromisoformat(d["hwids"][1]["first_seen"][:10])
+            > dt.date.fromisoformat(d["regenerated_on"]) + dt.timedelta(days=30)
+        ]
+        assert late  # the fleet holds such a laptop (else the test would test nothing)
+        (fleet,) = [f for f in case.found if f["cause"] == "mass-regeneration"]
+        assert {n["name"].upper() for d in late for n in d["names"]} <= set(fleet["names"])
+        assert case.score.normal_flagged == []
+        assert not [f for f in case.found if f["cause"] == "rebuilt"]
+    finally:
+        case.con.close()
 
 
 # ---------------------------------------------------------------- the seed's inputs
@@ -575,8 +611,7 @@ def test_license_status_is_read_as_documented(statuses: duckdb.DuckDBPyConnectio
     assert (rows["17"]["cal_type"], rows["17"]["revocable"]) == ("permanent", True)
     assert rows["15"]["cal_type"] == "temporary"
     candidates = {
-        r["license_id"]
-        for r in dicts(statuses, "select license_id from revoke_candidates")
+        r["license_id"] for r in dicts(statuses, "select license_id from revoke_candidates")
     }
     assert not candidates & {"12", "13", "14", "15"}
 

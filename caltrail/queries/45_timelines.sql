@@ -3,27 +3,33 @@
 
 -- Device activity: facts a client causes by connecting (not snapshots, expiries or an
 -- administrator's revocation), with the HWID, name and user it was seen with (a WMI
--- renewal is the earliest time the changed expiry allows).
+-- renewal is the earliest time the changed expiry allows). A license whose issue no source
+-- dates (the seed's per-device export and the per-device report have no IssueDate) stands
+-- by its first listing: its device held it, under that name and HWID, by then.
 -- materialize: session
 create or replace view activity as
-select
-    ts,
-    fact,
-    source,
-    license_key,
-    license_server,
-    client_name,
-    hwid,
-    hwid_flag,
-    user_name,
-    cal_type,
-    recovered,  -- an EVTX record read from chunk slack
-    source_path,
-    source_line
-from cal_events
-where fact in ('requested', 'issued', 'upgraded', 'renewed', 'denied', 'seen')
-    and ts is not null
-    and (hwid is not null or client_name is not null);
+with facts as (
+    select
+        ts, fact, source, license_key, license_server, client_name, hwid, hwid_flag,
+        user_name, cal_type, recovered,  -- recovered: an EVTX record read from chunk slack
+        source_path, source_line
+    from cal_events
+    where fact in ('requested', 'issued', 'upgraded', 'renewed', 'denied', 'seen', 'listed')
+        and ts is not null
+        and (hwid is not null or client_name is not null)
+),
+undated as (
+    select license_key from facts where fact = 'listed' and license_key is not null
+    except
+    select license_key from facts where fact in ('issued', 'upgraded')
+)
+select * from facts where fact <> 'listed'
+union all
+select f.*
+from facts as f
+semi join undated as u using (license_key)
+where f.fact = 'listed'
+qualify row_number() over (partition by f.license_key order by f.ts, f.source_line) = 1;
 
 -- Every fact about a license plus the end of its life (expired, upgraded away, revoked,
 -- database rebuilt), in time order: the rows both timeline macros show.

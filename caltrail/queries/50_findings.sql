@@ -299,13 +299,13 @@ select
         when 'vdi' then
             r.hwid_count || ' HWIDs, ' || r.multiday_hwids || ' active on more than one day, '
             || round(100 * coalesce(r.next_day_share, 0)) || '% the day after the previous one '
-            || '(a new HWID at nearly every start); median ' || round(r.cadence_days, 1)
-            || ' days between new HWIDs'
+            || '(a new HWID at nearly every start)'
+            || coalesce('; median ' || round(r.cadence_days, 1) || ' days between new HWIDs', '')
         when 'script' then
             r.hwid_count || ' HWIDs, ' || r.multiday_hwids || ' active on more than one day, '
             || round(100 * coalesce(r.next_day_share, 0)) || '% the day after the previous one '
-            || '(a new HWID after some starts); median ' || round(r.cadence_days, 1)
-            || ' days between new HWIDs'
+            || '(a new HWID after some starts)'
+            || coalesce('; median ' || round(r.cadence_days, 1) || ' days between new HWIDs', '')
         when 'duplicate-names' then
             case
                 when r.registry_hwid_sets >= 2 then r.registry_machines

@@ -169,6 +169,8 @@ from typed;
 --                  issued while this one still counted, or both were listed counted by one
 --                  snapshot; excess_by_name_hwid the same per HWID within a name (two
 --                  machines under one name), excess_by_hwid per HWID (clones);
+--                  overlap_sure_by_hwid: that overlap is sure (the next CAL came while
+--                  this one was last seen to exist), the evidence of a second machine;
 --                  superseded_at the next CAL's issue; counted_now: still counted at the end
 -- Each license's product version key, the issue of the next CAL of its HWID (server,
 -- version: a machine keeping its HWID gets a new CAL only once its own is no longer
@@ -268,6 +270,13 @@ select
     c.counted and c.hwid is not null and (c.next_by_hwid_at < least(c.counted_until,
         c.expires_earliest) or c.next_by_hwid_listed <= c.last_counted_listed) is true
         as excess_by_hwid,
+    -- the clone evidence: an overlap per HWID that is sure, the next CAL issued while this
+    -- one was last seen to exist (listed, presented, renewed). Its end after that is
+    -- inferred (an expiry, the next full listing without it): a database rebuilt unseen
+    -- gives every HWID a new CAL in between, which is no second machine.
+    c.counted and c.hwid is not null and (c.next_by_hwid_at < least(c.counted_until,
+        c.expires_earliest, coalesce(greatest(c.last_listed, c.last_fact_at), c.counted_until))
+        or c.next_by_hwid_listed <= c.last_counted_listed) is true as overlap_sure_by_hwid,
     c.counted_until > a.as_of as counted_now
 from chains as c
 cross join as_of as a;

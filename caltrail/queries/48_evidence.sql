@@ -51,7 +51,7 @@ held as (
     select
         hwid,
         count(*) as licenses,
-        count(*) filter (where excess_by_hwid) as overlaps,
+        count(*) filter (where overlap_sure_by_hwid) as overlaps,
         count(distinct user_name) as users
     from licenses
     where hwid is not null

@@ -474,6 +474,34 @@ def test_a_machine_away_during_the_regeneration_belongs_to_it(
         case.con.close()
 
 
+def test_a_database_rebuilt_unseen_makes_no_clones(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Snapshots alone do not show a rebuilt database (events 9 and 52 are not collected):
+    every HWID then gets a new CAL while its old one seems to count until the next listing
+    or its expiry. That overlap is not sure (the old CAL was last seen before), so it is
+    no evidence of a second machine: no `cloned` finding of a normal device."""
+    base = tmp_path_factory.mktemp("rebuilt-unseen")
+    bundle = base / "bundle"
+    truth = simulate(
+        bundle,
+        seed=291,
+        devices=60,
+        days=150,
+        scenario="mass-regeneration",
+        regeneration_db_rebuild=True,
+        snapshot_every_days=7,
+    ).truth
+    case = _lake(base, "rebuilt-unseen", bundle, truth, "snapshots")
+    try:
+        assert any(p["problem"] == "db-rebuilt" for p in truth["server_problems"])
+        assert case.score.normal_flagged == []
+        assert not [f for f in case.found if f["cause"] == "cloned"]
+        assert [f for f in case.found if f["cause"] == "mass-regeneration"]
+    finally:
+        case.con.close()
+
+
 # ---------------------------------------------------------------- the seed's inputs
 
 

@@ -193,8 +193,12 @@ def report(results: list[FleetResult], label: str) -> str:
         f"{totals['device_findings']} {totals['confidence']}; high {totals['high']}, wrong among them: "
         f"{len(totals['high_wrong'])} {totals['high_wrong'] or ''}"
     )
-    lines.append(f"normal devices flagged: {len(totals['normal_flagged'])} {totals['normal_flagged'] or ''}")
-    share = totals["excess_abs_error"] / totals["excess_truth"] * 100 if totals["excess_truth"] else 0.0
+    lines.append(
+        f"normal devices flagged: {len(totals['normal_flagged'])} {totals['normal_flagged'] or ''}"
+    )
+    share = (
+        totals["excess_abs_error"] / totals["excess_truth"] * 100 if totals["excess_truth"] else 0.0
+    )
     lines.append(
         f"excess CALs: {totals['excess_exact']}/{totals['excess_findings']} findings exact; total truth "
         f"{totals['excess_truth']}, absolute error {totals['excess_abs_error']} ({share:.1f}%)"

@@ -90,7 +90,9 @@ def test_built_once_reused_and_rebuilt_after_ingest(
     assert "read_parquet" in definition(con)
     con.close()
     refresh(lake)
-    assert materialize.current_file(lake, "cal_events") == second  # already current: nothing rebuilt
+    assert (
+        materialize.current_file(lake, "cal_events") == second
+    )  # already current: nothing rebuilt
     con = connect(lake)
     assert con.execute("select count(*) from cal_events").fetchone() == fresh
     con.close()

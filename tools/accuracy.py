@@ -128,10 +128,12 @@ def run_fleet(fleet: Fleet, work: Path) -> FleetResult:
 
 def per_scenario(results: list[FleetResult]) -> str:
     """One line per scenario: fleets, expected findings, right, right as alternative,
-    wrong, missed, high findings wrong, normal devices flagged."""
+    wrong, missed, high findings wrong, normal devices flagged, and the excess CALs of the
+    expected findings found (the truth's count, and the absolute error of ours)."""
     lines = [
         f"{'scenario':<26} {'fleets':>6} {'exact':>5} {'expected':>8} {'right':>5} "
-        f"{'alt':>4} {'wrong':>5} {'missed':>6} {'high':>4} {'high wrong':>10} {'normal':>6}"
+        f"{'alt':>4} {'wrong':>5} {'missed':>6} {'high':>4} {'high wrong':>10} {'normal':>6} "
+        f"{'excess':>7} {'error':>6}"
     ]
     by: dict[str, list[FleetResult]] = {}
     for r in results:
@@ -144,7 +146,9 @@ def per_scenario(results: list[FleetResult]) -> str:
             f"{alt_subjects:>4} {sum(len(r.wrong) for r in rs):>5} "
             f"{sum(len(r.expected - r.found) for r in rs) - alt_subjects:>6} "
             f"{sum(r.high for r in rs):>4} {sum(len(r.high_wrong) for r in rs):>10} "
-            f"{sum(len(r.normal_flagged) for r in rs):>6}"
+            f"{sum(len(r.normal_flagged) for r in rs):>6} "
+            f"{sum(e[2] for r in rs for e in r.excess):>7} "
+            f"{sum(abs((e[3] or 0) - e[2]) for r in rs for e in r.excess):>6}"
         )
     return "\n".join(lines)
 

@@ -26,6 +26,9 @@ EXPECTED_KIND = {
     "msrd_issued.html": "wmi_html",
     "pssdp_keypacks.xml": "wmi_xml",
     "wmiobject_ps51_issued.csv": "wmi_csv",
+    # the seed's "Script for RDS Per Devices CALs" output and per-device report entries
+    "seed_script_per_device_cals.csv": "wmi_csv",
+    "report_per_device_entries.csv": "wmi_csv",
 }
 
 

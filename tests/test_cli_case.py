@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from caltrail.pipeline.cli import app
 
 runner = CliRunner(env={"TERMINAL_WIDTH": "160", "NO_COLOR": "1", "COLUMNS": "160"})
-SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "caltrail" / "fixtures" / "samples"
 
 
 @pytest.fixture(scope="module")

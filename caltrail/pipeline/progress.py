@@ -1,18 +1,16 @@
-"""Terminal output: the ingest progress bar, the run summary, and plain text tables (rich)."""
+"""Terminal output: the ingest progress bar, the derived-tables notice and the run summary
+(rich); query results are written by caltrail/pipeline/output.py."""
 
 from __future__ import annotations
 
-import io
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
 
 from caltrail.pipeline import materialize
 from caltrail.pipeline.ingest import FileResult, IngestSummary, ProgressFn
@@ -122,21 +120,3 @@ def print_summary(summary: IngestSummary) -> None:
     if data["compact_error"]:
         console.print(f"  ! {data['compact_error']}", markup=False)
     console.print(f"Elapsed: {data['elapsed_s']:.1f} s")
-
-
-def table_text(columns: list[str], rows: list[tuple[Any, ...]]) -> str:
-    """Render rows as a plain text table (no colour; safe to paste into a case note)."""
-    table = Table(show_lines=False, highlight=False)
-    for column in columns:
-        table.add_column(Text(column))
-    for row in rows:
-        # Text(): values from logs are never read as rich markup.
-        table.add_row(*(Text("" if v is None else str(v)) for v in row))
-    console = Console(
-        width=max(80, min(250, 20 * max(len(columns), 1))),
-        record=True,
-        file=io.StringIO(),
-        color_system=None,
-    )
-    console.print(table)
-    return console.export_text()

@@ -18,6 +18,7 @@ from typing import Any
 import duckdb
 
 from caltrail.pipeline.diagnose import Diagnosis, counted_per_day, diagnose, license_lives
+from caltrail.pipeline.user_sql import Window
 
 MAX_DEVICE_CHARTS = 40
 MAX_BARS = 60
@@ -254,7 +255,9 @@ def _findings_table(diag: Diagnosis) -> str:
     )
 
 
-def render_report(con: duckdb.DuckDBPyConnection, lake: Path | None = None) -> str:
+def render_report(
+    con: duckdb.DuckDBPyConnection, lake: Path | None = None, span: Window | None = None
+) -> str:
     """The whole report as one HTML string."""
     diag = diagnose(con)
     as_of = diag.as_of
@@ -414,13 +417,31 @@ def _revoke_section(diag: Diagnosis) -> str:
     return "".join(out)
 
 
-def write_report(con: duckdb.DuckDBPyConnection, out: Path, lake: Path | None = None) -> Path:
+def has_licensing_data(diag: Diagnosis) -> bool:
+    """Whether anything the diagnosis reads was found: a CAL fact of any source, or a
+    license-server problem. Without it an empty findings list means no data, not health."""
+    return bool(diag.sources) or bool(diag.server_findings)
+
+
+def write_report(
+    con: duckdb.DuckDBPyConnection,
+    out: Path,
+    lake: Path | None = None,
+    span: Window | None = None,
+) -> Path:
     """Write the report to `out` (atomically) and return its path."""
-    text = render_report(con, lake)
+    text = render_report(con, lake, span)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(out)
     return out
 
 
-__all__ = ["device_chart", "esc", "pool_chart", "render_report", "write_report"]
+__all__ = [
+    "device_chart",
+    "esc",
+    "has_licensing_data",
+    "pool_chart",
+    "render_report",
+    "write_report",
+]

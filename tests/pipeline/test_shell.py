@@ -82,6 +82,7 @@ def every_view_and_macro(lake: Path) -> str:
         "licensing_rows": "false",
         "hwid_timeline": f"'{hwid}'",
         "name_timeline": f"'{name}'",
+        "search_hits": ", ".join(["null"] * 8),
     }
     lines = [f"select '{v}', count(*) from (select * from {v} limit 3);" for v in views]
     for name, kind, params in macros:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from typer.testing import CliRunner
@@ -19,7 +20,7 @@ SAMPLES = Path(__file__).resolve().parents[1] / "caltrail" / "fixtures" / "sampl
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("search") / "lake"
-    ingest([SAMPLES], IngestOptions(lake=path, tz="Europe/Berlin", tz_given=True))
+    ingest([SAMPLES], IngestOptions(lake=path, tz=ZoneInfo("Europe/Berlin")))
     return path
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from typer.testing import CliRunner
@@ -20,7 +21,7 @@ SAMPLES = Path(__file__).resolve().parents[1] / "caltrail" / "fixtures" / "sampl
 def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled sample collection, ingested once."""
     path = tmp_path_factory.mktemp("sql") / "lake"
-    ingest([SAMPLES], IngestOptions(lake=path, tz="Europe/Berlin", tz_given=True))
+    ingest([SAMPLES], IngestOptions(lake=path, tz=ZoneInfo("Europe/Berlin")))
     return path
 
 

@@ -37,6 +37,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 # truth.json server problem -> the cause of our server finding
 SERVER_CAUSE = {
@@ -159,7 +160,7 @@ def run_fleet(
                 (bundle / rel).unlink()
         ingest(
             [bundle],
-            IngestOptions(lake=lake, tz=result.truth["window"]["tz"], tz_given=True),
+            IngestOptions(lake=lake, tz=ZoneInfo(result.truth["window"]["tz"])),
         )
         con = open_case(lake)
         try:

@@ -42,6 +42,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus" / "evtx"
@@ -1010,7 +1011,7 @@ def main(argv: list[str] | None = None) -> int:
 
             sample_lake = work / "sample-lake"
             shutil.rmtree(sample_lake, ignore_errors=True)
-            ingest([BUNDLED], IngestOptions(lake=sample_lake, tz="Europe/Berlin", tz_given=True))
+            ingest([BUNDLED], IngestOptions(lake=sample_lake, tz=ZoneInfo("Europe/Berlin")))
             shell_open(bench, "bundled sample lake", sample_lake)
         if "etl" in sections:
             print("raw .etl ...", flush=True)

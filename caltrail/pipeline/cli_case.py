@@ -168,7 +168,7 @@ def demo_cmd(
         source = workdir / "bundle"
         simulate(source, seed=seed, devices=80, days=200, scenario="standard")
     try:
-        options = IngestOptions(lake=lake, tz="Europe/Berlin", tz_given=True, command="demo")
+        options = IngestOptions(lake=lake, command="demo")
         summary = ingest_in_zone([source], options, zone_choice("Europe/Berlin"), as_json=False)
         has_data = show_case(lake, report)
     finally:

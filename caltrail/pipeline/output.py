@@ -389,8 +389,9 @@ def _columns_that_fit(minimum: list[int], width: int) -> list[int | None]:
     return [*shown, None]
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n:,} {word}" + ("" if n == 1 else "s")
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """`1 row`, `2,000 rows` (`words`: an irregular plural)."""
+    return f"{n:,} " + (word if n == 1 else (words or word + "s"))
 
 
 def _numeric(kind: pa.DataType) -> bool:
@@ -429,7 +430,7 @@ def write_table(
                 block = block[TABLE_BLOCK:]
         if block or total == 0:
             out.write(table(block))
-        out.write(f"{_plural(total, 'row')}\n")
+        out.write(f"{plural(total, 'row')}\n")
         return total
     head_size, tail_size = -(-max_rows // 2), max_rows // 2
     head: list[pa.RecordBatch] = []  # the first max_rows rows
@@ -449,13 +450,13 @@ def write_table(
             tail_rows -= tail.pop(0).num_rows
     if total <= max_rows:
         out.write(table(_rows(head, converters)))
-        out.write(f"{_plural(total, 'row')}\n")
+        out.write(f"{plural(total, 'row')}\n")
         return total
     first = _rows(head, converters)[:head_size]
     last = _rows(tail, converters)[-tail_size:] if tail_size else []
     out.write(table(first + last, skipped_after=len(first) - 1))
     out.write(
-        f"{_plural(total, 'row')} ({len(first) + len(last):,} shown; --max-rows 0 shows all)\n"
+        f"{plural(total, 'row')} ({len(first) + len(last):,} shown; --max-rows 0 shows all)\n"
     )
     return total
 
@@ -511,6 +512,7 @@ __all__ = [
     "iso_duration",
     "json_converter",
     "output_stream",
+    "plural",
     "safe_csv_cell",
     "table_text",
     "text_converter",

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from caltrail.pipeline import materialize
 from caltrail.pipeline.ingest import FileResult, IngestSummary, ProgressFn
+from caltrail.pipeline.output import plural
 
 if TYPE_CHECKING:
     from caltrail.pipeline.session import BuildProgress
@@ -38,12 +39,12 @@ def ingest_progress(enabled: bool) -> Iterator[ProgressFn | None]:
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[records]} records"),
+        TextColumn("{task.fields[records]}"),
         TimeElapsedColumn(),
         console=console,
         transient=True,
     ) as bar:
-        task = bar.add_task("ingesting", total=None, records=0)
+        task = bar.add_task("ingesting", total=None, records=plural(0, "record"))
         records = 0
 
         def update(event: str, result: FileResult | None, total: int) -> None:
@@ -54,7 +55,12 @@ def ingest_progress(enabled: bool) -> Iterator[ProgressFn | None]:
                 bar.update(task, description="merging small files")
             elif result is not None:
                 records += result.records_seen
-                bar.update(task, advance=1, records=records, description=_short(result.display))
+                bar.update(
+                    task,
+                    advance=1,
+                    records=plural(records, "record"),
+                    description=_short(result.display),
+                )
 
         yield update
 
@@ -97,14 +103,26 @@ def print_summary(summary: IngestSummary) -> None:
     files = ", ".join(f"{n} {STATUS_WORDS.get(s, s)}" for s, n in data["files"].items()) or "none"
     console.print(f"Lake: {data['lake']}  (run {data['run_id']})")
     console.print(
-        f"Files: {data['files_total']} new ({files}); {data['already_ingested']} already in the lake"
+        f"Files: {data['files_total']:,} new ({files}); {data['already_ingested']:,} already in "
+        "the lake"
     )
     console.print(
-        f"Records: {data['records_seen']} seen = {data['records_ok']} written + "
-        f"{data['records_quarantined']} quarantined; {data['warnings']} warnings"
+        f"Records: {plural(data['records_seen'], 'record')} seen = {data['records_ok']:,} "
+        f"written + {data['records_quarantined']:,} quarantined; "
+        f"{plural(data['warnings'], 'warning')}"
     )
     if data["rows"]:
         console.print("Rows: " + ", ".join(f"{t} {n}" for t, n in data["rows"].items()))
+    if data["zone_assumed"]:
+        console.print(
+            f"  ! {plural(len(data['zone_assumed']), 'file')} read times written without a "
+            f"zone in {data['zone']}:",
+            markup=False,
+        )
+        for item in data["zone_assumed"][:20]:
+            console.print(f"      {item['path']} ({item['what']})", markup=False)
+        if len(data["zone_assumed"]) > 20:
+            console.print(f"      ... and {len(data['zone_assumed']) - 20} more (ingest_files.notes)")
     for problem in data["problems"][:20]:
         console.print(f"  ! {problem['path']}: {problem['message']}", markup=False)
     if len(data["problems"]) > 20:

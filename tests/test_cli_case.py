@@ -138,3 +138,141 @@ def test_every_case_command_has_help() -> None:
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0
         assert "Example:" in result.output
+
+
+def test_timeline_reads_every_hwid_rendering(case: tuple[Path, Path, dict[str, object]]) -> None:
+    from caltrail.parsers.hwid import render_dwords, render_registry_hex, render_wmi
+
+    lake, _, truth = case
+    findings = truth["expected_findings"]  # type: ignore[index]
+    hwid = next(f["subject"] for f in findings if f["subject_kind"] == "hwid")  # type: ignore[union-attr]
+
+    def rows(text: str) -> list[str]:
+        result = runner.invoke(app, ["timeline", "--lake", str(lake), "--hwid", text, "-f", "csv"])
+        assert result.exit_code == 0, result.output
+        return result.stdout.splitlines()
+
+    expected = rows(hwid)
+    assert len(expected) > 2
+    for rendering in (
+        hwid.upper(),
+        render_wmi(hwid),
+        render_dwords(hwid),
+        render_registry_hex(hwid),
+    ):
+        assert rows(rendering) == expected, rendering
+
+
+def test_timeline_says_when_there_is_no_history(case: tuple[Path, Path, dict[str, object]]) -> None:
+    lake, _, _ = case
+    unknown = "00000002-00000000-11111111-22222222-33333333"
+    result = runner.invoke(app, ["timeline", "--lake", str(lake), "--hwid", unknown])
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    assert f"no history for HWID {unknown}" in result.stderr
+    assert "(02000000" in result.stderr  # the canonical form it looked for
+    result = runner.invoke(app, ["timeline", "--lake", str(lake), "--name", "NOPE"])
+    assert result.stdout == ""
+    assert "no history for name NOPE" in result.stderr
+
+
+def test_timeline_and_diagnose_in_a_window(case: tuple[Path, Path, dict[str, object]]) -> None:
+    lake, _, truth = case
+    findings = truth["expected_findings"]  # type: ignore[index]
+    name = next(f["subject"] for f in findings if f["subject_kind"] == "name")  # type: ignore[union-attr]
+    every = runner.invoke(app, ["timeline", "--lake", str(lake), "--name", name, "-f", "json"])
+    days = sorted(
+        {json.loads(r)["ts"][:10] for r in every.stdout.splitlines() if json.loads(r)["ts"]}
+    )
+    assert len(days) > 2
+    day = days[len(days) // 2]
+    some = runner.invoke(
+        app,
+        ["timeline", "--lake", str(lake), "--name", name, "-f", "json", "--from", day, "--to", day],
+    )
+    assert some.exit_code == 0, some.output
+    rows = [json.loads(r) for r in some.stdout.splitlines()]
+    assert rows
+    assert {r["ts"][:10] for r in rows} == {day}
+    diag = runner.invoke(
+        app, ["diagnose", "--lake", str(lake), "-f", "json", "--from", "2100-01-01"]
+    )
+    assert diag.exit_code == 0
+    assert diag.stdout == ""
+    assert "No finding" in diag.stderr
+    assert "in 2100-01-01" in diag.stderr
+
+
+def test_no_licensing_data_is_no_all_clear(tmp_path: Path) -> None:
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("nothing caltrail reads\n", encoding="utf-8")
+    lake, report = tmp_path / "lake", tmp_path / "out" / "case.html"
+    result = runner.invoke(app, ["run", str(folder), "--lake", str(lake), "--out", str(report)])
+    assert result.exit_code == 5, result.output
+    assert "No licensing data" in result.stderr
+    assert "No device holds more CALs" not in result.stdout + report.read_text(encoding="utf-8")
+    assert "not an all-clear" in report.read_text(encoding="utf-8")
+    assert runner.invoke(app, ["diagnose", "--lake", str(lake)]).exit_code == 5
+    assert runner.invoke(app, ["report", "--lake", str(lake), "--out", str(report)]).exit_code == 5
+    skipped = runner.invoke(
+        app, ["sql", "select error from ingest_files", "--lake", str(lake), "-f", "csv"]
+    )
+    assert 'starts with the text ""nothing caltrail"")' in skipped.stdout  # not a bytes repr
+
+
+def test_report_and_run_create_the_output_folder(
+    case: tuple[Path, Path, dict[str, object]], tmp_path: Path
+) -> None:
+    lake, _, _ = case
+    out = tmp_path / "new" / "folder" / "case.html"
+    result = runner.invoke(app, ["report", "--lake", str(lake), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_text(encoding="utf-8").startswith("<!doctype html>")
+    blocked = tmp_path / "file"
+    blocked.write_text("x", encoding="utf-8")
+    result = runner.invoke(app, ["run", str(SAMPLES), "--lake", str(tmp_path / "l"),
+                                 "--out", str(blocked / "case.html")])  # fmt: skip
+    assert result.exit_code == 2
+    assert result.stderr.startswith("caltrail: error: ")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "l").exists()  # refused before any work
+
+
+def test_a_fatal_json_ingest_prints_json_and_wait_says_it_waits(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from caltrail.pipeline import lake as L
+
+    lake = tmp_path / "lake"
+    L.ensure_lake(lake)
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with L.writer_lock(lake):
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(30)
+    try:
+        busy = runner.invoke(app, ["ingest", str(SAMPLES), "--lake", str(lake), "--json"])
+        assert busy.exit_code == 1
+        answer = json.loads(busy.stdout)
+        assert answer["exit_status"] == 1
+        assert "being written" in answer["error"]
+        threading.Timer(1.0, release.set).start()
+        started = time.monotonic()
+        waited = runner.invoke(
+            app, ["ingest", str(SAMPLES), "--lake", str(lake), "--json", "--wait"]
+        )
+        assert time.monotonic() - started >= 0.9
+    finally:
+        release.set()
+        thread.join()
+    assert waited.exit_code == 0, waited.output
+    assert "waiting for pid" in waited.stderr
+    assert json.loads(waited.stdout)["files_total"] > 0

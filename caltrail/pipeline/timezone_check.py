@@ -71,6 +71,11 @@ class ZoneCheck:
                 f"Time zone: none of the {self.facts} licensing facts read in {read} has an "
                 "EVTX event to compare with; the zone cannot be checked"
             )
+        if not self.decided and self.best_aligned < MIN_ALIGNED:
+            return (
+                f"Time zone: {self.best_aligned} licensing facts read in {read} line up with "
+                f"the EVTX logs in {self.best}, too few to tell the zone ({MIN_ALIGNED} needed)"
+            )
         if not self.decided:
             return (
                 f"Time zone: only {self.best_aligned} of {self.paired} licensing facts read in "

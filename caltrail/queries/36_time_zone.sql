@@ -139,8 +139,10 @@ days as (
     group by all
 ),
 zones as (
+    -- region/city names and UTC (not abbreviations such as IST, which --tz does not take)
     select name as zone from pg_timezone_names()
-    where name not like 'Etc/%' and name not like 'SystemV/%' and name not like 'posix/%'
+    where (name like '%/%' or name = 'UTC')
+        and name not like 'Etc/%' and name not like 'SystemV/%' and name not like 'posix/%'
         and name not like 'right/%'
 )
 select

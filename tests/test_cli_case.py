@@ -276,3 +276,50 @@ def test_a_fatal_json_ingest_prints_json_and_wait_says_it_waits(tmp_path: Path) 
     assert waited.exit_code == 0, waited.output
     assert "waiting for pid" in waited.stderr
     assert json.loads(waited.stdout)["files_total"] > 0
+
+
+def test_findings_table_shows_whole_hwids(case: tuple[Path, Path, dict[str, object]]) -> None:
+    lake, _, truth = case
+    hwids = [
+        f["subject"]
+        for f in truth["expected_findings"]  # type: ignore[attr-defined]
+        if f["subject_kind"] == "hwid"
+    ]
+    table = runner.invoke(app, ["diagnose", "--lake", str(lake), "--max-rows", "0"])
+    assert table.exit_code == 0
+    for hwid in hwids:
+        assert hwid.lower() in table.stdout  # never cut: it is what `timeline --hwid` takes
+
+
+def test_counts_read_in_the_singular_and_plural(tmp_path: Path) -> None:
+    from caltrail.pipeline.output import plural
+
+    assert plural(1, "record") == "1 record"
+    assert plural(2_000, "record") == "2,000 records"
+    assert plural(1, "excess CAL") == "1 excess CAL"
+    assert plural(0, "file does", "files do") == "0 files do"
+
+
+def test_progress_is_drawn_on_a_terminal_also_with_json(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from contextlib import contextmanager
+
+    from caltrail.pipeline import cli_common, progress
+
+    seen: list[bool] = []
+
+    @contextmanager
+    def record(enabled: bool):  # type: ignore[no-untyped-def]
+        seen.append(enabled)
+        yield None
+
+    monkeypatch.setattr(progress, "ingest_progress", record)
+    monkeypatch.setattr(cli_common, "stderr_is_terminal", lambda: True)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "x.txt").write_text("x\n", encoding="utf-8")
+    result = runner.invoke(app, ["ingest", str(folder), "--lake", str(tmp_path / "l"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert seen == [True]
+    assert json.loads(result.stdout)["files_total"] == 1

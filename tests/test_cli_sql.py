@@ -221,3 +221,20 @@ def test_time_window_on_the_result_and_as_parameters(lake: Path) -> None:
     )
     assert code == 0, err
     assert all(line.split(",")[1][:10] >= second for line in out.splitlines()[1:])
+
+
+def test_the_help_examples_run_as_written(lake: Path) -> None:
+    """The parameter example of `sql -h` (single quotes: the shell leaves $pc alone) finds
+    rows: computers are FQDNs, so it matches with LIKE."""
+    import shlex
+
+    text = runner.invoke(app, ["sql", "-h"]).stdout
+    examples = [
+        line.split("Example:", 1)[1].strip() for line in text.splitlines() if "Example:" in line
+    ]
+    assert len(examples) == 3
+    with_parameter = next(e for e in examples if "$pc" in e)
+    argv = shlex.split(with_parameter)[1:]  # (without "caltrail")
+    result = runner.invoke(app, [*argv, "--lake", str(lake)])
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) > 1

@@ -334,6 +334,11 @@ def check_lake(lake: Path) -> None:
 # ---------------------------------------------------------------------------
 
 
+def stderr_is_terminal() -> bool:
+    """Whether progress can be drawn: stderr is a terminal (stdout may be a pipe of JSON)."""
+    return sys.stderr.isatty()
+
+
 def run_ingest(paths: list[Path], options: IngestOptions, as_json: bool) -> IngestSummary:
     """Run an ingest with a progress bar (on stderr when it is a terminal, --json or not);
     a fatal failure is one line, and with --json also a JSON object on stdout. The summary
@@ -345,7 +350,7 @@ def run_ingest(paths: list[Path], options: IngestOptions, as_json: bool) -> Inge
         if holder is not None:
             say(f"caltrail: waiting for {holder} to finish writing {options.lake} ...")
     try:
-        with ingest_progress(enabled=sys.stderr.isatty()) as progress:
+        with ingest_progress(enabled=stderr_is_terminal()) as progress:
             return ingest(paths, options, progress)
     except L.LakeBusyError as exc:
         _fatal(str(exc), as_json)
@@ -589,6 +594,7 @@ __all__ = [
     "run_ingest",
     "say",
     "show_version",
+    "stderr_is_terminal",
     "usage",
     "when",
     "window",

@@ -305,7 +305,7 @@ def test_progress_is_drawn_on_a_terminal_also_with_json(
 ) -> None:
     from contextlib import contextmanager
 
-    from caltrail.pipeline import cli_common, progress
+    from caltrail.pipeline import cli_ingest, progress
 
     seen: list[bool] = []
 
@@ -315,7 +315,7 @@ def test_progress_is_drawn_on_a_terminal_also_with_json(
         yield None
 
     monkeypatch.setattr(progress, "ingest_progress", record)
-    monkeypatch.setattr(cli_common, "stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(cli_ingest, "stderr_is_terminal", lambda: True)
     folder = tmp_path / "in"
     folder.mkdir()
     (folder / "x.txt").write_text("x\n", encoding="utf-8")

@@ -27,7 +27,6 @@ from caltrail.pipeline.cli_common import (
     check_format,
     check_inputs,
     fail,
-    ingest_in_zone,
     open_session,
     plural,
     prepare_output,
@@ -38,6 +37,7 @@ from caltrail.pipeline.cli_common import (
     write_relation,
     zone_choice,
 )
+from caltrail.pipeline.cli_ingest import ingest_in_zone
 from caltrail.pipeline.diagnose import FINDING_COLUMNS
 from caltrail.pipeline.ingest import IngestOptions, exit_code
 from caltrail.pipeline.user_sql import Window

@@ -12,7 +12,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from caltrail.pipeline import output
+from caltrail.pipeline import output, text_table
 
 TYPES = """
 select
@@ -116,17 +116,17 @@ def test_table_zero_max_rows_shows_every_row() -> None:
 def test_table_keeps_identifiers_whole_and_hides_middle_columns() -> None:
     hwid = "02000000e5100f70ba772d2a44e8cde8a2f24791"
     names = [f"column_{i}" for i in range(30)]
-    text = output.table_text(names, [[hwid] * 30], width=120)
+    text = text_table.table_text(names, [[hwid] * 30], width=120)
     assert hwid in text  # never cut or wrapped
     assert "30 columns (" in text
     assert all(len(line) <= 120 for line in text.splitlines())
-    small = output.table_text(["a", "note"], [[1, "a long text " * 20]], width=60, max_cell=None)
+    small = text_table.table_text(["a", "note"], [[1, "a long text " * 20]], width=60, max_cell=None)
     assert all(len(line) <= 60 for line in small.splitlines())
     assert "text" in small
 
 
 def test_table_cells_are_never_markup_and_stay_on_their_row() -> None:
-    text = output.table_text(["v"], [["[bold]x\nsecond line"]], width=80)
+    text = text_table.table_text(["v"], [["[bold]x\nsecond line"]], width=80)
     assert "[bold]x ⏎ second line" in text
 
 

@@ -111,8 +111,11 @@ def _zone_report(
         return report
     import duckdb
 
+    from caltrail.pipeline.progress import derived_notice
+
     try:
-        con = timezone_check.open_check(options.lake)
+        with derived_notice(options.lake) as on_build:
+            con = timezone_check.open_check(options.lake, on_build)
     except (SessionError, duckdb.Error, OSError) as exc:
         report.warnings.append(f"the time zone could not be checked: {one_line(str(exc))}")
         return report

@@ -14,6 +14,7 @@ from typing import Any
 
 import duckdb
 
+from caltrail.pipeline.materialize import BuildProgress
 from caltrail.pipeline.session import connect
 
 # The layers the check reads (sources, licensing events, trace facts, the check itself):
@@ -103,10 +104,10 @@ def offset_text(minutes: int) -> str:
     return f"UTC{sign}{hours:02d}:{rest:02d}"
 
 
-def open_check(lake: Path) -> duckdb.DuckDBPyConnection:
+def open_check(lake: Path, on_build: BuildProgress | None = None) -> duckdb.DuckDBPyConnection:
     """A session with the layers the check reads (SessionError when the lake cannot be
-    opened)."""
-    return connect(lake, through=LAYERS)
+    opened; `on_build`: see `session.connect`)."""
+    return connect(lake, through=LAYERS, on_build=on_build)
 
 
 def check(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> ZoneCheck | None:

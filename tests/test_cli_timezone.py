@@ -49,9 +49,13 @@ def test_an_assumed_zone_is_named_and_the_zone_that_fits_is_said(
     code, out, err = ingest(str(bundle), "--lake", str(lake))
     assert code == 0, err
     assert "read times written without a zone in UTC (assumed: --tz not given)" in out
+    # the count line says so too: no bare "0 warnings" above the list
+    assert "0 record warnings; 4 files read in an assumed zone (below)" in out
     assert "(trace text has no zone)" in out
     assert "! Time zone: the times read in UTC fit Europe/Berlin" in out
     assert "--tz Europe/Berlin --force (or --tz auto)" in out
+    # the offsets seen are named (summer and winter time in the 60 days simulated)
+    assert "line up with the EVTX logs in it (UTC+0" in out
     code, out, _ = ingest(str(bundle), "--lake", str(tmp_path / "json"), "--json")
     summary = json.loads(out)
     assert summary["zone"] == "UTC (assumed: --tz not given)"
@@ -132,6 +136,21 @@ def test_a_zone_with_a_half_hour_offset(tmp_path: Path) -> None:
     assert check.best == "Asia/Kolkata"
     assert check.offsets[0][0] == 330
     assert "UTC+05:30" in check.sentence()
+
+
+def test_the_sentence_names_the_zone_offsets_not_stray_pairs() -> None:
+    """A few facts split between summer and winter time still name both offsets; a pair or
+    two that line up by a near coincidence of times are not named."""
+    few = timezone_check.ZoneCheck(
+        read_in=["UTC"], facts=15, paired=15, best="Europe/Berlin", best_aligned=15,
+        offsets=[(120, 9), (60, 6)],
+    )  # fmt: skip
+    assert "in it (UTC+02:00 / UTC+01:00), 0 in UTC" in few.sentence()
+    many = timezone_check.ZoneCheck(
+        read_in=["UTC"], facts=300, paired=300, best="America/New_York", best_aligned=298,
+        offsets=[(-300, 298), (15, 1), (-15, 1)],
+    )  # fmt: skip
+    assert "in it (UTC-05:00), 0 in UTC" in many.sentence()
 
 
 def test_the_zone_travels_to_worker_processes() -> None:

@@ -109,7 +109,14 @@ def print_summary(summary: IngestSummary) -> None:
     console.print(
         f"Records: {plural(data['records_seen'], 'record')} seen = {data['records_ok']:,} "
         f"written + {data['records_quarantined']:,} quarantined; "
-        f"{plural(data['warnings'], 'warning')}"
+        f"{plural(data['warnings'], 'record warning')}"
+        # an assumed zone is a warning about whole files: counted here too, so that
+        # "0 warnings" never reads as all clear above the list of them
+        + (
+            f"; {plural(len(data['zone_assumed']), 'file')} read in an assumed zone (below)"
+            if data["zone_assumed"]
+            else ""
+        )
     )
     if data["rows"]:
         console.print("Rows: " + ", ".join(f"{t} {n}" for t, n in data["rows"].items()))

@@ -90,11 +90,14 @@ class ZoneCheck:
                 f"Time zone: {read} fits; {self.current_aligned} of {self.paired} licensing "
                 "facts line up with the EVTX logs"
             )
-        seen = " / ".join(offset_text(m) for m, n in self.offsets[:2] if n >= MIN_ALIGNED)
+        # the offsets the zone gives (summer and winter time), not the stray pair or two
+        # that a near coincidence of times makes
+        seen = [offset_text(m) for m, n in self.offsets[:2] if 5 * n >= self.best_aligned]
+        offsets = f" ({' / '.join(seen)})" if seen else ""
         return (
             f"Time zone: the times read in {read} fit {self.best}{also}: "
             f"{self.best_aligned} of {self.paired} licensing facts line up with the EVTX logs "
-            f"in it ({seen}), {self.current_aligned} in {read}"
+            f"in it{offsets}, {self.current_aligned} in {read}"
         )
 
 

@@ -4,6 +4,8 @@ CSV/JSON to stdout or a file, a time window, and a clear word for what changed n
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -238,3 +240,21 @@ def test_the_help_examples_run_as_written(lake: Path) -> None:
     result = runner.invoke(app, [*argv, "--lake", str(lake)])
     assert result.exit_code == 0, result.output
     assert len(result.stdout.splitlines()) > 1
+
+
+@pytest.mark.parametrize("fmt", ["csv", "table"])
+def test_a_reader_that_stops_early_ends_it_quietly(lake: Path, fmt: str) -> None:
+    """`caltrail sql ... | head -1`: when the reader closes the pipe, caltrail stops without a
+    word on stderr (no "Broken pipe" error, no traceback) and exit status 1."""
+    command = [
+        sys.executable, "-c", "from caltrail.pipeline.cli import main; main()",
+        "sql", "select * from range(5000000)", "-f", fmt, "--max-rows", "0", "--lake", str(lake),
+    ]  # fmt: skip
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as child:
+        assert child.stdout is not None
+        assert child.stderr is not None
+        assert child.stdout.readline()
+        child.stdout.close()
+        stderr = child.stderr.read().decode()
+        assert child.wait(timeout=120) == 1
+    assert stderr == ""

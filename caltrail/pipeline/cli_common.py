@@ -368,6 +368,8 @@ def write_relation(
         return output.write(fmt, reader.schema, reader, out, max_rows=max_rows, max_cell=max_cell)
     except (duckdb.Error, pa.ArrowException) as exc:
         fail(f"query failed: {exc}", EXIT_LAKE)
+    except BrokenPipeError:
+        raise  # `| head` has what it wanted: the app's group ends quietly
     except OSError as exc:
         if exc.errno is None:  # the error of a query, raised through its Arrow stream
             fail(f"query failed: {exc}", EXIT_LAKE)

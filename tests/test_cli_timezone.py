@@ -89,6 +89,16 @@ def test_tz_auto_reads_those_files_again_in_the_zone_that_fits(
     assert "Europe/Berlin (from --tz auto:" in notes.stdout
 
 
+def test_tz_auto_without_evtx_logs_keeps_utc_and_says_why(bundle: Path, tmp_path: Path) -> None:
+    trace = bundle / "LS01" / "LS01_lserver_trace.txt"
+    code, out, err = ingest(str(trace), "--lake", str(tmp_path / "lake"), "--tz", "auto")
+    assert code == 0, err
+    # the assumption is named as --tz auto's, not as "--tz not given"
+    assert "in UTC (assumed: --tz auto, unless the EVTX logs show another zone)" in out
+    assert "has an EVTX event to compare with; the zone cannot be checked" in out
+    assert "--tz auto kept UTC" in out
+
+
 def test_another_zone_than_the_lake_holds_is_said(bundle: Path, tmp_path: Path) -> None:
     lake = tmp_path / "lake"
     ingest(str(bundle), "--lake", str(lake), "--tz", "Europe/Berlin")

@@ -52,6 +52,10 @@ def run_ingest(paths: list[Path], options: IngestOptions, as_json: bool) -> Inge
         )
 
 
+# How the files of `--tz auto`'s first pass (read in UTC) are labelled.
+AUTO_FIRST_PASS = "--tz auto, unless the EVTX logs show another zone"
+
+
 @dataclass
 class ZoneReport:
     """What the time-zone checks after an ingest found (printed after its summary)."""
@@ -80,6 +84,8 @@ def ingest_in_zone(
     from caltrail.pipeline.progress import print_summary
 
     options = replace(options, tz=choice.tz)
+    if choice.auto:  # read in UTC first: the check below may find the zone and read again
+        options = replace(options, tz_source=AUTO_FIRST_PASS)
     summary = run_ingest(paths, options, as_json)
     report = _zone_report(paths, options, choice, summary, as_json)
     if as_json:

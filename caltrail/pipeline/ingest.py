@@ -104,7 +104,8 @@ class IngestOptions:
     def zone_label(self) -> str:
         """The zone as the manifest and the summary name it, with where it came from."""
         if self.tz is None:
-            return "UTC (assumed: --tz not given)"
+            given = "--tz not given" if self.tz_source == "--tz" else self.tz_source
+            return f"UTC (assumed: {given})"
         return f"{zone_name(self.tz)} (from {self.tz_source})"
 
 

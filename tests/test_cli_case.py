@@ -194,13 +194,27 @@ def test_timeline_and_diagnose_in_a_window(case: tuple[Path, Path, dict[str, obj
     rows = [json.loads(r) for r in some.stdout.splitlines()]
     assert rows
     assert {r["ts"][:10] for r in rows} == {day}
-    diag = runner.invoke(
-        app, ["diagnose", "--lake", str(lake), "-f", "json", "--from", "2100-01-01"]
+    # a window the lake's licensing facts do not reach is said to be empty of data, with
+    # where the data is: never "no finding" as if the devices were fine then (exit 5)
+    for window in (["--from", "2100-01-01"], ["--to", "1999-12-31"]):
+        diag = runner.invoke(app, ["diagnose", "--lake", str(lake), "-f", "json", *window])
+        assert diag.exit_code == 5, diag.output
+        assert diag.stdout == ""
+        assert "No licensing data in the window" in diag.stderr
+        assert "the lake's licensing facts run from 20" in diag.stderr
+        assert "No finding:" not in diag.stderr
+    report = lake.parent / "later.html"
+    later = runner.invoke(
+        app, ["report", "--lake", str(lake), "--out", str(report), "--from", "2100-01-01"]
     )
-    assert diag.exit_code == 0
-    assert diag.stdout == ""
-    assert "No finding" in diag.stderr
-    assert "in 2100-01-01" in diag.stderr
+    assert later.exit_code == 5, later.output
+    assert "No licensing data in the window" in report.read_text(encoding="utf-8")
+    # a window inside the data with no finding active in it is said as such (exit 0)
+    inside = runner.invoke(
+        app, ["diagnose", "--lake", str(lake), "-f", "json", "--from", day, "--to", day]
+    )
+    assert inside.exit_code == 0, inside.output
+    assert "No licensing data in the window" not in inside.stderr
 
 
 def test_no_licensing_data_is_no_all_clear(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ app = typer.Typer(
         '        or:  caltrail ingest ./collected-logs   then   caltrail sql "select ..."\n\n'
         "Exit status: 0 clean; 1 the lake cannot be opened or written, or a query failed; "
         "2 usage error; 3 some input unreadable; 4 records quarantined under --strict; "
-        "5 no licensing data found."
+        "5 no licensing data found (or none in the --from/--to window)."
     ),
     context_settings={"help_option_names": ["-h", "--help"]},
     invoke_without_command=True,

@@ -228,7 +228,7 @@ def diagnose_cmd(
     Example:  caltrail diagnose --from 2025-03-01 --to 2025-03-31 -f csv -o march.csv
     """
     from caltrail.pipeline.diagnose import diagnose
-    from caltrail.pipeline.report import has_licensing_data
+    from caltrail.pipeline.report import has_licensing_data, window_misses_data
 
     check_format(fmt)
     span = window(time_from, time_to)
@@ -236,6 +236,10 @@ def diagnose_cmd(
     con = open_session(lake, case=True)
     if not has_licensing_data(diagnose(con)):
         say(NO_DATA)
+        raise typer.Exit(EXIT_NO_DATA)
+    missed = window_misses_data(con, span)
+    if missed is not None:
+        say(missed)
         raise typer.Exit(EXIT_NO_DATA)
     with output.output_stream(target, sys.stdout) as stream:
         count = _print_findings(con, fmt, max_rows, stream, span)
@@ -326,7 +330,7 @@ def report_cmd(
     Example:  caltrail report --from 2025-01-01 --out q1/case.html
     """
     from caltrail.pipeline.diagnose import diagnose
-    from caltrail.pipeline.report import has_licensing_data, write_report
+    from caltrail.pipeline.report import has_licensing_data, window_misses_data, write_report
 
     span = window(time_from, time_to)
     report = prepare_output(out, "--out")
@@ -339,6 +343,10 @@ def report_cmd(
     typer.echo(f"Report: {report}")
     if not has_licensing_data(diagnose(con)):
         say(NO_DATA)
+        raise typer.Exit(EXIT_NO_DATA)
+    missed = window_misses_data(con, span)
+    if missed is not None:
+        say(missed)
         raise typer.Exit(EXIT_NO_DATA)
 
 

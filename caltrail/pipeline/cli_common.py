@@ -10,7 +10,8 @@ Exit status (all commands):
     2  usage error (bad option or argument, missing input path, empty query)
     3  some input could not be read (listed in the summary and in ingest_files)
     4  records were quarantined and --strict was given
-    5  no licensing data: nothing the diagnosis reads was found (run, diagnose, report)
+    5  no licensing data: nothing the diagnosis reads was found, or none in the --from/--to
+       window (run, diagnose, report)
 """
 
 from __future__ import annotations

@@ -48,6 +48,30 @@ def has_licensing_data(diag: Diagnosis) -> bool:
     return bool(diag.sources) or bool(diag.server_findings)
 
 
+def licensing_span(con: duckdb.DuckDBPyConnection) -> tuple[Any, Any]:
+    """The first and last time of the lake's licensing facts (None, None: none)."""
+    rows = con.execute("select min(ts), max(ts) from cal_events").fetchall()
+    return (rows[0][0], rows[0][1]) if rows else (None, None)
+
+
+def window_misses_data(con: duckdb.DuckDBPyConnection, span: Window) -> str | None:
+    """When the window holds none of the lake's licensing facts, a sentence that says so and
+    where they are (an empty answer in such a window is no all-clear); else None."""
+    if not span:
+        return None
+    first, last = licensing_span(con)
+    if first is None or last is None:
+        return None
+    if (span.end is not None and span.end <= first) or (
+        span.start is not None and span.start > last
+    ):
+        return (
+            f"No licensing data in the window {span.describe()}: the lake's licensing facts "
+            f"run from {day(first)} to {day(last)}. No finding there is not an all-clear."
+        )
+    return None
+
+
 def subject_html(value: Any) -> str:
     """A finding's subject whole: a HWID may wrap only between its five DWORDs, a name not
     at all."""
@@ -167,6 +191,8 @@ def render_report(
         )
     if not has_data:
         out.append(f'<div class="banner warn">{esc(NO_DATA_BANNER)}</div>')
+    elif (missed := window_misses_data(con, span)) is not None:
+        out.append(f'<div class="banner warn">{esc(missed)}</div>')
     out.append(_zone_banner(con))
     out.append(
         '<nav class="toc" aria-label="Contents">'
@@ -390,8 +416,10 @@ __all__ = [
     "device_chart",
     "esc",
     "has_licensing_data",
+    "licensing_span",
     "pool_chart",
     "render_report",
     "subject_html",
+    "window_misses_data",
     "write_report",
 ]

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pytest
 
 from caltrail.pipeline import output, text_table
@@ -146,3 +147,17 @@ def test_output_stream_is_atomic(tmp_path: Path) -> None:
     with output.output_stream(target, io.StringIO()) as handle:
         handle.write("new\n")
     assert target.read_text(encoding="utf-8") == "new\n"
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Etc/UTC", "Europe/Berlin"])
+def test_times_read_the_same_whatever_the_path(zone: str) -> None:
+    """UTC times are read without their zone (fast) and written with it: the same text as
+    the time read with its zone, micro- and whole seconds, nulls; another zone keeps its own."""
+    micros = [0, 1_740_823_200_000_000, 1_740_823_200_123_456, None, -1]
+    column = pa.array(micros, pa.timestamp("us", tz=zone))
+    expected = [None if v is None else v.isoformat() for v in column.to_pylist()]
+    out = io.StringIO()
+    schema = pa.schema([pa.field("t", column.type)])
+    output.write_json(schema, [pa.record_batch([column], schema=schema)], out)
+    assert [json.loads(line)["t"] for line in out.getvalue().splitlines()] == expected
+    assert expected[2].endswith(".123456+00:00" if zone != "Europe/Berlin" else ".123456+01:00")

@@ -23,6 +23,7 @@ from typing import Any
 
 import duckdb
 
+from caltrail.pipeline import timezone_check
 from caltrail.pipeline.diagnose import Diagnosis, counted_per_day, diagnose, license_lives
 from caltrail.pipeline.output import plural
 from caltrail.pipeline.report_charts import day, device_chart, esc, pool_chart, ts
@@ -135,8 +136,6 @@ def _findings_table(found: list[tuple[int, dict[str, Any]]], charted: set[int]) 
 def _zone_banner(con: duckdb.DuckDBPyConnection) -> str:
     """A banner when times were read in a zone the EVTX logs disagree with, or in UTC
     because no zone was given and nothing could check it."""
-    from caltrail.pipeline import timezone_check
-
     try:
         check = timezone_check.check(con)
     except duckdb.Error:

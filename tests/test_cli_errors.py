@@ -126,6 +126,13 @@ def test_patterns_with_other_columns_are_refused(tmp_path: Path) -> None:
     assert "missing module_regex" in message
     assert "unknown pattern" in message
     assert not lake.exists()
+    # the optional columns (operation, priority, example, note) may be left out
+    short = tmp_path / "short.csv"
+    short.write_text("name,module_regex,regex,captures\nx,,^y (\\S+)$,client_name\n")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    code, _, err = invoke("ingest", str(logs), "--lake", str(lake), "--patterns", str(short))
+    assert code == 0, err
 
 
 def test_an_internal_error_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -198,9 +198,15 @@ def ingest_cmd(
     raise typer.Exit(exit_code(summary, strict))
 
 
+# The columns a pattern cannot do without; the default table's others (operation, priority,
+# example, note) may be left out (caltrail/queries/35_trace_licensing.sql).
+PATTERN_COLUMNS_REQUIRED = ("name", "module_regex", "regex", "captures")
+
+
 def check_patterns(path: Path) -> None:
-    """A --patterns file has the columns of the default pattern table (a usage error
-    otherwise, before the run: a file with other columns would be read as no pattern)."""
+    """A --patterns file has the columns a pattern needs and none the default pattern table
+    lacks (a usage error otherwise, before the run: a file with other columns would be read
+    as no pattern)."""
     from caltrail import queries
 
     default = next(p for p in queries.data_files() if p.name == "trace_patterns.csv")
@@ -212,7 +218,7 @@ def check_patterns(path: Path) -> None:
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         usage(f"cannot read {path}: {exc}", "--patterns")
     found = [c.strip() for c in found]
-    missing = [c for c in expected if c not in found]
+    missing = [c for c in PATTERN_COLUMNS_REQUIRED if c not in found]
     unknown = [c for c in found if c not in expected]
     if missing or unknown:
         what = "; ".join(
@@ -224,7 +230,9 @@ def check_patterns(path: Path) -> None:
             if part
         )
         usage(
-            f"{path}: columns do not match ({what}); expected {', '.join(expected)}", "--patterns"
+            f"{path}: columns do not match ({what}); expected {', '.join(expected)} (the "
+            f"last {len(expected) - len(PATTERN_COLUMNS_REQUIRED)} may be left out)",
+            "--patterns",
         )
 
 

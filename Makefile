@@ -8,6 +8,9 @@ TEST_STAMP := $(VENV)/.caltrail-test
 LATEST ?= .venv-latest
 LAKE ?= caltrail-lake
 BENCH_ARGS ?=
+# the suite on two processes (pytest-xdist; CI has 2 cores), a test file per process at a
+# time so that a file's module fixtures are built once; PYTEST_ARGS= runs it in one process
+PYTEST_ARGS ?= -n 2 --dist loadfile
 PIP := $(BIN)/python -m pip install --quiet --no-input
 
 .PHONY: demo test lint typecheck pytest browser bench samples lock test-latest clean
@@ -21,7 +24,7 @@ $(RUN_STAMP): $(BIN)/python requirements/run.txt pyproject.toml
 	$(PIP) --no-deps --no-build-isolation -e .
 	touch $(RUN_STAMP)
 
-# ... and what the tests need (pytest, hypothesis, libevtx-python, ruff, mypy)
+# ... and what the tests need (pytest, pytest-xdist, hypothesis, libevtx-python, ruff, mypy)
 $(TEST_STAMP): $(RUN_STAMP) requirements/test.txt
 	$(PIP) --require-hashes --no-deps -r requirements/test.txt
 	touch $(TEST_STAMP)
@@ -40,7 +43,7 @@ typecheck: $(TEST_STAMP)
 	$(BIN)/mypy
 
 pytest: $(TEST_STAMP) browser
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The report's layout test opens it in headless Chromium: installed here when this machine
 # can (root, with apt-get); otherwise that test skips and says why. Never fails the build.
@@ -75,7 +78,7 @@ test-latest:
 	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/versions.txt
 	$(LATEST)/bin/ruff check .
 	$(LATEST)/bin/mypy
-	$(LATEST)/bin/pytest
+	$(LATEST)/bin/pytest $(PYTEST_ARGS)
 	@echo "test-latest passed with:"; cat $(LATEST)/versions.txt
 
 clean:

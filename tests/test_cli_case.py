@@ -277,7 +277,7 @@ def test_a_fatal_json_ingest_prints_json_and_wait_says_it_waits(tmp_path: Path) 
         assert busy.exit_code == 1
         answer = json.loads(busy.stdout)
         assert answer["exit_status"] == 1
-        assert "being written" in answer["error"]
+        assert "being written" in answer["error"]["message"]
         threading.Timer(1.0, release.set).start()
         started = time.monotonic()
         waited = runner.invoke(

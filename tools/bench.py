@@ -9,7 +9,8 @@ Figures (the speed and memory targets in README.md, "Speed"):
 1. overhead: `ingest` (every field, Parquet written, manifest updated; one worker) against
    pyevtx-rs alone iterating the same files to JSON records, in the same run.
 2. workers: wall time of a many-file ingest with 2 workers against 1; and one large EVTX
-   file split across workers by chunk ranges.
+   file split across workers by chunk ranges. dask: the same many-file input on a local
+   Dask cluster of 1, 2 and 4 worker processes, against the local pool's 1 worker.
 3. memory: peak RSS of an ingest (its own process, VmHWM) of a 128 MB and of a ~1 GB EVTX
    file, and of a 128 MB and a >1 GB tracerpt XML dump.
 4. parsers: lines (and rows) per second of the text, XML, CSV and HTML readers.
@@ -19,6 +20,8 @@ Figures (the speed and memory targets in README.md, "Speed"):
 6. python-evtx backend against the Rust one (records per second).
 7. recovery: ingest of a 50 MB file of the corpus's real chunks (with their slack) with
    recovery of deleted records (the default) against --no-recover.
+8. routes: what a vectorised EVTX record path would cost, step by step: DuckDB's and
+   Arrow's JSON readers on pyevtx-rs's JSON text, against pyevtx-rs alone (bench_routes.py).
 
 `--quick` uses small sizes (minutes, not the better part of an hour).
 """
@@ -406,6 +409,26 @@ def overhead_stages(bench: Bench, path: Path, repeat: int = 3) -> None:
         )
 
 
+def vectorised_routes(bench: Bench, name: str, path: Path) -> None:
+    """The steps a vectorised EVTX record path cannot skip, each timed alone per record,
+    against pyevtx-rs's own iteration of the same records (tools/bench_routes.py)."""
+    from tools.bench_routes import route_costs  # its DuckDB and pyarrow only when run
+
+    records, reference, steps = route_costs(path, bench.work)
+    per_record = 1e6 / max(records, 1)
+    for label, seconds in steps:
+        if isinstance(seconds, str):
+            bench.add(f"vectorised route, {name} ({records:,} rec): {label}", seconds)
+            continue
+        bench.add(
+            f"vectorised route, {name} ({records:,} rec): {label}",
+            f"{seconds * per_record:.1f} us/rec",
+            f"pyevtx-rs JSON {reference * per_record:.1f} us/rec",
+            f"{seconds / reference:.1f}x",
+            "alone, before any normalisation",
+        )
+
+
 def recovery_cost(bench: Bench, path: Path, distinct: int, repeat: int = 2) -> None:
     """What reading chunk slack costs: the ingest of one file with recovery (the default)
     against the same ingest with --no-recover, in the same run."""
@@ -458,6 +481,57 @@ def workers_ratio(bench: Bench, name: str, files: list[Path]) -> None:
         f"<= 0.6 (rows equal: {'yes' if same else 'NO'}; load average "
         f"{os.getloadavg()[0]:.1f}; CPU includes the workers)",
     )
+
+
+def dask_workers(bench: Bench, name: str, files: list[Path]) -> None:
+    """The same input on a local Dask cluster of 1, 2 and 4 worker processes, beside the
+    local pool of 1 and 2 (best of two runs each, all in this run). The cluster is started
+    once per size and reached by its address, as a running cluster is; its start is shown
+    apart (`--dask local:N` pays it in every run)."""
+    try:
+        from distributed import LocalCluster
+    except ImportError:
+        bench.notes.append("dask extra not installed: Dask figures skipped")
+        return
+    from caltrail.pipeline.ingest import IngestOptions, ingest
+
+    lakes = fresh_lakes(bench, "dask")
+
+    def best(**options: Any) -> tuple[float, Any]:
+        wall, result = float("inf"), None
+        for _ in range(2):
+            lake = next(lakes)
+            started = time.perf_counter()
+            result = ingest(files, IngestOptions(lake=lake, **options))
+            wall = min(wall, time.perf_counter() - started)
+            shutil.rmtree(lake, ignore_errors=True)
+        return wall, result
+
+    pool = {n: best(workers=n) for n in (1, 2)}
+    reference, ref_result = pool[1]
+    for n in (1, 2):
+        if n != 1:
+            bench.add(
+                f"local pool, {name}",
+                f"{n} workers {pool[n][0]:.1f} s",
+                f"pool, 1 worker {reference:.1f} s",
+                f"{pool[n][0] / reference:.2f}",
+            )
+    for n in (1, 2, 4):
+        started = time.perf_counter()
+        with LocalCluster(  # type: ignore[no-untyped-call]
+            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster:
+            start = time.perf_counter() - started
+            wall, result = best(dask=cluster.scheduler_address)
+        same = result.rows == ref_result.rows and result.files == ref_result.files
+        bench.add(
+            f"Dask, {name}",
+            f"{n} workers {wall:.1f} s (cluster start {start:.1f} s)",
+            f"pool, 1 worker {reference:.1f} s",
+            f"{wall / reference:.2f}",
+            f"rows equal: {'yes' if same else 'NO'}; load average {os.getloadavg()[0]:.1f}",
+        )
 
 
 # The child's peak is VmHWM, its own address space's high-water mark: getrusage's ru_maxrss
@@ -990,7 +1064,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        default="overhead,recover,workers,memory,parsers,etl,python,shell,sql,diagnose",
+        default="overhead,recover,routes,workers,dask,memory,parsers,etl,python,shell,sql,diagnose",
         help="comma-separated sections",
     )
     parser.add_argument(
@@ -1007,7 +1081,7 @@ def main(argv: list[str] | None = None) -> int:
     mb = 1024 * 1024
     try:
         large = work / "generated-large.evtx"
-        if sections & {"overhead", "workers", "python"}:
+        if sections & {"overhead", "workers", "python", "routes"}:
             write_large_evtx(large, (24 if args.quick else 96) * mb)
         if "overhead" in sections:
             print("overhead (one worker) ...", flush=True)
@@ -1027,12 +1101,21 @@ def main(argv: list[str] | None = None) -> int:
                 recovery_cost(bench, chunk_file, distinct)
             else:
                 bench.notes.append(f"{CORPUS} absent: recovery figure skipped")
-        if "workers" in sections:
-            print("workers ...", flush=True)
-            many = work / "many"
+        if "routes" in sections:
+            print("vectorised routes ...", flush=True)
+            vectorised_routes(bench, "generated EVTX", large)
+            if SPLICED.exists():
+                vectorised_routes(bench, "spliced corpus file", SPLICED)
+        many = work / "many"
+        if sections & {"workers", "dask"}:
             many.mkdir(exist_ok=True)
             for n in range(8 if args.quick else 24):
                 write_large_evtx(many / f"host{n:02d}.evtx", (3 if args.quick else 8) * mb, seed=n)
+        if "dask" in sections:
+            print("dask ...", flush=True)
+            dask_workers(bench, f"{len(list(many.iterdir()))} EVTX files", [many])
+        if "workers" in sections:
+            print("workers ...", flush=True)
             workers_ratio(bench, f"{len(list(many.iterdir()))} EVTX files", [many])
             workers_ratio(
                 bench, f"one {large.stat().st_size / 1e6:.0f} MB EVTX split by chunks", [large]
@@ -1107,9 +1190,7 @@ def main(argv: list[str] | None = None) -> int:
         if "diagnose" in sections:
             fleets = [
                 int(n)
-                for n in (args.fleets or ("500,5000" if args.quick else "5000,50000")).split(
-                    ","
-                )
+                for n in (args.fleets or ("500,5000" if args.quick else "5000,50000")).split(",")
             ]
             print(f"diagnose on fleets {fleets} ...", flush=True)
             times = [(n, diagnose_fleet(bench, n, args.days)) for n in fleets]

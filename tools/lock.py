@@ -2,7 +2,7 @@
 pyproject.toml's ranges allow, pinned exactly with their hashes (`make lock`).
 
 run.txt is what `make demo` installs (caltrail's own dependencies); test.txt adds the test
-extras (`make test`, CI). test.txt is resolved first and run.txt is held to it, so the two
+and dask extras (`make test`, CI: the tests run a local Dask cluster). test.txt is resolved first and run.txt is held to it, so the two
 never disagree on a version. pip-tools runs in a throwaway venv of its own, pinned here.
 """
 
@@ -37,7 +37,7 @@ def main() -> int:
         compile_ = [python, "-m", "piptools", "compile", *COMMON]
         sources = ["pyproject.toml", "requirements/build.in"]
         subprocess.run(
-            [*compile_, "--extra", "test", "-o", "requirements/test.txt", *sources],
+            [*compile_, "--extra", "test", "--extra", "dask", "-o", "requirements/test.txt", *sources],
             check=True,
             cwd=ROOT,
         )

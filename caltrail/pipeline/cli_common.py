@@ -149,14 +149,34 @@ def show_version(value: bool) -> None:
 
 DEFAULT_LAKE = Path("caltrail-lake")
 
+
+def lake_location(value: Path | None) -> Path | None:
+    """The lake's path: a folder, or a file:// URI of one. Object storage (s3://, ...) has no
+    atomic rename and no lock, which the lake's commit relies on: refused (docs/AT_SCALE.md)."""
+    if value is None:
+        return None
+    text = str(value)  # a Path has folded "scheme://" into "scheme:/"
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]+):/", text)
+    if scheme is None:
+        return value
+    if scheme.group(1).lower() == "file":
+        return Path(text[len("file:") :])
+    raise typer.BadParameter(
+        f"{scheme.group(1)}:// lakes are not supported yet: the lake needs a local or shared "
+        "POSIX filesystem (docs/AT_SCALE.md)",
+        param_hint="--lake",
+    )
+
+
 LakeOpt = Annotated[
     Path,
     typer.Option(
         "--lake",
         "-l",
         metavar="DIR",
-        help="Lake directory (created if missing).",
+        help="Lake directory (created if missing); a file:// URI is taken as its path.",
         envvar="CALTRAIL_LAKE",
+        callback=lake_location,
     ),
 ]
 ReadLakeOpt = Annotated[
@@ -165,8 +185,9 @@ ReadLakeOpt = Annotated[
         "--lake",
         "-l",
         metavar="DIR",
-        help="Lake directory (made by `caltrail ingest`).",
+        help="Lake directory (made by `caltrail ingest`); a file:// URI is taken as its path.",
         envvar="CALTRAIL_LAKE",
+        callback=lake_location,
     ),
 ]
 FormatOpt = Annotated[

@@ -17,7 +17,7 @@ import typer
 
 from caltrail.pipeline import lake as L
 from caltrail.pipeline.cli_common import EXIT_LAKE, ZoneChoice, fail, one_line, plural, say
-from caltrail.pipeline.ingest import IngestOptions, IngestSummary, ingest
+from caltrail.pipeline.ingest import SUMMARY_SCHEMA_VERSION, IngestOptions, IngestSummary, ingest
 from caltrail.pipeline.runner import ChildStartError
 
 
@@ -40,15 +40,17 @@ def run_ingest(paths: list[Path], options: IngestOptions, as_json: bool) -> Inge
         with ingest_progress(enabled=stderr_is_terminal()) as progress:
             return ingest(paths, options, progress)
     except L.LakeBusyError as exc:
-        _fatal(str(exc), as_json)
+        _fatal("lake_busy", str(exc), as_json, options)
     except ChildStartError as exc:  # no file can be parsed: the installation, not the input
-        _fatal(str(exc), as_json)
+        _fatal(getattr(exc, "kind", "parser_unavailable"), str(exc), as_json, options)
     except (L.LakeError, OSError) as exc:
         _fatal(
+            "lake_unwritable",
             f"cannot write the lake {options.lake}: {exc}. Files committed before the failure "
             "are complete and visible, nothing partial is visible; fix the cause and re-run "
             "the same command to finish (files already in the lake are skipped)",
             as_json,
+            options,
         )
 
 
@@ -179,10 +181,23 @@ def _zone_report(
     return report
 
 
-def _fatal(message: str, as_json: bool) -> NoReturn:
-    if as_json:
-        typer.echo(json.dumps({"error": one_line(message), "exit_status": EXIT_LAKE}))
+def error_json(kind: str, message: str, code: int, lake: Path) -> str:
+    """The --json answer of a run that could not be done: one object, the summary's schema
+    version, an `error` object (kind, message) and the exit status the command returns."""
+    return json.dumps(
+        {
+            "schema_version": SUMMARY_SCHEMA_VERSION,
+            "lake": str(lake.absolute()),
+            "error": {"kind": kind, "message": one_line(message)},
+            "exit_status": code,
+        }
+    )
+
+
+def _fatal(kind: str, message: str, as_json: bool, options: IngestOptions) -> NoReturn:
+    if as_json:  # a scheduler reads stdout: the failure as JSON there too
+        typer.echo(error_json(kind, message, EXIT_LAKE, options.lake))
     fail(message, EXIT_LAKE)
 
 
-__all__ = ["ZoneReport", "ingest_in_zone", "run_ingest", "stderr_is_terminal"]
+__all__ = ["ZoneReport", "error_json", "ingest_in_zone", "run_ingest", "stderr_is_terminal"]

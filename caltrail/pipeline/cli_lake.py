@@ -151,6 +151,16 @@ def ingest_cmd(
             "(events.recovered = true). --no-recover reads the records the logs still count.",
         ),
     ] = True,
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            "--dask",
+            metavar="ADDRESS|local:N",
+            help="Parse on a Dask distributed cluster: its scheduler (tcp://host:8786), or "
+            "local:N to start N worker processes here. Inputs and lake must be on storage "
+            "every worker sees at the same path (README, 'At scale'). Needs caltrail[dask].",
+        ),
+    ] = None,
 ) -> None:
     """Read logs into the lake: EVTX (any channel), WMI exports, registry, TSCTST, traces.
 
@@ -165,6 +175,14 @@ def ingest_cmd(
         usage(f"{backend!r}: choose rust or python", "--backend")
     if date_order is not None and date_order not in ("dmy", "mdy", "ymd"):
         usage(f"{date_order!r}: choose dmy, mdy or ymd", "--date-order")
+    if dask is not None:
+        # Dask loads only for a run that uses it
+        from caltrail.pipeline.runner_dask import parse_address
+
+        try:
+            parse_address(dask)
+        except ValueError as exc:
+            usage(str(exc), "--dask")
     check_inputs(paths)
     choice = zone_choice(tz)
     if patterns is not None:
@@ -187,6 +205,7 @@ def ingest_cmd(
         etw_manifests=decoding[0],
         tmf_dirs=decoding[1],
         recover=recover,
+        dask=dask,
     )
     summary = ingest_in_zone(paths, options, choice, as_json)
     if derive and not summary.interrupted:

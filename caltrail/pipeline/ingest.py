@@ -61,8 +61,11 @@ PART_BYTES = 64 * 1024 * 1024
 # Test hook, read where the file is parsed: "SUBSTRING=MODE" makes parse_file fail for a
 # file whose display name contains SUBSTRING; MODE is raise (a Python exception), exit
 # (os._exit), segv, kill (SIGKILL), abort (SIGABRT, as glibc does on a corrupted heap),
-# hang (never returns) or enospc (the lake's disk is full).
+# hang (never returns) or enospc (the lake's disk is full); killmid stages the rows of the
+# first MID_FILE_ITEMS items, then SIGKILLs its process, once per file (a marker in the
+# staging folder tells the retry it is one): a worker killed mid-file.
 CRASH_HOOK_ENV = "CALTRAIL_TEST_CRASH"
+MID_FILE_ITEMS = 100
 # What a parsing child imports before its first file (while the parent hashes the inputs).
 PRELOAD = ("caltrail.pipeline.ingest", *READERS)
 
@@ -94,6 +97,7 @@ class IngestOptions:
     # files to read again although the lake holds them (sha256), e.g. in the zone that
     # `--tz auto` found; `force` reads every file again
     reread: frozenset[str] = frozenset()
+    dask: str | None = None  # parse on a Dask cluster: its scheduler address, or local:N
 
     @property
     def zone(self) -> dt.tzinfo:
@@ -165,6 +169,11 @@ class FileResult:
         }
 
 
+# The `--json` summary's shape: a scheduler reads `schema_version` before anything else.
+# 2: absolute `lake`, `results` (one entry per input file), the error object on a failure.
+SUMMARY_SCHEMA_VERSION = 2
+
+
 @dataclass
 class IngestSummary:
     """The end-of-run summary (printed as a table, or as one JSON object with --json)."""
@@ -179,6 +188,7 @@ class IngestSummary:
     already_ingested: int = 0
     rows: Counter[str] = field(default_factory=Counter)
     problems: list[dict[str, str]] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)  # one per input file
     elapsed_s: float = 0.0
     interrupted: bool = False
     compacted: list[dict[str, Any]] = field(default_factory=list)
@@ -197,13 +207,20 @@ class IngestSummary:
             self.zone_assumed.append(
                 {"path": result.display, "what": result.notes[ZONE_ASSUMED]}
             )
+        self.results.append(file_entry(result))
         if result.status in ("error", "quarantined") and len(self.problems) < 1000:
             self.problems.append(
                 {"path": result.display, "status": result.status, "message": result.error or ""}
             )
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def skip(self, result: FileResult) -> None:
+        """A file whose content is already in the lake: listed, not read."""
+        self.already_ingested += 1
+        self.results.append(file_entry(result))
+
+    def to_dict(self, with_results: bool = True) -> dict[str, Any]:
+        data = {
+            "schema_version": SUMMARY_SCHEMA_VERSION,
             "run_id": self.run_id,
             "lake": self.lake,
             "files": dict(sorted(self.files.items())),
@@ -222,9 +239,27 @@ class IngestSummary:
             "zone": self.zone,
             "zone_assumed": self.zone_assumed,
         }
+        if with_results:
+            data["results"] = self.results
+        return data
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=False)
+    def to_json(self, with_results: bool = True) -> str:
+        return json.dumps(self.to_dict(with_results), sort_keys=False)
+
+
+def file_entry(result: FileResult) -> dict[str, Any]:
+    """One input file in the --json summary: what a scheduler needs to act on it."""
+    return {
+        "path": result.display,
+        "sha256": result.sha256 or None,
+        "status": result.status,
+        "records_seen": result.records_seen,
+        "records_ok": result.records_ok,
+        "records_quarantined": result.records_bad,
+        "warnings": result.warnings,
+        "rows": dict(sorted(result.rows.items())),
+        "problems": [result.error] if result.error else [],
+    }
 
 
 ProgressFn = Callable[[str, FileResult | None, int], None]
@@ -277,6 +312,8 @@ def _crash_hook(task: FileTask) -> None:
     needle, mode = hook.rsplit("=", 1)
     if needle not in task.display or (task.part is not None and task.part[0] != 0):
         return
+    if mode == "killmid":
+        return  # _mid_file_hook's
     if mode == "exit":
         os._exit(70)
     if mode == "segv":  # a real invalid read, as a native parser bug makes
@@ -292,6 +329,24 @@ def _crash_hook(task: FileTask) -> None:
     if mode == "enospc":
         raise OSError(28, "No space left on device")
     raise RuntimeError(f"test crash hook for {task.display}")
+
+
+def _mid_file_hook(task: FileTask, items: Iterator[Any], rows: L.FileRows) -> Iterator[Any]:
+    """The items, or (test hook "SUBSTRING=killmid") the first MID_FILE_ITEMS of them,
+    their rows staged, and a SIGKILL: once per file."""
+    hook = os.environ.get(CRASH_HOOK_ENV, "")
+    needle, _, mode = hook.rpartition("=")
+    marker = task.stage / f".killed-{task.prefix}"
+    if mode != "killmid" or not needle or needle not in task.display or marker.exists():
+        yield from items
+        return
+    for n, item in enumerate(items):
+        yield item
+        if n + 1 == MID_FILE_ITEMS:
+            for buffer in rows.buffers.values():
+                buffer.flush()
+            marker.touch()
+            signal.pthread_kill(threading.get_ident(), signal.SIGKILL)
 
 
 @contextmanager
@@ -344,6 +399,8 @@ def _parse_file(task: FileTask) -> FileResult:
                 items = ranged.parse_range(stream, task.parse_options, task.part[1], task.part[2])
             else:
                 items = module.parse(stream, task.parse_options)
+            if CRASH_HOOK_ENV in os.environ:
+                items = _mid_file_hook(task, iter(items), rows)
             try:
                 for item in items:
                     if isinstance(item, record_types):
@@ -427,7 +484,9 @@ def ingest(
 ) -> IngestSummary:
     """Ingest files, folders and zips into the lake. Returns the run summary."""
     started = time.time()
-    lake = options.lake
+    # absolute: the summary names it, and Dask workers (another working directory, another
+    # machine) reach the staging area and the inputs by the same paths
+    lake = options.lake = options.lake.absolute()
     run_id = L.new_run_id()
     summary = IngestSummary(run_id=run_id, lake=str(lake), zone=options.zone_label)
     with L.writer_lock(lake, wait=options.wait_for_lock):
@@ -467,8 +526,9 @@ def ingest(
                     "recover": str(options.recover),
                     "workers": str(options.workers),
                     "force": str(options.force),
+                    "dask": options.dask or "",
                 },
-                "summary": summary.to_json(),
+                "summary": summary.to_json(with_results=False),  # the manifest has them
             },
         )
     # session (and DuckDB) stay out of the parsing children, which import this module
@@ -503,11 +563,20 @@ def _run(
     summary: IngestSummary,
     progress: ProgressFn | None,
 ) -> None:
-    executor = runner.executor_for(parse_file, options.workers, _task_seconds, PRELOAD)
-    if isinstance(executor, runner.ChildPool):
-        executor.warm()  # the child starts while the inputs are hashed
+    executor: runner.Executor[FileTask, FileResult]
+    if options.dask:
+        # only a --dask run needs it (the parsing children never do)
+        from caltrail.pipeline.runner_dask import DaskExecutor
+
+        dask = DaskExecutor[FileTask, FileResult](parse_file, options.dask)
+        executor, workers = dask, dask.workers
+    else:
+        pool = runner.executor_for(parse_file, options.workers, _task_seconds, PRELOAD)
+        if isinstance(pool, runner.ChildPool):
+            pool.warm()  # the child starts while the inputs are hashed
+        executor, workers = pool, options.workers
     try:
-        _read_all(paths, options, run_id, stage, workdir, summary, progress, executor)
+        _read_all(paths, options, run_id, stage, workdir, summary, progress, executor, workers)
     finally:
         executor.close()
 
@@ -525,6 +594,7 @@ def _read_all(
     summary: IngestSummary,
     progress: ProgressFn | None,
     executor: runner.Executor[FileTask, FileResult],
+    workers: int,
 ) -> None:
     known = set() if options.force else L.known_hashes(options.lake) - options.reread
     seen_this_run: set[str] = set()
@@ -542,7 +612,7 @@ def _read_all(
         )
         if isinstance(task_or_result, FileResult):
             if task_or_result.status == "already_ingested":
-                summary.already_ingested += 1
+                summary.skip(task_or_result)
             else:
                 committer.add(task_or_result, summary)
             continue
@@ -560,7 +630,7 @@ def _read_all(
     queue: list[FileTask] = []
     for task in tasks:
         # a large EVTX file is split by chunk ranges only when there are workers to share it
-        parts = _plan_parts(task, options.workers) if options.workers > 1 else [task]
+        parts = _plan_parts(task, workers) if workers > 1 else [task]
         assembler.expect(task, len(parts))
         queue.extend(parts)
 
@@ -585,6 +655,7 @@ def _prepare(
     known: set[str],
     seen_this_run: set[str],
 ) -> FileTask | FileResult:
+    found = replace(found, path=found.path.absolute())  # workers may run elsewhere (Dask)
     try:
         size = found.path.stat().st_size
         digest = sha256_file(found.path)

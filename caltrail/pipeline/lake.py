@@ -9,7 +9,8 @@ Layout::
       runs/<run>.parquet                         one row per ingest run
       .staging/<run>/                            files being written (never read by views)
       .compact/                                  merges in progress (pipeline/compact.py)
-      .lock                                      held by the one writer (fcntl)
+      .lock                                      held by the one writer (flock; on shared
+                                                 storage, docs/AT_SCALE.md)
       caltrail.sql                               init script for the DuckDB shell
 
 Atomicity, the rule that makes a crash harmless: a data file is written under .staging
@@ -29,6 +30,7 @@ import fcntl
 import json
 import os
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -101,7 +103,8 @@ def writer_lock(lake: Path, wait: bool = False) -> Iterator[None]:
             ) from exc
         handle.seek(0)
         handle.truncate()
-        handle.write(f"pid {os.getpid()}")
+        # the host too: on shared storage the writer may be another machine's process
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
         handle.flush()
         try:
             finish_compactions(lake)

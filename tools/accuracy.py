@@ -29,6 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from tools.scoring import FleetResult, evaluate, report, score, summary
 
@@ -114,7 +115,10 @@ def run_fleet(fleet: Fleet, work: Path) -> FleetResult:
         for rel in result.files:
             if any(part in rel for part in SOURCE_SETS[sources]):
                 (bundle / rel).unlink()
-        ingest([bundle], IngestOptions(lake=lake, tz=result.truth["window"]["tz"], tz_given=True))
+        ingest(
+            [bundle],
+            IngestOptions(lake=lake, tz=ZoneInfo(result.truth["window"]["tz"])),
+        )
         con = open_case(lake)
         try:
             found = findings(con)

@@ -45,6 +45,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus" / "evtx"
@@ -980,6 +981,79 @@ def etl_figures(bench: Bench, small: Path, large: Path) -> None:
     memory(bench, "ETL", small, large)
 
 
+# `caltrail sql` in a child process, as a user runs it (stdout to /dev/null): its time and
+# its own peak RSS (VmHWM), printed to stderr when it exits.
+SQL_CHILD = """
+import atexit, json, resource, sys, time
+started = time.perf_counter()
+
+def peak_kb():
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+atexit.register(lambda: sys.stderr.write(json.dumps(
+    {"rss_kb": peak_kb(), "seconds": time.perf_counter() - started, "cpu": cpu()}) + "\\n"))
+from caltrail.pipeline.cli import main
+sys.argv = ["caltrail", *sys.argv[1:]]
+main()
+"""
+SQL_ROWS = (10_000, 100_000)
+SQL_QUERY = "select * from events order by record_id limit {rows}"
+
+
+def sql_child(lake: Path, *args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", SQL_CHILD, "sql", "--lake", str(lake), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    lines = [line for line in done.stderr.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"caltrail sql failed: {done.stderr[-500:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def sql_output(bench: Bench, lake: Path) -> None:
+    """`caltrail sql` writing 10,000 and 100,000 rows of `events` (28 columns) as a table,
+    CSV and JSON: time, and peak RSS against the row count (flat when it streams); the
+    reference is DuckDB's own COPY of the same rows to /dev/null in the same session. Each
+    figure is a whole command: opening the session included (the lake's derived views are
+    built first, by a query of one row)."""
+    sql_child(lake, "select 1")
+    for fmt, copy_format in (("table", "csv"), ("csv", "csv"), ("json", "json")):
+        small, large = (
+            sql_child(lake, SQL_QUERY.format(rows=n), "-f", fmt) for n in SQL_ROWS
+        )
+        copy = sql_child(
+            lake,
+            f"copy ({SQL_QUERY.format(rows=SQL_ROWS[-1])}) to '/dev/null' (format {copy_format})",
+        )
+        rss_small, rss_large = small["rss_kb"] / 1024, large["rss_kb"] / 1024
+        bench.add(
+            f"sql output, {SQL_ROWS[-1]:,} rows of events, --format {fmt}",
+            f"{large['seconds']:.1f} s (CPU {large['cpu']:.1f} s), peak RSS {rss_large:.0f} MB",
+            f"{SQL_ROWS[0]:,} rows: {small['seconds']:.1f} s (CPU {small['cpu']:.1f} s), "
+            f"{rss_small:.0f} MB; DuckDB COPY ({copy_format}) {copy['seconds']:.1f} s "
+            f"(CPU {copy['cpu']:.1f} s), {copy['rss_kb'] / 1024:.0f} MB",
+            f"RSS x{rss_large / rss_small:.2f} for x{SQL_ROWS[-1] // SQL_ROWS[0]} rows",
+            f"flat (under x1.5): {'yes' if rss_large < 1.5 * rss_small else 'NO'}",
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.bench", description=__doc__.split("\n\n")[0]
@@ -990,7 +1064,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        default="overhead,recover,routes,workers,dask,memory,parsers,etl,python,shell,diagnose",
+        default="overhead,recover,routes,workers,dask,memory,parsers,etl,python,shell,sql,diagnose",
         help="comma-separated sections",
     )
     parser.add_argument(
@@ -1093,8 +1167,18 @@ def main(argv: list[str] | None = None) -> int:
 
             sample_lake = work / "sample-lake"
             shutil.rmtree(sample_lake, ignore_errors=True)
-            ingest([BUNDLED], IngestOptions(lake=sample_lake, tz="Europe/Berlin", tz_given=True))
+            ingest([BUNDLED], IngestOptions(lake=sample_lake, tz=ZoneInfo("Europe/Berlin")))
             shell_open(bench, "bundled sample lake", sample_lake)
+        if "sql" in sections:
+            print("sql output ...", flush=True)
+            from caltrail.pipeline.ingest import IngestOptions, ingest
+
+            source, sql_lake = work / "sql-events.evtx", work / "sql-lake"
+            shutil.rmtree(sql_lake, ignore_errors=True)
+            write_large_evtx(source, 48 * mb)  # about 110,000 records
+            ingest([source], IngestOptions(lake=sql_lake))
+            sql_output(bench, sql_lake)
+            source.unlink()
         if "etl" in sections:
             print("raw .etl ...", flush=True)
             small_etl, big_etl = work / "etl-small.etl", work / "etl-big.etl"

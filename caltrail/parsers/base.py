@@ -57,8 +57,8 @@ class ParseIssue:
 class FileNote:
     """A fact about a whole file, stored in `ingest_files.notes` (MAP key -> value).
 
-    Examples: ("date_order", "dmy (inferred from a day above 12)"), ("tz", "Europe/Berlin
-    (from --tz)"), ("snapshot_time_source", "file name"), ("chunks", "27 readable of 27").
+    Examples: ("date_order", "dmy (inferred from a day above 12)"), ("zone_assumed", "trace
+    text has no zone"), ("snapshot_time_source", "file name"), ("chunks", "27 readable of 27").
 
     A note made of counts (built with `FileNote.counted`) also carries them, typed: a file
     read in byte ranges by several workers gets one such note per range, and the driver
@@ -99,7 +99,10 @@ class ParseOptions:
         file_name: the name (or path) the file had in its collection, for facts that only the
             name gives (a client name, an export date). Never opened by the parser.
         file_mtime: modification time of the file (UTC), last-resort snapshot time.
-        tz: IANA zone name for timestamps without a zone (text dumps, culture dates).
+        tz: the zone of timestamps written without one (text dumps, culture dates, times in
+            file names), settled once by the caller (`caltrail --tz`); a tzinfo, never a name
+            looked up here, and picklable (the options go to worker processes). A parser that
+            reads a time in it says so with FileNote(ZONE_ASSUMED, what was read in it).
         date_order: "dmy", "mdy" or "ymd" when the user forces it; None to infer.
         culture: a culture name such as "en-US" or "de-DE", used when date_order is None and
             the values do not settle the order.
@@ -117,7 +120,7 @@ class ParseOptions:
 
     file_name: str = ""
     file_mtime: dt.datetime | None = None
-    tz: str = "UTC"
+    tz: dt.tzinfo = dt.UTC
     date_order: str | None = None
     culture: str | None = None
     snapshot_time: dt.datetime | None = None
@@ -381,6 +384,12 @@ class RangeReader(ParserModule, Protocol):
     def parse_range(
         self, stream: BinaryIO, options: ParseOptions, start: int, stop: int | None
     ) -> Iterator[Item]: ...
+
+
+# The FileNote key a parser gives when it read a time in `ParseOptions.tz` (its value says
+# what: "trace text has no zone", "culture dates", ...); the ingest driver then records the
+# zone itself in the file's `tz` note, and the run summary names the file.
+ZONE_ASSUMED = "zone_assumed"
 
 
 # The kind of the issue that ends a file at its work bound (every parser, and ingest's

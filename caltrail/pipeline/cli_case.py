@@ -4,100 +4,62 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 
+from caltrail.pipeline import output
 from caltrail.pipeline.cli_common import (
     DEFAULT_LAKE,
-    EXIT_LAKE,
-    EXIT_USAGE,
+    EXIT_NO_DATA,
+    EXIT_OK,
+    FormatOpt,
+    FromOpt,
     LakeOpt,
+    MaxRowsOpt,
+    OutputOpt,
+    ReadLakeOpt,
+    ToOpt,
+    TzOpt,
+    check_format,
+    check_inputs,
     fail,
-    render,
-    run_ingest,
-    zone,
+    open_session,
+    plural,
+    prepare_output,
+    query_rows,
+    say,
+    usage,
+    window,
+    write_relation,
+    zone_choice,
 )
+from caltrail.pipeline.cli_ingest import ingest_in_zone
+from caltrail.pipeline.diagnose import FINDING_COLUMNS
 from caltrail.pipeline.ingest import IngestOptions, exit_code
+from caltrail.pipeline.user_sql import Window
 
 if TYPE_CHECKING:
     import duckdb
 
 SAMPLES = Path(__file__).resolve().parent.parent / "fixtures" / "samples"
+DEFAULT_REPORT = Path("caltrail-report.html")
 
+ReportOpt = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        "-o",
+        metavar="FILE",
+        dir_okay=False,
+        help="HTML report to write (its folder is created when missing).",
+    ),
+]
 
-def simulate_cmd(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the bundle into.")],
-    seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 7,
-    devices: Annotated[int, typer.Option(min=1, help="Number of client devices.")] = 60,
-    days: Annotated[int, typer.Option(min=1, help="Days simulated.")] = 180,
-    scenario: Annotated[
-        str, typer.Option(help="standard, clean, noisy, exhaustion, server-problems, or one cause.")
-    ] = "standard",
-    tz: Annotated[
-        str, typer.Option(help="Site time zone of the simulated fleet.")
-    ] = "Europe/Berlin",
-) -> None:
-    """Write a synthetic collection (EVTX, WMI exports, registry, TSCTST, trace) with its
-    truth.json, by playing the license server's CAL rules over a fleet with known faults.
-
-    Example:  caltrail simulate --out ./sim --seed 3 --devices 200 --days 365 --scenario noisy
-    """
-    from caltrail.fixtures.simulator import SCENARIOS, simulate
-
-    if scenario not in SCENARIOS:
-        raise typer.BadParameter(
-            f"choose one of {', '.join(sorted(SCENARIOS))}", param_hint="--scenario"
-        )
-    try:
-        result = simulate(out, seed=seed, devices=devices, days=days, scenario=scenario, tz=tz)
-    except ValueError as exc:
-        typer.echo(f"caltrail: error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    typer.echo(f"Wrote {len(result.files)} files and {result.truth_path} to {result.out}")
-
-
-def demo_cmd(
-    lake: LakeOpt = DEFAULT_LAKE,
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="HTML report to write.", dir_okay=False)
-    ] = Path("caltrail-report.html"),
-    samples: Annotated[
-        bool,
-        typer.Option(
-            "--samples", help="Use the committed sample collection instead of a fresh fleet."
-        ),
-    ] = False,
-    seed: Annotated[int, typer.Option(help="Seed of the fresh fleet.")] = 11,
-) -> None:
-    """Simulate a fleet (or take the bundled samples), ingest it and show what was found.
-
-    Example:  caltrail demo --lake ./demo-lake
-    """
-    workdir: Path | None = None
-    if samples:
-        source = SAMPLES
-        if not source.is_dir():
-            typer.echo(f"caltrail: error: no samples at {source}", err=True)
-            raise typer.Exit(1)
-    else:
-        from caltrail.fixtures.simulator import simulate
-
-        workdir = Path(tempfile.mkdtemp(prefix="caltrail-demo-"))
-        source = workdir / "bundle"
-        simulate(source, seed=seed, devices=80, days=200, scenario="standard")
-    try:
-        options = IngestOptions(lake=lake, tz="Europe/Berlin", tz_given=True, command="demo")
-        summary = run_ingest([source], options, as_json=False)
-        show_case(lake, out)
-    finally:
-        if workdir is not None:
-            shutil.rmtree(workdir, ignore_errors=True)
-    raise typer.Exit(exit_code(summary, strict=False))
-
-
+# The findings' columns the table format shows (the others: --format csv or json).
 FINDING_TABLE = (
     "cause",
     "subject",
@@ -109,125 +71,301 @@ FINDING_TABLE = (
     "fix",
 )
 
+# Findings that overlap the window (a finding whose dates are unknown is kept).
+WINDOWED_FINDINGS = """
+select {columns}
+from findings
+where ($from is null or last_seen is null or last_seen >= $from)
+    and ($to is null or first_seen is null or first_seen < $to)
+"""
 
-def _open(lake: Path) -> duckdb.DuckDBPyConnection:
-    import duckdb
+NO_DATA = (
+    "No licensing data: nothing read holds a CAL fact (license-server events, WMI license "
+    "exports, trace licensing messages, client HWIDs) or a license-server problem. This is "
+    "not an all-clear: add the license server's logs and exports (README: What it reads)."
+)
 
-    from caltrail.pipeline.diagnose import open_case
-    from caltrail.pipeline.progress import derived_notice
-    from caltrail.pipeline.session import SessionError
 
+def simulate_cmd(
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", metavar="DIR", help="Folder to write the bundle into."),
+    ],
+    seed: Annotated[int, typer.Option(metavar="N", help="Random seed: same seed, same bytes.")] = 7,
+    devices: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            help="Number of client devices (each scenario needs a few; the error says how many).",
+        ),
+    ] = 60,
+    days: Annotated[
+        int, typer.Option(metavar="N", min=14, help="Days simulated (14 or more).")
+    ] = 180,
+    scenario: Annotated[
+        str,
+        typer.Option(
+            metavar="NAME",
+            help="standard, clean, noisy, exhaustion, server-problems, or one cause.",
+        ),
+    ] = "standard",
+    tz: Annotated[
+        str, typer.Option(metavar="ZONE", help="Site time zone of the simulated fleet.")
+    ] = "Europe/Berlin",
+) -> None:
+    """Write a synthetic collection (EVTX, WMI exports, registry, TSCTST, trace) with its
+    truth.json, by playing the license server's CAL rules over a fleet with known faults.
+
+    Example:  caltrail simulate --out ./sim --seed 3 --devices 200 --days 365 --scenario noisy
+    """
+    from caltrail.fixtures.simulator import SCENARIOS, simulate
+
+    if scenario not in SCENARIOS:
+        usage(f"{scenario!r}: choose one of {', '.join(sorted(SCENARIOS))}", "--scenario")
+    site = zone_choice(tz).tz
+    if site is None:
+        usage("the simulated site needs a zone name, not auto", "--tz")
+    if out.exists() and not out.is_dir():
+        usage(f"{out} is a file; give a folder", "--out")
     try:
-        with derived_notice(lake) as on_build:
-            return open_case(lake, on_build=on_build)
-    except (SessionError, duckdb.Error) as exc:
-        return fail(str(exc), EXIT_LAKE)  # type: ignore[no-any-return]
+        result = simulate(out, seed=seed, devices=devices, days=days, scenario=scenario, tz=tz)
+    except ValueError as exc:
+        usage(str(exc), "--devices" if "devices" in str(exc) else "--out")
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc.strerror or exc}", 1)
+    typer.echo(f"Wrote {plural(len(result.files), 'file')} and {result.truth_path} to {result.out}")
+    typer.echo(
+        f"Its trace text and file-name times are {site.key} wall-clock time: ingest it with "
+        f"--tz {site.key} (or --tz auto), e.g. caltrail run {result.out} --tz {site.key}"
+    )
 
 
-def _print_findings(found: list[dict[str, Any]], fmt: str) -> None:
-    if fmt == "table":
-        columns = list(FINDING_TABLE)
-        rows = [tuple(f[c] for c in columns) for f in found]
+def demo_cmd(
+    lake: LakeOpt = DEFAULT_LAKE,
+    out: ReportOpt = DEFAULT_REPORT,
+    samples: Annotated[
+        bool,
+        typer.Option(
+            "--samples", help="Use the committed sample collection instead of a fresh fleet."
+        ),
+    ] = False,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of the fresh fleet.")] = 11,
+) -> None:
+    """Simulate a fleet (or take the bundled samples), ingest it and show what was found.
+
+    Example:  caltrail demo --lake ./demo-lake
+    """
+    report = prepare_output(out, "--out")
+    workdir: Path | None = None
+    if samples:
+        source = SAMPLES
+        if not source.is_dir():
+            fail(f"no samples at {source}", 1)
     else:
-        columns = list(found[0]) if found else list(FINDING_TABLE)
-        rows = [tuple(f[c] for c in columns) for f in found]
-    typer.echo(render(columns, rows, fmt), nl=False)
+        from caltrail.fixtures.simulator import simulate
+
+        workdir = Path(tempfile.mkdtemp(prefix="caltrail-demo-"))
+        source = workdir / "bundle"
+        simulate(source, seed=seed, devices=80, days=200, scenario="standard")
+    try:
+        options = IngestOptions(lake=lake, command="demo")
+        summary = ingest_in_zone([source], options, zone_choice("Europe/Berlin"), as_json=False)
+        has_data = show_case(lake, report)
+    finally:
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    raise typer.Exit(exit_code(summary, strict=False) or (EXIT_OK if has_data else EXIT_NO_DATA))
 
 
-def show_case(lake: Path, report: Path | None = None) -> None:
-    """Print the findings (most excess first, with the fix) and write the report."""
+def show_case(lake: Path, report: Path | None = None, span: Window | None = None) -> bool:
+    """Print the findings (most excess first, with the fix) and write the report; returns
+    whether the lake holds licensing data at all (when not, says so instead of an all-clear)."""
     from caltrail.pipeline.diagnose import diagnose
-    from caltrail.pipeline.report import write_report
+    from caltrail.pipeline.report import has_licensing_data, write_report
 
-    con = _open(lake)
+    con = open_session(lake, case=True)
     diag = diagnose(con)
-    typer.echo("\nFindings (most excess first):")
-    _print_findings(diag.findings, "table")
-    if diag.healthy_on is not None:
-        typer.echo(f"Excess CALs back in the pool by expiry alone on {diag.healthy_on}.")
+    has_data = has_licensing_data(diag)
+    if not has_data:
+        say(NO_DATA)
+    else:
+        typer.echo("\nFindings (most excess first):")
+        _print_findings(con, "table", output.DEFAULT_MAX_ROWS, sys.stdout, span or Window())
+        if diag.healthy_on is not None:
+            typer.echo(f"Excess CALs back in the pool by expiry alone on {diag.healthy_on}.")
     if report is not None:
-        write_report(con, report, lake)
+        try:
+            write_report(con, report, lake, span=span)
+        except OSError as exc:
+            fail(f"cannot write the report {report}: {exc.strerror or exc}", 1)
         typer.echo(f"Report: {report}")
+    return has_data
+
+
+def _print_findings(
+    con: duckdb.DuckDBPyConnection, fmt: str, max_rows: int, stream: TextIO, span: Window
+) -> int:
+    columns = ", ".join(FINDING_TABLE) if fmt == "table" else FINDING_COLUMNS
+    query = WINDOWED_FINDINGS.format(columns=columns)
+    # (a finding's reason and fix are read whole: the table wraps them instead of cutting)
+    return query_rows(con, query, span.params(), fmt, stream, max_rows, max_cell=None)
 
 
 def diagnose_cmd(
-    lake: LakeOpt = DEFAULT_LAKE,
-    fmt: Annotated[
-        str, typer.Option("--format", "-f", help="table, json (one object per line) or csv.")
-    ] = "table",
+    lake: ReadLakeOpt = DEFAULT_LAKE,
+    fmt: FormatOpt = "table",
+    max_rows: MaxRowsOpt = output.DEFAULT_MAX_ROWS,
+    out: OutputOpt = None,
+    time_from: FromOpt = None,
+    time_to: ToOpt = None,
 ) -> None:
     """Show why devices hold several CALs: one row per (cause, subject), most excess
-    first, with confidence, reason and fix; server problems last.
+    first, with confidence, reason and fix; server problems last. With --from/--to, the
+    findings active in that window.
 
+    \b
     Example:  caltrail diagnose --lake ./lake --format json
+    Example:  caltrail diagnose --from 2025-03-01 --to 2025-03-31 -f csv -o march.csv
     """
-    if fmt not in ("table", "csv", "json"):
-        raise typer.BadParameter("choose table, csv or json", param_hint="--format")
-    from caltrail.pipeline.diagnose import findings
+    from caltrail.pipeline.diagnose import diagnose
+    from caltrail.pipeline.report import has_licensing_data, window_misses_data
 
-    _print_findings(findings(_open(lake)), fmt)
+    check_format(fmt)
+    span = window(time_from, time_to)
+    target = prepare_output(out, "--output")
+    con = open_session(lake, case=True)
+    if not has_licensing_data(diagnose(con)):
+        say(NO_DATA)
+        raise typer.Exit(EXIT_NO_DATA)
+    missed = window_misses_data(con, span)
+    if missed is not None:
+        say(missed)
+        raise typer.Exit(EXIT_NO_DATA)
+    with output.output_stream(target, sys.stdout) as stream:
+        count = _print_findings(con, fmt, max_rows, stream, span)
+    if count == 0:
+        say(
+            "No finding: no device holds more CALs than it should and no server problem"
+            + (f" in {span.describe()}" if span else "")
+            + "."
+        )
+    if target is not None:
+        say(f"Wrote {target}")
 
 
 def timeline_cmd(
-    lake: LakeOpt = DEFAULT_LAKE,
+    lake: ReadLakeOpt = DEFAULT_LAKE,
     hwid: Annotated[
-        str | None, typer.Option("--hwid", help="A HWID (40 hex, any case or separators).")
+        str | None,
+        typer.Option(
+            "--hwid",
+            metavar="HWID",
+            help="A HWID in any rendering caltrail reads (40 hex, registry bytes, five "
+            "DWORDs as TSCTST or WMI print them).",
+        ),
     ] = None,
-    name: Annotated[str | None, typer.Option("--name", help="A computer name.")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
+    name: Annotated[
+        str | None, typer.Option("--name", metavar="NAME", help="A computer name.")
+    ] = None,
+    fmt: FormatOpt = "table",
+    max_rows: MaxRowsOpt = output.DEFAULT_MAX_ROWS,
+    out: OutputOpt = None,
+    time_from: FromOpt = None,
+    time_to: ToOpt = None,
 ) -> None:
     """The ordered CAL history of one HWID or one computer name: every fact with its
     source row, name/HWID changes, gaps, and each license's end.
 
+    \b
     Example:  caltrail timeline --name BER-PC0042 --lake ./lake
+    Example:  caltrail timeline --hwid 00000002-B839BE5E-D0FC3ED0-02DD01EC-EE9B5114 -f csv
     """
-    if (hwid is None) == (name is None):
-        raise typer.BadParameter("give exactly one of --hwid or --name")
-    if fmt not in ("table", "csv", "json"):
-        raise typer.BadParameter("choose table, csv or json", param_hint="--format")
-    from caltrail.pipeline.diagnose import timeline
+    from caltrail.pipeline import subjects
 
-    con = _open(lake)
-    try:
-        columns, rows = timeline(con, hwid=hwid, name=name)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--hwid") from exc
-    typer.echo(render(columns, rows, fmt), nl=False)
+    if (hwid is None) == (name is None):
+        usage("give exactly one of --hwid or --name", "--hwid / --name")
+    check_format(fmt)
+    span = window(time_from, time_to)
+    if hwid is not None:
+        try:
+            candidates = subjects.hwid_candidates(hwid)
+        except ValueError as exc:
+            usage(str(exc), "--hwid")
+    target = prepare_output(out, "--output")
+    con = open_session(lake, case=True)
+    if hwid is not None:
+        subject = subjects.find_hwid(con, candidates)
+        label = f"HWID {hwid}" + (f" ({candidates[0]})" if candidates[0] != hwid else "")
+        if subject is None:
+            say(f"no history for {label} in {lake}")
+            raise typer.Exit(EXIT_OK)
+        query, value = subjects.HWID_TIMELINE, subject
+    else:
+        assert name is not None
+        label = f"name {name}"
+        if not subjects.name_known(con, name):
+            say(f"no history for {label} in {lake}")
+            raise typer.Exit(EXIT_OK)
+        query, value = subjects.NAME_TIMELINE, name
+    with output.output_stream(target, sys.stdout) as stream:
+        relation = con.sql(query, params={"subject": value, **span.params()})
+        count = write_relation(relation, fmt, stream, max_rows)
+    if count == 0 and span:
+        say(f"no history for {label} in {span.describe()} (its whole history has facts)")
+    if target is not None:
+        say(f"Wrote {target}")
 
 
 def report_cmd(
-    lake: LakeOpt = DEFAULT_LAKE,
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="HTML file to write.", dir_okay=False)
-    ] = Path("caltrail-report.html"),
+    lake: ReadLakeOpt = DEFAULT_LAKE,
+    out: ReportOpt = DEFAULT_REPORT,
+    time_from: FromOpt = None,
+    time_to: ToOpt = None,
 ) -> None:
     """Write the case report: one self-contained HTML file (findings, per-device CAL
     timelines, the pool and its recovery, the revoke plan, server problems, inputs).
 
+    \b
     Example:  caltrail report --lake ./lake --out case-1234.html
+    Example:  caltrail report --from 2025-01-01 --out q1/case.html
     """
-    from caltrail.pipeline.report import write_report
+    from caltrail.pipeline.diagnose import diagnose
+    from caltrail.pipeline.report import has_licensing_data, window_misses_data, write_report
 
-    write_report(_open(lake), out, lake)
-    typer.echo(f"Report: {out}")
+    span = window(time_from, time_to)
+    report = prepare_output(out, "--out")
+    assert report is not None
+    con = open_session(lake, case=True)
+    try:
+        write_report(con, report, lake, span=span)
+    except OSError as exc:
+        fail(f"cannot write the report {report}: {exc.strerror or exc}", 1)
+    typer.echo(f"Report: {report}")
+    if not has_licensing_data(diagnose(con)):
+        say(NO_DATA)
+        raise typer.Exit(EXIT_NO_DATA)
+    missed = window_misses_data(con, span)
+    if missed is not None:
+        say(missed)
+        raise typer.Exit(EXIT_NO_DATA)
 
 
 def run_cmd(
-    paths: Annotated[list[Path], typer.Argument(help="Files, folders or zip bundles.")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(metavar="PATHS...", help="Files, folders or zip bundles."),
+    ],
     lake: LakeOpt = DEFAULT_LAKE,
-    tz: Annotated[
-        str, typer.Option("--tz", help="Time zone of sources without one.", callback=zone)
-    ] = "UTC",
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="HTML report to write.", dir_okay=False)
-    ] = Path("caltrail-report.html"),
+    tz: TzOpt = None,
+    out: ReportOpt = DEFAULT_REPORT,
     workers: Annotated[
         int,
         typer.Option(
+            metavar="N",
             min=1,
             max=64,
-            help="Parallel worker processes for the ingest (a bundle with large EVTX files "
-            "or many files reads faster with one per core).",
+            help="Parallel worker processes for the ingest, 1-64 (a bundle with large EVTX "
+            "files or many files reads faster with one per core).",
         ),
     ] = 1,
     recover: Annotated[
@@ -237,21 +375,36 @@ def run_cmd(
             help="Also read the deleted and overwritten EVTX records left in chunk slack.",
         ),
     ] = True,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Re-read files already in the lake (e.g. in another --tz)."),
+    ] = False,
 ) -> None:
     """Ingest, diagnose and write the report: the one command for a collected case.
 
-    Example:  caltrail run ./collected-logs.zip --tz Europe/Berlin --out case.html --workers 2
+    Exit 5 when nothing read holds licensing data (the report says so too).
+
+    \b
+    Example:  caltrail run ./collected-logs.zip --tz Europe/Berlin --out case.html
+    Example:  caltrail run ./collected-logs --tz auto --workers 2
     """
-    for p in paths:
-        if not p.exists():
-            typer.echo(f"caltrail: error: no such file or folder: {p}", err=True)
-            raise typer.Exit(EXIT_USAGE)
+    check_inputs(paths)
+    choice = zone_choice(tz)
+    report = prepare_output(out, "--out")
     options = IngestOptions(
-        lake=lake, tz=tz, tz_given=tz != "UTC", command="run", workers=workers, recover=recover
+        lake=lake, command="run", workers=workers, force=force, recover=recover
     )
-    summary = run_ingest(paths, options, as_json=False)
-    show_case(lake, out)
-    raise typer.Exit(exit_code(summary, strict=False))
+    summary = ingest_in_zone(paths, options, choice, as_json=False)
+    has_data = show_case(lake, report)
+    raise typer.Exit(exit_code(summary, strict=False) or (EXIT_OK if has_data else EXIT_NO_DATA))
 
 
-__all__ = ["demo_cmd", "diagnose_cmd", "report_cmd", "run_cmd", "show_case", "simulate_cmd", "timeline_cmd"]
+__all__ = [
+    "demo_cmd",
+    "diagnose_cmd",
+    "report_cmd",
+    "run_cmd",
+    "show_case",
+    "simulate_cmd",
+    "timeline_cmd",
+]

@@ -1,38 +1,153 @@
-"""What every caltrail command shares: exit codes, the --lake option, time zone and date
-arguments, running an ingest with its progress and summary, failing with one line, and
-rendering rows as a table, CSV or JSON.
+"""What every caltrail command shares: exit codes, the app's group (one-line errors), the
+common options (--lake, --format, --max-rows, --output, --from/--to, --tz), settling the time
+zone, running an ingest with its progress and summary, opening a session, failing with one
+line, and streaming a query's rows to the chosen format.
 
 Exit status (all commands):
     0  clean
     1  the lake cannot be opened or written (busy, disk full, permissions), the parsing
        process cannot start, or a query failed
-    2  usage error (bad option or argument)
+    2  usage error (bad option or argument, missing input path, empty query)
     3  some input could not be read (listed in the summary and in ingest_files)
     4  records were quarantined and --strict was given
+    5  no licensing data: nothing the diagnosis reads was found, or none in the --from/--to
+       window (run, diagnose, report)
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
-import json
+import os
 import re
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TextIO
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
-from caltrail.pipeline import lake as L
-from caltrail.pipeline.ingest import IngestOptions, IngestSummary, ingest
-from caltrail.pipeline.runner import ChildStartError
+from caltrail import __version__
+from caltrail.pipeline import output
+from caltrail.pipeline.output import plural
+from caltrail.pipeline.user_sql import Window
+
+if TYPE_CHECKING:
+    import duckdb
 
 EXIT_OK = 0
 EXIT_LAKE = 1
 EXIT_USAGE = 2
 EXIT_UNREADABLE = 3
 EXIT_QUARANTINED = 4
+EXIT_NO_DATA = 5
+
+DEBUG_ENV = "CALTRAIL_DEBUG"  # set to 1: an internal error shows its traceback
+
+
+class CaltrailGroup(TyperGroup):
+    """The app's command group: every error a user can cause is one line on stderr
+    ("caltrail: error: ..."), never a usage block or a traceback; an unexpected exception
+    (a bug) is one line too, with the way to see its traceback."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            code = super().main(
+                args=args,
+                prog_name=prog_name,
+                complete_var=complete_var,
+                standalone_mode=False,
+                **extra,
+            )
+        except typer.TyperException as exc:  # usage errors and the like
+            code = getattr(exc, "exit_code", EXIT_USAGE)
+            ctx = getattr(exc, "ctx", None)
+            where = f" (see {ctx.command_path} -h)" if ctx is not None else ""
+            say(f"caltrail: error: {one_line(exc.format_message())}{where}")
+        except typer.Abort:
+            say("caltrail: aborted")
+            code = EXIT_LAKE
+        except BrokenPipeError:  # `caltrail sql ... | head`: the reader has what it wanted
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            code = EXIT_LAKE
+        except Exception as exc:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            say(
+                f"caltrail: internal error: {type(exc).__name__}: {one_line(str(exc))} "
+                f"(a bug; {DEBUG_ENV}=1 shows where)"
+            )
+            code = EXIT_LAKE
+        if not isinstance(code, int):
+            code = EXIT_OK
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+class PlainArgument(TyperArgument):
+    """An argument shown by its metavariable alone: typer would add the Python type after
+    it (`PATHS... <list[Path]>`) and braces around it in the usage line."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+    def _usage_display_name(self) -> str:
+        name = self.display_name_raw
+        return name if self.required or name.startswith("[") else f"[{name}]"
+
+
+class CaltrailCommand(TyperCommand):
+    """A command whose arguments read as their metavariables (PlainArgument)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if type(param) is TyperArgument:
+                param.__class__ = PlainArgument  # same state, plainer help
+
+
+def one_line(text: str) -> str:
+    """A message on one line: its lines joined, runs of blanks made one."""
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def say(message: str) -> None:
+    """One line on stderr."""
+    typer.echo(message, err=True)
+
+
+def fail(message: str, code: int) -> NoReturn:
+    say(f"caltrail: error: {one_line(message)}")
+    raise typer.Exit(code)
+
+
+def usage(message: str, option: str | None = None) -> NoReturn:
+    """A usage error (exit 2), naming the option when there is one."""
+    raise typer.BadParameter(message, param_hint=option)
+
+
+def show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"caltrail {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+# ---------------------------------------------------------------------------
+# Options
+# ---------------------------------------------------------------------------
+
+DEFAULT_LAKE = Path("caltrail-lake")
 
 
 def lake_location(value: Path | None) -> Path | None:
@@ -58,144 +173,285 @@ LakeOpt = Annotated[
     typer.Option(
         "--lake",
         "-l",
+        metavar="DIR",
         help="Lake directory (created if missing); a file:// URI is taken as its path.",
         envvar="CALTRAIL_LAKE",
         callback=lake_location,
     ),
 ]
-DEFAULT_LAKE = Path("caltrail-lake")
+ReadLakeOpt = Annotated[
+    Path,
+    typer.Option(
+        "--lake",
+        "-l",
+        metavar="DIR",
+        help="Lake directory (made by `caltrail ingest`); a file:// URI is taken as its path.",
+        envvar="CALTRAIL_LAKE",
+        callback=lake_location,
+    ),
+]
+FormatOpt = Annotated[
+    str,
+    typer.Option(
+        "--format", "-f", metavar="FORMAT", help="table, csv or json (one object per line)."
+    ),
+]
+MaxRowsOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-rows",
+        metavar="N",
+        min=0,
+        help="Rows the table format shows (the first and last halves; every row is counted); "
+        "0 shows all. CSV and JSON always hold every row.",
+    ),
+]
+OutputOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--output",
+        "-o",
+        metavar="FILE",
+        dir_okay=False,
+        help="Write the result to FILE (atomically: complete or not there) instead of stdout.",
+    ),
+]
+FromOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--from",
+        metavar="WHEN",
+        help="Start of the time window (ISO date or time, UTC unless it has an offset).",
+    ),
+]
+ToOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--to",
+        metavar="WHEN",
+        help="End of the time window: a date alone includes that whole day.",
+    ),
+]
+TzOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tz",
+        metavar="ZONE",
+        help="Zone of times written without one (trace text, culture dates, file-name "
+        "times): an IANA name such as Europe/Berlin, or auto (estimated from times the "
+        "EVTX logs give in UTC). Not given: UTC, named in the summary as an assumption.",
+    ),
+]
 
 
-def zone(value: str) -> str:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+def check_format(fmt: str) -> str:
+    if fmt not in output.FORMATS:
+        usage(f"{fmt!r}: choose table, csv or json", "--format")
+    return fmt
 
+
+# ---------------------------------------------------------------------------
+# Time zones and windows
+# ---------------------------------------------------------------------------
+
+AUTO_ZONE = "auto"
+
+
+def zone(value: str) -> ZoneInfo:
+    """An IANA zone name as a tzinfo (the one place a zone is looked up by name); a usage
+    error for anything else."""
     try:
-        ZoneInfo(value)
+        return ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise typer.BadParameter(
-            f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin)"
+            f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin, or auto)",
+            param_hint="--tz",
         ) from exc
-    return value
 
 
-def when(value: str | None) -> dt.datetime | None:
+@dataclass(frozen=True)
+class ZoneChoice:
+    """What --tz said: a zone, auto, or nothing (then UTC is assumed and reported)."""
+
+    tz: ZoneInfo | None = None
+    auto: bool = False
+
+
+def zone_choice(value: str | None) -> ZoneChoice:
+    if value is None:
+        return ZoneChoice()
+    if value.strip().lower() == AUTO_ZONE:
+        return ZoneChoice(auto=True)
+    return ZoneChoice(tz=zone(value.strip()))
+
+
+def when(value: str | None, option: str = "--snapshot-time") -> dt.datetime | None:
+    """An ISO date or date-time as UTC (a value without an offset is UTC)."""
     if value is None:
         return None
     try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise typer.BadParameter(
-            f"not an ISO date/time: {value!r} (e.g. 2025-11-03T14:00Z)"
-        ) from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+        parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        usage(f"not an ISO date or time: {value!r} (e.g. 2025-11-03 or 2025-11-03T14:00Z)", option)
+    return parsed.astimezone(dt.UTC) if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
-def run_ingest(paths: list[Path], options: IngestOptions, as_json: bool) -> IngestSummary:
-    from caltrail.pipeline.progress import ingest_progress, print_summary
+def window(start: str | None, end: str | None) -> Window:
+    """--from/--to as a window (start included, end excluded: a date alone as --to ends
+    after that day, a time is included)."""
+    lower = when(start, "--from")
+    upper = when(end, "--to")
+    if upper is not None and end is not None:
+        date_only = re.fullmatch(r"\s*\d{4}-\d{2}-\d{2}\s*", end) is not None
+        upper += dt.timedelta(days=1) if date_only else dt.timedelta(microseconds=1)
+    if lower is not None and upper is not None and upper <= lower:
+        usage(f"the window ends before it starts ({start} to {end})", "--from/--to")
+    return Window(lower, upper)
 
-    def failed(kind: str, message: str) -> Any:
-        if as_json:  # a scheduler reads stdout: the failure as JSON there too
-            typer.echo(error_json(kind, message, EXIT_LAKE, options.lake))
-        return fail(message, EXIT_LAKE)
+
+# ---------------------------------------------------------------------------
+# Paths
+# ---------------------------------------------------------------------------
+
+
+def prepare_output(path: Path | None, option: str) -> Path | None:
+    """Make sure a file can be written at `path` before any work starts: its folder is
+    created when missing; a folder at `path`, or a folder that cannot be made, is a usage
+    error."""
+    if path is None:
+        return None
+    if path.is_dir():
+        usage(f"{path} is a folder; give a file name", option)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        usage(f"cannot create the folder {path.parent}: {exc.strerror or exc}", option)
+    if not os.access(path.parent, os.W_OK):
+        usage(f"cannot write into {path.parent} (permission denied)", option)
+    return path
+
+
+def check_inputs(paths: list[Path]) -> None:
+    """Every input path exists; else a usage error before anything is created."""
+    for path in paths:
+        if not path.exists():
+            usage(f"no such file or folder: {path}", "PATHS")
+
+
+def check_lake(lake: Path) -> None:
+    """A command that reads a lake: it must be one (exit 1, with what to do)."""
+    if not (lake / "ingest_files").is_dir():
+        fail(
+            f"{lake} is not a caltrail lake (no ingest_files/ in it); create one with "
+            f"`caltrail ingest PATH --lake {lake}`",
+            EXIT_LAKE,
+        )
+
+
+# ---------------------------------------------------------------------------
+# Sessions and results
+# ---------------------------------------------------------------------------
+
+
+def open_session(lake: Path, case: bool = False) -> duckdb.DuckDBPyConnection:
+    """A session over `lake` (`case`: the diagnosis layers computed too), with a notice on a
+    terminal while kept views are built; exit 1 with one line when it cannot be opened."""
+    import duckdb
+
+    from caltrail.pipeline.diagnose import open_case
+    from caltrail.pipeline.progress import derived_notice
+    from caltrail.pipeline.session import SessionError, connect
+
+    check_lake(lake)
+    try:
+        with derived_notice(lake) as on_build:
+            if case:
+                return open_case(lake, on_build=on_build)
+            return connect(lake, on_build=on_build)
+    except (SessionError, duckdb.Error, OSError) as exc:
+        fail(f"cannot open the lake {lake}: {exc}", EXIT_LAKE)
+
+
+def write_relation(
+    relation: duckdb.DuckDBPyRelation,
+    fmt: str,
+    out: TextIO,
+    max_rows: int = output.DEFAULT_MAX_ROWS,
+    max_cell: int | None = output.MAX_CELL,
+) -> int:
+    """Stream a relation's rows to `out` in `fmt` (table cells cut at `max_cell`
+    characters, None: whole); exit 1 with one line when the query fails. Returns the number
+    of rows."""
+    import duckdb
+    import pyarrow as pa
 
     try:
-        with ingest_progress(enabled=not as_json and sys.stderr.isatty()) as progress:
-            summary = ingest(paths, options, progress)
-    except L.LakeBusyError as exc:
-        failed("lake_busy", str(exc))
-    except ChildStartError as exc:  # no file can be parsed: the installation, not the input
-        failed(getattr(exc, "kind", "parser_unavailable"), str(exc))
-    except (L.LakeError, OSError) as exc:
-        failed(
-            "lake_unwritable",
-            f"cannot write the lake {options.lake}: {exc}. Files committed before the failure "
-            "are complete and visible, nothing partial is visible; fix the cause and re-run "
-            "the same command to finish (files already in the lake are skipped)",
-        )
-    if as_json:
-        typer.echo(summary.to_json())
-    else:
-        print_summary(summary)
-    return summary
+        reader = relation.to_arrow_reader(output.BATCH_ROWS)
+        return output.write(fmt, reader.schema, reader, out, max_rows=max_rows, max_cell=max_cell)
+    except (duckdb.Error, pa.ArrowException) as exc:
+        fail(f"query failed: {exc}", EXIT_LAKE)
+    except BrokenPipeError:
+        raise  # `| head` has what it wanted: the app's group ends quietly
+    except OSError as exc:
+        if exc.errno is None:  # the error of a query, raised through its Arrow stream
+            fail(f"query failed: {exc}", EXIT_LAKE)
+        fail(f"cannot write the result: {exc.strerror or exc}", EXIT_LAKE)
 
 
-def error_json(kind: str, message: str, code: int, lake: Path) -> str:
-    """The --json answer of a run that could not be done: one object, the summary's schema
-    version, an `error` object (kind, message) and the exit status the command returns."""
-    from caltrail.pipeline.ingest import SUMMARY_SCHEMA_VERSION
+def query_rows(
+    con: duckdb.DuckDBPyConnection,
+    query: str,
+    params: dict[str, Any],
+    fmt: str,
+    out: TextIO,
+    max_rows: int = output.DEFAULT_MAX_ROWS,
+    max_cell: int | None = output.MAX_CELL,
+) -> int:
+    """One of caltrail's own queries (values bound), streamed to `out`."""
+    import duckdb
 
-    return json.dumps(
-        {
-            "schema_version": SUMMARY_SCHEMA_VERSION,
-            "lake": str(lake.absolute()),
-            "error": {"kind": kind, "message": message},
-            "exit_status": code,
-        }
-    )
-
-
-def fail(message: str, code: int) -> Any:
-    typer.echo(f"caltrail: error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def cell(value: Any) -> Any:
-    if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): cell(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [cell(v) for v in value]
-    return value
-
-
-def safe_csv_cell(value: Any) -> Any:
-    """Neutralise spreadsheet formulas: a text cell starting with = + - @ gets a leading '."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
-def render(columns: list[str], rows: list[tuple[Any, ...]], fmt: str) -> str:
-    """Render query results as a text table, CSV (formula-safe) or JSON lines."""
-    if fmt == "json":
-        return "".join(
-            json.dumps(dict(zip(columns, map(cell, row), strict=True)), default=str) + "\n"
-            for row in rows
-        )
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow(
-                [
-                    safe_csv_cell(cell(v))
-                    if not isinstance(v, dict | list)
-                    else json.dumps(cell(v), default=str)
-                    for v in row
-                ]
-            )
-        return out.getvalue()
-    from caltrail.pipeline.progress import table_text
-
-    return table_text(columns, rows)
+    try:
+        relation = con.sql(query, params=params) if params else con.sql(query)
+    except duckdb.Error as exc:
+        fail(f"query failed: {exc}", EXIT_LAKE)
+    return write_relation(relation, fmt, out, max_rows, max_cell)
 
 
 __all__ = [
+    "AUTO_ZONE",
     "DEFAULT_LAKE",
     "EXIT_LAKE",
+    "EXIT_NO_DATA",
     "EXIT_OK",
     "EXIT_QUARANTINED",
     "EXIT_UNREADABLE",
     "EXIT_USAGE",
+    "CaltrailCommand",
+    "CaltrailGroup",
+    "FormatOpt",
+    "FromOpt",
     "LakeOpt",
-    "cell",
-    "error_json",
+    "MaxRowsOpt",
+    "OutputOpt",
+    "ReadLakeOpt",
+    "ToOpt",
+    "TzOpt",
+    "ZoneChoice",
+    "check_format",
+    "check_inputs",
+    "check_lake",
     "fail",
-    "render",
-    "run_ingest",
-    "safe_csv_cell",
+    "one_line",
+    "open_session",
+    "plural",
+    "prepare_output",
+    "query_rows",
+    "say",
+    "show_version",
+    "usage",
     "when",
+    "window",
+    "write_relation",
     "zone",
+    "zone_choice",
 ]

@@ -9,7 +9,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from caltrail.pipeline.cli_common import DEFAULT_LAKE, EXIT_LAKE, LakeOpt, fail, when
+from caltrail.pipeline.cli_common import (
+    DEFAULT_LAKE,
+    EXIT_LAKE,
+    FromOpt,
+    ReadLakeOpt,
+    ToOpt,
+    check_lake,
+    fail,
+    prepare_output,
+    usage,
+    window,
+)
 
 if TYPE_CHECKING:
     import duckdb
@@ -19,24 +30,28 @@ def export_cmd(
     fmt: Annotated[
         str,
         typer.Option(
-            "--format", "-f", help="ecs (Elastic Common Schema NDJSON), timesketch (JSONL) or csv."
+            "--format",
+            "-f",
+            metavar="FORMAT",
+            help="ecs (Elastic Common Schema NDJSON), timesketch (JSONL) or csv.",
         ),
     ],
-    what: Annotated[str, typer.Option("--what", help="events, cal-facts or findings.")],
+    what: Annotated[
+        str, typer.Option("--what", metavar="WHAT", help="events, cal-facts or findings.")
+    ],
     out: Annotated[
         str,
         typer.Option(
-            "--out", "-o", help="File to write (replaced when complete), or - for stdout."
+            "--out",
+            "-o",
+            metavar="FILE",
+            help="File to write (replaced when complete; its folder is created), or - for "
+            "stdout.",
         ),
     ],
-    lake: LakeOpt = DEFAULT_LAKE,
-    start: Annotated[
-        str | None,
-        typer.Option("--from", help="Only rows at or after this time (ISO 8601, UTC if no zone)."),
-    ] = None,
-    end: Annotated[
-        str | None, typer.Option("--to", help="Only rows before this time (ISO 8601).")
-    ] = None,
+    lake: ReadLakeOpt = DEFAULT_LAKE,
+    start: FromOpt = None,
+    end: ToOpt = None,
 ) -> None:
     """Stream the lake's events, CAL facts or findings as NDJSON or CSV for a SIEM.
 
@@ -51,17 +66,16 @@ def export_cmd(
     from caltrail.pipeline.session import SessionError
 
     if fmt not in export.FORMATS:
-        raise typer.BadParameter("choose ecs, timesketch or csv", param_hint="--format")
+        usage(f"{fmt!r}: choose ecs, timesketch or csv", "--format")
     if what not in export.WHATS:
-        raise typer.BadParameter("choose events, cal-facts or findings", param_hint="--what")
-    window = when(start), when(end)
-    target = None if out == "-" else Path(out)
-    if target is not None and not target.parent.is_dir():
-        raise typer.BadParameter(f"no folder {target.parent} to write into", param_hint="--out")
+        usage(f"{what!r}: choose events, cal-facts or findings", "--what")
+    bounds = window(start, end)
+    target = None if out == "-" else prepare_output(Path(out), "--out")
+    check_lake(lake)
     try:
         con = _session(lake, what)
         with con:
-            count = export.export_to(con, what, fmt, target, *window, stdout=sys.stdout)
+            count = export.export_to(con, what, fmt, target, bounds.start, bounds.end, stdout=sys.stdout)
     except (SessionError, duckdb.Error) as exc:
         fail(str(exc), EXIT_LAKE)
     except BrokenPipeError:  # `caltrail export ... | head`: the reader has what it wanted

@@ -3,11 +3,12 @@ the app by caltrail/pipeline/cli.py)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -16,46 +17,60 @@ from caltrail.pipeline.cli_common import (
     DEFAULT_LAKE,
     EXIT_LAKE,
     LakeOpt,
+    ReadLakeOpt,
+    TzOpt,
+    check_inputs,
+    check_lake,
     fail,
-    render,
-    run_ingest,
+    plural,
+    usage,
     when,
-    zone,
+    zone_choice,
 )
+from caltrail.pipeline.cli_ingest import ingest_in_zone
 from caltrail.pipeline.ingest import IngestOptions, exit_code
 
 
 def ingest_cmd(
-    paths: Annotated[list[Path], typer.Argument(help="Files, folders (recursive) or zip bundles.")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(metavar="PATHS...", help="Files, folders (recursive) or zip bundles."),
+    ],
     lake: LakeOpt = DEFAULT_LAKE,
-    tz: Annotated[
-        str | None,
-        typer.Option(
-            help="Zone of timestamps that carry none (trace text, culture dates). Default UTC."
-        ),
-    ] = None,
+    tz: TzOpt = None,
     force: Annotated[
         bool, typer.Option("--force", help="Re-read files already in the lake.")
     ] = False,
     backend: Annotated[
-        str, typer.Option(help="EVTX backend: rust (fast, default) or python (pure Python).")
+        str,
+        typer.Option(
+            metavar="NAME", help="EVTX backend: rust (fast, default) or python (pure Python)."
+        ),
     ] = "rust",
-    workers: Annotated[int, typer.Option(min=1, max=64, help="Parallel worker processes.")] = 1,
+    workers: Annotated[
+        int, typer.Option(metavar="N", min=1, max=64, help="Parallel worker processes (1-64).")
+    ] = 1,
     date_order: Annotated[
         str | None,
         typer.Option(
-            help="Day/month order of culture dates when the data cannot tell: dmy, mdy or ymd."
+            metavar="ORDER",
+            help="Day/month order of culture dates when the data cannot tell: dmy, mdy or ymd.",
         ),
     ] = None,
     culture: Annotated[
-        str | None, typer.Option(help="Culture of the exporting machine, e.g. de-DE.")
+        str | None,
+        typer.Option(metavar="CULTURE", help="Culture of the exporting machine, e.g. de-DE."),
     ] = None,
     snapshot_time: Annotated[
         str | None,
-        typer.Option(help="When the WMI snapshots were taken (ISO), if their names do not say."),
+        typer.Option(
+            metavar="WHEN",
+            help="When the WMI snapshots were taken (ISO), if their names do not say.",
+        ),
     ] = None,
     client_name: Annotated[
-        str | None, typer.Option(help="Client computer name for registry/TSCTST exports.")
+        str | None,
+        typer.Option(metavar="NAME", help="Client computer name for registry/TSCTST exports."),
     ] = None,
     strict: Annotated[
         bool, typer.Option("--strict", help="Exit 4 when any record is quarantined.")
@@ -70,10 +85,12 @@ def ingest_cmd(
     patterns: Annotated[
         Path | None,
         typer.Option(
+            metavar="FILE",
             exists=True,
             dir_okay=False,
             readable=True,
-            help="Extra trace patterns (CSV, columns as queries/trace_patterns.csv); kept in the lake.",
+            help="Extra trace patterns (CSV with the columns of caltrail/queries/"
+            "trace_patterns.csv); kept in the lake.",
         ),
     ] = None,
     compact: Annotated[
@@ -87,6 +104,7 @@ def ingest_cmd(
     max_seconds_per_file: Annotated[
         float,
         typer.Option(
+            metavar="SECONDS",
             min=1,
             help="Work bound per file: a file still being read after this many seconds is "
             "stopped, its rows so far kept, and the stop quarantined as 'budget_exceeded' "
@@ -97,6 +115,7 @@ def ingest_cmd(
         list[Path] | None,
         typer.Option(
             "--etw-manifest",
+            metavar="FILE",
             exists=True,
             dir_okay=False,
             readable=True,
@@ -108,6 +127,7 @@ def ingest_cmd(
         list[Path] | None,
         typer.Option(
             "--tmf",
+            metavar="PATH",
             exists=True,
             readable=True,
             help="Folder of WPP .tmf files (or one file) to format the WPP messages of raw "
@@ -144,26 +164,32 @@ def ingest_cmd(
 ) -> None:
     """Read logs into the lake: EVTX (any channel), WMI exports, registry, TSCTST, traces.
 
-    Files already in the lake (same sha256) are skipped, so re-running is safe.
+    Files already in the lake (same sha256) are skipped, so re-running is safe (--force
+    reads them again, e.g. in another --tz).
 
+    \b
     Example:  caltrail ingest ./case-1234.zip ./more-logs --lake ./lake --tz Europe/Berlin
+    Example:  caltrail ingest ./siem-batch --lake ./lake --json --wait
     """
     if backend not in ("rust", "python"):
-        raise typer.BadParameter("choose rust or python", param_hint="--backend")
+        usage(f"{backend!r}: choose rust or python", "--backend")
     if date_order is not None and date_order not in ("dmy", "mdy", "ymd"):
-        raise typer.BadParameter("choose dmy, mdy or ymd", param_hint="--date-order")
+        usage(f"{date_order!r}: choose dmy, mdy or ymd", "--date-order")
     if dask is not None:
+        # Dask loads only for a run that uses it
         from caltrail.pipeline.runner_dask import parse_address
 
         try:
             parse_address(dask)
         except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--dask") from exc
+            usage(str(exc), "--dask")
+    check_inputs(paths)
+    choice = zone_choice(tz)
+    if patterns is not None:
+        check_patterns(patterns)
     decoding = _decoding_files(etw_manifest, tmf)
     options = IngestOptions(
         lake=lake,
-        tz=zone(tz) if tz else "UTC",
-        tz_given=tz is not None,
         force=force,
         backend=backend,
         workers=workers,
@@ -181,7 +207,7 @@ def ingest_cmd(
         recover=recover,
         dask=dask,
     )
-    summary = run_ingest(paths, options, as_json)
+    summary = ingest_in_zone(paths, options, choice, as_json)
     if derive and not summary.interrupted:
         from caltrail.pipeline.progress import derived_notice
         from caltrail.pipeline.session import refresh
@@ -189,6 +215,44 @@ def ingest_cmd(
         with derived_notice(lake) as on_build:
             refresh(lake, on_build)
     raise typer.Exit(exit_code(summary, strict))
+
+
+# The columns a pattern cannot do without; the default table's others (operation, priority,
+# example, note) may be left out (caltrail/queries/35_trace_licensing.sql).
+PATTERN_COLUMNS_REQUIRED = ("name", "module_regex", "regex", "captures")
+
+
+def check_patterns(path: Path) -> None:
+    """A --patterns file has the columns a pattern needs and none the default pattern table
+    lacks (a usage error otherwise, before the run: a file with other columns would be read
+    as no pattern)."""
+    from caltrail import queries
+
+    default = next(p for p in queries.data_files() if p.name == "trace_patterns.csv")
+    with open(default, encoding="utf-8", newline="") as handle:
+        expected = next(csv.reader(handle))
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            found = next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        usage(f"cannot read {path}: {exc}", "--patterns")
+    found = [c.strip() for c in found]
+    missing = [c for c in PATTERN_COLUMNS_REQUIRED if c not in found]
+    unknown = [c for c in found if c not in expected]
+    if missing or unknown:
+        what = "; ".join(
+            part
+            for part in (
+                f"missing {', '.join(missing)}" if missing else "",
+                f"unknown {', '.join(unknown)}" if unknown else "",
+            )
+            if part
+        )
+        usage(
+            f"{path}: columns do not match ({what}); expected {', '.join(expected)} (the "
+            f"last {len(expected) - len(PATTERN_COLUMNS_REQUIRED)} may be left out)",
+            "--patterns",
+        )
 
 
 def _decoding_files(
@@ -201,67 +265,17 @@ def _decoding_files(
     try:
         etw_files.load(*paths)
     except etw_files.DecodingFilesError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--etw-manifest / --tmf") from exc
+        usage(str(exc), "--etw-manifest / --tmf")
     return paths
 
 
-def sql_cmd(
-    query: Annotated[str, typer.Argument(help="A DuckDB query over the lake's views.")],
-    lake: LakeOpt = DEFAULT_LAKE,
-    fmt: Annotated[
-        str, typer.Option("--format", "-f", help="table, csv or json (one object per row).")
-    ] = "table",
-    param: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--param", "-p", help="Bound parameter NAME=VALUE, used as $NAME in the query."
-        ),
-    ] = None,
-) -> None:
-    """Run a SQL query over the lake, with every view and macro defined.
-
-    Values go in as bound parameters, never into the SQL text.
-
-    Example:  caltrail sql "select action, count(*) from licensing_events group by all" --lake ./lake
-    Example:  caltrail sql "select * from events where computer = $pc" -p pc=LS01 -f csv
-    """
-    if fmt not in ("table", "csv", "json"):
-        raise typer.BadParameter("choose table, csv or json", param_hint="--format")
-    params: dict[str, str] = {}
-    for item in param or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise typer.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--param")
-        params[name] = value
-    columns, rows = _query(lake, query, params)
-    typer.echo(render(columns, rows, fmt), nl=False)
-
-
-def _query(
-    lake: Path, query: str, params: dict[str, Any]
-) -> tuple[list[str], list[tuple[Any, ...]]]:
-    import duckdb
-
-    from caltrail.pipeline.progress import derived_notice
-    from caltrail.pipeline.session import SessionError, connect
-
-    try:
-        with derived_notice(lake) as on_build:
-            con = connect(lake, on_build=on_build)
-    except SessionError as exc:
-        return fail(str(exc), EXIT_LAKE)  # type: ignore[no-any-return]
-    try:
-        cursor = con.execute(query, params) if params else con.execute(query)
-        columns = [d[0] for d in cursor.description or []]
-        return columns, cursor.fetchall()
-    except duckdb.Error as exc:
-        return fail(f"query failed: {exc}", EXIT_LAKE)  # type: ignore[no-any-return]
-
-
 def shell_cmd(
-    lake: LakeOpt = DEFAULT_LAKE,
+    lake: ReadLakeOpt = DEFAULT_LAKE,
     command: Annotated[
-        str | None, typer.Option("--command", "-c", help="Run one statement in the shell and exit.")
+        str | None,
+        typer.Option(
+            "--command", "-c", metavar="SQL", help="Run one statement in the shell and exit."
+        ),
     ] = None,
 ) -> None:
     """Open the lake in the DuckDB shell with every view and macro defined.
@@ -277,11 +291,7 @@ def shell_cmd(
     from caltrail.pipeline.progress import derived_notice
     from caltrail.pipeline.session import SHELL_LAKE_ENV, duckdb_cli, refresh, shell_script
 
-    if not (lake / "ingest_files").is_dir():
-        fail(
-            f"{lake} is not a caltrail lake; create one with `caltrail ingest PATH --lake {lake}`",
-            EXIT_LAKE,
-        )
+    check_lake(lake)
     binary = duckdb_cli()
     if binary is None:
         fail("the DuckDB shell is not installed (pip install duckdb-cli)", EXIT_LAKE)
@@ -301,7 +311,7 @@ def shell_cmd(
 
 
 def verify_cmd(
-    lake: LakeOpt = DEFAULT_LAKE,
+    lake: ReadLakeOpt = DEFAULT_LAKE,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Check the lake's accounting: for every file, records seen = rows written + quarantined.
@@ -312,14 +322,16 @@ def verify_cmd(
     """
     from caltrail.pipeline.verify import verify
 
+    check_lake(lake)
     result = verify(lake)
     if as_json:
         typer.echo(json.dumps(result, default=str))
     else:
         typer.echo(
-            f"{result['files']} files, {result['records_seen']} records seen = "
-            f"{result['rows_written']} written + {result['quarantined']} quarantined; "
-            f"{len(result['mismatches'])} files do not balance"
+            f"{plural(result['files'], 'file')}, {plural(result['records_seen'], 'record')} "
+            f"seen = {result['rows_written']:,} written + {result['quarantined']:,} "
+            f"quarantined; {plural(len(result['mismatches']), 'file does', 'files do')} not "
+            "balance"
         )
         for row in result["mismatches"]:
             typer.echo(
@@ -329,10 +341,14 @@ def verify_cmd(
 
 
 def compact_cmd(
-    lake: LakeOpt = DEFAULT_LAKE,
+    lake: ReadLakeOpt = DEFAULT_LAKE,
     min_files: Annotated[
         int,
-        typer.Option(min=2, help="Merge a table's small files once it has at least this many."),
+        typer.Option(
+            metavar="N",
+            min=2,
+            help="Merge a table's small files once it has at least this many.",
+        ),
     ] = 32,
     wait: Annotated[
         bool, typer.Option("--wait", help="Wait for an ingest on this lake instead of failing.")
@@ -350,17 +366,14 @@ def compact_cmd(
     """
     from caltrail.pipeline.compact import compact
 
-    if not (lake / "ingest_files").is_dir():
-        fail(f"{lake} is not a caltrail lake (no ingest_files/ in it)", EXIT_LAKE)
+    check_lake(lake)
     try:
         with L.writer_lock(lake, wait=wait):
             results = compact(lake, min_files=min_files)
     except L.LakeBusyError as exc:
         fail(str(exc), EXIT_LAKE)
     except (L.LakeError, OSError) as exc:
-        fail(
-            f"cannot compact the lake {lake}: {exc}; the lake is unchanged or complete", EXIT_LAKE
-        )
+        fail(f"cannot compact the lake {lake}: {exc}; the lake is unchanged or complete", EXIT_LAKE)
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in results]))
         return
@@ -375,6 +388,4 @@ def compact_cmd(
     write_init_script(lake)
 
 
-
-
-__all__ = ["compact_cmd", "ingest_cmd", "shell_cmd", "sql_cmd", "verify_cmd"]
+__all__ = ["check_patterns", "compact_cmd", "ingest_cmd", "shell_cmd", "verify_cmd"]

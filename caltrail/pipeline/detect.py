@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,20 @@ def detect(path: Path, display: str) -> Detection:
     if display.lower().endswith(".evtx"):
         # Named .evtx but not EVTX inside: let the EVTX parser say exactly what is wrong.
         return Detection(_module("caltrail.parsers.evtx"), "named .evtx; content does not match")
-    return Detection(None, f"not a format caltrail reads (starts with {head[:16]!r})")
+    return Detection(None, f"not a format caltrail reads (starts with {describe_start(head)})")
+
+
+def describe_start(head: bytes, size: int = 16) -> str:
+    """The first bytes of a file as a person reads them: its text, or its bytes in hex."""
+    sample = head[:size]
+    try:  # (a character cut at the end of the sample is left out, not an error)
+        text = codecs.getincrementaldecoder("utf-8-sig")().decode(sample, final=False)
+    except UnicodeDecodeError:
+        text = ""
+    shown = " ".join(text.split())
+    if shown and shown.isprintable():
+        return f'the text "{shown}"'
+    return f"the bytes {sample.hex(' ')}"
 
 
 def _module(name: str) -> ParserModule:

@@ -31,7 +31,7 @@ from typing import IO, Any
 
 import duckdb
 
-from caltrail.pipeline.cli_common import safe_csv_cell
+from caltrail.pipeline.output import safe_csv_cell
 
 FORMATS = ("ecs", "timesketch", "csv")
 WHATS = ("events", "cal-facts", "findings")

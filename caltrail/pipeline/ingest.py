@@ -35,6 +35,7 @@ from caltrail.parsers import READERS, range_readers
 from caltrail.parsers.base import (
     BUDGET_EXCEEDED,
     RECORD_TYPES,
+    ZONE_ASSUMED,
     FileNote,
     ParseIssue,
     ParseOptions,
@@ -74,8 +75,10 @@ class IngestOptions:
     """Everything a run needs to know; defaults are what `caltrail ingest` uses."""
 
     lake: Path = Path("caltrail-lake")
-    tz: str = "UTC"
-    tz_given: bool = False
+    # the zone of times written without one (settled by the CLI, caltrail/pipeline/
+    # cli_common.py); None: not given, read as UTC and reported as an assumption
+    tz: dt.tzinfo | None = None
+    tz_source: str = "--tz"  # where `tz` came from, as the manifest names it
     force: bool = False
     backend: str = "rust"
     workers: int = 1
@@ -91,7 +94,28 @@ class IngestOptions:
     etw_manifests: tuple[Path, ...] = ()  # manifests for raw .etl events (--etw-manifest)
     tmf_dirs: tuple[Path, ...] = ()  # WPP TMF files for raw .etl messages (--tmf)
     recover: bool = True  # EVTX: also read the records left in chunk slack (--no-recover)
+    # files to read again although the lake holds them (sha256), e.g. in the zone that
+    # `--tz auto` found; `force` reads every file again
+    reread: frozenset[str] = frozenset()
     dask: str | None = None  # parse on a Dask cluster: its scheduler address, or local:N
+
+    @property
+    def zone(self) -> dt.tzinfo:
+        """The zone the parsers read zone-less times in."""
+        return self.tz if self.tz is not None else dt.UTC
+
+    @property
+    def zone_label(self) -> str:
+        """The zone as the manifest and the summary name it, with where it came from."""
+        if self.tz is None:
+            given = "--tz not given" if self.tz_source == "--tz" else self.tz_source
+            return f"UTC (assumed: {given})"
+        return f"{zone_name(self.tz)} (from {self.tz_source})"
+
+
+def zone_name(tz: dt.tzinfo) -> str:
+    """An IANA name (`Europe/Berlin`), or the zone's own name (`UTC`)."""
+    return str(getattr(tz, "key", None) or tz.tzname(None) or tz)
 
 
 @dataclass
@@ -169,6 +193,8 @@ class IngestSummary:
     interrupted: bool = False
     compacted: list[dict[str, Any]] = field(default_factory=list)
     compact_error: str | None = None
+    zone: str = ""  # the zone zone-less times were read in, and where it came from
+    zone_assumed: list[dict[str, str]] = field(default_factory=list)  # files that did
 
     def add(self, result: FileResult) -> None:
         self.files[result.status] += 1
@@ -177,6 +203,10 @@ class IngestSummary:
         self.records_quarantined += result.records_bad
         self.warnings += result.warnings
         self.rows.update(result.rows)
+        if ZONE_ASSUMED in result.notes and len(self.zone_assumed) < 1000:
+            self.zone_assumed.append(
+                {"path": result.display, "what": result.notes[ZONE_ASSUMED]}
+            )
         self.results.append(file_entry(result))
         if result.status in ("error", "quarantined") and len(self.problems) < 1000:
             self.problems.append(
@@ -206,6 +236,8 @@ class IngestSummary:
             "problems": self.problems,
             "compacted": self.compacted,
             "compact_error": self.compact_error,
+            "zone": self.zone,
+            "zone_assumed": self.zone_assumed,
         }
         if with_results:
             data["results"] = self.results
@@ -264,6 +296,7 @@ class FileTask:
     base_notes: tuple[tuple[str, str], ...]
     # A byte range of a file whose reader reads ranges: (part number, start, stop or None).
     part: tuple[int, int, int | None] | None = None
+    zone_label: str = ""  # the file's `tz` note, when it reads a time in the assumed zone
 
     @property
     def prefix(self) -> str:
@@ -384,6 +417,8 @@ def _parse_file(task: FileTask) -> FileResult:
                             item = known.plus(item) if known else item
                             result.counted[item.key] = item
                         result.notes[item.key] = item.value
+                        if item.key == ZONE_ASSUMED:  # the zone is named once, here
+                            result.notes["tz"] = task.zone_label
             except WorkBoundReached as exc:  # the rows read before it are kept
                 stop = ParseIssue(BUDGET_EXCEEDED, str(exc), offset=exc.offset)
                 rows.buffers["parse_errors"].add(L.IssueAdapter(stop))
@@ -453,7 +488,7 @@ def ingest(
     # machine) reach the staging area and the inputs by the same paths
     lake = options.lake = options.lake.absolute()
     run_id = L.new_run_id()
-    summary = IngestSummary(run_id=run_id, lake=str(lake))
+    summary = IngestSummary(run_id=run_id, lake=str(lake), zone=options.zone_label)
     with L.writer_lock(lake, wait=options.wait_for_lock):
         L.sweep_orphans(lake)
         if options.patterns is not None:
@@ -486,7 +521,7 @@ def ingest(
                 "command": options.command,
                 "caltrail_version": VERSION,
                 "options": {
-                    "tz": options.tz,
+                    "tz": options.zone_label,
                     "backend": options.backend,
                     "recover": str(options.recover),
                     "workers": str(options.workers),
@@ -561,11 +596,11 @@ def _read_all(
     executor: runner.Executor[FileTask, FileResult],
     workers: int,
 ) -> None:
-    known = set() if options.force else L.known_hashes(options.lake)
+    known = set() if options.force else L.known_hashes(options.lake) - options.reread
     seen_this_run: set[str] = set()
     tasks: list[FileTask] = []
     committer = _Committer(options.lake, run_id)
-    base_notes = (("tz", f"{options.tz} ({'from --tz' if options.tz_given else 'default'})"),)
+    base_notes: tuple[tuple[str, str], ...] = ()
     for found in discover(paths, workdir):
         if isinstance(found, InputProblem):
             result = FileResult(found.display, "", 0, None, "error", error=found.message)
@@ -649,7 +684,7 @@ def _prepare(
     parse_options = ParseOptions(
         file_name=found.display,
         file_mtime=mtime,
-        tz=options.tz,
+        tz=options.zone,
         date_order=options.date_order,
         culture=options.culture,
         snapshot_time=options.snapshot_time,
@@ -671,6 +706,7 @@ def _prepare(
         stage,
         parse_options,
         base_notes,
+        zone_label=options.zone_label,
     )
 
 

@@ -115,6 +115,23 @@ def writer_lock(lake: Path, wait: bool = False) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def lock_holder(lake: Path) -> str | None:
+    """Who holds the lake's writer lock now ("pid N"), or None when nobody does (a look
+    only: the lock is released at once; for a message, not for deciding)."""
+    path = lake / ".lock"
+    try:
+        with open(path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                return handle.read().strip() or "another process"
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    except OSError:
+        return None
+    return None
+
+
 def pending_compactions(lake: Path) -> list[Path]:
     """Journals of compactions a crash interrupted (pipeline/compact.py)."""
     directory = lake / COMPACT_DIR

@@ -1,21 +1,20 @@
-"""Terminal output: the ingest progress bar, the run summary, and plain text tables (rich)."""
+"""Terminal output: the ingest progress bar, the derived-tables notice and the run summary
+(rich); query results are written by caltrail/pipeline/output.py."""
 
 from __future__ import annotations
 
-import io
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
 
 from caltrail.pipeline import materialize
 from caltrail.pipeline.ingest import FileResult, IngestSummary, ProgressFn
+from caltrail.pipeline.output import plural
 
 if TYPE_CHECKING:
     from caltrail.pipeline.session import BuildProgress
@@ -40,12 +39,12 @@ def ingest_progress(enabled: bool) -> Iterator[ProgressFn | None]:
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[records]} records"),
+        TextColumn("{task.fields[records]}"),
         TimeElapsedColumn(),
         console=console,
         transient=True,
     ) as bar:
-        task = bar.add_task("ingesting", total=None, records=0)
+        task = bar.add_task("ingesting", total=None, records=plural(0, "record"))
         records = 0
 
         def update(event: str, result: FileResult | None, total: int) -> None:
@@ -56,7 +55,12 @@ def ingest_progress(enabled: bool) -> Iterator[ProgressFn | None]:
                 bar.update(task, description="merging small files")
             elif result is not None:
                 records += result.records_seen
-                bar.update(task, advance=1, records=records, description=_short(result.display))
+                bar.update(
+                    task,
+                    advance=1,
+                    records=plural(records, "record"),
+                    description=_short(result.display),
+                )
 
         yield update
 
@@ -99,14 +103,33 @@ def print_summary(summary: IngestSummary) -> None:
     files = ", ".join(f"{n} {STATUS_WORDS.get(s, s)}" for s, n in data["files"].items()) or "none"
     console.print(f"Lake: {data['lake']}  (run {data['run_id']})")
     console.print(
-        f"Files: {data['files_total']} new ({files}); {data['already_ingested']} already in the lake"
+        f"Files: {data['files_total']:,} new ({files}); {data['already_ingested']:,} already in "
+        "the lake"
     )
     console.print(
-        f"Records: {data['records_seen']} seen = {data['records_ok']} written + "
-        f"{data['records_quarantined']} quarantined; {data['warnings']} warnings"
+        f"Records: {plural(data['records_seen'], 'record')} seen = {data['records_ok']:,} "
+        f"written + {data['records_quarantined']:,} quarantined; "
+        f"{plural(data['warnings'], 'record warning')}"
+        # an assumed zone is a warning about whole files: counted here too, so that
+        # "0 warnings" never reads as all clear above the list of them
+        + (
+            f"; {plural(len(data['zone_assumed']), 'file')} read in an assumed zone (below)"
+            if data["zone_assumed"]
+            else ""
+        )
     )
     if data["rows"]:
         console.print("Rows: " + ", ".join(f"{t} {n}" for t, n in data["rows"].items()))
+    if data["zone_assumed"]:
+        console.print(
+            f"  ! {plural(len(data['zone_assumed']), 'file')} read times written without a "
+            f"zone in {data['zone']}:",
+            markup=False,
+        )
+        for item in data["zone_assumed"][:20]:
+            console.print(f"      {item['path']} ({item['what']})", markup=False)
+        if len(data["zone_assumed"]) > 20:
+            console.print(f"      ... and {len(data['zone_assumed']) - 20} more (ingest_files.notes)")
     for problem in data["problems"][:20]:
         console.print(f"  ! {problem['path']}: {problem['message']}", markup=False)
     if len(data["problems"]) > 20:
@@ -122,21 +145,3 @@ def print_summary(summary: IngestSummary) -> None:
     if data["compact_error"]:
         console.print(f"  ! {data['compact_error']}", markup=False)
     console.print(f"Elapsed: {data['elapsed_s']:.1f} s")
-
-
-def table_text(columns: list[str], rows: list[tuple[Any, ...]]) -> str:
-    """Render rows as a plain text table (no colour; safe to paste into a case note)."""
-    table = Table(show_lines=False, highlight=False)
-    for column in columns:
-        table.add_column(Text(column))
-    for row in rows:
-        # Text(): values from logs are never read as rich markup.
-        table.add_row(*(Text("" if v is None else str(v)) for v in row))
-    console = Console(
-        width=max(80, min(250, 20 * max(len(columns), 1))),
-        record=True,
-        file=io.StringIO(),
-        color_system=None,
-    )
-    console.print(table)
-    return console.export_text()

@@ -1,257 +1,139 @@
 """The case report: one self-contained HTML file (inline CSS and SVG, no external fetch).
 
-Order: summary and findings first, then per device a timeline chart of each CAL's life
-(issue to end of counting, renewals, revocation) with the names and HWIDs along it, the pool
-over time with the recovery forecast, the revoke plan, server problems, and the inputs read
-or skipped. Every value that comes from the logs goes through `esc` (names in logs are
-attacker-controlled).
+Order: a table of contents, the summary and the findings (each linked to its device's
+chart), then per device a timeline chart of each CAL's life (issue to end of counting,
+renewals, revocation; every CAL, caltrail/pipeline/report_charts.py) with the names and
+HWIDs along it, the pool over time with the recovery forecast, the revoke plan, server
+problems, and the inputs read or skipped. A banner says when there is no licensing data at
+all (no all-clear from an empty lake) and when times were read in a zone the EVTX logs do
+not agree with. The style (caltrail/pipeline/report.css) holds from 800 px to print. Every
+value that comes from the logs goes through `esc` (names in logs are attacker-controlled).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import html
+import os
+import re
+import uuid
 from collections import Counter
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from caltrail.pipeline import timezone_check
 from caltrail.pipeline.diagnose import Diagnosis, counted_per_day, diagnose, license_lives
+from caltrail.pipeline.output import plural
+from caltrail.pipeline.report_charts import day, device_chart, esc, pool_chart, ts
+from caltrail.pipeline.user_sql import Window
 
 MAX_DEVICE_CHARTS = 40
-MAX_BARS = 60
-CHART_W = 1100
-LABEL_W = 250
+HWID_RE = re.compile(r"[0-9a-f]{40}")
 
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d2430;
-max-width:1200px}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ccd}
-h3{font-size:15px;margin:18px 0 4px}
-table{border-collapse:collapse;width:100%;font-size:13px;margin:6px 0}
-th,td{border:1px solid #d6dae3;padding:4px 6px;text-align:left;vertical-align:top}
-th{background:#eef1f6}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.muted{color:#667}.cards{display:flex;gap:12px;flex-wrap:wrap}
-.card{border:1px solid #d6dae3;border-radius:6px;padding:8px 12px;min-width:150px}
-.card b{display:block;font-size:22px}
-.high{color:#0a6b2b}.medium{color:#8a5a00}.low{color:#a3262a}
-code{font-size:12px;word-break:break-all}svg{display:block;margin:4px 0}
-.legend span{display:inline-block;margin-right:14px;font-size:12px}
-.sw{display:inline-block;width:12px;height:10px;margin-right:4px;vertical-align:middle}
-"""
+NO_DATA_BANNER = (
+    "No licensing data: nothing read holds a CAL fact (license-server events, WMI license "
+    "exports, trace licensing messages, client HWIDs) or a license-server problem. The empty "
+    "findings below are not an all-clear: add the license server's logs and exports."
+)
 
 
-def esc(value: Any) -> str:
-    """HTML-escape any value (None -> empty); quotes too, so it is safe in attributes."""
-    if value is None:
-        return ""
-    if isinstance(value, dt.datetime):
-        return html.escape(value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"))
-    if isinstance(value, list | tuple):
-        return html.escape(", ".join(str(v) for v in value), quote=True)
-    return html.escape(str(value), quote=True)
+def css() -> str:
+    return resources.files("caltrail.pipeline").joinpath("report.css").read_text(encoding="utf-8")
 
 
-def _day(value: Any) -> str:
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).strftime("%Y-%m-%d")
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return esc(value)
+def has_licensing_data(diag: Diagnosis) -> bool:
+    """Whether anything the diagnosis reads was found: a CAL fact of any source, or a
+    license-server problem. Without it an empty findings list means no data, not health."""
+    return bool(diag.sources) or bool(diag.server_findings)
 
 
-def _table(headers: list[str], body: list[list[str]]) -> str:
+def licensing_span(con: duckdb.DuckDBPyConnection) -> tuple[Any, Any]:
+    """The first and last time of the lake's licensing facts (None, None: none)."""
+    rows = con.execute("select min(ts), max(ts) from cal_events").fetchall()
+    return (rows[0][0], rows[0][1]) if rows else (None, None)
+
+
+def window_misses_data(con: duckdb.DuckDBPyConnection, span: Window) -> str | None:
+    """When the window holds none of the lake's licensing facts, a sentence that says so and
+    where they are (an empty answer in such a window is no all-clear); else None."""
+    if not span:
+        return None
+    first, last = licensing_span(con)
+    if first is None or last is None:
+        return None
+    if (span.end is not None and span.end <= first) or (
+        span.start is not None and span.start > last
+    ):
+        return (
+            f"No licensing data in the window {span.describe()}: the lake's licensing facts "
+            f"run from {day(first)} to {day(last)}. No finding there is not an all-clear."
+        )
+    return None
+
+
+def subject_html(value: Any) -> str:
+    """A finding's subject whole: a HWID may wrap only between its five DWORDs, a name not
+    at all."""
+    text = "" if value is None else str(value)
+    if HWID_RE.fullmatch(text):
+        return (
+            '<code class="hwid">'
+            + "<wbr>".join(text[i : i + 8] for i in range(0, 40, 8))
+            + "</code>"
+        )
+    return f'<span class="name">{esc(text)}</span>'
+
+
+def _table(headers: list[str], body: list[str]) -> str:
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    rows = "".join("<tr>" + "".join(body_row) + "</tr>" for body_row in body)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    return (
+        f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
-def _td(value: Any, num: bool = False) -> str:
-    cls = ' class="num"' if num else ""
+def _td(value: Any, kind: str = "") -> str:
+    cls = f' class="{kind}"' if kind else ""
     return f"<td{cls}>{esc(value)}</td>"
 
 
-def _ts(value: Any) -> float:
-    if isinstance(value, dt.datetime):
-        return value.timestamp()
-    if isinstance(value, dt.date):
-        return dt.datetime.combine(value, dt.time(0), dt.UTC).timestamp()
-    return 0.0
+def _overlaps(finding: dict[str, Any], span: Window) -> bool:
+    first, last = finding.get("first_seen"), finding.get("last_seen")
+    if span.start is not None and last is not None and last < span.start:
+        return False
+    return not (span.end is not None and first is not None and first >= span.end)
 
 
-def _axis(t0: float, t1: float, x0: float, width: float, y: float, height: float) -> str:
-    """Month ticks with labels along the bottom of a chart."""
-    out = []
-    start = dt.datetime.fromtimestamp(t0, dt.UTC).replace(day=1, hour=0, minute=0, second=0)
-    cur = start
-    while cur.timestamp() <= t1:
-        x = x0 + (cur.timestamp() - t0) / (t1 - t0) * width
-        if x >= x0:
-            out.append(
-                f'<line x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{y:.1f}" stroke="#e3e6ee"/>'
-                f'<text x="{x + 2:.1f}" y="{y + 12:.1f}" font-size="10" fill="#667">'
-                f"{cur:%Y-%m}</text>"
-            )
-        cur = (cur + dt.timedelta(days=32)).replace(day=1)
-    return "".join(out)
-
-
-def device_chart(lives: list[dict[str, Any]], as_of: dt.datetime | None) -> str:
-    """SVG: one bar per license, from issue to when it stopped counting."""
-    shown = lives[-MAX_BARS:]
-    if not shown:
-        return '<p class="muted">No license of this subject has a known issue time.</p>'
-    starts = [_ts(x["issued_at"]) for x in shown if x["issued_at"] is not None]
-    ends = [_ts(x["counted_until"] or x["expires_at"]) for x in shown]
-    t0 = min(starts) if starts else 0.0
-    t1 = max([*ends, _ts(as_of) if as_of else 0.0, t0 + 86400])
-    bar_h, gap = 11, 3
-    width = CHART_W - LABEL_W - 10
-    height = len(shown) * (bar_h + gap) + 8
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{CHART_W}" height="{height + 18}" '
-        f'role="img" aria-label="CAL timeline">',
-        f'<g transform="translate({LABEL_W},0)">',
-        _axis(t0, t1, 0, width, height, height),
-    ]
-    if as_of is not None:
-        x = (_ts(as_of) - t0) / (t1 - t0) * width
-        parts.append(
-            f'<line x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{height}" stroke="#333" '
-            f'stroke-dasharray="3,3"/>'
-        )
-    for i, life in enumerate(shown):
-        y = 4 + i * (bar_h + gap)
-        a = _ts(life["issued_at"]) if life["issued_at"] is not None else t0
-        b = _ts(life["counted_until"] or life["expires_at"] or as_of)
-        xa = (a - t0) / (t1 - t0) * width
-        xb = max(xa + 2, (b - t0) / (t1 - t0) * width)
-        if life["excess_by_name"]:
-            color = "#d9534f"
-        elif life["cal_type"] == "temporary":
-            color = "#f0ad4e"
-        else:
-            color = "#4a90d9"
-        dash = ' stroke="#333" stroke-dasharray="2,2"' if life["expiry_estimated"] else ""
-        title = (
-            f"license {life['license_id']} {life['cal_type'] or ''} name {life['client_name']} "
-            f"HWID {life['hwid']} issued {_day(life['issued_at'])} "
-            f"counted until {_day(life['counted_until'])}"
-        )
-        parts.append(
-            f'<rect x="{xa:.1f}" y="{y}" width="{xb - xa:.1f}" height="{bar_h}" '
-            f'fill="{color}"{dash}><title>{esc(title)}</title></rect>'
-        )
-        for r in life.get("renewals") or []:
-            xr = (_ts(r) - t0) / (t1 - t0) * width
-            parts.append(
-                f'<line x1="{xr:.1f}" y1="{y - 1}" x2="{xr:.1f}" y2="{y + bar_h + 1}" '
-                f'stroke="#123" stroke-width="2"/>'
-            )
-        if life["revoked_at"] is not None:
-            xr = (_ts(life["revoked_at"]) - t0) / (t1 - t0) * width
-            parts.append(
-                f'<text x="{xr:.1f}" y="{y + bar_h - 1}" font-size="11" fill="#000">x</text>'
-            )
-        label = f"{life['client_name'] or '?'}  {(life['hwid'] or '')[:16]}"
-        parts.append(
-            f'<text x="-6" y="{y + bar_h - 2}" font-size="10" text-anchor="end" '
-            f'font-family="monospace">{esc(label)}</text>'
-        )
-    parts.append("</g></svg>")
-    note = ""
-    if len(lives) > len(shown):
-        note = f'<p class="muted">The last {len(shown)} of {len(lives)} licenses are shown.</p>'
-    return "".join(parts) + note
-
-
-def pool_chart(per_day: list[dict[str, Any]], diag: Diagnosis, installed: int | None) -> str:
-    """SVG: permanent CALs counted per day, the installed line, and the recovery forecast."""
-    if not per_day:
-        return '<p class="muted">No license history to chart.</p>'
-    # forecast: today's permanent CALs minus the excess permanent ones as they expire
-    now_perm = per_day[-1]["permanent"]
-    forecast = []
-    returned = 0
-    for r in diag.recovery:
-        returned += int(r["back_permanent"] or 0)
-        forecast.append((r["day"], max(now_perm - returned, 0)))
-    points = [(r["day"], r["permanent"]) for r in per_day]
-    all_days = [p[0] for p in points] + [f[0] for f in forecast]
-    t0, t1 = _ts(min(all_days)), _ts(max(all_days)) + 86400
-    top = max([p[1] for p in points] + [f[1] for f in forecast] + [installed or 0, 1]) * 1.1
-    w, h = CHART_W - 60, 220
-
-    def xy(day: Any, value: float) -> str:
-        return f"{(_ts(day) - t0) / (t1 - t0) * w:.1f},{h - value / top * h:.1f}"
-
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{CHART_W}" height="{h + 30}" '
-        f'role="img" aria-label="CAL pool over time"><g transform="translate(50,4)">',
-        _axis(t0, t1, 0, w, h, h),
-        f'<text x="-6" y="10" font-size="10" text-anchor="end">{int(top)}</text>',
-        f'<text x="-6" y="{h}" font-size="10" text-anchor="end">0</text>',
-        '<polyline fill="none" stroke="#4a90d9" stroke-width="2" points="'
-        + " ".join(xy(d, v) for d, v in points)
-        + '"/>',
-    ]
-    if forecast:
-        parts.append(
-            '<polyline fill="none" stroke="#2e8b57" stroke-width="2" stroke-dasharray="5,3" '
-            'points="' + " ".join(xy(d, v) for d, v in forecast) + '"/>'
-        )
-    for snap in diag.pool_history:
-        if snap["issued"] is None or snap["snapshot_time"] is None:
-            continue
-        if not t0 <= _ts(snap["snapshot_time"]) <= t1:
-            continue
-        x, y = xy(snap["snapshot_time"], float(snap["issued"])).split(",")
-        parts.append(
-            f'<circle cx="{x}" cy="{y}" r="4" fill="#8e44ad"><title>snapshot '
-            f"{esc(snap['snapshot_time'])}: {esc(snap['issued'])} issued</title></circle>"
-        )
-    if installed:
-        y = h - installed / top * h
-        parts.append(
-            f'<line x1="0" y1="{y:.1f}" x2="{w}" y2="{y:.1f}" stroke="#d9534f" '
-            f'stroke-dasharray="6,3"/><text x="4" y="{y - 3:.1f}" font-size="10" '
-            f'fill="#d9534f">installed {installed}</text>'
-        )
-    parts.append("</g></svg>")
-    legend = (
-        '<p class="legend"><span><i class="sw" style="background:#4a90d9"></i>permanent CALs '
-        'counted (rebuilt from the logs)</span><span><i class="sw" style="background:#2e8b57">'
-        "</i>forecast once the causes are fixed: excess CALs expire</span>"
-        '<span><i class="sw" style="background:#8e44ad"></i>issued per key-pack snapshot</span>'
-        '<span><i class="sw" style="background:#d9534f"></i>installed</span></p>'
-    )
-    return "".join(parts) + legend
-
-
-def _findings_table(diag: Diagnosis) -> str:
-    body = [
-        [
-            _td(f["cause"]),
-            f"<td><code>{esc(f['subject'])}</code></td>",
-            f'<td class="{esc(f["confidence"])}">{esc(f["confidence"])}</td>',
-            _td(f["excess_cals"], num=True),
-            _split(f["excess_now_permanent"], f["excess_now_temporary"]),
-            "<td>"
+def _findings_table(found: list[tuple[int, dict[str, Any]]], charted: set[int]) -> str:
+    body = []
+    for n, f in found:
+        subject = subject_html(f["subject"])
+        if n in charted:
+            subject = f'<a href="#device-{n}">{subject}</a>'
+        body.append(
+            f'<tr id="finding-{n}">'
+            + _td(f["cause"], "word")
+            + f"<td>{subject}</td>"
+            + f'<td class="word {esc(f["confidence"])}">{esc(f["confidence"])}</td>'
+            + _td(f["excess_cals"], "num")
+            + _split(f["excess_now_permanent"], f["excess_now_temporary"])
+            + '<td class="prose">'
             + esc(f["reason"])
             + (f"<br><i>or: {esc(f['alternative_cause'])}</i>" if f["alternative_cause"] else "")
             + (f"<br><i>decided by: {esc(f['decided_by'])}</i>" if f["decided_by"] else "")
-            + "</td>",
-            "<td>"
+            + "</td>"
+            + '<td class="prose">'
             + esc(f["fix"])
             + (f"<br><i>or: {esc(f['alternative_fix'])}</i>" if f["alternative_fix"] else "")
-            + "</td>",
-            _td_sources(f),
-        ]
-        for f in diag.device_findings
-    ]
-    if not body:
-        return "<p>No device holds more CALs than it should.</p>"
+            + "</td>"
+            + "<td>"
+            + esc(f["sources"])
+            + _recovered_note(f)
+            + "</td>"
+            + "</tr>"
+        )
     return _table(
         [
             "cause",
@@ -277,34 +159,83 @@ def _recovered_note(finding: dict[str, Any]) -> str:
     return f"<br><i>{recovered} of {len(rows)} evidence rows recovered from slack</i>"
 
 
-def _td_sources(finding: dict[str, Any]) -> str:
-    return "<td>" + esc(finding["sources"]) + _recovered_note(finding) + "</td>"
+def _split(permanent: Any, temporary: Any) -> str:
+    """A permanent / temporary count pair as a table cell."""
+    return f'<td class="num">{esc(permanent or 0)} / {esc(temporary or 0)}</td>'
 
 
-def render_report(con: duckdb.DuckDBPyConnection, lake: Path | None = None) -> str:
-    """The whole report as one HTML string."""
+def _zone_banner(con: duckdb.DuckDBPyConnection) -> str:
+    """A banner when times were read in a zone the EVTX logs disagree with, or in UTC
+    because no zone was given and nothing could check it."""
+    try:
+        check = timezone_check.check(con)
+    except duckdb.Error:
+        return ""
+    if check is None:
+        return ""
+    if check.decided and not check.fits:
+        return (
+            f'<div class="banner warn">{esc(check.sentence())}. Every time those files give '
+            f"is off by that much: ingest them again with --tz {esc(check.best)} --force.</div>"
+        )
+    if not check.decided and "UTC" in check.read_in:
+        return f'<div class="banner info">{esc(check.sentence())}.</div>'
+    return ""
+
+
+def render_report(
+    con: duckdb.DuckDBPyConnection, lake: Path | None = None, span: Window | None = None
+) -> str:
+    """The whole report as one HTML string (`span`: the findings and charts of a window)."""
+    span = span or Window()
     diag = diagnose(con)
     as_of = diag.as_of
+    has_data = has_licensing_data(diag)
     # the chart counts every server's CALs: its installed line is every pool's sum
     installed = sum(int(p["installed"]) for p in diag.pool if p["installed"] is not None) or None
     servers = {p["license_server"] for p in diag.pool}
-    excess_total = sum(int(f["excess_cals"] or 0) for f in diag.device_findings if f["cause"])
+    numbered = list(enumerate(diag.findings, 1))
+    devices = [(n, f) for n, f in numbered if f["subject_kind"] != "server" and _overlaps(f, span)]
+    problems = [(n, f) for n, f in numbered if f["subject_kind"] == "server" and _overlaps(f, span)]
+    charted = {n for n, f in devices[:MAX_DEVICE_CHARTS] if f["subject_kind"] in ("hwid", "name")}
+    excess_total = sum(int(f["excess_cals"] or 0) for _, f in devices if f["cause"])
     # temporary CALs never come from the purchased pool: counted apart
-    now_permanent = sum(int(f["excess_now_permanent"] or 0) for f in diag.device_findings)
-    now_temporary = sum(int(f["excess_now_temporary"] or 0) for f in diag.device_findings)
-    by_cause = Counter(f["cause"] for f in diag.device_findings)
+    now_permanent = sum(int(f["excess_now_permanent"] or 0) for _, f in devices)
+    now_temporary = sum(int(f["excess_now_temporary"] or 0) for _, f in devices)
+    by_cause = Counter(f["cause"] for _, f in devices)
+    meta = [f"Data up to {esc(as_of)}" if as_of else "No licensing data"]
+    meta.append(f"generated {esc(dt.datetime.now(dt.UTC))}")
+    if lake:
+        meta.append(f"lake <code>{esc(lake)}</code>")
     out = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
         "style-src 'unsafe-inline'; img-src data:\">",
-        f"<title>caltrail report</title><style>{CSS}</style></head><body>",
+        f"<title>caltrail report</title><style>{css()}</style></head><body>",
         "<h1>RDS Per Device CALs: diagnosis</h1>",
-        f'<p class="muted">Data up to {esc(as_of)}; generated '
-        f"{esc(dt.datetime.now(dt.UTC))}"
-        + (f"; lake <code>{esc(lake)}</code>" if lake else "")
-        + "</p>",
-        "<h2>Summary</h2><div class=cards>",
-        f"<div class=card><b>{len(diag.device_findings)}</b>device findings</div>",
+        f'<p class="muted">{"; ".join(meta)}</p>',
+    ]
+    if span:
+        out.append(
+            f'<div class="banner info">Window: {esc(span.describe())}. Findings active in it '
+            "and the licenses that counted in it are shown.</div>"
+        )
+    if not has_data:
+        out.append(f'<div class="banner warn">{esc(NO_DATA_BANNER)}</div>')
+    elif (missed := window_misses_data(con, span)) is not None:
+        out.append(f'<div class="banner warn">{esc(missed)}</div>')
+    out.append(_zone_banner(con))
+    out.append(
+        '<nav class="toc" aria-label="Contents">'
+        '<a href="#summary">Summary</a><a href="#findings">Findings</a>'
+        f'<a href="#devices">Devices ({len(charted)})</a><a href="#pool">The pool</a>'
+        '<a href="#plan">Recovery and revoke plan</a><a href="#server">Server problems</a>'
+        '<a href="#inputs">Inputs</a></nav>'
+    )
+    out += [
+        '<h2 id="summary">Summary</h2><div class=cards>',
+        f"<div class=card><b>{len(devices)}</b>device findings</div>",
         f"<div class=card><b>{excess_total}</b>excess CALs issued</div>",
         f"<div class=card><b>{now_permanent}</b>excess permanent CALs counted now</div>",
         f"<div class=card><b>{now_temporary}</b>excess temporary CALs counted now</div>",
@@ -317,93 +248,140 @@ def render_report(con: duckdb.DuckDBPyConnection, lake: Path | None = None) -> s
             f"per-device CALs issued / installed ({esc(named)}"
             f"{esc(pool['product_version'])})</div>"
         )
-    out.append(f"<div class=card><b>{len(diag.server_findings)}</b>server problems</div></div>")
+    out.append(f"<div class=card><b>{len(problems)}</b>server problems</div></div>")
     if by_cause:
         out.append(
             "<p>" + "; ".join(f"{esc(c)}: {n}" for c, n in sorted(by_cause.items())) + "</p>"
         )
-    out.append("<h2>Findings</h2>" + _findings_table(diag))
-    out.append("<h2>Devices</h2>")
-    out.append(
+    out.append('<h2 id="findings">Findings</h2>')
+    if devices:
+        out.append(_findings_table(devices, charted))
+    elif has_data:
+        out.append("<p>No device holds more CALs than it should.</p>")
+    else:
+        out.append("<p>No finding, because there is no licensing data to judge.</p>")
+    out.append(_devices_section(con, devices, charted, as_of, span))
+    out.append('<h2 id="pool">The pool over time</h2>')
+    per_day = [
+        r
+        for r in counted_per_day(con)
+        if (span.start is None or ts(r["day"]) >= ts(span.start) - 86400)
+        and (span.end is None or ts(r["day"]) < ts(span.end))
+    ]
+    out.append(pool_chart(per_day, diag.recovery, diag.pool_history, installed))
+    out.append(_revoke_section(diag))
+    out.append(_server_section(problems))
+    out.append(_inputs_section(con, diag))
+    out.append("</body></html>\n")
+    return "".join(out)
+
+
+def _devices_section(
+    con: duckdb.DuckDBPyConnection,
+    devices: list[tuple[int, dict[str, Any]]],
+    charted: set[int],
+    as_of: dt.datetime | None,
+    span: Window,
+) -> str:
+    out = [
+        '<h2 id="devices">Devices</h2>',
         '<p class="legend"><span><i class="sw" style="background:#4a90d9"></i>permanent</span>'
         '<span><i class="sw" style="background:#f0ad4e"></i>temporary</span>'
         '<span><i class="sw" style="background:#d9534f"></i>excess (superseded while it '
         "counted)</span><span>| renewal</span><span>x revoked</span><span>dashed outline: "
-        "expiry estimated</span><span>dashed line: end of data</span></p>"
-    )
-    for f in diag.device_findings[:MAX_DEVICE_CHARTS]:
-        if f["subject_kind"] not in ("hwid", "name"):
+        "expiry estimated</span><span>dashed line: end of data</span></p>",
+    ]
+    for n, f in devices:
+        if n not in charted:
             continue
         lives = license_lives(con, f["subject_kind"], f["subject"])
+        hwids = f["hwids"] or []
         out.append(
-            f"<h3>{esc(f['cause'])}: <code>{esc(f['subject'])}</code></h3>"
-            f'<p class="muted">names: {esc(f["names"])}<br>HWIDs: '
-            f"<code>{esc((f['hwids'] or [])[:12])}</code>"
-            + (f" (+{len(f['hwids']) - 12} more)" if f["hwids"] and len(f["hwids"]) > 12 else "")
+            f'<h3 id="device-{n}">{esc(f["cause"])}: {subject_html(f["subject"])}'
+            f'<a class="back" href="#finding-{n}">back to the finding</a></h3>'
+            f'<p class="muted">{plural(len(lives), "license")}; names: '
+            f"{esc(f['names'])}<br>HWIDs: "
+            + ", ".join(subject_html(h) for h in hwids[:12])
+            + (f" (+{len(hwids) - 12} more)" if len(hwids) > 12 else "")
             + "</p>"
         )
-        out.append(device_chart(lives, as_of))
-    out.append("<h2>The pool over time</h2>")
-    out.append(pool_chart(counted_per_day(con), diag, installed))
-    out.append(_revoke_section(diag))
-    out.append("<h2>Server problems</h2>")
-    if diag.server_findings:
+        out.append(device_chart(lives, as_of, (span.start, span.end)))
+    hidden = len([1 for n, f in devices if f["subject_kind"] in ("hwid", "name")]) - len(charted)
+    if hidden > 0:
         out.append(
-            _table(
-                ["problem", "subject", "first", "last", "what it says", "fix"],
-                [
-                    [
-                        _td(f["cause"]),
-                        _td(f["subject"]),
-                        _td(f["first_seen"]),
-                        _td(f["last_seen"]),
-                        "<td>" + esc(f["reason"]) + _recovered_note(f) + "</td>",
-                        _td(f["fix"]),
-                    ]
-                    for f in diag.server_findings
-                ],
-            )
+            f'<p class="muted">{plural(hidden, "more device")} without a chart here '
+            "(caltrail timeline --hwid / --name shows any device).</p>"
         )
-    else:
+    return "".join(out)
+
+
+def _server_section(problems: list[tuple[int, dict[str, Any]]]) -> str:
+    out = ['<h2 id="server">Server problems</h2>']
+    if not problems:
         out.append("<p>No server problem in the events read.</p>")
-    out.append("<h2>Inputs</h2>")
+        return "".join(out)
     out.append(
         _table(
-            ["file", "kind", "status", "records", "bad", "error"],
+            ["problem", "subject", "first", "last", "what it says", "fix"],
             [
-                [
-                    f"<td><code>{esc(i['path'])}</code></td>",
-                    _td(i["kind"]),
-                    _td(i["status"]),
-                    _td(i["records_ok"], num=True),
-                    _td(i["records_bad"], num=True),
-                    _td(i["error"]),
-                ]
-                for i in diag.inputs
+                f'<tr id="finding-{n}">'
+                + _td(f["cause"], "word")
+                + f"<td>{subject_html(f['subject'])}</td>"
+                + _td(f["first_seen"], "when")
+                + _td(f["last_seen"], "when")
+                + '<td class="prose">'
+                + esc(f["reason"])
+                + _recovered_note(f)
+                + "</td>"
+                + _td(f["fix"], "prose")
+                + "</tr>"
+                for n, f in problems
             ],
         )
-    )
-    out.append(
-        '<p class="muted">Facts per source: '
-        + esc(", ".join(f"{k} {v}" for k, v in diag.sources.items()))
-        + "</p></body></html>\n"
     )
     return "".join(out)
 
 
+def _inputs_section(con: duckdb.DuckDBPyConnection, diag: Diagnosis) -> str:
+    zones = dict(
+        con.execute(
+            "select path, notes['tz'] from ingest_files where notes['zone_assumed'] is not null"
+        ).fetchall()
+    )
+    body = [
+        "<tr>"
+        + f'<td class="path"><code>{esc(i["path"])}</code></td>'
+        + _td(i["kind"], "word")
+        + _td(i["status"], "word")
+        + _td(i["records_ok"], "num")
+        + _td(i["records_bad"], "num")
+        + _td(zones.get(i["path"]))
+        + _td(i["error"], "prose")
+        + "</tr>"
+        for i in diag.inputs
+    ]
+    return (
+        '<h2 id="inputs">Inputs</h2>'
+        + _table(["file", "kind", "status", "records", "bad", "times read in", "error"], body)
+        + '<p class="muted">Facts per source: '
+        + (esc(", ".join(f"{k} {v}" for k, v in diag.sources.items())) or "none")
+        + "</p>"
+    )
+
+
 def _revoke_section(diag: Diagnosis) -> str:
-    out = ["<h2>Recovery and revoke plan</h2>"]
-    left = diag.recovery[0]["excess_left"] if diag.recovery else 0
+    out = ['<h2 id="plan">Recovery and revoke plan</h2>']
+    left = int(diag.recovery[0]["excess_left"] or 0) if diag.recovery else 0
+    temporary = (
+        f" (the excess temporary CALs, which never came from the pool, are gone on "
+        f"{esc(diag.temporary_gone_on)})"
+        if diag.temporary_gone_on
+        else ""
+    )
     out.append(
-        f"<p>{esc(left)} excess permanent CALs still count at the end of the data; by expiry "
-        f"alone the last returns on <b>{esc(diag.healthy_on) or '-'}</b>"
-        + (
-            f" (the excess temporary CALs, which never came from the pool, are gone on "
-            f"{esc(diag.temporary_gone_on)})"
-            if diag.temporary_gone_on
-            else ""
-        )
-        + ".</p>"
+        f"<p>{plural(left, 'excess permanent CAL')} still {'counts' if left == 1 else 'count'} "
+        "at the end of the data; by expiry alone "
+        f"the last returns on <b>{esc(diag.healthy_on) or '-'}</b>{temporary}.</p>"
     )
     batches: dict[Any, list[dict[str, Any]]] = {}
     for r in diag.revoke_plan:
@@ -417,16 +395,16 @@ def _revoke_section(diag: Diagnosis) -> str:
     for (server, product, batch), items in list(batches.items())[:30]:
         first = items[0]
         body.append(
-            [
-                _td(server),
-                _td(product),
-                _td(batch, num=True),
-                _td(first["revoke_on"]),
-                _td(len(items), num=True),
-                _td(f"{first['revoke_limit']} of {first['installed']}"),
-                _td(first["next_batch_on"]),
-                _td(sorted({str(i["client_name"]) for i in items})[:8]),
-            ]
+            "<tr>"
+            + _td(server, "word")
+            + _td(product)
+            + _td(batch, "num")
+            + _td(day(first["revoke_on"]), "when")
+            + _td(len(items), "num")
+            + _td(f"{first['revoke_limit']} of {first['installed']}")
+            + _td(day(first["next_batch_on"]), "when")
+            + _td(sorted({str(i["client_name"]) for i in items})[:8], "prose")
+            + "</tr>"
         )
     out.append(
         _table(
@@ -447,30 +425,51 @@ def _revoke_section(diag: Diagnosis) -> str:
     if kept:
         reasons = Counter(str(r["keep_reason"]) for r in kept)
         out.append(
-            f"<p>{len(kept)} excess CALs are kept out of the plan: "
+            f"<p>{plural(len(kept), 'excess CAL')} kept out of the plan: "
             + "; ".join(f"{esc(reason)} ({n})" for reason, n in reasons.most_common())
             + "</p>"
         )
     expiring = sum(1 for r in diag.revoke_plan if r["action"] == "expires-first")
     if expiring:
         out.append(
-            f"<p>{expiring} excess CALs expire before their turn and need no revocation.</p>"
+            f"<p>{plural(expiring, 'excess CAL')} "
+            + (
+                "expires before its turn and needs"
+                if expiring == 1
+                else "expire before their turn and need"
+            )
+            + " no revocation.</p>"
         )
     return "".join(out)
 
 
-def _split(permanent: Any, temporary: Any) -> str:
-    """A permanent / temporary count pair as a table cell."""
-    return f'<td class="num">{esc(permanent or 0)} / {esc(temporary or 0)}</td>'
-
-
-def write_report(con: duckdb.DuckDBPyConnection, out: Path, lake: Path | None = None) -> Path:
-    """Write the report to `out` (atomically) and return its path."""
-    text = render_report(con, lake)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+def write_report(
+    con: duckdb.DuckDBPyConnection,
+    out: Path,
+    lake: Path | None = None,
+    span: Window | None = None,
+) -> Path:
+    """Write the report to `out` (atomically: a temporary file beside it, renamed) and
+    return its path."""
+    text = render_report(con, lake, span)
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
 
 
-__all__ = ["device_chart", "esc", "pool_chart", "render_report", "write_report"]
+__all__ = [
+    "MAX_DEVICE_CHARTS",
+    "device_chart",
+    "esc",
+    "has_licensing_data",
+    "licensing_span",
+    "pool_chart",
+    "render_report",
+    "subject_html",
+    "window_misses_data",
+    "write_report",
+]

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -42,7 +43,7 @@ def check_sample(items: list[Item]) -> None:
     assert not issues(items)
     assert notes(items) == {
         "events_lost": "3",
-        "tz": "Europe/Berlin (assumed: TimeCreated without offset)",
+        "zone_assumed": "TimeCreated without offset",
     }
     header, wpp, userdata, procerr, binary = recs
 
@@ -122,14 +123,14 @@ def check_sample(items: list[Item]) -> None:
 def test_sample_utf8() -> None:
     data = (DATA / "tracerpt_sample.xml").read_bytes()
     assert tracerpt_xml.sniff(data, "")
-    check_sample(run(data, tz="Europe/Berlin"))
+    check_sample(run(data, tz=ZoneInfo("Europe/Berlin")))
 
 
 def test_sample_utf16_bom() -> None:
     data = (DATA / "tracerpt_sample_utf16.xml").read_bytes()
     assert data.startswith(b"\xff\xfe")
     assert tracerpt_xml.sniff(data, "")
-    check_sample(run(data, tz="Europe/Berlin"))
+    check_sample(run(data, tz=ZoneInfo("Europe/Berlin")))
 
 
 def test_eventdata_unnamed_binary_and_repeats() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
@@ -30,7 +31,7 @@ def records(items: list[Item]) -> list[ClientHwidRecord]:
 def test_sample_two_blocks() -> None:
     data = (DATA / "CL-01_tsctst.txt").read_bytes()
     assert tsctst.sniff(data, "x.txt")
-    items = run(data, tz="Europe/Berlin")
+    items = run(data, tz=ZoneInfo("Europe/Berlin"))
     first, second = records(items)
     assert first == ClientHwidRecord(
         client_name="CL-01",

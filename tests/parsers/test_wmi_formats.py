@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 from types import ModuleType
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
@@ -162,7 +163,7 @@ def test_xml_entities_are_not_resolved() -> None:
 def test_html_sample_en_us() -> None:
     data = (DATA / "msrd_issued.html").read_bytes()
     assert wmi_html.sniff(data, "LS01_rdls_IssuedLicenses.html")
-    items = run(wmi_html, data, tz="America/New_York")
+    items = run(wmi_html, data, tz=ZoneInfo("America/New_York"))
     recs = records(items)
     assert [r.license_id for r in recs] == [5, 6]
     assert recs[0].issue_date == dt.datetime(2023, 10, 5, 16, 34, 56, tzinfo=UTC)
@@ -194,7 +195,7 @@ def test_html_de_de_utf16_and_list_form() -> None:
     row = "".join(f"<td>{c}</td>" for c in ["5", "05.10.2023 12:34:56", "24.12.2023 12:34:56",
                                            "CL-01", HWID1])  # fmt: skip
     text = f"<html><body><table><tr>{header}</tr><tr>{row}</tr></table></body></html>"
-    items = run(wmi_html, b"\xff\xfe" + text.encode("utf-16-le"), tz="Europe/Berlin")
+    items = run(wmi_html, b"\xff\xfe" + text.encode("utf-16-le"), tz=ZoneInfo("Europe/Berlin"))
     (rec,) = records(items)
     assert rec.issue_date == dt.datetime(2023, 10, 5, 10, 34, 56, tzinfo=UTC)
     assert rec.license_status is None

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -47,7 +48,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, An
 
 def parse(module: Any, path: Path, root: Path, tz: str) -> list[Item]:
     """Read `path` with `module`, or (None) with the reader detection picks."""
-    options = ParseOptions(file_name=path.relative_to(root).as_posix(), tz=tz)
+    options = ParseOptions(file_name=path.relative_to(root).as_posix(), tz=ZoneInfo(tz))
     if module is None:
         module = reader_for(path.read_bytes()[:65536], path.name)
         assert module is not None

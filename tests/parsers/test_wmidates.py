@@ -18,7 +18,6 @@ from caltrail.parsers.wmi.dates import (
     parse_wmi_date,
     resolve_date_order,
     resolve_snapshot,
-    resolve_zone,
     snapshot_from_file_name,
 )
 
@@ -159,12 +158,6 @@ def test_snapshot_precedence() -> None:
     assert resolve_snapshot(ParseOptions(), None, UTC) == (None, "unknown")
     local = resolve_snapshot(ParseOptions(file_name=named), None, BERLIN)[0]
     assert local == at(2025, 11, 2, 23)
-
-
-def test_bad_zone_falls_back_to_utc() -> None:
-    zone, note = resolve_zone(ParseOptions(tz="Mars/Olympus"))
-    assert zone is UTC
-    assert "not a known zone" in note
 
 
 @given(st.text(max_size=40))

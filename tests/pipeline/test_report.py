@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from caltrail.fixtures.simulator import simulate
 from caltrail.pipeline.diagnose import open_case
 from caltrail.pipeline.ingest import IngestOptions, ingest
-from caltrail.pipeline.report import esc, render_report
+from caltrail.pipeline.report import esc, render_report, subject_html
 
 SCRIPT_NAME = "<script>alert(1)</script>"
 FORMULA_NAME = '=HYPERLINK("http://evil","y")'
@@ -41,7 +42,7 @@ def hostile_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("report")
     bundle, _ = hostile_bundle(base / "bundle")
     lake = base / "lake"
-    ingest([bundle], IngestOptions(lake=lake, tz="Europe/Berlin", tz_given=True))
+    ingest([bundle], IngestOptions(lake=lake, tz=ZoneInfo("Europe/Berlin")))
     return lake
 
 
@@ -79,7 +80,10 @@ def test_report_escapes_every_log_value(report_html: str) -> None:
 def test_report_is_self_contained(report_html: str) -> None:
     assert report_html.startswith("<!doctype html>")
     # no external fetch: no src/href to anything, no @import, no url()
-    assert not re.search(r"\s(src|href)=", report_html)
+    assert not re.search(r"\ssrc=", report_html)
+    # links only within the report (the table of contents, findings <-> charts)
+    assert re.findall(r'\shref="([^"]*)"', report_html)
+    assert all(h.startswith("#") for h in re.findall(r'\shref="([^"]*)"', report_html))
     assert "@import" not in report_html
     assert "url(" not in report_html
     assert "Content-Security-Policy" in report_html
@@ -88,33 +92,36 @@ def test_report_is_self_contained(report_html: str) -> None:
 
 def test_report_sections_in_order(report_html: str) -> None:
     order = [
-        "<h2>Summary",
-        "<h2>Findings",
-        "<h2>Devices",
-        "<h2>The pool over time",
-        "<h2>Recovery and revoke plan",
-        "<h2>Server problems",
-        "<h2>Inputs",
+        '<nav class="toc"',
+        '<h2 id="summary">Summary',
+        '<h2 id="findings">Findings',
+        '<h2 id="devices">Devices',
+        '<h2 id="pool">The pool over time',
+        '<h2 id="plan">Recovery and revoke plan',
+        '<h2 id="server">Server problems',
+        '<h2 id="inputs">Inputs',
     ]
     positions = [report_html.index(h) for h in order]
     assert positions == sorted(positions)
     # (the renamed machines are split between their old and new names: the EVTX and trace
     # still carry the old ones, so only the causes of untouched devices are checked)
     for cause in ("cloned", "vdi", "script", "store-app", "freerdp"):
-        assert f"<td>{cause}</td>" in report_html
+        assert f'<td class="word">{cause}</td>' in report_html
 
 
 def test_csv_output_neutralises_formulas(hostile_lake: Path) -> None:
-    from caltrail.pipeline.cli_common import render
-    from caltrail.pipeline.diagnose import rows
+    import io
+
+    from caltrail.pipeline import output
 
     con = open_case(hostile_lake)
-    columns, result = rows(con, "select client_name, hwid_count from names order by 1")
+    reader = con.sql("select client_name, hwid_count from names order by 1").to_arrow_reader(64)
+    text = io.StringIO()
+    output.write_csv(reader.schema, reader, text)
     con.close()
-    text = render(columns, result, "csv")
-    assert "\n=" not in text
-    assert ",=" not in text
-    assert "'=HYPERLINK" in text
+    assert "\n=" not in text.getvalue()
+    assert ",=" not in text.getvalue()
+    assert "'=HYPERLINK" in text.getvalue()
 
 
 def test_report_of_an_empty_lake(tmp_path: Path) -> None:
@@ -126,5 +133,65 @@ def test_report_of_an_empty_lake(tmp_path: Path) -> None:
     con = open_case(lake)
     text = render_report(con, lake)
     con.close()
-    assert "No device holds more CALs than it should." in text
+    # no all-clear from a lake without licensing data: a banner says so
+    assert "No device holds more CALs than it should." not in text
+    assert "No licensing data" in text
+    assert "not an all-clear" in text
+    assert "Data up to ;" not in text
     assert "notes.txt" in text
+
+
+def test_links_lead_somewhere(report_html: str) -> None:
+    targets = set(re.findall(r'\sid="([^"]+)"', report_html))
+    links = re.findall(r'\shref="#([^"]+)"', report_html)
+    assert {"summary", "findings", "devices", "pool", "plan", "server", "inputs"} <= set(links)
+    assert set(links) <= targets
+    # every charted finding links to its chart, and the chart back to it
+    charts = re.findall(r'<h3 id="device-(\d+)">', report_html)
+    assert charts
+    for n in charts:
+        assert f'href="#device-{n}"' in report_html
+        assert f'href="#finding-{n}"' in report_html
+
+
+def test_a_device_chart_draws_every_license(hostile_lake: Path, report_html: str) -> None:
+    """The whole history, onset included: as many bars as the device has licenses."""
+    con = open_case(hostile_lake)
+    hwid, count = con.execute(
+        "select hwid, count(*) from licenses where hwid is not null "
+        "group by hwid order by 2 desc limit 1"
+    ).fetchall()[0]
+    con.close()
+    assert count > 60  # more than the report used to draw
+    heading = report_html.index(f'{subject_html(hwid)}<a class="back"')
+    chart = report_html[heading : report_html.index("</figure>", heading)]
+    assert chart.count("<rect ") == count
+    assert f"{count} licenses" in report_html[heading : heading + 2000]
+
+
+def test_hwids_wrap_only_between_their_dwords() -> None:
+    hwid = "02000000e5100f70ba772d2a44e8cde8a2f24791"
+    assert subject_html(hwid) == (
+        '<code class="hwid">02000000<wbr>e5100f70<wbr>ba772d2a<wbr>44e8cde8<wbr>a2f24791</code>'
+    )
+    assert subject_html("<b>PC</b>") == '<span class="name">&lt;b&gt;PC&lt;/b&gt;</span>'
+
+
+def test_a_window_keeps_the_findings_active_in_it(hostile_lake: Path) -> None:
+    import datetime as dt
+
+    from caltrail.pipeline.user_sql import Window
+
+    con = open_case(hostile_lake)
+    everything = render_report(con, hostile_lake)
+    last = con.execute("select max(last_seen) from findings").fetchall()[0][0]
+    later = render_report(con, hostile_lake, Window(last + dt.timedelta(days=1), None))
+    con.close()
+    assert "Window:" in later
+    assert everything.count('<tr id="finding-') > 0
+    assert later.count('<tr id="finding-') == 0
+
+
+def test_the_print_stylesheet_is_there(report_html: str) -> None:
+    assert "@media print" in report_html
+    assert "break-inside: avoid" in report_html

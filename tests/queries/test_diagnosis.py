@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -40,7 +41,7 @@ def _build(base: Path, name: str, drop: tuple[str, ...] = ()) -> Case:
         if any(part in rel for part in drop):
             (bundle / rel).unlink()
     lake = base / f"{name.replace(':', '-')}-lake"
-    ingest([bundle], IngestOptions(lake=lake, tz="Europe/Berlin", tz_given=True))
+    ingest([bundle], IngestOptions(lake=lake, tz=ZoneInfo("Europe/Berlin")))
     shutil.rmtree(bundle)
     return Case(result.truth, lake)
 

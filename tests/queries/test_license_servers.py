@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -75,7 +76,7 @@ def lakes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         ("twins", [one, twin]),
     ):
         out[name] = base / f"lake-{name}"
-        ingest(paths, IngestOptions(lake=out[name], tz="Europe/Berlin", tz_given=True))
+        ingest(paths, IngestOptions(lake=out[name], tz=ZoneInfo("Europe/Berlin")))
     return out
 
 

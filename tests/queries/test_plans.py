@@ -6,6 +6,7 @@ import datetime as dt
 import math
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import duckdb
 import pytest
@@ -24,7 +25,7 @@ def lakes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         bundle = base / f"{name}-bundle"
         simulate(bundle, seed=seed, devices=50, days=150, scenario=scenario)
         lake = base / f"{name}-lake"
-        ingest([bundle], IngestOptions(lake=lake, tz="Europe/Berlin", tz_given=True))
+        ingest([bundle], IngestOptions(lake=lake, tz=ZoneInfo("Europe/Berlin")))
         out[name] = lake
     # the same collection without its key-pack exports: event 81 alone says how many CALs
     # of the version are installed

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import duckdb
 import pytest
@@ -149,7 +150,7 @@ def simulated(
     result = simulate(base / "bundle", seed=11, devices=80, days=180)
     lake = base / "lake"
     tz = result.truth["window"]["tz"]
-    ingest([result.out], IngestOptions(lake=lake, tz=tz, tz_given=True))
+    ingest([result.out], IngestOptions(lake=lake, tz=ZoneInfo(tz)))
     return lake, result.truth, connect(lake)
 
 

@@ -62,5 +62,5 @@ def test_verify_reports_lost_rows(baseline: dict[str, Any], tmp_path: Path) -> N
     victim.unlink()
     verified = run_caltrail("verify", "--lake", lake)
     assert verified.returncode == 1
-    assert "1 files do not balance" in verified.stdout
+    assert "1 file does not balance" in verified.stdout
     assert "written 0" in verified.stdout or "written" in verified.stdout

@@ -30,7 +30,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from caltrail.parsers.base import ClientHwidRecord, FileNote, Item, ParseIssue, ParseOptions
+from caltrail.parsers.base import (
+    ZONE_ASSUMED,
+    ClientHwidRecord,
+    FileNote,
+    Item,
+    ParseIssue,
+    ParseOptions,
+)
 from caltrail.parsers.client.registry import client_name_from_file_name
 from caltrail.parsers.errors import InvalidSignatureError
 from caltrail.parsers.hwid import normalize_hwid
@@ -43,7 +50,6 @@ from caltrail.parsers.wmi.dates import (
     parse_culture,
     parse_dmtf,
     resolve_date_order,
-    resolve_zone,
 )
 
 NAME = "tsctst"
@@ -161,11 +167,11 @@ def parse(stream: BinaryIO, options: ParseOptions) -> Iterator[Item]:
     if labelled == 0:
         raise InvalidSignatureError("no TSCTST labels (HWID:, Issued to machine:, ...) found")
     stream.seek(start)
-    zone, zone_note = resolve_zone(options)
+    zone = options.tz
     order, order_note = resolve_date_order(votes, options)
     if order_note is not None:
         yield order_note
-    yield FileNote("tz", zone_note)
+    yield FileNote(ZONE_ASSUMED, "TSCTST dates have no zone")
     for block in _blocks(stream):
         if not block.is_license():
             continue

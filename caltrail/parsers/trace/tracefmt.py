@@ -34,7 +34,7 @@ What the parser does:
 Assumptions [U]:
 - Timestamps are wall-clock time of the converting machine (unless tracefmt was told to
   write UTC, which the text does not say): read in `options.tz`, stored in UTC; FileNote
-  "tz" records the zone.
+  ZONE_ASSUMED says so.
 - Slash dates with the year last are month first (the only form in public samples);
   `options.date_order == "dmy"` swaps them. Two-digit years are 2000-2079 / 1980-1999.
 - A file is tracefmt text when one of its first 50 non-blank lines matches the prefix.
@@ -49,6 +49,7 @@ from typing import BinaryIO
 
 from caltrail.parsers.base import (
     BUDGET_EXCEEDED,
+    ZONE_ASSUMED,
     Budget,
     FileNote,
     Item,
@@ -62,7 +63,6 @@ from caltrail.parsers.trace.tracetime import (
     MAX_LINE_CHARS,
     excerpt,
     frac_to_us,
-    get_zone,
     is_junk,
     local_to_utc,
 )
@@ -129,7 +129,7 @@ class _Parser:
 
     def __init__(self, options: ParseOptions) -> None:
         self.options = options
-        self.zone = get_zone(options.tz)
+        self.zone = options.tz
         self.dmy = options.date_order == "dmy"
         self.pending: TraceRecord | None = None
         self.pending_chars = 0
@@ -157,7 +157,7 @@ class _Parser:
                 f"no line in the first {len(before)} non-blank lines has the tracefmt prefix "
                 f"'[CPU]PID.TID::TIME [Module]'; first line: {shown!r}"
             )
-        yield FileNote("tz", f"{self.options.tz or 'UTC'} (assumed: trace text has no zone)")
+        yield FileNote(ZONE_ASSUMED, "trace text has no zone")
         for number, line in before:
             yield from self.line(number, line)
         yield from self.line(*first)

@@ -46,7 +46,7 @@ with the file (the slow test checks peak RSS of a child process on a 50 MB file)
 
 Assumptions [U]:
 - A SystemTime without offset is local time of the converting machine: read in
-  `options.tz` (FileNote "tz").
+  `options.tz` (FileNote ZONE_ASSUMED).
 - Event Viewer's "Save as XML" has the same shape (root `<Events>`); such files are read
   here too, as trace records.
 """
@@ -61,6 +61,7 @@ from lxml import etree
 
 from caltrail.parsers.base import (
     BUDGET_EXCEEDED,
+    ZONE_ASSUMED,
     Budget,
     FileNote,
     Item,
@@ -70,7 +71,7 @@ from caltrail.parsers.base import (
 )
 from caltrail.parsers.errors import InvalidSignatureError
 from caltrail.parsers.textio import decode_head, detect_encoding
-from caltrail.parsers.trace.tracetime import excerpt, get_zone, parse_int, parse_iso
+from caltrail.parsers.trace.tracetime import excerpt, parse_int, parse_iso
 
 NAME = "tracerpt_xml"
 VERSION = "1"
@@ -104,7 +105,7 @@ def sniff(head: bytes, name: str) -> bool:
 
 def parse(stream: BinaryIO, options: ParseOptions) -> Iterator[Item]:
     """Yield one TraceRecord per complete `<Event>`, ParseIssues and FileNotes."""
-    zone = get_zone(options.tz)
+    zone = options.tz
     head = stream.read(HEAD_BYTES)
     if not head.strip():
         raise InvalidSignatureError(
@@ -465,9 +466,7 @@ class _State:
             rec.ts, assumed = parse_iso(system_time, self.zone)
             if assumed and not self.tz_noted:
                 self.tz_noted = True
-                yield FileNote(
-                    "tz", f"{self.options.tz or 'UTC'} (assumed: TimeCreated without offset)"
-                )
+                yield FileNote(ZONE_ASSUMED, "TimeCreated without offset")
             if rec.ts is None:
                 yield ParseIssue(
                     kind="bad_timestamp",

@@ -7,8 +7,7 @@ Sources:
 - tracerpt XML `TimeCreated/@SystemTime`: ISO 8601 with 7 to 9 fractional digits and `Z`,
   `+00:00` or a local offset (docs/FORMATS.md, "tracerpt XML").
 - Text dumps carry local wall-clock time without a zone (docs/FORMATS.md, "Trace dumps"):
-  the caller passes the
-  zone the user gave (`ParseOptions.tz`).
+  the caller passes the zone the user gave (`ParseOptions.tz`, a tzinfo).
 
 Assumptions [U]:
 - A wall-clock time that falls in a DST gap or overlap is read with `fold=0` (zoneinfo's
@@ -21,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import zoneinfo
 
 UTC = dt.UTC
 
@@ -41,19 +39,6 @@ _ISO_RE = re.compile(
 )
 
 _JUNK_RE = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
-
-
-def get_zone(name: str) -> dt.tzinfo:
-    """The tzinfo for an IANA zone name ("UTC" and "" give UTC).
-
-    Raises ValueError for an unknown name: that is a usage error, not bad file content.
-    """
-    if name in ("", "UTC", "Etc/UTC", "utc"):
-        return UTC
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown time zone {name!r} (expected an IANA name)") from exc
 
 
 def frac_to_us(frac: str | None) -> int:

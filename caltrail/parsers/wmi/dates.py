@@ -28,7 +28,7 @@ import datetime as dt
 import re
 from collections.abc import Iterable
 from typing import NamedTuple
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from caltrail.parsers.base import FileNote, ParseOptions
 
@@ -209,8 +209,9 @@ _PLAIN_CULTURE = re.compile(
     r"([0-9]{1,2})([/.-])([0-9]{1,2})\2([0-9]{4}) ([0-9]{1,2}):([0-9]{2}):([0-9]{2})(?: ([AP]M))?"
 )
 _NEVER = DateResult(None, never=True)
-# ZoneInfo("UTC") is one cached object; dates read in it need no conversion (offset 0 always).
-_ZONEINFO_UTC = ZoneInfo("UTC")
+# UTC (the default zone) and ZoneInfo("UTC") (one cached object): dates read in them need no
+# conversion (offset 0 always).
+_UTC_ZONES = (UTC, ZoneInfo("UTC"))
 
 
 def plain_date(text: str, order: str, zone: dt.tzinfo) -> DateResult | None:
@@ -239,7 +240,7 @@ def plain_date(text: str, order: str, zone: dt.tzinfo) -> DateResult | None:
         hour = hour % 12 + (12 if ampm == "PM" else 0)
     fields = (year, int(month), int(day), hour, int(minute), int(second), 0)
     try:
-        if zone is _ZONEINFO_UTC:
+        if zone in _UTC_ZONES:
             value = dt.datetime(*fields, tzinfo=UTC)
         else:
             value = dt.datetime(*fields, tzinfo=zone).astimezone(UTC)
@@ -320,15 +321,6 @@ def resolve_date_order(
     return order, (FileNote("date_order", text) if votes.culture or always_note else None)
 
 
-def resolve_zone(options: ParseOptions) -> tuple[dt.tzinfo, str]:
-    """The zone for culture dates and file-name times, and the text of its FileNote."""
-    name = options.tz or "UTC"
-    try:
-        return ZoneInfo(name), f"{name} (from --tz: times without a zone are read in it)"
-    except (ZoneInfoNotFoundError, ValueError):
-        return UTC, f"UTC (--tz {name!r} is not a known zone)"
-
-
 def snapshot_from_file_name(name: str, zone: dt.tzinfo) -> dt.datetime | None:
     """A date or timestamp in a file name (then its folders, nearest first), as UTC."""
     parts = [p for p in re.split(r"[/\\]", name) if p]
@@ -397,7 +389,6 @@ __all__ = [
     "plain_date",
     "resolve_date_order",
     "resolve_snapshot",
-    "resolve_zone",
     "snapshot_from_file_name",
     "snapshot_notes",
 ]

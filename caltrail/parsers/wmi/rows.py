@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, NamedTuple
 
 from caltrail.parsers.base import (
+    ZONE_ASSUMED,
     FileNote,
     IssuedLicenseRecord,
     Item,
@@ -59,7 +60,6 @@ from caltrail.parsers.wmi.dates import (
     plain_date,
     resolve_date_order,
     resolve_snapshot,
-    resolve_zone,
     snapshot_notes,
 )
 
@@ -515,7 +515,7 @@ def read_tables(stream: BinaryIO, options: ParseOptions, source: RowSource) -> I
             if close is not None:
                 close()
         stream.seek(start)
-    zone, zone_note = resolve_zone(options)
+    zone = options.tz
     order, order_note = resolve_date_order(votes, options, always_note=not seekable)
     data_time = None
     if data_snapshot_text:
@@ -524,8 +524,17 @@ def read_tables(stream: BinaryIO, options: ParseOptions, source: RowSource) -> I
     notes: list[FileNote] = []
     if order_note is not None:
         notes.append(order_note)
-    if votes.culture or snapshot[1] == "file name" or not seekable:
-        notes.append(FileNote("tz", zone_note))
+    assumed = [
+        what
+        for what, applies in (
+            ("culture dates", votes.culture),
+            ("snapshot time from the file name", snapshot[1] == "file name"),
+            ("dates not checked first (stream read once): culture dates if any", not seekable),
+        )
+        if applies
+    ]
+    if assumed:
+        notes.append(FileNote(ZONE_ASSUMED, "; ".join(assumed)))
     if not seekable:
         notes.append(FileNote("date_order_pass", "stream not seekable: order not inferred"))
     notes.extend(snapshot_notes(*snapshot))

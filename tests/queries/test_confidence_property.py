@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -54,7 +55,7 @@ def test_no_normal_device_flagged_and_every_high_finding_right(
             for rel in result.files
             if not any(part in rel for part in SOURCE_SETS[sources])
         ]
-        ingest(kept, IngestOptions(lake=lake, tz=result.truth["window"]["tz"], tz_given=True))
+        ingest(kept, IngestOptions(lake=lake, tz=ZoneInfo(result.truth["window"]["tz"])))
         con = open_case(lake)
         try:
             found = findings(con)

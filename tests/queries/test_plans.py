@@ -34,7 +34,7 @@ def lakes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         if "KeyPack" not in p.name and p.name != "truth.json"
     ]  # fmt: skip
     lake = base / "no-keypacks-lake"
-    ingest(files, IngestOptions(lake=lake, tz="Europe/Berlin", tz_given=True))
+    ingest(files, IngestOptions(lake=lake, tz=ZoneInfo("Europe/Berlin")))
     out["no-keypacks"] = lake
     return out
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import struct
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from caltrail.fixtures.evtx_writer import CHUNK_SIZE, HEADER_SIZE, EventSpec
 from caltrail.parsers.evtx import carve
@@ -68,7 +69,7 @@ def test_recovered_records_are_facts_marked_as_recovered(tmp_path: Path) -> None
     log = tmp_path / LOG_NAME
     log.write_bytes(data)
     lake = tmp_path / "lake"
-    ingest([log], IngestOptions(lake=lake, tz="UTC", tz_given=True))
+    ingest([log], IngestOptions(lake=lake, tz=ZoneInfo("UTC")))
     facts = _evtx_facts(lake)
     recovered = [f for f in facts if f["recovered"]]
     assert {f["source_line"] for f in recovered} == slack
@@ -94,7 +95,7 @@ def test_a_record_recovered_without_payload_is_an_event_id_and_time_only(tmp_pat
     log = tmp_path / LOG_NAME
     log.write_bytes(without_payload_template(data, writer.slack[0].offset))
     lake = tmp_path / "lake"
-    summary = ingest([log], IngestOptions(lake=lake, tz="UTC", tz_given=True))
+    summary = ingest([log], IngestOptions(lake=lake, tz=ZoneInfo("UTC")))
     assert summary.records_seen == summary.records_ok  # a record without payload is a row
     facts = _evtx_facts(lake)
     lost = [f for f in facts if f["recovered"]]
@@ -139,7 +140,7 @@ def test_the_report_says_which_evidence_was_recovered_from_slack(tmp_path: Path)
     log = tmp_path / "LS01_System.evtx"
     log.write_bytes(data)
     lake = tmp_path / "lake"
-    ingest([log], IngestOptions(lake=lake, tz="UTC", tz_given=True))
+    ingest([log], IngestOptions(lake=lake, tz=ZoneInfo("UTC")))
     con = open_case(lake)
     try:
         found = dicts(con, "select evidence_rows from findings where cause = 'revocation-limit'")

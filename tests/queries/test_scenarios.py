@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import duckdb
 import pytest
@@ -66,7 +67,7 @@ def _lake(base: Path, name: str, bundle: Path, truth: dict[str, Any], sources: s
         and not any(part in p.relative_to(bundle).as_posix() for part in drop)
     ]
     lake = base / f"{name}-lake"
-    ingest(files, IngestOptions(lake=lake, tz=truth["window"]["tz"], tz_given=True))
+    ingest(files, IngestOptions(lake=lake, tz=ZoneInfo(truth["window"]["tz"])))
     return Case(truth, lake, sources)
 
 
@@ -633,7 +634,7 @@ def statuses(tmp_path_factory: pytest.TempPathFactory) -> Iterator[duckdb.DuckDB
         _issued_csv(60), encoding="utf-8"
     )
     lake = base / "lake"
-    ingest([folder], IngestOptions(lake=lake, tz="UTC", tz_given=True))
+    ingest([folder], IngestOptions(lake=lake, tz=ZoneInfo("UTC")))
     con = open_case(lake)
     yield con
     con.close()

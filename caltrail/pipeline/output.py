@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import math
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -178,9 +179,19 @@ def text_converter(kind: pa.DataType) -> Convert | None:
     return json_converter(kind)
 
 
+# A terminal's escape sequences (ESC [ ... final byte, or ESC and one byte): a log value
+# holding them would recolour or move the cursor of whoever prints the CSV on a terminal.
+TERMINAL_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[@-Z\\-_]?)")
+
+
 def safe_csv_cell(value: Any) -> Any:
-    """Neutralise spreadsheet formulas: a text cell starting with = + - @ gets a leading '."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+    """A text cell made inert: terminal escape sequences removed (JSON keeps them, escaped),
+    then a spreadsheet formula neutralised (a cell starting with = + - @ gets a leading ')."""
+    if not isinstance(value, str):
+        return value
+    if "\x1b" in value:
+        value = TERMINAL_ESCAPE.sub("", value)
+    if value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value
     return value
 

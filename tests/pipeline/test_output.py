@@ -161,3 +161,17 @@ def test_times_read_the_same_whatever_the_path(zone: str) -> None:
     output.write_json(schema, [pa.record_batch([column], schema=schema)], out)
     assert [json.loads(line)["t"] for line in out.getvalue().splitlines()] == expected
     assert expected[2].endswith(".123456+00:00" if zone != "Europe/Berlin" else ".123456+01:00")
+
+
+def test_csv_cells_lose_terminal_escapes_before_the_formula_check() -> None:
+    """A log value with terminal escapes cannot recolour a terminal that prints the CSV, nor
+    hide a formula behind them; JSON keeps the value, escaped."""
+    assert output.safe_csv_cell("PC\x07\x1b[31mRED\x1b[0m") == "PC\x07RED"
+    assert output.safe_csv_cell("\x1b[31m=1+1") == "'=1+1"
+    assert output.safe_csv_cell("a\x1b]0;title\x07b") == "a0;title\x07b"  # ESC ] goes
+    column = pa.array(["\x1b[2J"])
+    schema = pa.schema([pa.field("name", pa.string())])
+    out = io.StringIO()
+    output.write_json(schema, [pa.record_batch([column], schema=schema)], out)
+    assert json.loads(out.getvalue())["name"] == "\x1b[2J"
+    assert "\\u001b" in out.getvalue()

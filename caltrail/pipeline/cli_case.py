@@ -227,20 +227,11 @@ def diagnose_cmd(
     Example:  caltrail diagnose --lake ./lake --format json
     Example:  caltrail diagnose --from 2025-03-01 --to 2025-03-31 -f csv -o march.csv
     """
-    from caltrail.pipeline.diagnose import diagnose
-    from caltrail.pipeline.report import has_licensing_data, window_misses_data
-
     check_format(fmt)
     span = window(time_from, time_to)
     target = prepare_output(out, "--output")
     con = open_session(lake, case=True)
-    if not has_licensing_data(diagnose(con)):
-        say(NO_DATA)
-        raise typer.Exit(EXIT_NO_DATA)
-    missed = window_misses_data(con, span)
-    if missed is not None:
-        say(missed)
-        raise typer.Exit(EXIT_NO_DATA)
+    _stop_without_data(con, span)
     with output.output_stream(target, sys.stdout) as stream:
         count = _print_findings(con, fmt, max_rows, stream, span)
     if count == 0:
@@ -329,8 +320,7 @@ def report_cmd(
     Example:  caltrail report --lake ./lake --out case-1234.html
     Example:  caltrail report --from 2025-01-01 --out q1/case.html
     """
-    from caltrail.pipeline.diagnose import diagnose
-    from caltrail.pipeline.report import has_licensing_data, window_misses_data, write_report
+    from caltrail.pipeline.report import write_report
 
     span = window(time_from, time_to)
     report = prepare_output(out, "--out")
@@ -341,6 +331,15 @@ def report_cmd(
     except OSError as exc:
         fail(f"cannot write the report {report}: {exc.strerror or exc}", 1)
     typer.echo(f"Report: {report}")
+    _stop_without_data(con, span)
+
+
+def _stop_without_data(con: duckdb.DuckDBPyConnection, span: Window) -> None:
+    """Exit 5 with why when the lake, or the window, holds no licensing data: an empty
+    result must never read as a healthy pool."""
+    from caltrail.pipeline.diagnose import diagnose
+    from caltrail.pipeline.report import has_licensing_data, window_misses_data
+
     if not has_licensing_data(diagnose(con)):
         say(NO_DATA)
         raise typer.Exit(EXIT_NO_DATA)

@@ -145,6 +145,14 @@ class FileResult:
     def records_seen(self) -> int:
         return self.records_ok + self.records_bad
 
+    def add_counted(self, note: FileNote) -> None:
+        """A note of counts (FileNote.counted): added to the same note seen before (another
+        range of the file), and its text written as the file's note."""
+        known = self.counted.get(note.key)
+        total = known.plus(note) if known else note
+        self.counted[note.key] = total
+        self.notes[note.key] = total.value
+
     def manifest_row(self, run_id: str) -> dict[str, Any]:
         def ts(value: float | None) -> dt.datetime | None:
             return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
@@ -413,10 +421,9 @@ def _parse_file(task: FileTask) -> FileResult:
                             result.warnings += 1
                     elif isinstance(item, FileNote):
                         if item.counts:
-                            known = result.counted.get(item.key)
-                            item = known.plus(item) if known else item
-                            result.counted[item.key] = item
-                        result.notes[item.key] = item.value
+                            result.add_counted(item)
+                        else:
+                            result.notes[item.key] = item.value
                         if item.key == ZONE_ASSUMED:  # the zone is named once, here
                             result.notes["tz"] = task.zone_label
             except WorkBoundReached as exc:  # the rows read before it are kept
@@ -753,17 +760,16 @@ def _merge_parts(parts: list[FileResult]) -> FileResult:
         return _finish(merged, failed[0].status, failed[0].error, keep_counts=False)
     for part in parts:
         for key, value in part.notes.items():
-            merged.notes.setdefault(key, value)  # the same in every part, or counted:
-        for key, note in part.counted.items():
-            known = merged.counted.get(key)
-            merged.counted[key] = known.plus(note) if known else note
+            if key not in part.counted:
+                merged.notes.setdefault(key, value)  # the same in every part
+        for note in part.counted.values():
+            merged.add_counted(note)  # added up over the parts
         merged.records_ok += part.records_ok
         merged.records_bad += part.records_bad
         merged.warnings += part.warnings
         for table, count in part.rows.items():
             merged.rows[table] = merged.rows.get(table, 0) + count
         merged.staged.extend(part.staged)
-    merged.notes.update((key, note.value) for key, note in merged.counted.items())
     merged.notes["parts"] = str(len(parts))
     if merged.records_bad:
         return _finish(

@@ -79,6 +79,8 @@ def replace(src, dst, *args, **kwargs):
     time.sleep(delay)
     real(src, dst, *args, **kwargs)
 os.replace = replace
+import caltrail.pipeline.ingest
+caltrail.pipeline.ingest.COMMIT_EVERY_SECONDS = 0.0  # a commit per file: many states to see
 from caltrail.pipeline.cli import main
 sys.argv = ["caltrail", *sys.argv[1:]]
 main()
@@ -86,8 +88,10 @@ main()
 
 
 def start_slow_caltrail(delay: float, *args: str | Path) -> subprocess.Popen[str]:
-    """The CLI on a slow disk: every rename of the write protocol waits `delay` seconds, so
-    an ingest passes through many committed states a reader can observe."""
+    """The CLI on a slow disk: every rename of the write protocol waits `delay` seconds and
+    every file is committed on its own (parsing in a child process is fast enough for a
+    whole input to fit one commit window otherwise), so an ingest passes through many
+    committed states a reader can observe."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", CALTRAIL_TEST_RENAME_DELAY=str(delay))
     env.pop("CALTRAIL_LAKE", None)
     return subprocess.Popen(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -143,6 +144,8 @@ def test_every_command_has_help_with_an_example() -> None:
         assert name in top.output
         text = runner.invoke(app, [name, "--help"]).output
         assert "Example:" in text, name
+        # what Python and click would show a user who knows neither: a type or a range
+        assert not re.search(r"x>=|x<=|<list|<int|<str|<path", text, re.IGNORECASE), name
 
 
 def test_every_command_is_in_the_readme() -> None:

@@ -16,17 +16,21 @@ from caltrail.pipeline.cli_common import (
     DEFAULT_LAKE,
     EXIT_NO_DATA,
     EXIT_OK,
+    EtwManifestOpt,
     FormatOpt,
     FromOpt,
     LakeOpt,
     MaxRowsOpt,
     OutputOpt,
     ReadLakeOpt,
+    TmfOpt,
     ToOpt,
     TzOpt,
     check_format,
     check_inputs,
+    decoding_files,
     fail,
+    in_range,
     open_session,
     plural,
     prepare_output,
@@ -100,7 +104,7 @@ def simulate_cmd(
         ),
     ] = 60,
     days: Annotated[
-        int, typer.Option(metavar="N", min=14, help="Days simulated (14 or more).")
+        int, typer.Option(metavar="N", callback=in_range(14), help="Days simulated (14 or more).")
     ] = 180,
     scenario: Annotated[
         str,
@@ -361,8 +365,7 @@ def run_cmd(
         int,
         typer.Option(
             metavar="N",
-            min=1,
-            max=64,
+            callback=in_range(1, 64),
             help="Parallel worker processes for the ingest, 1-64 (a bundle with large EVTX "
             "files or many files reads faster with one per core).",
         ),
@@ -378,6 +381,8 @@ def run_cmd(
         bool,
         typer.Option("--force", help="Re-read files already in the lake (e.g. in another --tz)."),
     ] = False,
+    etw_manifest: EtwManifestOpt = None,
+    tmf: TmfOpt = None,
 ) -> None:
     """Ingest, diagnose and write the report: the one command for a collected case.
 
@@ -390,8 +395,15 @@ def run_cmd(
     check_inputs(paths)
     choice = zone_choice(tz)
     report = prepare_output(out, "--out")
+    manifests, tmf_dirs = decoding_files(etw_manifest, tmf)
     options = IngestOptions(
-        lake=lake, command="run", workers=workers, force=force, recover=recover
+        lake=lake,
+        command="run",
+        workers=workers,
+        force=force,
+        recover=recover,
+        etw_manifests=manifests,
+        tmf_dirs=tmf_dirs,
     )
     summary = ingest_in_zone(paths, options, choice, as_json=False)
     has_data = show_case(lake, report)

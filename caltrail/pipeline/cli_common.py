@@ -20,7 +20,7 @@ import datetime as dt
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TextIO
@@ -196,12 +196,25 @@ FormatOpt = Annotated[
         "--format", "-f", metavar="FORMAT", help="table, csv or json (one object per line)."
     ),
 ]
+def in_range(low: float, high: float | None = None) -> Callable[[float], float]:
+    """An option's bounds, checked by a callback rather than typer's `min=`/`max=`, which
+    print as `[x>=1]` or `[1<=x<=64]` in the help (the help text says the bounds in words)."""
+
+    def check(value: float) -> float:
+        if value < low or (high is not None and value > high):
+            bounds = f"from {low:g} to {high:g}" if high is not None else f"of {low:g} or more"
+            raise typer.BadParameter(f"{value:g}: give a number {bounds}")
+        return value
+
+    return check
+
+
 MaxRowsOpt = Annotated[
     int,
     typer.Option(
         "--max-rows",
         metavar="N",
-        min=0,
+        callback=in_range(0),
         help="Rows the table format shows (the first and last halves; every row is counted); "
         "0 shows all. CSV and JSON always hold every row.",
     ),
@@ -230,6 +243,30 @@ ToOpt = Annotated[
         "--to",
         metavar="WHEN",
         help="End of the time window: a date alone includes that whole day.",
+    ),
+]
+EtwManifestOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--etw-manifest",
+        metavar="FILE",
+        exists=True,
+        dir_okay=False,
+        readable=True,
+        help="Instrumentation manifest (.man XML) to decode the manifest-based events of "
+        "raw .etl traces; repeatable. Without one they are kept raw (hex).",
+    ),
+]
+TmfOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--tmf",
+        metavar="PATH",
+        exists=True,
+        readable=True,
+        help="Folder of WPP .tmf files (or one file) to format the WPP messages of raw "
+        ".etl traces; repeatable. Without them they are kept with their GUID and raw "
+        "arguments.",
     ),
 ]
 TzOpt = Annotated[
@@ -336,6 +373,21 @@ def check_inputs(paths: list[Path]) -> None:
     for path in paths:
         if not path.exists():
             usage(f"no such file or folder: {path}", "PATHS")
+
+
+def decoding_files(
+    manifests: list[Path] | None, tmf: list[Path] | None
+) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
+    """The --etw-manifest / --tmf paths, each checked now (a usage error, not a failed run)."""
+    # the ETW decoding loads only for a command that is given the option
+    from caltrail.pipeline import etw_files
+
+    paths = tuple(manifests or ()), tuple(tmf or ())
+    try:
+        etw_files.load(*paths)
+    except etw_files.DecodingFilesError as exc:
+        usage(str(exc), "--etw-manifest / --tmf")
+    return paths
 
 
 def check_lake(lake: Path) -> None:

@@ -16,12 +16,16 @@ from caltrail.pipeline import lake as L
 from caltrail.pipeline.cli_common import (
     DEFAULT_LAKE,
     EXIT_LAKE,
+    EtwManifestOpt,
     LakeOpt,
     ReadLakeOpt,
+    TmfOpt,
     TzOpt,
     check_inputs,
     check_lake,
+    decoding_files,
     fail,
+    in_range,
     plural,
     usage,
     when,
@@ -48,7 +52,7 @@ def ingest_cmd(
         ),
     ] = "rust",
     workers: Annotated[
-        int, typer.Option(metavar="N", min=1, max=64, help="Parallel worker processes (1-64).")
+        int, typer.Option(metavar="N", callback=in_range(1, 64), help="Parallel worker processes (1-64).")
     ] = 1,
     date_order: Annotated[
         str | None,
@@ -105,36 +109,15 @@ def ingest_cmd(
         float,
         typer.Option(
             metavar="SECONDS",
-            min=1,
-            help="Work bound per file: a file still being read after this many seconds is "
+            callback=in_range(1),
+            help="Work bound per file (1 or more): a file still being read after this many "
+            "seconds is "
             "stopped, its rows so far kept, and the stop quarantined as 'budget_exceeded' "
             '(caltrail sql "select * from parse_errors").',
         ),
     ] = IngestOptions.max_seconds_per_file,
-    etw_manifest: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--etw-manifest",
-            metavar="FILE",
-            exists=True,
-            dir_okay=False,
-            readable=True,
-            help="Instrumentation manifest (.man XML) to decode the manifest-based events of "
-            "raw .etl traces; repeatable. Without one they are kept raw (hex).",
-        ),
-    ] = None,
-    tmf: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--tmf",
-            metavar="PATH",
-            exists=True,
-            readable=True,
-            help="Folder of WPP .tmf files (or one file) to format the WPP messages of raw "
-            ".etl traces; repeatable. Without them they are kept with their GUID and raw "
-            "arguments.",
-        ),
-    ] = None,
+    etw_manifest: EtwManifestOpt = None,
+    tmf: TmfOpt = None,
     derive: Annotated[
         bool,
         typer.Option(
@@ -187,7 +170,7 @@ def ingest_cmd(
     choice = zone_choice(tz)
     if patterns is not None:
         check_patterns(patterns)
-    decoding = _decoding_files(etw_manifest, tmf)
+    decoding = decoding_files(etw_manifest, tmf)
     options = IngestOptions(
         lake=lake,
         force=force,
@@ -253,20 +236,6 @@ def check_patterns(path: Path) -> None:
             f"last {len(expected) - len(PATTERN_COLUMNS_REQUIRED)} may be left out)",
             "--patterns",
         )
-
-
-def _decoding_files(
-    manifests: list[Path] | None, tmf: list[Path] | None
-) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
-    """The --etw-manifest / --tmf paths, each checked now (a usage error, not a failed run)."""
-    from caltrail.pipeline import etw_files
-
-    paths = tuple(manifests or ()), tuple(tmf or ())
-    try:
-        etw_files.load(*paths)
-    except etw_files.DecodingFilesError as exc:
-        usage(str(exc), "--etw-manifest / --tmf")
-    return paths
 
 
 def shell_cmd(
@@ -346,8 +315,8 @@ def compact_cmd(
         int,
         typer.Option(
             metavar="N",
-            min=2,
-            help="Merge a table's small files once it has at least this many.",
+            callback=in_range(2),
+            help="Merge a table's small files once it has at least this many (2 or more).",
         ),
     ] = 32,
     wait: Annotated[

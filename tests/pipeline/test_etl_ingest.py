@@ -165,3 +165,27 @@ def test_work_bound_between_buffers() -> None:
     assert len(stops) == 1
     assert stops[0].quarantined
     assert len(trace_records(items)) == 1  # the header buffer's record, read before the check
+
+
+def test_run_takes_the_decoding_files_too(tmp_path: Path) -> None:
+    """`caltrail run` (the one command for a case) decodes raw .etl traces as ingest does,
+    and refuses a bad decoding file before it touches the lake or writes a report."""
+    archive, tmf_dir = bundle(tmp_path)
+    runner = CliRunner()
+    lake, report = tmp_path / "lake", tmp_path / "case.html"
+    bad = tmp_path / "not-a-manifest.man"
+    bad.write_text("<Events/>", encoding="utf-8")
+    refused = runner.invoke(
+        app, ["run", str(archive), "--lake", str(lake), "--out", str(report), "--etw-manifest", str(bad)]
+    )
+    assert refused.exit_code == 2
+    assert "is not an instrumentation manifest" in refused.output
+    assert not lake.exists()
+    assert not report.exists()
+    result = runner.invoke(
+        app, ["run", str(archive), "--lake", str(lake), "--out", str(report), "--tmf", str(tmf_dir)]
+    )
+    assert result.exit_code in (0, 5), result.output  # 5: the bundle holds no CAL facts
+    con = connect_35(lake)
+    decoded = rows(con, "select count(*) as n from trace_licensing where message like 'LicenseIssued:%'")
+    assert decoded == [{"n": 5}]

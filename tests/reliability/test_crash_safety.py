@@ -33,7 +33,7 @@ from tests.reliability.conftest import (
     start_caltrail,
 )
 
-KILLS = int(os.environ.get("CALTRAIL_CRASH_KILLS", "3"))
+KILLS = int(os.environ.get("CALTRAIL_CRASH_KILLS", "2"))
 
 
 def check_after_crash(lake: Path, clean: dict[str, Any], all_views: bool = False) -> None:

@@ -133,9 +133,9 @@ def connect(
         con.close()
         raise SessionError(str(exc)) from exc
     if through is None and "built" in loader.built.values():
-        try:
-            write_init_script(lake)  # the shell then reads what was just kept
-        except (OSError, SessionError):
+        try:  # the shell then reads what was just kept (written from this session)
+            write_init_script(lake, con=con)
+        except (OSError, SessionError, duckdb.Error):
             pass
     return con
 
@@ -146,14 +146,16 @@ def refresh(lake: Path, on_build: BuildProgress | None = None) -> None:
     if not kept.writable(kept.directory(lake)):
         return
     try:
-        con = connect(lake, on_build=on_build)
+        con = connect(lake, on_build=on_build)  # writes the script when it built something
     except (SessionError, duckdb.Error, OSError):
         return
-    con.close()
     try:
-        write_init_script(lake)
-    except OSError:
+        if _written_for(lake / INIT_SCRIPT) != kept.fingerprint(lake.resolve()):
+            write_init_script(lake, con=con)
+    except (OSError, duckdb.Error):
         pass
+    finally:
+        con.close()
 
 
 # ---------------------------------------------------------------------------
@@ -161,13 +163,14 @@ def refresh(lake: Path, on_build: BuildProgress | None = None) -> None:
 # ---------------------------------------------------------------------------
 
 
-def init_script_text(lake: Path) -> str:
+def init_script_text(lake: Path, con: duckdb.DuckDBPyConnection | None = None) -> str:
     """The shell's init script. It holds no path: it finds its lake by the lake's identity
     file, so that a lake copied to another folder or machine opens itself. It looks in
     `$CALTRAIL_SHELL_LAKE` (set by `caltrail shell`), then in the working directory, then in
     the folders one and two levels below it; it stops with a message when it finds no copy
     of its lake there, or two (the DuckDB shell cannot tell which script it was started
-    with). It says which lake it opened."""
+    with). It says which lake it opened. `con`: a session on the lake to write the generated
+    queries on (one is opened when not given)."""
     lake = lake.resolve()
     ident = lake_id(lake)
     if ident is None:
@@ -202,29 +205,35 @@ def init_script_text(lake: Path) -> str:
         "    from best",
         ");",
         f"set variable ref_dir = getvariable('lake') || '/{REF_DIR}';",
-        *_shell_statements(lake),
+        *_shell_statements(lake, con),
         ".bail off",
         "select 'caltrail lake: ' || getvariable('lake') as opened;",
     ]
     return "\n".join(parts) + "\n"
 
 
-def _shell_statements(lake: Path) -> list[str]:
+def _shell_statements(lake: Path, con: duckdb.DuckDBPyConnection | None) -> list[str]:
     # the generated views' queries follow the pattern table: written on a session that
-    # reads the same reference tables the shell will (through the trace layer: quick)
-    con = connect(lake, derive=False, through=materialize.generated_through())
-    try:
+    # reads the same reference tables the shell will (the caller's, or one through the
+    # trace layer: an open session costs more than the script itself)
+    if con is not None:
         return list(materialize.shell_statements(lake, con))
+    own = connect(lake, derive=False, through=materialize.generated_through())
+    try:
+        return list(materialize.shell_statements(lake, own))
     finally:
-        con.close()
+        own.close()
 
 
-def write_init_script(lake: Path, target: Path | None = None) -> Path:
-    """Write the init script atomically (LAKE/caltrail.sql, or `target`); returns its path."""
+def write_init_script(
+    lake: Path, target: Path | None = None, con: duckdb.DuckDBPyConnection | None = None
+) -> Path:
+    """Write the init script atomically (LAKE/caltrail.sql, or `target`); returns its path.
+    `con`: an open session on the lake to write it from (else one is opened)."""
     prepare_lake(lake)
     target = target or lake / INIT_SCRIPT
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
-    tmp.write_text(init_script_text(lake), encoding="utf-8")
+    tmp.write_text(init_script_text(lake, con), encoding="utf-8")
     os.replace(tmp, target)
     return target
 

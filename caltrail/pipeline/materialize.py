@@ -55,6 +55,18 @@ def generated_through() -> str | None:
     return max(files) if files else None
 
 
+def pattern_session(con: duckdb.DuckDBPyConnection) -> None:
+    """Define on `con` (its `lake` and `ref_dir` variables set) only what writing the
+    generated queries reads: the scalar macros and the pattern views (a table macro binds
+    the tables it reads when it is defined). Writing the shell's init
+    script needs no more, and a whole session through the trace layer binds every view below
+    it (most of the script's cost)."""
+    for statement in queries.statements(through=generated_through()):
+        scalar_macro = statement.object_kind == "macro" and " as table" not in statement.sql
+        if scalar_macro or statement.creates in trace_query.PATTERN_VIEWS:
+            _execute(con, statement)
+
+
 def lake_views() -> list[str]:
     return queries.declared("lake")
 
@@ -113,10 +125,7 @@ class Loader:
             self._plain(statement)
 
     def _plain(self, statement: queries.Statement) -> None:
-        try:
-            self.con.execute(generated_sql(self.con, statement))
-        except duckdb.Error as exc:
-            raise BuildError(f"{statement.file}: {exc}") from exc
+        _execute(self.con, statement)
 
     def _lake_view(self, statement: queries.Statement, view: str) -> None:
         existing = current_file(self.lake, view, self.stamp)
@@ -148,6 +157,13 @@ class Loader:
                 self.built[statement.creates or ""] = trace_facts.provide(self.con, self.lake)
             except duckdb.Error as exc:
                 raise BuildError(f"building {statement.creates}: {exc}") from exc
+
+
+def _execute(con: duckdb.DuckDBPyConnection, statement: queries.Statement) -> None:
+    try:
+        con.execute(generated_sql(con, statement))
+    except duckdb.Error as exc:
+        raise BuildError(f"{statement.file}: {exc}") from exc
 
 
 def generated_sql(con: duckdb.DuckDBPyConnection, statement: queries.Statement) -> str:

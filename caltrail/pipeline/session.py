@@ -214,13 +214,19 @@ def init_script_text(lake: Path, con: duckdb.DuckDBPyConnection | None = None) -
 
 def _shell_statements(lake: Path, con: duckdb.DuckDBPyConnection | None) -> list[str]:
     # the generated views' queries follow the pattern table: written on a session that
-    # reads the same reference tables the shell will (the caller's, or one through the
-    # trace layer: an open session costs more than the script itself)
+    # reads the same reference tables the shell will (the caller's, or a connection with
+    # only the pattern views and the macros: a whole session costs more than the script)
     if con is not None:
         return list(materialize.shell_statements(lake, con))
-    own = connect(lake, derive=False, through=materialize.generated_through())
+    lake = lake.resolve()
+    own = duckdb.connect(":memory:")
     try:
+        own.execute("set variable lake = $lake", {"lake": str(lake)})
+        own.execute("set variable ref_dir = $ref", {"ref": str(lake / REF_DIR)})
+        materialize.pattern_session(own)
         return list(materialize.shell_statements(lake, own))
+    except materialize.BuildError as exc:
+        raise SessionError(str(exc)) from exc
     finally:
         own.close()
 

@@ -52,6 +52,11 @@ class Pattern:
         return f"getvariable('trace_regexes')[{self.k}]"
 
 
+#: The views `patterns` reads (with the macros of the query files): what a connection
+#: needs to write the generated queries (materialize.pattern_session).
+PATTERN_VIEWS = ("trace_patterns", "trace_patterns_active")
+
+
 def patterns(con: duckdb.DuckDBPyConnection) -> tuple[list[Pattern], bool]:
     """The usable patterns, and whether one of them reads every module."""
     rows = con.execute(

@@ -46,11 +46,19 @@ def snapshot(lake: Path) -> dict[str, bytes]:
     }
 
 
-@pytest.fixture
-def fleet_lake(multi_input: Path, tmp_path: Path) -> Path:
-    lake = tmp_path / "lake"
+@pytest.fixture(scope="module")
+def fleet_lake_once(multi_input: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    lake = tmp_path_factory.mktemp("fleet") / "lake"
     done = run_caltrail("ingest", multi_input / "fleet", "--lake", lake, "--json")
     assert done.returncode == 0, done.stderr
+    return lake
+
+
+@pytest.fixture
+def fleet_lake(fleet_lake_once: Path, tmp_path: Path) -> Path:
+    """A lake holding the fleet: a copy per test of one ingest (each test changes it)."""
+    lake = tmp_path / "lake"
+    shutil.copytree(fleet_lake_once, lake, symlinks=True)
     return lake
 
 

@@ -13,6 +13,7 @@ user's pattern file is written into SQL text: only our own identifiers and numbe
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -57,8 +58,22 @@ class Pattern:
 PATTERN_VIEWS = ("trace_patterns", "trace_patterns_active")
 
 
+# A connection's patterns, read once: each generated query asks for them, and the pattern
+# table is read from the lake's reference files, fixed for a connection's session.
+_READ: weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, tuple[list[Pattern], bool]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def patterns(con: duckdb.DuckDBPyConnection) -> tuple[list[Pattern], bool]:
     """The usable patterns, and whether one of them reads every module."""
+    if con not in _READ:
+        _READ[con] = _patterns(con)
+    found, any_module = _READ[con]
+    return list(found), any_module
+
+
+def _patterns(con: duckdb.DuckDBPyConnection) -> tuple[list[Pattern], bool]:
     rows = con.execute(
         """
         select

@@ -42,7 +42,7 @@ from caltrail.pipeline.cli_common import (
     zone_choice,
 )
 from caltrail.pipeline.cli_ingest import ingest_in_zone
-from caltrail.pipeline.diagnose import FINDING_COLUMNS
+from caltrail.pipeline.diagnose import FINDING_COLUMNS, Diagnosis, diagnose
 from caltrail.pipeline.ingest import IngestOptions, exit_code
 from caltrail.pipeline.user_sql import Window
 
@@ -184,7 +184,6 @@ def demo_cmd(
 def show_case(lake: Path, report: Path | None = None, span: Window | None = None) -> bool:
     """Print the findings (most excess first, with the fix) and write the report; returns
     whether the lake holds licensing data at all (when not, says so instead of an all-clear)."""
-    from caltrail.pipeline.diagnose import diagnose
     from caltrail.pipeline.report import has_licensing_data, write_report
 
     con = open_session(lake, case=True)
@@ -199,7 +198,7 @@ def show_case(lake: Path, report: Path | None = None, span: Window | None = None
             typer.echo(f"Excess CALs back in the pool by expiry alone on {diag.healthy_on}.")
     if report is not None:
         try:
-            write_report(con, report, lake, span=span)
+            write_report(con, report, lake, span=span, diag=diag)
         except OSError as exc:
             fail(f"cannot write the report {report}: {exc.strerror or exc}", 1)
         typer.echo(f"Report: {report}")
@@ -330,21 +329,23 @@ def report_cmd(
     report = prepare_output(out, "--out")
     assert report is not None
     con = open_session(lake, case=True)
+    diag = diagnose(con)  # once, for the report and the no-data check
     try:
-        write_report(con, report, lake, span=span)
+        write_report(con, report, lake, span=span, diag=diag)
     except OSError as exc:
         fail(f"cannot write the report {report}: {exc.strerror or exc}", 1)
     typer.echo(f"Report: {report}")
-    _stop_without_data(con, span)
+    _stop_without_data(con, span, diag)
 
 
-def _stop_without_data(con: duckdb.DuckDBPyConnection, span: Window) -> None:
+def _stop_without_data(
+    con: duckdb.DuckDBPyConnection, span: Window, diag: Diagnosis | None = None
+) -> None:
     """Exit 5 with why when the lake, or the window, holds no licensing data: an empty
-    result must never read as a healthy pool."""
-    from caltrail.pipeline.diagnose import diagnose
+    result must never read as a healthy pool. `diag`: the session's diagnosis, when made."""
     from caltrail.pipeline.report import has_licensing_data, window_misses_data
 
-    if not has_licensing_data(diagnose(con)):
+    if not has_licensing_data(diag or diagnose(con)):
         say(NO_DATA)
         raise typer.Exit(EXIT_NO_DATA)
     missed = window_misses_data(con, span)

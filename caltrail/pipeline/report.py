@@ -184,11 +184,15 @@ def _zone_banner(con: duckdb.DuckDBPyConnection) -> str:
 
 
 def render_report(
-    con: duckdb.DuckDBPyConnection, lake: Path | None = None, span: Window | None = None
+    con: duckdb.DuckDBPyConnection,
+    lake: Path | None = None,
+    span: Window | None = None,
+    diag: Diagnosis | None = None,
 ) -> str:
-    """The whole report as one HTML string (`span`: the findings and charts of a window)."""
+    """The whole report as one HTML string (`span`: the findings and charts of a window;
+    `diag`: the session's diagnosis when the caller has it already)."""
     span = span or Window()
-    diag = diagnose(con)
+    diag = diag or diagnose(con)
     as_of = diag.as_of
     has_data = has_licensing_data(diag)
     # the chart counts every server's CALs: its installed line is every pool's sum
@@ -448,10 +452,11 @@ def write_report(
     out: Path,
     lake: Path | None = None,
     span: Window | None = None,
+    diag: Diagnosis | None = None,
 ) -> Path:
     """Write the report to `out` (atomically: a temporary file beside it, renamed) and
     return its path."""
-    text = render_report(con, lake, span)
+    text = render_report(con, lake, span, diag)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         tmp.write_text(text, encoding="utf-8")

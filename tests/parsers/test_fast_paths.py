@@ -32,7 +32,7 @@ CSV_TEXT = st.text(alphabet='",;ab \t\x00\né', max_size=14)
 
 
 @given(CSV_TEXT, st.sampled_from([",", ";"]))
-@settings(max_examples=2000)
+@settings(max_examples=1000)
 def test_all_quoted_split_is_the_csv_module(text: str, delimiter: str) -> None:
     fast = wmi_csv._split_all_quoted(text, delimiter)
     if fast is not None:
@@ -224,7 +224,7 @@ DATE_TEXT = st.one_of(
 
 
 @given(DATE_TEXT, st.sampled_from(["dmy", "mdy", "ymd"]), st.sampled_from(ZONES))
-@settings(max_examples=3000)
+@settings(max_examples=1000)
 def test_plain_date_is_parse_wmi_date(text: str, order: str, zone: dt.tzinfo) -> None:
     fast = wmidates.plain_date(text, order, zone)
     if fast is not None:
@@ -281,7 +281,7 @@ CELLS = {
     st.sampled_from(ZONES),
     st.sampled_from([(None, "unknown"), (dt.datetime(2025, 1, 2, tzinfo=dt.UTC), "option")]),
 )
-@settings(max_examples=3000)
+@settings(max_examples=1000)
 def test_plain_issued_row_is_the_general_reading(
     values: dict[str, str | None],
     odd: int,
@@ -372,7 +372,7 @@ def _read_trace(lines: list[str], plain: bool) -> list[str]:
         max_size=6,
     )
 )
-@settings(max_examples=1500)
+@settings(max_examples=1000)
 def test_tracerpt_plain_rows_are_the_general_reading(
     rows: list[tuple[str, list[tuple[int, str]], int]],
 ) -> None:
@@ -419,7 +419,7 @@ def _split_row_before(line: str) -> tuple[list[str], bool]:
 @given(
     st.lists(st.sampled_from(['"', ",", ", ", " ", "a", '""', "\t", 'x, "y', '"q"']), max_size=14)
 )
-@settings(max_examples=3000)
+@settings(max_examples=1000)
 def test_split_row_skips_only_quote_free_pieces(parts: list[str]) -> None:
     line = "".join(parts)
     assert tracerpt_csv.split_row(line) == _split_row_before(line)

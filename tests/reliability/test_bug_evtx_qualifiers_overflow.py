@@ -37,3 +37,21 @@ def test_one_record_with_a_huge_event_id_costs_only_itself(tmp_path: Path) -> No
         [str(lake / "parse_errors" / "**" / "*.parquet")],
     ).fetchall()
     assert ("value_misfit", 1) in kinds, kinds
+
+
+def test_the_fifth_campaigns_two_findings_cost_only_their_records(tmp_path: Path) -> None:
+    """The same class met again by a later campaign (mutated records whose Opcode reads as
+    2**60, and whose Qualifiers read as 2**62): each such record is quarantined as
+    value_misfit, the files' other records are kept and the accounting balances."""
+    lake = tmp_path / "lake"
+    files = [DATA / "evtx_opcode_overflow.evtx", DATA / "evtx_qualifiers_overflow_2.evtx"]
+    summary = ingest(files, IngestOptions(lake=lake))
+    assert "error" not in summary.files, summary.problems
+    assert summary.records_ok > 0
+    assert verify(lake)["mismatches"] == []
+    con = duckdb.connect()
+    (misfits,) = con.execute(
+        "select count(*) from read_parquet(?) where kind = 'value_misfit'",
+        [str(lake / "parse_errors" / "**" / "*.parquet")],
+    ).fetchone() or (0,)
+    assert misfits >= 2

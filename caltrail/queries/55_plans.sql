@@ -164,39 +164,56 @@ group by all;
 --   the finding cannot rule out two machines under the name (the CAL may be the other's);
 --   the product version is not known (no allowance can be computed for it).
 create or replace view revoke_candidates as
+-- (each test is a join on a per-key aggregate, not a subquery inside the CASE: DuckDB
+-- cannot decorrelate those there, and 50,000 candidates then took minutes)
+with held as (
+    select distinct license_key from client_held_cals
+),
+hwid_last_seen as (
+    select hwid, max(ts) as last_seen from activity group by hwid
+),
+newest_in_use as (
+    -- per holder: the issue time of its latest CAL still counted
+    select license_server, version_key, client_name, max(issued_at) as issued_at
+    from licenses
+    where counted_now
+    group by all
+),
+allowance as (
+    select license_server, version_key,
+        bool_or(floor(installed * th('revoke_limit_share')) > 0) as allows
+    from revoke_pools
+    group by all
+)
 select
     e.*,
     coalesce(e.license_server, '?') as server_key,
     case
-        when e.license_key in (select license_key from client_held_cals) then
+        when h.license_key is not null then
             'still in use: the client''s TSCTST dump shows it holds this CAL'
         when e.last_renewed_seen > e.superseded_at
             or e.expires_wmi - to_days(th('permanent_validity_max_days')::integer)
                 > e.superseded_at
             then 'still in use: renewed after the newer CAL was issued'
-        when e.subject_kind in ('name', 'fleet') and exists (
-            select 1 from activity as a
-            where a.hwid = e.hwid and a.ts > e.superseded_at
-        ) then 'its HWID was seen after the newer CAL was issued: its machine may still use it'
-        when not exists (
-            select 1 from licenses as n
-            where n.license_server is not distinct from e.license_server
-                and n.version_key = e.version_key
-                and n.client_name = e.client_name
-                and n.issued_at > e.issued_at
-                and n.counted_now
-        ) then 'its holder has no newer CAL in use'
+        when e.subject_kind in ('name', 'fleet') and s.last_seen > e.superseded_at
+            then 'its HWID was seen after the newer CAL was issued: its machine may still use it'
+        when n.issued_at is null or n.issued_at <= e.issued_at
+            then 'its holder has no newer CAL in use'
         when not e.alternative_waste then 'the finding cannot rule out '
             || e.alternative_cause || ': this may be the only CAL of another machine'
         when e.product_version is null then 'product version not known: no allowance to plan in'
-        when not exists (
-            select 1 from revoke_pools as p
-            where p.license_server = coalesce(e.license_server, '?')
-                and p.version_key = e.version_key
-                and floor(p.installed * th('revoke_limit_share')) > 0
-        ) then 'no installed count of this version (key-pack export or event 81): no allowance'
+        when not coalesce(a.allows, false)
+            then 'no installed count of this version (key-pack export or event 81): no allowance'
     end as keep_reason
 from excess_licenses as e
+left join held as h on h.license_key = e.license_key
+left join hwid_last_seen as s on s.hwid = e.hwid
+left join newest_in_use as n
+    on n.license_server is not distinct from e.license_server
+    and n.version_key = e.version_key
+    and n.client_name = e.client_name
+left join allowance as a
+    on a.license_server = coalesce(e.license_server, '?') and a.version_key = e.version_key
 where e.counted_now
     and e.cal_type = 'permanent'
     and e.revocable

@@ -94,6 +94,14 @@ def install_user_table(lake: Path, name: str, source: Path) -> None:
     os.replace(tmp, target)
 
 
+def spill_directory() -> str:
+    """Where a session's DuckDB spills what does not fit in memory: the system's temp
+    folder, one folder per process (DuckDB's default is `.tmp` in the current folder, which
+    left gigabytes in a user's working folder after a large diagnosis; DuckDB removes a
+    folder it created when the connection closes)."""
+    return str(Path(tempfile.gettempdir()) / f"caltrail-duckdb-{os.getpid()}")
+
+
 def connect(
     lake: Path,
     derive: bool = True,
@@ -120,7 +128,7 @@ def connect(
             "`caltrail ingest PATH --lake " + str(lake) + "`"
         )
     prepare_lake(lake)
-    con = duckdb.connect(":memory:")
+    con = duckdb.connect(":memory:", config={"temp_directory": spill_directory()})
     # The views read many small Parquet files, bound again by every layer above them:
     # caching their metadata halves the time a session takes to open.
     con.execute("set enable_object_cache = true")

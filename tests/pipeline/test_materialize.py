@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -258,3 +259,27 @@ def test_ingest_derive_builds_them_with_the_run(tmp_path: Path, bundles: tuple[P
         assert materialize.current_file(derive, table) is not None, table
     # and the shell's init script reads them
     assert "_derived" in (derive / "caltrail.sql").read_text(encoding="utf-8")
+
+
+def test_a_session_spills_into_its_own_temp_folder(
+    tmp_path: Path, bundles: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a large diagnosis spills goes to a folder of the system's temp folder, gone when
+    the session closes (DuckDB's default, `.tmp` in the current folder, once left 51 GB in
+    a user's working folder)."""
+    lake = tmp_path / "lake"
+    ingest([bundles[0]], IngestOptions(lake=lake))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    con = connect(lake)
+    spill = Path(str(con.execute("select current_setting('temp_directory')").fetchone()[0]))
+    assert spill.parent == Path(tempfile.gettempdir())
+    con.execute("set memory_limit = '64MB'")
+    con.execute("set preserve_insertion_order = false")
+    sql = "select count(*) from (select md5(range::varchar) as m from range(2000000) order by m)"
+    assert con.execute(sql).fetchone() == (2_000_000,)
+    assert spill.is_dir()  # (the sort did not fit in 64 MB)
+    con.close()
+    assert not spill.exists()
+    assert list(work.iterdir()) == []

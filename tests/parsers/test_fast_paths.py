@@ -390,6 +390,21 @@ def test_tracerpt_plain_path_reads_the_usual_rows() -> None:
     assert parser.plain(2, TRACE_LINES[1]) is None  # the EventTrace header row
 
 
+def test_tracerpt_known_numbers_keep_their_misfits() -> None:
+    # the number columns are read once per combination of texts: a text that is not a
+    # number must reach the fields on the later rows that find the combination known too
+    pieces = TRACE_LINES[3].split(", ")
+    at_pid = [c.strip() for c in TRACE_LINES[0].split(",")].index("PID")
+    pieces[at_pid] = "0xZZ"
+    line = ", ".join(pieces)
+    lines = [line, TRACE_LINES[3], line]
+    parser = tracerpt_csv._Parser(TRACE_LINES[0].split(", "), ParseOptions())
+    records = [parser.plain(n, text) for n, text in enumerate(lines, start=2)]
+    assert [r.fields.get("PID") if r else "no record" for r in records] == ["0xZZ", None, "0xZZ"]
+    assert [r.pid if r else -1 for r in records] == [None, 0xA1C, None]
+    assert _read_trace(lines, plain=True) == _read_trace(lines, plain=False)
+
+
 def _split_row_before(line: str) -> tuple[list[str], bool]:
     """split_row as it was before the quoted case skipped the pieces before the first
     quote (the merging ran over every piece)."""

@@ -61,6 +61,7 @@ _REG_PREFIX = re.compile(r"^hex(\([0-9a-f]+\))?:", re.IGNORECASE)
 # The simulator's sHardwareId rendering (five DWORDs, `-` between): the common case, read
 # without the general tokenising below (same result).
 _WMI_DWORDS = re.compile(r"[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{8}){4}")
+_WMI_LENGTH = 44  # five groups of 8 hex digits and their 4 dashes
 _DWORDS_BE = struct.Struct(">5I")
 _DWORDS_LE = struct.Struct("<5I")
 
@@ -157,11 +158,18 @@ def _from_ints(values: list[object]) -> HwidResult:
 
 
 def _from_text(raw: str, order: PlainHexOrder) -> HwidResult:
-    if _WMI_DWORDS.fullmatch(raw):
-        # the five DWORDs as written (big-endian hex), each stored little-endian, as
-        # hwid_from_dwords writes them
-        dwords = _DWORDS_BE.unpack(bytes.fromhex(raw.replace("-", "")))
-        return _finish(_DWORDS_LE.pack(*dwords).hex(), raw, None)
+    if len(raw) == _WMI_LENGTH and raw[8] == raw[17] == raw[26] == raw[35] == "-":
+        # The WMI rendering `00000002-7D4EB2C0-...` (nearly every HWID a WMI export holds),
+        # read without the regex: of its 40 other characters, bytes.fromhex makes 20 bytes
+        # only when all are hex digits (it skips spaces, leaving fewer digits, and refuses
+        # anything else), which is what `_WMI_DWORDS` matches. The five DWORDs as written
+        # (big-endian hex), each stored little-endian, as hwid_from_dwords writes them.
+        try:
+            data = bytes.fromhex(raw.replace("-", ""))
+        except ValueError:
+            data = b""
+        if len(data) == HWID_LENGTH:
+            return _finish(_DWORDS_LE.pack(*_DWORDS_BE.unpack(data)).hex(), raw, None)
     text = raw.strip().strip("{}[]()\"'").strip()
     if not text:
         return HwidResult(None, raw, None)

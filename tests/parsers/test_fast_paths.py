@@ -16,6 +16,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from caltrail.parsers import hwid as hwid_module
 from caltrail.parsers.base import ParseOptions
 from caltrail.parsers.hwid import HWID_LENGTH, hwid_from_dwords, normalize_hwid
 from caltrail.parsers.textio import iter_blocks, iter_lines
@@ -149,6 +150,41 @@ def test_html_rows_past_line_65535_keep_increasing_line_numbers() -> None:
     assert late == sorted(late)
     assert all(line >= first + n for line, n in zip(late, range(66_000, 70_000), strict=True))
     assert late[-1] <= data.count(b"\n") + 1  # within the file
+
+
+def _wmi_hwid_before(raw: str) -> tuple[str | None, str, str | None]:
+    """normalize_hwid of a string as it was when the WMI rendering was found by its regex
+    (`_WMI_DWORDS`), not by its dashes and bytes.fromhex."""
+    if hwid_module._WMI_DWORDS.fullmatch(raw):
+        dwords = [int(group, 16) for group in raw.split("-")]
+        return tuple(hwid_module._finish(hwid_from_dwords(dwords), raw, None))
+    return tuple(normalize_hwid(raw))
+
+
+WMI_HWID_TEXT = st.builds(
+    lambda groups: "-".join(groups),
+    st.lists(
+        st.text(alphabet="0123456789abcdefABCDF \t\u0663xg-", min_size=7, max_size=9),
+        min_size=5,
+        max_size=5,
+    ),
+)
+
+
+@given(st.one_of(WMI_HWID_TEXT, st.text(alphabet="0Ff- \t", min_size=40, max_size=48)))
+@settings(max_examples=1000)
+def test_wmi_hwid_by_dashes_is_the_regex_reading(raw: str) -> None:
+    assert tuple(normalize_hwid(raw)) == _wmi_hwid_before(raw)
+
+
+def test_wmi_hwid_by_dashes_reads_the_usual_hwid() -> None:
+    raw = "00000002-7D4EB2C0-37FFA910-75EB542B-87707AF6"
+    # each DWORD stored little-endian: 00000002 -> 02000000, 7D4EB2C0 -> c0b24e7d, ...
+    assert normalize_hwid(raw) == (
+        "02000000c0b24e7d10a9ff372b54eb75f67a7087",
+        raw,
+        None,
+    )
 
 
 # -- WMI rows: plain dates, plain issued-license rows, the inlined CSV split ---------------
@@ -388,6 +424,21 @@ def test_tracerpt_plain_path_reads_the_usual_rows() -> None:
     assert parser.plain(3, TRACE_LINES[2]) is not None  # with a quoted value
     assert parser.plain(4, TRACE_LINES[3]) is not None
     assert parser.plain(2, TRACE_LINES[1]) is None  # the EventTrace header row
+
+
+def test_tracerpt_known_numbers_keep_their_misfits() -> None:
+    # the number columns are read once per combination of texts: a text that is not a
+    # number must reach the fields on the later rows that find the combination known too
+    pieces = TRACE_LINES[3].split(", ")
+    at_pid = [c.strip() for c in TRACE_LINES[0].split(",")].index("PID")
+    pieces[at_pid] = "0xZZ"
+    line = ", ".join(pieces)
+    lines = [line, TRACE_LINES[3], line]
+    parser = tracerpt_csv._Parser(TRACE_LINES[0].split(", "), ParseOptions())
+    records = [parser.plain(n, text) for n, text in enumerate(lines, start=2)]
+    assert [r.fields.get("PID") if r else "no record" for r in records] == ["0xZZ", None, "0xZZ"]
+    assert [r.pid if r else -1 for r in records] == [None, 0xA1C, None]
+    assert _read_trace(lines, plain=True) == _read_trace(lines, plain=False)
 
 
 def _split_row_before(line: str) -> tuple[list[str], bool]:

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from itertools import compress
 from json.encoder import encode_basestring
 from operator import itemgetter
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from caltrail.parsers.base import (
     BUDGET_EXCEEDED,
@@ -243,6 +243,17 @@ class _TraceHeader:
         return None
 
 
+class _Numbers(NamedTuple):
+    """Event ID, PID, TID and Processor Number of a row, and the texts among them that are
+    not numbers, as (column, text) pairs for the row's fields."""
+
+    event_id: int | None
+    pid: int | None
+    tid: int | None
+    cpu: int | None
+    misfits: tuple[tuple[str, str], ...]
+
+
 class _Parser:
     def __init__(self, columns: list[str], options: ParseOptions) -> None:
         self.options = options
@@ -271,11 +282,12 @@ class _Parser:
         self.get_promoted = itemgetter(*(i or 0 for i in promoted))
         self.get_kept = itemgetter(*(i for _, i in self.kept))
         self.kept_names = [name for name, _ in self.kept]
-        # parse_int's answers for the four number columns, by text and bits. A trace
-        # repeats these few values on every line (one lserver process, a few threads, a
-        # handful of event ids and processors), so each is read once; bounded by
-        # MAX_KNOWN_INTS all the same.
-        self.known_ints: dict[int, dict[str, int | None]] = {32: {}, 64: {}}
+        # The four number columns read together, by their texts: (Event ID, PID, TID,
+        # Processor Number) and the texts that are not numbers (kept in fields). A trace
+        # repeats a few such combinations on every line (one lserver process, a few
+        # threads, a handful of event ids and processors), so each is read once; bounded
+        # by MAX_KNOWN_INTS all the same.
+        self.known_ints: dict[tuple[str, ...], _Numbers] = {}
 
     def run(self, lines: Iterator[tuple[int, str]], plain: bool = True) -> Iterator[Item]:
         """Every row's items, then the notes; `plain=False` reads every row by `row` (the
@@ -290,7 +302,7 @@ class _Parser:
                     line=number,
                 )
                 break
-            if not line.strip():
+            if not line or line.isspace():  # (= not line.strip(), without copying the line)
                 continue
             record = self.plain(number, line) if plain else None
             if record is not None:
@@ -316,7 +328,8 @@ class _Parser:
         values, unterminated = split_row(line)
         if unterminated or len(values) < self.plain_width or values[0] == self.columns[0]:
             return None
-        provider, level, clock_text, *texts = self.get_promoted(values)
+        promoted = self.get_promoted(values)
+        provider, level, clock_text = promoted[:3]
         if provider.lower() == "eventtrace":
             return None
         # the kept columns that are not empty, by C calls (compress drops the "" values)
@@ -324,22 +337,15 @@ class _Parser:
         fields: dict[str, str | None] = dict(
             compress(zip(self.kept_names, kept, strict=True), kept)
         )
-        ints: list[int | None] = []
-        for text, (name, _, bits) in zip(texts, self.int_columns, strict=True):
-            if not text:
-                ints.append(None)
-                continue
-            known = self.known_ints[bits]
-            if text in known:
-                value = known[text]
-            else:
-                if len(known) >= MAX_KNOWN_INTS:
-                    known.clear()
-                value = known[text] = parse_int(text, bits)
-            ints.append(value)
-            if value is None:
-                fields[name] = text
-        event_id, pid, tid, cpu = ints
+        number_texts = promoted[3:]
+        numbers = self.known_ints.get(number_texts)
+        if numbers is None:
+            if len(self.known_ints) >= MAX_KNOWN_INTS:
+                self.known_ints.clear()
+            numbers = self.known_ints[number_texts] = self.numbers(number_texts)
+        event_id, pid, tid, cpu, misfits = numbers
+        if misfits:
+            fields.update(misfits)
         tail = values[len(self.fixed) :]
         if tail:
             fields["UserData"] = "[" + ", ".join(map(encode_basestring, tail)) + "]"
@@ -370,6 +376,19 @@ class _Parser:
             fields=fields,
             line=number,
         )
+
+    def numbers(self, texts: tuple[str, ...]) -> _Numbers:
+        """The four number columns of `plain` read as `record` reads them, and the
+        (column, text) pairs of the non-empty texts that are not numbers."""
+        ints: list[int | None] = []
+        misfits: list[tuple[str, str]] = []
+        for text, (name, _, bits) in zip(texts, self.int_columns, strict=True):
+            value = parse_int(text, bits) if text else None
+            ints.append(value)
+            if value is None and text:
+                misfits.append((name, text))
+        event_id, pid, tid, cpu = ints
+        return _Numbers(event_id, pid, tid, cpu, tuple(misfits))
 
     def row(self, number: int, line: str) -> Iterator[Item]:
         if len(line) > MAX_LINE_CHARS:

@@ -175,7 +175,7 @@ def _rows(stream: BinaryIO, plain: bool = True) -> Iterator[RowItem]:
     between = f'"{delimiter}"'
     while (item := (pending.popleft() if pending else next(lines, None))) is not None:
         number, line = item
-        if not line.strip():
+        if not line or line.isspace():  # (= not line.strip(), without copying the line)
             continue
         fields: list[str] | None = None
         raw = line

@@ -384,16 +384,16 @@ class RowReader:
             status = _STATUS_NAMES.get(text)
             if status is None:
                 return None
-        dates = []
-        raws: list[str | None] = []  # the cells as found ("" is none)
-        for key in ("issuedate", "expirationdate"):
-            text = get(key)
-            date = plain_date(text, self.order, self.zone) if text else _NO_DATE
-            if date is None:
-                return None
-            dates.append(date)
-            raws.append(text or None)
-        issue, expiry = dates
+        # the two dates, unrolled (a loop with its lists cost more than the reading);
+        # the raw cells are kept as found ("" is none)
+        issue_raw = get("issuedate") or None
+        issue = plain_date(issue_raw, self.order, self.zone) if issue_raw else _NO_DATE
+        if issue is None:
+            return None
+        expiry_raw = get("expirationdate") or None
+        expiry = plain_date(expiry_raw, self.order, self.zone) if expiry_raw else _NO_DATE
+        if expiry is None:
+            return None
         raw_hwid = get("shardwareid")
         if raw_hwid and raw_hwid.strip() == raw_hwid:  # (no padding)
             hwid = normalize_hwid(raw_hwid)
@@ -411,9 +411,9 @@ class RowReader:
             license_status=status,
             license_status_name=LICENSE_STATUS.get(status) if status is not None else None,
             issue_date=issue.value,
-            issue_date_raw=raws[0],
+            issue_date_raw=issue_raw,
             expiration_date=expiry.value,
-            expiration_date_raw=raws[1],
+            expiration_date_raw=expiry_raw,
             expiration_never=expiry.never,
             issued_to_computer=_cell(row.values, "sissuedtocomputer"),
             issued_to_user=_cell(row.values, "sissuedtouser"),

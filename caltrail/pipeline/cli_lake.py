@@ -26,13 +26,13 @@ from caltrail.pipeline.cli_common import (
     decoding_files,
     fail,
     in_range,
-    plural,
     usage,
     when,
     zone_choice,
 )
 from caltrail.pipeline.cli_ingest import ingest_in_zone
 from caltrail.pipeline.ingest import IngestOptions, exit_code
+from caltrail.pipeline.output import plural
 
 
 def ingest_cmd(

@@ -1,6 +1,6 @@
 """The `caltrail` command line: the app, and every command mounted on it from the module
-that holds it (caltrail/pipeline/cli_lake.py: the lake; cli_sql.py: SQL; cli_case.py: cases;
-cli_search.py: searching events; cli_export.py: exports). Thin: each command parses options, calls a library
+that holds it (caltrail/pipeline/cli_lake.py: the lake; cli_sql.py: SQL; cli_shell.py: the
+DuckDB shell; cli_case.py: cases; cli_search.py: searching events; cli_export.py: exports). Thin: each command parses options, calls a library
 function and renders its result; what the commands share (exit codes, options, one-line
 errors, rendering) is caltrail/pipeline/cli_common.py, and the ingest that ingest, run and
 demo run is caltrail/pipeline/cli_ingest.py. Exit status: see cli_common.py and the README.
@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from caltrail.pipeline import cli_case, cli_export, cli_lake, cli_search, cli_sql
+from caltrail.pipeline import cli_case, cli_export, cli_lake, cli_search, cli_shell, cli_sql
 from caltrail.pipeline.cli_common import CaltrailCommand, CaltrailGroup, show_version
 
 app = typer.Typer(
@@ -63,7 +63,7 @@ for name, command in (
     ("search", cli_search.search_cmd),
     ("sql", cli_sql.sql_cmd),
     ("export", cli_export.export_cmd),
-    ("shell", cli_lake.shell_cmd),
+    ("shell", cli_shell.shell_cmd),
     ("verify", cli_lake.verify_cmd),
     ("compact", cli_lake.compact_cmd),
     ("simulate", cli_case.simulate_cmd),

@@ -182,6 +182,19 @@ def up_to_the_shell(lake: Path) -> dict[str, Any]:
     return reached
 
 
+def test_caltrail_shell_opens_a_current_lake_without_duckdb_or_pyarrow(lake: Path) -> None:
+    """The lake as an ingest with --derive leaves it: its script current, nothing to build.
+    `caltrail shell` then hands over at once: none of DuckDB, pyarrow, the ingest or the
+    sessions is loaded (each costs a tenth of a second or more before the shell opens)."""
+    assert current_script(lake) == lake / "caltrail.sql"
+    reached = up_to_the_shell(lake)
+    assert reached["args"][1:] == ["-init", str(lake / "caltrail.sql")]
+    assert reached["lake"] == str(lake.resolve())
+    heavy = {"duckdb", "pyarrow", "caltrail.pipeline.ingest", "caltrail.pipeline.session"}
+    assert heavy.isdisjoint(reached["loaded"]), sorted(heavy & set(reached["loaded"]))
+    assert "caltrail.pipeline.cli_shell" in reached["loaded"]  # (the report is of this run)
+
+
 def test_caltrail_shell_brings_a_stale_lake_up_to_date(lake: Path, tmp_path: Path) -> None:
     """A script that does not say its lake is current (one of an older caltrail, without
     the header; or a kept file gone) is not trusted: the layers are built again and the

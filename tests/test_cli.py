@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from caltrail.pipeline.cli import app
+from caltrail.pipeline.cli import COMMANDS, app
 from tests.conftest import ROOT, corpus_path
 
 runner = CliRunner(env={"TERMINAL_WIDTH": "120", "NO_COLOR": "1", "COLUMNS": "120"})
@@ -138,7 +138,7 @@ def test_verify_balances(tmp_path: Path, evtx_dir: Path) -> None:
 
 def test_every_command_has_help_with_an_example() -> None:
     top = runner.invoke(app, ["--help"])
-    commands = [c.name for c in app.registered_commands]
+    commands = list(COMMANDS)
     assert len(commands) >= 6
     for name in commands:
         assert name in top.output
@@ -150,8 +150,41 @@ def test_every_command_has_help_with_an_example() -> None:
 
 def test_every_command_is_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    for command in app.registered_commands:
-        assert f"caltrail {command.name}" in readme, command.name
+    for command in COMMANDS:
+        assert f"caltrail {command}" in readme, command
+
+
+def test_a_command_loads_only_its_own_module() -> None:
+    """The app imports a command's module when that command is asked for (caltrail/pipeline/
+    cli.py, COMMANDS): `caltrail shell` resolved loads neither pyarrow nor DuckDB nor the
+    ingest, which the other commands' modules load; `caltrail sql` does (the check is not
+    vacuous)."""
+    probe = (
+        "import json, sys\n"
+        "from caltrail.pipeline.cli import COMMANDS, app\n"
+        "import typer\n"
+        "group = typer.main.get_command(app)\n"
+        "with group.make_context('caltrail', [sys.argv[1], '--help'], resilient_parsing=True) as ctx:\n"
+        "    assert group.get_command(ctx, sys.argv[1]) is not None\n"
+        "    listed = group.list_commands(ctx)\n"
+        "print(json.dumps({'listed': listed, 'loaded': sorted(sys.modules)}))\n"
+    )
+    heavy = {"pyarrow", "duckdb", "caltrail.pipeline.ingest", "caltrail.pipeline.diagnose"}
+    seen = {}
+    for command in ("shell", "sql"):
+        done = subprocess.run(
+            [sys.executable, "-c", probe, command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        seen[command] = json.loads(done.stdout)
+        assert seen[command]["listed"] == list(COMMANDS)  # listing the names loads nothing
+    assert heavy.isdisjoint(seen["shell"]["loaded"]), heavy & set(seen["shell"]["loaded"])
+    assert "caltrail.pipeline.cli_shell" in seen["shell"]["loaded"]
+    assert "caltrail.pipeline.cli_sql" not in seen["shell"]["loaded"]
+    assert {"pyarrow", "duckdb"} <= set(seen["sql"]["loaded"])
 
 
 def test_installed_entry_point_runs() -> None:

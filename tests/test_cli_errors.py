@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from caltrail.pipeline import cli
 from caltrail.pipeline.cli import app
 
 runner = CliRunner(env={"NO_COLOR": "1", "COLUMNS": "100"})
-COMMANDS = [c.name for c in app.registered_commands]
+COMMANDS = list(cli.COMMANDS)
 
 
 def invoke(*args: str) -> tuple[int, str, str]:

@@ -748,7 +748,8 @@ def shell_open(bench: Bench, label: str, lake: Path, runs: int = 5) -> None:
     """How long the DuckDB shell takes to open the lake (every view and macro defined) and
     answer `select 1`: through `duckdb -init LAKE/caltrail.sql` and through `caltrail shell`,
     against the same shell answering `select 1` with no lake (median of `runs`)."""
-    from caltrail.pipeline.session import duckdb_cli, refresh
+    from caltrail.pipeline.session import refresh
+    from caltrail.pipeline.shell import duckdb_cli
 
     binary = duckdb_cli()
     if binary is None:

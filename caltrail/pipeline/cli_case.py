@@ -26,24 +26,26 @@ from caltrail.pipeline.cli_common import (
     TmfOpt,
     ToOpt,
     TzOpt,
-    check_format,
     check_inputs,
     decoding_files,
     fail,
     in_range,
-    open_session,
-    plural,
     prepare_output,
-    query_rows,
     say,
     usage,
-    window,
-    write_relation,
     zone_choice,
 )
 from caltrail.pipeline.cli_ingest import ingest_in_zone
+from caltrail.pipeline.cli_query import (
+    check_format,
+    open_session,
+    query_rows,
+    window,
+    write_relation,
+)
 from caltrail.pipeline.diagnose import FINDING_COLUMNS, Diagnosis, diagnose
 from caltrail.pipeline.ingest import IngestOptions, exit_code
+from caltrail.pipeline.output import plural
 from caltrail.pipeline.user_sql import Window
 
 if TYPE_CHECKING:

@@ -19,8 +19,8 @@ from caltrail.pipeline.cli_common import (
     fail,
     prepare_output,
     usage,
-    window,
 )
+from caltrail.pipeline.cli_query import window
 
 if TYPE_CHECKING:
     import duckdb

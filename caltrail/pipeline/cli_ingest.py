@@ -16,8 +16,9 @@ from zoneinfo import ZoneInfo
 import typer
 
 from caltrail.pipeline import lake as L
-from caltrail.pipeline.cli_common import EXIT_LAKE, ZoneChoice, fail, one_line, plural, say
+from caltrail.pipeline.cli_common import EXIT_LAKE, ZoneChoice, fail, one_line, say
 from caltrail.pipeline.ingest import SUMMARY_SCHEMA_VERSION, IngestOptions, IngestSummary, ingest
+from caltrail.pipeline.output import plural
 from caltrail.pipeline.runner import ChildStartError
 
 

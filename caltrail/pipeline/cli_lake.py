@@ -1,12 +1,10 @@
-"""The lake commands: `caltrail ingest`, `sql`, `shell`, `verify` and `compact` (mounted on
-the app by caltrail/pipeline/cli.py)."""
+"""The lake commands: `caltrail ingest`, `verify` and `compact` (mounted on the app by
+caltrail/pipeline/cli.py; `sql` is cli_sql.py, `shell` cli_shell.py)."""
 
 from __future__ import annotations
 
 import csv
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -26,13 +24,13 @@ from caltrail.pipeline.cli_common import (
     decoding_files,
     fail,
     in_range,
-    plural,
     usage,
     when,
     zone_choice,
 )
 from caltrail.pipeline.cli_ingest import ingest_in_zone
 from caltrail.pipeline.ingest import IngestOptions, exit_code
+from caltrail.pipeline.output import plural
 
 
 def ingest_cmd(
@@ -238,47 +236,6 @@ def check_patterns(path: Path) -> None:
         )
 
 
-def shell_cmd(
-    lake: ReadLakeOpt = DEFAULT_LAKE,
-    command: Annotated[
-        str | None,
-        typer.Option(
-            "--command", "-c", metavar="SQL", help="Run one statement in the shell and exit."
-        ),
-    ] = None,
-) -> None:
-    """Open the lake in the DuckDB shell with every view and macro defined.
-
-    The same as:  duckdb -init LAKE/caltrail.sql   (the init script is kept up to date by
-    every ingest and diagnosis; the shell is installed with caltrail by the duckdb-cli
-    package). The diagnosis layers are computed first when an ingest made them stale, so
-    the shell opens at once; a read-only lake opens too (its layers then compute live).
-
-    Example:  caltrail shell --lake ./lake
-    """
-    from caltrail.pipeline.materialize import all_current
-    from caltrail.pipeline.progress import derived_notice
-    from caltrail.pipeline.session import SHELL_LAKE_ENV, duckdb_cli, refresh, shell_script
-
-    check_lake(lake)
-    binary = duckdb_cli()
-    if binary is None:
-        fail("the DuckDB shell is not installed (pip install duckdb-cli)", EXIT_LAKE)
-        return
-    if not all_current(lake):
-        with derived_notice(lake) as on_build:
-            refresh(lake, on_build)
-    try:
-        script = shell_script(lake)
-    except OSError as exc:
-        fail(f"cannot write the shell's init script: {exc}", EXIT_LAKE)
-    args = [binary, "-init", str(script)]
-    if command is not None:
-        args += ["-c", command]
-    sys.stdout.flush()
-    os.execve(binary, args, {**os.environ, SHELL_LAKE_ENV: str(lake.resolve())})
-
-
 def verify_cmd(
     lake: ReadLakeOpt = DEFAULT_LAKE,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
@@ -357,4 +314,4 @@ def compact_cmd(
     write_init_script(lake)
 
 
-__all__ = ["check_patterns", "compact_cmd", "ingest_cmd", "shell_cmd", "verify_cmd"]
+__all__ = ["check_patterns", "compact_cmd", "ingest_cmd", "verify_cmd"]

@@ -19,14 +19,11 @@ from caltrail.pipeline.cli_common import (
     OutputOpt,
     ReadLakeOpt,
     ToOpt,
-    check_format,
-    open_session,
     prepare_output,
-    query_rows,
     say,
     usage,
-    window,
 )
+from caltrail.pipeline.cli_query import check_format, open_session, query_rows, window
 
 SOURCES = {"all": None, "evtx": ["evtx"], "trace": ["trace"]}
 TEXT_CELL = 240  # a record's text is what a search is read for: cut later than other cells

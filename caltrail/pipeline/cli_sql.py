@@ -21,16 +21,13 @@ from caltrail.pipeline.cli_common import (
     OutputOpt,
     ReadLakeOpt,
     ToOpt,
-    check_format,
     fail,
-    open_session,
-    plural,
     prepare_output,
     say,
     usage,
-    window,
-    write_relation,
 )
+from caltrail.pipeline.cli_query import check_format, open_session, window, write_relation
+from caltrail.pipeline.output import plural
 
 if TYPE_CHECKING:
     import duckdb

@@ -23,11 +23,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.metadata import version
 from pathlib import Path
-
-import duckdb
+from typing import TYPE_CHECKING
 
 from caltrail import queries
+
+if TYPE_CHECKING:
+    import duckdb
 
 DERIVED_DIR = "_derived"
 FORMAT_VERSION = "2"
@@ -41,7 +44,11 @@ def fingerprint(lake: Path, manifest: bool = True, upto: str | None = None) -> s
     leaves out the files ingested and `upto` the query files after the one named (a layer
     reads the files before it, never after)."""
     digest = hashlib.sha256()
-    digest.update(f"caltrail-derived {FORMAT_VERSION} duckdb {duckdb.__version__}\n".encode())
+    # the installed DuckDB package's version, read from its metadata (duckdb.__version__
+    # says the same) rather than by loading DuckDB: `caltrail shell` checks the state of the
+    # lake before it hands over to the DuckDB shell, and loading DuckDB takes longer than
+    # the whole check
+    digest.update(f"caltrail-derived {FORMAT_VERSION} duckdb {version('duckdb')}\n".encode())
     if manifest:
         for path in sorted((lake / "ingest_files").glob("*.parquet")):
             digest.update(f"m {path.name} {path.stat().st_size}\n".encode())
@@ -58,6 +65,11 @@ def fingerprint(lake: Path, manifest: bool = True, upto: str | None = None) -> s
 
 def directory(lake: Path) -> Path:
     return lake / DERIVED_DIR
+
+
+def view_file(lake: Path, view: str, stamp: str) -> Path:
+    """Where the kept file of `view` for the state `stamp` of the lake is (or would be)."""
+    return directory(lake) / f"{view}-{stamp}.parquet"
 
 
 def writable(folder: Path) -> bool:
@@ -128,6 +140,7 @@ __all__ = [
     "locked",
     "publish",
     "remove_stale",
+    "view_file",
     "writable",
     "write",
 ]

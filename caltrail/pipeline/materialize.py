@@ -37,14 +37,10 @@ class BuildError(Exception):
     """A declared view could not be computed (message names it)."""
 
 
-def kept_path(lake: Path, view: str, stamp: str) -> Path:
-    return kept.directory(lake) / f"{view}-{stamp}.parquet"
-
-
 def current_file(lake: Path, view: str, stamp: str | None = None) -> Path | None:
     """The kept file of a `lake`-kind view for the lake as it is now, if there is one."""
     lake = lake.resolve()
-    path = kept_path(lake, view, stamp or kept.fingerprint(lake))
+    path = kept.view_file(lake, view, stamp or kept.fingerprint(lake))
     return path if path.is_file() else None
 
 
@@ -196,7 +192,7 @@ def provide(
             if existing is not None:
                 attach(con, view, existing)
                 return "persisted"
-            target = kept_path(lake, view, stamp)
+            target = kept.view_file(lake, view, stamp)
             try:
                 kept.write(con, f"select * from main.{view}", target)
             except (OSError, duckdb.IOException):
@@ -274,7 +270,6 @@ __all__ = [
     "current_file",
     "generated_sql",
     "generated_through",
-    "kept_path",
     "lake_views",
     "provide",
     "session_tables",

@@ -3,15 +3,15 @@
 `connect(lake)` gives a connection for the CLI and tests (the computed views kept or built
 by caltrail/pipeline/materialize.py); `write_init_script(lake)` writes `LAKE/caltrail.sql`,
 the init script with which the DuckDB shell opens the lake with the same views (`caltrail
-shell`, or `duckdb -init LAKE/caltrail.sql`); `refresh(lake)` brings the kept views up to
-date after an ingest (`caltrail ingest --derive`).
+shell`, or `duckdb -init LAKE/caltrail.sql`; what the shell needs before it opens, without
+DuckDB, is caltrail/pipeline/shell.py); `refresh(lake)` brings the kept views up to date
+after an ingest (`caltrail ingest --derive`).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -24,14 +24,18 @@ from caltrail.pipeline import kept, materialize
 from caltrail.pipeline import lake as L
 from caltrail.pipeline.materialize import BuildProgress
 from caltrail.pipeline.schemas import ALL_SCHEMAS
+from caltrail.pipeline.shell import (
+    COMPUTED_LINE,
+    INIT_SCRIPT,
+    KEPT_LINE,
+    NONE,
+    SHELL_LAKE_ENV,
+    STATE_LINE,
+    current_script,
+    written_for,
+)
 
-INIT_SCRIPT = "caltrail.sql"
 REF_DIR = "_ref"
-# The environment variable with which `caltrail shell` tells the init script where the lake
-# is (the script finds it by itself otherwise: see init_script_text).
-SHELL_LAKE_ENV = "CALTRAIL_SHELL_LAKE"
-# The script's second line: the state of the lake it was written for (kept.fingerprint).
-STATE_LINE = "-- state: "
 
 
 class SessionError(Exception):
@@ -158,7 +162,7 @@ def refresh(lake: Path, on_build: BuildProgress | None = None) -> None:
     except (SessionError, duckdb.Error, OSError):
         return
     try:
-        if _written_for(lake / INIT_SCRIPT) != kept.fingerprint(lake.resolve()):
+        if current_script(lake) is None:
             write_init_script(lake, con=con)
     except (OSError, duckdb.Error):
         pass
@@ -178,17 +182,29 @@ def init_script_text(lake: Path, con: duckdb.DuckDBPyConnection | None = None) -
     the folders one and two levels below it; it stops with a message when it finds no copy
     of its lake there, or two (the DuckDB shell cannot tell which script it was started
     with). It says which lake it opened. `con`: a session on the lake to write the generated
-    queries on (one is opened when not given)."""
+    queries on (one is opened when not given).
+
+    Its header says the state of the lake it was written for and which `lake`-kind views it
+    reads from their kept files, and which it computes on opening (caltrail/pipeline/
+    shell.py reads it: `caltrail shell` opens the shell at once when the script is current)."""
     lake = lake.resolve()
     ident = lake_id(lake)
     if ident is None:
         raise SessionError(f"{lake} has no identity file; run an ingest on it first")
     marker = f"{REF_DIR}/lake-{ident}.id"  # a hex digest: no user text goes into the script
+    stamp = kept.fingerprint(lake)
+    # (before the statements: a view kept in between is then said to be computed, which
+    # only makes the next `caltrail shell` write the script again)
+    views = materialize.lake_views()
+    kept_views = [v for v in views if materialize.current_file(lake, v, stamp) is not None]
+    computed = [v for v in views if v not in kept_views]
     parts = [
         "-- caltrail: open this lake in the DuckDB shell with every view and macro defined:",
         "--   duckdb -init LAKE/caltrail.sql     (or: caltrail shell --lake LAKE)",
         "-- Rewritten by every ingest and diagnosis; do not edit.",
-        f"{STATE_LINE}{kept.fingerprint(lake)}",
+        f"{STATE_LINE}{stamp}",
+        f"{KEPT_LINE}{' '.join(kept_views) or NONE}",
+        f"{COMPUTED_LINE}{' '.join(computed) or NONE}",
         ".bail on",
         "set enable_object_cache = true;",
         "set variable lake = (",
@@ -253,44 +269,27 @@ def write_init_script(
 
 
 def shell_script(lake: Path) -> Path:
-    """An init script for `caltrail shell`: the lake's own (rewritten when it was written for
-    another state of the lake); on a lake that cannot be written, one in a temporary folder
-    (a read-only lake still opens)."""
+    """An init script for `caltrail shell`: the lake's own (rewritten when it is not current:
+    written for another state of the lake, or computing views on opening that are kept
+    now); on a lake that cannot be written, its own when written for its present state
+    (it computes what is not kept), else one in a temporary folder (a read-only lake still
+    opens)."""
     own = lake / INIT_SCRIPT
-    if _written_for(own) == kept.fingerprint(lake.resolve()):
+    if current_script(lake) is not None:
         return own
     try:
         return write_init_script(lake)
     except OSError:
+        if written_for(own) == kept.fingerprint(lake.resolve()):
+            return own
         folder = Path(tempfile.mkdtemp(prefix="caltrail-shell-"))
         return write_init_script(lake, folder / INIT_SCRIPT)
 
 
-def _written_for(script: Path) -> str | None:
-    try:
-        with open(script, encoding="utf-8") as handle:
-            head = [handle.readline() for _ in range(6)]
-    except OSError:
-        return None
-    found = [line[len(STATE_LINE) :].strip() for line in head if line.startswith(STATE_LINE)]
-    return found[0] if found else None
-
-
-def duckdb_cli() -> str | None:
-    """The DuckDB shell installed with caltrail (PyPI duckdb-cli), else one on PATH."""
-    beside = Path(sys.executable).parent / "duckdb"
-    if beside.exists():
-        return str(beside)
-    return shutil.which("duckdb")
-
-
 __all__ = [
-    "INIT_SCRIPT",
-    "SHELL_LAKE_ENV",
     "BuildProgress",
     "SessionError",
     "connect",
-    "duckdb_cli",
     "init_script_text",
     "install_user_table",
     "lake_id",

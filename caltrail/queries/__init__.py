@@ -29,8 +29,6 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-import duckdb
-
 QUERIES_DIR = Path(str(resources.files(__name__)))
 KINDS = ("lake", "run", "session")
 
@@ -99,6 +97,10 @@ def statements(files: list[Path] | None = None, through: str | None = None) -> l
 
 @cache
 def _file_statements(name: str, text: str) -> tuple[Statement, ...]:
+    # DuckDB's own statement splitter; loaded here, not with the module: listing the files
+    # (kept.fingerprint, on the way to the DuckDB shell) must not load DuckDB
+    import duckdb
+
     out = []
     for parsed in duckdb.extract_statements(text):
         sql = parsed.query.strip().rstrip(";").strip()

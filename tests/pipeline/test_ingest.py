@@ -141,7 +141,7 @@ def test_init_script_defines_every_view(tmp_path: Path, small_inputs: Path) -> N
     right after a plain ingest (nothing kept yet: the shell computes what it needs)."""
     import subprocess
 
-    from caltrail.pipeline.session import duckdb_cli
+    from caltrail.pipeline.shell import duckdb_cli
 
     lake = tmp_path / "lake"
     ingest([small_inputs], IngestOptions(lake=lake))

@@ -5,19 +5,30 @@ script holds no path, so a copied lake opens itself; a read-only lake opens too.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from caltrail.fixtures.make_samples import SAMPLES as SAMPLES_DIR
 from caltrail.pipeline.ingest import IngestOptions, ingest
-from caltrail.pipeline.session import connect, duckdb_cli, refresh
+from caltrail.pipeline.session import connect, refresh
+from caltrail.pipeline.shell import (
+    COMPUTED_LINE,
+    KEPT_LINE,
+    NONE,
+    current_script,
+    duckdb_cli,
+    header,
+    written_for,
+)
 
 CLI = [sys.executable, "-c", "from caltrail.pipeline.cli import main; main()"]
 
@@ -140,6 +151,92 @@ def test_caltrail_shell_runs_a_command(lake: Path) -> None:
     con.close()
     assert expected is not None
     assert f"│ {expected[0]} " in done.stdout.replace("│\n", "│ \n") or str(expected[0]) in done.stdout
+
+
+# `caltrail shell` run up to the moment it hands over to the DuckDB shell: os.execve
+# replaced by a report of its arguments and of the modules loaded by then
+UP_TO_THE_SHELL = """
+import json, os, sys
+def execve(path, args, env):
+    loaded = [m for m in sys.modules if m.split(".")[0] in ("duckdb", "pyarrow", "caltrail")]
+    print(json.dumps({"args": args, "lake": env.get("CALTRAIL_SHELL_LAKE"), "loaded": loaded}))
+    sys.stdout.flush()
+    os._exit(0)
+os.execve = execve
+from caltrail.pipeline.cli import main
+main()
+"""
+
+
+def up_to_the_shell(lake: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", UP_TO_THE_SHELL, "shell", "--lake", str(lake)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd="/",
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    reached: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return reached
+
+
+def test_caltrail_shell_opens_a_current_lake_without_duckdb_or_pyarrow(lake: Path) -> None:
+    """The lake as an ingest with --derive leaves it: its script current, nothing to build.
+    `caltrail shell` then hands over at once: none of DuckDB, pyarrow, the ingest or the
+    sessions is loaded (each costs a tenth of a second or more before the shell opens)."""
+    assert current_script(lake) == lake / "caltrail.sql"
+    reached = up_to_the_shell(lake)
+    assert reached["args"][1:] == ["-init", str(lake / "caltrail.sql")]
+    assert reached["lake"] == str(lake.resolve())
+    heavy = {"duckdb", "pyarrow", "caltrail.pipeline.ingest", "caltrail.pipeline.session"}
+    assert heavy.isdisjoint(reached["loaded"]), sorted(heavy & set(reached["loaded"]))
+    assert "caltrail.pipeline.cli_shell" in reached["loaded"]  # (the report is of this run)
+
+
+def test_caltrail_shell_brings_a_stale_lake_up_to_date(lake: Path, tmp_path: Path) -> None:
+    """A script that does not say its lake is current (one of an older caltrail, without
+    the header; or a kept file gone) is not trusted: the layers are built again and the
+    script written again, after which the next `caltrail shell` takes the fast way."""
+    copy = tmp_path / "lake"
+    shutil.copytree(lake, copy)
+    script = copy / "caltrail.sql"
+    lines = script.read_text(encoding="utf-8").splitlines(keepends=True)
+    script.write_text(
+        "".join(line for line in lines if not line.startswith((KEPT_LINE, COMPUTED_LINE))),
+        encoding="utf-8",
+    )
+    assert written_for(script) is not None  # the state still matches: the header does not
+    assert current_script(copy) is None
+    reached = up_to_the_shell(copy)
+    assert reached["args"][1:] == ["-init", str(script)]
+    assert "caltrail.pipeline.session" in reached["loaded"]  # the slow way, this once
+    assert current_script(copy) == script
+
+    kept = sorted((copy / "_derived").glob("licenses-*.parquet"))
+    assert len(kept) == 1
+    kept[0].unlink()
+    assert current_script(copy) is None  # the script would read a file that is not there
+    up_to_the_shell(copy)
+    assert current_script(copy) == script
+    assert kept[0].is_file()
+
+
+def test_an_ingest_leaves_the_script_saying_what_the_shell_computes(tmp_path: Path) -> None:
+    """Without --derive an ingest writes a script that computes the layers on opening: it is
+    correct, but not current for `caltrail shell`, which builds the layers first."""
+    fresh = tmp_path / "lake"
+    ingest([SAMPLES_DIR], IngestOptions(lake=fresh, tz=ZoneInfo("Europe/Berlin")))
+    found = header(fresh / "caltrail.sql")
+    assert found[KEPT_LINE] == NONE
+    assert "licenses" in found[COMPUTED_LINE].split()
+    assert current_script(fresh) is None
+    refresh(fresh)
+    found = header(fresh / "caltrail.sql")
+    assert found[COMPUTED_LINE] == NONE
+    assert "licenses" in found[KEPT_LINE].split()
+    assert current_script(fresh) == fresh / "caltrail.sql"
 
 
 def test_the_init_script_holds_no_path(lake: Path) -> None:

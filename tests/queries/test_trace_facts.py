@@ -228,7 +228,7 @@ def test_only_an_edit_up_to_the_trace_layer_starts_them_again(
 def test_the_shell_after_a_batch_reads_the_kept_facts_and_the_batchs_live(
     tmp_path: Path, bundles: tuple[Path, Path]
 ) -> None:
-    from caltrail.pipeline.session import duckdb_cli
+    from caltrail.pipeline.shell import duckdb_cli
 
     binary = duckdb_cli()
     assert binary, "duckdb-cli is a dependency of caltrail"

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from caltrail.pipeline.session import duckdb_cli
+from caltrail.pipeline.shell import duckdb_cli
 from tests.reliability.conftest import (
     connect_core,
     lake_state,

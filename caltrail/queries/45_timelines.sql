@@ -6,7 +6,7 @@
 -- renewal is the earliest time the changed expiry allows). A license whose issue no source
 -- dates (the seed's per-device export and the per-device report have no IssueDate) stands
 -- by its first listing: its device held it, under that name and HWID, by then.
--- materialize: session
+-- materialize: lake
 create or replace view activity as
 with facts as (
     select

@@ -43,13 +43,21 @@ from caltrail.pipeline.schemas import ALL_SCHEMAS
 # A file is small below SMALL_FILE_BYTES; a table is compacted once it has MIN_SMALL_FILES
 # of them (a few dozen footers cost a session little). Inputs are grouped into outputs of
 # about OUTPUT_BYTES (compressed input size), written in row groups of ROW_GROUP_ROWS.
-# A session pays per file, not per byte, so only small files are worth rewriting: the
-# 50,000-row batches of a large input (2-3 MB each) are left alone, and merging costs about
-# 10 us a row (the corpus EVTX: 150 files, 0.9 s on top of a 4.5 s ingest).
+# A session pays per file, not per byte, so only small files are worth rewriting: under
+# SMALL_FILE_BYTES on disk and of fewer than SMALL_FILE_ROWS rows. The full batches of a
+# large input (pipeline/lake.py BATCH_ROWS) are left alone however well they compress (20,000
+# generated trace events make 70 KB: merging a 1 GB input's 73 batches took the ingest
+# process from 135 to 370 MB), and merging costs about 10 us a row (the corpus EVTX: 150
+# files, 0.9 s on top of a 4.5 s ingest). The files worth merging are one-row client exports
+# of a few KB and the events of small logs.
 SMALL_FILE_BYTES = 1024 * 1024
+SMALL_FILE_ROWS = 10_000
 MIN_SMALL_FILES = 32
 OUTPUT_BYTES = 64 * 1024 * 1024
 ROW_GROUP_ROWS = 128 * 1024
+# ... or of fewer rows once the rows read and not yet written hold this much: 128 K trace
+# events (a message and its fields each) took the ingest process past 350 MB.
+PENDING_BYTES = 32 * 1024 * 1024
 
 
 @dataclass
@@ -81,7 +89,20 @@ def table_files(lake: Path, table: str) -> list[Path]:
 
 
 def small_files(lake: Path, table: str) -> list[Path]:
-    return [p for p in table_files(lake, table) if p.stat().st_size < SMALL_FILE_BYTES]
+    return [
+        p
+        for p in table_files(lake, table)
+        if p.stat().st_size < SMALL_FILE_BYTES and _rows(p) < SMALL_FILE_ROWS
+    ]
+
+
+def _rows(path: Path) -> int:
+    """A file's row count from its footer (read for small files only); 0 when the footer
+    cannot be read: such a file is offered to the merge, which reports it and leaves it."""
+    try:
+        return int(pq.read_metadata(path).num_rows)
+    except (OSError, pa.ArrowException):
+        return 0
 
 
 def needs_compaction(lake: Path, min_files: int | None = None) -> list[str]:
@@ -147,7 +168,7 @@ def _merge(lake: Path, table: str, inputs: list[Path], result: TableCompaction) 
     try:
         with pq.ParquetWriter(tmp, schema, compression=L.COMPRESSION) as writer:
             pending: list[pa.Table] = []
-            pending_rows = 0
+            pending_rows = pending_bytes = 0
             for path in inputs:
                 try:
                     conformed = _conform(pq.read_table(path), schema)
@@ -158,11 +179,12 @@ def _merge(lake: Path, table: str, inputs: list[Path], result: TableCompaction) 
                     continue
                 pending.append(conformed)
                 pending_rows += conformed.num_rows
+                pending_bytes += conformed.nbytes
                 merged.append(path)
-                if pending_rows >= ROW_GROUP_ROWS:
+                if pending_rows >= ROW_GROUP_ROWS or pending_bytes >= PENDING_BYTES:
                     writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
                     rows += pending_rows
-                    pending, pending_rows = [], 0
+                    pending, pending_rows, pending_bytes = [], 0, 0
             if pending:
                 writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
                 rows += pending_rows

@@ -87,6 +87,37 @@ def test_compaction_merges_files_and_keeps_every_row(tmp_path: Path, inputs: lis
         assert C.compact(lake, min_files=2) == []
 
 
+def test_a_merge_writes_before_its_rows_outgrow_the_memory_bound(
+    tmp_path: Path, inputs: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows read for one merged file are written once they hold PENDING_BYTES (a row
+    group of fewer rows), so compacting wide rows holds a bounded amount: every row kept."""
+    lake = split_lake(tmp_path, inputs)
+    inputs_bytes = [pq.read_table(p).nbytes for p in C.table_files(lake, "events")]
+    assert len(inputs_bytes) >= 3
+    monkeypatch.setattr(C, "PENDING_BYTES", min(inputs_bytes))  # each input is written alone
+    before = view_digests(lake)
+    with L.writer_lock(lake):
+        C.compact(lake, min_files=2)
+    (merged,) = C.table_files(lake, "events")
+    assert pq.ParquetFile(merged).metadata.num_row_groups >= len(inputs_bytes)
+    assert view_digests(lake) == before
+
+
+def test_a_file_of_many_rows_is_not_small_however_well_it_compresses(
+    tmp_path: Path, inputs: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full ingest batch of repetitive rows can be a few dozen KB on disk: it is left alone
+    (a session pays per file; rewriting a large input's batches cost the ingest memory)."""
+    lake = split_lake(tmp_path, inputs)
+    rows = sorted(pq.read_metadata(p).num_rows for p in C.table_files(lake, "events"))
+    assert len(rows) >= 3
+    assert "events" in C.needs_compaction(lake, min_files=2)
+    monkeypatch.setattr(C, "SMALL_FILE_ROWS", rows[0])  # every file has that many rows or more
+    assert C.small_files(lake, "events") == []
+    assert "events" not in C.needs_compaction(lake, min_files=2)
+
+
 def test_diagnosis_unchanged_by_compaction(tmp_path: Path, inputs: list[Path]) -> None:
     lake = split_lake(tmp_path, inputs)
     con = open_case(lake)

@@ -7,12 +7,18 @@ characters.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
+import html
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
+from unittest import mock
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +32,7 @@ from caltrail.parsers.wmi import csv as wmi_csv
 from caltrail.parsers.wmi import dates as wmidates
 from caltrail.parsers.wmi import html as wmi_html
 from caltrail.parsers.wmi import rows as wmirows
+from caltrail.parsers.wmi.columns import column_key
 from tests.parsers.items import parse_bytes
 
 DATA = Path(__file__).parent / "data" / "exports"
@@ -488,3 +495,147 @@ def test_parse_int_hex_shortcut(text: str, bits: int) -> None:
         if expected is not None and not expected < 1 << (bits - 1):
             expected = None
         assert value == expected
+
+
+# -- WMI rows as Cells (CSV and HTML): read by position, without a dict --------------------
+
+# the columns a generated header is drawn from: the plain path's, others it ignores, and
+# those that send a table's rows to the dict path (per-device report, snapshot time)
+HEADER_KEYS = [
+    *("LicenseId", "KeyPackId", "LicenseStatus", "IssueDate", "ExpirationDate"),
+    *("sHardwareId", "sIssuedToComputer", "sIssuedToUser", "PSComputerName", "__SERVER"),
+    *("Scope", "Path", "License ID", "CALType", "SnapshotTime", "ProductVersion"),
+]
+ROW_CELLS = {
+    "licenseid": [c for c in CELLS["licenseid"] if c is not None],
+    "keypackid": ["3", "", " 3", "x"],
+    "licensestatus": [c for c in CELLS["licensestatus"] if c is not None],
+    "shardwareid": [c for c in CELLS["shardwareid"] if c is not None],
+    "sissuedtocomputer": ["", " PC-1 ", "PC-1"],
+    "sissuedtouser": ["", "u", " "],
+    "pscomputername": ["", "LS01", " LS01 "],
+    "__server": ["", "LS02", " "],
+    "snapshottime": ["", "20251103140000.000000+000"],
+    "caltype": ["", "Per Device"],
+    "productversion": ["", "Windows Server 2019"],
+}
+
+
+@given(
+    st.lists(st.sampled_from(HEADER_KEYS), min_size=1, max_size=12),
+    st.data(),
+    st.sampled_from(["dmy", "mdy"]),
+    st.sampled_from(ZONES),
+    st.sampled_from([(None, "unknown"), (dt.datetime(2025, 1, 2, tzinfo=dt.UTC), "option")]),
+)
+@settings(max_examples=1000)
+def test_plain_cells_are_the_general_reading(
+    drawn: list[str],
+    data: st.DataObject,
+    order: str,
+    zone: dt.tzinfo,
+    snapshot: tuple[dt.datetime | None, str],
+) -> None:
+    # a header with the required columns, in any order, with repeats and others
+    columns = [*drawn, "LicenseId", "sHardwareId", "sIssuedToComputer", "ExpirationDate"]
+    columns = data.draw(st.permutations(columns))
+    date = st.one_of(DATE_TEXT, st.sampled_from(["", " "]))
+    texts = []
+    for column in columns:
+        key = column_key(column)
+        cells = ROW_CELLS.get(key)
+        if key in ("issuedate", "expirationdate"):
+            texts.append(data.draw(date))
+        else:
+            texts.append(data.draw(st.sampled_from(cells or ["", "x"])))
+    reader = wmirows.RowReader(wmirows.ISSUED, order, zone, snapshot, ParseOptions())
+    reader.set_columns(columns)
+    cells = wmirows.Cells(texts, 7, "raw")
+    fast = reader.plain_cells(cells)
+    if fast is not None:
+        assert repr([fast]) == repr(reader.general(reader.row_of(cells)))
+
+
+def test_plain_cells_read_the_usual_row() -> None:
+    reader = wmirows.RowReader(
+        wmirows.ISSUED, "mdy", wmidates.ZoneInfo("UTC"), (None, "unknown"), ParseOptions()
+    )
+    columns = ["PSComputerName", "LicenseId", "IssueDate", "ExpirationDate", "sHardwareId"]
+    reader.set_columns([*columns, "sIssuedToComputer"])  # no KeyPackId, __SERVER, ...
+    texts = ["LS01", "5", "20231005123456.000000+060", "1/4/2024 8:00:00 AM"]
+    texts += ["00000002-7D4EB2C0-37FFA910-75EB542B-87707AF6", "PC-1"]
+    assert reader.plain_cells(wmirows.Cells(texts, 1, "")) is not None
+
+
+@given(DATE_TEXT, st.sampled_from(["dmy", "mdy", "ymd"]), st.sampled_from(ZONES))
+@settings(max_examples=1000)
+def test_plain_instant_is_parse_wmi_date(text: str, order: str, zone: dt.tzinfo) -> None:
+    value = wmidates.plain_instant(text, order, zone)
+    if value is not None:
+        general = wmidates.parse_wmi_date(text, order, zone)
+        if value is wmidates.NEVER_UTC:
+            assert general == (None, True, None, False)
+        else:
+            assert repr((value, False, None, False)) == repr(tuple(general))
+
+
+@given(st.one_of(WMI_HWID_TEXT, st.text(alphabet="0Ff- \t", min_size=40, max_size=48)))
+def test_wmi_dwords_hwid_is_normalize_hwid(raw: str) -> None:
+    fast = hwid_module.wmi_dwords_hwid(raw)
+    if fast is not None:
+        assert fast == normalize_hwid(raw)[::2]
+
+
+@contextlib.contextmanager
+def _general_rows_only() -> Iterator[None]:
+    """Every WMI row read by the general path (no plain-row path, no Cells path)."""
+    with (
+        mock.patch.object(wmirows.RowReader, "plain", return_value=None),
+        mock.patch.object(wmirows.RowReader, "plain_cells", return_value=None),
+    ):
+        yield
+
+
+def _plain_and_general(module: ModuleType, data: bytes, **options: object) -> None:
+    plain = parse_bytes(module, data, **options)
+    with _general_rows_only():
+        general = parse_bytes(module, data, **options)
+    assert repr(plain) == repr(general)
+
+
+@pytest.mark.parametrize(
+    "name", ["wmiobject_ps51_issued.csv", "report_per_device_entries.csv", "msrd_issued.html"]
+)
+@pytest.mark.parametrize("tz", ["UTC", "Europe/Berlin"])
+def test_wmi_files_read_as_the_general_path_reads_them(name: str, tz: str) -> None:
+    module = wmi_html if name.endswith(".html") else wmi_csv
+    _plain_and_general(module, (DATA / name).read_bytes(), tz=wmidates.ZoneInfo(tz))
+
+
+def _as_convertto_html(rows: list[list[str]]) -> str:
+    """A table as ConvertTo-Html writes it (cell text HTML-escaped, one row a line)."""
+    head = "<!DOCTYPE html>\n<html>\n<head>\n<title>HTML TABLE</title>\n</head><body>\n<table>\n"
+    header = "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in rows[0]) + "</tr>\n"
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>\n" for row in rows[1:]
+    )
+    return head + "<colgroup><col/></colgroup>\n" + header + body + "</table>\n</body></html>\n"
+
+
+def test_simulated_exports_read_as_the_general_path_reads_them(tmp_path: Path) -> None:
+    """The simulator's three Export-Csv forms, and each as a ConvertTo-Html table."""
+    from caltrail.fixtures import simulator
+
+    simulator.simulate(
+        tmp_path, seed=5, devices=40, days=90, snapshot_forms=("ps51", "ps7", "cim"), trace=False
+    )
+    paths = sorted(tmp_path.rglob("*Win32_TSIssuedLicense*.csv"))
+    assert len(paths) >= 3
+    for path in paths:
+        data = path.read_bytes()
+        options = {"tz": wmidates.ZoneInfo("Europe/Berlin"), "file_name": path.name}
+        _plain_and_general(wmi_csv, data, **options)
+        text = data.decode("utf-8-sig", errors="replace")
+        rows = [r for r in csv.reader(io.StringIO(text)) if r and not r[0].startswith("#")]
+        page = _as_convertto_html(rows).encode("utf-8")
+        _plain_and_general(wmi_html, page, **options)

@@ -639,3 +639,88 @@ def test_simulated_exports_read_as_the_general_path_reads_them(tmp_path: Path) -
         rows = [r for r in csv.reader(io.StringIO(text)) if r and not r[0].startswith("#")]
         page = _as_convertto_html(rows).encode("utf-8")
         _plain_and_general(wmi_html, page, **options)
+        html_rows = list(wmi_html._rows(io.BytesIO(page)))
+        assert html_rows == list(wmi_html._rows(io.BytesIO(page), plain=False))
+        assert sum(isinstance(i, wmirows.Cells) for i in html_rows) == len(rows) - 1
+        table = wmi_html._PlainTable()
+        assert list(table.rows(io.BytesIO(page))) == html_rows
+        assert table.complete  # (read without going back to lxml)
+
+
+# -- WMI HTML: the plain ConvertTo-Html reader against lxml ------------------------------
+
+HTML_HEAD = (
+    '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN"  "x.dtd">\n'
+    '<html xmlns="http://www.w3.org/1999/xhtml">\n<head>\n<title>HTML TABLE</title>\n'
+    '<script>alert("<tr><td>")</script>\n</head><body>\n<table>\n'
+    "<colgroup><col/><col/><col/></colgroup>\n"
+)
+HTML_HEADER = "<tr><th>LicenseId</th><th>sHardwareId</th><th>sIssuedToComputer</th>"
+HTML_HEADER += "<th>ExpirationDate</th></tr>"
+# awkward characters: markup, entities, NUL, controls, spaces Python strips, BOM, line ends
+CELL_TEXT = st.text(
+    alphabet='ab5 <>&;/"\'\x00\x01\t\x0b\x0c\x1c\x7f\x85\xa0\u2028\ufeff\ufffdé\r\n', max_size=6
+)
+HTML_LINE = st.one_of(
+    st.lists(CELL_TEXT, min_size=0, max_size=5).map(
+        lambda cells: "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+    ),
+    st.sampled_from(
+        [
+            "<tr><td>7</td><td>00000002-7D4EB2C0-37FFA910-75EB542B-87707AF6</td>"
+            "<td>PC-1</td><td>1/4/2024 8:00:00 AM</td></tr>",
+            "",
+            "  ",
+            "\t",
+            "</table>",
+            "</body></html>",
+            "<table>",
+            HTML_HEADER,
+            "<tr><td>1</td><td>x</td>",
+            "<TR><TD>1</TD></TR>",
+            '<tr class="x"><td>1</td></tr>',
+            "<tr><th>a</th></tr>",
+            "<!--",
+            "-->",
+            "\ufeff<tr><td>2</td></tr>",
+        ]
+    ),
+)
+
+
+@given(
+    st.lists(HTML_LINE, max_size=12),
+    st.sampled_from(["\n", "\r\n"]),
+    st.sampled_from([HTML_HEAD, HTML_HEAD + "<p>before</p>\n", "<table>\n", "<html><table>"]),
+)
+@settings(max_examples=1000)
+def test_plain_html_rows_are_lxml_rows(lines: list[str], end: str, head: str) -> None:
+    text = head + HTML_HEADER + "\n" + "\n".join(lines) + "\n</table>\n</body></html>\n"
+    data = text.replace("\n", end).encode("utf-8")
+    plain = list(wmi_html._rows(io.BytesIO(data)))
+    assert plain == list(wmi_html._rows(io.BytesIO(data), plain=False))
+
+
+def test_plain_html_reads_the_plain_shape_alone() -> None:
+    """The sample's shape is read without going back to lxml."""
+    data = (DATA / "msrd_issued.html").read_bytes()
+    table = wmi_html._PlainTable()
+    items = list(table.rows(io.BytesIO(data)))
+    assert table.complete
+    assert items == list(wmi_html._rows(io.BytesIO(data), plain=False))
+
+
+@pytest.mark.parametrize("odd_at", [None, 30_000, 69_990])
+def test_plain_html_past_line_65535_is_lxml(odd_at: int | None) -> None:
+    """Past line 65,535 lxml numbers a row by the end of its feed block: the plain reader
+    does too, wherever the blocks end (rows of varied lengths); a row lxml must read (at
+    `odd_at`) sends the file back to lxml, the rows given kept."""
+    row = "<tr><td>{n}</td><td>00000002-7D4EB2C0-37FFA910-75EB542B-87707AF6</td><td>{pad}</td>"
+    row += "<td>1/4/2024 8:00:00 AM</td></tr>"
+    rows = [row.format(n=n, pad="x" * (n * 7919 % 97)) for n in range(70_000)]
+    if odd_at is not None:
+        rows[odd_at] = rows[odd_at].replace("<td>x", "<td>&amp;x")
+    data = (HTML_HEAD + HTML_HEADER + "\n" + "\n".join(rows) + "\n</table>\n").encode()
+    plain = list(wmi_html._rows(io.BytesIO(data)))
+    assert len(plain) == 70_001
+    assert plain == list(wmi_html._rows(io.BytesIO(data), plain=False))

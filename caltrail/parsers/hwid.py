@@ -174,10 +174,12 @@ def wmi_dwords_hwid(raw: str) -> tuple[str, str | None] | None:
         return None
     if len(data) != HWID_LENGTH:
         return None
-    hwid = _DWORDS_LE.pack(*_DWORDS_BE.unpack(data)).hex()
+    canonical = _DWORDS_LE.pack(*_DWORDS_BE.unpack(data))
+    hwid = canonical.hex()
     if hwid == FREERDP_LEGACY_HWID:
         return hwid, FLAG_FREERDP_LEGACY
-    if hwid.startswith("ff") or hwid[6:8] == "ff":  # as `_finish` flags it
+    # `_finish`'s test (the hex starts with "ff", or its bytes 6:8 are "ff"), on the bytes
+    if canonical[0] == 0xFF or canonical[3] == 0xFF:
         return hwid, FLAG_STORE_APP_FF
     return hwid, None
 

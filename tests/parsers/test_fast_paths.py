@@ -659,7 +659,7 @@ HTML_HEADER = "<tr><th>LicenseId</th><th>sHardwareId</th><th>sIssuedToComputer</
 HTML_HEADER += "<th>ExpirationDate</th></tr>"
 # awkward characters: markup, entities, NUL, controls, spaces Python strips, BOM, line ends
 CELL_TEXT = st.text(
-    alphabet='ab5 <>&;/"\'\x00\x01\t\x0b\x0c\x1c\x7f\x85\xa0\u2028\ufeff\ufffdé\r\n', max_size=6
+    alphabet="ab5 <>&;/\"'\x00\x01\t\x0b\x0c\x1c\x7f\x85\xa0\u2028\ufeff\ufffdé\r\n", max_size=6
 )
 HTML_LINE = st.one_of(
     st.lists(CELL_TEXT, min_size=0, max_size=5).map(

@@ -32,12 +32,12 @@ from caltrail.parsers.base import Item, ParseIssue, ParseOptions
 from caltrail.parsers.errors import InvalidSignatureError
 from caltrail.parsers.textio import decode_head, iter_lines
 from caltrail.parsers.wmi.rows import (
-    Cells,
     Header,
     RowItem,
     TableSpec,
     excerpt,
     looks_like_header,
+    new_cells,
     read_tables,
     spec_from_columns,
     spec_from_type_name,
@@ -211,7 +211,7 @@ def _rows(stream: BinaryIO, plain: bool = True) -> Iterator[RowItem]:
                 excerpt=excerpt(line),
             )
             continue
-        yield Cells(fields, number, raw)
+        yield new_cells((fields, number, raw))
 
 
 def parse(stream: BinaryIO, options: ParseOptions) -> Iterator[Item]:

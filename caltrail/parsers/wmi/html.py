@@ -44,6 +44,7 @@ from caltrail.parsers.wmi.rows import (
     TableSpec,
     excerpt,
     looks_like_header,
+    new_cells,
     read_tables,
     spec_from_columns,
 )
@@ -295,7 +296,7 @@ def _rows(stream: BinaryIO, plain: bool = True) -> Iterator[RowItem]:
         yield from islice(_lxml_rows(stream), table.given, None)
 
 
-# The plain ConvertTo-Html shape. A cell: text without markup, entity or NUL (which libxml2
+# The plain ConvertTo-Html shape. A cell: text without "<", entity or NUL (which libxml2
 # reads as U+FFFD); libxml2 gives any other character of a cell as itself (a line holds no
 # "\r": the text is decoded with universal newlines), and lxml's texts are stripped.
 _DATA_TAGS = ("<tr><td>", "</td></tr>", "</td><td>")
@@ -311,9 +312,9 @@ def _plain_cells(line: str, opening: str, closing: str, between: str) -> list[st
         return None
     inner = line[len(opening) : -len(closing)]
     texts = inner.split(between)
-    # the only markup is the tags between the cells (each with two "<" and two ">")
-    tags = 2 * (len(texts) - 1)
-    if inner.count("<") != tags or inner.count(">") != tags or "&" in inner or "\0" in inner:
+    # the only markup is the tags between the cells, each with two "<" (a ">" in a cell is
+    # text to libxml2)
+    if inner.count("<") != 2 * (len(texts) - 1) or "&" in inner or "\0" in inner:
         return None
     return list(map(str.strip, texts))
 
@@ -339,15 +340,16 @@ class _PlainTable:
         yield from head
         table = reader.tables[-1]
         width = len(table.columns or ())
+        opening, closing, between = _DATA_TAGS
         ended = False
         for number, block_end, line in lines:
-            texts = None if ended else _plain_cells(line, *_DATA_TAGS)
+            texts = None if ended else _plain_cells(line, opening, closing, between)
             if texts is not None:
                 # libxml2 counts lines only up to 65,535: past it, lxml's rows get the last
                 # line of the block they were fed in (`_line`)
                 at = number if number < _LINES_COUNTED else block_end
                 if len(texts) == width:  # (`_Reader.cells`, inlined for the usual row)
-                    item: RowItem | None = Cells(texts, at, " | ".join(texts))
+                    item: RowItem | None = new_cells((texts, at, " | ".join(texts)))
                 else:
                     item = reader.cells(texts, False, at)
                 if item is not None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import islice, repeat
 from typing import BinaryIO
 
 from lxml import etree
@@ -406,8 +406,9 @@ class _PlainTable:
             lines = text.split("\n")
             lines.pop()  # (a block ends with a line end)
             first = block_end - len(lines) + 1
-            for offset, line in enumerate(lines):
-                yield first + offset, block_end, line
+            # (zip makes the tuples in C: no Python step per line here)
+            count = len(lines)
+            yield from zip(range(first, block_end + 1), repeat(block_end, count), lines, strict=True)
 
 
 def parse(stream: BinaryIO, options: ParseOptions) -> Iterator[Item]:

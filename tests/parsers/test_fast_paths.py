@@ -19,7 +19,7 @@ from types import ModuleType
 from unittest import mock
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from caltrail.parsers import hwid as hwid_module
@@ -693,6 +693,8 @@ HTML_LINE = st.one_of(
     st.sampled_from(["\n", "\r\n"]),
     st.sampled_from([HTML_HEAD, HTML_HEAD + "<p>before</p>\n", "<table>\n", "<html><table>"]),
 )
+# (a header row again inside a comment, after the real one: no plain rows after it)
+@example(["<!--", HTML_HEADER, "<tr><td></td></tr>"], "\n", "<html><table>")
 @settings(max_examples=1000)
 def test_plain_html_rows_are_lxml_rows(lines: list[str], end: str, head: str) -> None:
     text = head + HTML_HEADER + "\n" + "\n".join(lines) + "\n</table>\n</body></html>\n"

@@ -379,14 +379,22 @@ class _PlainTable:
                 parser.feed((line + "\n").encode("utf-8"))
             except etree.LxmlError:
                 return None
-            items.extend(_events(parser, reader, number))
-            if _PlainTable._at_plain_rows(reader, line):
+            read = list(_events(parser, reader, number))
+            items.extend(read)
+            # (the header row read from this very line: an earlier header with this line
+            # in a comment, say, is not enough)
+            header = read[0] if len(read) == 1 else None
+            if (
+                isinstance(header, Header)
+                and header.line == number
+                and _PlainTable._at_plain_rows(reader, line)
+            ):
                 return items
         return None
 
     @staticmethod
     def _at_plain_rows(reader: _Reader, line: str) -> bool:
-        """lxml has read the header row of a license table, on this line of its own, in the
+        """lxml has just read the header row of a license table, this line alone, in the
         only open table: lxml reads the plain rows that follow as `_plain_cells` does."""
         if len(reader.tables) != 1:
             return False

@@ -726,3 +726,16 @@ def test_plain_html_past_line_65535_is_lxml(odd_at: int | None) -> None:
     plain = list(wmi_html._rows(io.BytesIO(data)))
     assert len(plain) == 70_001
     assert plain == list(wmi_html._rows(io.BytesIO(data), plain=False))
+
+
+def test_plain_html_leaves_a_long_line_to_lxml() -> None:
+    row = "<tr><td>7</td><td>00000002-7D4EB2C0-37FFA910-75EB542B-87707AF6</td><td>{}</td>"
+    row += "<td>1/4/2024 8:00:00 AM</td></tr>"
+    lines = [row.format("PC-1"), row.format("x" * 70_000), row.format("PC-2")]
+    data = (HTML_HEAD + HTML_HEADER + "\n" + "\n".join(lines) + "\n</table>\n").encode()
+    table = wmi_html._PlainTable()
+    assert len(list(table.rows(io.BytesIO(data)))) == 2  # the header and the first row
+    assert not table.complete
+    plain = list(wmi_html._rows(io.BytesIO(data)))
+    assert plain == list(wmi_html._rows(io.BytesIO(data), plain=False))
+    assert len(plain) == 4

@@ -303,12 +303,14 @@ _DATA_TAGS = ("<tr><td>", "</td></tr>", "</td><td>")
 _HEADER_TAGS = ("<tr><th>", "</th></tr>", "</th><th>")
 _PLAIN_AFTER = frozenset({"</body></html>", "</body>", "</html>"})  # after `</table>`
 _HEAD_LINES = 200  # the header row is looked for in the first lines only
+# A longer line is left to lxml, limits and all (libxml2 refuses a text node over 10 MB)
+_PLAIN_LINE_MAX = 1 << 16
 
 
 def _plain_cells(line: str, opening: str, closing: str, between: str) -> list[str] | None:
     """The stripped texts of a line `<tr><td>a</td><td>b</td></tr>` of plain cells (with
     these tags), or None for a line of any other shape."""
-    if not (line.startswith(opening) and line.endswith(closing)):
+    if not (line.startswith(opening) and line.endswith(closing)) or len(line) > _PLAIN_LINE_MAX:
         return None
     inner = line[len(opening) : -len(closing)]
     texts = inner.split(between)

@@ -157,19 +157,37 @@ def _from_ints(values: list[object]) -> HwidResult:
     return HwidResult(None, text, FLAG_UNCONVERTIBLE)
 
 
+def wmi_dwords_hwid(raw: str) -> tuple[str, str | None] | None:
+    """(canonical HWID, flag) of the WMI rendering `00000002-7D4EB2C0-...` (nearly every
+    HWID a WMI export holds), as `normalize_hwid` reads it, without its result tuple; None
+    for any other text (then ask `normalize_hwid`).
+
+    Read without the regex: of its 40 other characters, bytes.fromhex makes 20 bytes only
+    when all are hex digits (it skips spaces, leaving fewer digits, and refuses anything
+    else), which is what `_WMI_DWORDS` matches. The five DWORDs as written (big-endian
+    hex), each stored little-endian, as hwid_from_dwords writes them."""
+    if not (len(raw) == _WMI_LENGTH and raw[8] == raw[17] == raw[26] == raw[35] == "-"):
+        return None
+    try:
+        data = bytes.fromhex(raw.replace("-", ""))
+    except ValueError:
+        return None
+    if len(data) != HWID_LENGTH:
+        return None
+    canonical = _DWORDS_LE.pack(*_DWORDS_BE.unpack(data))
+    hwid = canonical.hex()
+    if hwid == FREERDP_LEGACY_HWID:
+        return hwid, FLAG_FREERDP_LEGACY
+    # `_finish`'s test (the hex starts with "ff", or its bytes 6:8 are "ff"), on the bytes
+    if canonical[0] == 0xFF or canonical[3] == 0xFF:
+        return hwid, FLAG_STORE_APP_FF
+    return hwid, None
+
+
 def _from_text(raw: str, order: PlainHexOrder) -> HwidResult:
-    if len(raw) == _WMI_LENGTH and raw[8] == raw[17] == raw[26] == raw[35] == "-":
-        # The WMI rendering `00000002-7D4EB2C0-...` (nearly every HWID a WMI export holds),
-        # read without the regex: of its 40 other characters, bytes.fromhex makes 20 bytes
-        # only when all are hex digits (it skips spaces, leaving fewer digits, and refuses
-        # anything else), which is what `_WMI_DWORDS` matches. The five DWORDs as written
-        # (big-endian hex), each stored little-endian, as hwid_from_dwords writes them.
-        try:
-            data = bytes.fromhex(raw.replace("-", ""))
-        except ValueError:
-            data = b""
-        if len(data) == HWID_LENGTH:
-            return _finish(_DWORDS_LE.pack(*_DWORDS_BE.unpack(data)).hex(), raw, None)
+    wmi = wmi_dwords_hwid(raw)
+    if wmi is not None:
+        return HwidResult(wmi[0], raw, wmi[1])
     text = raw.strip().strip("{}[]()\"'").strip()
     if not text:
         return HwidResult(None, raw, None)
@@ -235,4 +253,5 @@ __all__ = [
     "render_dwords",
     "render_registry_hex",
     "render_wmi",
+    "wmi_dwords_hwid",
 ]

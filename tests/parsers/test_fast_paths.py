@@ -7,13 +7,19 @@ characters.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
+import html
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
+from unittest import mock
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from caltrail.parsers import hwid as hwid_module
@@ -26,6 +32,7 @@ from caltrail.parsers.wmi import csv as wmi_csv
 from caltrail.parsers.wmi import dates as wmidates
 from caltrail.parsers.wmi import html as wmi_html
 from caltrail.parsers.wmi import rows as wmirows
+from caltrail.parsers.wmi.columns import column_key
 from tests.parsers.items import parse_bytes
 
 DATA = Path(__file__).parent / "data" / "exports"
@@ -488,3 +495,247 @@ def test_parse_int_hex_shortcut(text: str, bits: int) -> None:
         if expected is not None and not expected < 1 << (bits - 1):
             expected = None
         assert value == expected
+
+
+# -- WMI rows as Cells (CSV and HTML): read by position, without a dict --------------------
+
+# the columns a generated header is drawn from: the plain path's, others it ignores, and
+# those that send a table's rows to the dict path (per-device report, snapshot time)
+HEADER_KEYS = [
+    *("LicenseId", "KeyPackId", "LicenseStatus", "IssueDate", "ExpirationDate"),
+    *("sHardwareId", "sIssuedToComputer", "sIssuedToUser", "PSComputerName", "__SERVER"),
+    *("Scope", "Path", "License ID", "CALType", "SnapshotTime", "ProductVersion"),
+]
+ROW_CELLS = {
+    "licenseid": [c for c in CELLS["licenseid"] if c is not None],
+    "keypackid": ["3", "", " 3", "x"],
+    "licensestatus": [c for c in CELLS["licensestatus"] if c is not None],
+    "shardwareid": [c for c in CELLS["shardwareid"] if c is not None],
+    "sissuedtocomputer": ["", " PC-1 ", "PC-1"],
+    "sissuedtouser": ["", "u", " "],
+    "pscomputername": ["", "LS01", " LS01 "],
+    "__server": ["", "LS02", " "],
+    "snapshottime": ["", "20251103140000.000000+000"],
+    "caltype": ["", "Per Device"],
+    "productversion": ["", "Windows Server 2019"],
+}
+
+
+@given(
+    st.lists(st.sampled_from(HEADER_KEYS), min_size=1, max_size=12),
+    st.data(),
+    st.sampled_from(["dmy", "mdy"]),
+    st.sampled_from(ZONES),
+    st.sampled_from([(None, "unknown"), (dt.datetime(2025, 1, 2, tzinfo=dt.UTC), "option")]),
+)
+@settings(max_examples=1000)
+def test_plain_cells_are_the_general_reading(
+    drawn: list[str],
+    data: st.DataObject,
+    order: str,
+    zone: dt.tzinfo,
+    snapshot: tuple[dt.datetime | None, str],
+) -> None:
+    # a header with the required columns, in any order, with repeats and others
+    columns = [*drawn, "LicenseId", "sHardwareId", "sIssuedToComputer", "ExpirationDate"]
+    columns = data.draw(st.permutations(columns))
+    date = st.one_of(DATE_TEXT, st.sampled_from(["", " "]))
+    texts = []
+    for column in columns:
+        key = column_key(column)
+        cells = ROW_CELLS.get(key)
+        if key in ("issuedate", "expirationdate"):
+            texts.append(data.draw(date))
+        else:
+            texts.append(data.draw(st.sampled_from(cells or ["", "x"])))
+    reader = wmirows.RowReader(wmirows.ISSUED, order, zone, snapshot, ParseOptions())
+    reader.set_columns(columns)
+    cells = wmirows.Cells(texts, 7, "raw")
+    fast = reader.plain_cells(cells)
+    if fast is not None:
+        assert repr([fast]) == repr(reader.general(reader.row_of(cells)))
+
+
+def test_plain_cells_read_the_usual_row() -> None:
+    reader = wmirows.RowReader(
+        wmirows.ISSUED, "mdy", wmidates.ZoneInfo("UTC"), (None, "unknown"), ParseOptions()
+    )
+    columns = ["PSComputerName", "LicenseId", "IssueDate", "ExpirationDate", "sHardwareId"]
+    reader.set_columns([*columns, "sIssuedToComputer"])  # no KeyPackId, __SERVER, ...
+    texts = ["LS01", "5", "20231005123456.000000+060", "1/4/2024 8:00:00 AM"]
+    texts += ["00000002-7D4EB2C0-37FFA910-75EB542B-87707AF6", "PC-1"]
+    assert reader.plain_cells(wmirows.Cells(texts, 1, "")) is not None
+
+
+@given(DATE_TEXT, st.sampled_from(["dmy", "mdy", "ymd"]), st.sampled_from(ZONES))
+@settings(max_examples=1000)
+def test_plain_instant_is_parse_wmi_date(text: str, order: str, zone: dt.tzinfo) -> None:
+    value = wmidates.plain_instant(text, order, zone)
+    if value is not None:
+        general = wmidates.parse_wmi_date(text, order, zone)
+        if value is wmidates.NEVER_UTC:
+            assert general == (None, True, None, False)
+        else:
+            assert repr((value, False, None, False)) == repr(tuple(general))
+
+
+@given(st.one_of(WMI_HWID_TEXT, st.text(alphabet="0Ff- \t", min_size=40, max_size=48)))
+def test_wmi_dwords_hwid_is_normalize_hwid(raw: str) -> None:
+    fast = hwid_module.wmi_dwords_hwid(raw)
+    if fast is not None:
+        assert fast == normalize_hwid(raw)[::2]
+
+
+@contextlib.contextmanager
+def _general_rows_only() -> Iterator[None]:
+    """Every WMI row read by the general path (no plain-row path, no Cells path)."""
+    with (
+        mock.patch.object(wmirows.RowReader, "plain", return_value=None),
+        mock.patch.object(wmirows.RowReader, "plain_cells", return_value=None),
+    ):
+        yield
+
+
+def _plain_and_general(module: ModuleType, data: bytes, **options: object) -> None:
+    plain = parse_bytes(module, data, **options)
+    with _general_rows_only():
+        general = parse_bytes(module, data, **options)
+    assert repr(plain) == repr(general)
+
+
+@pytest.mark.parametrize(
+    "name", ["wmiobject_ps51_issued.csv", "report_per_device_entries.csv", "msrd_issued.html"]
+)
+@pytest.mark.parametrize("tz", ["UTC", "Europe/Berlin"])
+def test_wmi_files_read_as_the_general_path_reads_them(name: str, tz: str) -> None:
+    module = wmi_html if name.endswith(".html") else wmi_csv
+    _plain_and_general(module, (DATA / name).read_bytes(), tz=wmidates.ZoneInfo(tz))
+
+
+def _as_convertto_html(rows: list[list[str]]) -> str:
+    """A table as ConvertTo-Html writes it (cell text HTML-escaped, one row a line)."""
+    head = "<!DOCTYPE html>\n<html>\n<head>\n<title>HTML TABLE</title>\n</head><body>\n<table>\n"
+    header = "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in rows[0]) + "</tr>\n"
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>\n" for row in rows[1:]
+    )
+    return head + "<colgroup><col/></colgroup>\n" + header + body + "</table>\n</body></html>\n"
+
+
+def test_simulated_exports_read_as_the_general_path_reads_them(tmp_path: Path) -> None:
+    """The simulator's three Export-Csv forms, and each as a ConvertTo-Html table."""
+    from caltrail.fixtures import simulator
+
+    simulator.simulate(
+        tmp_path, seed=5, devices=40, days=90, snapshot_forms=("ps51", "ps7", "cim"), trace=False
+    )
+    paths = sorted(tmp_path.rglob("*Win32_TSIssuedLicense*.csv"))
+    assert len(paths) >= 3
+    for path in paths:
+        data = path.read_bytes()
+        options = {"tz": wmidates.ZoneInfo("Europe/Berlin"), "file_name": path.name}
+        _plain_and_general(wmi_csv, data, **options)
+        text = data.decode("utf-8-sig", errors="replace")
+        rows = [r for r in csv.reader(io.StringIO(text)) if r and not r[0].startswith("#")]
+        page = _as_convertto_html(rows).encode("utf-8")
+        _plain_and_general(wmi_html, page, **options)
+        html_rows = list(wmi_html._rows(io.BytesIO(page)))
+        assert html_rows == list(wmi_html._rows(io.BytesIO(page), plain=False))
+        assert sum(isinstance(i, wmirows.Cells) for i in html_rows) == len(rows) - 1
+        table = wmi_html._PlainTable()
+        assert list(table.rows(io.BytesIO(page))) == html_rows
+        assert table.complete  # (read without going back to lxml)
+
+
+# -- WMI HTML: the plain ConvertTo-Html reader against lxml ------------------------------
+
+HTML_HEAD = (
+    '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN"  "x.dtd">\n'
+    '<html xmlns="http://www.w3.org/1999/xhtml">\n<head>\n<title>HTML TABLE</title>\n'
+    '<script>alert("<tr><td>")</script>\n</head><body>\n<table>\n'
+    "<colgroup><col/><col/><col/></colgroup>\n"
+)
+HTML_HEADER = "<tr><th>LicenseId</th><th>sHardwareId</th><th>sIssuedToComputer</th>"
+HTML_HEADER += "<th>ExpirationDate</th></tr>"
+# awkward characters: markup, entities, NUL, controls, spaces Python strips, BOM, line ends
+CELL_TEXT = st.text(
+    alphabet="ab5 <>&;/\"'\x00\x01\t\x0b\x0c\x1c\x7f\x85\xa0\u2028\ufeff\ufffdé\r\n", max_size=6
+)
+HTML_LINE = st.one_of(
+    st.lists(CELL_TEXT, min_size=0, max_size=5).map(
+        lambda cells: "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+    ),
+    st.sampled_from(
+        [
+            "<tr><td>7</td><td>00000002-7D4EB2C0-37FFA910-75EB542B-87707AF6</td>"
+            "<td>PC-1</td><td>1/4/2024 8:00:00 AM</td></tr>",
+            "",
+            "  ",
+            "\t",
+            "</table>",
+            "</body></html>",
+            "<table>",
+            HTML_HEADER,
+            "<tr><td>1</td><td>x</td>",
+            "<TR><TD>1</TD></TR>",
+            '<tr class="x"><td>1</td></tr>',
+            "<tr><th>a</th></tr>",
+            "<!--",
+            "-->",
+            "\ufeff<tr><td>2</td></tr>",
+        ]
+    ),
+)
+
+
+@given(
+    st.lists(HTML_LINE, max_size=12),
+    st.sampled_from(["\n", "\r\n"]),
+    st.sampled_from([HTML_HEAD, HTML_HEAD + "<p>before</p>\n", "<table>\n", "<html><table>"]),
+)
+# (a header row again inside a comment, after the real one: no plain rows after it)
+@example(["<!--", HTML_HEADER, "<tr><td></td></tr>"], "\n", "<html><table>")
+@settings(max_examples=1000)
+def test_plain_html_rows_are_lxml_rows(lines: list[str], end: str, head: str) -> None:
+    text = head + HTML_HEADER + "\n" + "\n".join(lines) + "\n</table>\n</body></html>\n"
+    data = text.replace("\n", end).encode("utf-8")
+    plain = list(wmi_html._rows(io.BytesIO(data)))
+    assert plain == list(wmi_html._rows(io.BytesIO(data), plain=False))
+
+
+def test_plain_html_reads_the_plain_shape_alone() -> None:
+    """The sample's shape is read without going back to lxml."""
+    data = (DATA / "msrd_issued.html").read_bytes()
+    table = wmi_html._PlainTable()
+    items = list(table.rows(io.BytesIO(data)))
+    assert table.complete
+    assert items == list(wmi_html._rows(io.BytesIO(data), plain=False))
+
+
+@pytest.mark.parametrize("odd_at", [None, 30_000, 69_990])
+def test_plain_html_past_line_65535_is_lxml(odd_at: int | None) -> None:
+    """Past line 65,535 lxml numbers a row by the end of its feed block: the plain reader
+    does too, wherever the blocks end (rows of varied lengths); a row lxml must read (at
+    `odd_at`) sends the file back to lxml, the rows given kept."""
+    row = "<tr><td>{n}</td><td>00000002-7D4EB2C0-37FFA910-75EB542B-87707AF6</td><td>{pad}</td>"
+    row += "<td>1/4/2024 8:00:00 AM</td></tr>"
+    rows = [row.format(n=n, pad="x" * (n * 7919 % 97)) for n in range(70_000)]
+    if odd_at is not None:
+        rows[odd_at] = rows[odd_at].replace("<td>x", "<td>&amp;x")
+    data = (HTML_HEAD + HTML_HEADER + "\n" + "\n".join(rows) + "\n</table>\n").encode()
+    plain = list(wmi_html._rows(io.BytesIO(data)))
+    assert len(plain) == 70_001
+    assert plain == list(wmi_html._rows(io.BytesIO(data), plain=False))
+
+
+def test_plain_html_leaves_a_long_line_to_lxml() -> None:
+    row = "<tr><td>7</td><td>00000002-7D4EB2C0-37FFA910-75EB542B-87707AF6</td><td>{}</td>"
+    row += "<td>1/4/2024 8:00:00 AM</td></tr>"
+    lines = [row.format("PC-1"), row.format("x" * 70_000), row.format("PC-2")]
+    data = (HTML_HEAD + HTML_HEADER + "\n" + "\n".join(lines) + "\n</table>\n").encode()
+    table = wmi_html._PlainTable()
+    assert len(list(table.rows(io.BytesIO(data)))) == 2  # the header and the first row
+    assert not table.complete
+    plain = list(wmi_html._rows(io.BytesIO(data)))
+    assert plain == list(wmi_html._rows(io.BytesIO(data), plain=False))
+    assert len(plain) == 4

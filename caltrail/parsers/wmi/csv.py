@@ -31,14 +31,13 @@ from typing import BinaryIO
 from caltrail.parsers.base import Item, ParseIssue, ParseOptions
 from caltrail.parsers.errors import InvalidSignatureError
 from caltrail.parsers.textio import decode_head, iter_lines
-from caltrail.parsers.wmi.columns import column_key
 from caltrail.parsers.wmi.rows import (
     Header,
-    Row,
     RowItem,
     TableSpec,
     excerpt,
     looks_like_header,
+    new_cells,
     read_tables,
     spec_from_columns,
     spec_from_type_name,
@@ -148,7 +147,7 @@ def _form(type_line: str | None, columns: list[str], delimiter: str) -> str:
 
 
 def _rows(stream: BinaryIO, plain: bool = True) -> Iterator[RowItem]:
-    """Header, then one Row or bad-row issue per data row. `plain=False` turns off the
+    """Header, then one Cells or bad-row issue per data row. `plain=False` turns off the
     inlined split of the usual row (the tests compare both ways)."""
     lines = iter_lines(stream)
     found = _find_header(lines)
@@ -162,8 +161,6 @@ def _rows(stream: BinaryIO, plain: bool = True) -> Iterator[RowItem]:
     columns = [c.strip() for c in columns]
     spec: TableSpec | None = spec_from_type_name(type_line) if type_line else None
     yield Header(spec, tuple(columns), _form(type_line, columns, delimiter), header_line)
-    keys = [column_key(c) for c in columns]
-    unique_keys = len(set(keys)) == len(keys)
     width = len(columns)
     pending: deque[tuple[int, str]] = deque()
 
@@ -214,13 +211,7 @@ def _rows(stream: BinaryIO, plain: bool = True) -> Iterator[RowItem]:
                 excerpt=excerpt(line),
             )
             continue
-        if unique_keys:  # (zip not strict: the widths were compared above)
-            values: dict[str, str | None] = dict(zip(keys, fields, strict=False))
-        else:  # a repeated column name: the first one wins
-            values = {}
-            for key, value in zip(keys, fields, strict=True):
-                values.setdefault(key, value)
-        yield Row(values, number, raw)
+        yield new_cells((fields, number, raw))
 
 
 def parse(stream: BinaryIO, options: ParseOptions) -> Iterator[Item]:

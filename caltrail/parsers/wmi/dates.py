@@ -199,15 +199,20 @@ def parse_wmi_date(text: str | None, order: str, zone: dt.tzinfo) -> DateResult:
 # caller then asks `parse_wmi_date`, whose result it equals (tests/parsers/test_fast_paths.py).
 
 _PLAIN_DMTF = re.compile(r"[0-9]{14}\.[0-9]{6}[+-][0-9]{3}")
-# Every DMTF offset ("+060", minutes) as the ISO offset fromisoformat reads ("+01:00").
-_ISO_OFFSETS = {
-    f"{sign}{minutes:03d}": f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+# Every DMTF offset ("+060", minutes east of UTC) as what to subtract from the wall clock
+# to reach UTC: the wall clock read as UTC ("Z") less this is what reading it in its offset
+# and converting to UTC gives (fixed offsets: no fold, no gap), for half the time.
+_OFFSET_DELTAS = {
+    f"{sign}{minutes:03d}": dt.timedelta(minutes=minutes if sign == "+" else -minutes)
     for sign in "+-"
     for minutes in range(1000)
 }
 _PLAIN_CULTURE = re.compile(
     r"([0-9]{1,2})([/.-])([0-9]{1,2})\2([0-9]{4}) ([0-9]{1,2}):([0-9]{2}):([0-9]{2})(?: ([AP]M))?"
 )
+# The value of every one- or two-digit field `_PLAIN_CULTURE` matches (a look-up costs a
+# third of int()).
+_SMALL = {text: int(text) for n in range(100) for text in (str(n), f"{n:02d}")}
 _NEVER = DateResult(None, never=True)
 # UTC (the default zone) and ZoneInfo("UTC") (one cached object): dates read in them need no
 # conversion (offset 0 always).
@@ -216,15 +221,27 @@ _UTC_ZONES = (UTC, ZoneInfo("UTC"))
 
 def plain_date(text: str, order: str, zone: dt.tzinfo) -> DateResult | None:
     """`parse_wmi_date(text, order, zone)` for a plain DMTF or culture date; None otherwise."""
-    if _PLAIN_DMTF.fullmatch(text) is not None:
+    value = plain_instant(text, order, zone)
+    if value is None:
+        return None
+    return _NEVER if value is NEVER_UTC else DateResult(value)
+
+
+def plain_instant(text: str, order: str, zone: dt.tzinfo) -> dt.datetime | None:
+    """`plain_date` without its DateResult (made twice a row, it cost a tenth of the
+    row): the instant in UTC, NEVER_UTC itself (this very object) for the never sentinel,
+    None for a text that is not a plain date."""
+    # (a DMTF date has 25 characters, the 15th a ".": other texts go straight to the
+    # culture reading)
+    if len(text) == 25 and text[14] == "." and _PLAIN_DMTF.fullmatch(text) is not None:
         if text.startswith("20380119031407.000000"):  # the never sentinel, wall clock
-            return _NEVER
+            return NEVER_UTC
         try:
-            iso = text[:8] + "T" + text[8:21] + _ISO_OFFSETS[text[21:]]
-            value = dt.datetime.fromisoformat(iso).astimezone(UTC)
+            wall = dt.datetime.fromisoformat(text[:8] + "T" + text[8:21] + "Z")
+            value = wall - _OFFSET_DELTAS[text[21:]]
         except (ValueError, OverflowError):
             return None
-        return _NEVER if value == NEVER_UTC else DateResult(value)
+        return NEVER_UTC if value == NEVER_UTC else value
     m = _PLAIN_CULTURE.fullmatch(text)
     if m is None or order not in ("dmy", "mdy"):
         return None
@@ -233,22 +250,27 @@ def plain_date(text: str, order: str, zone: dt.tzinfo) -> DateResult | None:
     year = int(year_text)
     if year < 100:
         year += 2000
-    hour = int(hour_text)
+    hour = _SMALL[hour_text]
     if ampm is not None:
         if not 1 <= hour <= 12:
             return None
         hour = hour % 12 + (12 if ampm == "PM" else 0)
-    fields = (year, int(month), int(day), hour, int(minute), int(second), 0)
+    month_n, day_n, minute_n, second_n = _SMALL[month], _SMALL[day], _SMALL[minute], _SMALL[second]
     try:
+        # (tzinfo given by position, which costs less than by keyword)
         if zone in _UTC_ZONES:
-            value = dt.datetime(*fields, tzinfo=UTC)
+            value = dt.datetime(year, month_n, day_n, hour, minute_n, second_n, 0, UTC)
         else:
-            value = dt.datetime(*fields, tzinfo=zone).astimezone(UTC)
+            value = dt.datetime(year, month_n, day_n, hour, minute_n, second_n, 0, zone)
+            value = value.astimezone(UTC)
     except (ValueError, OverflowError):
         return None
-    if value == NEVER_UTC or fields == _NEVER_FIELDS:
-        return _NEVER
-    return DateResult(value)
+    # (the never sentinel, local or UTC, is in 2038 in every zone: other years skip the test)
+    if year == 2038 and (
+        value == NEVER_UTC or (month_n, day_n, hour, minute_n, second_n, 0) == _NEVER_FIELDS[1:]
+    ):
+        return NEVER_UTC
+    return value
 
 
 def _fixed_zone(text: str) -> dt.timezone:
@@ -387,6 +409,7 @@ __all__ = [
     "parse_dmtf",
     "parse_wmi_date",
     "plain_date",
+    "plain_instant",
     "resolve_date_order",
     "resolve_snapshot",
     "snapshot_from_file_name",

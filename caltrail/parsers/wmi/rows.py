@@ -38,6 +38,8 @@ import datetime as dt
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
+from operator import itemgetter
 from typing import BinaryIO, NamedTuple
 
 from caltrail.parsers.base import (
@@ -50,14 +52,15 @@ from caltrail.parsers.base import (
     ParseOptions,
 )
 from caltrail.parsers.errors import MissingColumnError
-from caltrail.parsers.hwid import normalize_hwid
+from caltrail.parsers.hwid import normalize_hwid, wmi_dwords_hwid
 from caltrail.parsers.wmi.codes import LICENSE_STATUS, code_from_text, code_name
 from caltrail.parsers.wmi.columns import column_key
 from caltrail.parsers.wmi.dates import (
+    NEVER_UTC,
     DateResult,
     OrderVotes,
     parse_wmi_date,
-    plain_date,
+    plain_instant,
     resolve_date_order,
     resolve_snapshot,
     snapshot_notes,
@@ -77,7 +80,14 @@ _STATUS_NAMES = {
     for code, name in LICENSE_STATUS.items()
     if code_from_text("license_status", name) == code
 }
-_NO_DATE = DateResult(None)
+# The cells the plain-row path reads, in the order `RowReader._issued_cells` takes them.
+_PLAIN_KEYS = (
+    *("licenseid", "keypackid", "licensestatus", "issuedate", "expirationdate"),
+    *("shardwareid", "sissuedtocomputer", "sissuedtouser", "pscomputername", "__server"),
+)
+# Columns whose cells the plain-row path does not read: a table with any of them has its
+# rows read as dicts (per-device report rows, a snapshot time in the data).
+_NOT_PLAIN_KEYS = frozenset({"caltype", "productversion", "productversionid", *SNAPSHOT_COLUMNS})
 ISSUE_DATE_MISSING = (
     "not exported: bounded by the expiry (a permanent CAL's last issue or renewal lies "
     "52-89 days before it)"
@@ -135,7 +145,20 @@ class Row(NamedTuple):
     excerpt: str
 
 
-RowItem = Header | Row | ParseIssue | FileNote
+class Cells(NamedTuple):
+    """One data row as its cells in the order of the last Header's columns (as many): what
+    the CSV and HTML readers give for the usual row, read without making a dict
+    (`RowReader.plain_cells`; `RowReader.row_of` makes the `Row` when that path declines)."""
+
+    texts: list[str]
+    line: int
+    excerpt: str
+
+
+# `Cells((texts, line, excerpt))`, made in C: a NamedTuple's own constructor is Python code
+# that costs a few percent of a row
+new_cells = partial(tuple.__new__, Cells)
+RowItem = Header | Row | Cells | ParseIssue | FileNote
 RowSource = Callable[[BinaryIO], Iterator[RowItem]]
 
 
@@ -212,6 +235,36 @@ class RowReader:
         self.zone = zone
         self.snapshot = snapshot
         self.options = options
+        self.keys: list[str] = []
+        # the plain-row path's cells of a `Cells` row, by position (None: rows go as dicts)
+        self._take: Callable[[list[str]], tuple[str, ...]] | None = None
+        self._pad = False
+
+    def set_columns(self, columns: Sequence[str]) -> None:
+        """The columns of the `Cells` rows that follow."""
+        self.keys = keys = [column_key(c) for c in columns]
+        self._take = None
+        if self.spec is not ISSUED or len(set(keys)) != len(keys) or _NOT_PLAIN_KEYS & set(keys):
+            return
+        # an absent column reads as "" (which every cell of the plain path takes as none,
+        # as it does an absent one): its position is that of a "" put after the cells
+        width = len(keys)
+        positions = [keys.index(k) if k in keys else width for k in _PLAIN_KEYS]
+        self._pad = width in positions
+        self._take = itemgetter(*positions)
+
+    def row_of(self, cells: Cells) -> Row:
+        """The `Row` of `Cells`."""
+        return Row(cell_values(self.keys, cells.texts), cells.line, cells.excerpt)
+
+    def plain_cells(self, cells: Cells) -> IssuedLicenseRecord | None:
+        """`plain(row_of(cells))` without the dict: the record of a row of plain cells of
+        a Win32_TSIssuedLicense table, or None (then the caller reads `row_of(cells)`)."""
+        take = self._take
+        if take is None:
+            return None
+        texts = [*cells.texts, ""] if self._pad else cells.texts
+        return self._issued_cells(take(texts), cells.line, self.snapshot)
 
     def convert(self, row: Row) -> list[Item]:
         """Exactly one record or one quarantined issue, then any warnings."""
@@ -359,68 +412,89 @@ class RowReader:
     def _issued_plain(self, row: Row) -> IssuedLicenseRecord | None:
         """`_issued` for a row of plain cells (what nearly every row of an export is), with
         the cell helpers inlined; None when a cell is not plain (padded, signed, a code name
-        it does not know, a date `plain_date` does not read, ...): the caller then takes
+        it does not know, a date `plain_instant` does not read, ...): the caller then takes
         the general path, whose record this equals (tests/parsers/test_fast_paths.py)."""
         get = row.values.get
         if get("caltype") or get("productversion") or get("productversionid"):
             return None  # a per-device report row: the general path reads those cells
-        text = get("licenseid")
+        cells = tuple(map(get, _PLAIN_KEYS))
+        return self._issued_cells(cells, row.line, self._snapshot(row.values))
+
+    def _issued_cells(
+        self,
+        cells: Sequence[str | None],
+        line: int,
+        snapshot: tuple[dt.datetime | None, str],
+    ) -> IssuedLicenseRecord | None:
+        """`_issued_plain` of the row's `_PLAIN_KEYS` cells (None or "" for an absent one)."""
+        text, keypack_text, status_text, issue_raw, expiry_raw = cells[:5]
+        raw_hwid, computer, user, server, other_server = cells[5:]
         if not (text and text.isdigit() and text.isascii() and len(text) <= 18):
             return None
         license_id = int(text)  # (at most 18 digits: within int64)
-        text = get("keypackid")
-        if not text:
+        if not keypack_text:
             keypack_id = None
-        elif text.isdigit() and text.isascii() and len(text) <= 18:
-            keypack_id = int(text)
+        elif keypack_text.isdigit() and keypack_text.isascii() and len(keypack_text) <= 18:
+            keypack_id = int(keypack_text)
         else:
             return None
-        text = get("licensestatus")
-        if not text:
+        if not status_text:
             status = None
-        elif text.isdigit() and text.isascii() and len(text) <= 9:
-            status = int(text)  # (at most 9 digits: within int32)
+        elif status_text.isdigit() and status_text.isascii() and len(status_text) <= 9:
+            status = int(status_text)  # (at most 9 digits: within int32)
         else:
-            status = _STATUS_NAMES.get(text)
+            status = _STATUS_NAMES.get(status_text)
             if status is None:
                 return None
-        # the two dates, unrolled (a loop with its lists cost more than the reading);
-        # the raw cells are kept as found ("" is none)
-        issue_raw = get("issuedate") or None
-        issue = plain_date(issue_raw, self.order, self.zone) if issue_raw else _NO_DATE
-        if issue is None:
-            return None
-        expiry_raw = get("expirationdate") or None
-        expiry = plain_date(expiry_raw, self.order, self.zone) if expiry_raw else _NO_DATE
-        if expiry is None:
-            return None
-        raw_hwid = get("shardwareid")
-        if raw_hwid and raw_hwid.strip() == raw_hwid:  # (no padding)
-            hwid = normalize_hwid(raw_hwid)
-        elif raw_hwid:
-            return None
+        # the two dates, unrolled (a loop with its lists cost more than the reading); the
+        # raw cells are kept as found ("" is none); a never sentinel is no issue date
+        if issue_raw:
+            issue = plain_instant(issue_raw, self.order, self.zone)
+            if issue is None:
+                return None
+            if issue is NEVER_UTC:
+                issue = None
         else:
-            raw_hwid = hwid = None
-        snapshot, source = self._snapshot(row.values)
+            issue_raw = issue = None
+        if expiry_raw:
+            expiry = plain_instant(expiry_raw, self.order, self.zone)
+            if expiry is None:
+                return None
+            never = expiry is NEVER_UTC
+            if never:
+                expiry = None
+        else:
+            expiry_raw = expiry = None
+            never = False
+        if not raw_hwid:
+            raw_hwid = hwid = hwid_flag = None
+        elif (wmi := wmi_dwords_hwid(raw_hwid)) is not None:  # (the usual HWID: no padding)
+            hwid, hwid_flag = wmi
+        elif raw_hwid.strip() == raw_hwid:  # (no padding)
+            hwid, hwid_flag = normalize_hwid(raw_hwid)[::2]
+        else:
+            return None
+        # (positional: keywords cost three times as much for 18 fields; the order is the
+        # class's, and the tests compare every field with the general path's record)
         return IssuedLicenseRecord(
-            snapshot_time=snapshot,
-            snapshot_time_source=source,
-            license_server=_server(row.values),
-            license_id=license_id,
-            keypack_id=keypack_id,
-            license_status=status,
-            license_status_name=LICENSE_STATUS.get(status) if status is not None else None,
-            issue_date=issue.value,
-            issue_date_raw=issue_raw,
-            expiration_date=expiry.value,
-            expiration_date_raw=expiry_raw,
-            expiration_never=expiry.never,
-            issued_to_computer=_cell(row.values, "sissuedtocomputer"),
-            issued_to_user=_cell(row.values, "sissuedtouser"),
-            hwid=hwid.hwid if hwid else None,
-            hwid_raw=raw_hwid,
-            hwid_flag=hwid.flag if hwid else None,
-            line=row.line,
+            snapshot[0],
+            snapshot[1],
+            (server and server.strip()) or (other_server and other_server.strip()) or None,
+            license_id,
+            keypack_id,
+            status,
+            LICENSE_STATUS.get(status) if status is not None else None,
+            issue,
+            issue_raw,
+            expiry,
+            expiry_raw,
+            never,
+            (computer and computer.strip()) or None,
+            (user and user.strip()) or None,
+            hwid,
+            raw_hwid,
+            hwid_flag,
+            line,
         )
 
     def _keypack(self, row: Row, warnings: list[Item]) -> KeypackRecord:
@@ -470,6 +544,14 @@ def _cell(values: Mapping[str, str | None], key: str) -> str | None:
     return value.strip() or None
 
 
+def cell_values(keys: Sequence[str], texts: Sequence[str]) -> dict[str, str | None]:
+    """Column key -> cell text; the first of repeated names wins."""
+    values: dict[str, str | None] = {}
+    for key, text in zip(keys, texts, strict=True):
+        values.setdefault(key, text)
+    return values
+
+
 def _server(values: Mapping[str, str | None]) -> str | None:
     """The exporting server: PSComputerName, else __SERVER."""
     return _cell(values, "pscomputername") or _cell(values, "__server")
@@ -495,12 +577,16 @@ def read_tables(stream: BinaryIO, options: ParseOptions, source: RowSource) -> I
     if seekable:
         start = stream.tell()
         spec: TableSpec | None = None
+        keys: list[str] = []
         first_pass = source(stream)
         try:
             for item in first_pass:
                 if isinstance(item, Header):
                     spec = _spec_for(item)
-                elif isinstance(item, Row) and spec is not None:
+                    keys = [column_key(c) for c in item.columns]
+                elif isinstance(item, Row | Cells) and spec is not None:
+                    if isinstance(item, Cells):
+                        item = Row(cell_values(keys, item.texts), item.line, "")
                     for column in spec.dates:
                         votes.add(item.values.get(column.lower()))
                     if data_snapshot_text is None:
@@ -542,9 +628,18 @@ def read_tables(stream: BinaryIO, options: ParseOptions, source: RowSource) -> I
     reader: RowReader | None = None
     said: set[FileNote] = set()
     for item in source(stream):
-        if isinstance(item, Header):
+        if isinstance(item, Cells):  # (the usual row: tested first)
+            if reader is None:  # pragma: no cover - sources always send a Header first
+                continue
+            record = reader.plain_cells(item)
+            if record is not None:
+                yield record
+            else:
+                yield from reader.convert(reader.row_of(item))
+        elif isinstance(item, Header):
             spec = _spec_for(item)
             reader = RowReader(spec, order, zone, snapshot, options)
+            reader.set_columns(item.columns)
             header_notes = [
                 FileNote("wmi_class", spec.wmi_class),
                 FileNote("export_form", item.form),
@@ -574,6 +669,7 @@ __all__ = [
     "KEYPACK_CLASS",
     "REPORT_ENTRY",
     "REPORT_ENTRY_CLASS",
+    "Cells",
     "Header",
     "Row",
     "RowItem",
@@ -583,6 +679,7 @@ __all__ = [
     "check_columns",
     "excerpt",
     "looks_like_header",
+    "new_cells",
     "read_tables",
     "spec_from_columns",
     "spec_from_type_name",

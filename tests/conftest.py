@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI (.ci/run) draws the same examples every time (derandomize): whether a change lands must
+# not depend on a property's random search; `make test` elsewhere keeps searching afresh, and
+# what it finds becomes a pinned example.
+settings.register_profile("ci", derandomize=True)
+settings.load_profile(os.environ.get("CALTRAIL_HYPOTHESIS_PROFILE", "default"))
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

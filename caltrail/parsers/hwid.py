@@ -58,9 +58,8 @@ FLAG_AMBIGUOUS_ORDER = "ambiguous_order"
 _SEPARATORS = re.compile(r"[\s,;:\-_.]+")
 _HEX = re.compile(r"[0-9a-f]+")
 _REG_PREFIX = re.compile(r"^hex(\([0-9a-f]+\))?:", re.IGNORECASE)
-# The simulator's sHardwareId rendering (five DWORDs, `-` between): the common case, read
-# without the general tokenising below (same result).
-_WMI_DWORDS = re.compile(r"[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{8}){4}")
+# The sHardwareId rendering (five DWORDs, `-` between): the common case, read without the
+# general tokenising below (same result: wmi_dwords_hwid).
 _WMI_LENGTH = 44  # five groups of 8 hex digits and their 4 dashes
 _DWORDS_BE = struct.Struct(">5I")
 _DWORDS_LE = struct.Struct("<5I")
@@ -164,7 +163,7 @@ def wmi_dwords_hwid(raw: str) -> tuple[str, str | None] | None:
 
     Read without the regex: of its 40 other characters, bytes.fromhex makes 20 bytes only
     when all are hex digits (it skips spaces, leaving fewer digits, and refuses anything
-    else), which is what `_WMI_DWORDS` matches. The five DWORDs as written (big-endian
+    else), which is what the pattern `[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{8}){4}` matches. The five DWORDs as written (big-endian
     hex), each stored little-endian, as hwid_from_dwords writes them."""
     if not (len(raw) == _WMI_LENGTH and raw[8] == raw[17] == raw[26] == raw[35] == "-"):
         return None
@@ -174,14 +173,8 @@ def wmi_dwords_hwid(raw: str) -> tuple[str, str | None] | None:
         return None
     if len(data) != HWID_LENGTH:
         return None
-    canonical = _DWORDS_LE.pack(*_DWORDS_BE.unpack(data))
-    hwid = canonical.hex()
-    if hwid == FREERDP_LEGACY_HWID:
-        return hwid, FLAG_FREERDP_LEGACY
-    # `_finish`'s test (the hex starts with "ff", or its bytes 6:8 are "ff"), on the bytes
-    if canonical[0] == 0xFF or canonical[3] == 0xFF:
-        return hwid, FLAG_STORE_APP_FF
-    return hwid, None
+    hwid = _DWORDS_LE.pack(*_DWORDS_BE.unpack(data)).hex()
+    return hwid, _flag(hwid, None)
 
 
 def _from_text(raw: str, order: PlainHexOrder) -> HwidResult:
@@ -224,12 +217,17 @@ def _plain_hex(hex40: str, raw: str, order: PlainHexOrder) -> HwidResult:
 
 
 def _finish(hwid: str, raw: str, flag: str | None) -> HwidResult:
+    return HwidResult(hwid, raw, _flag(hwid, flag))
+
+
+def _flag(hwid: str, flag: str | None) -> str | None:
+    """The flag a canonical HWID carries: what its value says, else `flag`."""
     if hwid == FREERDP_LEGACY_HWID:
-        return HwidResult(hwid, raw, FLAG_FREERDP_LEGACY)
+        return FLAG_FREERDP_LEGACY
     # canonical starts with ff, or the DWORD rendering does (high byte of PlatformId = byte 3)
     if hwid.startswith("ff") or hwid[6:8] == "ff":
-        return HwidResult(hwid, raw, FLAG_STORE_APP_FF)
-    return HwidResult(hwid, raw, flag)
+        return FLAG_STORE_APP_FF
+    return flag
 
 
 def _canonical_bytes(hwid: str) -> bytes:

@@ -99,11 +99,14 @@ def install_user_table(lake: Path, name: str, source: Path) -> None:
 
 
 def spill_directory() -> str:
-    """Where a session's DuckDB spills what does not fit in memory: the system's temp
-    folder, one folder per process (DuckDB's default is `.tmp` in the current folder, which
-    left gigabytes in a user's working folder after a large diagnosis; DuckDB removes a
-    folder it created when the connection closes)."""
-    return str(Path(tempfile.gettempdir()) / f"caltrail-duckdb-{os.getpid()}")
+    """Where a session's DuckDB spills what does not fit in memory: a folder of the system's
+    temp folder, one per connection (DuckDB's default is `.tmp` in the current folder, which
+    left gigabytes in a user's working folder after a large diagnosis). DuckDB removes a
+    folder it created when its connection closes, with what is in it: a folder shared by
+    two connections of one process would lose the other's spill."""
+    return str(
+        Path(tempfile.gettempdir()) / f"caltrail-duckdb-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    )
 
 
 def connect(

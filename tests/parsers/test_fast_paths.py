@@ -13,6 +13,7 @@ import datetime as dt
 import html
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -159,10 +160,14 @@ def test_html_rows_past_line_65535_keep_increasing_line_numbers() -> None:
     assert late[-1] <= data.count(b"\n") + 1  # within the file
 
 
+# the WMI rendering as the reader once found it
+_WMI_DWORDS = re.compile(r"[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{8}){4}")
+
+
 def _wmi_hwid_before(raw: str) -> tuple[str | None, str, str | None]:
     """normalize_hwid of a string as it was when the WMI rendering was found by its regex
     (`_WMI_DWORDS`), not by its dashes and bytes.fromhex."""
-    if hwid_module._WMI_DWORDS.fullmatch(raw):
+    if _WMI_DWORDS.fullmatch(raw):
         dwords = [int(group, 16) for group in raw.split("-")]
         return tuple(hwid_module._finish(hwid_from_dwords(dwords), raw, None))
     return tuple(normalize_hwid(raw))

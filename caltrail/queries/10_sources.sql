@@ -48,16 +48,37 @@ from committed_rows('events');
 -- channel, record id and time; e.g. a live log and its VSS copy) is one row, dup_count
 -- says how many files held it. A copy the log still counts is the one shown (recovered =
 -- false) when there is one: a recovered copy of a record found allocated in another file
--- only adds to dup_count.
+-- only adds to dup_count. Most records have one copy: the records with several are found
+-- by their key alone (NULL parts equal, as in a window's partition), and only they are
+-- sorted to choose one (a window over every record sorted all of its columns: a quarter
+-- more time for cal_events at 50,000 devices).
 create or replace view events as
-select
-    * exclude (rn),
+with copies as (
+    select computer, channel, record_id, time_created
+    from events_all
+    group by all
+    having count(*) > 1
+)
+select e.*, 1::bigint as dup_count
+from events_all as e
+anti join copies as c
+    on c.computer is not distinct from e.computer
+    and c.channel is not distinct from e.channel
+    and c.record_id is not distinct from e.record_id
+    and c.time_created is not distinct from e.time_created
+union all
+select * exclude (rn)
 from (
     select
-        *,
+        e.*,
         count(*) over w as dup_count,
         row_number() over (w order by recovered, source_path, "offset") as rn
-    from events_all
+    from events_all as e
+    semi join copies as c
+        on c.computer is not distinct from e.computer
+        and c.channel is not distinct from e.channel
+        and c.record_id is not distinct from e.record_id
+        and c.time_created is not distinct from e.time_created
     window w as (partition by computer, channel, record_id, time_created)
 )
 where rn = 1;

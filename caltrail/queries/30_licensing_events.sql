@@ -11,36 +11,25 @@ create or replace macro licensing_provider_family(provider, event_source_name) a
     end;
 
 -- The rows of licensing_events, all of them or (problems_only) those licensing_problems
--- shows. The events are deduplicated here as the `events` view does it (one row per computer,
--- channel, record id and time; dup_count copies; an allocated copy is preferred to one
--- recovered from chunk slack, and `recovered` says which was kept), but over the licensing families' events
--- alone, and for problems_only over the events whose (family, id) the catalog gives a
--- problem: the copies of one record share its provider and id, so filtering before the
--- window leaves each record's copies together, and the window sorts a fraction of the lake.
+-- shows: the events of the licensing families, each record once (the `events` view: one
+-- row per computer, channel, record id and time; dup_count copies; an allocated copy is
+-- preferred to one recovered from chunk slack, and `recovered` says which was kept), for
+-- problems_only those whose (family, id) the catalog gives a problem. The copies of one
+-- record share its provider and id, so filtering the deduplicated records is filtering
+-- before the deduplication, and DuckDB does the latter: only the search for copies reads
+-- every event (its key alone).
 create or replace macro licensing_rows(problems_only) as table
-with source as (
+with deduplicated as (
     select
         *,
         licensing_provider_family(provider, event_source_name) as provider_family
-    from events_all
+    from events
     where licensing_provider_family(provider, event_source_name) is not null
         and (not problems_only or (licensing_provider_family(provider, event_source_name), event_id) in (
             select (provider_family, event_id)
             from event_catalog
             where action in ('server-problem', 'revoke-refused') or problem is not null
         ))
-),
-deduplicated as (
-    select * exclude (rn)
-    from (
-        select
-            *,
-            count(*) over w as dup_count,
-            row_number() over (w order by recovered, source_path, "offset") as rn
-        from source
-        window w as (partition by computer, channel, record_id, time_created)
-    )
-    where rn = 1
 ),
 joined as (
     select

@@ -156,3 +156,63 @@ def test_counts_of_the_parts_of_a_split_file_add_up() -> None:
     other = FileNote.counted(REJECTED_NOTE, {"size": 1}, "", REASONS)
     assert rejected.value == "3 size, 52 template gone"  # in the order of REASONS
     assert rejected.plus(other).value == "4 size, 52 template gone"
+
+
+# What the `events` view shows, written as the one window over every record that it was
+# before it sorted only the records with several copies: the reference the view must equal.
+REFERENCE_DEDUP = """
+select * exclude (rn)
+from (
+    select *, count(*) over w as dup_count,
+        row_number() over (w order by recovered, source_path, "offset") as rn
+    from events_all
+    window w as (partition by computer, channel, record_id, time_created)
+)
+where rn = 1
+"""
+
+
+def test_events_shows_each_record_once_as_one_window_over_all_records_would(
+    tmp_path: Path,
+) -> None:
+    """Copies in two files, recovered and allocated, and copies whose computer, record id
+    or time is missing (NULL keys group together, as a window's partition does): the view
+    keeps the same row of each record and counts the same copies."""
+    before = tmp_path / "before.evtx"
+    write_evtx(before, [licensing(i, 200) for i in range(OLD)])
+    after = tmp_path / "after.evtx"
+    rewritten_log(after)
+    lake = tmp_path / "lake"
+    ingest([before, after], IngestOptions(lake=lake))
+    with connect(lake, through="10_sources") as con:
+        # the view reads events_all by name: a temp table of that name shadows it, with
+        # copies of a few records whose key parts are NULL added
+        con.execute(
+            """
+            create temp table events_all as
+            select * from main.events_all
+            union all
+            select * replace (null::varchar as computer, "offset" + 1 as "offset")
+            from main.events_all where record_id <= 3
+            union all
+            select * replace (null::ubigint as record_id) from main.events_all
+            where record_id between 4 and 6
+            union all
+            select * replace (null::ubigint as record_id) from main.events_all
+            where record_id between 4 and 6
+            union all
+            select * replace (null::timestamptz as time_created) from main.events_all
+            where record_id = 7
+            """
+        )
+        (copies,) = con.execute(
+            "select count(*) from (select 1 from events_all group by "
+            "computer, channel, record_id, time_created having count(*) > 1)"
+        ).fetchall()
+        assert copies[0] > 10  # several records have copies
+        shown = con.execute("select * from events order by all").fetchall()
+        reference = con.execute(f"select * from ({REFERENCE_DEDUP}) order by all").fetchall()
+        assert [d[0] for d in con.execute("select * from events limit 0").description] == [
+            d[0] for d in con.execute(f"select * from ({REFERENCE_DEDUP}) limit 0").description
+        ]
+    assert shown == reference

@@ -225,6 +225,27 @@ class TraceRecord:
     line: int
     raw: bool = False
 
+    @classmethod
+    def bare(
+        cls, line: int, message: str | None = None, fields: dict[str, str | None] | None = None
+    ) -> TraceRecord:
+        """A record that knows nothing but where it is (and its message or fields): what a
+        reader starts from before it reads the values, or keeps for a line it cannot read."""
+        return cls(
+            ts=None,
+            ts_raw=None,
+            cpu=None,
+            pid=None,
+            tid=None,
+            provider=None,
+            event_id=None,
+            level=None,
+            function=None,
+            message=message,
+            fields={} if fields is None else fields,
+            line=line,
+        )
+
 
 @dataclass(slots=True)
 class IssuedLicenseRecord:

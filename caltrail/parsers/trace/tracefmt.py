@@ -242,21 +242,9 @@ class _Parser:
             )
         yield from self.flush()
         self.raw_lines += 1
-        yield TraceRecord(
-            ts=None,
-            ts_raw=None,
-            cpu=None,
-            pid=None,
-            tid=None,
-            provider=None,
-            event_id=None,
-            level=None,
-            function=None,
-            message=line,
-            fields={},
-            line=number,
-            raw=True,
-        )
+        record = TraceRecord.bare(number, message=line)
+        record.raw = True
+        yield record
 
     def flush(self) -> Iterator[Item]:
         if self.pending is not None:

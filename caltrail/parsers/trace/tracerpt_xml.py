@@ -346,20 +346,7 @@ class _State:
 
     def event(self, event: Any) -> Iterator[Item]:
         fields: dict[str, str | None] = {}
-        rec = TraceRecord(
-            ts=None,
-            ts_raw=None,
-            cpu=None,
-            pid=None,
-            tid=None,
-            provider=None,
-            event_id=None,
-            level=None,
-            function=None,
-            message=None,
-            fields=fields,
-            line=event.sourceline or 0,
-        )
+        rec = TraceRecord.bare(event.sourceline or 0, fields=fields)
         notes: list[Item] = []
         debug_message: str | None = None
         rendering_message: str | None = None

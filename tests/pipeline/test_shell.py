@@ -136,21 +136,23 @@ def test_every_view_and_macro_answers_in_the_bundled_shell(lake: Path) -> None:
     assert python_side <= shell_side
 
 
-def test_caltrail_shell_runs_a_command(lake: Path) -> None:
+def run_ok(command: list[str], timeout: float = 120) -> str:
+    """Run `command` from `/` (no relative path may resolve by luck); its output, once it
+    succeeded."""
     done = subprocess.run(
-        [*CLI, "shell", "--lake", str(lake), "-c", "select count(*) as n from findings"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd="/",
-        check=False,
+        command, capture_output=True, text=True, timeout=timeout, cwd="/", check=False
     )
     assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_caltrail_shell_runs_a_command(lake: Path) -> None:
+    out = run_ok([*CLI, "shell", "--lake", str(lake), "-c", "select count(*) as n from findings"])
     con = connect(lake)
     expected = con.execute("select count(*) from findings").fetchone()
     con.close()
     assert expected is not None
-    assert f"│ {expected[0]} " in done.stdout.replace("│\n", "│ \n") or str(expected[0]) in done.stdout
+    assert f"│ {expected[0]} " in out.replace("│\n", "│ \n") or str(expected[0]) in out
 
 
 # `caltrail shell` run up to the moment it hands over to the DuckDB shell: os.execve
@@ -169,16 +171,8 @@ main()
 
 
 def up_to_the_shell(lake: Path) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-c", UP_TO_THE_SHELL, "shell", "--lake", str(lake)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd="/",
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    reached: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    out = run_ok([sys.executable, "-c", UP_TO_THE_SHELL, "shell", "--lake", str(lake)], 300)
+    reached: dict[str, Any] = json.loads(out.splitlines()[-1])
     return reached
 
 

@@ -32,3 +32,14 @@ create or replace macro render_message(template, data) as
         '%3', coalesce(data['param3'], '')), '%2', coalesce(data['param2'], '')),
         '%1', coalesce(data['param1'], ''))
     end;
+
+-- A reference table (caltrail/queries/*.csv, copied to LAKE/_ref where a user may edit it),
+-- every value as text: the view reading it types and checks each column.
+create or replace macro reference_table(file_name) as table
+select *
+from read_csv(
+    getvariable('ref_dir') || '/' || file_name,
+    header = true,
+    all_varchar = true,
+    quote = '"'
+);

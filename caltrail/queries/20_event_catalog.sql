@@ -22,9 +22,4 @@ select
     nullif(extra_fields, '') as extra_fields,
     nullif(message, '') as message,
     nullif(description, '') as description
-from read_csv(
-    getvariable('ref_dir') || '/event_catalog.csv',
-    header = true,
-    all_varchar = true,
-    quote = '"'
-);
+from reference_table('event_catalog.csv');

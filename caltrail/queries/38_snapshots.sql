@@ -14,12 +14,7 @@ select
     value,
     unit,
     meaning
-from read_csv(
-    getvariable('ref_dir') || '/diagnosis_thresholds.csv',
-    header = true,
-    all_varchar = true,
-    quote = '"'
-);
+from reference_table('diagnosis_thresholds.csv');
 
 create or replace macro th(n) as
     (select try_cast(value as double) from diagnosis_thresholds where name = n);
@@ -41,12 +36,7 @@ select
     lower(counted) = 'true' as counted,
     lower(revocable) = 'true' as revocable,
     meaning
-from read_csv(
-    getvariable('ref_dir') || '/license_status.csv',
-    header = true,
-    all_varchar = true,
-    quote = '"'
-);
+from reference_table('license_status.csv');
 
 -- The product version as one comparable key: "Windows Server 2019", "2019", "10.01"... ->
 -- '2019' (the year, with ' R2'); NULL for no text. Event 81/82 and the key packs name a

@@ -90,6 +90,7 @@ def every_view_and_macro(lake: Path) -> str:
     # a table macro's argument names a table or a device; scalar macros take NULLs
     table_args = {
         "committed_rows": "'events'",
+        "reference_table": "'license_status.csv'",
         "snapshot_rows": "'issued_license_rows'",
         "licensing_rows": "false",
         "hwid_timeline": f"'{hwid}'",

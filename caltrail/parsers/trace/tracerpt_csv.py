@@ -187,41 +187,56 @@ def split_row(line: str) -> tuple[list[str], bool]:
     trailing_empty = stripped.endswith(",")
     if trailing_empty:
         stripped = stripped[:-1]
-    pieces = stripped.split(", ")
-    if '"' not in stripped:  # the usual row: nothing to unquote
-        values = list(map(str.strip, pieces))
-        if trailing_empty:
-            values.append("")
-        return values, False
-    # The pieces before the one holding the first quote hold none (a separator ", " cannot
-    # touch a quote): they are only stripped; the merging starts at that piece.
-    index = stripped.count(", ", 0, stripped.index('"'))
-    values = list(map(str.strip, pieces[:index]))
-    merged: list[str] = []
-    while index < len(pieces):
-        piece = pieces[index]
-        if piece.lstrip().startswith('"'):
-            while piece.count('"') % 2 and index + 1 < len(pieces):
-                index += 1
-                piece = f"{piece}, {pieces[index]}"
-            if piece.count('"') % 2:
-                merged.append(piece.strip())
-                return values + _finish(merged, pieces[index + 1 :], trailing_empty), True
-        merged.append(piece)
-        index += 1
-    return values + _finish(merged, [], trailing_empty), False
-
-
-def _finish(pieces: list[str], rest: list[str], trailing_empty: bool) -> list[str]:
-    values = []
-    for piece in [*pieces, *rest]:
-        value = piece.strip()
-        if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
-            value = value[1:-1].replace('""', '"')
-        values.append(value)
+    quote = stripped.find('"')
+    if quote < 0:  # the usual row: nothing to unquote
+        values = list(map(str.strip, stripped.split(", ")))
+        unterminated = False
+    else:
+        values, unterminated = _split_quoted(stripped, quote)
     if trailing_empty:
         values.append("")
-    return values
+    return values, unterminated
+
+
+def _split_quoted(text: str, quote: int) -> tuple[list[str], bool]:
+    """`split_row` for a text with a quote at `quote` (its first): the text is split at
+    each ", ", except that a piece starting with a quote (after blanks) runs on over the
+    separators until it holds an even number of quotes. Found by searching the text from
+    quote to quote, not piece by piece: the pieces between quotes are split and stripped
+    in one C call each (the rows of a trace have long runs of plain columns)."""
+    values: list[str] = []
+    start = 0  # the pieces from here to the one holding `quote` hold no quote
+    while quote >= 0:
+        sep = text.rfind(", ", start, quote)
+        begin = start if sep < 0 else sep + 2  # where the piece holding the quote starts
+        if text[begin:quote].strip():  # the quote is inside a piece: kept as written
+            sep = text.find(", ", quote)
+            if sep < 0:
+                break
+            quote = text.find('"', sep)
+            continue
+        if begin > start:
+            values += map(str.strip, text[start : begin - 2].split(", "))
+        # The quoted piece ends at the first separator after an even number of quotes
+        # (close: the quote that makes the number even; sep: the separator after it).
+        close = text.find('"', quote + 1)
+        while close >= 0:
+            sep = text.find(", ", close)
+            quote = text.find('"', close + 1)
+            if quote < 0 or 0 <= sep < quote:
+                break
+            close = text.find('"', quote + 1)
+        value = text[begin : sep if close >= 0 and sep >= 0 else len(text)].strip()
+        if len(value) >= 2 and value[-1] == '"':  # (value[0] is the opening quote)
+            value = value[1:-1].replace('""', '"')
+        values.append(value)
+        if close < 0:  # unterminated: the value runs to the end of the line
+            return values, True
+        if sep < 0:
+            return values, False
+        start = sep + 2
+    values += map(str.strip, text[start:].split(", "))
+    return values, False
 
 
 @dataclass(slots=True)

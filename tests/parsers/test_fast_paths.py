@@ -394,6 +394,8 @@ TRACE_ODD = [
     "\ufffd",
     "\t",
     "é",
+    "\\",  # (a JSON escape, as '"' is)
+    '"a\\b, ""c"""',
 ]
 
 

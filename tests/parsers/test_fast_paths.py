@@ -394,6 +394,8 @@ TRACE_ODD = [
     "\ufffd",
     "\t",
     "é",
+    "\\",  # (a JSON escape, as '"' is)
+    '"a\\b, ""c"""',
 ]
 
 
@@ -453,16 +455,25 @@ def test_tracerpt_known_numbers_keep_their_misfits() -> None:
     assert _read_trace(lines, plain=True) == _read_trace(lines, plain=False)
 
 
-def _split_row_before(line: str) -> tuple[list[str], bool]:
-    """split_row as it was before the quoted case skipped the pieces before the first
-    quote (the merging ran over every piece)."""
+def _split_row_by_pieces(line: str) -> tuple[list[str], bool]:
+    """split_row as it was before it searched from quote to quote: the line split at every
+    ", ", then the pieces merged one by one while a piece starting with a quote holds an
+    odd number of quotes."""
     stripped = line.rstrip()
     trailing_empty = stripped.endswith(",")
     if trailing_empty:
         stripped = stripped[:-1]
     pieces = stripped.split(", ")
-    if '"' not in stripped:
-        return tracerpt_csv.split_row(line)
+
+    def finish(pieces: list[str]) -> list[str]:
+        values = []
+        for piece in pieces:
+            value = piece.strip()
+            if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+                value = value[1:-1].replace('""', '"')
+            values.append(value)
+        return values + [""] * trailing_empty
+
     merged: list[str] = []
     index = 0
     while index < len(pieces):
@@ -473,19 +484,36 @@ def _split_row_before(line: str) -> tuple[list[str], bool]:
                 piece = f"{piece}, {pieces[index]}"
             if piece.count('"') % 2:
                 merged.append(piece.strip())
-                return tracerpt_csv._finish(merged, pieces[index + 1 :], trailing_empty), True
+                return finish(merged + pieces[index + 1 :]), True
         merged.append(piece)
         index += 1
-    return tracerpt_csv._finish(merged, [], trailing_empty), False
+    return finish(merged), False
 
 
-@given(
-    st.lists(st.sampled_from(['"', ",", ", ", " ", "a", '""', "\t", 'x, "y', '"q"']), max_size=14)
-)
-@settings(max_examples=1000)
-def test_split_row_skips_only_quote_free_pieces(parts: list[str]) -> None:
+# quotes, "" escapes, separators with and without their space, blanks (tab and U+3000
+# included), non-ASCII and a control character
+SPLIT_PARTS = ['"', '""', '"q"', 'x, "y', ",", ", ", ",,", " ", "  ", "\t", "\u3000", "a", "é", "\x01"]
+
+
+@given(st.lists(st.sampled_from(SPLIT_PARTS), max_size=16))
+@example(['"q"', ", ", "a", ", ", '"', "a", ", ", "a", '"', ", ", "a"])
+@example(["a", ", ", ' "', ", ", '""', ", ", '"', ",", " "])
+@example(["a", '"', ", ", '"q"', '""', ", ", '"'])
+@settings(max_examples=2000)
+def test_split_row_is_the_split_by_pieces(parts: list[str]) -> None:
     line = "".join(parts)
-    assert tracerpt_csv.split_row(line) == _split_row_before(line)
+    assert tracerpt_csv.split_row(line) == _split_row_by_pieces(line)
+
+
+@given(st.text(alphabet=st.sampled_from('", a\t\x01é\u3000'), max_size=30))
+@settings(max_examples=2000)
+def test_split_row_is_the_split_by_pieces_on_any_text(line: str) -> None:
+    assert tracerpt_csv.split_row(line) == _split_row_by_pieces(line)
+
+
+def test_split_row_reads_the_sample_rows_as_the_split_by_pieces() -> None:
+    for line in TRACE_LINES:
+        assert tracerpt_csv.split_row(line) == _split_row_by_pieces(line)
 
 
 @given(st.text(alphabet="0123456789abcdefxXABG_+- ", max_size=20), st.sampled_from([32, 64]))

@@ -51,7 +51,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import compress
+from itertools import chain, compress
 from json.encoder import encode_basestring
 from operator import itemgetter
 from typing import BinaryIO, NamedTuple
@@ -187,41 +187,56 @@ def split_row(line: str) -> tuple[list[str], bool]:
     trailing_empty = stripped.endswith(",")
     if trailing_empty:
         stripped = stripped[:-1]
-    pieces = stripped.split(", ")
-    if '"' not in stripped:  # the usual row: nothing to unquote
-        values = list(map(str.strip, pieces))
-        if trailing_empty:
-            values.append("")
-        return values, False
-    # The pieces before the one holding the first quote hold none (a separator ", " cannot
-    # touch a quote): they are only stripped; the merging starts at that piece.
-    index = stripped.count(", ", 0, stripped.index('"'))
-    values = list(map(str.strip, pieces[:index]))
-    merged: list[str] = []
-    while index < len(pieces):
-        piece = pieces[index]
-        if piece.lstrip().startswith('"'):
-            while piece.count('"') % 2 and index + 1 < len(pieces):
-                index += 1
-                piece = f"{piece}, {pieces[index]}"
-            if piece.count('"') % 2:
-                merged.append(piece.strip())
-                return values + _finish(merged, pieces[index + 1 :], trailing_empty), True
-        merged.append(piece)
-        index += 1
-    return values + _finish(merged, [], trailing_empty), False
-
-
-def _finish(pieces: list[str], rest: list[str], trailing_empty: bool) -> list[str]:
-    values = []
-    for piece in [*pieces, *rest]:
-        value = piece.strip()
-        if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
-            value = value[1:-1].replace('""', '"')
-        values.append(value)
+    quote = stripped.find('"')
+    if quote < 0:  # the usual row: nothing to unquote
+        values = list(map(str.strip, stripped.split(", ")))
+        unterminated = False
+    else:
+        values, unterminated = _split_quoted(stripped, quote)
     if trailing_empty:
         values.append("")
-    return values
+    return values, unterminated
+
+
+def _split_quoted(text: str, quote: int) -> tuple[list[str], bool]:
+    """`split_row` for a text with a quote at `quote` (its first): the text is split at
+    each ", ", except that a piece starting with a quote (after blanks) runs on over the
+    separators until it holds an even number of quotes. Found by searching the text from
+    quote to quote, not piece by piece: the pieces between quotes are split and stripped
+    in one C call each (the rows of a trace have long runs of plain columns)."""
+    values: list[str] = []
+    start = 0  # the pieces from here to the one holding `quote` hold no quote
+    while quote >= 0:
+        sep = text.rfind(", ", start, quote)
+        begin = start if sep < 0 else sep + 2  # where the piece holding the quote starts
+        if text[begin:quote].strip():  # the quote is inside a piece: kept as written
+            sep = text.find(", ", quote)
+            if sep < 0:
+                break
+            quote = text.find('"', sep)
+            continue
+        if begin > start:
+            values += map(str.strip, text[start : begin - 2].split(", "))
+        # The quoted piece ends at the first separator after an even number of quotes
+        # (close: the quote that makes the number even; sep: the separator after it).
+        close = text.find('"', quote + 1)
+        while close >= 0:
+            sep = text.find(", ", close)
+            quote = text.find('"', close + 1)
+            if quote < 0 or 0 <= sep < quote:
+                break
+            close = text.find('"', quote + 1)
+        value = text[begin : sep if close >= 0 and sep >= 0 else len(text)].strip()
+        if len(value) >= 2 and value[-1] == '"':  # (value[0] is the opening quote)
+            value = value[1:-1].replace('""', '"')
+        values.append(value)
+        if close < 0:  # unterminated: the value runs to the end of the line
+            return values, True
+        if sep < 0:
+            return values, False
+        start = sep + 2
+    values += map(str.strip, text[start:].split(", "))
+    return values, False
 
 
 @dataclass(slots=True)
@@ -321,8 +336,6 @@ class _Parser:
         the tests hold the two to the same records."""
         if not self.plain_width or len(line) > MAX_LINE_CHARS:
             return None
-        if line.lstrip()[:10].lower() == "eventtrace":  # (early: before the split)
-            return None
         if "\ufffd" in line or not line.isprintable():
             return None
         values, unterminated = split_row(line)
@@ -330,13 +343,11 @@ class _Parser:
             return None
         promoted = self.get_promoted(values)
         provider, level, clock_text = promoted[:3]
-        if provider.lower() == "eventtrace":
+        if provider.lower() == "eventtrace":  # (after the split only: one row in a trace)
             return None
-        # the kept columns that are not empty, by C calls (compress drops the "" values)
-        kept = self.get_kept(values)
-        fields: dict[str, str | None] = dict(
-            compress(zip(self.kept_names, kept, strict=True), kept)
-        )
+        tail = values[len(self.fixed) :]
+        if len(tail) > len(_USER_DATA_KEYS):
+            return None  # (rare: `record` names the keys one by one)
         number_texts = promoted[3:]
         numbers = self.known_ints.get(number_texts)
         if numbers is None:
@@ -344,37 +355,49 @@ class _Parser:
                 self.known_ints.clear()
             numbers = self.known_ints[number_texts] = self.numbers(number_texts)
         event_id, pid, tid, cpu, misfits = numbers
-        if misfits:
-            fields.update(misfits)
-        tail = values[len(self.fixed) :]
+        # The fields in `record`'s order, made by one dict call over C iterators: the kept
+        # columns that are not empty (compress drops the "" values), the number texts that
+        # are not numbers, then the user data. (zip's strict= would be a keyword call,
+        # which costs more than the rest of the zip; the getters give the lengths.)
+        kept = self.get_kept(values)
+        pairs = chain(compress(zip(self.kept_names, kept), kept), misfits)  # noqa: B905
+        message = None
         if tail:
-            fields["UserData"] = "[" + ", ".join(map(encode_basestring, tail)) + "]"
-            if len(tail) <= len(_USER_DATA_KEYS):
-                fields.update(zip(_USER_DATA_KEYS, tail, strict=False))
-            else:
-                return None  # (rare: `record` names the keys one by one)
+            message = ", ".join(tail)
+            if '"' in message or "\\" in message:
+                user_data = "[" + ", ".join(map(encode_basestring, tail)) + "]"
+            else:  # JSON strings with nothing to escape (a printable line has no control
+                # character): joined as they are
+                user_data = '["' + '", "'.join(tail) + '"]'
+            pairs = chain(pairs, (("UserData", user_data),), zip(_USER_DATA_KEYS, tail))  # noqa: B905
+        fields: dict[str, str | None] = dict(pairs)
         if clock_text.isdigit() and clock_text.isascii() and len(clock_text) == 18:
             clock = int(clock_text)
             if FILETIME_PLAUSIBLE_MIN <= clock < FILETIME_PLAUSIBLE_MAX:
                 self.modes["filetime"] += 1
-                ts: dt.datetime | None = FILETIME_EPOCH + dt.timedelta(microseconds=clock // 10)
+                # (timedelta's arguments by position: a keyword costs more than the addition)
+                ts: dt.datetime | None = FILETIME_EPOCH + dt.timedelta(0, 0, clock // 10)
             else:
                 ts = self.timestamp(clock_text)
         else:
             ts = self.timestamp(clock_text or None)
+        # By position, in TraceRecord's order (ts, ts_raw, cpu, pid, tid, provider,
+        # event_id, level, function, message, fields, line): twelve keywords cost more than
+        # twice the call. (`record` names them: the tests comparing the two would see a
+        # change of order.)
         return TraceRecord(
-            ts=ts,
-            ts_raw=clock_text or None,
-            cpu=cpu,
-            pid=pid,
-            tid=tid,
-            provider=provider or None,
-            event_id=event_id,
-            level=level or None,
-            function=None,
-            message=", ".join(tail) if tail else None,
-            fields=fields,
-            line=number,
+            ts,
+            clock_text or None,
+            cpu,
+            pid,
+            tid,
+            provider or None,
+            event_id,
+            level or None,
+            None,
+            message,
+            fields,
+            number,
         )
 
     def numbers(self, texts: tuple[str, ...]) -> _Numbers:

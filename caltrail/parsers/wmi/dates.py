@@ -194,7 +194,7 @@ def parse_wmi_date(text: str | None, order: str, zone: dt.tzinfo) -> DateResult:
 # -- the plain cells of a typical export, read without the general regexes ----------------
 # A WMI export has two or three dates per row, nearly all in one clean shape: Export-Csv's
 # DMTF `20231005123456.000000+060`, or a culture date `10/5/2023 12:34:56 PM` /
-# `05.10.2023 12:34:56`. `plain_date` reads those shapes only (ASCII digits, no padding, no
+# `05.10.2023 12:34:56`. `plain_instant` reads those shapes only (ASCII digits, no padding, no
 # `*`) and returns None for anything else, or for any value it would have to reject, so the
 # caller then asks `parse_wmi_date`, whose result it equals (tests/parsers/test_fast_paths.py).
 
@@ -213,24 +213,16 @@ _PLAIN_CULTURE = re.compile(
 # The value of every one- or two-digit field `_PLAIN_CULTURE` matches (a look-up costs a
 # third of int()).
 _SMALL = {text: int(text) for n in range(100) for text in (str(n), f"{n:02d}")}
-_NEVER = DateResult(None, never=True)
 # UTC (the default zone) and ZoneInfo("UTC") (one cached object): dates read in them need no
 # conversion (offset 0 always).
 _UTC_ZONES = (UTC, ZoneInfo("UTC"))
 
 
-def plain_date(text: str, order: str, zone: dt.tzinfo) -> DateResult | None:
-    """`parse_wmi_date(text, order, zone)` for a plain DMTF or culture date; None otherwise."""
-    value = plain_instant(text, order, zone)
-    if value is None:
-        return None
-    return _NEVER if value is NEVER_UTC else DateResult(value)
-
-
 def plain_instant(text: str, order: str, zone: dt.tzinfo) -> dt.datetime | None:
-    """`plain_date` without its DateResult (made twice a row, it cost a tenth of the
-    row): the instant in UTC, NEVER_UTC itself (this very object) for the never sentinel,
-    None for a text that is not a plain date."""
+    """`parse_wmi_date(text, order, zone).value` for a plain DMTF or culture date, without
+    the DateResult (made twice a row, it cost a tenth of the row): the instant in UTC,
+    NEVER_UTC itself (this very object) for the never sentinel, None for a text that is
+    not a plain date."""
     # (a DMTF date has 25 characters, the 15th a ".": other texts go straight to the
     # culture reading)
     if len(text) == 25 and text[14] == "." and _PLAIN_DMTF.fullmatch(text) is not None:
@@ -408,7 +400,6 @@ __all__ = [
     "parse_culture",
     "parse_dmtf",
     "parse_wmi_date",
-    "plain_date",
     "plain_instant",
     "resolve_date_order",
     "resolve_snapshot",

@@ -653,11 +653,7 @@ def read_tables(stream: BinaryIO, options: ParseOptions, source: RowSource) -> I
         elif isinstance(item, Row):
             if reader is None:  # pragma: no cover - sources always send a Header first
                 continue
-            record = reader.plain(item)
-            if record is not None:
-                yield record
-            else:
-                yield from reader.general(item)
+            yield from reader.convert(item)
         else:
             yield item
 

@@ -10,25 +10,55 @@ create or replace macro licensing_provider_family(provider, event_source_name) a
         when provider = 'Microsoft-Windows-TerminalServices-LocalSessionManager' then 'lsm'
     end;
 
+-- The (family, id) pairs the catalog gives a problem: the events licensing_problems shows.
+create or replace view problem_event_ids as
+select provider_family, event_id
+from event_catalog
+where action in ('server-problem', 'revoke-refused') or problem is not null;
+
+-- The records of the problem ids, each once, as `events` shows them: every copy of a record
+-- one of whose copies has such an id is read (whatever the other copies say), so the copy
+-- chosen and dup_count are those of `events`. Copies are looked for among these few records
+-- only: `events` finds them among every event (its grouping of all keys alone took longer
+-- than the rest of licensing_problems at 50,000 devices).
+create or replace view problem_events as
+with problem_keys as (
+    select distinct computer, channel, record_id, time_created
+    from events_all
+    where (licensing_provider_family(provider, event_source_name), event_id) in (
+        select (provider_family, event_id) from problem_event_ids
+    )
+)
+select * exclude (rn)
+from (
+    select
+        e.*,
+        count(*) over w as dup_count,
+        row_number() over (w order by recovered, source_path, "offset") as rn
+    from events_all as e
+    semi join problem_keys as c
+        on c.computer is not distinct from e.computer
+        and c.channel is not distinct from e.channel
+        and c.record_id is not distinct from e.record_id
+        and c.time_created is not distinct from e.time_created
+    window w as (partition by computer, channel, record_id, time_created)
+)
+where rn = 1;
+
 -- The rows of licensing_events, all of them or (problems_only) those licensing_problems
 -- shows: the events of the licensing families, each record once (the `events` view: one
 -- row per computer, channel, record id and time; dup_count copies; an allocated copy is
 -- preferred to one recovered from chunk slack, and `recovered` says which was kept), for
--- problems_only those whose (family, id) the catalog gives a problem. The copies of one
--- record share its provider and id, so filtering the deduplicated records is filtering
--- before the deduplication, and DuckDB does the latter: only the search for copies reads
--- every event (its key alone).
+-- problems_only those of problem_events whose (family, id) the catalog gives a problem.
 create or replace macro licensing_rows(problems_only) as table
 with deduplicated as (
     select
         *,
         licensing_provider_family(provider, event_source_name) as provider_family
-    from events
+    from query_table(case when problems_only then 'problem_events' else 'events' end)
     where licensing_provider_family(provider, event_source_name) is not null
         and (not problems_only or (licensing_provider_family(provider, event_source_name), event_id) in (
-            select (provider_family, event_id)
-            from event_catalog
-            where action in ('server-problem', 'revoke-refused') or problem is not null
+            select (provider_family, event_id) from problem_event_ids
         ))
 ),
 joined as (

@@ -172,38 +172,44 @@ where rn = 1
 """
 
 
-def test_events_shows_each_record_once_as_one_window_over_all_records_would(
-    tmp_path: Path,
-) -> None:
-    """Copies in two files, recovered and allocated, and copies whose computer, record id
-    or time is missing (NULL keys group together, as a window's partition does): the view
-    keeps the same row of each record and counts the same copies."""
+# Copies of a few records whose computer, record id or time is missing (NULL keys group
+# together, as a window's partition does), added to the committed records: the views above
+# read events_all by name, so a temp table of that name shadows it.
+NULL_KEY_COPIES = """
+select * replace (null::varchar as computer, "offset" + 1 as "offset")
+from main.events_all where record_id <= 3
+union all
+select * replace (null::ubigint as record_id) from main.events_all
+where record_id between 4 and 6
+union all
+select * replace (null::ubigint as record_id) from main.events_all
+where record_id between 4 and 6
+union all
+select * replace (null::timestamptz as time_created) from main.events_all
+where record_id = 7
+"""
+
+
+def copies_lake(tmp_path: Path) -> Path:
+    """A lake whose records have copies in two files, recovered and allocated."""
     before = tmp_path / "before.evtx"
     write_evtx(before, [licensing(i, 200) for i in range(OLD)])
     after = tmp_path / "after.evtx"
     rewritten_log(after)
     lake = tmp_path / "lake"
     ingest([before, after], IngestOptions(lake=lake))
-    with connect(lake, through="10_sources") as con:
-        # the view reads events_all by name: a temp table of that name shadows it, with
-        # copies of a few records whose key parts are NULL added
+    return lake
+
+
+def test_events_shows_each_record_once_as_one_window_over_all_records_would(
+    tmp_path: Path,
+) -> None:
+    """Copies in two files, recovered and allocated, and copies with NULL key parts: the
+    view keeps the same row of each record and counts the same copies."""
+    with connect(copies_lake(tmp_path), through="10_sources") as con:
         con.execute(
-            """
-            create temp table events_all as
-            select * from main.events_all
-            union all
-            select * replace (null::varchar as computer, "offset" + 1 as "offset")
-            from main.events_all where record_id <= 3
-            union all
-            select * replace (null::ubigint as record_id) from main.events_all
-            where record_id between 4 and 6
-            union all
-            select * replace (null::ubigint as record_id) from main.events_all
-            where record_id between 4 and 6
-            union all
-            select * replace (null::timestamptz as time_created) from main.events_all
-            where record_id = 7
-            """
+            f"create temp table events_all as select * from main.events_all "
+            f"union all {NULL_KEY_COPIES}"
         )
         (copies,) = con.execute(
             "select count(*) from (select 1 from events_all group by "
@@ -216,3 +222,45 @@ def test_events_shows_each_record_once_as_one_window_over_all_records_would(
             d[0] for d in con.execute(f"select * from ({REFERENCE_DEDUP}) limit 0").description
         ]
     assert shown == reference
+
+
+def test_licensing_problems_are_the_problem_rows_of_licensing_events_whatever_the_copies(
+    tmp_path: Path,
+) -> None:
+    """licensing_problems looks for copies among the records of the problem ids alone
+    (queries/30_licensing_events.sql problem_events); it shows the same rows as
+    licensing_events filtered to them: records whose copies disagree on the id (the
+    allocated copy a problem and the recovered one not, or the reverse), copies with NULL
+    key parts, copies in two files."""
+    with connect(copies_lake(tmp_path), through="30_licensing_events") as con:
+        # event 9 is a problem (the database renamed); the ids of the records' copies
+        # disagree where (record id + file) is odd, in both directions by the file
+        con.execute(
+            f"""
+            create temp table events_all as
+            with every_copy as (
+                select * from main.events_all union all {NULL_KEY_COPIES}
+            )
+            select * replace (case
+                when record_id % 3 = 0 then 9
+                when (record_id + hash(source_path) % 2) % 2 = 1 and record_id % 5 = 1 then 9
+                else event_id end as event_id)
+            from every_copy
+            """
+        )
+        (disagreeing,) = con.execute(
+            "select count(*) from (select 1 from events_all group by "
+            "computer, channel, record_id, time_created "
+            "having count(distinct event_id) > 1)"
+        ).fetchall()
+        assert disagreeing[0] > 0
+        columns = "* exclude (data), data::varchar"
+        whole = (
+            f"select {columns} from licensing_rows(false) "
+            "where action in ('server-problem', 'revoke-refused') or problem is not null"
+        )
+        alone = f"select {columns} from licensing_rows(true)"
+        (shown,) = con.execute(f"select count(*) from ({alone})").fetchall()
+        assert shown[0] > 10
+        for query in (f"{whole} except all {alone}", f"{alone} except all {whole}"):
+            assert con.execute(f"select count(*) from ({query})").fetchall() == [(0,)]

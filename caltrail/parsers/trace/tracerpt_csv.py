@@ -125,6 +125,7 @@ _HEADER_POSITIONAL = (
 _HEADER_KEYS = tuple(f"Header.{name}" for name in _HEADER_POSITIONAL)
 _CLOCK_TYPES = {1: "QPC", 2: "system time", 3: "CPU cycle counter"}
 _USER_DATA_KEYS = tuple(f"UserData.{i}" for i in range(64))
+MAX_PLAIN_TAIL = len(_USER_DATA_KEYS)  # user data values the plain path names by these keys
 
 BUDGET_EVERY = 4096
 MAX_KNOWN_INTS = 4096
@@ -274,6 +275,7 @@ class _Parser:
         self.options = options
         self.columns = columns
         self.fixed = columns[:-1]
+        self.tail_at = len(self.fixed)  # where the user data starts
         self.index = {name: i for i, name in enumerate(self.fixed)}
         self.min_columns = self.index["Clock-Time"] + 1
         self.header: _TraceHeader | None = None
@@ -294,7 +296,8 @@ class _Parser:
         promoted = [self.at_name, self.at_level, self.at_clock]
         promoted += [i for _, i, _ in self.int_columns]
         self.plain_width = len(self.fixed) if None not in promoted and len(self.kept) > 1 else 0
-        self.get_promoted = itemgetter(*(i or 0 for i in promoted))
+        self.get_head = itemgetter(*(i or 0 for i in promoted[:3]))
+        self.get_numbers = itemgetter(*(i or 0 for i in promoted[3:]))
         self.get_kept = itemgetter(*(i for _, i in self.kept))
         self.kept_names = [name for name, _ in self.kept]
         # The four number columns read together, by their texts: (Event ID, PID, TID,
@@ -338,17 +341,23 @@ class _Parser:
             return None
         if "\ufffd" in line or not line.isprintable():
             return None
-        values, unterminated = split_row(line)
-        if unterminated or len(values) < self.plain_width or values[0] == self.columns[0]:
+        # (split_row's usual case inline: a call and its tuple cost a tenth of this path)
+        text = line.rstrip()
+        if text.endswith(",") or '"' in text:
+            values, unterminated = split_row(line)
+            if unterminated:
+                return None
+        else:
+            values = list(map(str.strip, text.split(", ")))
+        if len(values) < self.plain_width or values[0] == self.columns[0]:
             return None
-        promoted = self.get_promoted(values)
-        provider, level, clock_text = promoted[:3]
+        provider, level, clock_text = self.get_head(values)
         if provider.lower() == "eventtrace":  # (after the split only: one row in a trace)
             return None
-        tail = values[len(self.fixed) :]
-        if len(tail) > len(_USER_DATA_KEYS):
+        tail = values[self.tail_at :]
+        if len(tail) > MAX_PLAIN_TAIL:
             return None  # (rare: `record` names the keys one by one)
-        number_texts = promoted[3:]
+        number_texts = self.get_numbers(values)
         numbers = self.known_ints.get(number_texts)
         if numbers is None:
             if len(self.known_ints) >= MAX_KNOWN_INTS:

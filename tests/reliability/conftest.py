@@ -4,6 +4,7 @@ the way a reader would (every view's row count, every Parquet file readable)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import signal
@@ -116,7 +117,8 @@ def kill_group(proc: subprocess.Popen[str]) -> None:
 def build_input(dest: Path, with_corpus: bool = True) -> Path:
     """A multi-file input: simulated fleet (EVTX, WMI CSV, registry, TSCTST, trace text),
     the parser sample exports (WMI XML/HTML, Checkmk, tracerpt XML/CSV), a zip bundle of
-    some of them, and a few corpus EVTX files when the corpus is present."""
+    some of them, and a few corpus EVTX files when the corpus is present (else a generated
+    log of the same size in their place)."""
     from caltrail.fixtures.simulator import simulate
 
     dest.mkdir(parents=True, exist_ok=True)
@@ -136,7 +138,35 @@ def build_input(dest: Path, with_corpus: bool = True) -> Path:
             source = CORPUS / rel
             if source.exists():
                 shutil.copy(source, dest / "corpus" / source.name)
+    elif with_corpus:
+        # no corpus beside the checkout: a generated log stands for its large files (the
+        # Dask tests split one and kill a worker on it)
+        (dest / "corpus").mkdir()
+        write_stand_in_evtx(dest / "corpus" / "stand-in-license-server.evtx")
     return dest
+
+
+def write_stand_in_evtx(path: Path, target_bytes: int = 1_400_000) -> None:
+    """A license server's log of about `target_bytes` (more than the 1 MiB the Dask tests
+    split at), written by the fixtures' EVTX writer."""
+    from caltrail.fixtures.evtx_writer import EventSpec, EvtxWriter
+
+    start = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
+    with EvtxWriter(path) as writer:
+        i = 0
+        while writer.stats.bytes < target_bytes:
+            writer.add(
+                EventSpec(
+                    provider="Microsoft-Windows-TerminalServices-Licensing",
+                    event_id=4105 if i % 2 else 4106,
+                    time_created=start + dt.timedelta(seconds=i * 11),
+                    computer="LS01",
+                    channel="System",
+                    qualifiers=16384,
+                    data=[f"PC-{i % 400:04d}", f"user{i % 97}", "Per Device CAL"],
+                )
+            )
+            i += 1
 
 
 @pytest.fixture(scope="session")

@@ -16,37 +16,21 @@ select provider_family, event_id
 from event_catalog
 where action in ('server-problem', 'revoke-refused') or problem is not null;
 
+-- The keys of the records one of whose copies has a problem id.
+create or replace view problem_event_keys as
+select distinct computer, channel, record_id, time_created
+from events_all
+where (licensing_provider_family(provider, event_source_name), event_id) in (
+    select (provider_family, event_id) from problem_event_ids
+);
+
 -- The records of the problem ids, each once, as `events` shows them: every copy of a record
 -- one of whose copies has such an id is read (whatever the other copies say), so the copy
 -- chosen and dup_count are those of `events`. Copies are looked for among these few records
 -- only: `events` finds them among every event (its grouping of all keys alone took longer
--- than the rest of licensing_problems at 50,000 devices). (The window is the one `events`
--- runs over its copies. One table macro for both, reading its keys from a view by name,
--- made `events` 15-20% slower: a view named twice there is computed twice, where its CTE
--- is computed once.)
+-- than the rest of licensing_problems at 50,000 devices).
 create or replace view problem_events as
-with problem_keys as (
-    select distinct computer, channel, record_id, time_created
-    from events_all
-    where (licensing_provider_family(provider, event_source_name), event_id) in (
-        select (provider_family, event_id) from problem_event_ids
-    )
-)
-select * exclude (rn)
-from (
-    select
-        e.*,
-        count(*) over w as dup_count,
-        row_number() over (w order by recovered, source_path, "offset") as rn
-    from events_all as e
-    semi join problem_keys as c
-        on c.computer is not distinct from e.computer
-        and c.channel is not distinct from e.channel
-        and c.record_id is not distinct from e.record_id
-        and c.time_created is not distinct from e.time_created
-    window w as (partition by computer, channel, record_id, time_created)
-)
-where rn = 1;
+select * from records_once('problem_event_keys', false);
 
 -- The rows of licensing_events, all of them or (problems_only) those licensing_problems
 -- shows: the events of the licensing families, each record once (the `events` view: one

@@ -227,10 +227,15 @@ class TraceRecord:
 
     @classmethod
     def bare(
-        cls, line: int, message: str | None = None, fields: dict[str, str | None] | None = None
+        cls,
+        line: int,
+        message: str | None = None,
+        fields: dict[str, str | None] | None = None,
+        raw: bool = False,
     ) -> TraceRecord:
         """A record that knows nothing but where it is (and its message or fields): what a
-        reader starts from before it reads the values, or keeps for a line it cannot read."""
+        reader starts from before it reads the values, or keeps for a line it cannot read
+        (`raw`)."""
         return cls(
             ts=None,
             ts_raw=None,
@@ -244,6 +249,7 @@ class TraceRecord:
             message=message,
             fields={} if fields is None else fields,
             line=line,
+            raw=raw,
         )
 
 

@@ -242,9 +242,7 @@ class _Parser:
             )
         yield from self.flush()
         self.raw_lines += 1
-        record = TraceRecord.bare(number, message=line)
-        record.raw = True
-        yield record
+        yield TraceRecord.bare(number, message=line, raw=True)
 
     def flush(self) -> Iterator[Item]:
         if self.pending is not None:

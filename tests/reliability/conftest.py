@@ -4,7 +4,6 @@ the way a reader would (every view's row count, every Parquet file readable)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import shutil
 import signal
@@ -19,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from caltrail.pipeline.schemas import ALL_SCHEMAS
+from tools import bench
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -142,31 +142,9 @@ def build_input(dest: Path, with_corpus: bool = True) -> Path:
         # no corpus beside the checkout: a generated log stands for its large files (the
         # Dask tests split one and kill a worker on it)
         (dest / "corpus").mkdir()
-        write_stand_in_evtx(dest / "corpus" / "stand-in-license-server.evtx")
+        # (more than the 1 MiB the Dask tests split at; the bench's generator)
+        bench.write_large_evtx(dest / "corpus" / "stand-in.evtx", 1_400_000)
     return dest
-
-
-def write_stand_in_evtx(path: Path, target_bytes: int = 1_400_000) -> None:
-    """A license server's log of about `target_bytes` (more than the 1 MiB the Dask tests
-    split at), written by the fixtures' EVTX writer."""
-    from caltrail.fixtures.evtx_writer import EventSpec, EvtxWriter
-
-    start = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
-    with EvtxWriter(path) as writer:
-        i = 0
-        while writer.stats.bytes < target_bytes:
-            writer.add(
-                EventSpec(
-                    provider="Microsoft-Windows-TerminalServices-Licensing",
-                    event_id=4105 if i % 2 else 4106,
-                    time_created=start + dt.timedelta(seconds=i * 11),
-                    computer="LS01",
-                    channel="System",
-                    qualifiers=16384,
-                    data=[f"PC-{i % 400:04d}", f"user{i % 97}", "Per Device CAL"],
-                )
-            )
-            i += 1
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from caltrail.parsers.base import (
     ParseIssue,
     ParseOptions,
     Record,
+    RowBlock,
     TraceRecord,
 )
 from caltrail.parsers.errors import ParseError
@@ -65,6 +66,7 @@ def reader_for(head: bytes, name: str) -> ParserModule | None:
             return module
     return None
 
+
 __all__ = [
     "READERS",
     "ClientHwidRecord",
@@ -77,6 +79,7 @@ __all__ = [
     "ParseIssue",
     "ParseOptions",
     "Record",
+    "RowBlock",
     "TraceRecord",
     "range_readers",
     "reader_for",

@@ -9,7 +9,9 @@ A parser module exposes::
         # Detection is by content; `name` is only a tie-breaker, never required.
     def parse(stream: BinaryIO, options: ParseOptions) -> Iterator[Item]
         # Yields records (one of the dataclasses below), ParseIssue for what could not be
-        # read, and FileNote for facts about the whole file (assumptions made, choices taken).
+        # read, and FileNote for facts about the whole file (assumptions made, choices taken);
+        # RowBlock (rows given as their cells, read in bulk by the caller) only when
+        # options.row_blocks asks for it.
 
 Parsers are pure: bytes in, items out. They never write files, never import pyarrow,
 duckdb or typer, and never raise for bad *content*: a corrupt record becomes a ParseIssue
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO, ClassVar, Protocol
 
@@ -116,6 +118,8 @@ class ParseOptions:
             raw .etl files (`ingest --tmf DIR`).
         recover: EVTX only: also read the deleted and overwritten records left in chunk
             slack (EventRecord.recovered); False reads allocated records only.
+        row_blocks: the caller reads the usual rows of a table in bulk: a parser that can
+            may then yield RowBlock items in place of those rows' records (WMI exports).
     """
 
     file_name: str = ""
@@ -130,6 +134,35 @@ class ParseOptions:
     etw_manifests: tuple[bytes, ...] = ()
     tmf_files: tuple[tuple[str, bytes], ...] = ()
     recover: bool = True
+    row_blocks: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RowBlock:
+    """Consecutive rows of one table in their usual shape, given as their cell texts for a
+    caller that reads them in bulk (asked for with `ParseOptions.row_blocks`).
+
+    Attributes:
+        table: the lake table of the rows' records.
+        rules: names the reading the rows need ("wmi_issued"); a caller that does not
+            know it reads `records()`.
+        cells: cell name -> one text per row ("" for an empty or absent cell).
+        lines: each row's line number.
+        facts: the file-wide facts the rows are read with (date order, zone, snapshot).
+        records: the reference: the very items `parse` yields for these rows without
+            blocks, read one by one. A caller that cannot read every row of the block the
+            bulk way reads them all this way, so the rows stay in order.
+    """
+
+    table: str
+    rules: str
+    cells: Mapping[str, list[str]]
+    lines: list[int]
+    facts: Mapping[str, object]
+    records: Callable[[], Iterator[Item]]
+
+    def __len__(self) -> int:
+        return len(self.lines)
 
 
 # ---------------------------------------------------------------------------
@@ -372,7 +405,7 @@ class ClientHwidRecord:
 
 
 Record = EventRecord | TraceRecord | IssuedLicenseRecord | KeypackRecord | ClientHwidRecord
-Item = Record | ParseIssue | FileNote
+Item = Record | ParseIssue | FileNote | RowBlock
 
 RECORD_TYPES: tuple[type, ...] = (
     EventRecord,

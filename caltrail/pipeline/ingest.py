@@ -37,12 +37,14 @@ from caltrail.parsers.base import (
     RECORD_TYPES,
     ZONE_ASSUMED,
     FileNote,
+    Item,
     ParseIssue,
     ParseOptions,
     RangeReader,
+    RowBlock,
 )
 from caltrail.parsers.errors import ParseError
-from caltrail.pipeline import etw_files, runner
+from caltrail.pipeline import etw_files, row_blocks, runner
 from caltrail.pipeline import lake as L
 from caltrail.pipeline.bounded import WorkBoundReached, open_bounded
 from caltrail.pipeline.compact import compact
@@ -212,9 +214,7 @@ class IngestSummary:
         self.warnings += result.warnings
         self.rows.update(result.rows)
         if ZONE_ASSUMED in result.notes and len(self.zone_assumed) < 1000:
-            self.zone_assumed.append(
-                {"path": result.display, "what": result.notes[ZONE_ASSUMED]}
-            )
+            self.zone_assumed.append({"path": result.display, "what": result.notes[ZONE_ASSUMED]})
         self.results.append(file_entry(result))
         if result.status in ("error", "quarantined") and len(self.problems) < 1000:
             self.problems.append(
@@ -398,7 +398,6 @@ def _parse_file(task: FileTask) -> FileResult:
         "run_id": task.run_id,
     }
     rows = L.open_buffers(task.stage, lineage, task.prefix)
-    record_types = RECORD_TYPES
     try:
         _crash_hook(task)
         with open_bounded(task.path, task.parse_options.max_seconds) as stream:
@@ -410,22 +409,7 @@ def _parse_file(task: FileTask) -> FileResult:
             if CRASH_HOOK_ENV in os.environ:
                 items = _mid_file_hook(task, iter(items), rows)
             try:
-                for item in items:
-                    if isinstance(item, record_types):
-                        rows.buffers[item.table].add(item)  # type: ignore[union-attr]
-                    elif isinstance(item, ParseIssue):
-                        rows.buffers["parse_errors"].add(L.IssueAdapter(item))
-                        if item.quarantined:
-                            result.records_bad += 1
-                        else:
-                            result.warnings += 1
-                    elif isinstance(item, FileNote):
-                        if item.counts:
-                            result.add_counted(item)
-                        else:
-                            result.notes[item.key] = item.value
-                        if item.key == ZONE_ASSUMED:  # the zone is named once, here
-                            result.notes["tz"] = task.zone_label
+                _take_items(items, rows, result, task.zone_label)
             except WorkBoundReached as exc:  # the rows read before it are kept
                 stop = ParseIssue(BUDGET_EXCEEDED, str(exc), offset=exc.offset)
                 rows.buffers["parse_errors"].add(L.IssueAdapter(stop))
@@ -461,6 +445,35 @@ def _parse_file(task: FileTask) -> FileResult:
             result, "quarantined", f"{result.records_bad} records quarantined (see parse_errors)"
         )
     return _finish(result, "ok", None)
+
+
+def _take_items(
+    items: Iterable[Item], rows: L.FileRows, result: FileResult, zone_label: str
+) -> None:
+    """Each item a parser yields into the file's rows and its result's counts and notes."""
+    record_types = RECORD_TYPES
+    for item in items:
+        if isinstance(item, record_types):
+            rows.buffers[item.table].add(item)  # type: ignore[union-attr]
+        elif isinstance(item, RowBlock):
+            table = row_blocks.block_table(item)
+            if table is not None:
+                rows.buffers[item.table].add_table(table)
+            else:  # a row the bulk reading does not read: the block's rows one by one
+                _take_items(item.records(), rows, result, zone_label)
+        elif isinstance(item, ParseIssue):
+            rows.buffers["parse_errors"].add(L.IssueAdapter(item))
+            if item.quarantined:
+                result.records_bad += 1
+            else:
+                result.warnings += 1
+        elif isinstance(item, FileNote):
+            if item.counts:
+                result.add_counted(item)
+            else:
+                result.notes[item.key] = item.value
+            if item.key == ZONE_ASSUMED:  # the zone is named once, here
+                result.notes["tz"] = zone_label
 
 
 def _discard(rows: L.FileRows) -> None:
@@ -701,6 +714,7 @@ def _prepare(
         etw_manifests=manifests,
         tmf_files=tmf_files,
         recover=options.recover,
+        row_blocks=True,  # the WMI readers' usual rows read by Arrow (pipeline/row_blocks.py)
     )
     return FileTask(
         found.path,

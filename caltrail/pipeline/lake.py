@@ -208,6 +208,9 @@ class TableBuffer:
         self._stage = stage
         self._prefix = prefix
         self._rows: list[tuple[Any, ...]] = []
+        # rows already in Arrow (row_blocks), in order with `_rows` (converted first)
+        self._tables: list[pa.Table] = []
+        self._table_rows = 0
         self.staged: list[StagedFile] = []
         self.count = 0
         # Records whose values do not fit this table's columns (an EventID of 64 bits, a
@@ -220,7 +223,25 @@ class TableBuffer:
         if len(self._rows) >= BATCH_ROWS:
             self.flush()
 
-    def flush(self) -> None:
+    def add_table(self, table: pa.Table) -> None:
+        """Rows already read into Arrow (every column of the table but the lineage, in
+        the schema's order), after the records added before them."""
+        self._rows_to_table()
+        lineage = {
+            name: value for name, value in self._lineage.items() if name in self.schema.names
+        }
+        for name, value in lineage.items():
+            table = table.append_column(
+                self.schema.field(name), pa.repeat(pa.scalar(value, pa.string()), len(table))
+            )
+        self._tables.append(table.select(self.schema.names).cast(self.schema))
+        self._table_rows += len(table)
+        self.count += len(table)
+        if self._table_rows >= BATCH_ROWS:
+            self.flush()
+
+    def _rows_to_table(self) -> None:
+        """The records added so far as one more Arrow table of `_tables`."""
         if not self._rows:
             return
         rows, self._rows = self._rows, []
@@ -231,10 +252,18 @@ class TableBuffer:
             if not rows:
                 return
             table = self._arrow(rows)
-        n = len(rows)
+        self._tables.append(table)
+        self._table_rows += len(table)
+
+    def flush(self) -> None:
+        self._rows_to_table()
+        if not self._tables:
+            return
+        tables, self._tables, self._table_rows = self._tables, [], 0
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         final = self._stage / f"{self.table}__{self._prefix}-{len(self.staged):04d}.parquet"
         write_parquet_atomic(table, final, self._stage / "tmp")
-        self.staged.append(StagedFile(self.table, final, n))
+        self.staged.append(StagedFile(self.table, final, len(table)))
 
     def _arrow(self, rows: list[tuple[Any, ...]]) -> pa.Table:
         columns: dict[str, Any] = dict(zip(self._names, zip(*rows, strict=True), strict=True))

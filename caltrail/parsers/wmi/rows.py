@@ -50,6 +50,7 @@ from caltrail.parsers.base import (
     KeypackRecord,
     ParseIssue,
     ParseOptions,
+    RowBlock,
 )
 from caltrail.parsers.errors import MissingColumnError
 from caltrail.parsers.hwid import normalize_hwid, wmi_dwords_hwid
@@ -75,19 +76,23 @@ UNLIMITED = frozenset({4294967295, -1})
 _INTEGER = re.compile(r"[+-]?\d{1,20}")
 # LicenseStatus as ConvertTo-Html and CIM exports write it ("Active"): the names whose
 # general reading (`code_from_text`) gives their own code, for the plain-row path.
-_STATUS_NAMES = {
+STATUS_NAMES = {
     name: code
     for code, name in LICENSE_STATUS.items()
     if code_from_text("license_status", name) == code
 }
 # The cells the plain-row path reads, in the order `RowReader._issued_cells` takes them.
-_PLAIN_KEYS = (
+PLAIN_KEYS = (
     *("licenseid", "keypackid", "licensestatus", "issuedate", "expirationdate"),
     *("shardwareid", "sissuedtocomputer", "sissuedtouser", "pscomputername", "__server"),
 )
 # Columns whose cells the plain-row path does not read: a table with any of them has its
 # rows read as dicts (per-device report rows, a snapshot time in the data).
 _NOT_PLAIN_KEYS = frozenset({"caltype", "productversion", "productversionid", *SNAPSHOT_COLUMNS})
+# What a RowBlock of Win32_TSIssuedLicense rows asks its reader to know (RowBlock.rules),
+# and how many rows a block holds (a few hundred kB of cell texts).
+BLOCK_RULES = "wmi_issued"
+BLOCK_ROWS = 8192
 ISSUE_DATE_MISSING = (
     "not exported: bounded by the expiry (a permanent CAL's last issue or renewal lies "
     "52-89 days before it)"
@@ -238,6 +243,7 @@ class RowReader:
         self.keys: list[str] = []
         # the plain-row path's cells of a `Cells` row, by position (None: rows go as dicts)
         self._take: Callable[[list[str]], tuple[str, ...]] | None = None
+        self._positions: list[int] = []
         self._pad = False
 
     def set_columns(self, columns: Sequence[str]) -> None:
@@ -249,9 +255,49 @@ class RowReader:
         # an absent column reads as "" (which every cell of the plain path takes as none,
         # as it does an absent one): its position is that of a "" put after the cells
         width = len(keys)
-        positions = [keys.index(k) if k in keys else width for k in _PLAIN_KEYS]
+        positions = [keys.index(k) if k in keys else width for k in PLAIN_KEYS]
         self._pad = width in positions
         self._take = itemgetter(*positions)
+        self._positions = positions
+
+    @property
+    def gives_blocks(self) -> bool:
+        """Whether the `Cells` rows of this table can go out as a RowBlock (`block`)."""
+        return self._take is not None
+
+    def block(self, rows: list[Cells]) -> RowBlock:
+        """`rows` (Cells of a table whose `gives_blocks`) as one RowBlock: the cells the
+        plain path reads, by name, and `_block_records` as the reference."""
+        texts = [cells.texts for cells in rows]
+        width = len(self.keys)
+        columns = {
+            key: list(map(itemgetter(position), texts)) if position < width else [""] * len(rows)
+            for key, position in zip(PLAIN_KEYS, self._positions, strict=True)
+        }
+        facts = {
+            "order": self.order,
+            "zone": self.zone,
+            "snapshot_time": self.snapshot[0],
+            "snapshot_time_source": self.snapshot[1],
+        }
+        lines = [cells.line for cells in rows]
+        return RowBlock(
+            IssuedLicenseRecord.table,
+            BLOCK_RULES,
+            columns,
+            lines,
+            facts,
+            partial(self._block_records, rows),
+        )
+
+    def _block_records(self, rows: list[Cells]) -> Iterator[Item]:
+        """The items of `rows` read one by one, as `read_tables` reads Cells without blocks."""
+        for cells in rows:
+            record = self.plain_cells(cells)
+            if record is not None:
+                yield record
+            else:
+                yield from self.convert(self.row_of(cells))
 
     def row_of(self, cells: Cells) -> Row:
         """The `Row` of `Cells`."""
@@ -417,7 +463,7 @@ class RowReader:
         get = row.values.get
         if get("caltype") or get("productversion") or get("productversionid"):
             return None  # a per-device report row: the general path reads those cells
-        cells = tuple(map(get, _PLAIN_KEYS))
+        cells = tuple(map(get, PLAIN_KEYS))
         return self._issued_cells(cells, row.line, self._snapshot(row.values))
 
     def _issued_cells(
@@ -426,7 +472,7 @@ class RowReader:
         line: int,
         snapshot: tuple[dt.datetime | None, str],
     ) -> IssuedLicenseRecord | None:
-        """`_issued_plain` of the row's `_PLAIN_KEYS` cells (None or "" for an absent one)."""
+        """`_issued_plain` of the row's `PLAIN_KEYS` cells (None or "" for an absent one)."""
         text, keypack_text, status_text, issue_raw, expiry_raw = cells[:5]
         raw_hwid, computer, user, server, other_server = cells[5:]
         if not (text and text.isdigit() and text.isascii() and len(text) <= 18):
@@ -443,7 +489,7 @@ class RowReader:
         elif status_text.isdigit() and status_text.isascii() and len(status_text) <= 9:
             status = int(status_text)  # (at most 9 digits: within int32)
         else:
-            status = _STATUS_NAMES.get(status_text)
+            status = STATUS_NAMES.get(status_text)
             if status is None:
                 return None
         # the two dates, unrolled (a loop with its lists cost more than the reading); the
@@ -627,16 +673,27 @@ def read_tables(stream: BinaryIO, options: ParseOptions, source: RowSource) -> I
     yield from notes
     reader: RowReader | None = None
     said: set[FileNote] = set()
+    pending: list[Cells] = []  # the rows of the next RowBlock (options.row_blocks)
     for item in source(stream):
         if isinstance(item, Cells):  # (the usual row: tested first)
             if reader is None:  # pragma: no cover - sources always send a Header first
+                continue
+            if options.row_blocks and reader.gives_blocks:
+                pending.append(item)
+                if len(pending) >= BLOCK_ROWS:
+                    yield reader.block(pending)
+                    pending = []
                 continue
             record = reader.plain_cells(item)
             if record is not None:
                 yield record
             else:
                 yield from reader.convert(reader.row_of(item))
-        elif isinstance(item, Header):
+            continue
+        if pending and reader is not None:  # (before a Header changes the reader)
+            yield reader.block(pending)
+            pending = []
+        if isinstance(item, Header):
             spec = _spec_for(item)
             reader = RowReader(spec, order, zone, snapshot, options)
             reader.set_columns(item.columns)
@@ -656,15 +713,21 @@ def read_tables(stream: BinaryIO, options: ParseOptions, source: RowSource) -> I
             yield from reader.convert(item)
         else:
             yield item
+    if pending and reader is not None:
+        yield reader.block(pending)
 
 
 __all__ = [
+    "BLOCK_ROWS",
+    "BLOCK_RULES",
     "ISSUED",
     "ISSUED_CLASS",
     "KEYPACK",
     "KEYPACK_CLASS",
+    "PLAIN_KEYS",
     "REPORT_ENTRY",
     "REPORT_ENTRY_CLASS",
+    "STATUS_NAMES",
     "Cells",
     "Header",
     "Row",

@@ -76,12 +76,10 @@ def block_of(
     columns = columns or list(wmirows.PLAIN_KEYS)
     reader = wmirows.RowReader(wmirows.ISSUED, order, zone, snapshot, ParseOptions())
     reader.set_columns(columns)
-    cells = [
-        wmirows.new_cells(([row.get(c) or "" for c in columns], 10 + i, "raw"))
-        for i, row in enumerate(rows)
-    ]
     assert reader.gives_blocks
-    return reader.block(cells)
+    texts = [[row.get(c) or "" for c in columns] for row in rows]
+    lines = list(range(10, 10 + len(texts)))
+    return reader.block(list(map(reader.block_take, texts)), lines, ["raw"] * len(texts))
 
 
 def assert_same_rows(tmp_path: Path, *blocks: RowBlock) -> int:

@@ -243,7 +243,7 @@ class RowReader:
         self.keys: list[str] = []
         # the plain-row path's cells of a `Cells` row, by position (None: rows go as dicts)
         self._take: Callable[[list[str]], tuple[str, ...]] | None = None
-        self._positions: list[int] = []
+        self._present: list[tuple[str, int]] = []  # (plain key, position) of those present
         self._pad = False
 
     def set_columns(self, columns: Sequence[str]) -> None:
@@ -258,46 +258,51 @@ class RowReader:
         positions = [keys.index(k) if k in keys else width for k in PLAIN_KEYS]
         self._pad = width in positions
         self._take = itemgetter(*positions)
-        self._positions = positions
+        self._present = [(k, p) for k, p in zip(PLAIN_KEYS, positions, strict=True) if p < width]
 
     @property
     def gives_blocks(self) -> bool:
-        """Whether the `Cells` rows of this table can go out as a RowBlock (`block`)."""
+        """Whether the `Cells` rows of this table can go out as RowBlocks (`block`)."""
         return self._take is not None
 
-    def block(self, rows: list[Cells]) -> RowBlock:
-        """`rows` (Cells of a table whose `gives_blocks`) as one RowBlock: the cells the
-        plain path reads, by name, and `_block_records` as the reference."""
-        texts = [cells.texts for cells in rows]
-        width = len(self.keys)
-        columns = {
-            key: list(map(itemgetter(position), texts)) if position < width else [""] * len(rows)
-            for key, position in zip(PLAIN_KEYS, self._positions, strict=True)
-        }
+    @property
+    def block_take(self) -> Callable[[list[str]], tuple[str, ...]]:
+        """The cells of a `Cells` row that a RowBlock keeps: the plain path's, those of its
+        columns the table has (a table that `gives_blocks` has at least the four required)."""
+        return itemgetter(*(position for _, position in self._present))
+
+    def block(
+        self, cells: list[tuple[str, ...]], lines: list[int], excerpts: list[str]
+    ) -> RowBlock:
+        """Rows of a table that `gives_blocks` as one RowBlock: each row's `block_take`
+        cells, line and excerpt; `_block_records` reads them one by one (the reference)."""
+        n = len(lines)
+        columns = {key: [""] * n for key in PLAIN_KEYS}  # (an absent column reads as "")
+        for at, (key, _) in enumerate(self._present):
+            columns[key] = list(map(itemgetter(at), cells))
         facts = {
             "order": self.order,
             "zone": self.zone,
             "snapshot_time": self.snapshot[0],
             "snapshot_time_source": self.snapshot[1],
         }
-        lines = [cells.line for cells in rows]
         return RowBlock(
             IssuedLicenseRecord.table,
             BLOCK_RULES,
             columns,
             lines,
             facts,
-            partial(self._block_records, rows),
+            partial(self._block_records, cells, lines, excerpts),
         )
 
-    def _block_records(self, rows: list[Cells]) -> Iterator[Item]:
-        """The items of `rows` read one by one, as `read_tables` reads Cells without blocks."""
-        for cells in rows:
-            record = self.plain_cells(cells)
-            if record is not None:
-                yield record
-            else:
-                yield from self.convert(self.row_of(cells))
+    def _block_records(
+        self, cells: list[tuple[str, ...]], lines: list[int], excerpts: list[str]
+    ) -> Iterator[Item]:
+        """The items of a block's rows read one by one: each row as the `Row` of the cells
+        the general reading of such a table reads (it reads no other column of it)."""
+        keys = [key for key, _ in self._present]
+        for texts, line, text in zip(cells, lines, excerpts, strict=True):
+            yield from self.convert(Row(dict(zip(keys, texts, strict=True)), line, text))
 
     def row_of(self, cells: Cells) -> Row:
         """The `Row` of `Cells`."""
@@ -673,48 +678,66 @@ def read_tables(stream: BinaryIO, options: ParseOptions, source: RowSource) -> I
     yield from notes
     reader: RowReader | None = None
     said: set[FileNote] = set()
-    pending: list[Cells] = []  # the rows of the next RowBlock (options.row_blocks)
-    for item in source(stream):
-        if isinstance(item, Cells):  # (the usual row: tested first)
-            if reader is None:  # pragma: no cover - sources always send a Header first
+    # the rows of the next RowBlock (options.row_blocks), gathered inline: a method call a
+    # row would cost more than the appends
+    take: Callable[[list[str]], tuple[str, ...]] | None = None
+    block_cells: list[tuple[str, ...]] = []
+    block_lines: list[int] = []
+    block_excerpts: list[str] = []
+    try:
+        for item in source(stream):
+            if isinstance(item, Cells):  # (the usual row: tested first)
+                if take is not None:
+                    texts, line, raw = item
+                    block_cells.append(take(texts))
+                    block_lines.append(line)
+                    block_excerpts.append(raw[:EXCERPT_CHARS])
+                    if len(block_lines) >= BLOCK_ROWS:
+                        assert reader is not None  # (take is the reader's)
+                        yield reader.block(block_cells, block_lines, block_excerpts)
+                        block_cells, block_lines, block_excerpts = [], [], []
+                    continue
+                if reader is None:  # pragma: no cover - sources always send a Header first
+                    continue
+                record = reader.plain_cells(item)
+                if record is not None:
+                    yield record
+                else:
+                    yield from reader.convert(reader.row_of(item))
                 continue
-            if options.row_blocks and reader.gives_blocks:
-                pending.append(item)
-                if len(pending) >= BLOCK_ROWS:
-                    yield reader.block(pending)
-                    pending = []
-                continue
-            record = reader.plain_cells(item)
-            if record is not None:
-                yield record
+            if block_lines and reader is not None:  # (before a Header changes the reader)
+                yield reader.block(block_cells, block_lines, block_excerpts)
+                block_cells, block_lines, block_excerpts = [], [], []
+            if isinstance(item, Header):
+                spec = _spec_for(item)
+                reader = RowReader(spec, order, zone, snapshot, options)
+                reader.set_columns(item.columns)
+                take = reader.block_take if options.row_blocks and reader.gives_blocks else None
+                header_notes = [
+                    FileNote("wmi_class", spec.wmi_class),
+                    FileNote("export_form", item.form),
+                ]
+                if spec is not KEYPACK and "issuedate" not in {column_key(c) for c in item.columns}:
+                    header_notes.append(FileNote("issue_date", ISSUE_DATE_MISSING))
+                for note in header_notes:
+                    if note not in said:
+                        said.add(note)
+                        yield note
+            elif isinstance(item, Row):
+                if reader is None:  # pragma: no cover - sources always send a Header first
+                    continue
+                yield from reader.convert(item)
             else:
-                yield from reader.convert(reader.row_of(item))
-            continue
-        if pending and reader is not None:  # (before a Header changes the reader)
-            yield reader.block(pending)
-            pending = []
-        if isinstance(item, Header):
-            spec = _spec_for(item)
-            reader = RowReader(spec, order, zone, snapshot, options)
-            reader.set_columns(item.columns)
-            header_notes = [
-                FileNote("wmi_class", spec.wmi_class),
-                FileNote("export_form", item.form),
-            ]
-            if spec is not KEYPACK and "issuedate" not in {column_key(c) for c in item.columns}:
-                header_notes.append(FileNote("issue_date", ISSUE_DATE_MISSING))
-            for note in header_notes:
-                if note not in said:
-                    said.add(note)
-                    yield note
-        elif isinstance(item, Row):
-            if reader is None:  # pragma: no cover - sources always send a Header first
-                continue
-            yield from reader.convert(item)
-        else:
-            yield item
-    if pending and reader is not None:
-        yield reader.block(pending)
+                yield item
+    except Exception:
+        # The reading stopped (the caller's work bound, a read error): the rows gathered
+        # were read, and are given before the error goes on, as they would be without
+        # blocks.
+        if block_lines and reader is not None:
+            yield reader.block(block_cells, block_lines, block_excerpts)
+        raise
+    if block_lines and reader is not None:
+        yield reader.block(block_cells, block_lines, block_excerpts)
 
 
 __all__ = [

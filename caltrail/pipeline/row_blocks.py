@@ -81,7 +81,10 @@ def block_table(block: RowBlock) -> pa.Table | None:
     must be read one by one (then read `block.records()`)."""
     if block.rules != BLOCK_RULES or not len(block):
         return None
-    return issued_table(block)
+    try:
+        return issued_table(block)
+    except pa.ArrowException:  # a value a kernel refuses: the per-row reading settles it
+        return None
 
 
 def issued_table(block: RowBlock) -> pa.Table | None:
@@ -156,6 +159,11 @@ def _i(value: int) -> pa.Int64Scalar:
 @lru_cache(maxsize=64)
 def _t(value: str) -> pa.StringScalar:
     return pa.scalar(value, pa.string())
+
+
+def _any(mask: pa.Array) -> bool:
+    """Whether some row of a boolean column is true."""
+    return bool(pc.any(pc.fill_null(mask, _FALSE)).as_py())
 
 
 def _all(mask: pa.Array) -> bool:
@@ -233,28 +241,24 @@ def _dates(
     if not _all(pc.or_kleene(empty, pc.or_kleene(is_dmtf, is_culture))):
         return None
     sentinel = pc.and_kleene(is_dmtf, pc.starts_with(raw, _DMTF_NEVER))
-    # the wall clock's fields: the DMTF digits at their places (texts of another shape are
-    # read as the DMTF date of 1970-01-01, then set aside by the masks)
-    data = _fixed_width(pc.if_else(is_dmtf, raw, _DMTF_FILLER), _DMTF_WIDTH)
-    year, month, day = (_number(data, _DMTF_WIDTH, a, b) for a, b in ((0, 4), (4, 6), (6, 8)))
-    hour, minute, second = (
-        _number(data, _DMTF_WIDTH, a, b) for a, b in ((8, 10), (10, 12), (12, 14))
-    )
-    micro = _number(data, _DMTF_WIDTH, 15, 21)
-    offset = pc.multiply(_number(data, _DMTF_WIDTH, 22, 25), _i(60 * _US))
-    west = pc.equal(_digit_column(data, _DMTF_WIDTH, 21), _i(ord("-") - ord("0")))
-    offset = pc.if_else(west, pc.negate(offset), offset)
-    if not _all(pc.invert(is_culture)):
-        fields = _culture_fields(raw, is_culture, order)
-        if fields is None:
+    # the wall clock's fields, read only from the shapes the column has
+    any_dmtf, any_culture = _any(is_dmtf), _any(is_culture)
+    if not (any_dmtf or any_culture):  # every cell empty
+        return pa.nulls(len(raw), _TS), _none_if_empty(raw), pc.fill_null(sentinel, _FALSE)
+    micro: pa.Array | pa.Scalar = _i(0)
+    offset: pa.Array | pa.Scalar = _i(0)
+    if any_dmtf:
+        *wall_fields, micro, offset = _dmtf_fields(raw, is_dmtf)
+    if any_culture:
+        culture = _culture_fields(raw, is_culture, order)
+        if culture is None:
             return None
-        c_year, c_month, c_day, c_hour, c_minute, c_second = fields
-        year = pc.if_else(is_culture, c_year, year)
-        month = pc.if_else(is_culture, c_month, month)
-        day = pc.if_else(is_culture, c_day, day)
-        hour = pc.if_else(is_culture, c_hour, hour)
-        minute = pc.if_else(is_culture, c_minute, minute)
-        second = pc.if_else(is_culture, c_second, second)
+        if any_dmtf:
+            culture = tuple(
+                pc.if_else(is_culture, c, d) for c, d in zip(culture, wall_fields, strict=True)
+            )
+        wall_fields = list(culture)
+    year, month, day, hour, minute, second = wall_fields
     dated = pc.and_kleene(pc.invert(empty), pc.invert(sentinel))
     valid = pc.and_kleene(
         pc.and_kleene(_between(year, 1, 9999), _between(month, 1, 12)),
@@ -274,12 +278,12 @@ def _dates(
     seconds = pc.add(pc.multiply(pc.add(pc.multiply(hour, _i(60)), minute), _i(60)), second)
     wall = pc.add(pc.add(pc.multiply(days, _i(_DAY_US)), pc.multiply(seconds, _i(_US))), micro)
     # what to subtract from the wall clock: the DMTF offset, or the zone's offset that day
-    if not _all(pc.invert(is_culture)):
+    if any_culture:
         culture_days = pc.if_else(pc.and_kleene(dated, is_culture), days, _NULL_INT)
         zone_offset = _zone_offsets(culture_days, zone)
         if zone_offset is None:
             return None
-        offset = pc.if_else(is_culture, zone_offset, offset)
+        offset = pc.if_else(is_culture, zone_offset, offset) if any_dmtf else zone_offset
     instant = pc.subtract(wall, offset)
     in_range = pc.and_kleene(
         pc.greater_equal(instant, _i(_MIN_US)), pc.less_equal(instant, _i(_MAX_US))
@@ -294,6 +298,18 @@ def _dates(
     never = pc.fill_null(never, _FALSE)
     value = pc.if_else(pc.or_kleene(pc.invert(dated), never), _NULL_INT, instant)
     return value.cast(_TS), _none_if_empty(raw), never
+
+
+def _dmtf_fields(raw: pa.Array, is_dmtf: pa.Array) -> tuple[pa.Array, ...]:
+    """(year, month, day, hour, minute, second, microsecond, offset in µs east of UTC) of
+    the DMTF dates, by their digits at fixed places (other texts are read as the DMTF date
+    of 1970-01-01, and set aside by the caller's masks)."""
+    data = _fixed_width(pc.if_else(is_dmtf, raw, _DMTF_FILLER), _DMTF_WIDTH)
+    places = ((0, 4), (4, 6), (6, 8), (8, 10), (10, 12), (12, 14), (15, 21))
+    fields = [_number(data, _DMTF_WIDTH, a, b) for a, b in places]
+    offset = pc.multiply(_number(data, _DMTF_WIDTH, 22, 25), _i(60 * _US))
+    west = pc.equal(_digit_column(data, _DMTF_WIDTH, 21), _i(ord("-") - ord("0")))
+    return (*fields, pc.if_else(west, pc.negate(offset), offset))
 
 
 def _culture_fields(raw: pa.Array, is_culture: pa.Array, order: str) -> tuple[pa.Array, ...] | None:

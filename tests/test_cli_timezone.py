@@ -115,8 +115,7 @@ def test_run_force_reads_the_files_again_in_the_new_zone(bundle: Path, tmp_path:
     assert first.exit_code == 0, first.output
     before = trace_times(lake)
     again = runner.invoke(
-        app,
-        ["run", str(bundle), "--lake", str(lake), "--out", str(report), "--tz", "Europe/Berlin"],
+        app, ["run", str(bundle), "--lake", str(lake), "--out", str(report), "--tz", "Europe/Berlin"]
     )
     assert "Files: 0 new" in again.stdout  # without --force nothing is read again...
     assert trace_times(lake) == before

@@ -54,9 +54,7 @@ def import_graph() -> dict[str, set[str]]:
                         targets.add(found)
             else:
                 targets.update(
-                    t
-                    for a in node.names
-                    if a.name.startswith("caltrail") and (t := resolve(a.name))
+                    t for a in node.names if a.name.startswith("caltrail") and (t := resolve(a.name))
                 )
         targets.discard(name)
         # a module importing its own package's __init__ (re-exports) is no cycle of interest
@@ -157,4 +155,6 @@ def test_every_function_level_import_says_why() -> None:
                 above -= 1
             if "#" not in here and not lines[above].strip().startswith("#"):
                 offenders.append(f"{name}:{node.lineno}: {here.strip()}")
-    assert offenders == [], "function-level imports without a why-comment:\n" + "\n".join(offenders)
+    assert offenders == [], "function-level imports without a why-comment:\n" + "\n".join(
+        offenders
+    )

@@ -37,16 +37,7 @@ def main() -> int:
         compile_ = [python, "-m", "piptools", "compile", *COMMON]
         sources = ["pyproject.toml", "requirements/build.in"]
         subprocess.run(
-            [
-                *compile_,
-                "--extra",
-                "test",
-                "--extra",
-                "dask",
-                "-o",
-                "requirements/test.txt",
-                *sources,
-            ],
+            [*compile_, "--extra", "test", "--extra", "dask", "-o", "requirements/test.txt", *sources],
             check=True,
             cwd=ROOT,
         )

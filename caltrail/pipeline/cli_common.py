@@ -192,8 +192,6 @@ FormatOpt = Annotated[
         "--format", "-f", metavar="FORMAT", help="table, csv or json (one object per line)."
     ),
 ]
-
-
 def in_range(low: float, high: float | None = None) -> Callable[[float], float]:
     """An option's bounds, checked by a callback rather than typer's `min=`/`max=`, which
     print as `[x>=1]` or `[1<=x<=64]` in the help (the help text says the bounds in words)."""

@@ -45,7 +45,8 @@ def export_cmd(
             "--out",
             "-o",
             metavar="FILE",
-            help="File to write (replaced when complete; its folder is created), or - for stdout.",
+            help="File to write (replaced when complete; its folder is created), or - for "
+            "stdout.",
         ),
     ],
     lake: ReadLakeOpt = DEFAULT_LAKE,
@@ -74,9 +75,7 @@ def export_cmd(
     try:
         con = _session(lake, what)
         with con:
-            count = export.export_to(
-                con, what, fmt, target, bounds.start, bounds.end, stdout=sys.stdout
-            )
+            count = export.export_to(con, what, fmt, target, bounds.start, bounds.end, stdout=sys.stdout)
     except (SessionError, duckdb.Error) as exc:
         fail(str(exc), EXIT_LAKE)
     except BrokenPipeError:  # `caltrail export ... | head`: the reader has what it wanted

@@ -50,10 +50,7 @@ def ingest_cmd(
         ),
     ] = "rust",
     workers: Annotated[
-        int,
-        typer.Option(
-            metavar="N", callback=in_range(1, 64), help="Parallel worker processes (1-64)."
-        ),
+        int, typer.Option(metavar="N", callback=in_range(1, 64), help="Parallel worker processes (1-64).")
     ] = 1,
     date_order: Annotated[
         str | None,

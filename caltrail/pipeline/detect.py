@@ -11,7 +11,6 @@ from caltrail.parsers.base import ParserModule
 
 SNIFF_BYTES = 65536 + 4096 + 8  # enough to see an EVTX chunk magic behind a broken header
 
-
 @dataclass(frozen=True)
 class Detection:
     """The parser chosen for a file, or why none was."""

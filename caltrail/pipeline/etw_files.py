@@ -32,9 +32,7 @@ def load(
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise DecodingFilesError(
-                f"cannot read the manifest {path}: {exc.strerror or exc}"
-            ) from exc
+            raise DecodingFilesError(f"cannot read the manifest {path}: {exc.strerror or exc}") from exc
         try:
             read_manifest(data)
         except ManifestError as exc:
@@ -42,21 +40,15 @@ def load(
         blobs.append(data)
     tmf_files: list[tuple[str, bytes]] = []
     for folder in tmf_dirs:
-        found = (
-            [folder]
-            if folder.is_file()
-            else sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() == ".tmf")[
-                :MAX_TMF_FILES
-            ]
-        )
+        found = [folder] if folder.is_file() else sorted(
+            p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() == ".tmf"
+        )[:MAX_TMF_FILES]
         messages = TmfSet()
         for path in found:
             try:
                 data = path.read_bytes()
             except OSError as exc:
-                raise DecodingFilesError(
-                    f"cannot read the TMF file {path}: {exc.strerror or exc}"
-                ) from exc
+                raise DecodingFilesError(f"cannot read the TMF file {path}: {exc.strerror or exc}") from exc
             read_tmf(path.name, data, messages)
             tmf_files.append((path.name, data))
         if not messages.messages:

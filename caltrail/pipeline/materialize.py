@@ -173,7 +173,9 @@ def generated_sql(con: duckdb.DuckDBPyConnection, statement: queries.Statement) 
     return f"create or replace view {statement.generated} as {write(con)}"
 
 
-def provide(con: duckdb.DuckDBPyConnection, lake: Path, view: str, stamp: str | None = None) -> str:
+def provide(
+    con: duckdb.DuckDBPyConnection, lake: Path, view: str, stamp: str | None = None
+) -> str:
     """Make `view` (defined live on `con`) a computed one: its kept file when current, else
     built and kept now, else (lake not writable) a temp table. Returns how: 'persisted',
     'built' or 'temp'."""

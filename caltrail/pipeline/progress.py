@@ -129,9 +129,7 @@ def print_summary(summary: IngestSummary) -> None:
         for item in data["zone_assumed"][:20]:
             console.print(f"      {item['path']} ({item['what']})", markup=False)
         if len(data["zone_assumed"]) > 20:
-            console.print(
-                f"      ... and {len(data['zone_assumed']) - 20} more (ingest_files.notes)"
-            )
+            console.print(f"      ... and {len(data['zone_assumed']) - 20} more (ingest_files.notes)")
     for problem in data["problems"][:20]:
         console.print(f"  ! {problem['path']}: {problem['message']}", markup=False)
     if len(data["problems"]) > 20:

@@ -61,7 +61,11 @@ def current_script(lake: Path) -> Path | None:
     script = lake / INIT_SCRIPT
     found = header(script)
     stamp = kept.fingerprint(lake.resolve())
-    if found.get(STATE_LINE) != stamp or found.get(COMPUTED_LINE) != NONE or KEPT_LINE not in found:
+    if (
+        found.get(STATE_LINE) != stamp
+        or found.get(COMPUTED_LINE) != NONE
+        or KEPT_LINE not in found
+    ):
         return None
     views = [] if found[KEPT_LINE] == NONE else found[KEPT_LINE].split()
     if all(kept.view_file(lake, view, stamp).is_file() for view in views):

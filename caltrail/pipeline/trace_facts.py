@@ -113,9 +113,7 @@ def shell_statements(lake: Path, statement: queries.Statement) -> list[str]:
 
     def files(suffix: str) -> str:
         # part names are made by _new_part_name (digits and hex): no user text
-        return (
-            "[" + ", ".join(f"getvariable('lake') || '/{prefix}{n}{suffix}'" for n in names) + "]"
-        )
+        return "[" + ", ".join(f"getvariable('lake') || '/{prefix}{n}{suffix}'" for n in names) + "]"
 
     out = [
         f"-- {TABLE}: the facts kept in the lake per ingest run",

@@ -146,9 +146,7 @@ def _hits_branch(p: Pattern, columns: str) -> str:
     if p.search == "match":
         groups, inner = "[]::varchar[]", "select i.*"
     elif p.search == "per-group":
-        searches = ", ".join(
-            f"regexp_extract(i.match_text, {p.regex}, {g})" for g in range(1, n + 1)
-        )
+        searches = ", ".join(f"regexp_extract(i.match_text, {p.regex}, {g})" for g in range(1, n + 1))
         groups, inner = f"[{searches}]::varchar[]", "select i.*"
     else:  # one search gives every group
         names = ", ".join(f"'g{g}'" for g in range(1, n + 1))
@@ -267,18 +265,12 @@ def _step(p: Pattern, needed: str, previous: str) -> str:
     if p.search == "match":
         search = f"regexp_matches(i.match_text, {p.regex})"
     elif p.search == "per-group":
-        search = (
-            "struct_pack("
-            + ", ".join(
-                f"g{g} := regexp_extract(i.match_text, {p.regex}, {g})" for g in range(1, n + 1)
-            )
-            + ")"
-        )
+        search = "struct_pack(" + ", ".join(
+            f"g{g} := regexp_extract(i.match_text, {p.regex}, {g})" for g in range(1, n + 1)
+        ) + ")"
     else:  # the whole regex made group g0
         names = ", ".join(f"'g{g}'" for g in range(0, n + 1))
-        search = (
-            f"regexp_extract(i.match_text, getvariable('trace_group0_regexes')[{k}], [{names}])"
-        )
+        search = f"regexp_extract(i.match_text, getvariable('trace_group0_regexes')[{k}], [{names}])"
     step = (
         f"y{k} as (select i.*, case when {' and '.join(conditions) or 'true'} then {search} "
         f"end as y{k} from {previous} as i)"

@@ -115,9 +115,7 @@ def _file_statements(name: str, text: str) -> tuple[Statement, ...]:
             raise QueryFileError(f"{name}: `materialize: {kind}` stands above no create view")
         generated = _GENERATED.findall(comments)
         if generated and (created is None or created.group(2) != generated[-1]):
-            raise QueryFileError(
-                f"{name}: `generated: {generated[-1]}` stands above another statement"
-            )
+            raise QueryFileError(f"{name}: `generated: {generated[-1]}` stands above another statement")
         out.append(
             Statement(
                 file=name,

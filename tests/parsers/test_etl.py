@@ -104,19 +104,11 @@ def test_compressed_buffers_of_the_corpus() -> None:
 def test_tracelogging_fields_match_the_published_decoding() -> None:
     """primitive-types.etl against primitive-types.baseline.txt (TraceEvent's decoding of
     the same file): every field of the five events, and their times."""
-    records = [
-        r
-        for r in trace_records(parse_file(corpus_path("etl", "perfview", "primitive-types.etl")))
-        if r.provider == "solar_system"
-    ]  # type: ignore[arg-type]
+    records = [r for r in trace_records(parse_file(corpus_path("etl", "perfview", "primitive-types.etl"))) if r.provider == "solar_system"]  # type: ignore[arg-type]
     baseline = corpus_path("etl", "perfview", "primitive-types.baseline.txt").read_text()
     header = re.search(r"StartTime=(\S+ \S+)", baseline)
     assert header is not None
-    events = [
-        line
-        for line in baseline.splitlines()
-        if line.startswith("EVENT ") and "solar_system/PrimitiveTypesTest" in line
-    ]
+    events = [line for line in baseline.splitlines() if line.startswith("EVENT ") and "solar_system/PrimitiveTypesTest" in line]
     assert len(records) == len(events) == 5
     start = dt.datetime(2021, 9, 9, 14, 59, 32, 857851, tzinfo=dt.UTC)  # the file's StartTime
     for record, line in zip(records, events, strict=True):
@@ -138,16 +130,12 @@ def test_tracelogging_fields_match_the_published_decoding() -> None:
         assert (fields["guid_type"] or "").startswith(expected["guid_type"].rstrip("."))
         # times: the baseline shows yy/mm/dd hh:mm:ss.ff... (cut at 20 characters)
         shown = dt.datetime.fromisoformat((fields["file_time_type"] or "").replace("Z", "+00:00"))
-        assert shown.strftime("%y/%m/%d %H:%M:%S.%f").startswith(
-            expected["file_time_type"].rstrip(".")
-        )
+        assert shown.strftime("%y/%m/%d %H:%M:%S.%f").startswith(expected["file_time_type"].rstrip("."))
         system_time = dt.datetime.fromisoformat(fields["system_time_type"] or "")
         assert system_time.strftime("%y/%m/%d %H:%M:%S") == expected["system_time_type"][:17]
         assert abs((system_time - shown.replace(tzinfo=None)).total_seconds()) < 1
         assert record.message is not None
-        assert record.message.startswith(
-            f"PrimitiveTypesTest: string_type={expected['string_type']}, "
-        )
+        assert record.message.startswith(f"PrimitiveTypesTest: string_type={expected['string_type']}, ")
 
 
 def test_tracelogging_structs_and_provider_names() -> None:
@@ -335,9 +323,7 @@ def test_damage_costs_only_its_buffer(damage: str, kind: str) -> None:
         assert notes(items)["buffers"].endswith(f"of {len(data) // 4096}")
 
 
-@settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
-)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(
     at=st.integers(min_value=0, max_value=5 * 4096 - 1),
     junk=st.binary(min_size=1, max_size=96),
@@ -368,13 +354,7 @@ def test_damaged_buffers_never_stop_the_file(at: int, junk: bytes, cut: bool) ->
 
 def test_lzxpress_output_is_bounded() -> None:
     # a match whose 32-bit length says 4 GiB: an error, not an allocation
-    bomb = (
-        struct.pack("<I", 0x40000000)
-        + b"A"
-        + struct.pack("<H", 7)
-        + b"\x0f\xff"
-        + struct.pack("<HI", 0, 0xFFFFFFF0)
-    )
+    bomb = struct.pack("<I", 0x40000000) + b"A" + struct.pack("<H", 7) + b"\x0f\xff" + struct.pack("<HI", 0, 0xFFFFFFF0)
     with pytest.raises(lzxpress.DecompressionError, match="beyond"):
         lzxpress.decompress(bomb, 65536)
     with pytest.raises(lzxpress.DecompressionError, match="before the start"):
@@ -396,22 +376,9 @@ def test_manifest_and_tmf_loading_errors() -> None:
 def test_tmf_message_from_the_writer() -> None:
     out = io.BytesIO()
     writer = EtlWriter(out, buffer_size=4096)
-    args = (
-        "PC-0042".encode("utf-16-le")
-        + b"\x00\x00"
-        + b"02000000c0b24e7d\x00"
-        + struct.pack("<i", 17)
-    )
+    args = "PC-0042".encode("utf-16-le") + b"\x00\x00" + b"02000000c0b24e7d\x00" + struct.pack("<i", 17)
     writer.add(wpp_message(CLDFLT_GUID, 44, args, timestamp=writer.raw_time(2)))
-    writer.add(
-        tracelogging_event(
-            "P",
-            "11111111-2222-3333-4444-555555555555",
-            "E",
-            [("n", "u32", 1)],
-            timestamp=writer.raw_time(3),
-        )
-    )
+    writer.add(tracelogging_event("P", "11111111-2222-3333-4444-555555555555", "E", [("n", "u32", 1)], timestamp=writer.raw_time(3)))
     writer.close()
     tmf = ((f"{CLDFLT_GUID}.tmf", (DATA / "tmf" / f"{CLDFLT_GUID}.tmf").read_bytes()),)
     records = trace_records(parse_bytes(etl, out.getvalue(), tmf_files=tmf))

@@ -502,22 +502,7 @@ def _split_row_by_pieces(line: str) -> tuple[list[str], bool]:
 
 # quotes, "" escapes, separators with and without their space, blanks (tab and U+3000
 # included), non-ASCII and a control character
-SPLIT_PARTS = [
-    '"',
-    '""',
-    '"q"',
-    'x, "y',
-    ",",
-    ", ",
-    ",,",
-    " ",
-    "  ",
-    "\t",
-    "\u3000",
-    "a",
-    "é",
-    "\x01",
-]
+SPLIT_PARTS = ['"', '""', '"q"', 'x, "y', ",", ", ", ",,", " ", "  ", "\t", "\u3000", "a", "é", "\x01"]
 
 
 @given(st.lists(st.sampled_from(SPLIT_PARTS), max_size=16))

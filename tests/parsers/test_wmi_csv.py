@@ -410,9 +410,7 @@ def test_seed_script_output_without_issue_date() -> None:
     """Microsoft's "Script for RDS Per Devices CALs" (Select-Object | Export-Csv): renamed
     columns, no IssueDate, a `#TYPE Selected...` line. Read as Win32_TSIssuedLicense rows
     whose issue date is unknown (a note says how the diagnosis bounds it)."""
-    items = run(
-        (DATA / "seed_script_per_device_cals.csv").read_bytes(), tz=ZoneInfo("Europe/Berlin")
-    )
+    items = run((DATA / "seed_script_per_device_cals.csv").read_bytes(), tz=ZoneInfo("Europe/Berlin"))
     got = records(items)
     assert [(r.keypack_id, r.license_id, r.issued_to_computer) for r in got] == [
         (4, 1021, "BER-PC0042"),

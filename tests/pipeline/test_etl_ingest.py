@@ -39,14 +39,7 @@ def etl_bytes() -> bytes:
         writer.add(record)
     for n in range(3):
         args = f"PC-{n:04d}".encode("utf-16-le") + b"\x00\x00" + HWID.encode() + b"\x00"
-        writer.add(
-            wpp_message(
-                MESSAGE_GUID,
-                7,
-                args + struct.pack("<i", 100 + n),
-                timestamp=writer.raw_time(70 + n),
-            )
-        )
+        writer.add(wpp_message(MESSAGE_GUID, 7, args + struct.pack("<i", 100 + n), timestamp=writer.raw_time(70 + n)))
     writer.close()
     return out.getvalue()
 
@@ -69,29 +62,18 @@ def test_zip_with_etl_feeds_trace_licensing(tmp_path: Path) -> None:
         writer = csv.writer(handle)
         writer.writerow(["name", "module_regex", "regex", "captures", "operation", "priority"])
         writer.writerow(
-            [
-                "rdsls",
-                "(?i).*rdslstelemetry.*",
-                r"ClientName=(\S+?),.*LicenseId=(\d+)",
-                "client_name|license_id",
-                "issue-permanent",
-                "5",
-            ]
+            ["rdsls", "(?i).*rdslstelemetry.*", r"ClientName=(\S+?),.*LicenseId=(\d+)", "client_name|license_id", "issue-permanent", "5"]
         )
     summary = ingest([archive], IngestOptions(lake=lake, tmf_dirs=(tmf_dir,), patterns=patterns))
     assert summary.files == {"ok": 1}
     assert summary.records_seen == summary.records_ok == 9  # the header record + 5 + 3
     con = connect_35(lake)
-    files = rows(
-        con, "select path, kind, status, records_seen, records_ok, records_bad from ingest_files"
-    )
+    files = rows(con, "select path, kind, status, records_seen, records_ok, records_bad from ingest_files")
     assert files == [
         {"path": f"{archive}!LS01/traces/RDSLS_trace.etl", "kind": "etl", "status": "ok",
          "records_seen": 9, "records_ok": 9, "records_bad": 0}
     ]  # fmt: skip
-    events = rows(
-        con, "select provider, parser, count(*) as n from trace_events group by all order by all"
-    )
+    events = rows(con, "select provider, parser, count(*) as n from trace_events group by all order by all")
     assert events == [
         {"provider": "Microsoft.Windows.RemoteDesktop.RDSLSTelemetry", "parser": "etl/1", "n": 5},
         {"provider": "Windows Kernel/EventTrace", "parser": "etl/1", "n": 1},
@@ -136,22 +118,17 @@ def test_cli_options_are_checked_before_the_run(tmp_path: Path) -> None:
     runner = CliRunner()
     bad = tmp_path / "not-a-manifest.man"
     bad.write_text("<Events/>", encoding="utf-8")
-    result = runner.invoke(
-        app, ["ingest", str(archive), "--lake", str(tmp_path / "l"), "--etw-manifest", str(bad)]
-    )
+    result = runner.invoke(app, ["ingest", str(archive), "--lake", str(tmp_path / "l"), "--etw-manifest", str(bad)])
     assert result.exit_code == 2
     assert "is not an instrumentation manifest" in result.output
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = runner.invoke(
-        app, ["ingest", str(archive), "--lake", str(tmp_path / "l"), "--tmf", str(empty)]
-    )
+    result = runner.invoke(app, ["ingest", str(archive), "--lake", str(tmp_path / "l"), "--tmf", str(empty)])
     assert result.exit_code == 2
     assert "no WPP message found" in result.output
     assert not (tmp_path / "l").exists()
     result = runner.invoke(
-        app,
-        ["ingest", str(archive), "--lake", str(tmp_path / "l"), "--tmf", str(tmf_dir), "--json"],
+        app, ["ingest", str(archive), "--lake", str(tmp_path / "l"), "--tmf", str(tmf_dir), "--json"]
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
@@ -199,17 +176,7 @@ def test_run_takes_the_decoding_files_too(tmp_path: Path) -> None:
     bad = tmp_path / "not-a-manifest.man"
     bad.write_text("<Events/>", encoding="utf-8")
     refused = runner.invoke(
-        app,
-        [
-            "run",
-            str(archive),
-            "--lake",
-            str(lake),
-            "--out",
-            str(report),
-            "--etw-manifest",
-            str(bad),
-        ],
+        app, ["run", str(archive), "--lake", str(lake), "--out", str(report), "--etw-manifest", str(bad)]
     )
     assert refused.exit_code == 2
     assert "is not an instrumentation manifest" in refused.output
@@ -220,7 +187,5 @@ def test_run_takes_the_decoding_files_too(tmp_path: Path) -> None:
     )
     assert result.exit_code in (0, 5), result.output  # 5: the bundle holds no CAL facts
     con = connect_35(lake)
-    decoded = rows(
-        con, "select count(*) as n from trace_licensing where message like 'LicenseIssued:%'"
-    )
+    decoded = rows(con, "select count(*) as n from trace_licensing where message like 'LicenseIssued:%'")
     assert decoded == [{"n": 5}]

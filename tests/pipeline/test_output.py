@@ -121,9 +121,7 @@ def test_table_keeps_identifiers_whole_and_hides_middle_columns() -> None:
     assert hwid in text  # never cut or wrapped
     assert "30 columns (" in text
     assert all(len(line) <= 120 for line in text.splitlines())
-    small = text_table.table_text(
-        ["a", "note"], [[1, "a long text " * 20]], width=60, max_cell=None
-    )
+    small = text_table.table_text(["a", "note"], [[1, "a long text " * 20]], width=60, max_cell=None)
     assert all(len(line) <= 60 for line in small.splitlines())
     assert "text" in small
 

@@ -75,8 +75,7 @@ def every_view_and_macro(lake: Path) -> str:
     con = connect(lake)
     query_text = " ".join(s.sql for s in queries.statements() if s.object_kind != "macro")
     views = [
-        v
-        for (v,) in con.execute(
+        v for (v,) in con.execute(
             "select view_name from duckdb_views() where not internal order by view_name"
         ).fetchall()
     ]
@@ -85,10 +84,7 @@ def every_view_and_macro(lake: Path) -> str:
         "where function_type in ('macro', 'table_macro') and not internal "
         "group by all order by function_name"
     ).fetchall()
-    hwid, name = con.execute("select hwid, client_name from licenses limit 1").fetchone() or (
-        "",
-        "",
-    )
+    hwid, name = con.execute("select hwid, client_name from licenses limit 1").fetchone() or ("", "")
     assert len(views) > 40
     assert len(macros) > 10
     # a table macro's argument names a table or a device; scalar macros take NULLs
@@ -300,9 +296,7 @@ def test_a_read_only_lake_opens_in_caltrail_shell(lake: Path, tmp_path: Path) ->
             folder.chmod(0o555)
     try:
         done = subprocess.run(
-            read_only(
-                [*CLI, "shell", "--lake", str(copy), "-c", "select count(*) from licenses"], copy
-            ),
+            read_only([*CLI, "shell", "--lake", str(copy), "-c", "select count(*) from licenses"], copy),
             capture_output=True,
             text=True,
             timeout=300,

@@ -41,9 +41,7 @@ REPRO = DATA / "evtx_slow_fallback.evtx"
 def test_the_second_chance_is_bounded_and_says_why() -> None:
     started = time.process_time()
     with io.BytesIO(REPRO.read_bytes()) as stream:
-        items = list(
-            evtx.parse(stream, ParseOptions(file_name="System.evtx", backend="rust", recover=False))
-        )
+        items = list(evtx.parse(stream, ParseOptions(file_name="System.evtx", backend="rust", recover=False)))
     cpu = time.process_time() - started
     assert not [i for i in items if isinstance(i, EventRecord)]
     records = [i for i in items if isinstance(i, ParseIssue) and i.kind == "bad_record"]

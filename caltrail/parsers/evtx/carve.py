@@ -469,3 +469,4 @@ def find_record(data: bytes, record_id: int, filetime: int) -> RecordSlice | Non
                 return RecordSlice(at, size, record_id, filetime)
         pos = data.find(needle, pos + 1)
     return None
+

@@ -223,10 +223,7 @@ class _Walker:
         first = at + S.BUFFER_HEADER_SIZE
         if header[10] == S.BUFFER_HEADER_SIZE:
             return True
-        return len(data) >= first + 4 and data[first + 3] in (
-            S.MARKER_FLAGS_HEADER,
-            S.MARKER_FLAGS_MESSAGE,
-        )
+        return len(data) >= first + 4 and data[first + 3] in (S.MARKER_FLAGS_HEADER, S.MARKER_FLAGS_MESSAGE)
 
     def resync(self, offset: int) -> int | None:
         """The offset of the next buffer after a damaged header at `offset`: one plain

@@ -318,9 +318,7 @@ class _Reader:
         pos = self.pos
         end = V.find_terminator(self.data, pos, unit)
         if end < 0:
-            raise TraceLoggingError(
-                f"payload offset {pos}: string {field.name!r} is not terminated"
-            )
+            raise TraceLoggingError(f"payload offset {pos}: string {field.name!r} is not terminated")
         self.pos = end + unit
         return self.data[pos:end]
 

@@ -418,9 +418,7 @@ class _PlainTable:
             first = block_end - len(lines) + 1
             # (zip makes the tuples in C: no Python step per line here)
             count = len(lines)
-            yield from zip(
-                range(first, block_end + 1), repeat(block_end, count), lines, strict=True
-            )
+            yield from zip(range(first, block_end + 1), repeat(block_end, count), lines, strict=True)
 
 
 def parse(stream: BinaryIO, options: ParseOptions) -> Iterator[Item]:

@@ -159,7 +159,8 @@ def _from_ints(values: list[object]) -> HwidResult:
 def wmi_dwords_hwid(raw: str) -> tuple[str, str | None] | None:
     """(canonical HWID, flag) of the WMI rendering `00000002-7D4EB2C0-...` (nearly every
     HWID a WMI export holds), as `normalize_hwid` reads it, without its result tuple; None
-    for any other text (then ask `normalize_hwid`).
+    for any other text (then ask `normalize_hwid`). (Also written over columns in
+    caltrail/pipeline/row_blocks.py.)
 
     Read without the regex: of its 40 other characters, bytes.fromhex makes 20 bytes only
     when all are hex digits (it skips spaces, leaving fewer digits, and refuses anything

@@ -477,7 +477,11 @@ class RowReader:
         line: int,
         snapshot: tuple[dt.datetime | None, str],
     ) -> IssuedLicenseRecord | None:
-        """`_issued_plain` of the row's `PLAIN_KEYS` cells (None or "" for an absent one)."""
+        """`_issued_plain` of the row's `PLAIN_KEYS` cells (None or "" for an absent one).
+
+        Its rules (with `plain_instant`'s and `wmi_dwords_hwid`'s) are written again over
+        columns in caltrail/pipeline/row_blocks.py, which ingest uses for RowBlocks: a change
+        here is a change there (tests/pipeline/test_row_blocks.py holds the two equal)."""
         text, keypack_text, status_text, issue_raw, expiry_raw = cells[:5]
         raw_hwid, computer, user, server, other_server = cells[5:]
         if not (text and text.isdigit() and text.isascii() and len(text) <= 18):

@@ -23,6 +23,8 @@ LAYERS = "36_time_zone"
 # Fewer facts aligned than this, or fewer than this share of the paired ones: no estimate.
 MIN_ALIGNED = 10
 MIN_SHARE = 0.6
+# The temporary table of the checked run's pairs (a name of caltrail's, never user input).
+PAIRS = "zone_check_pairs"
 
 
 @dataclass
@@ -126,11 +128,20 @@ def check(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> ZoneChec
     ]
     if not read_in:
         return None
+    # the pairs read once (each reading of zone_offset_pairs reads every EVTX licensing event
+    # of the lake: seconds in a large one), then both macros asked of them
+    con.execute(
+        f"create or replace temp table {PAIRS} as "
+        "select * from zone_offset_pairs where $run is null or run_id = $run",
+        {"run": run_id},
+    )
     fits = con.execute(
-        "select zone, facts_aligned, facts_paired, facts from zone_fit($run)", {"run": run_id}
+        "select zone, facts_aligned, facts_paired, facts from zone_fit($run, q_pairs := $pairs)",
+        {"run": run_id, "pairs": PAIRS},
     ).fetchall()
     offsets = con.execute(
-        "select offset_minutes, facts_aligned from zone_offsets($run) limit 4", {"run": run_id}
+        "select offset_minutes, facts_aligned from zone_offsets($run, q_pairs := $pairs) limit 4",
+        {"run": run_id, "pairs": PAIRS},
     ).fetchall()
     (facts,) = con.execute(
         "select count(*) from zone_less_facts where $run is null or run_id = $run",
@@ -139,11 +150,7 @@ def check(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> ZoneChec
     result = ZoneCheck(read_in=read_in, facts=int(facts), paired=0)
     result.offsets = [(int(m), int(n)) for m, n in offsets]
     if not fits:
-        (paired,) = con.execute(
-            "select count(distinct fact_id) from zone_offset_pairs "
-            "where $run is null or run_id = $run",
-            {"run": run_id},
-        ).fetchall()[0]
+        (paired,) = con.execute(f"select count(distinct fact_id) from {PAIRS}").fetchall()[0]
         result.paired = int(paired)
         return result
     best, best_aligned, paired, _ = fits[0]

@@ -98,13 +98,16 @@ where abs(minutes - round(minutes / 15) * 15) <= 2;
 
 -- zone_offsets(q_run): the constant offsets, the best aligned first: how many zone-less facts
 -- (of the ingest run q_run; NULL: of the whole lake) each one aligns with an EVTX event, of
--- how many zone-less facts there are.
-create or replace macro zone_offsets(q_run) as table
+-- how many zone-less facts there are. q_pairs: the table or view of the pairs to read, those
+-- of zone_offset_pairs by default (the zone check after an ingest reads its run's pairs into
+-- a table once and asks this macro and zone_fit of it: each reading of zone_offset_pairs
+-- reads every EVTX licensing event of the lake).
+create or replace macro zone_offsets(q_run, q_pairs := 'zone_offset_pairs') as table
 select
     offset_minutes,
     count(distinct fact_id) as facts_aligned,
     (select count(*) from zone_less_facts where q_run is null or run_id = q_run) as facts
-from zone_offset_pairs
+from query_table(q_pairs)
 where q_run is null or run_id = q_run
 group by offset_minutes
 order by facts_aligned desc, abs(offset_minutes);
@@ -125,10 +128,10 @@ select * from (values
 -- zone_fit(q_run): each zone with the zone-less facts (of the ingest run q_run; NULL: of the
 -- whole lake) it aligns with the EVTX logs: its offset at the fact's time, daylight saving
 -- time included, equals the fact's offset. The best first. Facts are taken per day and
--- offset (a zone's offset changes at most once in a day).
-create or replace macro zone_fit(q_run) as table
+-- offset (a zone's offset changes at most once in a day). q_pairs: as for zone_offsets.
+create or replace macro zone_fit(q_run, q_pairs := 'zone_offset_pairs') as table
 with pairs as (
-    select * from zone_offset_pairs where q_run is null or run_id = q_run
+    select * from query_table(q_pairs) where q_run is null or run_id = q_run
 ),
 days as (
     select

@@ -176,3 +176,50 @@ def test_simulate_says_which_tz_its_bundle_needs(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "--tz America/Denver" in result.stdout
+
+
+# The pairs as first written: every EVTX licensing event read, none set aside by its time.
+EVERY_EVENT_PAIRS = """
+with evtx as (
+    select time_created, timezone('UTC', time_created) as utc_wall, client_name, action
+    from licensing_events
+    where provider_family = 'licensing' and action in ('issued', 'renewed', 'upgraded', 'revoked')
+        and client_name is not null and time_created is not null
+),
+pairs as (
+    select z.*, e.time_created as utc, epoch(z.wall - e.utc_wall) / 60.0 as minutes
+    from zone_less_facts as z
+    join evtx as e
+        on e.client_name = z.client_name and e.action = z.action
+        and e.utc_wall between z.wall - interval 15 hour and z.wall + interval 15 hour
+    where z.run_id = $run
+)
+select * exclude (minutes), (round(minutes / 15) * 15)::integer as offset_minutes
+from pairs
+where abs(minutes - round(minutes / 15) * 15) <= 2
+order by all
+"""
+
+
+def test_a_runs_pairs_are_the_lakes_pairs_of_that_run(bundle: Path, tmp_path: Path) -> None:
+    # the check reads one run's pairs, with the EVTX events taken by the span of its facts:
+    # the same pairs as those of the whole lake, of that run
+    lake = tmp_path / "lake"
+    other = tmp_path / "other"  # a second site: other files, its own run
+    simulate(other, seed=6, devices=8, days=30, scenario="clean", tz="Europe/Berlin", site="HAM")
+    ingest(str(bundle), "--lake", str(lake))
+    ingest(str(other), "--lake", str(lake), "--tz", "Europe/Berlin")
+    con = timezone_check.open_check(lake)
+    runs = [r for (r,) in con.execute("select distinct run_id from zone_less_facts").fetchall()]
+    assert len(runs) == 2
+    for run in runs:
+        own = con.execute(
+            "select * from zone_offset_pairs_of($run) order by all", {"run": run}
+        ).fetchall()
+        lake_wide = con.execute(
+            "select * from zone_offset_pairs where run_id = $run order by all", {"run": run}
+        ).fetchall()
+        every_event = con.execute(EVERY_EVENT_PAIRS, {"run": run}).fetchall()
+        assert own
+        assert own == lake_wide == every_event
+    con.close()

@@ -128,11 +128,11 @@ def check(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> ZoneChec
     ]
     if not read_in:
         return None
-    # the pairs read once (each reading of zone_offset_pairs reads every EVTX licensing event
-    # of the lake: seconds in a large one), then both macros asked of them
+    # the run's pairs read once (their EVTX side costs seconds in a large lake), then both
+    # macros asked of them
     con.execute(
         f"create or replace temp table {PAIRS} as "
-        "select * from zone_offset_pairs where $run is null or run_id = $run",
+        "select * from zone_offset_pairs_of($run)",
         {"run": run_id},
     )
     fits = con.execute(

@@ -69,22 +69,32 @@ where f.action is not null and f.client_name is not null and f.ts is not null;
 -- within 15 hours of its wall-clock time (every zone's offset is within 14 hours), and the
 -- offset between them, wall clock minus UTC, to the nearest quarter hour (zones are whole
 -- quarter hours off UTC). A pair counts when it is that close to a quarter hour: the same
--- instant written twice, to within two minutes.
-create or replace view zone_offset_pairs as
-with evtx as (
+-- instant written twice, to within two minutes. zone_offset_pairs_of(q_run): the pairs of the
+-- zone-less facts of the ingest run q_run (NULL: of the whole lake); the EVTX events are
+-- those within 15 hours of those facts' span, taken by their time before the client and
+-- action are read out of their data (reading those is most of the cost in a large lake).
+create or replace macro zone_offset_pairs_of(q_run) as table
+with facts as (
+    select * from zone_less_facts where q_run is null or run_id = q_run
+),
+span as (
+    select min(wall) - interval 15 hour as low, max(wall) + interval 15 hour as high from facts
+),
+evtx as (
     select time_created, timezone('UTC', time_created) as utc_wall, client_name, action
     from licensing_events
     where provider_family = 'licensing'
+        and time_created between timezone('UTC', (select low from span))
+            and timezone('UTC', (select high from span))
         and action in ('issued', 'renewed', 'upgraded', 'revoked')
         and client_name is not null
-        and time_created is not null
 ),
 pairs as (
     select
         z.*,
         e.time_created as utc,
         epoch(z.wall - e.utc_wall) / 60.0 as minutes
-    from zone_less_facts as z
+    from facts as z
     join evtx as e
         on e.client_name = z.client_name
         and e.action = z.action
@@ -95,6 +105,9 @@ select
     (round(minutes / 15) * 15)::integer as offset_minutes
 from pairs
 where abs(minutes - round(minutes / 15) * 15) <= 2;
+
+create or replace view zone_offset_pairs as
+select * from zone_offset_pairs_of(null);
 
 -- zone_offsets(q_run): the constant offsets, the best aligned first: how many zone-less facts
 -- (of the ingest run q_run; NULL: of the whole lake) each one aligns with an EVTX event, of

@@ -100,6 +100,7 @@ def every_view_and_macro(lake: Path) -> str:
         "search_hits": ", ".join(["null"] * 8),
         "zone_offsets": "null",
         "zone_fit": "null",
+        "zone_offset_pairs_of": "null",
     }
     lines = [f"select '{v}', count(*) from (select * from {v} limit 3);" for v in views]
     for name, kind, params in macros:

@@ -144,7 +144,6 @@ def issued_table(block: RowBlock) -> pa.Table | None:
 # converted on every call, and that conversion tries to import an optional module each time
 # (0.1 ms a call, more than the kernels of a block).
 _TS = pa.timestamp("us", tz="UTC")
-_TRUE = pa.scalar(True)
 _FALSE = pa.scalar(False)
 _NULL_TEXT = pa.scalar(None, pa.string())
 _NULL_INT = pa.scalar(None, pa.int64())

@@ -83,6 +83,11 @@ seen as (
     where client_name is not null and hwid is not null
     union all
     select client_name, hwid, null, user_name from held
+),
+-- each user name's key worked out once (a fleet has few users and millions of rows)
+user_keys as (
+    select user_name, user_key(user_name) as user_key
+    from (select distinct user_name from seen where user_name is not null)
 )
 select
     s.client_name,
@@ -91,10 +96,10 @@ select
     max(s.ts) as last_seen,
     count(distinct s.ts::date) as active_days,
     bool_or(hwid_store_app(s.hwid)) as store_app,
-    list_sort(list_distinct(list(user_key(s.user_name)) filter (where user_key(s.user_name)
-        is not null))) as users,
+    list_sort(list_distinct(list(k.user_key) filter (where k.user_key is not null))) as users,
     any_value(h.counted_until) as counted_until
 from seen as s
+left join user_keys as k using (user_name)
 left join (select client_name, hwid, max(counted_until) as counted_until from held group by all)
     as h using (client_name, hwid)
 group by s.client_name, s.hwid;

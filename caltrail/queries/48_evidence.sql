@@ -16,15 +16,22 @@ with facts as (
         client_name,
         ts,
         source,
-        lag(client_name) over (partition by hwid order by ts, client_name) as previous_name,
-        min(ts) over (partition by hwid, client_name) as name_first_seen
+        lag(client_name) over (partition by hwid order by ts, client_name) as previous_name
     from activity
     where hwid is not null and client_name is not null
 ),
+-- each name's span on each HWID (grouped and joined back: a second window, partitioned
+-- another way, would sort every fact again)
+name_spans as (
+    select hwid, client_name, min(ts) as first_seen, max(ts) as last_seen
+    from facts
+    group by all
+),
 numbered as (
     -- a switch to a name this HWID had before, then left: ping-pong
-    select *, client_name <> previous_name and name_first_seen < ts as returns
-    from facts
+    select f.*, f.client_name <> f.previous_name and s.first_seen < f.ts as returns
+    from facts as f
+    join name_spans as s using (hwid, client_name)
 ),
 per_hwid as (
     select
@@ -33,8 +40,7 @@ per_hwid as (
         count(*) as name_count,
         min(first_seen) as first_seen,
         max(last_seen) as last_seen
-    from (select hwid, client_name, min(ts) as first_seen, max(ts) as last_seen
-        from facts group by all)
+    from name_spans
     group by hwid
 ),
 switches as (

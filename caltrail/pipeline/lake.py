@@ -210,7 +210,6 @@ class TableBuffer:
         self._rows: list[tuple[Any, ...]] = []
         # rows already in Arrow (row_blocks), in order with `_rows` (converted first)
         self._tables: list[pa.Table] = []
-        self._table_rows = 0
         self.staged: list[StagedFile] = []
         self.count = 0
         # Records whose values do not fit this table's columns (an EventID of 64 bits, a
@@ -227,17 +226,11 @@ class TableBuffer:
         """Rows already read into Arrow (every column of the table but the lineage, in
         the schema's order), after the records added before them."""
         self._rows_to_table()
-        lineage = {
-            name: value for name, value in self._lineage.items() if name in self.schema.names
-        }
-        for name, value in lineage.items():
-            table = table.append_column(
-                self.schema.field(name), pa.repeat(pa.scalar(value, pa.string()), len(table))
-            )
+        for name, array in self._lineage_arrays(len(table)).items():
+            table = table.append_column(self.schema.field(name), array)
         self._tables.append(table.select(self.schema.names).cast(self.schema))
-        self._table_rows += len(table)
         self.count += len(table)
-        if self._table_rows >= BATCH_ROWS:
+        if sum(map(len, self._tables)) >= BATCH_ROWS:
             self.flush()
 
     def _rows_to_table(self) -> None:
@@ -253,13 +246,12 @@ class TableBuffer:
                 return
             table = self._arrow(rows)
         self._tables.append(table)
-        self._table_rows += len(table)
 
     def flush(self) -> None:
         self._rows_to_table()
         if not self._tables:
             return
-        tables, self._tables, self._table_rows = self._tables, [], 0
+        tables, self._tables = self._tables, []
         table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         final = self._stage / f"{self.table}__{self._prefix}-{len(self.staged):04d}.parquet"
         write_parquet_atomic(table, final, self._stage / "tmp")
@@ -267,11 +259,17 @@ class TableBuffer:
 
     def _arrow(self, rows: list[tuple[Any, ...]]) -> pa.Table:
         columns: dict[str, Any] = dict(zip(self._names, zip(*rows, strict=True), strict=True))
-        for name, value in self._lineage.items():
-            if name in self.schema.names:
-                columns[name] = pa.repeat(pa.scalar(value, pa.string()), len(rows))
+        columns.update(self._lineage_arrays(len(rows)))
         arrays = [column_array(columns[f.name], f.type) for f in self.schema]
         return pa.Table.from_arrays(arrays, schema=self.schema)
+
+    def _lineage_arrays(self, n: int) -> dict[str, pa.Array]:
+        """The lineage columns this table has, each its one value `n` times."""
+        return {
+            name: pa.repeat(pa.scalar(value, pa.string()), n)
+            for name, value in self._lineage.items()
+            if name in self.schema.names
+        }
 
     def _reject_misfits(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """The rows that convert, each tried alone; the others become quarantine issues.

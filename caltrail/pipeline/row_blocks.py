@@ -203,8 +203,8 @@ def _fixed_width(texts: pa.Array, width: int) -> bytes:
     start = offsets[0].as_py()
     data = texts.buffers()[2]
     assert data is not None
-    whole: bytes = data.to_pybytes()
-    return whole[start : start + width * len(texts)]
+    part: bytes = data.slice(start, width * len(texts)).to_pybytes()
+    return part
 
 
 def _digit_column(data: bytes, width: int, at: int) -> pa.Array:

@@ -668,7 +668,7 @@ def parser_rate(bench: Bench, label: str, path: Path) -> None:
 
 
 # The readers that give RowBlocks (pipeline/row_blocks.py reads them, as ingest does).
-ROW_BLOCK_READERS = ("wmi_csv", "wmi_html")
+ROW_BLOCK_READERS = ("wmi_csv", "wmi_html", "tracerpt_csv")
 
 
 def host_speed(path: Path) -> float:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from array import array
+from collections.abc import Callable
 from functools import lru_cache
 
 import pyarrow as pa
@@ -27,18 +28,27 @@ from caltrail.parsers.hwid import (
     FLAG_STORE_APP_FF,
     FREERDP_LEGACY_HWID,
 )
+from caltrail.parsers.trace.tracerpt_csv import BLOCK_RULES as TRACE_RULES
 from caltrail.parsers.wmi.codes import LICENSE_STATUS
 from caltrail.parsers.wmi.dates import NEVER_UTC
 from caltrail.parsers.wmi.rows import BLOCK_RULES, STATUS_NAMES
-from caltrail.pipeline.schemas import ALL_SCHEMAS, LINEAGE_NAMES
-
-# Every character Python's str.strip() removes (those for which str.isspace() is true; a
-# test holds the two equal): utf8_trim with them strips a cell as the per-row reading does.
-PY_WHITESPACE = (
-    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680"
-    + "".join(chr(c) for c in range(0x2000, 0x200B))
-    + "\u2028\u2029\u202f\u205f\u3000"
+from caltrail.pipeline.block_kernels import (
+    EMPTY,
+    FALSE,
+    NULL_INT,
+    NULL_TEXT,
+    PY_WHITESPACE,
+    TS,
+    all_true,
+    any_true,
+    i64,
+    none_if_empty,
+    str_scalar,
+    stripped,
 )
+from caltrail.pipeline.schemas import ALL_SCHEMAS, LINEAGE_NAMES
+from caltrail.pipeline.trace_blocks import trace_table
+
 # dates.py's `_PLAIN_DMTF`: year, month, day, hour, minute, second at fixed places, then
 # ".", the microseconds, the sign and the minutes east of UTC
 _DMTF = r"^[0-9]{14}\.[0-9]{6}[+-][0-9]{3}$"
@@ -79,10 +89,11 @@ _CODE_NAMES = pa.array(list(LICENSE_STATUS.values()), pa.string())
 def block_table(block: RowBlock) -> pa.Table | None:
     """The rows of `block` as its table's columns (lineage aside), or None when some row
     must be read one by one (then read `block.records()`)."""
-    if block.rules != BLOCK_RULES or not len(block):
+    read = _READERS.get(block.rules)
+    if read is None or not len(block):
         return None
     try:
-        return issued_table(block)
+        return read(block)
     except pa.ArrowException:  # a value a kernel refuses: the per-row reading settles it
         return None
 
@@ -92,10 +103,10 @@ def issued_table(block: RowBlock) -> pa.Table | None:
     cells = {name: pa.array(texts, pa.string()) for name, texts in block.cells.items()}
     n = len(block)
     license_text = cells["licenseid"]
-    if not _all(_digits(license_text, 18)):
+    if not all_true(_digits(license_text, 18)):
         return None
-    keypack_text = _none_if_empty(cells["keypackid"])
-    if not _all(pc.or_kleene(pc.is_null(keypack_text), _digits(keypack_text, 18))):
+    keypack_text = none_if_empty(cells["keypackid"])
+    if not all_true(pc.or_kleene(pc.is_null(keypack_text), _digits(keypack_text, 18))):
         return None
     status = _status(cells["licensestatus"])
     if status is None:
@@ -108,8 +119,8 @@ def issued_table(block: RowBlock) -> pa.Table | None:
     hwid = _hwids(cells["shardwareid"])
     if issue is None or expiry is None or hwid is None:
         return None
-    server = pc.coalesce(_stripped(cells["pscomputername"]), _stripped(cells["__server"]))
-    snapshot = pa.scalar(block.facts["snapshot_time"], _TS)
+    server = pc.coalesce(stripped(cells["pscomputername"]), stripped(cells["__server"]))
+    snapshot = pa.scalar(block.facts["snapshot_time"], TS)
     source = pa.scalar(block.facts["snapshot_time_source"], pa.string())
     columns: dict[str, pa.Array] = {
         "snapshot_time": pa.repeat(snapshot, n),
@@ -124,8 +135,8 @@ def issued_table(block: RowBlock) -> pa.Table | None:
         "expiration_date": expiry[0],
         "expiration_date_raw": expiry[1],
         "expiration_never": expiry[2],
-        "issued_to_computer": _stripped(cells["sissuedtocomputer"]),
-        "issued_to_user": _stripped(cells["sissuedtouser"]),
+        "issued_to_computer": stripped(cells["sissuedtocomputer"]),
+        "issued_to_user": stripped(cells["sissuedtouser"]),
         "hwid": hwid[0],
         "hwid_raw": hwid[1],
         "hwid_flag": hwid[2],
@@ -140,34 +151,11 @@ def issued_table(block: RowBlock) -> pa.Table | None:
     )
 
 
-# Constants as typed Arrow scalars: a Python number or text given to a compute function is
-# converted on every call, and that conversion tries to import an optional module each time
-# (0.1 ms a call, more than the kernels of a block).
-_TS = pa.timestamp("us", tz="UTC")
-_FALSE = pa.scalar(False)
-_NULL_TEXT = pa.scalar(None, pa.string())
-_NULL_INT = pa.scalar(None, pa.int64())
-_EMPTY = pa.scalar("", pa.string())
-
-
-@lru_cache(maxsize=256)
-def _i(value: int) -> pa.Int64Scalar:
-    return pa.scalar(value, pa.int64())
-
-
-@lru_cache(maxsize=64)
-def _t(value: str) -> pa.StringScalar:
-    return pa.scalar(value, pa.string())
-
-
-def _any(mask: pa.Array) -> bool:
-    """Whether some row of a boolean column is true."""
-    return bool(pc.any(pc.fill_null(mask, _FALSE)).as_py())
-
-
-def _all(mask: pa.Array) -> bool:
-    """Whether every row of a boolean column is true (a null is not)."""
-    return bool(pc.all(pc.fill_null(mask, _FALSE)).as_py())
+# The bulk reading of each reader's rules (RowBlock.rules).
+_READERS: dict[str, Callable[[RowBlock], pa.Table | None]] = {
+    BLOCK_RULES: issued_table,
+    TRACE_RULES: trace_table,
+}
 
 
 def _digits(texts: pa.Array, most: int) -> pa.Array:
@@ -175,24 +163,15 @@ def _digits(texts: pa.Array, most: int) -> pa.Array:
     return pc.match_substring_regex(texts, f"^[0-9]{{1,{most}}}$")
 
 
-def _none_if_empty(texts: pa.Array) -> pa.Array:
-    return pc.if_else(pc.equal(texts, _EMPTY), _NULL_TEXT, texts)
-
-
-def _stripped(texts: pa.Array) -> pa.Array:
-    """`(text and text.strip()) or None`."""
-    return _none_if_empty(pc.utf8_trim(texts, characters=PY_WHITESPACE))
-
-
 def _status(texts: pa.Array) -> pa.Array | None:
     """LicenseStatus: none when empty, a number of up to 9 digits, or one of the names the
     general reading gives its own code; None when a row has anything else."""
     digits = _digits(texts, 9)
     named = pc.take(_NAME_CODE_VALUES, pc.index_in(texts, value_set=_NAME_CODES))
-    empty = pc.equal(texts, _EMPTY)
-    if not _all(pc.or_kleene(pc.or_kleene(empty, digits), pc.is_valid(named))):
+    empty = pc.equal(texts, EMPTY)
+    if not all_true(pc.or_kleene(pc.or_kleene(empty, digits), pc.is_valid(named))):
         return None
-    numbers = pc.cast(pc.if_else(digits, texts, _NULL_TEXT), pa.int32())
+    numbers = pc.cast(pc.if_else(digits, texts, NULL_TEXT), pa.int32())
     return pc.coalesce(numbers, named)
 
 
@@ -212,20 +191,20 @@ def _digit_column(data: bytes, width: int, at: int) -> pa.Array:
     (byte slicing by a step runs in C; a compute kernel per place costs more)."""
     places = data[at::width]
     digits = pa.Array.from_buffers(pa.uint8(), len(places), [None, pa.py_buffer(places)])
-    return pc.subtract(digits.cast(pa.int64()), _i(ord("0")))
+    return pc.subtract(digits.cast(pa.int64()), i64(ord("0")))
 
 
 def _number(data: bytes, width: int, start: int, stop: int) -> pa.Array:
     """The decimal number at places [start, stop) of each text of `_fixed_width`."""
     value = _digit_column(data, width, start)
     for at in range(start + 1, stop):
-        value = pc.add(pc.multiply(value, _i(10)), _digit_column(data, width, at))
+        value = pc.add(pc.multiply(value, i64(10)), _digit_column(data, width, at))
     return value
 
 
 def _group(match: pa.StructArray, name: str) -> pa.Array:
     """A group of a regex match as int64; 0 where the row did not match."""
-    return pc.fill_null(pc.cast(pc.struct_field(match, name), pa.int64()), _i(0))
+    return pc.fill_null(pc.cast(pc.struct_field(match, name), pa.int64()), i64(0))
 
 
 def _dates(
@@ -234,18 +213,18 @@ def _dates(
     """(instant, raw text, never) of a date column as `plain_instant` reads it (an empty
     cell: none, none, false), or None when a row holds a date `plain_instant` would not
     read here."""
-    empty = pc.equal(raw, _EMPTY)
+    empty = pc.equal(raw, EMPTY)
     is_dmtf = pc.match_substring_regex(raw, _DMTF)
     is_culture = pc.match_substring_regex(raw, _CULTURE_SHAPE)
-    if not _all(pc.or_kleene(empty, pc.or_kleene(is_dmtf, is_culture))):
+    if not all_true(pc.or_kleene(empty, pc.or_kleene(is_dmtf, is_culture))):
         return None
     sentinel = pc.and_kleene(is_dmtf, pc.starts_with(raw, _DMTF_NEVER))
     # the wall clock's fields, read only from the shapes the column has
-    any_dmtf, any_culture = _any(is_dmtf), _any(is_culture)
+    any_dmtf, any_culture = any_true(is_dmtf), any_true(is_culture)
     if not (any_dmtf or any_culture):  # every cell empty
-        return pa.nulls(len(raw), _TS), _none_if_empty(raw), pc.fill_null(sentinel, _FALSE)
-    micro: pa.Array | pa.Scalar = _i(0)
-    offset: pa.Array | pa.Scalar = _i(0)
+        return pa.nulls(len(raw), TS), none_if_empty(raw), pc.fill_null(sentinel, FALSE)
+    micro: pa.Array | pa.Scalar = i64(0)
+    offset: pa.Array | pa.Scalar = i64(0)
     if any_dmtf:
         *wall_fields, micro, offset = _dmtf_fields(raw, is_dmtf)
     if any_culture:
@@ -267,36 +246,36 @@ def _dates(
         ),
     )
     valid = pc.and_kleene(valid, _day_valid(year, month, day, valid))
-    if not _all(pc.or_kleene(pc.invert(dated), valid)):
+    if not all_true(pc.or_kleene(pc.invert(dated), valid)):
         return None
     days = _days_from_civil(
-        pc.if_else(dated, year, _i(1970)),
-        pc.if_else(dated, month, _i(1)),
-        pc.if_else(dated, day, _i(1)),
+        pc.if_else(dated, year, i64(1970)),
+        pc.if_else(dated, month, i64(1)),
+        pc.if_else(dated, day, i64(1)),
     )
-    seconds = pc.add(pc.multiply(pc.add(pc.multiply(hour, _i(60)), minute), _i(60)), second)
-    wall = pc.add(pc.add(pc.multiply(days, _i(_DAY_US)), pc.multiply(seconds, _i(_US))), micro)
+    seconds = pc.add(pc.multiply(pc.add(pc.multiply(hour, i64(60)), minute), i64(60)), second)
+    wall = pc.add(pc.add(pc.multiply(days, i64(_DAY_US)), pc.multiply(seconds, i64(_US))), micro)
     # what to subtract from the wall clock: the DMTF offset, or the zone's offset that day
     if any_culture:
-        culture_days = pc.if_else(pc.and_kleene(dated, is_culture), days, _NULL_INT)
+        culture_days = pc.if_else(pc.and_kleene(dated, is_culture), days, NULL_INT)
         zone_offset = _zone_offsets(culture_days, zone)
         if zone_offset is None:
             return None
         offset = pc.if_else(is_culture, zone_offset, offset) if any_dmtf else zone_offset
     instant = pc.subtract(wall, offset)
     in_range = pc.and_kleene(
-        pc.greater_equal(instant, _i(_MIN_US)), pc.less_equal(instant, _i(_MAX_US))
+        pc.greater_equal(instant, i64(_MIN_US)), pc.less_equal(instant, i64(_MAX_US))
     )
-    if not _all(pc.or_kleene(pc.invert(dated), in_range)):
+    if not all_true(pc.or_kleene(pc.invert(dated), in_range)):
         return None
     # the never sentinel: its DMTF text, the instant, or a culture date with its wall clock
-    local_never = pc.and_kleene(is_culture, pc.equal(wall, _i(_NEVER_US)))
+    local_never = pc.and_kleene(is_culture, pc.equal(wall, i64(_NEVER_US)))
     never = pc.or_kleene(
-        sentinel, pc.and_kleene(dated, pc.or_kleene(pc.equal(instant, _i(_NEVER_US)), local_never))
+        sentinel, pc.and_kleene(dated, pc.or_kleene(pc.equal(instant, i64(_NEVER_US)), local_never))
     )
-    never = pc.fill_null(never, _FALSE)
-    value = pc.if_else(pc.or_kleene(pc.invert(dated), never), _NULL_INT, instant)
-    return value.cast(_TS), _none_if_empty(raw), never
+    never = pc.fill_null(never, FALSE)
+    value = pc.if_else(pc.or_kleene(pc.invert(dated), never), NULL_INT, instant)
+    return value.cast(TS), none_if_empty(raw), never
 
 
 def _dmtf_fields(raw: pa.Array, is_dmtf: pa.Array) -> tuple[pa.Array, ...]:
@@ -306,8 +285,8 @@ def _dmtf_fields(raw: pa.Array, is_dmtf: pa.Array) -> tuple[pa.Array, ...]:
     data = _fixed_width(pc.if_else(is_dmtf, raw, _DMTF_FILLER), _DMTF_WIDTH)
     places = ((0, 4), (4, 6), (6, 8), (8, 10), (10, 12), (12, 14), (15, 21))
     fields = [_number(data, _DMTF_WIDTH, a, b) for a, b in places]
-    offset = pc.multiply(_number(data, _DMTF_WIDTH, 22, 25), _i(60 * _US))
-    west = pc.equal(_digit_column(data, _DMTF_WIDTH, 21), _i(ord("-") - ord("0")))
+    offset = pc.multiply(_number(data, _DMTF_WIDTH, 22, 25), i64(60 * _US))
+    west = pc.equal(_digit_column(data, _DMTF_WIDTH, 21), i64(ord("-") - ord("0")))
     return (*fields, pc.if_else(west, pc.negate(offset), offset))
 
 
@@ -318,52 +297,53 @@ def _culture_fields(raw: pa.Array, is_culture: pa.Array, order: str) -> tuple[pa
         return None
     match = pc.extract_regex(raw, _CULTURE)
     year = _group(match, "year")
-    year = pc.if_else(pc.less(year, _i(100)), pc.add(year, _i(2000)), year)
+    year = pc.if_else(pc.less(year, i64(100)), pc.add(year, i64(2000)), year)
     a, b = _group(match, "a"), _group(match, "b")
     day, month = (a, b) if order == "dmy" else (b, a)
     hour = _group(match, "hour")
     ampm = pc.struct_field(match, "ampm")
-    twelve = pc.and_kleene(is_culture, pc.not_equal(ampm, _EMPTY))
-    if not _all(pc.or_kleene(pc.invert(twelve), _between(hour, 1, 12))):
+    twelve = pc.and_kleene(is_culture, pc.not_equal(ampm, EMPTY))
+    if not all_true(pc.or_kleene(pc.invert(twelve), _between(hour, 1, 12))):
         return None
-    pm = pc.if_else(pc.equal(ampm, _t("PM")), _i(12), _i(0))
-    hour = pc.if_else(twelve, pc.add(pc.modulo(hour, _i(12)), pm), hour)
+    pm = pc.if_else(pc.equal(ampm, str_scalar("PM")), i64(12), i64(0))
+    hour = pc.if_else(twelve, pc.add(pc.modulo(hour, i64(12)), pm), hour)
     return year, month, day, hour, _group(match, "minute"), _group(match, "second")
 
 
 def _between(values: pa.Array, low: int, high: int) -> pa.Array:
-    return pc.and_kleene(pc.greater_equal(values, _i(low)), pc.less_equal(values, _i(high)))
+    return pc.and_kleene(pc.greater_equal(values, i64(low)), pc.less_equal(values, i64(high)))
 
 
 def _day_valid(year: pa.Array, month: pa.Array, day: pa.Array, valid: pa.Array) -> pa.Array:
     """Whether `day` is a day of its month (rows not `valid` are looked up as January)."""
-    month = pc.if_else(valid, month, _i(1))
+    month = pc.if_else(valid, month, i64(1))
     leap = pc.or_kleene(
         pc.and_kleene(
-            pc.equal(pc.modulo(year, _i(4)), _i(0)), pc.not_equal(pc.modulo(year, _i(100)), _i(0))
+            pc.equal(pc.modulo(year, i64(4)), i64(0)),
+            pc.not_equal(pc.modulo(year, i64(100)), i64(0)),
         ),
-        pc.equal(pc.modulo(year, _i(400)), _i(0)),
+        pc.equal(pc.modulo(year, i64(400)), i64(0)),
     )
-    last = pc.take(_DAYS_IN_MONTH, pc.subtract(month, _i(1)))
-    last = pc.add(last, pc.if_else(pc.and_kleene(leap, pc.equal(month, _i(2))), _i(1), _i(0)))
-    return pc.and_kleene(pc.greater_equal(day, _i(1)), pc.less_equal(day, last))
+    last = pc.take(_DAYS_IN_MONTH, pc.subtract(month, i64(1)))
+    last = pc.add(last, pc.if_else(pc.and_kleene(leap, pc.equal(month, i64(2))), i64(1), i64(0)))
+    return pc.and_kleene(pc.greater_equal(day, i64(1)), pc.less_equal(day, last))
 
 
 def _days_from_civil(year: pa.Array, month: pa.Array, day: pa.Array) -> pa.Array:
     """Days since 1970-01-01 of a proleptic Gregorian date (years 1-9999), H. Hinnant's
     `days_from_civil`: the year counted from March, in eras of 400 years."""
-    y = pc.subtract(year, pc.if_else(pc.less_equal(month, _i(2)), _i(1), _i(0)))
-    era = pc.divide(y, _i(400))  # (y >= 0: integer division is the floor)
-    yoe = pc.subtract(y, pc.multiply(era, _i(400)))
-    shifted = pc.modulo(pc.add(month, _i(9)), _i(12))  # March 0 ... February 11
+    y = pc.subtract(year, pc.if_else(pc.less_equal(month, i64(2)), i64(1), i64(0)))
+    era = pc.divide(y, i64(400))  # (y >= 0: integer division is the floor)
+    yoe = pc.subtract(y, pc.multiply(era, i64(400)))
+    shifted = pc.modulo(pc.add(month, i64(9)), i64(12))  # March 0 ... February 11
     doy = pc.add(
-        pc.divide(pc.add(pc.multiply(shifted, _i(153)), _i(2)), _i(5)), pc.subtract(day, _i(1))
+        pc.divide(pc.add(pc.multiply(shifted, i64(153)), i64(2)), i64(5)), pc.subtract(day, i64(1))
     )
     doe = pc.add(
-        pc.add(pc.multiply(yoe, _i(365)), pc.divide(yoe, _i(4))),
-        pc.subtract(doy, pc.divide(yoe, _i(100))),
+        pc.add(pc.multiply(yoe, i64(365)), pc.divide(yoe, i64(4))),
+        pc.subtract(doy, pc.divide(yoe, i64(100))),
     )
-    return pc.subtract(pc.add(pc.multiply(era, _i(146_097)), doe), _i(719_468))
+    return pc.subtract(pc.add(pc.multiply(era, i64(146_097)), doe), i64(719_468))
 
 
 def _zone_offsets(days: pa.Array, zone: dt.tzinfo) -> pa.Array | None:
@@ -405,10 +385,10 @@ def _day_offset(zone: dt.tzinfo, day: int) -> int | None:
 def _hwids(raw: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array] | None:
     """(hwid, raw, flag) as `wmi_dwords_hwid` reads the WMI rendering (an empty cell: all
     none), or None when a row has another rendering (normalize_hwid's general reading)."""
-    empty = pc.equal(raw, _EMPTY)
-    if not _all(pc.or_kleene(empty, pc.match_substring_regex(raw, _WMI_HWID))):
+    empty = pc.equal(raw, EMPTY)
+    if not all_true(pc.or_kleene(empty, pc.match_substring_regex(raw, _WMI_HWID))):
         return None
-    text = pc.if_else(empty, _NULL_TEXT, raw)
+    text = pc.if_else(empty, NULL_TEXT, raw)
     # each DWORD (eight hex digits from 9 * k) written little-endian: its byte pairs
     # reversed, every row at once by byte slicing (a kernel per pair cost 0.8 µs a row)
     data = _fixed_width(pc.if_else(empty, _HWID_FILLER, raw), _WMI_WIDTH)
@@ -420,14 +400,14 @@ def _hwids(raw: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array] | None:
     hwid = pa.Array.from_buffers(
         pa.string(), n, [None, offsets, pa.py_buffer(bytes(swapped.lower()))]
     )
-    hwid = pc.if_else(empty, _NULL_TEXT, hwid)
+    hwid = pc.if_else(empty, NULL_TEXT, hwid)
     store_app = pc.or_kleene(
-        pc.starts_with(hwid, "ff"), pc.equal(pc.utf8_slice_codeunits(hwid, 6, 8), _t("ff"))
+        pc.starts_with(hwid, "ff"), pc.equal(pc.utf8_slice_codeunits(hwid, 6, 8), str_scalar("ff"))
     )
     flag = pc.if_else(
-        pc.equal(hwid, _t(FREERDP_LEGACY_HWID)),
-        _t(FLAG_FREERDP_LEGACY),
-        pc.if_else(store_app, _t(FLAG_STORE_APP_FF), _NULL_TEXT),
+        pc.equal(hwid, str_scalar(FREERDP_LEGACY_HWID)),
+        str_scalar(FLAG_FREERDP_LEGACY),
+        pc.if_else(store_app, str_scalar(FLAG_STORE_APP_FF), NULL_TEXT),
     )
     return hwid, text, flag
 

@@ -19,7 +19,7 @@ from caltrail.parsers.wmi import csv as wmi_csv
 from caltrail.parsers.wmi import html as wmi_html
 from caltrail.parsers.wmi import rows as wmirows
 from caltrail.parsers.wmi.dates import ZoneInfo
-from caltrail.pipeline import ingest, row_blocks
+from caltrail.pipeline import block_kernels, ingest, row_blocks
 from caltrail.pipeline import lake as L
 from caltrail.pipeline.ingest import FileResult
 from tests.parsers.test_fast_paths import CELLS, DATE_TEXT, VALID_CULTURE, VALID_DMTF, ZONES
@@ -254,7 +254,7 @@ def test_columns_in_any_order_and_absent_ones(tmp_path: Path) -> None:
 
 def test_python_whitespace_is_what_str_strip_removes() -> None:
     spaces = {c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace()}
-    assert set(row_blocks.PY_WHITESPACE) == spaces
+    assert set(block_kernels.PY_WHITESPACE) == spaces
 
 
 def ingested(path: Path, stage: Path, blocks: bool) -> tuple[dict[str, pa.Table], FileResult]:

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain, compress
 from json.encoder import encode_basestring
 from operator import itemgetter
@@ -63,6 +63,7 @@ from caltrail.parsers.base import (
     Item,
     ParseIssue,
     ParseOptions,
+    RowBlock,
     TraceRecord,
 )
 from caltrail.parsers.errors import InvalidSignatureError
@@ -128,6 +129,12 @@ _USER_DATA_KEYS = tuple(f"UserData.{i}" for i in range(64))
 MAX_PLAIN_TAIL = len(_USER_DATA_KEYS)  # user data values the plain path names by these keys
 
 BUDGET_EVERY = 4096
+# RowBlocks (ParseOptions.row_blocks): the rules pipeline/trace_blocks.py reads them by, the
+# most rows a block holds, and the separator its rows' values are joined with (a printable
+# line cannot hold it).
+BLOCK_RULES = "tracerpt_csv"
+BLOCK_ROWS = 8192
+BLOCK_SEPARATOR = "\x07"  # (not printable, and not whitespace for str.strip either)
 MAX_KNOWN_INTS = 4096
 SNIFF_BLANK_LINES = 5
 
@@ -259,6 +266,39 @@ class _TraceHeader:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class BlockLayout:
+    """Where a RowBlock's values are (positions in each row's values, as `plain` reads them),
+    given as the block's `facts["layout"]`.
+
+    Attributes:
+        fixed: the header's names of the columns before the user data (its width).
+        kept: the positions of the fixed columns kept in `fields`, in `fields`' order
+            (ascending: a header whose kept columns are not in order gives no blocks).
+        name, level, clock: Event Name, Level, Clock-Time.
+        ints: (position, bits) of Event ID, PID, TID, Processor Number, in that order.
+    """
+
+    fixed: tuple[str, ...]
+    kept: tuple[int, ...]
+    name: int
+    level: int
+    clock: int
+    ints: tuple[tuple[int, int], ...]
+
+
+@dataclass(slots=True)
+class _Gathered:
+    """The rows of the next RowBlock: each row's values joined by BLOCK_SEPARATOR, whether
+    they were split here ("1", see `block_text`), line numbers, and the lines as read (for
+    the block's `records`)."""
+
+    texts: list[str] = field(default_factory=list)
+    split_here: list[str] = field(default_factory=list)
+    numbers: list[int] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+
+
 class _Numbers(NamedTuple):
     """Event ID, PID, TID and Processor Number of a row, and the texts among them that are
     not numbers, as (column, text) pairs for the row's fields."""
@@ -306,28 +346,126 @@ class _Parser:
         # threads, a handful of event ids and processors), so each is read once; bounded
         # by MAX_KNOWN_INTS all the same.
         self.known_ints: dict[tuple[str, ...], _Numbers] = {}
+        self.layout = self.block_layout() if options.row_blocks else None
+
+    def block_layout(self) -> BlockLayout | None:
+        """The layout of this header's rows for RowBlocks; None when the plain path cannot
+        read its rows, when its fields would not be built in the order of the values (kept
+        columns out of order, a fixed column named like a user-data key), or when Event
+        Name is not the first column (`block_text` tells the EventTrace rows by it)."""
+        kept = tuple(i for _, i in self.kept)
+        if not self.plain_width or list(kept) != sorted(kept) or self.at_name != 0:
+            return None
+        if any(name == "UserData" or name.startswith("UserData.") for name in self.fixed):
+            return None
+        ints = tuple((i or 0, bits) for _, i, bits in self.int_columns)
+        assert self.at_name is not None  # (plain_width: every promoted column is there)
+        assert self.at_level is not None
+        return BlockLayout(
+            tuple(self.fixed), kept, self.at_name, self.at_level, self.at_clock, ints
+        )
 
     def run(self, lines: Iterator[tuple[int, str]], plain: bool = True) -> Iterator[Item]:
         """Every row's items, then the notes; `plain=False` reads every row by `row` (the
         tests compare both ways)."""
         budget = Budget(self.options.max_seconds)
-        for number, line in lines:
-            if number % BUDGET_EVERY == 0 and budget.exceeded():
-                yield ParseIssue(
-                    kind=BUDGET_EXCEEDED,
-                    message=f"line {number}: stopped after {self.options.max_seconds:g} s "
-                    "(work bound per file); the rest of the file was not read",
-                    line=number,
-                )
-                break
-            if not line or line.isspace():  # (= not line.strip(), without copying the line)
-                continue
-            record = self.plain(number, line) if plain else None
+        gather = self.block_text if plain and self.layout is not None else None
+        block = _Gathered()
+        try:
+            for number, line in lines:
+                if number % BUDGET_EVERY == 0 and budget.exceeded():
+                    if block.numbers:
+                        yield from self.block(block)
+                        block = _Gathered()
+                    yield ParseIssue(
+                        kind=BUDGET_EXCEEDED,
+                        message=f"line {number}: stopped after {self.options.max_seconds:g} "
+                        "s (work bound per file); the rest of the file was not read",
+                        line=number,
+                    )
+                    break
+                if not line or line.isspace():  # (= not line.strip(), without a copy)
+                    continue
+                if gather is not None:
+                    joined = gather(line)
+                    if joined is not None:
+                        block.texts.append(joined[0])
+                        block.split_here.append(joined[1])
+                        block.numbers.append(number)
+                        block.lines.append(line)
+                        if len(block.numbers) >= BLOCK_ROWS:
+                            yield from self.block(block)
+                            block = _Gathered()
+                        continue
+                    if block.numbers:  # (the rows before this one first)
+                        yield from self.block(block)
+                        block = _Gathered()
+                record = self.plain(number, line) if plain else None
+                if record is not None:
+                    yield record
+                else:
+                    yield from self.row(number, line)
+        except Exception:
+            # The reading stopped (a read error): the rows gathered were read, and are given
+            # before the error goes on, as they would be without blocks.
+            if block.numbers:
+                yield from self.block(block)
+            raise
+        if block.numbers:
+            yield from self.block(block)
+        yield from self.notes()
+
+    def block_text(self, line: str) -> tuple[str, str] | None:
+        """A row for a RowBlock: its values joined by BLOCK_SEPARATOR, and "1" when they were
+        split here (a row with quotes or a trailing comma: stripped already, and a value's
+        padding inside its quotes kept) or "" when the bulk reading splits and strips
+        them. (Telling which split rows hold such padding costs more per row than the
+        bulk reading's choice per value.) None for a line
+        `plain` would not read and for the header or an EventTrace row (by their first
+        value's start: a provider named so goes to the per-row reading, which reads it as
+        `plain` does)."""
+        if len(line) > MAX_LINE_CHARS or "\ufffd" in line or not line.isprintable():
+            return None
+        text = line.rstrip()
+        if text.lstrip()[:10].lower() in ("eventtrace", "event name"):
+            return None
+        if text.endswith(",") or '"' in text:
+            values, unterminated = split_row(line)
+            if unterminated:
+                return None
+            return BLOCK_SEPARATOR.join(values), "1"
+        return text.replace(", ", BLOCK_SEPARATOR), ""
+
+    def block(self, gathered: _Gathered) -> Iterator[Item]:
+        """The gathered rows as one RowBlock. Its `records` reads them one by one (`plain`,
+        else `row`), the reference; read in bulk instead, every row's clock was a FILETIME
+        (the bulk rules read no other), counted here as `plain` counts it."""
+        replayed = False
+
+        def records() -> Iterator[Item]:
+            nonlocal replayed
+            replayed = True
+            return self.replay(gathered)
+
+        assert self.layout is not None  # (only gathered with a layout)
+        yield RowBlock(
+            TraceRecord.table,
+            BLOCK_RULES,
+            {"values": gathered.texts, "split_here": gathered.split_here},
+            gathered.numbers,
+            {"layout": self.layout},
+            records,
+        )
+        if not replayed:
+            self.modes["filetime"] += len(gathered.numbers)
+
+    def replay(self, gathered: _Gathered) -> Iterator[Item]:
+        for number, line in zip(gathered.numbers, gathered.lines, strict=True):
+            record = self.plain(number, line)
             if record is not None:
                 yield record
             else:
                 yield from self.row(number, line)
-        yield from self.notes()
 
     def plain(self, number: int, line: str) -> TraceRecord | None:
         """`row` for the usual data row, which gives one record and no issue or note: a

@@ -200,10 +200,26 @@ def split_row(line: str) -> tuple[list[str], bool]:
         values = list(map(str.strip, stripped.split(", ")))
         unterminated = False
     else:
-        values, unterminated = _split_quoted(stripped, quote)
+        one = _split_one_quoted(stripped) if stripped.count('"') == 2 else None
+        if one is not None:
+            values, unterminated = one, False
+        else:
+            values, unterminated = _split_quoted(stripped, quote)
     if trailing_empty:
         values.append("")
     return values, unterminated
+
+
+def _split_one_quoted(text: str) -> list[str] | None:
+    """`_split_quoted` for a text with exactly two quotes, when they enclose one whole value
+    (blanks aside): the usual quoted row of a trace, split by a few C calls. None for any
+    other place of the two (the general split reads it)."""
+    left, inside, right = text.split('"')
+    before = left.split(", ")
+    after = right.split(", ")
+    if before[-1].strip() or after[0].strip():  # a quote inside a value
+        return None
+    return [*map(str.strip, before[:-1]), inside, *map(str.strip, after[1:])]
 
 
 def _split_quoted(text: str, quote: int) -> tuple[list[str], bool]:

@@ -65,7 +65,8 @@ class LakeBusyError(LakeError):
 
 
 def new_run_id() -> str:
-    """A sortable run id: UTC time plus random suffix."""
+    """A run id: UTC time to the second plus a random suffix (two runs within one second
+    do not sort: the manifest's `finished` orders runs)."""
     now = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{now}-{uuid.uuid4().hex[:8]}"
 

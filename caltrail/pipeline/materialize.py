@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 import duckdb
@@ -158,7 +159,7 @@ class Loader:
 
 def _execute(con: duckdb.DuckDBPyConnection, statement: queries.Statement) -> None:
     sql = generated_sql(con, statement)
-    if statement.object_kind == "view" or statement.generated is not None:
+    if (statement.object_kind == "view" or statement.generated is not None) and _defers():
         sql = _VIEW_HEAD.sub(r"\1 with (defer_binding) as", sql, count=1)
     try:
         con.execute(sql)
@@ -171,6 +172,17 @@ def _execute(con: duckdb.DuckDBPyConnection, statement: queries.Statement) -> No
 # whole tree of views below it again: a session opens in well under half the time. (Not in
 # the DuckDB shell's init script: the shell installed predates the option.)
 _VIEW_HEAD = re.compile(r"^(\s*create\s+or\s+replace\s+view\s+\w+)\s+as\b", re.I | re.M)
+
+
+@cache
+def _defers() -> bool:
+    """Whether this DuckDB creates a view unbound on request (2.0 does; the versions the
+    package range allows before it refuse the option: their views are bound as before)."""
+    try:
+        duckdb.connect().execute("create view probe with (defer_binding) as select 1")
+    except duckdb.Error:
+        return False
+    return True
 
 
 def generated_sql(con: duckdb.DuckDBPyConnection, statement: queries.Statement) -> str:

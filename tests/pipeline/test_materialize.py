@@ -283,3 +283,24 @@ def test_a_session_spills_into_its_own_temp_folder(
     con.close()
     assert not spill.exists()
     assert list(work.iterdir()) == []
+
+
+def test_a_sessions_views_are_created_unbound_and_answer_as_bound_ones(
+    tmp_path: Path, bundles: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake = tmp_path / "lake"
+    ingest([bundles[0]], IngestOptions(lake=lake))
+    connect(lake).close()  # (the kept views built)
+    bound_state = "select is_bound from duckdb_views() where view_name = 'revoke_plan'"
+    plan = "select * from revoke_plan order by all"
+    con = connect(lake)
+    assert con.execute(bound_state).fetchone() == (False,)
+    unbound = con.execute(plan).fetchall()
+    assert con.execute(bound_state).fetchone() == (True,)  # bound by the query
+    con.close()
+    monkeypatch.setattr(materialize, "_defers", lambda: False)  # as before the option
+    con = connect(lake)
+    assert con.execute(bound_state).fetchone() == (True,)
+    assert con.execute(plan).fetchall() == unbound
+    assert unbound  # (the sample's plan revokes something)
+    con.close()

@@ -7,6 +7,7 @@ import datetime as dt
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import ModuleType
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -257,9 +258,12 @@ def test_python_whitespace_is_what_str_strip_removes() -> None:
     assert set(block_kernels.PY_WHITESPACE) == spaces
 
 
-def ingested(path: Path, stage: Path, blocks: bool) -> tuple[dict[str, pa.Table], FileResult]:
-    """A file's staged rows and counts as ingest takes its parser's items."""
-    module = wmi_html if path.suffix == ".html" else wmi_csv
+def ingested(
+    path: Path, stage: Path, blocks: bool, reader: ModuleType | None = None
+) -> tuple[dict[str, pa.Table], FileResult]:
+    """A file's staged rows and counts as ingest takes its reader's items (a WMI reader by
+    the file's suffix unless `reader` is given)."""
+    module = reader or (wmi_html if path.suffix == ".html" else wmi_csv)
     result = FileResult(path.name, "0" * 64, 0, None, status="ok")
     options = ParseOptions(file_name=path.name, row_blocks=blocks)
 
@@ -268,6 +272,22 @@ def ingested(path: Path, stage: Path, blocks: bool) -> tuple[dict[str, pa.Table]
             ingest._take_items(module.parse(stream, options), rows, result, "UTC")
 
     return staged_rows(stage, feed), result
+
+
+def assert_blocks_are_rows(path: Path, stage: Path, reader: ModuleType | None = None) -> None:
+    """Ingest's item loop gives the same staged tables, counts and notes for `path` with
+    RowBlocks and without."""
+    plain, plain_result = ingested(path, stage / "rows", False, reader)
+    bulk, bulk_result = ingested(path, stage / "blocks", True, reader)
+    for name, table in plain.items():
+        assert (table is None) == (bulk[name] is None), name
+        if table is not None:
+            assert bulk[name].equals(table), name
+    assert (bulk_result.records_bad, bulk_result.warnings, bulk_result.notes) == (
+        plain_result.records_bad,
+        plain_result.warnings,
+        plain_result.notes,
+    )
 
 
 @pytest.mark.parametrize(
@@ -280,17 +300,7 @@ def ingested(path: Path, stage: Path, blocks: bool) -> tuple[dict[str, pa.Table]
     ids=lambda p: p.name,
 )
 def test_ingest_takes_blocks_as_the_rows(tmp_path: Path, path: Path) -> None:
-    plain, plain_result = ingested(path, tmp_path / "rows", blocks=False)
-    bulk, bulk_result = ingested(path, tmp_path / "blocks", blocks=True)
-    for name, table in plain.items():
-        assert (table is None) == (bulk[name] is None), name
-        if table is not None:
-            assert bulk[name].equals(table), name
-    assert (bulk_result.records_bad, bulk_result.warnings, bulk_result.notes) == (
-        plain_result.records_bad,
-        plain_result.warnings,
-        plain_result.notes,
-    )
+    assert_blocks_are_rows(path, tmp_path)
 
 
 def test_a_block_with_an_odd_row_is_read_row_by_row(tmp_path: Path) -> None:

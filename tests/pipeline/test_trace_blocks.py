@@ -15,27 +15,17 @@ from hypothesis import strategies as st
 from caltrail.parsers.base import ParseOptions, RowBlock
 from caltrail.parsers.trace import tracerpt_csv
 from caltrail.parsers.trace.tracetime import FILETIME_PLAUSIBLE_MAX, FILETIME_PLAUSIBLE_MIN
-from caltrail.pipeline import ingest, row_blocks
-from caltrail.pipeline import lake as L
+from caltrail.pipeline import row_blocks
 from caltrail.pipeline.ingest import FileResult
 from tests.parsers.test_fast_paths import TRACE_LINES, TRACE_ODD, _trace_line
-from tests.pipeline.test_row_blocks import staged_rows
+from tests.pipeline import test_row_blocks as row_block_tests
 
 HEADER_LINE, EVENT_TRACE, *EVENTS = [line for line in TRACE_LINES if line.strip()]
 FIXED = len(tracerpt_csv.HEADER) - 1
-CLOCK = tracerpt_csv.HEADER.index("Clock-Time")
 
 
 def ingested(path: Path, stage: Path, blocks: bool) -> tuple[dict[str, pa.Table], FileResult]:
-    """A file's staged rows and counts as ingest takes the reader's items."""
-    result = FileResult(path.name, "0" * 64, 0, None, status="ok")
-    options = ParseOptions(file_name=path.name, row_blocks=blocks)
-
-    def feed(rows: L.FileRows) -> None:
-        with open(path, "rb") as stream:
-            ingest._take_items(tracerpt_csv.parse(stream, options), rows, result, "UTC")
-
-    return staged_rows(stage, feed), result
+    return row_block_tests.ingested(path, stage, blocks, tracerpt_csv)
 
 
 def blocks_read_in_bulk(path: Path) -> tuple[int, int, int]:
@@ -49,17 +39,7 @@ def blocks_read_in_bulk(path: Path) -> tuple[int, int, int]:
 
 
 def assert_blocks_are_rows(path: Path, stage: Path) -> None:
-    plain, plain_result = ingested(path, stage / "rows", blocks=False)
-    bulk, bulk_result = ingested(path, stage / "blocks", blocks=True)
-    for name, table in plain.items():
-        assert (table is None) == (bulk[name] is None), name
-        if table is not None:
-            assert bulk[name].equals(table), name
-    assert (bulk_result.records_bad, bulk_result.warnings, bulk_result.notes) == (
-        plain_result.records_bad,
-        plain_result.warnings,
-        plain_result.notes,
-    )
+    row_block_tests.assert_blocks_are_rows(path, stage, tracerpt_csv)
 
 
 def write_trace(path: Path, rows: list[str], header: str = HEADER_LINE) -> Path:

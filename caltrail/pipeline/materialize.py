@@ -178,10 +178,11 @@ _VIEW_HEAD = re.compile(r"^(\s*create\s+or\s+replace\s+view\s+\w+)\s+as\b", re.I
 def _defers() -> bool:
     """Whether this DuckDB creates a view unbound on request (2.0 does; the versions the
     package range allows before it refuse the option: their views are bound as before)."""
-    try:
-        duckdb.connect().execute("create view probe with (defer_binding) as select 1")
-    except duckdb.Error:
-        return False
+    with duckdb.connect() as probe:
+        try:
+            probe.execute("create view probe with (defer_binding) as select 1")
+        except duckdb.Error:
+            return False
     return True
 
 

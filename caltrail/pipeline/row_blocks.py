@@ -10,6 +10,9 @@ do not read (a date of another shape, an HWID in another rendering, a day on whi
 changes its offset, a padded number, ...) gives None, and the caller reads the block's
 `records()` one by one instead, the reference. So each block is read whole one way or the
 other and its rows stay in order. tests/pipeline/test_row_blocks.py holds the two ways equal.
+
+`block_table` reads any RowBlock by its rules: these, or the tracerpt CSV reader's
+(pipeline/trace_blocks.py).
 """
 
 from __future__ import annotations

@@ -434,12 +434,11 @@ class _Parser:
     def block_text(self, line: str) -> tuple[str, str] | None:
         """A row for a RowBlock: its values joined by BLOCK_SEPARATOR, and "1" when they were
         split here (a row with quotes or a trailing comma: stripped already, and a value's
-        padding inside its quotes kept) or "" when the bulk reading splits and strips
-        them. (Telling which split rows hold such padding costs more per row than the
-        bulk reading's choice per value.) None for a line
-        `plain` would not read and for the header or an EventTrace row (by their first
-        value's start: a provider named so goes to the per-row reading, which reads it as
-        `plain` does)."""
+        padding inside its quotes kept) or "" when the bulk reading splits and strips them.
+        (Telling which split rows hold such padding costs more per row than the bulk
+        reading's choice per value.) None for a line `plain` would not read, and for the
+        header or an EventTrace row (told by the first value's start: a provider whose name
+        only starts so goes to the per-row reading, which reads it as `plain` does)."""
         if len(line) > MAX_LINE_CHARS or "\ufffd" in line or not line.isprintable():
             return None
         text = line.rstrip()

@@ -828,6 +828,38 @@ def shell_open(bench: Bench, label: str, lake: Path, runs: int = 5) -> None:
     )
 
 
+def session_open(bench: Bench, label: str, lake: Path, runs: int = 5) -> None:
+    """How long a caltrail session takes to open the lake (every view and macro defined, the
+    kept views current), its views created unbound as caltrail does, against the same with
+    every view bound when created (DuckDB's default; the reference), taking turns (median of
+    `runs`)."""
+    from unittest import mock
+
+    from caltrail.pipeline import materialize
+    from caltrail.pipeline.session import connect
+
+    connect(lake).close()  # (the kept views built)
+
+    def opened() -> float:
+        started = time.perf_counter()
+        connect(lake).close()
+        return time.perf_counter() - started
+
+    unbound, bound = [], []
+    for _ in range(runs):
+        unbound.append(opened())
+        with mock.patch.object(materialize, "_defers", return_value=False):
+            bound.append(opened())
+    a, b = sorted(unbound)[runs // 2], sorted(bound)[runs // 2]
+    bench.add(
+        f"caltrail session opens the lake, {label}",
+        f"{a:.2f} s (views created unbound)",
+        f"every view bound when created {b:.2f} s",
+        f"{a / b:.2f}",
+        "faster than the reference",
+    )
+
+
 def diagnose_fleet(bench: Bench, devices: int, days: int) -> tuple[float, float]:
     """Simulate and ingest a fleet, then time `diagnose` twice: cold (the first after the
     ingest, which also builds the lake's derived tables) and warm (a later session, which
@@ -860,6 +892,7 @@ def diagnose_fleet(bench: Bench, devices: int, days: int) -> tuple[float, float]
     cold, cold_cpu, result = _timed_diagnosis(lake, stages)
     warm, warm_cpu, _ = _timed_diagnosis(lake)
     shell_open(bench, f"{devices:,} devices x {days} days", lake)
+    session_open(bench, f"{devices:,} devices x {days} days", lake)
     started = time.perf_counter()
     con = connect(lake)
     con.execute("select 1").fetchall()
@@ -1231,6 +1264,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(sample_lake, ignore_errors=True)
             ingest([BUNDLED], IngestOptions(lake=sample_lake, tz=ZoneInfo("Europe/Berlin")))
             shell_open(bench, "bundled sample lake", sample_lake)
+            session_open(bench, "bundled sample lake", sample_lake)
         if "sql" in sections:
             print("sql output ...", flush=True)
             from caltrail.pipeline.ingest import IngestOptions, ingest

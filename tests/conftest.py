@@ -26,3 +26,11 @@ def corpus_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"public corpus not available at {path} (it is not beside this checkout)")
     return path
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The reliability tests first (they start processes, clusters and crashes: the slowest
+    files), the rest in their usual order: the suite runs a file per process at a time
+    (`--dist loadfile`), and a slow file handed out last keeps one process busy while the
+    other has nothing left."""
+    items.sort(key=lambda item: not item.nodeid.startswith("tests/reliability/"))

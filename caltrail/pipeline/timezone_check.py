@@ -129,12 +129,19 @@ def check(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> ZoneChec
     if not read_in:
         return None
     # the run's pairs read once (their EVTX side costs seconds in a large lake), then both
-    # macros asked of them
+    # macros asked of them; the table is dropped after (the session may go on)
     con.execute(
-        f"create or replace temp table {PAIRS} as "
-        "select * from zone_offset_pairs_of($run)",
+        f"create or replace temp table {PAIRS} as select * from zone_offset_pairs_of($run)",
         {"run": run_id},
     )
+    try:
+        return _fit(con, run_id, read_in)
+    finally:
+        con.execute(f"drop table if exists {PAIRS}")
+
+
+def _fit(con: duckdb.DuckDBPyConnection, run_id: str | None, read_in: list[str]) -> ZoneCheck:
+    """`check` over the pairs in the temporary table PAIRS."""
     fits = con.execute(
         "select zone, facts_aligned, facts_paired, facts from zone_fit($run, q_pairs := $pairs)",
         {"run": run_id, "pairs": PAIRS},

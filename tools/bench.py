@@ -756,9 +756,9 @@ def _timed_diagnosis(
 @contextmanager
 def _stage_clock(stages: dict[str, float]) -> Iterator[None]:
     """Time each derived table a session builds (the session's loader calls
-    `materialize.provide` per view kept per state of the lake and `trace_facts.provide` for
-    the trace facts), by wrapping the two."""
-    from caltrail.pipeline import materialize, trace_facts
+    `materialize.provide` per view kept per state of the lake and `RunTable.provide` per view
+    kept per ingest run), by wrapping the two."""
+    from caltrail.pipeline import materialize, per_run
 
     def timing(original: Callable[..., Any], name: Callable[[tuple[Any, ...]], str]) -> Any:
         def timed_call(*args: Any) -> Any:
@@ -772,13 +772,15 @@ def _stage_clock(stages: dict[str, float]) -> Iterator[None]:
 
         return timed_call
 
-    saved = materialize.provide, trace_facts.provide
+    saved = materialize.provide, per_run.RunTable.provide
     materialize.provide = timing(materialize.provide, lambda args: str(args[2]))  # type: ignore[assignment]
-    trace_facts.provide = timing(trace_facts.provide, lambda _args: "trace facts")  # type: ignore[assignment]
+    per_run.RunTable.provide = timing(  # type: ignore[method-assign]
+        per_run.RunTable.provide, lambda args: f"{args[0].table} (per run)"
+    )
     try:
         yield
     finally:
-        materialize.provide, trace_facts.provide = saved  # type: ignore[assignment]
+        materialize.provide, per_run.RunTable.provide = saved  # type: ignore[assignment,method-assign]
 
 
 def stage_summary(stages: dict[str, float], total: float, top: int = 5) -> str:
@@ -920,9 +922,9 @@ def diagnose_fleet(bench: Bench, devices: int, days: int) -> tuple[float, float]
 def batch_diagnosis(bench: Bench, lake: Path, devices: int) -> None:
     """A SIEM batch on top of the fleet: a small bundle (1% of the devices, two weeks, its own
     license server and site) ingested into the lake, then the first diagnosis after it. The trace
-    facts of the lake's earlier runs are kept (pipeline/trace_facts.py): only the batch's
-    trace messages are read again. --force gives the batch new runs when a kept lake has
-    it already."""
+    facts and EVTX licensing records of the lake's earlier runs are kept (pipeline/per_run.py):
+    only the batch's trace messages and events are read again. --force gives the batch new
+    runs when a kept lake has it already."""
     from caltrail.pipeline.ingest import IngestOptions, ingest
 
     bundle, made = bench.work / f"batch-{devices}", bench.work / f"batch-{devices}.done"

@@ -8,8 +8,9 @@ A query file declares, above a costly view, how it is kept (caltrail/queries/__i
   before the views above it are: left live, every view above would re-bind the whole tree
   below it when created, and every query would recompute it. On a lake that cannot be
   written the result is a temp table of the session.
-- `run`: kept per ingest run of each input file (the trace facts: caltrail/pipeline/
-  trace_facts.py), so a session after a batch ingest computes the batch's part alone.
+- `run`: kept per ingest run of each input file (the trace facts and the EVTX licensing
+  records: caltrail/pipeline/per_run.py), so a session after a batch ingest computes the
+  batch's part alone.
 - `session`: a temp table once per diagnosis session (`session_tables`): cheap to compute,
   too large to be worth keeping, read many times by the plans.
 
@@ -29,7 +30,7 @@ from pathlib import Path
 import duckdb
 
 from caltrail import queries
-from caltrail.pipeline import kept, trace_facts, trace_query
+from caltrail.pipeline import kept, per_run, trace_query
 
 # (view about to be built, its step, the number of steps): for a progress line
 BuildProgress = Callable[[str, int, int], None]
@@ -140,9 +141,11 @@ class Loader:
                 raise BuildError(f"building {view}: {exc}") from exc
 
     def _run_view(self, statement: queries.Statement) -> None:
-        files = trace_facts.complete_parts(self.lake)
+        view = statement.creates or ""
+        keeper = _run_table(statement)
+        files = keeper.complete_parts(self.lake)
         if files is not None:  # (the live view is not defined first: binding it costs)
-            trace_facts.attach(self.con, files)
+            keeper.attach(self.con, files)
             return
         self._plain(statement)
         # computed now only when a lake-kind view above will read it (the first of them is
@@ -150,11 +153,21 @@ class Loader:
         needed = any(current_file(self.lake, v, self.stamp) is None for v in lake_views())
         if self.derive and needed:
             if self.on_build is not None:
-                self.on_build(statement.creates or "", self.step, self.steps)
+                self.on_build(view, self.step, self.steps)
             try:
-                self.built[statement.creates or ""] = trace_facts.provide(self.con, self.lake)
+                self.built[view] = keeper.provide(self.con, self.lake)
             except duckdb.Error as exc:
-                raise BuildError(f"building {statement.creates}: {exc}") from exc
+                raise BuildError(f"building {view}: {exc}") from exc
+
+
+def _run_table(statement: queries.Statement) -> per_run.RunTable:
+    keeper = per_run.KEPT_PER_RUN.get(statement.creates or "")
+    if keeper is None:
+        raise BuildError(
+            f"{statement.file}: {statement.creates} is declared `materialize: run`, "
+            "but caltrail/pipeline/per_run.py does not know how to keep it"
+        )
+    return keeper
 
 
 def _execute(con: duckdb.DuckDBPyConnection, statement: queries.Statement) -> None:
@@ -269,7 +282,7 @@ def shell_statements(lake: Path, con: duckdb.DuckDBPyConnection) -> Iterator[str
             yield f"create or replace temp table {view} as select * from main.{view};"
             continue
         if statement.materialize == "run" and view:
-            yield from trace_facts.shell_statements(lake, statement)
+            yield from _run_table(statement).shell_statements(lake, statement)
             continue
         yield generated_sql(con, statement) + ";"
 

@@ -10,43 +10,25 @@ create or replace macro licensing_provider_family(provider, event_source_name) a
         when provider = 'Microsoft-Windows-TerminalServices-LocalSessionManager' then 'lsm'
     end;
 
--- The (family, id) pairs the catalog gives a problem: the events licensing_problems shows.
-create or replace view problem_event_ids as
-select provider_family, event_id
-from event_catalog
-where action in ('server-problem', 'revoke-refused') or problem is not null;
+-- The rows licensing_records reads: every committed EVTX record, copies included. A session
+-- points it at the runs not kept yet (caltrail/pipeline/per_run.py).
+create or replace view licensing_records_input as
+select * from events_all;
 
--- The keys of the records one of whose copies has a problem id.
-create or replace view problem_event_keys as
-select distinct computer, channel, record_id, time_created
-from events_all
-where (licensing_provider_family(provider, event_source_name), event_id) in (
-    select (provider_family, event_id) from problem_event_ids
-);
-
--- The records of the problem ids, each once, as `events` shows them: every copy of a record
--- one of whose copies has such an id is read (whatever the other copies say), so the copy
--- chosen and dup_count are those of `events`. Copies are looked for among these few records
--- only: `events` finds them among every event (its grouping of all keys alone took longer
--- than the rest of licensing_problems at 50,000 devices).
-create or replace view problem_events as
-select * from records_once('problem_event_keys', false);
-
--- The rows of licensing_events, all of them or (problems_only) those licensing_problems
--- shows: the events of the licensing families, each record once (the `events` view: one
--- row per computer, channel, record id and time; dup_count copies; an allocated copy is
--- preferred to one recovered from chunk slack, and `recovered` says which was kept), for
--- problems_only those of problem_events whose (family, id) the catalog gives a problem.
-create or replace macro licensing_rows(problems_only) as table
-with deduplicated as (
+-- licensing_records: the events of the licensing families with typed columns from the event
+-- catalog, every copy of a record (one row per file that holds it). A row depends on its
+-- record and the catalog only, so the rows are kept per ingest run of each EVTX file: a
+-- session after a batch reads the catalog's fields out of the batch's events alone
+-- (caltrail/pipeline/per_run.py). `dup_count` is NULL here: licensing_events counts the
+-- copies, among every event.
+-- materialize: run
+create or replace view licensing_records as
+with family as (
     select
         *,
         licensing_provider_family(provider, event_source_name) as provider_family
-    from query_table(case when problems_only then 'problem_events' else 'events' end)
+    from licensing_records_input
     where licensing_provider_family(provider, event_source_name) is not null
-        and (not problems_only or (licensing_provider_family(provider, event_source_name), event_id) in (
-            select (provider_family, event_id) from problem_event_ids
-        ))
 ),
 joined as (
     select
@@ -63,52 +45,86 @@ joined as (
         c.server_field,
         c.message as message_template,
         c.description
-    from deduplicated as s
+    from family as s
     left join event_catalog as c
         on c.provider_family = s.provider_family
         and c.event_id = s.event_id
         and (c.qualifiers is null or s.qualifiers is null or c.qualifiers = s.qualifiers)
-    where s.provider_family is not null
-),
-final as (
-    select
-        time_created,
-        provider_family,
-        provider,
-        channel,
-        event_id,
-        qualifiers,
-        level,
-        coalesce(action, 'other') as action,
-        problem,
-        coalesce(device_cal, false) as device_cal,
-        data_field(data, client_field) as client_name_raw,
-        norm_name(data_field(data, client_field)) as client_name,
-        data_field(data, cal_type_field) as cal_type,
-        data_field(data, product_field) as product,
-        data_field(data, host_field) as session_host,
-        data_field(data, user_field) as user_name,
-        data_field(data, address_field) as address,
-        data_field(data, server_field) as license_server,
-        computer as logged_by,  -- the machine whose log holds the event
-        render_message(message_template, data) as message,
-        description,
-        record_id,
-        data,
-        dup_count,
-        recovered,  -- read from chunk slack (events.recovered): evidence to mark as such
-        source_path,
-        file_sha256,
-        chunk,
-        "offset"
-    from joined
 )
-select *
-from final
-where not problems_only or action in ('server-problem', 'revoke-refused') or problem is not null;
+select
+    time_created,
+    provider_family,
+    provider,
+    channel,
+    event_id,
+    qualifiers,
+    level,
+    coalesce(action, 'other') as action,
+    problem,
+    coalesce(device_cal, false) as device_cal,
+    data_field(data, client_field) as client_name_raw,
+    norm_name(data_field(data, client_field)) as client_name,
+    data_field(data, cal_type_field) as cal_type,
+    data_field(data, product_field) as product,
+    data_field(data, host_field) as session_host,
+    data_field(data, user_field) as user_name,
+    data_field(data, address_field) as address,
+    data_field(data, server_field) as license_server,
+    computer as logged_by,  -- the machine whose log holds the event
+    render_message(message_template, data) as message,
+    description,
+    record_id,
+    data,
+    null::bigint as dup_count,
+    recovered,  -- read from chunk slack (events.recovered): evidence to mark as such
+    source_path,
+    file_sha256,
+    chunk,
+    "offset",
+    run_id
+from joined;
 
+-- licensing_events: the events of the licensing families (license server and its Windows
+-- Server 2003 name, RemoteConnectionManager, LocalSessionManager), each record once, as the
+-- `events` view shows it: one row per computer, channel, record id and time, the copy
+-- `events` chooses (an allocated copy before one recovered from chunk slack, and
+-- `recovered` says which was kept), dup_count the files holding it. The copies are counted
+-- and chosen among every event (records_once over event_copy_keys), so a record whose
+-- chosen copy is not of a licensing family is not shown, as when the catalog's fields were
+-- read after deduplicating.
 create or replace view licensing_events as
-select * from licensing_rows(false);
+with chosen as materialized (
+    select computer, channel, record_id, time_created, source_path, "offset", file_sha256,
+        dup_count
+    from records_once('event_copy_keys', false)
+)
+select r.* exclude (run_id) replace (1::bigint as dup_count)
+from licensing_records as r
+anti join chosen as c
+    on c.computer is not distinct from r.logged_by
+    and c.channel is not distinct from r.channel
+    and c.record_id is not distinct from r.record_id
+    and c.time_created is not distinct from r.time_created
+union all
+select * exclude (rn)
+from (
+    -- the copy chosen, once (rows alike in every column but the lake's own would all match)
+    select
+        r.* exclude (run_id) replace (c.dup_count as dup_count),
+        row_number() over (
+            partition by c.computer, c.channel, c.record_id, c.time_created
+        ) as rn
+    from licensing_records as r
+    join chosen as c
+        on c.computer is not distinct from r.logged_by
+        and c.channel is not distinct from r.channel
+        and c.record_id is not distinct from r.record_id
+        and c.time_created is not distinct from r.time_created
+        and c.source_path is not distinct from r.source_path
+        and c."offset" is not distinct from r."offset"
+        and c.file_sha256 is not distinct from r.file_sha256
+)
+where rn = 1;
 
 -- The few events the diagnosis reads besides CAL facts: server problems, refused revocations,
 -- database rebuilds (every event with a catalog problem): the rows of licensing_events with
@@ -116,4 +132,6 @@ select * from licensing_rows(false);
 -- lake: caltrail/pipeline/materialize.py).
 -- materialize: lake
 create or replace view licensing_problems as
-select * from licensing_rows(true);
+select *
+from licensing_events
+where action in ('server-problem', 'revoke-refused') or problem is not null;

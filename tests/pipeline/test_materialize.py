@@ -119,16 +119,18 @@ def test_a_session_names_each_table_it_builds(tmp_path: Path, bundles: tuple[Pat
     """`connect(on_build=...)` (the CLI's progress line) is told of each table before it is
     built, in build order with its step of all; a later session, which builds nothing, is
     told nothing."""
-    from caltrail.pipeline import trace_facts
+    from caltrail.pipeline import per_run
 
     lake = tmp_path / "lake"
     ingest([bundles[0]], IngestOptions(lake=lake))
     calls: list[tuple[str, int, int]] = []
     connect(lake, on_build=lambda *call: calls.append(call)).close()
     views = materialize.lake_views()
-    steps = 1 + len(views)
-    # (in the order queries/ defines them: licensing_problems comes before the trace facts)
-    assert sorted(table for table, _, _ in calls) == sorted([trace_facts.TABLE, *views])
+    kept_per_run = list(per_run.KEPT_PER_RUN)
+    steps = len(kept_per_run) + len(views)
+    # (in the order queries/ defines them: the licensing records, licensing_problems, the
+    # trace facts, ...)
+    assert sorted(table for table, _, _ in calls) == sorted([*kept_per_run, *views])
     assert [(step, of) for _, step, of in calls] == [(n, steps) for n in range(1, steps + 1)]
     assert [table for table, _, _ in calls if table in views] == views
     calls.clear()

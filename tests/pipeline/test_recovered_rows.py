@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
+from caltrail import queries
 from caltrail.fixtures.evtx_writer import EvtxWriter, write_evtx
 from caltrail.parsers.base import FileNote
 from caltrail.parsers.evtx.recovery import CANDIDATES_FORM, NOTE, REASONS, REJECTED_NOTE
@@ -224,44 +225,71 @@ def test_events_shows_each_record_once_as_one_window_over_all_records_would(
     assert shown == reference
 
 
-def test_licensing_problems_are_the_problem_rows_of_licensing_events_whatever_the_copies(
+def test_licensing_events_read_per_copy_equal_the_fields_read_after_deduplication(
     tmp_path: Path,
 ) -> None:
-    """licensing_problems looks for copies among the records of the problem ids alone
-    (queries/30_licensing_events.sql problem_events); it shows the same rows as
-    licensing_events filtered to them: records whose copies disagree on the id (the
-    allocated copy a problem and the recovered one not, or the reverse), copies with NULL
-    key parts, copies in two files."""
-    with connect(copies_lake(tmp_path), through="30_licensing_events") as con:
-        # event 9 is a problem (the database renamed); the ids of a record's copies in
-        # the two files disagree for some records, in both directions
+    """licensing_events reads the catalog's fields out of every copy of a record
+    (licensing_records, kept per ingest run), then shows each record once as `events` does.
+    It equals reading them out of `events` (each record once already): records whose copies
+    disagree on the event id (in both directions) or on the provider (one copy of no
+    licensing family), copies with NULL key parts, copies in two files. licensing_problems
+    is its problem rows."""
+    with connect(copies_lake(tmp_path), derive=False, through="30_licensing_events") as con:
+        # event 9 is a problem (the database renamed); the ids and providers of a record's
+        # copies in the two files disagree for some records
         con.execute(
             f"""
             create temp table events_all as
             with every_copy as (
                 select * from main.events_all union all {NULL_KEY_COPIES}
             )
-            select * replace (case
-                when record_id % 3 = 0 then 9
-                when record_id % 5 = 1 and source_path like '%after.evtx' then 9
-                when record_id % 5 = 2 and source_path like '%before.evtx' then 9
-                else event_id end as event_id)
+            select * replace (
+                case
+                    when record_id % 3 = 0 then 9
+                    when record_id % 5 = 1 and source_path like '%after.evtx' then 9
+                    when record_id % 5 = 2 and source_path like '%before.evtx' then 9
+                    else event_id end as event_id,
+                case
+                    when record_id % 7 = 3 and source_path like '%after.evtx' then 'Other'
+                    when record_id % 7 = 4 and source_path like '%before.evtx' then 'Other'
+                    else provider end as provider)
             from every_copy
             """
         )
-        (disagreeing,) = con.execute(
-            "select count(*) from (select 1 from events_all group by "
-            "computer, channel, record_id, time_created "
-            "having count(distinct event_id) > 1)"
-        ).fetchall()
-        assert disagreeing[0] > 0
-        columns = "* exclude (data), data::varchar"
-        whole = (
-            f"select {columns} from licensing_rows(false) "
-            "where action in ('server-problem', 'revoke-refused') or problem is not null"
+        for disagreeing in ("event_id", "provider"):
+            (count,) = con.execute(
+                "select count(*) from (select 1 from events_all group by "
+                "computer, channel, record_id, time_created "
+                f"having count(distinct {disagreeing}) > 1)"
+            ).fetchall()
+            assert count[0] > 0
+        (declared,) = [s for s in queries.statements() if s.creates == "licensing_records"]
+        # the declared records over `events` (each record once): the fields read after
+        # deduplicating, with the copies `events` counted
+        con.execute(
+            declared.sql_as("records_once_first").replace(
+                "from licensing_records_input", "from events"
+            )
         )
-        alone = f"select {columns} from licensing_rows(true)"
-        (shown,) = con.execute(f"select count(*) from ({alone})").fetchall()
-        assert shown[0] > 10
-        for query in (f"{whole} except all {alone}", f"{alone} except all {whole}"):
+        columns = "* exclude (data), data::varchar"
+        reference = """
+            select r.* exclude (run_id, data) replace (e.dup_count as dup_count),
+                r.data::varchar
+            from records_once_first as r
+            join events as e
+                on e.computer is not distinct from r.logged_by
+                and e.channel is not distinct from r.channel
+                and e.record_id is not distinct from r.record_id
+                and e.time_created is not distinct from r.time_created
+        """
+        shown = f"select {columns} from licensing_events"
+        (count,) = con.execute(f"select count(*) from ({shown})").fetchall()
+        assert count[0] > 50
+        for query in (f"{shown} except all {reference}", f"{reference} except all {shown}"):
+            assert con.execute(f"select count(*) from ({query})").fetchall() == [(0,)]
+        problems = f"select {columns} from licensing_problems"
+        (count,) = con.execute(f"select count(*) from ({problems})").fetchall()
+        assert count[0] > 10
+        filtered = f"{reference} where action in ('server-problem', 'revoke-refused') or problem is not null"
+        for query in (f"{problems} except all {filtered}", f"{filtered} except all {problems}"):
             assert con.execute(f"select count(*) from ({query})").fetchall() == [(0,)]

@@ -92,7 +92,6 @@ def every_view_and_macro(lake: Path) -> str:
         "committed_rows": "'events'",
         "reference_table": "'license_status.csv'",
         "snapshot_rows": "'issued_license_rows'",
-        "licensing_rows": "false",
         "records_once": "'event_copy_keys', true",
         "hwid_timeline": f"'{hwid}'",
         "name_timeline": f"'{name}'",

@@ -265,24 +265,6 @@ def test_accuracy_scoring() -> None:
     assert res.wrong == [("rebuilt", "PC-2", "high")]
 
 
-def test_licensing_problems_are_the_problem_rows_of_licensing_events(
-    cases: dict[str, Case],
-) -> None:
-    """licensing_problems prefilters the events before deduplicating them
-    (queries/30_licensing_events.sql): the same rows as filtering licensing_events."""
-    # the layers up to the licensing events only: binding every live view above takes minutes
-    con = connect(cases["server"].lake, derive=False, through="30_licensing_events")
-    columns = "* exclude (data), data::varchar"
-    whole = (
-        f"select {columns} from licensing_events "
-        "where action in ('server-problem', 'revoke-refused') or problem is not null"
-    )
-    alone = f"select {columns} from licensing_rows(true)"  # (the live licensing_problems)
-    assert con.execute(f"select count(*) from ({alone})").fetchall()[0][0] > 0
-    for query in (f"{whole} except all {alone}", f"{alone} except all {whole}"):
-        assert con.execute(f"select count(*) from ({query})").fetchall() == [(0,)]
-
-
 def test_rebuild_generation_and_end_equal_the_as_of_joins(cases: dict[str, Case]) -> None:
     """The list macros of queries/38_snapshots.sql give what an as-of join on db_rebuilds
     gives: the generation at a time (its server's rebuilds at or before it) and its server's

@@ -1,6 +1,7 @@
-"""Trace facts kept per ingest run (pipeline/trace_facts.py): a diagnosis after a batch
-computes the facts of the batch's trace files alone, and what the kept parts give equals the
-live view, after a second batch, a forced re-ingest, a merge of parts and new patterns."""
+"""Views kept per ingest run (pipeline/per_run.py; the trace facts, and the EVTX licensing
+records for the first two tests): a diagnosis after a batch computes the rows of the batch's
+files alone, and what the kept parts give equals the live view, after a second batch, a
+forced re-ingest, a merge of parts and new patterns."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 from caltrail import queries
 from caltrail.fixtures.simulator import simulate
 from caltrail.pipeline import kept as kept_store
-from caltrail.pipeline import materialize, trace_facts
+from caltrail.pipeline import materialize, per_run
 from caltrail.pipeline.diagnose import open_case
 from caltrail.pipeline.ingest import IngestOptions, ingest
 from caltrail.pipeline.session import connect, init_script_text
@@ -30,51 +31,57 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return first, second
 
 
-def live_facts(lake: Path) -> list[tuple[object, ...]]:
-    """The facts computed live from every trace row (the declared statement run again over
+KEPT = [per_run.TRACE, per_run.LICENSING]
+
+
+def live_facts(lake: Path, table: per_run.RunTable = per_run.TRACE) -> list[tuple[object, ...]]:
+    """The rows computed live from every source row (the declared statement run again over
     the whole input, whatever is kept)."""
-    con = connect(lake, derive=False, through="35_trace_licensing")
+    con = connect(lake, derive=False, through=Path(table.layer).stem)
     try:
-        (declared,) = [s for s in queries.statements() if s.creates == trace_facts.TABLE]
-        con.execute(f"create or replace view {trace_facts.INPUT} as select * from trace_events")
+        (declared,) = [s for s in queries.statements() if s.creates == table.table]
+        con.execute(f"create or replace view {table.input} as select * from {table.source}")
         con.execute(declared.sql)
-        return sorted(con.execute("select * from trace_licensing").fetchall(), key=repr)
+        return sorted(con.execute(f"select * from {table.table}").fetchall(), key=repr)
     finally:
         con.close()
 
 
-def kept_facts(lake: Path) -> list[tuple[object, ...]]:
+def kept_facts(lake: Path, table: per_run.RunTable = per_run.TRACE) -> list[tuple[object, ...]]:
     con = open_case(lake)
     try:
-        assert "trace_licensing_parts" in view_sql(con)  # read from the kept parts
-        return sorted(con.execute("select * from trace_licensing").fetchall(), key=repr)
+        assert f"{table.table}_parts" in view_sql(con, table.table)  # read from the kept parts
+        return sorted(con.execute(f"select * from {table.table}").fetchall(), key=repr)
     finally:
         con.close()
 
 
-def view_sql(con: duckdb.DuckDBPyConnection) -> str:
+def view_sql(con: duckdb.DuckDBPyConnection, view: str = per_run.TRACE.table) -> str:
     row = con.execute(
-        "select sql from duckdb_views() where view_name = 'trace_licensing' and not temporary"
+        "select sql from duckdb_views() where view_name = $view and not temporary",
+        {"view": view},
     ).fetchone()
     return str(row[0]) if row else ""
 
 
-def listed_parts(lake: Path) -> list[str]:
+def listed_parts(lake: Path, table: per_run.RunTable = per_run.TRACE) -> list[str]:
     """The parts the index lists."""
-    loaded = json.loads((trace_facts.directory(lake.resolve()) / "index.json").read_text())
+    loaded = json.loads((table.directory(lake.resolve()) / "index.json").read_text())
     return [str(p) for p in loaded["parts"]]
 
 
-def part_runs(lake: Path, part: str) -> set[tuple[str, str]]:
-    keys = trace_facts.directory(lake.resolve()) / f"{part}.keys.parquet"
+def part_runs(
+    lake: Path, part: str, table: per_run.RunTable = per_run.TRACE
+) -> set[tuple[str, str]]:
+    keys = table.directory(lake.resolve()) / f"{part}.keys.parquet"
     rows = duckdb.execute("select * from read_parquet($p)", {"p": str(keys)}).fetchall()
     return {(str(a), str(b)) for a, b in rows}
 
 
-def visible_trace_runs(lake: Path) -> set[tuple[str, str]]:
+def visible_trace_runs(lake: Path, source: str = per_run.TRACE.source) -> set[tuple[str, str]]:
     con = connect(lake, derive=False, through="10_sources")  # (builds nothing)
     try:
-        rows = con.execute("select distinct file_sha256, run_id from trace_events").fetchall()
+        rows = con.execute(f"select distinct file_sha256, run_id from {source}").fetchall()
         return {(str(a), str(b)) for a, b in rows}
     finally:
         con.close()
@@ -102,46 +109,50 @@ def edited_queries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return copies
 
 
+@pytest.mark.parametrize("table", KEPT, ids=[t.table for t in KEPT])
 def test_a_batch_computes_its_own_runs_and_equals_live(
-    tmp_path: Path, bundles: tuple[Path, Path]
+    tmp_path: Path, bundles: tuple[Path, Path], table: per_run.RunTable
 ) -> None:
     lake = tmp_path / "lake"
     ingest([bundles[0]], IngestOptions(lake=lake))
-    first_runs = visible_trace_runs(lake)
-    assert first_runs, "the simulated bundle has trace files"
-    assert kept_facts(lake) == live_facts(lake)
-    [first_part] = listed_parts(lake)
-    assert part_runs(lake, first_part) == first_runs
+    first_runs = visible_trace_runs(lake, table.source)
+    assert first_runs, "the simulated bundle has files of this source"
+    assert kept_facts(lake, table) == live_facts(lake, table)
+    [first_part] = listed_parts(lake, table)
+    assert part_runs(lake, first_part, table) == first_runs
 
     ingest([bundles[1]], IngestOptions(lake=lake))
     # the new state of the lake is not covered until a session computes the batch's runs
-    assert trace_facts.complete_parts(lake) is None
-    kept = kept_facts(lake)
-    parts = listed_parts(lake)
+    assert table.complete_parts(lake) is None
+    kept = kept_facts(lake, table)
+    parts = listed_parts(lake, table)
     assert parts[0] == first_part
     assert len(parts) == 2
-    assert part_runs(lake, parts[1]) == visible_trace_runs(lake) - first_runs
-    assert kept == live_facts(lake)
+    assert part_runs(lake, parts[1], table) == visible_trace_runs(lake, table.source) - first_runs
+    assert kept == live_facts(lake, table)
     assert {row[-1] for row in kept} >= {run for _, run in first_runs}
     # and the shell's init script reads the parts too
-    assert "trace_licensing-" in init_script_text(lake)
+    assert f"{table.table}-" in init_script_text(lake)
 
 
-def test_a_forced_reingest_hides_the_older_run(tmp_path: Path, bundles: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize("table", KEPT, ids=[t.table for t in KEPT])
+def test_a_forced_reingest_hides_the_older_run(
+    tmp_path: Path, bundles: tuple[Path, Path], table: per_run.RunTable
+) -> None:
     lake = tmp_path / "lake"
     ingest([bundles[0]], IngestOptions(lake=lake))
-    before = kept_facts(lake)
+    before = kept_facts(lake, table)
     ingest([bundles[0]], IngestOptions(lake=lake, force=True))
-    after = kept_facts(lake)
-    assert len(after) == len(before)  # the same facts, of the new run only
+    after = kept_facts(lake, table)
+    assert len(after) == len(before)  # the same rows, of the new run only
     assert {row[-1] for row in after}.isdisjoint({row[-1] for row in before})
-    assert after == live_facts(lake)
+    assert after == live_facts(lake, table)
 
 
 def test_parts_are_merged(
     tmp_path: Path, bundles: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(trace_facts, "MAX_PARTS", 1)
+    monkeypatch.setattr(per_run, "MAX_PARTS", 1)
     lake = first_bundle_kept(tmp_path, bundles)
     ingest([bundles[0]], IngestOptions(lake=lake, force=True))  # an older run to drop
     ingest([bundles[1]], IngestOptions(lake=lake))
@@ -156,7 +167,7 @@ def test_new_patterns_recompute_every_run(tmp_path: Path, bundles: tuple[Path, P
     lake = tmp_path / "lake"
     ingest([bundles[0]], IngestOptions(lake=lake))
     kept_facts(lake)
-    old = trace_facts.directory(lake.resolve())
+    old = per_run.TRACE.directory(lake.resolve())
     patterns = tmp_path / "patterns.csv"
     patterns.write_text(
         '"name","module_regex","regex","captures","operation","priority","example","note"\n'
@@ -164,7 +175,7 @@ def test_new_patterns_recompute_every_run(tmp_path: Path, bundles: tuple[Path, P
         encoding="utf-8",
     )
     ingest([bundles[1]], IngestOptions(lake=lake, patterns=patterns))
-    new = trace_facts.directory(lake.resolve())
+    new = per_run.TRACE.directory(lake.resolve())
     assert new != old
     kept = kept_facts(lake)
     assert kept == live_facts(lake)
@@ -177,7 +188,7 @@ def test_a_part_left_by_a_killed_session_is_ignored(
 ) -> None:
     lake = tmp_path / "lake"
     ingest([bundles[0]], IngestOptions(lake=lake))
-    folder = trace_facts.directory(lake.resolve())
+    folder = per_run.TRACE.directory(lake.resolve())
     folder.mkdir(parents=True)
     # facts written, then killed before the keys file and the index
     (folder / "part-000001-deadbeef.parquet").write_bytes(b"PAR1 not finished")
@@ -202,7 +213,7 @@ def test_two_sessions_at_once_compute_the_runs_once(
     assert [racer.wait(timeout=300) for racer in racers] == [0, 0]
     # the second waited, then found the runs covered: one part was ever written
     assert len(listed_parts(lake)) == 1
-    assert len(list(trace_facts.directory(lake.resolve()).glob("part-*.parquet"))) == 2
+    assert len(list(per_run.TRACE.directory(lake.resolve()).glob("part-*.parquet"))) == 2
     assert kept_facts(lake) == live_facts(lake)
 
 
@@ -213,16 +224,16 @@ def test_only_an_edit_up_to_the_trace_layer_starts_them_again(
     lake = tmp_path / "lake"
     (lake / "ingest_files").mkdir(parents=True)
     copies = edited_queries(tmp_path, monkeypatch)
-    trace_stamp, lake_stamp = trace_facts.directory(lake), kept_store.fingerprint(lake)
+    trace_stamp, lake_stamp = per_run.TRACE.directory(lake), kept_store.fingerprint(lake)
 
     with open(copies / "55_plans.sql", "a", encoding="utf-8") as later:
         later.write("\n-- an edit of a later layer\n")
     assert kept_store.fingerprint(lake) != lake_stamp  # the derived tables are built again
-    assert trace_facts.directory(lake) == trace_stamp  # the trace facts are kept
+    assert per_run.TRACE.directory(lake) == trace_stamp  # the trace facts are kept
 
-    with open(copies / trace_facts.LAYER, "a", encoding="utf-8") as own:
+    with open(copies / per_run.TRACE.layer, "a", encoding="utf-8") as own:
         own.write("\n-- an edit of the trace layer\n")
-    assert trace_facts.directory(lake) != trace_stamp
+    assert per_run.TRACE.directory(lake) != trace_stamp
 
 
 def test_the_shell_after_a_batch_reads_the_kept_facts_and_the_batchs_live(
@@ -265,22 +276,22 @@ def test_kept_facts_still_cover_the_lake_after_an_edit_of_a_later_layer(
 ) -> None:
 
     lake = first_bundle_kept(tmp_path, bundles)
-    assert trace_facts.complete_parts(lake) is not None
+    assert per_run.TRACE.complete_parts(lake) is not None
     copies = edited_queries(tmp_path, monkeypatch)
     with open(copies / "40_cal_events.sql", "a", encoding="utf-8") as later:
         later.write("\n-- an edit of a later layer\n")
     assert materialize.current_file(lake, "cal_events") is None  # cal_events is built again ...
-    assert trace_facts.complete_parts(lake) is not None  # ... from the kept facts
+    assert per_run.TRACE.complete_parts(lake) is not None  # ... from the kept facts
     ingest([bundles[1]], IngestOptions(lake=lake))
-    assert trace_facts.complete_parts(lake) is None  # new runs: not covered
+    assert per_run.TRACE.complete_parts(lake) is None  # new runs: not covered
 
 
 def test_unlisted_parts_and_other_stamps_are_removed_once_stale(
     tmp_path: Path, bundles: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(trace_facts, "MAX_PARTS", 1)
+    monkeypatch.setattr(per_run, "MAX_PARTS", 1)
     lake = first_bundle_kept(tmp_path, bundles)
-    folder = trace_facts.directory(lake.resolve())
+    folder = per_run.TRACE.directory(lake.resolve())
     other = folder.with_name("trace_licensing-0123456789abcdef01234567")  # an older stamp
     other.mkdir()
     (other / "index.json").write_text('{"parts": [], "complete": null}', encoding="utf-8")

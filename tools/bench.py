@@ -761,10 +761,10 @@ def _stage_clock(stages: dict[str, float]) -> Iterator[None]:
     from caltrail.pipeline import materialize, per_run
 
     def timing(original: Callable[..., Any], name: Callable[[tuple[Any, ...]], str]) -> Any:
-        def timed_call(*args: Any) -> Any:
+        def timed_call(*args: Any, **options: Any) -> Any:
             started = time.perf_counter()
             try:
-                return original(*args)
+                return original(*args, **options)
             finally:
                 # (a table may be provided again later in the session: attached then)
                 key = name(args)

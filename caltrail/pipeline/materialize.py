@@ -24,13 +24,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
 import duckdb
 
 from caltrail import queries
-from caltrail.pipeline import kept, per_run, trace_query
+from caltrail.pipeline import kept, patch, per_run, trace_query
 
 # (view about to be built, its step, the number of steps): for a progress line
 BuildProgress = Callable[[str, int, int], None]
@@ -108,12 +108,25 @@ class Loader:
         self.stamp = kept.fingerprint(self.lake)
         self.steps = len(lake_views()) + len(queries.declared("run"))
         self.step = 0
+        self.loaded: list[queries.Statement] = []
+        # the kept files of an earlier state, to patch the per-device views from
+        # (caltrail/pipeline/patch.py); looked for only when some view is to be built
+        self.patcher: patch.Patcher | None = None
+        if self.derive and not all_current(self.lake):
+            self.patcher = patch.Patcher.find(self.con, self.lake, self.stamp, lake_views())
 
     def run(self, statements: list[queries.Statement]) -> None:
-        for statement in statements:
-            self.execute(statement)
+        try:
+            for statement in statements:
+                self.execute(statement)
+            if self.derive and all_current(self.lake):
+                patch.record_state(self.con, self.lake, self.stamp)
+        finally:
+            if self.patcher is not None:
+                self.patcher.close()
 
     def execute(self, statement: queries.Statement) -> None:
+        self.loaded.append(statement)
         if statement.materialize == "lake" and statement.creates:
             self.step += 1
             self._lake_view(statement, statement.creates)
@@ -135,8 +148,20 @@ class Loader:
         if self.derive:
             if self.on_build is not None:
                 self.on_build(view, self.step, self.steps)
+            patcher = self.patcher
+            compute: Callable[[], str] | None = None
+            if statement.patched and patcher is not None and patcher.ready(self.loaded):
+                below = self.loaded[:-1]
+                compute = partial(patcher.rows, statement, below)
             try:
-                self.built[view] = provide(self.con, self.lake, view, self.stamp)
+                self.built[view] = provide(
+                    self.con,
+                    self.lake,
+                    view,
+                    self.stamp,
+                    compute=compute,
+                    also_keep=patcher.base if patcher is not None else None,
+                )
             except duckdb.Error as exc:
                 raise BuildError(f"building {view}: {exc}") from exc
 
@@ -210,10 +235,19 @@ def generated_sql(con: duckdb.DuckDBPyConnection, statement: queries.Statement) 
     return f"create or replace view {statement.generated} as {write(con)}"
 
 
-def provide(con: duckdb.DuckDBPyConnection, lake: Path, view: str, stamp: str | None = None) -> str:
+def provide(
+    con: duckdb.DuckDBPyConnection,
+    lake: Path,
+    view: str,
+    stamp: str | None = None,
+    compute: Callable[[], str] | None = None,
+    also_keep: str | None = None,
+) -> str:
     """Make `view` (defined live on `con`) a computed one: its kept file when current, else
     built and kept now, else (lake not writable) a temp table. Returns how: 'persisted',
-    'built' or 'temp'."""
+    'built' (or 'patched': `compute` gave the query of its rows, see caltrail/pipeline/
+    patch.py) or 'temp'. `also_keep`: the stamp of another state whose files stay (the base
+    of a patch)."""
     lake = lake.resolve()
     stamp = stamp or kept.fingerprint(lake)
     existing = current_file(lake, view, stamp)
@@ -228,22 +262,26 @@ def provide(con: duckdb.DuckDBPyConnection, lake: Path, view: str, stamp: str | 
                 attach(con, view, existing)
                 return "persisted"
             target = kept.view_file(lake, view, stamp)
+            rows = compute() if compute is not None else f"select * from main.{view}"
             try:
-                kept.write(con, f"select * from main.{view}", target)
+                kept.write(con, rows, target)
             except (OSError, duckdb.IOException):
                 pass  # (a full disk): computed into the session below
             else:
-                _remove_stale(lake, stamp)
+                _remove_stale(lake, stamp, also_keep)
                 attach(con, view, target)
-                return "built"
-    con.execute(f"create or replace temp table {view} as select * from main.{view}")
+                return "built" if compute is None else "patched"
+    rows = compute() if compute is not None else f"select * from main.{view}"
+    con.execute(f"create or replace temp table {view} as {rows}")
     return "temp"
 
 
-def _remove_stale(lake: Path, stamp: str) -> None:
-    """Kept files of other states of the lake (of any view, one no longer declared too)."""
+def _remove_stale(lake: Path, stamp: str, also_keep: str | None = None) -> None:
+    """Kept files of other states of the lake (of any view, one no longer declared too),
+    but those of `also_keep`."""
     folder = kept.directory(lake)
-    keep = {p.name for p in folder.glob(f"*-{stamp}.parquet")}
+    stamps = [stamp] if also_keep is None else [stamp, also_keep]
+    keep = {p.name for s in stamps for p in folder.glob(f"*-{s}.parquet")}
     kept.remove_stale(folder, keep | {p.name for p in folder.iterdir() if p.is_dir()})
 
 

@@ -5,6 +5,28 @@
 -- Reads: the snapshots, servers and thresholds of 38_snapshots.sql, client_hwids (10),
 -- licensing_events (30), trace_licensing (35).
 
+-- The time the data ends: the last record of any source (the "now" of plans), among the
+-- committed rows (those of visible_runs, as every source view shows). Each table's files are
+-- read for its time column alone, without union_by_name (every file has it): most views above
+-- read as_of, and union_by_name opened every file of the four tables each time one of them
+-- was defined. EVTX records are read before their deduplication: copies share their time.
+create or replace macro committed_files(table_name) as
+    getvariable('lake') || '/' || table_name || '/*.parquet';
+
+-- materialize: lake
+create or replace view as_of as
+select
+    greatest(
+        (select max(r.ts) from read_parquet(committed_files('trace_events')) as r
+            semi join visible_runs as v using (file_sha256, run_id)),
+        (select max(r.time_created) from read_parquet(committed_files('events')) as r
+            semi join visible_runs as v using (file_sha256, run_id)),
+        (select max(r.snapshot_time) from read_parquet(committed_files('issued_licenses')) as r
+            semi join visible_runs as v using (file_sha256, run_id)),
+        (select max(r.snapshot_time) from read_parquet(committed_files('keypacks')) as r
+            semi join visible_runs as v using (file_sha256, run_id))
+    ) as as_of;
+
 -- Trace facts: each licensing message with the operation it names. A message naming no
 -- operation is a fact too when it pairs a computer name with a HWID or names a license
 -- ('seen': that device dealt with the license server then) [U: the wording of the license
@@ -176,6 +198,7 @@ having min(f.snapshot_time) < l.expiration_date;
 -- own, so two folders of one name are two machines (or one collected twice). TSCTST also
 -- says which CAL the client holds: its issuer (the license server), its dates (`expires`),
 -- its product; the client platform id is kept in `detail` (its meaning is not public).
+-- per device: 'name' client_name, 'hwid' hwid, 'file' file_sha256
 create or replace view cal_facts_client as
 select
     valid_from as ts,
@@ -210,7 +233,10 @@ where hwid is not null and not coalesce(deleted, false);
 -- `recovered`: read from chunk slack (docs/EVTX_RECOVERY.md). A recovered record whose
 -- payload could not be rendered (its EventData template gone: `data` empty) is its event id
 -- and time only: it names no device, user, host or CAL type, so it is never a name or HWID
--- fact and is tied to no license.
+-- fact and is tied to no license. Kept (it reads every licensing event, each record once);
+-- after a batch, cal_events reads the rows of the devices the batch touched.
+-- materialize: lake
+-- per device: 'name' client_name, 'file' file_sha256
 create or replace view cal_facts_evtx as
 with evtx_rows as (
     select *, coalesce(recovered and coalesce(cardinality(data), 0) = 0, false) as payload_lost
@@ -258,6 +284,12 @@ where action in (
 -- Trace and WMI facts with the license they belong to. A request names the license the
 -- client presented by its id only: its key pack is the one another fact of the same server
 -- and generation gives that id. A WMI fact carries its listing's key (a report entry's too).
+-- license_triple: the server, generation and id a license is known by before its key pack
+-- is (facts sharing it may give each other their key pack). Kept: cal_events and
+-- keyed_servers read it, and after a batch cal_events reads the rows of the devices the
+-- batch touched.
+-- materialize: lake
+-- per device: 'name' client_name, 'hwid' hwid, 'license' license_key, 'triple' license_triple, 'file' file_sha256
 create or replace view cal_facts_keyed as
 with both_facts as (
     select * from cal_facts_trace
@@ -280,13 +312,26 @@ select
         case when b.license_id is not null then
             coalesce(b.license_server, '?') || '/g' || coalesce(b.generation, 0) || '/'
                 || coalesce(b.keypack_id, k.keypack_id, '?') || '/' || b.license_id end
-    ) as license_key
+    ) as license_key,
+    coalesce(b.license_server, '?') || '/g' || coalesce(b.generation, 0) || '/' || b.license_id
+        as license_triple
 from both_facts as b
 left join keypack_of as k
     on k.license_server is not distinct from b.license_server
     and k.generation is not distinct from b.generation
     and k.license_id = b.license_id
     and b.license_key is null;
+
+-- The servers some trace or WMI fact keys a license of (with a name and a time: the facts
+-- an EVTX fact can be linked to; '?' for facts of an unknown server). An EVTX event
+-- logged by one of these servers is linked to its facts only; one logged by another
+-- server to the facts of an unknown server. (A view of its own, not a part of cal_events:
+-- it is of the whole fleet, and cal_events is also computed for a few devices alone.)
+-- materialize: lake
+create or replace view keyed_servers as
+select distinct coalesce(license_server, '?') as server
+from cal_facts_keyed
+where license_id is not null and client_name is not null and ts is not null;
 
 -- cal_events: every CAL fact from every source, one UTC axis.
 --   fact: requested | issued | upgraded | renewed | revoked | revoke-refused | denied |
@@ -313,8 +358,10 @@ left join keypack_of as k
 -- functions over one time line per (name, kind, server): linear in the facts. (The keyed
 -- facts are read once, in the first CTE: a view named twice is bound twice.)
 -- Every layer above reads it many times: computed once per state of the lake and kept in
--- LAKE/_derived.
+-- LAKE/_derived; after a batch ingest, the facts of the devices it touched are computed
+-- again and the others kept (caltrail/pipeline/patch.py).
 -- materialize: lake
+-- patched per device: 'name' client_name, 'hwid' hwid, 'license' license_key, 'file' file_sha256
 create or replace view cal_events as
 with keyed as (select * from cal_facts_keyed),
 evtx as (select *, row_number() over () as evtx_row from cal_facts_evtx),
@@ -333,7 +380,7 @@ line as (
     union all
     select e.client_name, e.fact, coalesce(s.server, '?'), e.ts, null, e.evtx_row
     from evtx as e
-    left join (select distinct server from points) as s on s.server = e.logged_by_server
+    left join keyed_servers as s on s.server = e.logged_by_server
     where e.client_name is not null and e.ts is not null
 ),
 nearest as (
@@ -387,25 +434,3 @@ select
     user_name, cal_type, product_version, expires, session_host, machine, detail, linked_by,
     coalesce(recovered, false) as recovered, source_path, source_line, file_sha256
 from final;
-
--- The time the data ends: the last record of any source (the "now" of plans), among the
--- committed rows (those of visible_runs, as every source view shows). Each table's files are
--- read for its time column alone, without union_by_name (every file has it): most views above
--- read as_of, and union_by_name opened every file of the four tables each time one of them
--- was defined. EVTX records are read before their deduplication: copies share their time.
-create or replace macro committed_files(table_name) as
-    getvariable('lake') || '/' || table_name || '/*.parquet';
-
--- materialize: lake
-create or replace view as_of as
-select
-    greatest(
-        (select max(r.ts) from read_parquet(committed_files('trace_events')) as r
-            semi join visible_runs as v using (file_sha256, run_id)),
-        (select max(r.time_created) from read_parquet(committed_files('events')) as r
-            semi join visible_runs as v using (file_sha256, run_id)),
-        (select max(r.snapshot_time) from read_parquet(committed_files('issued_licenses')) as r
-            semi join visible_runs as v using (file_sha256, run_id)),
-        (select max(r.snapshot_time) from read_parquet(committed_files('keypacks')) as r
-            semi join visible_runs as v using (file_sha256, run_id))
-    ) as as_of;

@@ -202,6 +202,7 @@ join next_on_hwid as n using (license_key);
 -- permanent one was issued (the server takes the temporary record out when it upgrades it).
 -- (license_dates is read once, in the first CTE: a view named twice is bound twice.)
 -- materialize: lake
+-- patched per device: 'name' client_name, 'hwid' hwid, 'license' license_key
 create or replace view licenses as
 with dates as (select * from license_order),
 replaced as (

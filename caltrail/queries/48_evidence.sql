@@ -9,6 +9,7 @@
 -- many were superseded while they still counted (overlaps: more than one machine presents
 -- this HWID, whatever their names).
 -- materialize: lake
+-- patched per device: 'hwid' hwid
 create or replace view hwid_evidence as
 with facts as (
     select
@@ -139,6 +140,7 @@ group by client_name;
 -- HWIDs whether the older one has gone quiet through its CAL's renewal window (a machine
 -- still in use renews its CAL in the days before it expires).
 -- materialize: lake
+-- patched per device: 'name' client_name
 create or replace view name_evidence as
 with spans as (
     select

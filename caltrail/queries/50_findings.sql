@@ -402,10 +402,15 @@ from regeneration_waves as w
 left join name_excess as x on list_contains(w.names, x.key)
 group by all;
 
--- Every device finding, with the first 20 source rows behind it (each fact listed under
--- its HWID and its name, gathered by an equality join on (kind, subject)).
+-- The findings of each HWID and name, with the first 20 source rows behind each (each
+-- fact listed under its HWID and its name, gathered by an equality join on (kind,
+-- subject)). A row depends on its subject's group of names, HWIDs and licenses only, and
+-- on the fleet's regeneration wave (the names it explains), so after a batch ingest the
+-- rows of the subjects the batch touched are computed again and the others kept
+-- (caltrail/pipeline/patch.py).
 -- materialize: lake
-create or replace view device_findings as
+-- patched per device: subject_kind subject
+create or replace view subject_findings as
 with all_rows as (
     select f.*, x.* exclude (key)
     from findings_hwid as f
@@ -414,8 +419,6 @@ with all_rows as (
     select * from findings_name
     union all by name
     select * from findings_events_only
-    union all by name
-    select * from findings_fleet
 ),
 act as (select hwid, client_name, ts, source_path, source_line, recovered from activity),
 subjects as (
@@ -437,6 +440,16 @@ evidence as (
 select d.*, e.rows as evidence_rows
 from all_rows as d
 left join evidence as e on e.subject_kind = d.subject_kind and e.subject = d.subject;
+
+-- Every device finding: those of each HWID and name, and the fleet's (a regeneration wave,
+-- which has no source rows of its own).
+create or replace view device_findings as
+select * exclude (evidence_rows), evidence_rows
+from (
+    select * from subject_findings
+    union all by name
+    select * from findings_fleet
+);
 
 -- Server and session-host problems from the events: one row per (problem, subject). A
 -- session host's licensing events (RCM 1004, 1011, 1028, 1068, 1069) are its own: the

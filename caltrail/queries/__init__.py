@@ -12,6 +12,19 @@ How a costly view is kept is declared beside it, in the comment right above its
     -- materialize: run       kept per ingest run of each input file (the trace facts)
     -- materialize: session   computed once per diagnosis session (a temp table)
 
+A view whose rows each belong to a device (a computer name, a HWID, a license, ...) says
+which of its columns name it, on a line of its own (caltrail/pipeline/patch.py):
+
+    -- per device: 'name' client_name, 'hwid' hwid, 'license' license_key
+    -- patched per device: 'name' client_name, 'hwid' hwid, 'license' license_key
+
+each pair a kind (a quoted kind, or a column holding one) and the column naming the device.
+A `lake` view declared `patched per device` is not computed whole after a batch ingest: the
+rows of the devices the batch touched are computed again and the others are kept from the
+state before. The views such a computation reads are then restricted to those devices:
+those declared `per device` or `patched per device` by their columns; every other view
+below them is read whole.
+
 A view whose query has a shape that follows a data table (the trace matching: one branch
 per pattern) is declared `-- generated: <view>`: its statement in the file gives the view's
 columns, and the loader defines the view with the query caltrail/pipeline/trace_query.py
@@ -38,6 +51,10 @@ _CREATES = re.compile(
 )
 _MATERIALIZE = re.compile(r"^\s*--\s*materialize:\s*(\w+)\s*$", re.MULTILINE)
 _GENERATED = re.compile(r"^\s*--\s*generated:\s*(\w+)\s*$", re.MULTILINE)
+_PER_DEVICE = re.compile(r"^\s*--\s*(patched )?per device:\s*(.*?)\s*$", re.MULTILINE)
+_DEVICE_PAIR = re.compile(r"^('\w+'|\w+)\s+(\w+)$")
+# the kinds of device a row can belong to (caltrail/pipeline/patch.py's touched sets)
+DEVICE_KINDS = ("name", "hwid", "license", "triple", "file")
 
 
 class QueryFileError(ValueError):
@@ -55,6 +72,10 @@ class Statement:
         object_kind: "view", "macro" or "table" (None when it creates nothing).
         materialize: how the view is kept ("lake", "run", "session"), None for a plain view.
         generated: the view whose query the loader writes (`-- generated: <view>`), else None.
+        per_device: the (kind, column) pairs naming the device of each row (`-- per device:`;
+            a kind is a quoted kind or a column holding one), else empty.
+        patched: declared `-- patched per device:` (a `lake` view computed for the devices a
+            batch touched, its other rows kept).
     """
 
     file: str
@@ -64,6 +85,8 @@ class Statement:
     materialize: str | None
     generated: str | None = None
     name_span: tuple[int, int] | None = None
+    per_device: tuple[tuple[str, str], ...] = ()
+    patched: bool = False
 
     def sql_as(self, name: str) -> str:
         """The statement creating `name` instead (a kept view's live definition, under a
@@ -115,7 +138,16 @@ def _file_statements(name: str, text: str) -> tuple[Statement, ...]:
             raise QueryFileError(f"{name}: `materialize: {kind}` stands above no create view")
         generated = _GENERATED.findall(comments)
         if generated and (created is None or created.group(2) != generated[-1]):
-            raise QueryFileError(f"{name}: `generated: {generated[-1]}` stands above another statement")
+            raise QueryFileError(
+                f"{name}: `generated: {generated[-1]}` stands above another statement"
+            )
+        devices = _PER_DEVICE.findall(comments)
+        patched = bool(devices and devices[-1][0])
+        if patched and kind != "lake":
+            raise QueryFileError(
+                f"{name}: `patched per device:` stands above a view not kept per state"
+            )
+        per_device = _per_device(name, [pairs for _, pairs in devices])
         out.append(
             Statement(
                 file=name,
@@ -125,9 +157,32 @@ def _file_statements(name: str, text: str) -> tuple[Statement, ...]:
                 materialize=kind,
                 generated=generated[-1] if generated else None,
                 name_span=created.span(2) if created else None,
+                per_device=per_device,
+                patched=patched,
             )
         )
     return tuple(out)
+
+
+def _per_device(name: str, declared: list[str]) -> tuple[tuple[str, str], ...]:
+    """The pairs of a `-- per device:` line (checked: they go into SQL text, and come from our
+    own files only)."""
+    if not declared:
+        return ()
+    pairs = []
+    for item in declared[-1].split(","):
+        found = _DEVICE_PAIR.match(item.strip())
+        if found is None:
+            raise QueryFileError(
+                f"{name}: `per device: {declared[-1]}`: expected kind column pairs"
+            )
+        device_kind, column = found.groups()
+        if device_kind.startswith("'") and device_kind.strip("'") not in DEVICE_KINDS:
+            raise QueryFileError(
+                f"{name}: unknown device kind {device_kind} (one of {DEVICE_KINDS})"
+            )
+        pairs.append((device_kind, column))
+    return tuple(pairs)
 
 
 def declared(kind: str) -> list[str]:
@@ -136,6 +191,7 @@ def declared(kind: str) -> list[str]:
 
 
 __all__ = [
+    "DEVICE_KINDS",
     "KINDS",
     "QUERIES_DIR",
     "QueryFileError",

@@ -1,0 +1,247 @@
+"""The kept per-device views patched after a batch ingest, not computed whole again.
+
+A view declared `patched per device` (caltrail/queries/__init__.py) holds rows that each
+belong to a device: a computer name, a HWID, a license. Computed whole, `cal_events` and the
+layers above it take most of a first diagnosis after a batch (40 s at 50,000 devices), for
+a batch that names a few hundred devices. So a session that finds the kept files of an
+earlier state of the lake (the base) computes, for each such view, only the rows of the
+devices the batch touched, and keeps the base's other rows:
+
+1. The base is the latest state whose kept files are all there, computed by the same
+   queries and reference tables, whose runs (`runs.<queries>-<stamp>.parquet`, written once
+   a state's views are all kept) are all still visible: a batch only added runs.
+2. What the batch touched (caltrail/queries/patch/prepare.sql): every device named by a row
+   of a new file (of the inputs declared `per device`), and the devices a change of the
+   fleet reaches (a server's new full listing or key pack snapshot, the end of the data
+   moved, a server keyed for the first time). Some changes reach devices no rule can name
+   (a database rebuilt, a file attributed to another server, a file read again): the
+   state is then computed whole, and `reason` says why.
+3. The devices linked to a touched one, to a fixed point (patch/closure.sql): a name and
+   its HWIDs, a license and its name, HWID and id. A touched device's rows then depend on
+   touched devices' rows and on views of the whole fleet only.
+4. Each patched view, in load order: its rows computed on a cursor of the session on which
+   every view declared per device below it is restricted to the touched devices (a temp
+   table of the same name shadows it), plus the base's rows of the other devices.
+
+tests/pipeline/test_patch.py holds every kept view of a patched state equal to the same
+state computed whole, after batches of each kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from caltrail import queries
+from caltrail.pipeline import kept
+
+SCHEMA = "patch"
+PATCH_SQL = queries.QUERIES_DIR / "patch"
+RUNS_PREFIX = "runs."
+
+
+class Unpatchable(Exception):
+    """The base state cannot be patched into this one (message says why)."""
+
+
+def runs_file(lake: Path, stamp: str) -> Path:
+    """Where the runs of the state `stamp` are kept (its kept files were computed from them)."""
+    queries_stamp = kept.fingerprint(lake, manifest=False)
+    return kept.directory(lake) / f"{RUNS_PREFIX}{queries_stamp}-{stamp}.parquet"
+
+
+def record_state(con: duckdb.DuckDBPyConnection, lake: Path, stamp: str) -> None:
+    """Keep the runs of the state `stamp` (every view of it kept): a later state can be
+    patched from it. Not when an ingest came meanwhile (the runs read may be a later
+    state's)."""
+    target = runs_file(lake, stamp)
+    if target.is_file() or not kept.writable(target.parent):
+        return
+    kept.write(con, "select file_sha256, run_id from visible_runs", target)
+    if kept.fingerprint(lake) != stamp:
+        target.unlink(missing_ok=True)
+
+
+def find_base(lake: Path, stamp: str, views: list[str]) -> str | None:
+    """The latest other state of the same queries whose runs and kept `views` are all
+    there (whether its runs are still visible is checked when patching)."""
+    prefix = runs_file(lake, stamp).name.rsplit("-", 1)[0] + "-"
+
+    def age(path: Path) -> float:
+        try:
+            return path.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    for path in sorted(kept.directory(lake).glob(f"{prefix}*.parquet"), key=age, reverse=True):
+        base = path.name[len(prefix) : -len(".parquet")]
+        if base != stamp and all(kept.view_file(lake, view, base).is_file() for view in views):
+            return base
+    return None
+
+
+def _sql_statements(name: str) -> list[str]:
+    return [
+        parsed.query.strip().rstrip(";")
+        for parsed in duckdb.extract_statements((PATCH_SQL / name).read_text(encoding="utf-8"))
+    ]
+
+
+def touched_predicate(pairs: tuple[tuple[str, str], ...], alias: str = "v") -> str:
+    """SQL: whether a row (`alias`) belongs to a touched device, by the declared pairs
+    (validated words from our own query files: caltrail/queries/__init__.py)."""
+    tests = []
+    for kind, column in pairs:
+        kind_sql = kind if kind.startswith("'") else f"{alias}.{kind}"
+        tests.append(
+            f"exists (select 1 from {SCHEMA}.touched as t "
+            f"where t.kind = {kind_sql} and t.key = {alias}.{column})"
+        )
+    return "(" + " or ".join(tests) + ")"
+
+
+@dataclass
+class Patcher:
+    """Patches the `patched per device` views of a session from the base state `base`."""
+
+    con: duckdb.DuckDBPyConnection
+    lake: Path
+    stamp: str
+    base: str
+    views: list[str]  # every view kept per state (the base's files of each)
+    state: str = "new"  # new | ready | off
+    reason: str | None = None
+    touched: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def find(
+        cls, con: duckdb.DuckDBPyConnection, lake: Path, stamp: str, views: list[str]
+    ) -> Patcher | None:
+        base = find_base(lake, stamp, views)
+        return None if base is None else cls(con, lake, stamp, base, views)
+
+    def ready(self, inputs: list[queries.Statement]) -> bool:
+        """Whether the views can be patched (prepared once; `inputs`: the statements loaded
+        so far, the views declared per device among them)."""
+        if self.state == "new":
+            try:
+                self._prepare(inputs)
+                self.state = "ready"
+            except Unpatchable as exc:
+                self.state, self.reason = "off", str(exc)
+                self.close()
+        return self.state == "ready"
+
+    def _prepare(self, inputs: list[queries.Statement]) -> None:
+        con = self.con
+        con.execute(f"create schema if not exists {SCHEMA}")
+        for view in [*self.views, "runs"]:
+            path = (
+                runs_file(self.lake, self.base)
+                if view == "runs"
+                else kept.view_file(self.lake, view, self.base)
+            )
+            # (names: declared views and our own; the path goes in as a bound value)
+            con.execute(f"set variable patch_base_{view} = $path", {"path": str(path)})
+            con.execute(
+                f"create or replace view {SCHEMA}.base_{view} as "
+                f"select * from read_parquet(getvariable('patch_base_{view}'))"
+            )
+        for sql in _sql_statements("prepare.sql"):
+            con.execute(sql)
+        reasons = [r for (r,) in con.execute(f"select reason from {SCHEMA}.unpatchable").fetchall()]
+        if reasons:
+            raise Unpatchable("; ".join(reasons))
+        for statement in inputs:
+            if statement.per_device and not statement.patched:
+                self._seed_new_rows(statement)
+        self._close_over("patch.base_cal_events")
+
+    def _seed_new_rows(self, statement: queries.Statement) -> None:
+        """Every device a row of a touched file (a new one) names, in an input read per
+        device."""
+        files = [column for kind, column in statement.per_device if kind == "'file'"]
+        if not files:
+            raise Unpatchable(f"{statement.creates} is read per device but names no file")
+        for kind, column in statement.per_device:
+            if kind == "'file'":
+                continue
+            self.con.execute(
+                f"insert into {SCHEMA}.touched select distinct {kind}, v.{column} "
+                f"from main.{statement.creates} as v "
+                f"where v.{files[0]} in (select key from {SCHEMA}.touched where kind = 'file') "
+                f"and v.{column} is not null"
+            )
+
+    def _close_over(self, facts: str) -> None:
+        """Add the devices linked to a touched one by `facts` (a view of CAL facts), to a
+        fixed point."""
+        # (each input seeds its devices: one row per device from here on)
+        self.con.execute(
+            f"create or replace table {SCHEMA}.touched as select distinct * from {SCHEMA}.touched"
+        )
+        self.con.execute(f"create or replace view {SCHEMA}.links_source as select * from {facts}")
+        *setup, step = _sql_statements("closure.sql")
+        for sql in setup:
+            self.con.execute(sql)
+        while True:
+            row = self.con.execute(step).fetchone()
+            if not row or not row[0]:
+                break
+        self.touched = dict(
+            self.con.execute(
+                f"select kind, count(*) from {SCHEMA}.touched group by kind"
+            ).fetchall()
+        )
+
+    def rows(self, statement: queries.Statement, below: list[queries.Statement]) -> str:
+        """Compute the rows of the touched devices of `statement`'s view (defined live on
+        the session); returns the query giving the patched view's rows: the base's rows of
+        the other devices and these."""
+        view = statement.creates or ""
+        before = PATCH_SQL / f"{view}.sql"
+        if before.is_file():  # what this view also reads of the fleet (patch/<view>.sql)
+            for sql in _sql_statements(before.name):
+                self.con.execute(sql)
+            self._close_over("main.cal_events")
+        cursor = self.con.cursor()
+        try:
+            for name, value in self.con.execute(
+                "select name, value from duckdb_variables()"
+            ).fetchall():
+                cursor.execute(f"set variable {name} = $value", {"value": value})
+            for input_view in below:
+                if input_view.per_device and input_view.creates != view:
+                    # a temp table, not a view: a view may not read a view of its own name
+                    cursor.execute(
+                        f"create or replace temp table {input_view.creates} as "
+                        f"select * from main.{input_view.creates} as v "
+                        f"where {touched_predicate(input_view.per_device)}"
+                    )
+            cursor.execute(
+                f"create or replace table {SCHEMA}.rows_{view} as select * from main.{view}"
+            )
+        finally:
+            cursor.close()
+        return (
+            f"select * from {SCHEMA}.base_{view} as v "
+            f"where not {touched_predicate(statement.per_device)} "
+            f"union all select * from {SCHEMA}.rows_{view}"
+        )
+
+    def close(self) -> None:
+        """Drop what patching kept in the session."""
+        self.con.execute(f"drop schema if exists {SCHEMA} cascade")
+
+
+__all__ = [
+    "SCHEMA",
+    "Patcher",
+    "Unpatchable",
+    "find_base",
+    "record_state",
+    "runs_file",
+    "touched_predicate",
+]

@@ -1,0 +1,184 @@
+"""The per-device kept views patched after a batch ingest (pipeline/patch.py) equal the same
+state of the lake computed whole, view by view and row by row, after batches of each kind:
+a new license server and site, the same server later (the end of the data moves) without
+and with its WMI exports, session hosts and clients alone, and a file read again (which is
+computed whole)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from caltrail import queries
+from caltrail.fixtures.simulator import simulate
+from caltrail.pipeline import kept, materialize, patch
+from caltrail.pipeline.ingest import IngestOptions, ingest
+from caltrail.pipeline.session import connect
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A lake of a small fleet with every view kept (the base state), and the fleet's
+    bundle."""
+    base = tmp_path_factory.mktemp("patch")
+    bundle, lake = base / "fleet", base / "lake"
+    simulate(bundle, seed=71, devices=24, days=40)
+    ingest([bundle], IngestOptions(lake=lake))
+    connect(lake).close()
+    return lake, bundle
+
+
+def keep_only(bundle: Path, keep: Callable[[Path], bool]) -> Path:
+    for path in [p for p in bundle.rglob("*") if p.is_file()]:
+        if not keep(path):
+            path.unlink()
+    return bundle
+
+
+def new_server_and_site(out: Path, _fleet: Path) -> Path:
+    simulate(out, seed=8, devices=20, days=14, license_server="LS-BATCH", site="HAM")
+    return out
+
+
+def same_server_later(out: Path, _fleet: Path) -> Path:
+    simulate(out, seed=72, devices=24, days=20, start=dt.date(2025, 4, 1))
+    return out
+
+
+def same_server_later_without_wmi(out: Path, fleet: Path) -> Path:
+    return keep_only(same_server_later(out, fleet), lambda p: "Win32_" not in p.name)
+
+
+def hosts_and_clients_later(out: Path, fleet: Path) -> Path:
+    later = same_server_later(out, fleet)
+    return keep_only(later, lambda p: not p.name.startswith("LS01"))
+
+
+def fleet_trace_again(out: Path, fleet: Path) -> Path:
+    """The fleet's trace file read again (--force gives it a new run: the older is hidden)."""
+    out.mkdir()
+    for path in fleet.rglob("*trace*"):
+        shutil.copy(path, out / path.name)
+    return out
+
+
+BATCHES: dict[str, Callable[[Path, Path], Path]] = {
+    "new server and site": new_server_and_site,
+    "same server later": same_server_later,
+    "same server later, no WMI": same_server_later_without_wmi,
+    "hosts and clients later": hosts_and_clients_later,
+    "a file read again": fleet_trace_again,
+}
+
+
+def kept_rows(lake: Path, view: str) -> list[tuple[Any, ...]]:
+    path = materialize.current_file(lake, view)
+    assert path is not None, f"{view} is not kept"
+    rows = duckdb.execute("select * from read_parquet($p)", {"p": str(path)}).fetchall()
+    return sorted(rows, key=repr)
+
+
+@pytest.mark.parametrize("name", list(BATCHES))
+def test_a_patched_state_equals_the_state_computed_whole(
+    tmp_path: Path, fleet: tuple[Path, Path], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet_lake, bundle = fleet
+    lake = tmp_path / "lake"
+    shutil.copytree(fleet_lake, lake)
+    batch = BATCHES[name](tmp_path / "batch", bundle)
+    ingest([batch], IngestOptions(lake=lake, force=True))
+    whole = tmp_path / "whole"
+    shutil.copytree(lake, whole, ignore=shutil.ignore_patterns(kept.DERIVED_DIR))
+
+    patchers: list[patch.Patcher] = []
+    patched: list[str] = []
+    rows = patch.Patcher.rows
+
+    def spied(self: patch.Patcher, statement: Any, below: Any) -> str:
+        patchers.append(self)
+        patched.append(statement.creates)
+        return rows(self, statement, below)
+
+    monkeypatch.setattr(patch.Patcher, "rows", spied)
+    connect(lake).close()
+    monkeypatch.undo()
+    connect(whole).close()
+
+    declared = [s.creates for s in queries.statements() if s.patched]
+    if name == "a file read again":
+        assert patched == []  # computed whole: the older run's rows go
+    else:
+        assert patched == declared
+        touched = patchers[0].touched
+        assert touched.get("file", 0) > 0
+        assert touched.get("name", 0) > 0
+    for view in materialize.lake_views():
+        assert kept_rows(lake, view) == kept_rows(whole, view), view
+
+
+def test_the_devices_touched_are_a_part_of_the_fleet(
+    tmp_path: Path, fleet: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of another server and site touches its own devices (and those sharing a HWID
+    or name with them), not the whole fleet: the patch saves work."""
+    fleet_lake, bundle = fleet
+    lake = tmp_path / "lake"
+    shutil.copytree(fleet_lake, lake)
+    ingest([new_server_and_site(tmp_path / "batch", bundle)], IngestOptions(lake=lake))
+    found: list[dict[str, int]] = []
+    close = patch.Patcher.close
+
+    def spied(self: patch.Patcher) -> None:
+        if self.state == "ready":
+            found.append(dict(self.touched))
+        close(self)
+
+    monkeypatch.setattr(patch.Patcher, "close", spied)
+    connect(lake).close()
+    [touched] = found
+    licenses = len(kept_rows(lake, "licenses"))
+    assert 0 < touched["license"] < licenses * 0.7
+
+
+def test_a_state_records_its_runs_and_the_next_finds_it(
+    tmp_path: Path, fleet: tuple[Path, Path]
+) -> None:
+    fleet_lake, bundle = fleet
+    lake = tmp_path / "lake"
+    shutil.copytree(fleet_lake, lake)
+    first = kept.fingerprint(lake.resolve())
+    assert patch.runs_file(lake.resolve(), first).is_file()
+    ingest([new_server_and_site(tmp_path / "batch", bundle)], IngestOptions(lake=lake))
+    second = kept.fingerprint(lake.resolve())
+    views = materialize.lake_views()
+    assert patch.find_base(lake.resolve(), second, views) == first
+    # a state some kept file of which is gone is no base
+    materialize.current_file(lake, "licenses", first).unlink()  # type: ignore[union-attr]
+    assert patch.find_base(lake.resolve(), second, views) is None
+
+
+def test_the_touched_predicate_reads_the_declared_pairs() -> None:
+    con = duckdb.connect()
+    con.execute("create schema patch")
+    con.execute(
+        "create table patch.touched as select * from (values ('name', 'PC1'), ('hwid', 'H2')) t(kind, key)"
+    )
+    con.execute(
+        "create table rows as select * from (values ('PC1', 'H9', 'name'), ('PC3', 'H2', 'hwid'), "
+        "('PC3', 'H3', 'name'), (null, null, 'name')) t(client_name, hwid, subject_kind)"
+    )
+    plain = patch.touched_predicate((("'name'", "client_name"), ("'hwid'", "hwid")))
+    assert con.execute(
+        f"select client_name, hwid from rows as v where {plain} order by all"
+    ).fetchall() == [
+        ("PC1", "H9"),
+        ("PC3", "H2"),
+    ]
+    by_column = patch.touched_predicate((("subject_kind", "hwid"),))
+    assert con.execute(f"select hwid from rows as v where {by_column}").fetchall() == [("H2",)]

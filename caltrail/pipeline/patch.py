@@ -114,6 +114,10 @@ class Patcher:
     state: str = "new"  # new | ready | off
     reason: str | None = None
     touched: dict[str, int] = field(default_factory=dict)
+    # the view -> the version of the touched set its shadow (patch.shadow_<view>: its rows
+    # of the touched devices) was made for; the version grows when the set does
+    shadows: dict[str, int] = field(default_factory=dict)
+    version: int = 0
 
     @classmethod
     def find(
@@ -187,8 +191,9 @@ class Patcher:
         for sql in setup:
             self.con.execute(sql)
         while True:
-            row = self.con.execute(step).fetchone()
-            if not row or not row[0]:
+            # (fetchall: a result left unfinished blocks the connection's next relation)
+            [(added,)] = self.con.execute(step).fetchall()
+            if not added:
                 break
         self.touched = dict(
             self.con.execute(
@@ -206,6 +211,9 @@ class Patcher:
             for sql in _sql_statements(before.name):
                 self.con.execute(sql)
             self._close_over("main.cal_events")
+        for input_view in below:
+            if input_view.per_device and input_view.creates != view:
+                self._shadow(input_view, f"main.{input_view.creates}")
         cursor = self.con.cursor()
         try:
             for name, value in self.con.execute(
@@ -214,22 +222,35 @@ class Patcher:
                 cursor.execute(f"set variable {name} = $value", {"value": value})
             for input_view in below:
                 if input_view.per_device and input_view.creates != view:
-                    # a temp table, not a view: a view may not read a view of its own name
+                    # (a view of another name: a view may not read a view of its own name)
                     cursor.execute(
-                        f"create or replace temp table {input_view.creates} as "
-                        f"select * from main.{input_view.creates} as v "
-                        f"where {touched_predicate(input_view.per_device)}"
+                        f"create or replace temp view {input_view.creates} as "
+                        f"select * from {SCHEMA}.shadow_{input_view.creates}"
                     )
             cursor.execute(
                 f"create or replace table {SCHEMA}.rows_{view} as select * from main.{view}"
             )
         finally:
             cursor.close()
+        # the views above read these rows (those of the touched devices), not the whole
+        self._shadow(statement, f"{SCHEMA}.rows_{view}")
         return (
             f"select * from {SCHEMA}.base_{view} as v "
             f"where not {touched_predicate(statement.per_device)} "
             f"union all select * from {SCHEMA}.rows_{view}"
         )
+
+    def _shadow(self, statement: queries.Statement, source: str) -> None:
+        """patch.shadow_<view>: the rows of `source` (the view, or the rows just computed
+        for it) of the touched devices, unless made for the touched set as it is."""
+        view = statement.creates or ""
+        if self.shadows.get(view) == self.version and source.startswith("main."):
+            return
+        self.con.execute(
+            f"create or replace table {SCHEMA}.shadow_{view} as select * from {source} as v "
+            f"where {touched_predicate(statement.per_device)}"
+        )
+        self.shadows[view] = self.version
 
     def close(self) -> None:
         """Drop what patching kept in the session."""

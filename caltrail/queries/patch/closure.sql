@@ -17,7 +17,8 @@ with facts as (
         end as license_triple
     from patch.links_source
 ),
-numbered as (
+numbered as materialized (
+    -- (computed once: the numbering of a distinct set differs between two computations)
     select row_number() over () as fact, * from facts
 )
 select fact, 'name' as kind, client_name as key from numbered where client_name is not null

@@ -12,12 +12,18 @@ Shared by the two keepers: `materialize` (views kept once per state of the lake)
   the name exists: a kept file never changes once it is there (a session may be reading it;
   DuckDB opens a file more than once per query, and a file replaced in between reads as
   corrupt). Files of older states are removed once STALE_SECONDS old.
+- A view patched after a batch (caltrail/pipeline/patch.py) is kept in parts: its file
+  `<view>-<stamp>.parquet` holds the rows computed for that state, and
+  `<view>-<stamp>.parts.json` names the files of earlier states whose rows it keeps, less the
+  rows `<view>-<stamp>.drops.parquet` lists (part name and row number). The view's file is
+  written last: once there, the state's parts are too (`parts_of`, `select_rows`).
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import time
 import uuid
@@ -33,6 +39,8 @@ if TYPE_CHECKING:
     import duckdb
 
 DERIVED_DIR = "_derived"
+PARTS_SUFFIX = ".parts.json"
+DROPS_SUFFIX = ".drops.parquet"
 FORMAT_VERSION = "2"
 # Files of an older state are removed once this old (a session opened on that state may
 # still be reading one).
@@ -106,6 +114,80 @@ def write(con: duckdb.DuckDBPyConnection, sql: str, target: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _beside(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name.removesuffix(".parquet") + suffix)
+
+
+def parts_of(path: Path) -> tuple[list[Path], Path | None]:
+    """The files holding the rows of the kept view whose file is `path` (that file last), and
+    the file of the rows dropped from the earlier ones (None: every row counts)."""
+    manifest = _beside(path, PARTS_SUFFIX)
+    try:
+        loaded = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return [path], None
+    return [path.parent / str(name) for name in loaded["parts"]] + [path], _beside(
+        path, DROPS_SUFFIX
+    )
+
+
+def select_rows(parts: str, drops: str | None) -> str:
+    """SQL: the rows of a kept view from `parts` (an SQL expression: the list of its files)
+    less those `drops` (the expression of its drops file, None when there is none) lists."""
+    if drops is None:
+        return f"select * from read_parquet({parts})"
+    return (
+        "select * exclude (filename, file_row_number) "
+        f"from read_parquet({parts}, filename = true, file_row_number = true) as r "
+        f"anti join read_parquet({drops}) as d "
+        "on d.part = parse_filename(r.filename) and d.file_row_number = r.file_row_number"
+    )
+
+
+def attach(con: duckdb.DuckDBPyConnection, name: str, variable: str, path: Path) -> None:
+    """Define the view `name` (ours) as the kept view whose file is `path`, its files named by
+    the DuckDB variables `variable` and `<variable>_drops` (bound values, not SQL text)."""
+    parts, drops = parts_of(path)
+    con.execute(f"set variable {variable} = $paths", {"paths": [str(p) for p in parts]})
+    if drops is not None:
+        con.execute(f"set variable {variable}_drops = $drops", {"drops": str(drops)})
+    rows = select_rows(
+        f"getvariable('{variable}')", None if drops is None else f"getvariable('{variable}_drops')"
+    )
+    con.execute(f"create or replace view {name} as {rows}")
+
+
+def write_parts(
+    con: duckdb.DuckDBPyConnection, target: Path, own: str, parts: list[str], drops: str
+) -> None:
+    """Keep a view in parts: the rows of `own` in `target` (written last, once), earlier
+    files named by `parts` and the rows of them `drops` gives (part, file_row_number)."""
+    drops_file = _beside(target, DROPS_SUFFIX)
+    tmp = drops_file.with_name(f".{drops_file.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        con.sql(drops).write_parquet(str(tmp), compression="zstd")
+        os.replace(tmp, drops_file)
+    finally:
+        tmp.unlink(missing_ok=True)
+    manifest = _beside(target, PARTS_SUFFIX)
+    tmp = manifest.with_name(f".{manifest.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps({"parts": parts}), encoding="utf-8")
+    os.replace(tmp, manifest)
+    write(con, own, target)
+
+
+def referenced(folder: Path, stamp: str) -> set[str]:
+    """The names of the files the state `stamp` keeps or reads (its parts of earlier
+    states)."""
+    names = {p.name for p in folder.glob(f"*-{stamp}.*")}
+    for manifest in folder.glob(f"*-{stamp}{PARTS_SUFFIX}"):
+        try:
+            names.update(str(n) for n in json.loads(manifest.read_text(encoding="utf-8"))["parts"])
+        except (OSError, ValueError, KeyError):
+            continue
+    return names
+
+
 @contextmanager
 def locked(path: Path) -> Iterator[None]:
     """Hold the lock file `path` (waiting for another session that holds it): one session
@@ -134,13 +216,20 @@ def remove_stale(folder: Path, keep: set[str], now: float | None = None) -> None
 
 __all__ = [
     "DERIVED_DIR",
+    "DROPS_SUFFIX",
+    "PARTS_SUFFIX",
     "STALE_SECONDS",
+    "attach",
     "directory",
     "fingerprint",
     "locked",
+    "parts_of",
     "publish",
+    "referenced",
     "remove_stale",
+    "select_rows",
     "view_file",
     "writable",
     "write",
+    "write_parts",
 ]

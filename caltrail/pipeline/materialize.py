@@ -82,12 +82,8 @@ def _variable(view: str) -> str:
 
 
 def attach(con: duckdb.DuckDBPyConnection, view: str, path: Path) -> None:
-    """Define `view` as its kept file (the path goes in as a bound value)."""
-    con.execute(f"set variable {_variable(view)} = $path", {"path": str(path)})
-    con.execute(
-        f"create or replace view {view} as "
-        f"select * from read_parquet(getvariable('{_variable(view)}'))"
-    )
+    """Define `view` as its kept file, or files (paths go in as bound values)."""
+    kept.attach(con, view, _variable(view), path)
 
 
 @dataclass
@@ -149,7 +145,7 @@ class Loader:
             if self.on_build is not None:
                 self.on_build(view, self.step, self.steps)
             patcher = self.patcher
-            compute: Callable[[], str] | None = None
+            compute: Callable[[], patch.Patched] | None = None
             if statement.patched and patcher is not None and patcher.ready(self.loaded):
                 below = self.loaded[:-1]
                 compute = partial(patcher.rows, statement, below)
@@ -240,13 +236,13 @@ def provide(
     lake: Path,
     view: str,
     stamp: str | None = None,
-    compute: Callable[[], str] | None = None,
+    compute: Callable[[], patch.Patched] | None = None,
     also_keep: str | None = None,
 ) -> str:
     """Make `view` (defined live on `con`) a computed one: its kept file when current, else
     built and kept now, else (lake not writable) a temp table. Returns how: 'persisted',
-    'built' (or 'patched': `compute` gave the query of its rows, see caltrail/pipeline/
-    patch.py) or 'temp'. `also_keep`: the stamp of another state whose files stay (the base
+    'built' (or 'patched': `compute` gave its rows in parts, see caltrail/pipeline/patch.py)
+    or 'temp'. `also_keep`: the stamp of another state whose files stay (the base
     of a patch)."""
     lake = lake.resolve()
     stamp = stamp or kept.fingerprint(lake)
@@ -262,16 +258,22 @@ def provide(
                 attach(con, view, existing)
                 return "persisted"
             target = kept.view_file(lake, view, stamp)
-            rows = compute() if compute is not None else f"select * from main.{view}"
             try:
-                kept.write(con, rows, target)
+                if compute is None:
+                    kept.write(con, f"select * from main.{view}", target)
+                else:
+                    patched = compute()
+                    if patched.drops is None:
+                        kept.write(con, patched.rows, target)
+                    else:
+                        kept.write_parts(con, target, patched.rows, patched.parts, patched.drops)
             except (OSError, duckdb.IOException):
                 pass  # (a full disk): computed into the session below
             else:
                 _remove_stale(lake, stamp, also_keep)
                 attach(con, view, target)
                 return "built" if compute is None else "patched"
-    rows = compute() if compute is not None else f"select * from main.{view}"
+    rows = f"select * from main.{view}" if compute is None else compute().whole
     con.execute(f"create or replace temp table {view} as {rows}")
     return "temp"
 
@@ -281,7 +283,7 @@ def _remove_stale(lake: Path, stamp: str, also_keep: str | None = None) -> None:
     but those of `also_keep`."""
     folder = kept.directory(lake)
     stamps = [stamp] if also_keep is None else [stamp, also_keep]
-    keep = {p.name for s in stamps for p in folder.glob(f"*-{s}.parquet")}
+    keep = {name for s in stamps for name in kept.referenced(folder, s)}
     kept.remove_stale(folder, keep | {p.name for p in folder.iterdir() if p.is_dir()})
 
 
@@ -312,7 +314,7 @@ def shell_statements(lake: Path, con: duckdb.DuckDBPyConnection) -> Iterator[str
             path = current_file(lake, view, stamp)
             if path is not None:
                 yield f"-- {view}: kept in the lake (current when this script was written)"
-                yield _shell_kept(view, f"{kept.DERIVED_DIR}/{path.name}")
+                yield _shell_kept(view, path)
                 continue
             # not kept for this state of the lake (an ingest since, without --derive):
             # computed into the shell's session once, so the views above bind to a table
@@ -325,13 +327,20 @@ def shell_statements(lake: Path, con: duckdb.DuckDBPyConnection) -> Iterator[str
         yield generated_sql(con, statement) + ";"
 
 
-def _shell_kept(view: str, relative: str) -> str:
-    # `relative` is made of the view's name and a hex digest: no user text
-    return (
-        f"set variable {_variable(view)} = getvariable('lake') || '/{relative}';\n"
-        f"create or replace view {view} as "
-        f"select * from read_parquet(getvariable('{_variable(view)}'));"
+def _shell_kept(view: str, path: Path) -> str:
+    # the files' names are made of views' names, hex digests and our suffixes: no user text
+    def relative(file: Path) -> str:
+        return f"getvariable('lake') || '/{kept.DERIVED_DIR}/{file.name}'"
+
+    parts, drops = kept.parts_of(path)
+    variable = _variable(view)
+    lines = [f"set variable {variable} = [{', '.join(relative(p) for p in parts)}];"]
+    if drops is not None:
+        lines.append(f"set variable {variable}_drops = {relative(drops)};")
+    rows = kept.select_rows(
+        f"getvariable('{variable}')", None if drops is None else f"getvariable('{variable}_drops')"
     )
+    return "\n".join([*lines, f"create or replace view {view} as {rows};"])
 
 
 __all__ = [

@@ -40,6 +40,22 @@ from caltrail.pipeline import kept
 SCHEMA = "patch"
 PATCH_SQL = queries.QUERIES_DIR / "patch"
 RUNS_PREFIX = "runs."
+# A patched view is kept in parts (pipeline/kept.py): the base's parts less the rows of the
+# touched devices, and the rows computed for them. With more parts than this, it is
+# written whole again (each part is a file every query of the view opens).
+MAX_PARTS = 8
+
+
+@dataclass(frozen=True)
+class Patched:
+    """How a patched view is kept: `rows` (SQL) in its own file, with the earlier files
+    `parts` less the rows `drops` (SQL: part, file_row_number) lists; `drops` None: `rows`
+    is the whole view. `whole`: the whole view as one query."""
+
+    rows: str
+    parts: list[str]
+    drops: str | None
+    whole: str
 
 
 class Unpatchable(Exception):
@@ -147,12 +163,8 @@ class Patcher:
                 if view == "runs"
                 else kept.view_file(self.lake, view, self.base)
             )
-            # (names: declared views and our own; the path goes in as a bound value)
-            con.execute(f"set variable patch_base_{view} = $path", {"path": str(path)})
-            con.execute(
-                f"create or replace view {SCHEMA}.base_{view} as "
-                f"select * from read_parquet(getvariable('patch_base_{view}'))"
-            )
+            # (names: declared views and our own; paths go in as bound values)
+            kept.attach(con, f"{SCHEMA}.base_{view}", f"patch_base_{view}", path)
         for sql in _sql_statements("prepare.sql"):
             con.execute(sql)
         reasons = [r for (r,) in con.execute(f"select reason from {SCHEMA}.unpatchable").fetchall()]
@@ -201,10 +213,10 @@ class Patcher:
             ).fetchall()
         )
 
-    def rows(self, statement: queries.Statement, below: list[queries.Statement]) -> str:
+    def rows(self, statement: queries.Statement, below: list[queries.Statement]) -> Patched:
         """Compute the rows of the touched devices of `statement`'s view (defined live on
-        the session); returns the query giving the patched view's rows: the base's rows of
-        the other devices and these."""
+        the session); returns how to keep the patched view: these rows, and the base's rows
+        of the other devices."""
         view = statement.creates or ""
         before = PATCH_SQL / f"{view}.sql"
         if before.is_file():  # what this view also reads of the fleet (patch/<view>.sql)
@@ -216,9 +228,9 @@ class Patcher:
                 self._shadow(input_view, f"main.{input_view.creates}")
         cursor = self.con.cursor()
         try:
-            for name, value in self.con.execute(
-                "select name, value from duckdb_variables()"
-            ).fetchall():
+            # the session's variables, typed (duckdb_variables() gives their text)
+            for (name,) in self.con.execute("select name from duckdb_variables()").fetchall():
+                [(value,)] = self.con.execute("select getvariable($n)", {"n": name}).fetchall()
                 cursor.execute(f"set variable {name} = $value", {"value": value})
             for input_view in below:
                 if input_view.per_device and input_view.creates != view:
@@ -234,10 +246,30 @@ class Patcher:
             cursor.close()
         # the views above read these rows (those of the touched devices), not the whole
         self._shadow(statement, f"{SCHEMA}.rows_{view}")
-        return (
-            f"select * from {SCHEMA}.base_{view} as v "
-            f"where not {touched_predicate(statement.per_device)} "
+        touched = touched_predicate(statement.per_device)
+        whole = (
+            f"select * from {SCHEMA}.base_{view} as v where not {touched} "
             f"union all select * from {SCHEMA}.rows_{view}"
+        )
+        parts, drops = kept.parts_of(kept.view_file(self.lake, view, self.base))
+        if len(parts) >= MAX_PARTS:
+            return Patched(rows=whole, parts=[], drops=None, whole=whole)
+        self.con.execute(
+            f"set variable patch_parts_{view} = $parts", {"parts": [str(p) for p in parts]}
+        )
+        dropped = (
+            "select parse_filename(filename) as part, file_row_number "
+            f"from read_parquet(getvariable('patch_parts_{view}'), filename = true, "
+            f"file_row_number = true) as v where {touched}"
+        )
+        if drops is not None:
+            self.con.execute(f"set variable patch_drops_{view} = $drops", {"drops": str(drops)})
+            dropped += f" union select * from read_parquet(getvariable('patch_drops_{view}'))"
+        return Patched(
+            rows=f"select * from {SCHEMA}.rows_{view}",
+            parts=[p.name for p in parts],
+            drops=dropped,
+            whole=whole,
         )
 
     def _shadow(self, statement: queries.Statement, source: str) -> None:
@@ -258,7 +290,9 @@ class Patcher:
 
 
 __all__ = [
+    "MAX_PARTS",
     "SCHEMA",
+    "Patched",
     "Patcher",
     "Unpatchable",
     "find_base",

@@ -78,10 +78,12 @@ BATCHES: dict[str, Callable[[Path, Path], Path]] = {
 
 
 def kept_rows(lake: Path, view: str) -> list[tuple[Any, ...]]:
+    """The rows of a kept view, from its file or its parts."""
     path = materialize.current_file(lake, view)
     assert path is not None, f"{view} is not kept"
-    rows = duckdb.execute("select * from read_parquet($p)", {"p": str(path)}).fetchall()
-    return sorted(rows, key=repr)
+    con = duckdb.connect()
+    kept.attach(con, "rows", "files", path)
+    return sorted(con.execute("select * from rows").fetchall(), key=repr)
 
 
 @pytest.mark.parametrize("name", list(BATCHES))
@@ -182,3 +184,34 @@ def test_the_touched_predicate_reads_the_declared_pairs() -> None:
     ]
     by_column = patch.touched_predicate((("subject_kind", "hwid"),))
     assert con.execute(f"select hwid from rows as v where {by_column}").fetchall() == [("H2",)]
+
+
+@pytest.mark.parametrize("max_parts", [patch.MAX_PARTS, 2])
+def test_a_state_patched_from_a_patched_state_equals_it_computed_whole(
+    tmp_path: Path, fleet: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, max_parts: int
+) -> None:
+    """Two batches, each patched: the second state's views are kept in three parts (the
+    fleet's rows, less those of the devices each batch touched, and each batch's rows), or
+    written whole again once they have `max_parts` parts. Files no state reads are removed at
+    once here: the parts a state reads stay."""
+    monkeypatch.setattr(patch, "MAX_PARTS", max_parts)
+    monkeypatch.setattr(kept, "STALE_SECONDS", -1.0)
+    fleet_lake, bundle = fleet
+    lake = tmp_path / "lake"
+    shutil.copytree(fleet_lake, lake)
+    for n, make in enumerate([new_server_and_site, same_server_later_without_wmi]):
+        ingest([make(tmp_path / f"batch-{n}", bundle)], IngestOptions(lake=lake))
+        connect(lake).close()
+    whole = tmp_path / "whole"
+    shutil.copytree(lake, whole, ignore=shutil.ignore_patterns(kept.DERIVED_DIR))
+    connect(whole).close()
+    for view in materialize.lake_views():
+        assert kept_rows(lake, view) == kept_rows(whole, view), view
+    path = materialize.current_file(lake, "cal_events")
+    assert path is not None
+    parts, drops = kept.parts_of(path)
+    if max_parts == 2:
+        assert (len(parts), drops) == (1, None)
+    else:
+        assert len(parts) == 3
+        assert drops is not None

@@ -147,17 +147,21 @@ class Loader:
             patcher = self.patcher
             compute: Callable[[], patch.Patched] | None = None
             if statement.patched and patcher is not None and patcher.ready(self.loaded):
-                below = self.loaded[:-1]
-                compute = partial(patcher.rows, statement, below)
+                compute = partial(patcher.rows, statement, self.loaded[:-1])
+            keep = patcher.base if patcher is not None else None
             try:
-                self.built[view] = provide(
-                    self.con,
-                    self.lake,
-                    view,
-                    self.stamp,
-                    compute=compute,
-                    also_keep=patcher.base if patcher is not None else None,
-                )
+                try:
+                    self.built[view] = provide(
+                        self.con, self.lake, view, self.stamp, compute=compute, also_keep=keep
+                    )
+                except duckdb.Error as exc:
+                    if compute is None or patcher is None:
+                        raise
+                    # patching failed: this view and those above are computed whole
+                    patcher.give_up(f"patching {view}: {exc}")
+                    self.built[view] = provide(
+                        self.con, self.lake, view, self.stamp, also_keep=keep
+                    )
             except duckdb.Error as exc:
                 raise BuildError(f"building {view}: {exc}") from exc
 
@@ -251,6 +255,7 @@ def provide(
         attach(con, view, existing)
         return "persisted"
     folder = kept.directory(lake)
+    patched: patch.Patched | None = None
     if kept.writable(folder):
         with kept.locked(folder / f".{view}.lock"):
             existing = current_file(lake, view, stamp)  # built while this one waited
@@ -258,22 +263,23 @@ def provide(
                 attach(con, view, existing)
                 return "persisted"
             target = kept.view_file(lake, view, stamp)
+            patched = compute() if compute is not None else None  # (its errors go up)
             try:
-                if compute is None:
+                if patched is None:
                     kept.write(con, f"select * from main.{view}", target)
+                elif patched.drops is None:
+                    kept.write(con, patched.rows, target)
                 else:
-                    patched = compute()
-                    if patched.drops is None:
-                        kept.write(con, patched.rows, target)
-                    else:
-                        kept.write_parts(con, target, patched.rows, patched.parts, patched.drops)
+                    kept.write_parts(con, target, patched.rows, patched.parts, patched.drops)
             except (OSError, duckdb.IOException):
                 pass  # (a full disk): computed into the session below
             else:
                 _remove_stale(lake, stamp, also_keep)
                 attach(con, view, target)
-                return "built" if compute is None else "patched"
-    rows = f"select * from main.{view}" if compute is None else compute().whole
+                return "built" if patched is None else "patched"
+    if patched is None and compute is not None:
+        patched = compute()
+    rows = f"select * from main.{view}" if patched is None else patched.whole
     con.execute(f"create or replace temp table {view} as {rows}")
     return "temp"
 

@@ -149,10 +149,14 @@ class Patcher:
             try:
                 self._prepare(inputs)
                 self.state = "ready"
-            except Unpatchable as exc:
-                self.state, self.reason = "off", str(exc)
-                self.close()
+            except (Unpatchable, duckdb.Error) as exc:
+                self.give_up(str(exc))
         return self.state == "ready"
+
+    def give_up(self, reason: str) -> None:
+        """Compute the views left whole (`reason`: why)."""
+        self.state, self.reason = "off", reason
+        self.close()
 
     def _prepare(self, inputs: list[queries.Statement]) -> None:
         con = self.con

@@ -215,3 +215,39 @@ def test_a_state_patched_from_a_patched_state_equals_it_computed_whole(
     else:
         assert len(parts) == 3
         assert drops is not None
+
+
+def test_a_patch_that_fails_computes_the_rest_whole(
+    tmp_path: Path, fleet: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error while patching a view (a bug, a file gone) costs the patch, not the
+    session: that view and those above are computed whole, and the state is right."""
+    fleet_lake, bundle = fleet
+    lake = tmp_path / "lake"
+    shutil.copytree(fleet_lake, lake)
+    ingest([new_server_and_site(tmp_path / "batch", bundle)], IngestOptions(lake=lake))
+    rows = patch.Patcher.rows
+    given_up: list[str | None] = []
+
+    def failing(self: patch.Patcher, statement: Any, below: Any) -> patch.Patched:
+        if statement.creates == "licenses":
+            raise duckdb.IOException("the base's file went away")
+        return rows(self, statement, below)
+
+    close = patch.Patcher.close
+
+    def spied(self: patch.Patcher) -> None:
+        given_up.append(self.reason)
+        close(self)
+
+    monkeypatch.setattr(patch.Patcher, "rows", failing)
+    monkeypatch.setattr(patch.Patcher, "close", spied)
+    connect(lake).close()
+    assert any(reason and "patching licenses" in reason for reason in given_up)
+    assert kept.parts_of(materialize.current_file(lake, "cal_events"))[1] is not None  # type: ignore[arg-type]
+    assert kept.parts_of(materialize.current_file(lake, "licenses"))[1] is None  # type: ignore[arg-type]
+    whole = tmp_path / "whole"
+    shutil.copytree(lake, whole, ignore=shutil.ignore_patterns(kept.DERIVED_DIR))
+    connect(whole).close()
+    for view in materialize.lake_views():
+        assert kept_rows(lake, view) == kept_rows(whole, view), view

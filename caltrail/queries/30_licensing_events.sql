@@ -84,19 +84,17 @@ select
     run_id
 from joined;
 
--- licensing_events: the events of the licensing families (license server and its Windows
--- Server 2003 name, RemoteConnectionManager, LocalSessionManager), each record once, as the
--- `events` view shows it: one row per computer, channel, record id and time, the copy
--- `events` chooses (an allocated copy before one recovered from chunk slack, and
--- `recovered` says which was kept), dup_count the files holding it. The copies are counted
--- and chosen among every event (records_once over event_copy_keys), so a record whose
--- chosen copy is not of a licensing family is not shown, as when the catalog's fields were
--- read after deduplicating.
-create or replace view licensing_events as
+-- The rows of licensing_records for the records whose keys (computer, channel, record id,
+-- time) the view named `keys_view` lists, each record once: the copy `events` shows (chosen
+-- by records_once among every event, an allocated copy before one recovered from chunk
+-- slack), with dup_count the files holding it. With `with_singles`, every record whose key
+-- is not listed too (dup_count 1). A record whose chosen copy is of no licensing family is
+-- not shown, as when the catalog's fields were read after deduplicating.
+create or replace macro licensing_once(keys_view, with_singles) as table
 with chosen as materialized (
     select computer, channel, record_id, time_created, source_path, "offset", file_sha256,
         dup_count
-    from records_once('event_copy_keys', false)
+    from records_once(keys_view, false)
 )
 select r.* exclude (run_id) replace (1::bigint as dup_count)
 from licensing_records as r
@@ -105,10 +103,11 @@ anti join chosen as c
     and c.channel is not distinct from r.channel
     and c.record_id is not distinct from r.record_id
     and c.time_created is not distinct from r.time_created
+where with_singles
 union all
 select * exclude (rn)
 from (
-    -- the copy chosen, once (rows alike in every column but the lake's own would all match)
+    -- the copy chosen, once (two rows of one file, path and offset are one record read twice)
     select
         r.* exclude (run_id) replace (c.dup_count as dup_count),
         row_number() over (
@@ -126,12 +125,30 @@ from (
 )
 where rn = 1;
 
+-- licensing_events: the events of the licensing families (license server and its Windows
+-- Server 2003 name, RemoteConnectionManager, LocalSessionManager), each record once, as the
+-- `events` view shows it: one row per computer, channel, record id and time, the copy
+-- `events` chooses (`recovered` says whether it was read from chunk slack), dup_count the
+-- files holding it. Most records have one copy: the copies are looked for among the records
+-- held by several files (event_copy_keys).
+create or replace view licensing_events as
+select * from licensing_once('event_copy_keys', true);
+
+-- The keys of the records a copy of which licensing_records gives a problem (the events
+-- licensing_problems shows, before their copies are counted).
+create or replace view problem_record_keys as
+select distinct logged_by as computer, channel, record_id, time_created
+from licensing_records
+where action in ('server-problem', 'revoke-refused') or problem is not null;
+
 -- The few events the diagnosis reads besides CAL facts: server problems, refused revocations,
 -- database rebuilds (every event with a catalog problem): the rows of licensing_events with
--- such an action or a problem. server_findings and revoke_plan read this view (kept in the
--- lake: caltrail/pipeline/materialize.py).
+-- such an action or a problem. Their copies are looked for among these records alone (among
+-- every event, the copies of all records took longer than the rest at 50,000 devices).
+-- server_findings and revoke_plan read this view (kept in the lake:
+-- caltrail/pipeline/materialize.py).
 -- materialize: lake
 create or replace view licensing_problems as
 select *
-from licensing_events
+from licensing_once('problem_record_keys', false)
 where action in ('server-problem', 'revoke-refused') or problem is not null;

@@ -93,6 +93,7 @@ def every_view_and_macro(lake: Path) -> str:
         "reference_table": "'license_status.csv'",
         "snapshot_rows": "'issued_license_rows'",
         "records_once": "'event_copy_keys', true",
+        "licensing_once": "'event_copy_keys', true",
         "hwid_timeline": f"'{hwid}'",
         "name_timeline": f"'{name}'",
         "excess_summary": "'hwid_excess_flags'",

@@ -251,3 +251,35 @@ def test_a_patch_that_fails_computes_the_rest_whole(
     connect(whole).close()
     for view in materialize.lake_views():
         assert kept_rows(lake, view) == kept_rows(whole, view), view
+
+
+def test_a_base_with_a_counted_license_of_no_name_is_computed_whole(
+    tmp_path: Path, fleet: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Licenses without a computer name are ordered as one holder's across the fleet
+    (licenses.excess_by_name): no device's rows could be patched alone."""
+    fleet_lake, bundle = fleet
+    lake = tmp_path / "lake"
+    shutil.copytree(fleet_lake, lake)
+    licenses = materialize.current_file(lake, "licenses")
+    assert licenses is not None
+    duckdb.execute(
+        "copy (select * replace (case when row_number() over (order by counted desc, "
+        "license_key) = 1 then null "
+        "else client_name end as client_name) from read_parquet($p)) to '"
+        + str(tmp_path / "nameless.parquet")
+        + "' (format parquet)",
+        {"p": str(licenses)},
+    )
+    shutil.copy(tmp_path / "nameless.parquet", licenses)
+    ingest([new_server_and_site(tmp_path / "batch", bundle)], IngestOptions(lake=lake))
+    reasons: list[str | None] = []
+    close = patch.Patcher.close
+
+    def spied(self: patch.Patcher) -> None:
+        reasons.append(self.reason)
+        close(self)
+
+    monkeypatch.setattr(patch.Patcher, "close", spied)
+    connect(lake).close()
+    assert any(r and "issued to no computer name" in r for r in reasons)

@@ -30,7 +30,9 @@ from (
 --   the database generations of a server (a rebuild event: every license key of that
 --   server after it);
 --   a WMI export that does not name its server attributed to another one (its listings
---   and key packs move from one server's pool to another's).
+--   and key packs move from one server's pool to another's);
+--   a counted license of the base without a computer name: licenses.excess_by_name orders
+--   a server's licenses without a name as one holder's, across every device.
 create or replace view patch.unpatchable as
 select 'a file of the earlier state was read again (--force)' as reason
 from (select 1 from patch.base_runs anti join visible_runs using (file_sha256, run_id) limit 1)
@@ -53,7 +55,10 @@ from (
         select file_sha256 from keypack_rows where norm_name(license_server) is null
     ) as s using (file_sha256)
     limit 1
-);
+)
+union all
+select 'the earlier state holds a counted license issued to no computer name'
+from (select 1 from patch.base_licenses where counted and client_name is null limit 1);
 
 create or replace table patch.touched (kind varchar, key varchar);
 

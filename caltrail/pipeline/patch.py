@@ -105,17 +105,37 @@ def _sql_statements(name: str) -> list[str]:
     ]
 
 
-def touched_predicate(pairs: tuple[tuple[str, str], ...], alias: str = "v") -> str:
-    """SQL: whether a row (`alias`) belongs to a touched device, by the declared pairs
-    (validated words from our own query files: caltrail/queries/__init__.py)."""
+def _kinds(pairs: tuple[tuple[str, str], ...]) -> frozenset[str]:
+    """The kinds of device `pairs` name (every kind, for a kind held in a column)."""
+    if any(not kind.startswith("'") for kind, _ in pairs):
+        return frozenset(queries.DEVICE_KINDS)
+    return frozenset(kind.strip("'") for kind, _ in pairs)
+
+
+def reader_kinds(pairs: tuple[tuple[str, str], ...]) -> frozenset[str]:
+    """The kinds of device a view declared with `pairs` groups by: the views it reads are
+    restricted to the rows of touched devices of these kinds (and to the rows of touched
+    files and license ids, which every view reads with its devices). A view whose kind is a
+    column (the findings: a HWID's or a name's) reads by every kind."""
+    return _kinds(pairs) | {"file", "triple"}
+
+
+def touched_predicate(
+    pairs: tuple[tuple[str, str], ...], kinds: frozenset[str] | None = None, alias: str = "v"
+) -> str:
+    """SQL: whether a row (`alias`) belongs to a touched device, by the declared pairs whose
+    kind is one of `kinds` (all by default; validated words from our own query files:
+    caltrail/queries/__init__.py)."""
     tests = []
     for kind, column in pairs:
+        if kind.startswith("'") and kinds is not None and kind.strip("'") not in kinds:
+            continue
         kind_sql = kind if kind.startswith("'") else f"{alias}.{kind}"
         tests.append(
             f"exists (select 1 from {SCHEMA}.touched as t "
             f"where t.kind = {kind_sql} and t.key = {alias}.{column})"
         )
-    return "(" + " or ".join(tests) + ")"
+    return "(" + (" or ".join(tests) or "false") + ")"
 
 
 @dataclass
@@ -130,9 +150,11 @@ class Patcher:
     state: str = "new"  # new | ready | off
     reason: str | None = None
     touched: dict[str, int] = field(default_factory=dict)
-    # the view -> the version of the touched set its shadow (patch.shadow_<view>: its rows
-    # of the touched devices) was made for; the version grows when the set does
-    shadows: dict[str, int] = field(default_factory=dict)
+    # (view, kinds) -> the version of the touched set its shadow (a table of its rows of the
+    # touched devices of those kinds) was made for; the version grows with the set
+    shadows: dict[tuple[str, frozenset[str]], int] = field(default_factory=dict)
+    # a patched view -> the version its rows (patch.rows_<view>) were computed for
+    computed: dict[str, int] = field(default_factory=dict)
     version: int = 0
 
     @classmethod
@@ -197,7 +219,7 @@ class Patcher:
 
     def _close_over(self, facts: str) -> None:
         """Add the devices linked to a touched one by `facts` (a view of CAL facts), to a
-        fixed point."""
+        fixed point, then their HWIDs."""
         # (each input seeds its devices: one row per device from here on)
         self.con.execute(
             f"create or replace table {SCHEMA}.touched as select distinct * from {SCHEMA}.touched"
@@ -211,46 +233,43 @@ class Patcher:
             [(added,)] = self.con.execute(step).fetchall()
             if not added:
                 break
+        for sql in _sql_statements("hwids.sql"):
+            self.con.execute(sql)
         self.touched = dict(
             self.con.execute(
                 f"select kind, count(*) from {SCHEMA}.touched group by kind"
             ).fetchall()
         )
+        self.version += 1
+
+    def _grows(self, name: str) -> bool:
+        """Run patch/<name> (what a view reads of the fleet, before or after it is computed);
+        whether it touched more devices (then closed over) or asks for the view to be
+        computed again (rows in patch.redo)."""
+        if not (PATCH_SQL / name).is_file():
+            return False
+        count = f"select count(*) from {SCHEMA}.touched"
+        [(before,)] = self.con.execute(count).fetchall()
+        self.con.execute(f"create or replace table {SCHEMA}.redo (key varchar)")
+        for sql in _sql_statements(name):
+            self.con.execute(sql)
+        [(after,)] = self.con.execute(count).fetchall()
+        [(redo,)] = self.con.execute(f"select count(*) from {SCHEMA}.redo").fetchall()
+        if after > before:
+            self._close_over("main.cal_events")
+        return after > before or bool(redo)
 
     def rows(self, statement: queries.Statement, below: list[queries.Statement]) -> Patched:
         """Compute the rows of the touched devices of `statement`'s view (defined live on
         the session); returns how to keep the patched view: these rows, and the base's rows
         of the other devices."""
         view = statement.creates or ""
-        before = PATCH_SQL / f"{view}.sql"
-        if before.is_file():  # what this view also reads of the fleet (patch/<view>.sql)
-            for sql in _sql_statements(before.name):
-                self.con.execute(sql)
-            self._close_over("main.cal_events")
-        for input_view in below:
-            if input_view.per_device and input_view.creates != view:
-                self._shadow(input_view, f"main.{input_view.creates}")
-        cursor = self.con.cursor()
-        try:
-            # the session's variables, typed (duckdb_variables() gives their text)
-            for (name,) in self.con.execute("select name from duckdb_variables()").fetchall():
-                [(value,)] = self.con.execute("select getvariable($n)", {"n": name}).fetchall()
-                cursor.execute(f"set variable {name} = $value", {"value": value})
-            for input_view in below:
-                if input_view.per_device and input_view.creates != view:
-                    # (a view of another name: a view may not read a view of its own name)
-                    cursor.execute(
-                        f"create or replace temp view {input_view.creates} as "
-                        f"select * from {SCHEMA}.shadow_{input_view.creates}"
-                    )
-            cursor.execute(
-                f"create or replace table {SCHEMA}.rows_{view} as select * from main.{view}"
-            )
-        finally:
-            cursor.close()
-        # the views above read these rows (those of the touched devices), not the whole
-        self._shadow(statement, f"{SCHEMA}.rows_{view}")
-        touched = touched_predicate(statement.per_device)
+        while True:
+            self._grows(f"{view}.sql")
+            self._compute(statement, below)
+            if not self._grows(f"{view}.after.sql"):
+                break
+        touched = touched_predicate(statement.patched_by)
         whole = (
             f"select * from {SCHEMA}.base_{view} as v where not {touched} "
             f"union all select * from {SCHEMA}.rows_{view}"
@@ -276,17 +295,64 @@ class Patcher:
             whole=whole,
         )
 
-    def _shadow(self, statement: queries.Statement, source: str) -> None:
-        """patch.shadow_<view>: the rows of `source` (the view, or the rows just computed
-        for it) of the touched devices, unless made for the touched set as it is."""
+    def _compute(self, statement: queries.Statement, below: list[queries.Statement]) -> None:
+        """patch.rows_<view>: the view's rows of the touched devices, computed on a cursor on
+        which each view it reads that is declared per device shows its touched rows (of the
+        kinds this view groups by), and each patch.input_<name> table stands for <name>."""
         view = statement.creates or ""
-        if self.shadows.get(view) == self.version and source.startswith("main."):
-            return
-        self.con.execute(
-            f"create or replace table {SCHEMA}.shadow_{view} as select * from {source} as v "
-            f"where {touched_predicate(statement.per_device)}"
+        kinds = reader_kinds(statement.patched_by)
+        inputs = [s for s in below if s.per_device and s.creates != view]
+        shadows = {s.creates: self._shadow(s, kinds) for s in inputs}
+        stand_ins = [
+            name.removeprefix("input_")
+            for (name,) in self.con.execute(
+                "select table_name from duckdb_tables() where schema_name = $s "
+                "and starts_with(table_name, 'input_')",
+                {"s": SCHEMA},
+            ).fetchall()
+        ]
+        cursor = self.con.cursor()
+        try:
+            # the session's variables, typed (duckdb_variables() gives their text)
+            for (name,) in self.con.execute("select name from duckdb_variables()").fetchall():
+                [(value,)] = self.con.execute("select getvariable($n)", {"n": name}).fetchall()
+                cursor.execute(f"set variable {name} = $value", {"value": value})
+            # (views of other names: a view may not read a view of its own name)
+            for name, table in shadows.items():
+                cursor.execute(f"create or replace temp view {name} as select * from {table}")
+            for name in stand_ins:
+                cursor.execute(
+                    f"create or replace temp view {name} as select * from {SCHEMA}.input_{name}"
+                )
+            # (only the touched devices' rows: a device of another kind may show up partly)
+            cursor.execute(
+                f"create or replace table {SCHEMA}.rows_{view} as select * from main.{view} as v "
+                f"where {touched_predicate(statement.patched_by)}"
+            )
+        finally:
+            cursor.close()
+        self.computed[view] = self.version
+
+    def _shadow(self, statement: queries.Statement, kinds: frozenset[str]) -> str:
+        """The table of the rows of the touched devices (of `kinds`) of a view declared per
+        device, made for the touched set as it is: from the rows just computed for it when
+        they hold them all, else from the view."""
+        view = statement.creates or ""
+        table = f"{SCHEMA}.shadow_{view}_" + "_".join(sorted(kinds))
+        if self.shadows.get((view, kinds)) == self.version:
+            return table
+        # the rows computed for it hold them when it is patched by every kind they are read by
+        read_by = kinds & _kinds(statement.per_device)
+        computed = self.computed.get(view) == self.version and read_by <= _kinds(
+            statement.patched_by
         )
-        self.shadows[view] = self.version
+        source = f"{SCHEMA}.rows_{view}" if computed else f"main.{view}"
+        self.con.execute(
+            f"create or replace table {table} as select * from {source} as v "
+            f"where {touched_predicate(statement.per_device, kinds)}"
+        )
+        self.shadows[(view, kinds)] = self.version
+        return table
 
     def close(self) -> None:
         """Drop what patching kept in the session."""
@@ -300,6 +366,7 @@ __all__ = [
     "Patcher",
     "Unpatchable",
     "find_base",
+    "reader_kinds",
     "record_state",
     "runs_file",
     "touched_predicate",

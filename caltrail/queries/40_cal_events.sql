@@ -361,7 +361,8 @@ where license_id is not null and client_name is not null and ts is not null;
 -- LAKE/_derived; after a batch ingest, the facts of the devices it touched are computed
 -- again and the others kept (caltrail/pipeline/patch.py).
 -- materialize: lake
--- patched per device: 'name' client_name, 'hwid' hwid, 'license' license_key, 'file' file_sha256
+-- patched per device: 'name' client_name, 'license' license_key, 'file' file_sha256
+-- per device: 'name' client_name, 'hwid' hwid, 'license' license_key, 'file' file_sha256
 create or replace view cal_events as
 with keyed as (select * from cal_facts_keyed),
 evtx as (select *, row_number() over () as evtx_row from cal_facts_evtx),

@@ -156,6 +156,21 @@ select
     ) as expires_earliest
 from typed;
 
+-- The licenses a patch keeps as they were, of the HWIDs of the licenses it computes again
+-- (caltrail/pipeline/patch.py): the windows ordering each HWID's licenses read them too, so
+-- that a license computed again finds its next one among every license of its HWID. No rows
+-- when every license is computed.
+create or replace view license_window_peers as
+select
+    null::varchar as license_key,
+    null::boolean as counted,
+    null::varchar as license_server,
+    null::varchar as version_key,
+    null::varchar as hwid,
+    null::timestamptz as issued_at,
+    null::timestamptz as first_listed
+where false;
+
 -- licenses: one row per issuance (license_dates and):
 --   revoked_at     revoked by a trace line or event 80, or first listed as Revoked (a
 --                  revoked CAL is back in its pack at once)
@@ -184,7 +199,12 @@ next_on_hwid as (
     -- (over the columns it needs alone: see licenses.next_cals)
     select license_key, lead(issued_at) over (partition by license_server, version_key, hwid
         order by issued_at, license_key) as next_on_hwid_issued
-    from (select license_key, license_server, version_key, hwid, issued_at from d)
+    from (
+        select license_key, license_server, version_key, hwid, issued_at from d
+        union all
+        select license_key, license_server, version_key, hwid, issued_at
+        from license_window_peers
+    )
 )
 select
     d.* exclude (unlisted_at),
@@ -202,7 +222,8 @@ join next_on_hwid as n using (license_key);
 -- permanent one was issued (the server takes the temporary record out when it upgrades it).
 -- (license_dates is read once, in the first CTE: a view named twice is bound twice.)
 -- materialize: lake
--- patched per device: 'name' client_name, 'hwid' hwid, 'license' license_key
+-- patched per device: 'name' client_name, 'license' license_key
+-- per device: 'name' client_name, 'hwid' hwid, 'license' license_key
 create or replace view licenses as
 with dates as (select * from license_order),
 replaced as (
@@ -259,9 +280,7 @@ next_cals as (
         lead(issued_at) over by_name as superseded_at,
         lead(first_listed) over by_name as next_first_listed,
         lead(issued_at) over by_name_hwid as next_on_hwid_at,
-        lead(first_listed) over by_name_hwid as next_on_hwid_listed,
-        lead(issued_at) over by_hwid as next_by_hwid_at,
-        lead(first_listed) over by_hwid as next_by_hwid_listed
+        lead(first_listed) over by_name_hwid as next_on_hwid_listed
     from (
         select license_key, counted, license_server, version_key, client_name, hwid,
             issued_at, first_listed
@@ -271,14 +290,31 @@ next_cals as (
         by_name as (partition by counted, license_server, version_key, client_name
             order by issued_at, license_key),
         by_name_hwid as (partition by counted, license_server, version_key,
-            client_name, hwid order by issued_at, license_key),
-        by_hwid as (partition by counted, license_server, version_key, hwid
-            order by issued_at, license_key)
+            client_name, hwid order by issued_at, license_key)
+),
+-- (apart: every license of a HWID is in its window, license_window_peers too)
+next_by_hwid as (
+    select
+        license_key,
+        lead(issued_at) over by_hwid as next_by_hwid_at,
+        lead(first_listed) over by_hwid as next_by_hwid_listed
+    from (
+        select license_key, counted, license_server, version_key, hwid, issued_at,
+            first_listed
+        from counted
+        union all
+        select license_key, counted, license_server, version_key, hwid, issued_at,
+            first_listed
+        from license_window_peers
+    )
+    window by_hwid as (partition by counted, license_server, version_key, hwid
+        order by issued_at, license_key)
 ),
 chains as (
-    select c.*, n.* exclude (license_key)
+    select c.*, n.* exclude (license_key), h.* exclude (license_key)
     from counted as c
     join next_cals as n using (license_key)
+    join next_by_hwid as h using (license_key)
 )
 select
     c.* exclude (next_first_listed, next_on_hwid_at, next_on_hwid_listed, next_by_hwid_at,

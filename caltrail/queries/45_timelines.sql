@@ -7,7 +7,8 @@
 -- dates (the seed's per-device export and the per-device report have no IssueDate) stands
 -- by its first listing: its device held it, under that name and HWID, by then.
 -- materialize: lake
--- patched per device: 'name' client_name, 'hwid' hwid, 'license' license_key
+-- patched per device: 'name' client_name, 'license' license_key
+-- per device: 'name' client_name, 'hwid' hwid, 'license' license_key
 create or replace view activity as
 with facts as (
     select

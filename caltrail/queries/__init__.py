@@ -12,18 +12,19 @@ How a costly view is kept is declared beside it, in the comment right above its
     -- materialize: run       kept per ingest run of each input file (the trace facts)
     -- materialize: session   computed once per diagnosis session (a temp table)
 
-A view whose rows each belong to a device (a computer name, a HWID, a license, ...) says
-which of its columns name it, on a line of its own (caltrail/pipeline/patch.py):
+A view whose rows each belong to devices (a computer name, a HWID, a license, ...) says
+which of its columns name them, on lines of their own (caltrail/pipeline/patch.py):
 
     -- per device: 'name' client_name, 'hwid' hwid, 'license' license_key
-    -- patched per device: 'name' client_name, 'hwid' hwid, 'license' license_key
+    -- patched per device: 'name' client_name, 'license' license_key
 
 each pair a kind (a quoted kind, or a column holding one) and the column naming the device.
 A `lake` view declared `patched per device` is not computed whole after a batch ingest: the
-rows of the devices the batch touched are computed again and the others are kept from the
-state before. The views such a computation reads are then restricted to those devices:
-those declared `per device` or `patched per device` by their columns; every other view
-below them is read whole.
+rows of the devices of those kinds the batch touched are computed again and the others are
+kept from the state before. The views such a computation reads are restricted to the rows
+of touched devices of the kinds it is patched by, through their `per device` columns (those
+of `patched per device` when a view has no `per device` line); every other view below them
+is read whole.
 
 A view whose query has a shape that follows a data table (the trace matching: one branch
 per pattern) is declared `-- generated: <view>`: its statement in the file gives the view's
@@ -72,10 +73,11 @@ class Statement:
         object_kind: "view", "macro" or "table" (None when it creates nothing).
         materialize: how the view is kept ("lake", "run", "session"), None for a plain view.
         generated: the view whose query the loader writes (`-- generated: <view>`), else None.
-        per_device: the (kind, column) pairs naming the device of each row (`-- per device:`;
-            a kind is a quoted kind or a column holding one), else empty.
-        patched: declared `-- patched per device:` (a `lake` view computed for the devices a
-            batch touched, its other rows kept).
+        per_device: the (kind, column) pairs naming the devices of each row (`-- per device:`,
+            else those of `-- patched per device:`; a kind is a quoted kind or a column
+            holding one), by which a view computed for some devices reads it; else empty.
+        patched_by: the pairs of `-- patched per device:`: the devices whose rows a batch
+            computes again when it touches one (a `lake` view patched after a batch).
     """
 
     file: str
@@ -86,7 +88,12 @@ class Statement:
     generated: str | None = None
     name_span: tuple[int, int] | None = None
     per_device: tuple[tuple[str, str], ...] = ()
-    patched: bool = False
+    patched_by: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def patched(self) -> bool:
+        """Declared `patched per device` (see the module's notes)."""
+        return bool(self.patched_by)
 
     def sql_as(self, name: str) -> str:
         """The statement creating `name` instead (a kept view's live definition, under a
@@ -142,12 +149,12 @@ def _file_statements(name: str, text: str) -> tuple[Statement, ...]:
                 f"{name}: `generated: {generated[-1]}` stands above another statement"
             )
         devices = _PER_DEVICE.findall(comments)
-        patched = bool(devices and devices[-1][0])
-        if patched and kind != "lake":
+        patched_by = _per_device(name, [pairs for patched, pairs in devices if patched])
+        if patched_by and kind != "lake":
             raise QueryFileError(
                 f"{name}: `patched per device:` stands above a view not kept per state"
             )
-        per_device = _per_device(name, [pairs for _, pairs in devices])
+        per_device = _per_device(name, [pairs for patched, pairs in devices if not patched])
         out.append(
             Statement(
                 file=name,
@@ -157,8 +164,8 @@ def _file_statements(name: str, text: str) -> tuple[Statement, ...]:
                 materialize=kind,
                 generated=generated[-1] if generated else None,
                 name_span=created.span(2) if created else None,
-                per_device=per_device,
-                patched=patched,
+                per_device=per_device or patched_by,
+                patched_by=patched_by,
             )
         )
     return tuple(out)

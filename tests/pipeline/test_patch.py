@@ -60,6 +60,14 @@ def hosts_and_clients_later(out: Path, fleet: Path) -> Path:
     return keep_only(later, lambda p: not p.name.startswith("LS01"))
 
 
+def same_server_another_site_without_wmi(out: Path, _fleet: Path) -> Path:
+    """Devices of another site on the fleet's server at the same time, without the server's
+    WMI exports: their FreeRDP clients present the fleet's FreeRDP HWID, so their licenses
+    fall between the fleet's in that HWID's order."""
+    simulate(out, seed=73, devices=20, days=40, site="HAM")
+    return keep_only(out, lambda p: "Win32_" not in p.name)
+
+
 def fleet_trace_again(out: Path, fleet: Path) -> Path:
     """The fleet's trace file read again (--force gives it a new run: the older is hidden)."""
     out.mkdir()
@@ -73,6 +81,7 @@ BATCHES: dict[str, Callable[[Path, Path], Path]] = {
     "same server later": same_server_later,
     "same server later, no WMI": same_server_later_without_wmi,
     "hosts and clients later": hosts_and_clients_later,
+    "same server, another site, no WMI": same_server_another_site_without_wmi,
     "a file read again": fleet_trace_again,
 }
 

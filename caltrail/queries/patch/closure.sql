@@ -1,16 +1,16 @@
 -- The devices linked to a touched one, to a fixed point (caltrail/pipeline/patch.py runs
 -- the last statement until it adds nothing). Two devices are linked when one CAL fact names
--- both: a name and the HWID it presented, a license and the name and HWID it was issued to,
--- a license and its server, generation and id (facts sharing them give each other their key
--- pack). A view computed for the touched devices then reads every fact it would read for
--- them computed whole. patch.links_source: the facts (cal_events of the base state, or of
--- the patched state).
+-- both: a name and the licenses of its facts, a license and its server, generation and id
+-- (facts sharing them give each other their key pack). A view computed for the touched
+-- devices then reads every fact it would read for them computed whole. HWIDs link nothing
+-- here: one HWID can be every FreeRDP client's, and what reads a HWID's facts across names
+-- (its evidence, the windows ordering its licenses) reads every row of it (hwids.sql).
+-- patch.links_source: the facts (cal_events of the base state, or of the patched state).
 
 create or replace table patch.links as
 with facts as (
     select distinct
         client_name,
-        hwid,
         license_key,
         case when source in ('trace', 'wmi') and license_id is not null then
             coalesce(license_server, '?') || '/g' || coalesce(generation, 0) || '/' || license_id
@@ -22,8 +22,6 @@ numbered as materialized (
     select row_number() over () as fact, * from facts
 )
 select fact, 'name' as kind, client_name as key from numbered where client_name is not null
-union all
-select fact, 'hwid', hwid from numbered where hwid is not null
 union all
 select fact, 'license', license_key from numbered where license_key is not null
 union all

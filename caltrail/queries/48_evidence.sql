@@ -37,7 +37,7 @@ numbered as (
 per_hwid as (
     select
         hwid,
-        list(client_name order by first_seen) as names,
+        list(client_name order by first_seen, client_name) as names,
         count(*) as name_count,
         min(first_seen) as first_seen,
         max(last_seen) as last_seen
@@ -266,7 +266,7 @@ select
     w.wave_start,
     max(s.switch_at) as wave_end,
     w.names_active,
-    list(s.client_name order by s.switch_at) as names,
+    list(s.client_name order by s.switch_at, s.client_name) as names,
     mode(s.license_server) as license_server
 from active as w
 join switches as s

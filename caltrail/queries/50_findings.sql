@@ -105,7 +105,7 @@ select
     count(*) filter (where flag and counted_now and cal_type = 'permanent') as excess_now_permanent,
     count(*) filter (where flag and counted_now and cal_type = 'temporary') as excess_now_temporary,
     count(*) filter (where flag and counted_now) as excess_now,
-    list(license_key order by issued_at) filter (where flag) as excess_licenses
+    list(license_key order by issued_at, license_key) filter (where flag) as excess_licenses
 from query_table(flagged)
 group by key;
 
@@ -402,7 +402,8 @@ from regeneration_waves as w
 left join name_excess as x on list_contains(w.names, x.key)
 group by all;
 
--- The findings of each HWID and name, with the first 20 source rows behind each (each
+-- The findings of each HWID and name, with the first 20 source rows behind each (in time
+-- order, then by file and line: the same rows however the facts come in; each
 -- fact listed under its HWID and its name, gathered by an equality join on (kind,
 -- subject)). A row depends on its subject's group of names, HWIDs and licenses only, and
 -- on the fleet's regeneration wave (the names it explains), so after a batch ingest the
@@ -432,7 +433,7 @@ evidence as (
         a.subject_kind,
         a.subject,
         list({'source_path': a.source_path, 'line': a.source_line, 'recovered': a.recovered}
-            order by a.ts)[1:20] as rows
+            order by a.ts, a.source_path, a.source_line)[1:20] as rows
     from subjects as a
     semi join all_rows as d on d.subject_kind = a.subject_kind and d.subject = a.subject
     group by a.subject_kind, a.subject

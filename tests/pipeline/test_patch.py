@@ -68,6 +68,13 @@ def same_server_another_site_without_wmi(out: Path, _fleet: Path) -> Path:
     return keep_only(out, lambda p: "Win32_" not in p.name)
 
 
+def the_same_devices_on_another_server(out: Path, _fleet: Path) -> Path:
+    """new_server_and_site's devices, their files written by another server: the same names
+    and snapshot times (facts tied in time, listed in any order)."""
+    simulate(out, seed=8, devices=20, days=14, license_server="LS-OTHER", site="HAM")
+    return out
+
+
 def fleet_trace_again(out: Path, fleet: Path) -> Path:
     """The fleet's trace file read again (--force gives it a new run: the older is hidden)."""
     out.mkdir()
@@ -208,7 +215,7 @@ def test_a_state_patched_from_a_patched_state_equals_it_computed_whole(
     fleet_lake, bundle = fleet
     lake = tmp_path / "lake"
     shutil.copytree(fleet_lake, lake)
-    for n, make in enumerate([new_server_and_site, same_server_later_without_wmi]):
+    for n, make in enumerate([new_server_and_site, the_same_devices_on_another_server]):
         ingest([make(tmp_path / f"batch-{n}", bundle)], IngestOptions(lake=lake))
         connect(lake).close()
     whole = tmp_path / "whole"

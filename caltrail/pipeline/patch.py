@@ -29,6 +29,7 @@ state computed whole, after batches of each kind.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,6 +119,36 @@ def reader_kinds(pairs: tuple[tuple[str, str], ...]) -> frozenset[str]:
     files and license ids, which every view reads with its devices). A view whose kind is a
     column (the findings: a HWID's or a name's) reads by every kind."""
     return _kinds(pairs) | {"file", "triple"}
+
+
+# what a statement reads: a relation after from/join, a macro called, a view named in quotes
+# (a table macro's argument)
+_READS = re.compile(r"\b(?:from|join)\s+(\w+)|\b(\w+)\s*\(|'(\w+)'", re.IGNORECASE)
+_COMMENT = re.compile(r"--[^\n]*")
+
+
+def _read_per_device(
+    statement: queries.Statement, below: list[queries.Statement]
+) -> list[queries.Statement]:
+    """The views declared per device that `statement`'s view reads, through the plain views
+    and macros below it (by the names its SQL and theirs hold). Only they are restricted
+    for it: a view read whole that could have been restricted costs time, not rows."""
+    by_name = {s.creates: s for s in below if s.creates}
+    found: dict[str, queries.Statement] = {}
+    seen: set[str] = set()
+    pending = [statement.sql]
+    while pending:
+        sql = _COMMENT.sub("", pending.pop())
+        for word in {name for found in _READS.findall(sql) for name in found if name}:
+            read = by_name.get(word)
+            if read is None or word in seen or word == statement.creates:
+                continue
+            seen.add(word)
+            if read.per_device:
+                found[word] = read
+            elif read.materialize is None:  # a kept view is read as kept: not below it
+                pending.append(read.sql)
+    return [s for s in below if s.creates in found]
 
 
 def touched_predicate(
@@ -301,7 +332,7 @@ class Patcher:
         kinds this view groups by), and each patch.input_<name> table stands for <name>."""
         view = statement.creates or ""
         kinds = reader_kinds(statement.patched_by)
-        inputs = [s for s in below if s.per_device and s.creates != view]
+        inputs = _read_per_device(statement, below)
         shadows = {s.creates: self._shadow(s, kinds) for s in inputs}
         stand_ins = [
             name.removeprefix("input_")

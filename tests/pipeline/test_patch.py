@@ -299,3 +299,30 @@ def test_a_base_with_a_counted_license_of_no_name_is_computed_whole(
     monkeypatch.setattr(patch.Patcher, "close", spied)
     connect(lake).close()
     assert any(r and "issued to no computer name" in r for r in reasons)
+
+
+def test_the_shell_reads_a_patched_state_in_parts(tmp_path: Path, fleet: tuple[Path, Path]) -> None:
+    """The DuckDB shell's init script reads a patched view's parts less its dropped rows,
+    paths relative to the lake as ever: the same rows as a caltrail session."""
+    from tests.pipeline.test_shell import run_shell
+
+    fleet_lake, bundle = fleet
+    lake = tmp_path / "lake"
+    shutil.copytree(fleet_lake, lake)
+    ingest([new_server_and_site(tmp_path / "batch", bundle)], IngestOptions(lake=lake))
+    connect(lake).close()  # patched, and the script written again
+    script = (lake / "caltrail.sql").read_text(encoding="utf-8")
+    assert kept.DROPS_SUFFIX in script
+    assert str(tmp_path) not in script
+    views = [s.creates for s in queries.statements() if s.patched]
+    # (the shell is another DuckDB version: rows are counted, not compared as text)
+    digest = "count(*), count(distinct v::varchar)"
+    ask = "".join(f"select '{view}', {digest} from {view} as v;\n" for view in views)
+    shell = run_shell(ask, tmp_path, "lake/caltrail.sql").split()
+    con = connect(lake)
+    try:
+        for view in views:
+            [(count, rows)] = con.execute(f"select {digest} from {view} as v").fetchall()
+            assert f"{view},{count},{rows}" in shell, view
+    finally:
+        con.close()

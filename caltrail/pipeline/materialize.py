@@ -13,6 +13,8 @@ A query file declares, above a costly view, how it is kept (caltrail/queries/__i
   batch's part alone.
 - `session`: a temp table once per diagnosis session (`session_tables`): cheap to compute,
   too large to be worth keeping, read many times by the plans.
+- `state`: a temp table of the session that builds the kept views of a new state, which
+  read it; not kept (nothing reads it once they are kept, and writing it cost seconds).
 
 `Loader` runs the statements of caltrail/queries on a connection and acts on these
 declarations; `shell_statements` writes the same for the DuckDB shell's init script, with
@@ -102,7 +104,7 @@ class Loader:
     def __post_init__(self) -> None:
         self.lake = self.lake.resolve()
         self.stamp = kept.fingerprint(self.lake)
-        self.steps = len(lake_views()) + len(queries.declared("run"))
+        self.steps = sum(len(queries.declared(kind)) for kind in ("lake", "run", "state"))
         self.step = 0
         self.loaded: list[queries.Statement] = []
         # the kept files of an earlier state, to patch the per-device views from
@@ -129,8 +131,27 @@ class Loader:
         elif statement.materialize == "run" and statement.creates:
             self.step += 1
             self._run_view(statement)
+        elif statement.materialize == "state" and statement.creates:
+            self.step += 1
+            self._state_view(statement, statement.creates)
         else:
             self._plain(statement)
+
+    def _state_view(self, statement: queries.Statement, view: str) -> None:
+        """A view the kept views of a state read, not kept itself: computed into a temp
+        table (which shadows the view for every view reading it) when some kept view is to
+        be built, else left live."""
+        self._plain(statement)
+        if self.derive and not all_current(self.lake):
+            if self.on_build is not None:
+                self.on_build(view, self.step, self.steps)
+            try:
+                self.con.execute(
+                    f"create or replace temp table {view} as select * from main.{view}"
+                )
+            except duckdb.Error as exc:
+                raise BuildError(f"building {view}: {exc}") from exc
+            self.built[view] = "temp"
 
     def _plain(self, statement: queries.Statement) -> None:
         _execute(self.con, statement)

@@ -243,7 +243,8 @@ class Patcher:
                 continue
             self.con.execute(
                 f"insert into {SCHEMA}.touched select distinct {kind}, v.{column} "
-                f"from main.{statement.creates} as v "
+                # (unqualified: a `state` view is a temp table of the session)
+                f"from {statement.creates} as v "
                 f"where v.{files[0]} in (select key from {SCHEMA}.touched where kind = 'file') "
                 f"and v.{column} is not null"
             )
@@ -377,7 +378,8 @@ class Patcher:
         computed = self.computed.get(view) == self.version and read_by <= _kinds(
             statement.patched_by
         )
-        source = f"{SCHEMA}.rows_{view}" if computed else f"main.{view}"
+        # (unqualified: a `state` view is a temp table of the session)
+        source = f"{SCHEMA}.rows_{view}" if computed else view
         self.con.execute(
             f"create or replace table {table} as select * from {source} as v "
             f"where {touched_predicate(statement.per_device, kinds)}"

@@ -233,9 +233,10 @@ where hwid is not null and not coalesce(deleted, false);
 -- `recovered`: read from chunk slack (docs/EVTX_RECOVERY.md). A recovered record whose
 -- payload could not be rendered (its EventData template gone: `data` empty) is its event id
 -- and time only: it names no device, user, host or CAL type, so it is never a name or HWID
--- fact and is tied to no license. Kept (it reads every licensing event, each record once);
--- after a batch, cal_events reads the rows of the devices the batch touched.
--- materialize: lake
+-- fact and is tied to no license. Computed once for a new state (it reads every licensing
+-- event, each record once), not kept; after a batch, cal_events reads the rows of the
+-- devices the batch touched.
+-- materialize: state
 -- per device: 'name' client_name, 'file' file_sha256
 create or replace view cal_facts_evtx as
 with evtx_rows as (
@@ -285,10 +286,10 @@ where action in (
 -- client presented by its id only: its key pack is the one another fact of the same server
 -- and generation gives that id. A WMI fact carries its listing's key (a report entry's too).
 -- license_triple: the server, generation and id a license is known by before its key pack
--- is (facts sharing it may give each other their key pack). Kept: cal_events and
--- keyed_servers read it, and after a batch cal_events reads the rows of the devices the
--- batch touched.
--- materialize: lake
+-- is (facts sharing it may give each other their key pack). Computed once for a new state,
+-- not kept: cal_events and keyed_servers read it, and after a batch cal_events reads the
+-- rows of the devices the batch touched.
+-- materialize: state
 -- per device: 'name' client_name, 'hwid' hwid, 'license' license_key, 'triple' license_triple, 'file' file_sha256
 create or replace view cal_facts_keyed as
 with both_facts as (

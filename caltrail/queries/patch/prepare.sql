@@ -74,15 +74,16 @@ semi join (select distinct file_sha256 from trace_licensing) as t using (file_sh
 -- The devices the base's rows of those files named (the new rows' devices are added by
 -- caltrail/pipeline/patch.py from each input read per device).
 insert into patch.touched
-select distinct kind, key
-from patch.base_cal_events as e,
-    lateral (
-        select 'name' as kind, e.client_name as key
-        union all select 'hwid', e.hwid
-        union all select 'license', e.license_key
-    )
-where key is not null
-    and e.file_sha256 in (select key from patch.touched where kind = 'file');
+with base_rows as (
+    select client_name, hwid, license_key
+    from patch.base_cal_events
+    where file_sha256 in (select key from patch.touched where kind = 'file')
+)
+select 'name', client_name from base_rows where client_name is not null
+union
+select 'hwid', hwid from base_rows where hwid is not null
+union
+select 'license', license_key from base_rows where license_key is not null;
 
 -- A server of which a new file holds a full listing (Win32_TSIssuedLicense: each license it
 -- does not show has left the database) or a key pack snapshot (the pool, each key pack's

@@ -122,8 +122,8 @@ def reader_kinds(pairs: tuple[tuple[str, str], ...]) -> frozenset[str]:
 
 
 # what a statement reads: a relation after from/join, a macro called, a view named in quotes
-# (a table macro's argument)
-_READS = re.compile(r"\b(?:from|join)\s+(\w+)|\b(\w+)\s*\(|'(\w+)'", re.IGNORECASE)
+# as a call's first argument (a table macro's: excess_summary('hwid_excess_flags'))
+_READS = re.compile(r"\b(?:from|join)\s+(\w+)|\b(\w+)\s*\(|\(\s*'(\w+)'", re.IGNORECASE)
 _COMMENT = re.compile(r"--[^\n]*")
 
 

@@ -756,8 +756,9 @@ def _timed_diagnosis(
 @contextmanager
 def _stage_clock(stages: dict[str, float]) -> Iterator[None]:
     """Time each derived table a session builds (the session's loader calls
-    `materialize.provide` per view kept per state of the lake and `RunTable.provide` per view
-    kept per ingest run), by wrapping the two."""
+    `materialize.provide` per view kept per state of the lake, `RunTable.provide` per view
+    kept per ingest run, `Loader._state_view` per view computed once for a new state), and
+    the devices a batch touched (`Patcher.ready`), by wrapping them."""
     from caltrail.pipeline import materialize, per_run
 
     def timing(original: Callable[..., Any], name: Callable[[tuple[Any, ...]], str]) -> Any:
@@ -772,15 +773,30 @@ def _stage_clock(stages: dict[str, float]) -> Iterator[None]:
 
         return timed_call
 
-    saved = materialize.provide, per_run.RunTable.provide
+    from caltrail.pipeline import patch
+
+    saved = (
+        materialize.provide,
+        per_run.RunTable.provide,
+        materialize.Loader._state_view,
+        patch.Patcher.ready,
+    )
     materialize.provide = timing(materialize.provide, lambda args: str(args[2]))  # type: ignore[assignment]
     per_run.RunTable.provide = timing(  # type: ignore[method-assign]
         per_run.RunTable.provide, lambda args: f"{args[0].table} (per run)"
     )
+    materialize.Loader._state_view = timing(  # type: ignore[method-assign]
+        materialize.Loader._state_view, lambda args: f"{args[2]} (state)"
+    )
+    # (the devices a batch touched, found on the first call)
+    patch.Patcher.ready = timing(patch.Patcher.ready, lambda _args: "touched devices")  # type: ignore[method-assign]
     try:
         yield
     finally:
-        materialize.provide, per_run.RunTable.provide = saved  # type: ignore[assignment,method-assign]
+        materialize.provide = saved[0]  # type: ignore[assignment]
+        per_run.RunTable.provide = saved[1]  # type: ignore[method-assign]
+        materialize.Loader._state_view = saved[2]  # type: ignore[method-assign]
+        patch.Patcher.ready = saved[3]  # type: ignore[method-assign]
 
 
 def stage_summary(stages: dict[str, float], total: float, top: int = 5) -> str:

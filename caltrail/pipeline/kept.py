@@ -157,18 +157,23 @@ def attach(con: duckdb.DuckDBPyConnection, name: str, variable: str, path: Path)
     con.execute(f"create or replace view {name} as {rows}")
 
 
+def replace(con: duckdb.DuckDBPyConnection, sql: str, target: Path) -> None:
+    """Write the result of `sql` to `target`, replacing it atomically (a file that names
+    its state: see `write` for the files a session may be reading)."""
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        con.sql(sql).write_parquet(str(tmp), compression="zstd")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_parts(
     con: duckdb.DuckDBPyConnection, target: Path, own: str, parts: list[str], drops: str
 ) -> None:
     """Keep a view in parts: the rows of `own` in `target` (written last, once), earlier
     files named by `parts` and the rows of them `drops` gives (part, file_row_number)."""
-    drops_file = _beside(target, DROPS_SUFFIX)
-    tmp = drops_file.with_name(f".{drops_file.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        con.sql(drops).write_parquet(str(tmp), compression="zstd")
-        os.replace(tmp, drops_file)
-    finally:
-        tmp.unlink(missing_ok=True)
+    replace(con, drops, _beside(target, DROPS_SUFFIX))
     manifest = _beside(target, PARTS_SUFFIX)
     tmp = manifest.with_name(f".{manifest.name}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.write_text(json.dumps({"parts": parts}), encoding="utf-8")
@@ -227,6 +232,7 @@ __all__ = [
     "publish",
     "referenced",
     "remove_stale",
+    "replace",
     "select_rows",
     "view_file",
     "writable",

@@ -66,16 +66,6 @@ def _write_index(folder: Path, parts: list[str], complete: str) -> None:
     os.replace(tmp, folder / INDEX)
 
 
-def _copy(con: duckdb.DuckDBPyConnection, sql: str, target: Path) -> None:
-    """Write the result of `sql` to `target` atomically."""
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        con.sql(sql).write_parquet(str(tmp), compression="zstd")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _new_part_name(parts: list[str]) -> str:
     number = 1 + max((int(p.split("-")[1]) for p in parts), default=0)
     return f"part-{number:06d}-{uuid.uuid4().hex[:8]}"
@@ -190,8 +180,8 @@ class RunTable:
         """Write the rows of `sql` and the runs of `keys_sql` as a new part (rows first: a
         part counts once its keys file is there, and only once the index lists it)."""
         name = _new_part_name(parts)
-        _copy(con, sql, folder / f"{name}.parquet")
-        _copy(con, keys_sql, folder / f"{name}.keys.parquet")
+        kept.replace(con, sql, folder / f"{name}.parquet")
+        kept.replace(con, keys_sql, folder / f"{name}.keys.parquet")
         return name
 
     def _remove_unlisted(self, lake: Path, folder: Path, parts: list[str]) -> None:

@@ -19,44 +19,34 @@ with kept_rows as (
     from patch.base_licenses
     where license_key in (select license_key from patch.input_license_window_peers)
 ),
-now as (
-    select license_key, counted, license_server, version_key, hwid, issued_at, first_listed
+orders as (
+    -- each HWID's licenses now (those kept and those computed again) and before
+    select 'now' as state, license_key, counted, license_server, version_key, hwid, issued_at,
+        first_listed
     from kept_rows
     union all
-    select license_key, counted, license_server, version_key, hwid, issued_at, first_listed
+    select 'now', license_key, counted, license_server, version_key, hwid, issued_at,
+        first_listed
     from patch.rows_licenses
     where coalesce(hwid, '') in (select hwid from patch.license_hwids)
-),
-before as (
-    select license_key, counted, license_server, version_key, hwid, issued_at, first_listed
+    union all
+    select 'before', license_key, counted, license_server, version_key, hwid, issued_at,
+        first_listed
     from patch.base_licenses
     where coalesce(hwid, '') in (select hwid from patch.license_hwids)
 ),
 windows as (
     select
-        'now' as state,
+        state,
         license_key,
         lead(issued_at) over all_of_hwid as next_issue,
         lead(issued_at) over counted_of_hwid as next_counted_issue,
         lead(first_listed) over counted_of_hwid as next_counted_listed
-    from now
+    from orders
     window
-        all_of_hwid as (partition by license_server, version_key, hwid
+        all_of_hwid as (partition by state, license_server, version_key, hwid
             order by issued_at, license_key),
-        counted_of_hwid as (partition by counted, license_server, version_key, hwid
-            order by issued_at, license_key)
-    union all
-    select
-        'before',
-        license_key,
-        lead(issued_at) over all_of_hwid,
-        lead(issued_at) over counted_of_hwid,
-        lead(first_listed) over counted_of_hwid
-    from before
-    window
-        all_of_hwid as (partition by license_server, version_key, hwid
-            order by issued_at, license_key),
-        counted_of_hwid as (partition by counted, license_server, version_key, hwid
+        counted_of_hwid as (partition by state, counted, license_server, version_key, hwid
             order by issued_at, license_key)
 ),
 changed as (

@@ -1,11 +1,11 @@
 """The kept per-device views patched after a batch ingest, not computed whole again.
 
 A view declared `patched per device` (caltrail/queries/__init__.py) holds rows that each
-belong to a device: a computer name, a HWID, a license. Computed whole, `cal_events` and the
-layers above it take most of a first diagnosis after a batch (40 s at 50,000 devices), for
-a batch that names a few hundred devices. So a session that finds the kept files of an
-earlier state of the lake (the base) computes, for each such view, only the rows of the
-devices the batch touched, and keeps the base's other rows:
+belong to a device of the kinds it groups by: a computer name, a HWID, a license. Computed
+whole, `cal_events` and the layers above it took most of a first diagnosis after a batch
+(40 s at 50,000 devices), for a batch that names a few hundred devices. So a session that
+finds the kept files of an earlier state of the lake (the base) computes, for each such
+view, only the rows of the devices the batch touched, and keeps the base's other rows:
 
 1. The base is the latest state whose kept files are all there, computed by the same
    queries and reference tables, whose runs (`runs.<queries>-<stamp>.parquet`, written once
@@ -13,15 +13,20 @@ devices the batch touched, and keeps the base's other rows:
 2. What the batch touched (caltrail/queries/patch/prepare.sql): every device named by a row
    of a new file (of the inputs declared `per device`), and the devices a change of the
    fleet reaches (a server's new full listing or key pack snapshot, the end of the data
-   moved, a server keyed for the first time). Some changes reach devices no rule can name
-   (a database rebuilt, a file attributed to another server, a file read again): the
+   moved, a server keyed for the first time, a trace file attributed to another server).
+   Some changes reach devices no rule can name (a database rebuilt, a file read again, a
+   WMI export naming no server attributed elsewhere, a counted license without a name): the
    state is then computed whole, and `reason` says why.
-3. The devices linked to a touched one, to a fixed point (patch/closure.sql): a name and
-   its HWIDs, a license and its name, HWID and id. A touched device's rows then depend on
-   touched devices' rows and on views of the whole fleet only.
-4. Each patched view, in load order: its rows computed on a cursor of the session on which
-   every view declared per device below it is restricted to the touched devices (a temp
-   table of the same name shadows it), plus the base's rows of the other devices.
+3. The names, licenses and license ids linked to a touched one by a CAL fact, to a fixed
+   point (patch/closure.sql), then the HWIDs of their facts (patch/hwids.sql). A HWID links
+   nothing (one HWID can be every FreeRDP client's): what reads a HWID across names reads
+   every row of it, and what orders a HWID's licenses has files of its own
+   (patch/licenses.sql, patch/licenses.after.sql).
+4. Each patched view, in load order: its rows of the touched devices computed on a cursor of
+   the session on which every view declared per device that it reads is a temp view of
+   that view's rows of the touched devices of the kinds it groups by; then kept in parts
+   (pipeline/kept.py): those rows in its own file, and the base's files less the rows of
+   those devices.
 
 tests/pipeline/test_patch.py holds every kept view of a patched state equal to the same
 state computed whole, after batches of each kind.

@@ -20,8 +20,10 @@ select * from events_all;
 -- record and the catalog only, so the rows are kept per ingest run of each EVTX file: a
 -- session after a batch reads the catalog's fields out of the batch's events alone
 -- (caltrail/pipeline/per_run.py). `dup_count` is NULL here: licensing_events counts the
--- copies, among every event.
+-- copies, among every event. After a batch, cal_events reads the records of the devices the
+-- batch touched (caltrail/pipeline/patch.py).
 -- materialize: run
+-- per device: 'name' client_name, 'file' file_sha256
 create or replace view licensing_records as
 with family as (
     select

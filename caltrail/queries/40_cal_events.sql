@@ -233,11 +233,8 @@ where hwid is not null and not coalesce(deleted, false);
 -- `recovered`: read from chunk slack (docs/EVTX_RECOVERY.md). A recovered record whose
 -- payload could not be rendered (its EventData template gone: `data` empty) is its event id
 -- and time only: it names no device, user, host or CAL type, so it is never a name or HWID
--- fact and is tied to no license. Computed once for a new state (it reads every licensing
--- event, each record once), not kept; after a batch, cal_events reads the rows of the
--- devices the batch touched.
--- materialize: state
--- per device: 'name' client_name, 'file' file_sha256
+-- fact and is tied to no license. (After a batch, cal_events reads it over the licensing
+-- records of the devices the batch touched.)
 create or replace view cal_facts_evtx as
 with evtx_rows as (
     select *, coalesce(recovered and coalesce(cardinality(data), 0) = 0, false) as payload_lost

@@ -120,12 +120,12 @@ where (b.counted_until > moved.low and b.counted_until <= moved.high)
 
 -- A server some fact keys a license of for the first time (or no longer): an EVTX event its
 -- log holds is linked to its facts now, no longer to those of an unknown server (cal_events),
--- or the reverse.
+-- or the reverse. (The names of its licensing records: those of its CAL facts among them.)
 insert into patch.touched
-select distinct 'name', e.client_name
-from cal_facts_evtx as e
-where e.client_name is not null
-    and e.logged_by_server in (
+select distinct 'name', r.client_name
+from licensing_records as r
+where r.client_name is not null
+    and norm_name(r.logged_by) in (
         (select server from keyed_servers except select server from patch.base_keyed_servers)
         union all
         (select server from patch.base_keyed_servers except select server from keyed_servers)

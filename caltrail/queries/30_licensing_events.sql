@@ -132,9 +132,26 @@ where rn = 1;
 -- `events` view shows it: one row per computer, channel, record id and time, the copy
 -- `events` chooses (`recovered` says whether it was read from chunk slack), dup_count the
 -- files holding it. Most records have one copy: the copies are looked for among the records
--- held by several files (event_copy_keys).
+-- held by several files (licensing_copy_keys).
+-- The keys of the licensing records held by several files, their copies counted among every
+-- event. Looked for among the records' own keys: a session computing cal_events for a few
+-- devices reads their records alone, and their copies alone.
+create or replace view licensing_copy_keys as
+select e.computer, e.channel, e.record_id, e.time_created
+from events_all as e
+semi join (
+    select distinct logged_by as computer, channel, record_id, time_created
+    from licensing_records
+) as k
+    on k.computer is not distinct from e.computer
+    and k.channel is not distinct from e.channel
+    and k.record_id is not distinct from e.record_id
+    and k.time_created is not distinct from e.time_created
+group by all
+having count(*) > 1;
+
 create or replace view licensing_events as
-select * from licensing_once('event_copy_keys', true);
+select * from licensing_once('licensing_copy_keys', true);
 
 -- The keys of the records a copy of which licensing_records gives a problem (the events
 -- licensing_problems shows, before their copies are counted).

@@ -232,11 +232,18 @@ switches as (
             max(s.first_seen) as new_first_seen,
             min(s.last_seen) as old_last_seen,
             any_value(a.license_server) as license_server
-        from name_hwid_spans as s
-        left join (select client_name, any_value(license_server) as license_server
+        from (
+            -- each name's active spans on its HWIDs (those of name_hwid_spans with a first
+            -- sighting), from the activity alone: the spans' users and days are not read
+            select client_name, hwid, min(ts) as first_seen, max(ts) as last_seen
+            from activity
+            where client_name is not null and hwid is not null
+            group by all
+        ) as s
+        -- (a name's server: the least of them by name, the same however the rows come in)
+        left join (select client_name, min(license_server) as license_server
             from act where license_server is not null group by client_name) as a
             using (client_name)
-        where s.first_seen is not null
         group by s.client_name
     )
     where hwids = 2 and old_last_seen < new_first_seen

@@ -27,7 +27,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
@@ -103,15 +103,22 @@ def publish(tmp: Path, target: Path) -> None:
             os.replace(tmp, target)
 
 
-def write(con: duckdb.DuckDBPyConnection, sql: str, target: Path) -> None:
-    """Write the result of `sql` (our own SQL: a view's name) to `target`, atomically and
-    only once (`publish`)."""
+def _write(
+    con: duckdb.DuckDBPyConnection, sql: str, target: Path, place: Callable[[Path, Path], None]
+) -> None:
+    """Write the result of `sql` under a temporary name, then `place` it at `target`."""
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         con.sql(sql).write_parquet(str(tmp), compression="zstd")
-        publish(tmp, target)
+        place(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write(con: duckdb.DuckDBPyConnection, sql: str, target: Path) -> None:
+    """Write the result of `sql` (our own SQL: a view's name) to `target`, atomically and
+    only once (`publish`)."""
+    _write(con, sql, target, publish)
 
 
 def _beside(path: Path, suffix: str) -> Path:
@@ -160,12 +167,7 @@ def attach(con: duckdb.DuckDBPyConnection, name: str, variable: str, path: Path)
 def replace(con: duckdb.DuckDBPyConnection, sql: str, target: Path) -> None:
     """Write the result of `sql` to `target`, replacing it atomically (a file that names
     its state: see `write` for the files a session may be reading)."""
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        con.sql(sql).write_parquet(str(tmp), compression="zstd")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    _write(con, sql, target, os.replace)
 
 
 def write_parts(

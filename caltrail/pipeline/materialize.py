@@ -72,10 +72,11 @@ def lake_views() -> list[str]:
     return queries.declared("lake")
 
 
-def all_current(lake: Path) -> bool:
-    """Whether every `lake`-kind view has a current kept file (nothing to build)."""
+def all_current(lake: Path, stamp: str | None = None) -> bool:
+    """Whether every `lake`-kind view has a current kept file (nothing to build); `stamp`:
+    the lake's fingerprint when the caller has it."""
     lake = lake.resolve()
-    stamp = kept.fingerprint(lake)
+    stamp = stamp or kept.fingerprint(lake)
     return all(current_file(lake, view, stamp) is not None for view in lake_views())
 
 
@@ -110,14 +111,16 @@ class Loader:
         # the kept files of an earlier state, to patch the per-device views from
         # (caltrail/pipeline/patch.py); looked for only when some view is to be built
         self.patcher: patch.Patcher | None = None
-        if self.derive and not all_current(self.lake):
+        # some kept view of this state is to be built by this session
+        self.building = self.derive and not all_current(self.lake, self.stamp)
+        if self.building:
             self.patcher = patch.Patcher.find(self.con, self.lake, self.stamp, lake_views())
 
     def run(self, statements: list[queries.Statement]) -> None:
         try:
             for statement in statements:
                 self.execute(statement)
-            if self.derive and all_current(self.lake):
+            if self.derive and all_current(self.lake, self.stamp):
                 patch.record_state(self.con, self.lake, self.stamp)
         finally:
             if self.patcher is not None:
@@ -142,7 +145,7 @@ class Loader:
         table (which shadows the view for every view reading it) when some kept view is to
         be built, else left live."""
         self._plain(statement)
-        if self.derive and not all_current(self.lake):
+        if self.building:
             if self.on_build is not None:
                 self.on_build(view, self.step, self.steps)
             try:

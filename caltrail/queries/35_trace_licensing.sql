@@ -359,7 +359,7 @@ where false;
 -- trace_licensing: the licensing facts of the trace messages. A message's fact depends on its
 -- row and the patterns only, so the facts are kept per ingest run of each trace file: a
 -- session computes those of the runs not kept yet (this view, over trace_licensing_input
--- pointed at them) and reads the others from LAKE/_derived (caltrail/pipeline/trace_facts.py).
+-- pointed at them) and reads the others from LAKE/_derived (caltrail/pipeline/per_run.py).
 -- materialize: run
 create or replace view trace_licensing as
 with per_message as (

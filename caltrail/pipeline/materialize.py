@@ -197,10 +197,9 @@ class Loader:
             keeper.attach(self.con, files)
             return
         self._plain(statement)
-        # computed now only when a lake-kind view above will read it (the first of them is
-        # not current); else it stays live and costs nothing until a query reads it
-        needed = any(current_file(self.lake, v, self.stamp) is None for v in lake_views())
-        if self.derive and needed:
+        # computed now only when a lake-kind view above will read it (this session builds
+        # one); else it stays live and costs nothing until a query reads it
+        if self.building:
             if self.on_build is not None:
                 self.on_build(view, self.step, self.steps)
             try:

@@ -143,18 +143,28 @@ class Loader:
     def _state_view(self, statement: queries.Statement, view: str) -> None:
         """A view the kept views of a state read, not kept itself: computed into a temp
         table (which shadows the view for every view reading it) when some kept view is to
-        be built, else left live."""
+        be built, else left live. One declared `patched per device`, when the state is
+        patched from a base: only the touched devices' rows are computed, for the patched
+        views above (the view itself stays live, whole for any other reader)."""
         self._plain(statement)
-        if self.building:
-            if self.on_build is not None:
-                self.on_build(view, self.step, self.steps)
+        if not self.building:
+            return
+        if self.on_build is not None:
+            self.on_build(view, self.step, self.steps)
+        patcher = self.patcher
+        if statement.patched and patcher is not None and patcher.ready(self.loaded):
             try:
-                self.con.execute(
-                    f"create or replace temp table {view} as select * from main.{view}"
-                )
+                patcher.compute(statement, self.loaded[:-1])
+                self.built[view] = "patched"
+                return
             except duckdb.Error as exc:
-                raise BuildError(f"building {view}: {exc}") from exc
-            self.built[view] = "temp"
+                # patching failed: this view and those above are computed whole
+                patcher.give_up(f"patching {view}: {exc}")
+        try:
+            self.con.execute(f"create or replace temp table {view} as select * from main.{view}")
+        except duckdb.Error as exc:
+            raise BuildError(f"building {view}: {exc}") from exc
+        self.built[view] = "temp"
 
     def _plain(self, statement: queries.Statement) -> None:
         _execute(self.con, statement)

@@ -161,16 +161,21 @@ def touched_predicate(
 ) -> str:
     """SQL: whether a row (`alias`) belongs to a touched device, by the declared pairs whose
     kind is one of `kinds` (all by default; validated words from our own query files:
-    caltrail/queries/__init__.py)."""
+    caltrail/queries/__init__.py). NULL, not false, for a row whose only untouched devices
+    include a NULL one: negated, it goes through coalesce(..., false)."""
     tests = []
     for kind, column in pairs:
-        if kind.startswith("'") and kinds is not None and kind.strip("'") not in kinds:
-            continue
-        kind_sql = kind if kind.startswith("'") else f"{alias}.{kind}"
-        tests.append(
-            f"exists (select 1 from {SCHEMA}.touched as t "
-            f"where t.kind = {kind_sql} and t.key = {alias}.{column})"
-        )
+        if not kind.startswith("'"):  # (a kind held in a column: correlated)
+            tests.append(
+                f"exists (select 1 from {SCHEMA}.touched as t "
+                f"where t.kind = {alias}.{kind} and t.key = {alias}.{column})"
+            )
+        elif kinds is None or kind.strip("'") in kinds:
+            # (uncorrelated: a hash join built once, where a correlated test on a view of
+            # millions of rows took 2.5 times as long, and one test alone a semi join)
+            tests.append(
+                f"{alias}.{column} in (select key from {SCHEMA}.touched where kind = {kind})"
+            )
     return "(" + (" or ".join(tests) or "false") + ")"
 
 
@@ -239,19 +244,22 @@ class Patcher:
 
     def _seed_new_rows(self, statement: queries.Statement) -> None:
         """Every device a row of a touched file (a new one) names, in an input read per
-        device."""
+        device (its rows of those files read once: a live view is computed each time)."""
         files = [column for kind, column in statement.per_device if kind == "'file'"]
         if not files:
             raise Unpatchable(f"{statement.creates} is read per device but names no file")
-        for kind, column in statement.per_device:
-            if kind == "'file'":
-                continue
+        pairs = [(kind, column) for kind, column in statement.per_device if kind != "'file'"]
+        columns = ", ".join(sorted({column for _, column in pairs}))
+        self.con.execute(
+            f"create or replace table {SCHEMA}.seed_rows as select distinct {columns} "
+            # (unqualified: a `state` view is a temp table of the session)
+            f"from {statement.creates} as v "
+            f"where v.{files[0]} in (select key from {SCHEMA}.touched where kind = 'file')"
+        )
+        for kind, column in pairs:
             self.con.execute(
-                f"insert into {SCHEMA}.touched select distinct {kind}, v.{column} "
-                # (unqualified: a `state` view is a temp table of the session)
-                f"from {statement.creates} as v "
-                f"where v.{files[0]} in (select key from {SCHEMA}.touched where kind = 'file') "
-                f"and v.{column} is not null"
+                f"insert into {SCHEMA}.touched select distinct {kind}, {column} "
+                f"from {SCHEMA}.seed_rows where {column} is not null"
             )
 
     def _close_over(self, facts: str) -> None:
@@ -272,43 +280,59 @@ class Patcher:
                 break
         for sql in _sql_statements("hwids.sql"):
             self.con.execute(sql)
+        self._count_touched()
+        self.version += 1
+
+    def _count_touched(self) -> None:
         self.touched = dict(
             self.con.execute(
                 f"select kind, count(*) from {SCHEMA}.touched group by kind"
             ).fetchall()
         )
-        self.version += 1
 
     def _grows(self, name: str) -> bool:
         """Run patch/<name> (what a view reads of the fleet, before or after it is computed);
         whether it touched more devices (then closed over) or asks for the view to be
-        computed again (rows in patch.redo)."""
+        computed again (rows in patch.redo). Devices it puts in patch.among_rows are
+        touched as they are: every row of theirs is among the rows just computed."""
         if not (PATCH_SQL / name).is_file():
             return False
         count = f"select count(*) from {SCHEMA}.touched"
         [(before,)] = self.con.execute(count).fetchall()
         self.con.execute(f"create or replace table {SCHEMA}.redo (key varchar)")
+        self.con.execute(f"create or replace table {SCHEMA}.among_rows (kind varchar, key varchar)")
         for sql in _sql_statements(name):
             self.con.execute(sql)
         [(after,)] = self.con.execute(count).fetchall()
         [(redo,)] = self.con.execute(f"select count(*) from {SCHEMA}.redo").fetchall()
         if after > before:
             self._close_over("main.cal_events")
+        self.con.execute(
+            f"insert into {SCHEMA}.touched select * from {SCHEMA}.among_rows "
+            f"except select * from {SCHEMA}.touched"
+        )
+        self._count_touched()
         return after > before or bool(redo)
 
-    def rows(self, statement: queries.Statement, below: list[queries.Statement]) -> Patched:
+    def compute(self, statement: queries.Statement, below: list[queries.Statement]) -> str:
         """Compute the rows of the touched devices of `statement`'s view (defined live on
-        the session); returns how to keep the patched view: these rows, and the base's rows
-        of the other devices."""
+        the session), with what its patch files add to the touched set first and after;
+        returns the table holding them."""
         view = statement.creates or ""
         while True:
             self._grows(f"{view}.sql")
             self._compute(statement, below)
             if not self._grows(f"{view}.after.sql"):
-                break
+                return f"{SCHEMA}.rows_{view}"
+
+    def rows(self, statement: queries.Statement, below: list[queries.Statement]) -> Patched:
+        """Compute the rows of the touched devices of a kept view (`compute`); returns how
+        to keep the patched view: these rows, and the base's rows of the other devices."""
+        view = statement.creates or ""
+        self.compute(statement, below)
         touched = touched_predicate(statement.patched_by)
         whole = (
-            f"select * from {SCHEMA}.base_{view} as v where not {touched} "
+            f"select * from {SCHEMA}.base_{view} as v where not coalesce({touched}, false) "
             f"union all select * from {SCHEMA}.rows_{view}"
         )
         parts, drops = kept.parts_of(kept.view_file(self.lake, view, self.base))
@@ -375,9 +399,16 @@ class Patcher:
         device, made for the touched set as it is: from the rows just computed for it when
         they hold them all, else from the view."""
         view = statement.creates or ""
-        table = f"{SCHEMA}.shadow_{view}_" + "_".join(sorted(kinds))
-        if self.shadows.get((view, kinds)) == self.version:
-            return table
+        if "hwid" in kinds:
+            # made of every kind: a touched HWID's rows are most of it (one HWID can be every
+            # FreeRDP client's), the other touched devices' add few, and it then serves
+            # every later reader (more rows than a reader's kinds give cost time, not rows:
+            # _read_per_device)
+            kinds = frozenset(queries.DEVICE_KINDS)
+        for (made_of, made_for), version in self.shadows.items():
+            if made_of == view and version == self.version and kinds <= made_for:
+                return self._shadow_table(view, made_for)
+        table = self._shadow_table(view, kinds)
         # the rows computed for it hold them when it is patched by every kind they are read by
         read_by = kinds & _kinds(statement.per_device)
         computed = self.computed.get(view) == self.version and read_by <= _kinds(
@@ -391,6 +422,10 @@ class Patcher:
         )
         self.shadows[(view, kinds)] = self.version
         return table
+
+    @staticmethod
+    def _shadow_table(view: str, kinds: frozenset[str]) -> str:
+        return f"{SCHEMA}.shadow_{view}_" + "_".join(sorted(kinds))
 
     def close(self) -> None:
         """Drop what patching kept in the session."""

@@ -279,46 +279,31 @@ where action in (
     'invalid-license', 'temp-license-expired', 'renew-failed'
 );
 
--- Trace and WMI facts with the license they belong to. A request names the license the
--- client presented by its id only: its key pack is the one another fact of the same server
--- and generation gives that id. A WMI fact carries its listing's key (a report entry's too).
--- license_triple: the server, generation and id a license is known by before its key pack
--- is (facts sharing it may give each other their key pack). Computed once for a new state,
--- not kept: cal_events and keyed_servers read it, and after a batch cal_events reads the
--- rows of the devices the batch touched.
--- materialize: state
+-- Trace and WMI facts before a request is given the key pack of its license id. license_key:
+-- the fact's own (a listing's key; a trace line naming its key pack: '<server>/g<generation>/
+-- <keypack>/<license id>'), NULL where the fact names none. license_triple: the server,
+-- generation and id a license is known by before its key pack is (facts sharing it may give
+-- each other their key pack).
 -- per device: 'name' client_name, 'hwid' hwid, 'license' license_key, 'triple' license_triple, 'file' file_sha256
-create or replace view cal_facts_keyed as
+create or replace view cal_facts_unkeyed as
 with both_facts as (
     select * from cal_facts_trace
     union all by name
     select * from cal_facts_wmi
     union all by name
     select * from cal_facts_unlisted
-),
-keypack_of as (
-    select license_server, generation, license_id, min(keypack_id) as keypack_id
-    from both_facts
-    where keypack_id is not null and license_id is not null
-    group by all
 )
 select
-    b.* exclude (keypack_id, license_key),
-    coalesce(b.keypack_id, k.keypack_id) as keypack_id,
+    * exclude (license_key),
     coalesce(
-        b.license_key,
-        case when b.license_id is not null then
-            coalesce(b.license_server, '?') || '/g' || coalesce(b.generation, 0) || '/'
-                || coalesce(b.keypack_id, k.keypack_id, '?') || '/' || b.license_id end
+        license_key,
+        case when license_id is not null and keypack_id is not null then
+            coalesce(license_server, '?') || '/g' || coalesce(generation, 0) || '/'
+                || keypack_id || '/' || license_id end
     ) as license_key,
-    coalesce(b.license_server, '?') || '/g' || coalesce(b.generation, 0) || '/' || b.license_id
+    coalesce(license_server, '?') || '/g' || coalesce(generation, 0) || '/' || license_id
         as license_triple
-from both_facts as b
-left join keypack_of as k
-    on k.license_server is not distinct from b.license_server
-    and k.generation is not distinct from b.generation
-    and k.license_id = b.license_id
-    and b.license_key is null;
+from both_facts;
 
 -- The servers some trace or WMI fact keys a license of (with a name and a time: the facts
 -- an EVTX fact can be linked to; '?' for facts of an unknown server). An EVTX event
@@ -328,8 +313,43 @@ left join keypack_of as k
 -- materialize: lake
 create or replace view keyed_servers as
 select distinct coalesce(license_server, '?') as server
-from cal_facts_keyed
+from cal_facts_unkeyed
 where license_id is not null and client_name is not null and ts is not null;
+
+-- Trace and WMI facts with the license they belong to. A request names the license the
+-- client presented by its id only: its key pack is the one another fact of the same server
+-- and generation gives that id (the least, when facts give several). Computed once for a
+-- new state, not kept: cal_events reads it. After a batch, the rows of the devices the
+-- batch touched are computed alone, from theirs of cal_facts_unkeyed: every fact of a
+-- license id they touch is among them (caltrail/pipeline/patch.py).
+-- materialize: state
+-- patched per device: 'name' client_name, 'license' license_key, 'triple' license_triple, 'file' file_sha256
+create or replace view cal_facts_keyed as
+with both_facts as (
+    select * from cal_facts_unkeyed
+),
+keypack_of as (
+    select license_server, generation, license_id, min(keypack_id) as keypack_id
+    from both_facts
+    where keypack_id is not null and license_id is not null
+    group by all
+)
+select
+    b.* exclude (keypack_id, license_key, license_triple),
+    coalesce(b.keypack_id, k.keypack_id) as keypack_id,
+    coalesce(
+        b.license_key,
+        case when b.license_id is not null then
+            coalesce(b.license_server, '?') || '/g' || coalesce(b.generation, 0) || '/'
+                || coalesce(k.keypack_id, '?') || '/' || b.license_id end
+    ) as license_key,
+    b.license_triple
+from both_facts as b
+left join keypack_of as k
+    on k.license_server is not distinct from b.license_server
+    and k.generation is not distinct from b.generation
+    and k.license_id = b.license_id
+    and b.license_key is null;
 
 -- cal_events: every CAL fact from every source, one UTC axis.
 --   fact: requested | issued | upgraded | renewed | revoked | revoke-refused | denied |

@@ -24,7 +24,8 @@ which of its columns name them, on lines of their own (caltrail/pipeline/patch.p
 each pair a kind (a quoted kind, or a column holding one) and the column naming the device.
 A `lake` view declared `patched per device` is not computed whole after a batch ingest: the
 rows of the devices of those kinds the batch touched are computed again and the others are
-kept from the state before. The views such a computation reads are restricted to the rows
+kept from the state before. A `state` view so declared has only those rows computed (the
+patched views above read no other). The views such a computation reads are restricted to the rows
 of touched devices of the kinds it is patched by, through their `per device` columns (those
 of `patched per device` when a view has no `per device` line); every other view below them
 is read whole.
@@ -153,9 +154,9 @@ def _file_statements(name: str, text: str) -> tuple[Statement, ...]:
             )
         devices = _PER_DEVICE.findall(comments)
         patched_by = _per_device(name, [pairs for patched, pairs in devices if patched])
-        if patched_by and kind != "lake":
+        if patched_by and kind not in ("lake", "state"):
             raise QueryFileError(
-                f"{name}: `patched per device:` stands above a view not kept per state"
+                f"{name}: `patched per device:` stands above a view not computed per state"
             )
         per_device = _per_device(name, [pairs for patched, pairs in devices if not patched])
         out.append(

@@ -1,6 +1,6 @@
--- The HWIDs of the touched devices' facts (after closure.sql): their evidence and findings
--- are computed again, from every row of each HWID, and the licenses of those HWIDs kept as
--- they were are read beside the licenses computed again (patch/licenses.sql).
+-- After the closure (closure.sql). The HWIDs of the touched devices' facts: their evidence
+-- and findings are computed again, from every row of each HWID, and the licenses of those
+-- HWIDs kept as they were are read beside the licenses computed again (patch/licenses.sql).
 insert into patch.touched
 select distinct 'hwid', f.hwid
 from patch.links_source as f

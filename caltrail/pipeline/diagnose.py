@@ -20,7 +20,6 @@ from typing import Any
 import duckdb
 
 from caltrail.parsers.hwid import normalize_hwid
-from caltrail.pipeline import materialize
 from caltrail.pipeline.session import BuildProgress, connect
 
 
@@ -62,12 +61,9 @@ def open_case(
     lake: Path, materialise: bool = True, on_build: BuildProgress | None = None
 ) -> duckdb.DuckDBPyConnection:
     """A connection over `lake` with every view defined and the diagnosis layers computed:
-    the views declared `materialize: lake|run` kept or built, those declared `session` made
-    temp tables of this connection (`on_build`: see `session.connect`)."""
-    con = connect(lake, derive=materialise, on_build=on_build)
-    if materialise:
-        materialize.session_tables(con)
-    return con
+    the views declared `materialize: lake|run` kept or built (`on_build`: see
+    `session.connect`)."""
+    return connect(lake, derive=materialise, on_build=on_build)
 
 
 def rows(

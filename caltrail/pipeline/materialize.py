@@ -11,8 +11,6 @@ A query file declares, above a costly view, how it is kept (caltrail/queries/__i
 - `run`: kept per ingest run of each input file (the trace facts and the EVTX licensing
   records: caltrail/pipeline/per_run.py), so a session after a batch ingest computes the
   batch's part alone.
-- `session`: a temp table once per diagnosis session (`session_tables`): cheap to compute,
-  too large to be worth keeping, read many times by the plans.
 - `state`: a temp table of the session that builds the kept views of a new state, which
   read it; not kept (nothing reads it once they are kept, and writing it cost seconds).
 
@@ -326,13 +324,6 @@ def _remove_stale(lake: Path, stamp: str, also_keep: str | None = None) -> None:
     kept.remove_stale(folder, keep | {p.name for p in folder.iterdir() if p.is_dir()})
 
 
-def session_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Compute the `session`-kind views as temp tables of this session (a temp table shadows
-    the view of its name for every view that reads it)."""
-    for view in queries.declared("session"):
-        con.execute(f"create or replace temp table {view} as select * from main.{view}")
-
-
 # ---------------------------------------------------------------------------
 # The DuckDB shell's init script
 # ---------------------------------------------------------------------------
@@ -393,6 +384,5 @@ __all__ = [
     "generated_through",
     "lake_views",
     "provide",
-    "session_tables",
     "shell_statements",
 ]

@@ -119,13 +119,12 @@ create or replace view name_hwid_excess_flags as
 select client_name as key, excess_by_name_hwid as flag, * from licenses
 where client_name is not null;
 
--- materialize: session
+-- (Plain views: the findings read them, and are kept; a session read them whole on opening
+-- when they were temp tables of it, for no query.)
 create or replace view hwid_excess as select * from excess_summary('hwid_excess_flags');
 
--- materialize: session
 create or replace view name_excess as select * from excess_summary('name_excess_flags');
 
--- materialize: session
 create or replace view name_hwid_excess as select * from excess_summary('name_hwid_excess_flags');
 
 -- Names the name rules leave to the HWID rules: a name sharing a HWID with another name

@@ -11,7 +11,9 @@ join cal_events as c
     and abs(epoch(c.expires) - epoch(l.expires_wmi)) <= 86400;
 
 -- The excess CALs of wasteful findings (duplicate names are not waste), with the finding.
--- materialize: session
+-- Kept: the plans read it many times, and picking its rows out of every license cost most
+-- of a diagnosis once the state was kept.
+-- materialize: lake
 create or replace view excess_licenses as
 with wasteful as (
     select

@@ -10,7 +10,6 @@ How a costly view is kept is declared beside it, in the comment right above its
 
     -- materialize: lake      computed once per state of the lake, kept in LAKE/_derived
     -- materialize: run       kept per ingest run of each input file (the trace facts)
-    -- materialize: session   computed once per diagnosis session (a temp table)
     -- materialize: state     computed once, into a temp table, by a session that builds the
                               kept views of a new state of the lake (which read it), and
                               not kept: nothing reads it once they are
@@ -48,7 +47,7 @@ from importlib import resources
 from pathlib import Path
 
 QUERIES_DIR = Path(str(resources.files(__name__)))
-KINDS = ("lake", "run", "session", "state")
+KINDS = ("lake", "run", "state")
 
 _LEADING_COMMENTS = re.compile(r"\A(?:\s*--[^\n]*(?:\n|\Z))*\s*")
 _CREATES = re.compile(
@@ -75,7 +74,7 @@ class Statement:
         sql: the statement, its leading comments included, without the final semicolon.
         creates: the name of the view, macro or table it creates, else None.
         object_kind: "view", "macro" or "table" (None when it creates nothing).
-        materialize: how the view is kept ("lake", "run", "session"), None for a plain view.
+        materialize: how the view is kept ("lake", "run", "state"), None for a plain view.
         generated: the view whose query the loader writes (`-- generated: <view>`), else None.
         per_device: the (kind, column) pairs naming the devices of each row (`-- per device:`,
             else those of `-- patched per device:`; a kind is a quoted kind or a column

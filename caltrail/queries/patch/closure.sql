@@ -5,34 +5,33 @@
 -- devices then reads every fact it would read for them computed whole. HWIDs link nothing
 -- here: one HWID can be every FreeRDP client's, and what reads a HWID's facts across names
 -- (its evidence, the windows ordering its licenses) reads every row of it (hwids.sql).
--- patch.links_source: the facts (cal_events of the base state, or of the patched state).
+-- patch.links_source: the facts (cal_events of the base state, or of the patched state);
+-- patch.links: the devices each one names (the first statement), read by each step.
 
 create or replace table patch.links as
-with facts as (
-    select distinct
-        client_name,
-        license_key,
-        case when source in ('trace', 'wmi') and license_id is not null then
-            coalesce(license_server, '?') || '/g' || coalesce(generation, 0) || '/' || license_id
-        end as license_triple
-    from patch.links_source
-),
-numbered as materialized (
-    -- (computed once: the numbering of a distinct set differs between two computations)
-    select row_number() over () as fact, * from facts
-)
-select fact, 'name' as kind, client_name as key from numbered where client_name is not null
-union all
-select fact, 'license', license_key from numbered where license_key is not null
-union all
-select fact, 'triple', license_triple from numbered where license_triple is not null;
+select
+    client_name,
+    license_key,
+    case when source in ('trace', 'wmi') and license_id is not null then
+        coalesce(license_server, '?') || '/g' || coalesce(generation, 0) || '/' || license_id
+    end as license_triple,
+    hwid
+from patch.links_source
+where client_name is not null or license_key is not null;
 
+-- (a fact naming one touched device touches the others it names)
 insert into patch.touched
-select distinct l.kind, l.key
-from patch.links as l
-semi join (
-    select l.fact
-    from patch.links as l
-    semi join patch.touched as t on t.kind = l.kind and t.key = l.key
-) as f on f.fact = l.fact
-anti join patch.touched as t on t.kind = l.kind and t.key = l.key;
+with hit as (
+    select client_name, license_key, license_triple
+    from patch.links
+    where client_name in (select key from patch.touched where kind = 'name')
+        or license_key in (select key from patch.touched where kind = 'license')
+        or license_triple in (select key from patch.touched where kind = 'triple')
+)
+select 'name' as kind, client_name as key from hit where client_name is not null
+union
+select 'license', license_key from hit where license_key is not null
+union
+select 'triple', license_triple from hit where license_triple is not null
+except
+select kind, key from patch.touched;

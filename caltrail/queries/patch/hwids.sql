@@ -3,7 +3,7 @@
 -- HWIDs kept as they were are read beside the licenses computed again (patch/licenses.sql).
 insert into patch.touched
 select distinct 'hwid', f.hwid
-from patch.links_source as f
+from patch.links as f
 where f.hwid is not null
     and (f.client_name in (select key from patch.touched where kind = 'name')
         or f.license_key in (select key from patch.touched where kind = 'license'))

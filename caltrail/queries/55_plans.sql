@@ -12,8 +12,13 @@ join cal_events as c
 
 -- The excess CALs of wasteful findings (duplicate names are not waste), with the finding.
 -- Kept: the plans read it many times, and picking its rows out of every license cost most
--- of a diagnosis once the state was kept.
+-- of a diagnosis once the state was kept. A row depends on its finding and its license:
+-- after a batch, the rows of the subjects and licenses it touched are computed again. (A
+-- regeneration wave's finding lists the excess CALs of its names: a name that joins or
+-- leaves it, or whose CALs change, is touched, and with it its licenses; the finding's
+-- other columns are the wave's server's.)
 -- materialize: lake
+-- patched per device: subject_kind subject, 'license' license_key
 create or replace view excess_licenses as
 with wasteful as (
     select

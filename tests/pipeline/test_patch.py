@@ -334,3 +334,35 @@ def test_the_shell_reads_a_patched_state_in_parts(tmp_path: Path, fleet: tuple[P
             assert f"{view},{count},{rows}" in shell, view
     finally:
         con.close()
+
+
+def test_a_fleet_with_a_regeneration_wave_is_patched_alike(tmp_path: Path) -> None:
+    """A regeneration wave is a finding of the fleet: its excess CALs are those of every
+    name of the wave, which a batch elsewhere does not touch. The patched state lists them
+    as the state computed whole does (excess_licenses patched too)."""
+    bundle, lake = tmp_path / "fleet", tmp_path / "lake"
+    simulate(
+        bundle,
+        seed=290,
+        devices=40,
+        days=120,
+        scenario="mass-regeneration",
+        snapshot_every_days=7,
+    )
+    ingest([bundle], IngestOptions(lake=lake))
+    con = connect(lake)
+    try:
+        [(waves,)] = con.execute(
+            "select count(*) from findings where subject_kind = 'fleet'"
+        ).fetchall()
+    finally:
+        con.close()
+    assert waves == 1  # (else this would test nothing)
+    ingest([new_server_and_site(tmp_path / "batch", bundle)], IngestOptions(lake=lake))
+    whole = tmp_path / "whole"
+    shutil.copytree(lake, whole, ignore=shutil.ignore_patterns(kept.DERIVED_DIR))
+    connect(lake).close()
+    assert kept.parts_of(materialize.current_file(lake, "excess_licenses"))[1] is not None  # type: ignore[arg-type]
+    connect(whole).close()
+    for view in materialize.lake_views():
+        assert kept_rows(lake, view) == kept_rows(whole, view), view

@@ -296,8 +296,8 @@ def test_a_sessions_views_are_created_unbound_and_answer_as_bound_ones(
     lake = tmp_path / "lake"
     ingest([bundles[0]], IngestOptions(lake=lake))
     connect(lake).close()  # (the kept views built)
-    bound_state = "select is_bound from duckdb_views() where view_name = 'revoke_plan'"
-    plan = "select * from revoke_plan order by all"
+    bound_state = "select is_bound from duckdb_views() where view_name = 'revoke_steps'"
+    plan = "select * from revoke_steps order by all"
     con = connect(lake)
     assert con.execute(bound_state).fetchone() == (False,)
     unbound = con.execute(plan).fetchall()
@@ -307,5 +307,5 @@ def test_a_sessions_views_are_created_unbound_and_answer_as_bound_ones(
     con = connect(lake)
     assert con.execute(bound_state).fetchone() == (True,)
     assert con.execute(plan).fetchall() == unbound
-    assert unbound  # (the sample's plan revokes something)
+    assert unbound  # (the sample's plan has steps)
     con.close()

@@ -14,6 +14,7 @@ import pytest
 from caltrail.fixtures.simulator import simulate
 from caltrail.pipeline.diagnose import dicts, open_case
 from caltrail.pipeline.ingest import IngestOptions, ingest
+from tests.queries.live_plans import define_plans_live
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +126,7 @@ def test_plan_never_exceeds_the_allowance(lakes: dict[str, Path], installed: int
         "select * replace ($n::hugeint as installed) from main.cal_pool",
         {"n": installed},
     )
+    define_plans_live(con)
     checks = occupied_limit_ok(con)
     limit = math.floor(installed * 0.2)
     revoked = con.execute(
@@ -187,6 +189,7 @@ def test_plan_equals_the_step_by_step_rule(lakes: dict[str, Path], installed: in
         "select * replace ($n::hugeint as installed) from main.cal_pool",
         {"n": installed},
     )
+    define_plans_live(con)
     limit = math.floor(installed * 0.2)
     plan = dicts(con, "select * from revoke_plan order by issued_at, license_key")
     t0 = con.execute("select as_of from as_of").fetchone()[0]  # type: ignore[index]

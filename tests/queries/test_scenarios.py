@@ -21,6 +21,7 @@ import pytest
 from caltrail.fixtures.simulator import simulate
 from caltrail.pipeline.diagnose import dicts, findings, open_case
 from caltrail.pipeline.ingest import IngestOptions, ingest
+from tests.queries.live_plans import define_plans_live
 from tools.accuracy import SOURCE_SETS
 from tools.scoring import evaluate
 
@@ -334,6 +335,7 @@ def test_the_guard_keeps_a_cal_whose_hwid_comes_back(cases: dict[str, Case]) -> 
         before = {r["license_key"] for r in dicts(con, "select license_key from revoke_plan")}
         # (activity is kept in the lake: a temp table of its rows shadows it for the views)
         con.execute("create temp table activity as select * from main.activity")
+        define_plans_live(con)
         con.execute(
             "insert into activity by name select $t as ts, 'requested' as fact, "
             "'trace' as source, $h as hwid, $n as client_name",

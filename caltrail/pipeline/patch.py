@@ -24,9 +24,10 @@ view, only the rows of the devices the batch touched, and keeps the base's other
    (patch/licenses.sql, patch/licenses.after.sql).
 4. Each patched view, in load order: its rows of the touched devices computed on a cursor of
    the session on which every view declared per device that it reads is a temp view of
-   that view's rows of the touched devices of the kinds it groups by; then kept in parts
-   (pipeline/kept.py): those rows in its own file, and the base's files less the rows of
-   those devices.
+   that view's rows of the touched devices of the kinds it groups by (`compute`); then kept
+   in parts (pipeline/kept.py): those rows in its own file, and the base's files less the
+   rows of those devices (`rows`). A `state` view (cal_facts_keyed) is not kept: its rows
+   of the touched devices are what the patched views above read of it.
 
 tests/pipeline/test_patch.py holds every kept view of a patched state equal to the same
 state computed whole, after batches of each kind.

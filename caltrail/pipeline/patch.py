@@ -241,7 +241,7 @@ class Patcher:
         for statement in inputs:
             if statement.per_device and not statement.patched:
                 self._seed_new_rows(statement)
-        self._close_over("patch.base_cal_events")
+        self._close_over("patch.base_cal_links")
 
     def _seed_new_rows(self, statement: queries.Statement) -> None:
         """Every device a row of a touched file (a new one) names, in an input read per
@@ -263,17 +263,15 @@ class Patcher:
                 f"from {SCHEMA}.seed_rows where {column} is not null"
             )
 
-    def _close_over(self, facts: str) -> None:
-        """Add the devices linked to a touched one by `facts` (a view of CAL facts), to a
-        fixed point, then their HWIDs."""
+    def _close_over(self, links: str) -> None:
+        """Add the devices linked to a touched one by `links` (the devices of each CAL fact:
+        cal_links of a state), to a fixed point, then their HWIDs."""
         # (each input seeds its devices: one row per device from here on)
         self.con.execute(
             f"create or replace table {SCHEMA}.touched as select distinct * from {SCHEMA}.touched"
         )
-        self.con.execute(f"create or replace view {SCHEMA}.links_source as select * from {facts}")
-        *setup, step = _sql_statements("closure.sql")
-        for sql in setup:
-            self.con.execute(sql)
+        self.con.execute(f"create or replace view {SCHEMA}.links as select * from {links}")
+        [step] = _sql_statements("closure.sql")
         while True:
             # (fetchall: a result left unfinished blocks the connection's next relation)
             [(added,)] = self.con.execute(step).fetchall()
@@ -307,7 +305,7 @@ class Patcher:
         [(after,)] = self.con.execute(count).fetchall()
         [(redo,)] = self.con.execute(f"select count(*) from {SCHEMA}.redo").fetchall()
         if after > before:
-            self._close_over("main.cal_events")
+            self._close_over("main.cal_links")
         self.con.execute(
             f"insert into {SCHEMA}.touched select * from {SCHEMA}.among_rows "
             f"except select * from {SCHEMA}.touched"

@@ -453,3 +453,20 @@ select
     user_name, cal_type, product_version, expires, session_host, machine, detail, linked_by,
     coalesce(recovered, false) as recovered, source_path, source_line, file_sha256
 from final;
+
+-- The devices each CAL fact names (its computer name, license, license id and HWID), one
+-- row per distinct set: what the devices a batch touched are closed over
+-- (caltrail/queries/patch/closure.sql, which read the 4 M facts for them: 0.9 s at 50,000
+-- devices). license_triple: as cal_facts_unkeyed's, of the trace and WMI facts.
+-- materialize: lake
+-- patched per device: 'name' client_name, 'license' license_key, 'triple' license_triple
+create or replace view cal_links as
+select distinct
+    client_name,
+    license_key,
+    case when source in ('trace', 'wmi') and license_id is not null then
+        coalesce(license_server, '?') || '/g' || coalesce(generation, 0) || '/' || license_id
+    end as license_triple,
+    hwid
+from cal_events
+where client_name is not null or license_key is not null;

@@ -1,23 +1,12 @@
 -- The devices linked to a touched one, to a fixed point (caltrail/pipeline/patch.py runs
--- the last statement until it adds nothing). Two devices are linked when one CAL fact names
+-- this statement until it adds nothing). Two devices are linked when one CAL fact names
 -- both: a name and the licenses of its facts, a license and its server, generation and id
 -- (facts sharing them give each other their key pack). A view computed for the touched
 -- devices then reads every fact it would read for them computed whole. HWIDs link nothing
 -- here: one HWID can be every FreeRDP client's, and what reads a HWID's facts across names
 -- (its evidence, the windows ordering its licenses) reads every row of it (hwids.sql).
--- patch.links_source: the facts (cal_events of the base state, or of the patched state);
--- patch.links: the devices each one names (the first statement), read by each step.
-
-create or replace table patch.links as
-select
-    client_name,
-    license_key,
-    case when source in ('trace', 'wmi') and license_id is not null then
-        coalesce(license_server, '?') || '/g' || coalesce(generation, 0) || '/' || license_id
-    end as license_triple,
-    hwid
-from patch.links_source
-where client_name is not null or license_key is not null;
+-- patch.links: the devices each fact names (cal_links of the base state, or of the patched
+-- state).
 
 -- (a fact naming one touched device touches the others it names)
 insert into patch.touched

@@ -170,16 +170,20 @@ def replace(con: duckdb.DuckDBPyConnection, sql: str, target: Path) -> None:
     _write(con, sql, target, os.replace)
 
 
+def replace_json(data: object, target: Path) -> None:
+    """Write `data` as JSON to `target`, replacing it atomically (an index of files)."""
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(tmp, target)
+
+
 def write_parts(
     con: duckdb.DuckDBPyConnection, target: Path, own: str, parts: list[str], drops: str
 ) -> None:
     """Keep a view in parts: the rows of `own` in `target` (written last, once), earlier
     files named by `parts` and the rows of them `drops` gives (part, file_row_number)."""
     replace(con, drops, _beside(target, DROPS_SUFFIX))
-    manifest = _beside(target, PARTS_SUFFIX)
-    tmp = manifest.with_name(f".{manifest.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps({"parts": parts}), encoding="utf-8")
-    os.replace(tmp, manifest)
+    replace_json({"parts": parts}, _beside(target, PARTS_SUFFIX))
     write(con, own, target)
 
 
@@ -235,6 +239,7 @@ __all__ = [
     "referenced",
     "remove_stale",
     "replace",
+    "replace_json",
     "select_rows",
     "view_file",
     "writable",

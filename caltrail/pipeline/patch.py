@@ -313,16 +313,16 @@ class Patcher:
         self._count_touched()
         return after > before or bool(redo)
 
-    def compute(self, statement: queries.Statement, below: list[queries.Statement]) -> str:
+    def compute(self, statement: queries.Statement, below: list[queries.Statement]) -> None:
         """Compute the rows of the touched devices of `statement`'s view (defined live on
-        the session), with what its patch files add to the touched set first and after;
-        returns the table holding them."""
+        the session) into patch.rows_<view>, with what its patch files add to the touched
+        set first and after."""
         view = statement.creates or ""
         while True:
             self._grows(f"{view}.sql")
             self._compute(statement, below)
             if not self._grows(f"{view}.after.sql"):
-                return f"{SCHEMA}.rows_{view}"
+                return
 
     def rows(self, statement: queries.Statement, below: list[queries.Statement]) -> Patched:
         """Compute the rows of the touched devices of a kept view (`compute`); returns how

@@ -31,7 +31,6 @@ once it is `STALE_SECONDS` old (a session opened before may still read it).
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -61,9 +60,7 @@ def _parts(index: dict[str, object]) -> list[str]:
 
 
 def _write_index(folder: Path, parts: list[str], complete: str) -> None:
-    tmp = folder / f".{INDEX}.{uuid.uuid4().hex[:8]}"
-    tmp.write_text(json.dumps({"parts": parts, "complete": complete}), encoding="utf-8")
-    os.replace(tmp, folder / INDEX)
+    kept.replace_json({"parts": parts, "complete": complete}, folder / INDEX)
 
 
 def _new_part_name(parts: list[str]) -> str:

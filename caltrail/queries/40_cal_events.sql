@@ -13,6 +13,16 @@
 create or replace macro committed_files(table_name) as
     getvariable('lake') || '/' || table_name || '/*.parquet';
 
+-- A license's key of the trace and WMI facts ('<server>/g<generation>/<keypack>/<license id>',
+-- '?' for a server or key pack not known), and the triple it is known by before its key
+-- pack is (facts sharing it may give each other their key pack). NULL without an id.
+create or replace macro license_key_of(server, generation, keypack_id, license_id) as
+    coalesce(server, '?') || '/g' || coalesce(generation, 0) || '/' || coalesce(keypack_id, '?')
+        || '/' || license_id;
+
+create or replace macro license_triple_of(server, generation, license_id) as
+    coalesce(server, '?') || '/g' || coalesce(generation, 0) || '/' || license_id;
+
 -- materialize: lake
 create or replace view as_of as
 select
@@ -297,12 +307,10 @@ select
     * exclude (license_key),
     coalesce(
         license_key,
-        case when license_id is not null and keypack_id is not null then
-            coalesce(license_server, '?') || '/g' || coalesce(generation, 0) || '/'
-                || keypack_id || '/' || license_id end
+        case when keypack_id is not null then
+            license_key_of(license_server, generation, keypack_id, license_id) end
     ) as license_key,
-    coalesce(license_server, '?') || '/g' || coalesce(generation, 0) || '/' || license_id
-        as license_triple
+    license_triple_of(license_server, generation, license_id) as license_triple
 from both_facts;
 
 -- The servers some trace or WMI fact keys a license of (with a name and a time: the facts
@@ -339,9 +347,7 @@ select
     coalesce(b.keypack_id, k.keypack_id) as keypack_id,
     coalesce(
         b.license_key,
-        case when b.license_id is not null then
-            coalesce(b.license_server, '?') || '/g' || coalesce(b.generation, 0) || '/'
-                || coalesce(k.keypack_id, '?') || '/' || b.license_id end
+        license_key_of(b.license_server, b.generation, k.keypack_id, b.license_id)
     ) as license_key,
     b.license_triple
 from both_facts as b
@@ -464,8 +470,8 @@ create or replace view cal_links as
 select distinct
     client_name,
     license_key,
-    case when source in ('trace', 'wmi') and license_id is not null then
-        coalesce(license_server, '?') || '/g' || coalesce(generation, 0) || '/' || license_id
+    case when source in ('trace', 'wmi') then
+        license_triple_of(license_server, generation, license_id)
     end as license_triple,
     hwid
 from cal_events

@@ -118,10 +118,10 @@ def test_a_patched_state_equals_the_state_computed_whole(
     patched: list[str] = []
     compute = patch.Patcher.compute
 
-    def spied(self: patch.Patcher, statement: Any, below: Any) -> str:
+    def spied(self: patch.Patcher, statement: Any, below: Any) -> None:
         patchers.append(self)
         patched.append(statement.creates)
-        return compute(self, statement, below)
+        compute(self, statement, below)
 
     monkeypatch.setattr(patch.Patcher, "compute", spied)
     connect(lake).close()
@@ -251,10 +251,10 @@ def test_a_patch_that_fails_computes_the_rest_whole(
     compute = patch.Patcher.compute
     given_up: list[str | None] = []
 
-    def failing(self: patch.Patcher, statement: Any, below: Any) -> str:
+    def failing(self: patch.Patcher, statement: Any, below: Any) -> None:
         if statement.creates == failing_view:
             raise duckdb.IOException("the base's file went away")
-        return compute(self, statement, below)
+        compute(self, statement, below)
 
     close = patch.Patcher.close
 

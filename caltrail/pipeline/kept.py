@@ -138,6 +138,22 @@ def parts_of(path: Path) -> tuple[list[Path], Path | None]:
     )
 
 
+def present(path: Path) -> bool:
+    """Whether the kept view whose file is `path` has every file it reads: its own, and its
+    parts and drops when it is kept in parts (the parts of an earlier state are removed once
+    the lake moves on to other queries; a state of the queries before is then gone)."""
+    parts, drops = parts_of(path)
+    return all(p.is_file() for p in parts) and (drops is None or drops.is_file())
+
+
+def discard(path: Path) -> None:
+    """Remove the kept view whose file is `path`, with its parts manifest and drops (not the
+    parts, which are other states' files): one whose parts are gone, before it is built
+    again under the same name."""
+    for stale in (_beside(path, PARTS_SUFFIX), _beside(path, DROPS_SUFFIX), path):
+        stale.unlink(missing_ok=True)
+
+
 def select_rows(parts: str, drops: str | None) -> str:
     """SQL: the rows of a kept view from `parts` (an SQL expression: the list of its files)
     less those `drops` (the expression of its drops file, None when there is none) lists."""
@@ -232,9 +248,11 @@ __all__ = [
     "STALE_SECONDS",
     "attach",
     "directory",
+    "discard",
     "fingerprint",
     "locked",
     "parts_of",
+    "present",
     "publish",
     "referenced",
     "remove_stale",

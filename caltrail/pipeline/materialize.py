@@ -44,7 +44,7 @@ def current_file(lake: Path, view: str, stamp: str | None = None) -> Path | None
     """The kept file of a `lake`-kind view for the lake as it is now, if there is one."""
     lake = lake.resolve()
     path = kept.view_file(lake, view, stamp or kept.fingerprint(lake))
-    return path if path.is_file() else None
+    return path if kept.present(path) else None
 
 
 def generated_through() -> str | None:
@@ -294,6 +294,8 @@ def provide(
                 attach(con, view, existing)
                 return "persisted"
             target = kept.view_file(lake, view, stamp)
+            if target.is_file():
+                kept.discard(target)  # (its parts are gone: current_file said so)
             patched = compute() if compute is not None else None  # (its errors go up)
             try:
                 if patched is None:

@@ -100,7 +100,7 @@ def find_base(lake: Path, stamp: str, views: list[str]) -> str | None:
 
     for path in sorted(kept.directory(lake).glob(f"{prefix}*.parquet"), key=age, reverse=True):
         base = path.name[len(prefix) : -len(".parquet")]
-        if base != stamp and all(kept.view_file(lake, view, base).is_file() for view in views):
+        if base != stamp and all(kept.present(kept.view_file(lake, view, base)) for view in views):
             return base
     return None
 

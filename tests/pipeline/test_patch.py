@@ -277,6 +277,36 @@ def test_a_patch_that_fails_computes_the_rest_whole(
         assert kept_rows(lake, view) == kept_rows(whole, view), view
 
 
+def test_a_patched_state_whose_parts_are_gone_is_computed_again(
+    tmp_path: Path, fleet: tuple[Path, Path]
+) -> None:
+    """A patched state reads its base's files; once they are removed (the lake moved on to
+    other queries, whose sessions remove other states' files), that state is built again
+    (here whole: no base is left) rather than read with a file missing."""
+    fleet_lake, bundle = fleet
+    lake = tmp_path / "lake"
+    shutil.copytree(fleet_lake, lake)
+    base = kept.fingerprint(lake)
+    ingest([new_server_and_site(tmp_path / "batch", bundle)], IngestOptions(lake=lake))
+    connect(lake).close()
+    cal_events = materialize.current_file(lake, "cal_events")
+    assert cal_events is not None
+    assert kept.parts_of(cal_events)[1] is not None  # patched: the base's file is a part
+    for path in kept.directory(lake).glob(f"*-{base}.parquet"):
+        path.unlink()
+    assert materialize.current_file(lake, "cal_events") is None
+    assert patch.find_base(lake, kept.fingerprint(lake), materialize.lake_views()) is None
+    connect(lake).close()
+    rebuilt = materialize.current_file(lake, "cal_events")
+    assert rebuilt is not None
+    assert kept.parts_of(rebuilt) == ([rebuilt], None)
+    whole = tmp_path / "whole"
+    shutil.copytree(lake, whole, ignore=shutil.ignore_patterns(kept.DERIVED_DIR))
+    connect(whole).close()
+    for view in materialize.lake_views():
+        assert kept_rows(lake, view) == kept_rows(whole, view), view
+
+
 def test_a_base_with_a_counted_license_of_no_name_is_computed_whole(
     tmp_path: Path, fleet: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -23,19 +23,27 @@ create or replace macro license_key_of(server, generation, keypack_id, license_i
 create or replace macro license_triple_of(server, generation, license_id) as
     coalesce(server, '?') || '/g' || coalesce(generation, 0) || '/' || license_id;
 
+-- (Each run's last time is taken before its run is looked up: joined row by row, DuckDB
+-- built its hash table of the 3 M events of 50,000 devices rather than of the 10,000 runs,
+-- 0.45 s instead of 0.06.)
 -- materialize: lake
 create or replace view as_of as
-select
-    greatest(
-        (select max(r.ts) from read_parquet(committed_files('trace_events')) as r
-            semi join visible_runs as v using (file_sha256, run_id)),
-        (select max(r.time_created) from read_parquet(committed_files('events')) as r
-            semi join visible_runs as v using (file_sha256, run_id)),
-        (select max(r.snapshot_time) from read_parquet(committed_files('issued_licenses')) as r
-            semi join visible_runs as v using (file_sha256, run_id)),
-        (select max(r.snapshot_time) from read_parquet(committed_files('keypacks')) as r
-            semi join visible_runs as v using (file_sha256, run_id))
-    ) as as_of;
+with last_of_runs as (
+    select file_sha256, run_id, max(ts) as last
+    from read_parquet(committed_files('trace_events')) group by all
+    union all
+    select file_sha256, run_id, max(time_created)
+    from read_parquet(committed_files('events')) group by all
+    union all
+    select file_sha256, run_id, max(snapshot_time)
+    from read_parquet(committed_files('issued_licenses')) group by all
+    union all
+    select file_sha256, run_id, max(snapshot_time)
+    from read_parquet(committed_files('keypacks')) group by all
+)
+select max(r.last) as as_of
+from last_of_runs as r
+semi join visible_runs as v using (file_sha256, run_id);
 
 -- Trace facts: each licensing message with the operation it names. A message naming no
 -- operation is a fact too when it pairs a computer name with a HWID or names a license

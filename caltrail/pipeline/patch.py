@@ -180,6 +180,27 @@ def touched_predicate(
     return "(" + (" or ".join(tests) or "false") + ")"
 
 
+def touched_rows(
+    source: str, pairs: tuple[tuple[str, str], ...], kinds: frozenset[str], by_kind: bool
+) -> str:
+    """SQL: the rows of `source` (a view or table of ours) that belong to a touched device of
+    `kinds`, by the declared `pairs`. `by_kind`: one query per kind, in the declared order,
+    each less the rows of the kinds before (a row comes once): each is a semi join on one
+    column, whose filter reaches the Parquet reader of a kept table, which then skips the row
+    groups none of the keys falls in when the table is sorted by that column (per_run.py);
+    the kinds tested together are one join the reader cannot use."""
+    if not by_kind or any(not kind.startswith("'") for kind, _ in pairs):
+        return f"select * from {source} as v where {touched_predicate(pairs, kinds)}"
+    tested = tuple((kind, column) for kind, column in pairs if kind.strip("'") in kinds)
+    by_one = []
+    for n, pair in enumerate(tested):
+        test = touched_predicate((pair,))
+        if n:
+            test += f" and not coalesce({touched_predicate(tested[:n])}, false)"
+        by_one.append(f"select * from {source} as v where {test}")
+    return "\nunion all\n".join(by_one) or f"select * from {source} as v where false"
+
+
 @dataclass
 class Patcher:
     """Patches the `patched per device` views of a session from the base state `base`."""
@@ -415,10 +436,11 @@ class Patcher:
         )
         # (unqualified: a `state` view is a temp table of the session)
         source = f"{SCHEMA}.rows_{view}" if computed else view
-        self.con.execute(
-            f"create or replace table {table} as select * from {source} as v "
-            f"where {touched_predicate(statement.per_device, kinds)}"
+        # (a view kept per run is read by kind: its parts are sorted by name)
+        rows = touched_rows(
+            source, statement.per_device, kinds, by_kind=statement.materialize == "run"
         )
+        self.con.execute(f"create or replace table {table} as {rows}")
         self.shadows[(view, kinds)] = self.version
         return table
 
@@ -442,4 +464,5 @@ __all__ = [
     "record_state",
     "runs_file",
     "touched_predicate",
+    "touched_rows",
 ]

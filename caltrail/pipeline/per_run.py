@@ -84,6 +84,12 @@ class RunTable:
     input: str
     source: str
     layer: str
+    # the column each part is written in the order of: a session after a batch reads the
+    # rows of a few hundred names (caltrail/pipeline/patch.py), and in parts sorted by name
+    # the Parquet reader skips the row groups none of them falls in (the licensing records
+    # of 50,000 devices: 0.30 s to read the touched names' rows unsorted, 0.02 s sorted; the
+    # sort costs a sixth more on writing the fleet's part)
+    order_by: str = "client_name"
 
     def directory(self, lake: Path) -> Path:
         """Where the rows are kept for the stamp of the queries and reference tables now."""
@@ -250,7 +256,11 @@ class RunTable:
             )
         try:
             return self._add_part(
-                con, folder, parts, f"select * from main.{self.table}", f"select * from {new}"
+                con,
+                folder,
+                parts,
+                f"select * from main.{self.table} order by {self.order_by}",
+                f"select * from {new}",
             )
         finally:
             con.execute(f"create or replace view {self.input} as select * from {self.source}")
@@ -266,7 +276,7 @@ class RunTable:
             folder,
             parts,
             f"select * from read_parquet(getvariable('{rows}')) "
-            "semi join visible_runs using (file_sha256, run_id)",
+            f"semi join visible_runs using (file_sha256, run_id) order by {self.order_by}",
             f"select * from read_parquet(getvariable('{keys}')) "
             "semi join visible_runs using (file_sha256, run_id)",
         )

@@ -181,22 +181,29 @@ def touched_predicate(
 
 
 def touched_rows(
-    source: str, pairs: tuple[tuple[str, str], ...], kinds: frozenset[str], by_kind: bool
+    source: str, statement: queries.Statement, kinds: frozenset[str], by_kind: bool
 ) -> str:
     """SQL: the rows of `source` (a view or table of ours) that belong to a touched device of
-    `kinds`, by the declared `pairs`. `by_kind`: one query per kind, in the declared order,
+    `kinds`, by the pairs `statement` declares per device, and its rows read with every
+    device (`every_device_when_null`). `by_kind`: one query per kind, in the declared order,
     each less the rows of the kinds before (a row comes once): each is a semi join on one
     column, whose filter reaches the Parquet reader of a kept table, which then skips the row
     groups none of the keys falls in when the table is sorted by that column (per_run.py);
     the kinds tested together are one join the reader cannot use."""
+    pairs = statement.per_device
+    nameless = statement.every_device_when_null
     if not by_kind or any(not kind.startswith("'") for kind, _ in pairs):
-        return f"select * from {source} as v where {touched_predicate(pairs, kinds)}"
-    tested = tuple((kind, column) for kind, column in pairs if kind.strip("'") in kinds)
+        test = touched_predicate(pairs, kinds)
+        if nameless is not None:
+            test = f"({test} or v.{nameless} is null)"
+        return f"select * from {source} as v where {test}"
+    tests = [touched_predicate((pair,)) for pair in pairs if pair[0].strip("'") in kinds]
+    if nameless is not None:
+        tests.append(f"v.{nameless} is null")
     by_one = []
-    for n, pair in enumerate(tested):
-        test = touched_predicate((pair,))
+    for n, test in enumerate(tests):
         if n:
-            test += f" and not coalesce({touched_predicate(tested[:n])}, false)"
+            test += f" and not coalesce({' or '.join(tests[:n])}, false)"
         by_one.append(f"select * from {source} as v where {test}")
     return "\nunion all\n".join(by_one) or f"select * from {source} as v where false"
 
@@ -377,13 +384,32 @@ class Patcher:
         )
 
     def _compute(self, statement: queries.Statement, below: list[queries.Statement]) -> None:
-        """patch.rows_<view>: the view's rows of the touched devices, computed on a cursor on
-        which each view it reads that is declared per device shows its touched rows (of the
-        kinds this view groups by), and each patch.input_<name> table stands for <name>."""
+        """patch.rows_<view>: the view's rows of the touched devices (`_on_shadows`, reading
+        by the kinds this view groups by)."""
         view = statement.creates or ""
-        kinds = reader_kinds(statement.patched_by)
-        inputs = _read_per_device(statement, below)
-        shadows = {s.creates: self._shadow(s, kinds) for s in inputs}
+        # (only the touched devices' rows: a device of another kind may show up partly)
+        self._on_shadows(
+            statement,
+            below,
+            reader_kinds(statement.patched_by),
+            f"create or replace table {SCHEMA}.rows_{view} as select * from main.{view} as v "
+            f"where {touched_predicate(statement.patched_by)}",
+        )
+        self.computed[view] = self.version
+
+    def _on_shadows(
+        self,
+        statement: queries.Statement,
+        below: list[queries.Statement],
+        kinds: frozenset[str],
+        sql: str,
+    ) -> None:
+        """Run `sql` (reading `statement`'s view) on a cursor on which each view it reads
+        that is declared per device shows its touched rows of `kinds`, and each
+        patch.input_<name> table stands for <name>."""
+        shadows = {
+            s.creates: self._shadow(s, kinds, below) for s in _read_per_device(statement, below)
+        }
         stand_ins = [
             name.removeprefix("input_")
             for (name,) in self.con.execute(
@@ -405,19 +431,19 @@ class Patcher:
                 cursor.execute(
                     f"create or replace temp view {name} as select * from {SCHEMA}.input_{name}"
                 )
-            # (only the touched devices' rows: a device of another kind may show up partly)
-            cursor.execute(
-                f"create or replace table {SCHEMA}.rows_{view} as select * from main.{view} as v "
-                f"where {touched_predicate(statement.patched_by)}"
-            )
+            cursor.execute(sql)
         finally:
             cursor.close()
-        self.computed[view] = self.version
 
-    def _shadow(self, statement: queries.Statement, kinds: frozenset[str]) -> str:
+    def _shadow(
+        self, statement: queries.Statement, kinds: frozenset[str], below: list[queries.Statement]
+    ) -> str:
         """The table of the rows of the touched devices (of `kinds`) of a view declared per
         device, made for the touched set as it is: from the rows just computed for it when
-        they hold them all, else from the view."""
+        they hold them all, else from the view; a plain view from the touched rows of the
+        views it reads that are declared per device. (That holds its rows of the touched
+        devices as the closure leaves them: a row of a touched license or license id names a
+        touched name or none, as each CAL fact's devices are linked, patch/closure.sql.)"""
         view = statement.creates or ""
         if "hwid" in kinds:
             # made of every kind: a touched HWID's rows are most of it (one HWID can be every
@@ -434,13 +460,15 @@ class Patcher:
         computed = self.computed.get(view) == self.version and read_by <= _kinds(
             statement.patched_by
         )
-        # (unqualified: a `state` view is a temp table of the session)
-        source = f"{SCHEMA}.rows_{view}" if computed else view
-        # (a view kept per run is read by kind: its parts are sorted by name)
-        rows = touched_rows(
-            source, statement.per_device, kinds, by_kind=statement.materialize == "run"
-        )
-        self.con.execute(f"create or replace table {table} as {rows}")
+        if not computed and statement.materialize is None and _read_per_device(statement, below):
+            rows = touched_rows(f"main.{view}", statement, kinds, by_kind=False)
+            self._on_shadows(statement, below, kinds, f"create or replace table {table} as {rows}")
+        else:
+            # (unqualified: a `state` view is a temp table of the session; a view kept per run
+            # is read by kind: its parts are sorted by name)
+            source = f"{SCHEMA}.rows_{view}" if computed else view
+            rows = touched_rows(source, statement, kinds, by_kind=statement.materialize == "run")
+            self.con.execute(f"create or replace table {table} as {rows}")
         self.shadows[(view, kinds)] = self.version
         return table
 

@@ -360,7 +360,13 @@ where false;
 -- row and the patterns only, so the facts are kept per ingest run of each trace file: a
 -- session computes those of the runs not kept yet (this view, over trace_licensing_input
 -- pointed at them) and reads the others from LAKE/_derived (caltrail/pipeline/per_run.py).
+-- After a batch, the CAL facts of the devices it touched are read from the facts of their
+-- names and of the batch's files, and the facts naming no computer (a line naming a license
+-- id alone may be any touched license's); the parts are written in name order, so those
+-- rows are found without reading the others (caltrail/pipeline/patch.py).
 -- materialize: run
+-- per device: 'name' client_name, 'file' file_sha256
+-- read with every device: client_name is null
 create or replace view trace_licensing as
 with per_message as (
     select * from trace_licensing_messages

@@ -301,7 +301,10 @@ where action in (
 -- the fact's own (a listing's key; a trace line naming its key pack: '<server>/g<generation>/
 -- <keypack>/<license id>'), NULL where the fact names none. license_triple: the server,
 -- generation and id a license is known by before its key pack is (facts sharing it may give
--- each other their key pack).
+-- each other their key pack). After a batch, its rows of the touched devices are computed
+-- from the trace facts of their names (and those naming none): a fact of a touched license
+-- or license id names a touched name, since the devices of each fact are linked
+-- (caltrail/pipeline/patch.py).
 -- per device: 'name' client_name, 'hwid' hwid, 'license' license_key, 'triple' license_triple, 'file' file_sha256
 create or replace view cal_facts_unkeyed as
 with both_facts as (

@@ -21,6 +21,12 @@ which of its columns name them, on lines of their own (caltrail/pipeline/patch.p
     -- patched per device: 'name' client_name, 'license' license_key
 
 each pair a kind (a quoted kind, or a column holding one) and the column naming the device.
+A row that names no device of a kind may still be one's (a trace line naming a license id
+but no computer): a view read so declares, on a line of its own, the column whose NULL
+says so, and its rows with a NULL there are read with every device's:
+
+    -- read with every device: client_name is null
+
 A `lake` view declared `patched per device` is not computed whole after a batch ingest: the
 rows of the devices of those kinds the batch touched are computed again and the others are
 kept from the state before. A `state` view so declared has only those rows computed (the
@@ -57,6 +63,7 @@ _MATERIALIZE = re.compile(r"^\s*--\s*materialize:\s*(\w+)\s*$", re.MULTILINE)
 _GENERATED = re.compile(r"^\s*--\s*generated:\s*(\w+)\s*$", re.MULTILINE)
 _PER_DEVICE = re.compile(r"^\s*--\s*(patched )?per device:\s*(.*?)\s*$", re.MULTILINE)
 _DEVICE_PAIR = re.compile(r"^('\w+'|\w+)\s+(\w+)$")
+_EVERY_DEVICE = re.compile(r"^\s*--\s*read with every device:\s*(\w+) is null\s*$", re.MULTILINE)
 # the kinds of device a row can belong to (caltrail/pipeline/patch.py's touched sets)
 DEVICE_KINDS = ("name", "hwid", "license", "triple", "file")
 
@@ -81,6 +88,8 @@ class Statement:
             holding one), by which a view computed for some devices reads it; else empty.
         patched_by: the pairs of `-- patched per device:`: the devices whose rows a batch
             computes again when it touches one (a `lake` view patched after a batch).
+        every_device_when_null: the column of `-- read with every device: <column> is
+            null`: the rows with a NULL there are read with every device's; else None.
     """
 
     file: str
@@ -92,6 +101,7 @@ class Statement:
     name_span: tuple[int, int] | None = None
     per_device: tuple[tuple[str, str], ...] = ()
     patched_by: tuple[tuple[str, str], ...] = ()
+    every_device_when_null: str | None = None
 
     @property
     def patched(self) -> bool:
@@ -158,6 +168,11 @@ def _file_statements(name: str, text: str) -> tuple[Statement, ...]:
                 f"{name}: `patched per device:` stands above a view not computed per state"
             )
         per_device = _per_device(name, [pairs for patched, pairs in devices if not patched])
+        every_device = _EVERY_DEVICE.findall(comments)
+        if every_device and not (per_device or patched_by):
+            raise QueryFileError(
+                f"{name}: `read with every device:` stands above a view not read per device"
+            )
         out.append(
             Statement(
                 file=name,
@@ -169,6 +184,7 @@ def _file_statements(name: str, text: str) -> tuple[Statement, ...]:
                 name_span=created.span(2) if created else None,
                 per_device=per_device or patched_by,
                 patched_by=patched_by,
+                every_device_when_null=every_device[-1] if every_device else None,
             )
         )
     return tuple(out)

@@ -206,6 +206,59 @@ def test_the_touched_predicate_reads_the_declared_pairs() -> None:
     assert con.execute(f"select hwid from rows as v where {by_column}").fetchall() == [("H2",)]
 
 
+def test_rows_read_with_every_device_are_declared_on_a_view_read_per_device() -> None:
+    view = "create view v as select 1 as client_name, 'f' as file_sha256"
+    [statement] = queries._file_statements(
+        "ok.sql",
+        "-- per device: 'name' client_name, 'file' file_sha256\n"
+        f"-- read with every device: client_name is null\n{view}",
+    )
+    assert statement.every_device_when_null == "client_name"
+    with pytest.raises(queries.QueryFileError, match="not read per device"):
+        queries._file_statements(
+            "bad.sql", f"-- read with every device: client_name is null\n{view}"
+        )
+
+
+@pytest.mark.parametrize("by_kind", [True, False])
+@pytest.mark.parametrize("nameless", [None, "client_name"])
+def test_the_touched_rows_come_once_whichever_way_they_are_read(
+    by_kind: bool, nameless: str | None
+) -> None:
+    """A kept table read one kind at a time gives each row once (a row of a touched name in
+    a touched file, too), the same rows as the kinds tested together; the rows of no name
+    come with every device where the view says so."""
+    con = duckdb.connect()
+    con.execute("create schema patch")
+    con.execute(
+        "create table patch.touched as select * from "
+        "(values ('name', 'PC1'), ('file', 'F2'), ('hwid', 'H1')) t(kind, key)"
+    )
+    con.execute(
+        "create table rows as select * from (values ('PC1', 'F1'), ('PC1', 'F2'), "
+        "('PC2', 'F2'), ('PC2', 'F1'), (null, 'F1'), (null, 'F2'), ('PC1', null)) "
+        "t(client_name, file_sha256)"
+    )
+    statement = queries.Statement(
+        file="test.sql",
+        sql="",
+        creates="rows",
+        object_kind="view",
+        materialize="run",
+        per_device=(("'name'", "client_name"), ("'file'", "file_sha256")),
+        every_device_when_null=nameless,
+    )
+    sql = patch.touched_rows("rows", statement, frozenset({"name", "file"}), by_kind=by_kind)
+    got = sorted(con.execute(sql).fetchall(), key=repr)
+    expected = [("PC1", "F1"), ("PC1", "F2"), ("PC1", None), ("PC2", "F2"), (None, "F2")]
+    if nameless:
+        expected.append((None, "F1"))
+    assert got == sorted(expected, key=repr)
+    # by name alone: the touched file's other rows are not read
+    by_name = patch.touched_rows("rows", statement, frozenset({"name"}), by_kind=by_kind)
+    assert ("PC2", "F2") not in con.execute(by_name).fetchall()
+
+
 @pytest.mark.parametrize("max_parts", [patch.MAX_PARTS, 2])
 def test_a_state_patched_from_a_patched_state_equals_it_computed_whole(
     tmp_path: Path, fleet: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, max_parts: int
@@ -275,6 +328,80 @@ def test_a_patch_that_fails_computes_the_rest_whole(
     connect(whole).close()
     for view in materialize.lake_views():
         assert kept_rows(lake, view) == kept_rows(whole, view), view
+
+
+def _trace(folder: Path, name: str, lines: list[str]) -> Path:
+    """A trace file of the fleet's server (LS01, by its path) holding `lines`."""
+    folder.mkdir(parents=True)
+    stamp = "[0]13B0.2000::{}/2025-10:00:00.000000 [lserver]"
+    text = "".join(f"{stamp.format(day)}{line}\r\n" for day, line in lines)
+    (folder / f"LS01_{name}_trace.txt").write_text(text, encoding="utf-8")
+    return folder
+
+
+def test_a_fact_naming_no_computer_is_read_with_its_license(
+    tmp_path: Path, fleet: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trace lines naming a license id but no computer (one lake's request, another's
+    renewal) are facts of that license: once they are in the base, a batch touching its
+    device computes them again (they are not found by name), and the state equals it
+    computed whole."""
+    fleet_lake, bundle = fleet
+    lake = tmp_path / "lake"
+    shutil.copytree(fleet_lake, lake)
+    [fleet_trace] = bundle.rglob("*lserver_trace.txt")
+    issued = [
+        line.split(" [lserver]")[1]
+        for line in fleet_trace.read_text(encoding="utf-8").splitlines()
+        if "TLSIssueLicense" in line and "ClientName=" in line and "LicenseId=" in line
+    ]
+    device = issued[0].split("ClientName=")[1].split()[0]
+    ids = [
+        (line.split("LicenseId=")[1].split()[0], line.split("KeyPackId=")[1].split()[0])
+        for line in issued
+        if f"ClientName={device} " in line
+    ]
+    nameless = [
+        (day, line)
+        for license_id, keypack in ids
+        for day, line in [
+            ("03/20", f"TLSRequestLicense: Operation=request LicenseId={license_id} Result=Ok"),
+            (
+                "03/21",
+                f"TLSRenewLicense: Operation=renew LicenseId={license_id} "
+                f"KeyPackId={keypack} Result=Success",
+            ),
+        ]
+    ]
+    ingest([_trace(tmp_path / "nameless" / "LS01", "nameless", nameless)], IngestOptions(lake=lake))
+    connect(lake).close()
+    later = [("04/02", f"TLSRequestLicense: Operation=request ClientName={device} Result=Ok")]
+    ingest([_trace(tmp_path / "later" / "LS01", "later", later)], IngestOptions(lake=lake))
+    touched: list[set[str]] = []
+    close = patch.Patcher.close
+
+    def spied(self: patch.Patcher) -> None:
+        if self.state == "ready":
+            keys = self.con.execute("select key from patch.touched where kind = 'triple'")
+            touched.append({key for (key,) in keys.fetchall()})
+        close(self)
+
+    monkeypatch.setattr(patch.Patcher, "close", spied)
+    connect(lake).close()
+    assert {f"LS01/g0/{license_id}" for license_id, _ in ids} <= touched[0]
+    whole = tmp_path / "whole"
+    shutil.copytree(lake, whole, ignore=shutil.ignore_patterns(kept.DERIVED_DIR))
+    connect(whole).close()
+    for view in materialize.lake_views():
+        assert kept_rows(lake, view) == kept_rows(whole, view), view
+    con = duckdb.connect()
+    events = materialize.current_file(lake, "cal_events")
+    assert events is not None
+    kept.attach(con, "events", "files", events)
+    [(facts,)] = con.execute(
+        "select count(*) from events where client_name is null and source = 'trace'"
+    ).fetchall()
+    assert facts >= len(nameless)
 
 
 def test_a_patched_state_whose_parts_are_gone_is_computed_again(

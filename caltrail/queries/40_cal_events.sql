@@ -117,7 +117,53 @@ window w as (partition by l.license_key order by l.snapshot_time);
 -- time the renewal can have happened, so a renewal is never placed earlier than it was;
 -- or, at the first listing, an expiry further from the issue than the longest validity),
 -- 'revoked' (the first listing with status Revoked).
+-- (Each listing's facts are a list unnested and filtered: as a lateral union, DuckDB joined
+-- every listing back to its facts on all of its columns, 0.27 s for 120,000 listings.)
 create or replace view cal_facts_wmi as
+with facts as (
+    select
+        l.*,
+        unnest([
+            {'ts': l.snapshot_time, 'fact': 'listed', 'detail': null::varchar, 'given': true},
+            {
+                'ts': l.issue_date, 'fact': 'issued', 'detail': null,
+                'given': l.nth = 1 and l.issue_date is not null
+            },
+            {
+                'ts': l.expiration_date, 'fact': 'expires', 'detail': null,
+                'given': l.latest and not coalesce(l.expiration_never, false)
+            },
+            {
+                'ts': greatest(
+                    l.previous_snapshot,
+                    l.expiration_date - to_days(th('permanent_validity_max_days')::integer),
+                    l.previous_expiry - to_days(th('renew_window_days')::integer)
+                ),
+                'fact': 'renewed',
+                'detail': 'the expiry moved from ' || strftime(l.previous_expiry, '%Y-%m-%d')
+                    || ': renewed at the earliest then',
+                'given': l.previous_expiry is not null
+                    and l.expiration_date > l.previous_expiry + interval 1 day
+                    and coalesce(l.status_kind, '') <> 'temporary'
+            },
+            {
+                'ts': l.expiration_date - to_days(th('permanent_validity_max_days')::integer),
+                'fact': 'renewed',
+                'detail': 'earliest renewal implied by the expiry date',
+                'given': l.nth = 1
+                    and coalesce(l.status_kind, 'permanent') = 'permanent'
+                    and not coalesce(l.expiration_never, false)
+                    and l.expiration_date - to_days(th('permanent_validity_max_days')::integer)
+                        > l.issue_date + interval 1 day
+            },
+            {
+                'ts': l.snapshot_time, 'fact': 'revoked',
+                'detail': 'status Revoked in the snapshot',
+                'given': l.status_kind = 'revoked' and coalesce(l.previous_kind, '') <> 'revoked'
+            }
+        ]) as f
+    from listing_steps as l
+)
 select
     f.ts,
     f.fact,
@@ -145,41 +191,8 @@ select
     l.source_path,
     l.line as source_line,
     l.file_sha256
-from listing_steps as l,
-    lateral (
-        select l.snapshot_time as ts, 'listed' as fact, null as detail
-        union all
-        select l.issue_date, 'issued', null where l.nth = 1 and l.issue_date is not null
-        union all
-        select l.expiration_date, 'expires', null
-        where l.latest and not coalesce(l.expiration_never, false)
-        union all
-        select
-            greatest(
-                l.previous_snapshot,
-                l.expiration_date - to_days(th('permanent_validity_max_days')::integer),
-                l.previous_expiry - to_days(th('renew_window_days')::integer)
-            ),
-            'renewed',
-            'the expiry moved from ' || strftime(l.previous_expiry, '%Y-%m-%d')
-                || ': renewed at the earliest then'
-        where l.previous_expiry is not null
-            and l.expiration_date > l.previous_expiry + interval 1 day
-            and coalesce(l.status_kind, '') <> 'temporary'
-        union all
-        select
-            l.expiration_date - to_days(th('permanent_validity_max_days')::integer),
-            'renewed',
-            'earliest renewal implied by the expiry date'
-        where l.nth = 1
-            and coalesce(l.status_kind, 'permanent') = 'permanent'
-            and not coalesce(l.expiration_never, false)
-            and l.expiration_date - to_days(th('permanent_validity_max_days')::integer)
-                > l.issue_date + interval 1 day
-        union all
-        select l.snapshot_time, 'revoked', 'status Revoked in the snapshot'
-        where l.status_kind = 'revoked' and coalesce(l.previous_kind, '') <> 'revoked'
-    ) as f;
+from facts as l
+where f.given;
 
 -- A license a later full listing of its server no longer shows has left the database by
 -- then (expired early, upgraded, revoked or deleted): 'unlisted' at that snapshot, with the

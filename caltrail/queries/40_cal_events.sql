@@ -106,7 +106,10 @@ select
     lag(l.snapshot_time) over w as previous_snapshot,
     lag(k.kind) over w as previous_kind,
     row_number() over w as nth,
-    row_number() over (partition by l.license_key order by l.snapshot_time desc) = 1 as latest
+    -- (over w, in the same sort: a window of its own sorted the listings again)
+    l.snapshot_time is not distinct from max(l.snapshot_time) over (
+        w rows between unbounded preceding and unbounded following
+    ) as latest
 from snapshot_listings as l
 left join license_status as k on k.status = l.license_status
 window w as (partition by l.license_key order by l.snapshot_time);
@@ -216,11 +219,15 @@ select
     any_value(l.source_path) as source_path,
     any_value(l.line) as source_line,
     any_value(l.file_sha256) as file_sha256
-from listing_steps as l
+from snapshot_listings as l
+-- each license's latest listing (a listing of no time is no later than any)
+semi join (
+    select license_key, max(snapshot_time) as snapshot_time from snapshot_listings group by all
+) as latest using (license_key, snapshot_time)
 join full_snapshots as f
     on f.license_server is not distinct from l.license_server
     and f.snapshot_time > l.snapshot_time
-where l.latest and l.full_listing
+where l.full_listing
 group by l.license_server, l.license_key, l.expiration_date
 having min(f.snapshot_time) < l.expiration_date;
 

@@ -431,8 +431,13 @@ evidence as (
     select
         a.subject_kind,
         a.subject,
-        list({'source_path': a.source_path, 'line': a.source_line, 'recovered': a.recovered}
-            order by a.ts, a.source_path, a.source_line)[1:20] as rows
+        -- (the 20 first by time, file and line, in that order: a list of every row, ordered,
+        -- sorted the FreeRDP HWID's 450,000 rows of 50,000 devices for 20 of them)
+        arg_min(
+            {'source_path': a.source_path, 'line': a.source_line, 'recovered': a.recovered},
+            {'ts': a.ts, 'source_path': a.source_path, 'line': a.source_line},
+            20
+        ) as rows
     from subjects as a
     semi join all_rows as d on d.subject_kind = a.subject_kind and d.subject = a.subject
     group by a.subject_kind, a.subject

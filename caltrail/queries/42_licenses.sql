@@ -18,11 +18,14 @@ select
         arg_min(client_name, ts) filter (where fact in ('issued', 'upgraded')),
         arg_min(client_name, ts) filter (where fact not in ('expires', 'unlisted'))
     ) as client_name,
-    list(distinct client_name order by client_name) filter (where client_name is not null) as names,
+    -- (lists of distinct values as list functions over the group's list: as ordered
+    -- distinct aggregates, DuckDB aggregated the 2.7 M facts of 50,000 devices once more for
+    -- each; empty: NULL, as the aggregate over no value)
+    nullif(list_sort(list_distinct(list(client_name))), []) as names,
     any_value(hwid) filter (where hwid is not null) as hwid,
     min(hwid_raw) as hwid_raw,
     arg_min(user_name, ts) filter (where user_name is not null) as user_name,
-    list(distinct user_name order by user_name) filter (where user_name is not null) as users,
+    nullif(list_sort(list_distinct(list(user_name))), []) as users,
     -- the snapshot's type, else the first type a fact gave (a refused upgrade of a
     -- temporary CAL is an 'upgraded' fact too)
     coalesce(
@@ -53,7 +56,7 @@ select
     -- known only as presented by a client (a request naming it): whether it still counted
     -- then is not known (a CAL issued before the logs, expired or not)
     bool_and(fact in ('requested', 'seen') and keypack_id is null) as only_presented,
-    list(distinct source order by source) as sources,
+    list_sort(list_distinct(list(source))) as sources,
     count(*) as facts
 from cal_events
 where license_key is not null

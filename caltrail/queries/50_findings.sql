@@ -370,6 +370,14 @@ having count(*) >= th('events_only_min_issues')
     and count(hwid) = 0
     and client_name not in (select client_name from activity where hwid is not null);
 
+-- The licenses of the names of a fleet-wide HWID regeneration (summed by name alone: the
+-- excess of every name, joined on list_contains, took 0.17 s at 50,000 devices, for a fleet
+-- with no wave too).
+create or replace view wave_name_excess_flags as
+select *
+from name_excess_flags
+semi join (select unnest(names) as key from regeneration_waves) as w using (key);
+
 -- A fleet-wide HWID regeneration: one finding for all its names, their excess CALs with it.
 create or replace view findings_fleet as
 select
@@ -398,7 +406,7 @@ select
     flatten(list(x.excess_licenses) filter (where x.excess_licenses is not null))
         as excess_licenses
 from regeneration_waves as w
-left join name_excess as x on list_contains(w.names, x.key)
+left join excess_summary('wave_name_excess_flags') as x on list_contains(w.names, x.key)
 group by all;
 
 -- The findings of each HWID and name, with the first 20 source rows behind each (in time

@@ -12,13 +12,17 @@ join cal_events as c
 
 -- The excess CALs of wasteful findings (duplicate names are not waste), with the finding.
 -- Kept: the plans read it many times, and picking its rows out of every license cost most
--- of a diagnosis once the state was kept. A row depends on its finding and its license:
--- after a batch, the rows of the subjects and licenses it touched are computed again. (A
+-- of a diagnosis once the state was kept. A row depends on its license (its row in
+-- licenses, and whether the finding lists it: the excess flag of that row) and on its
+-- finding's own columns: after a batch, the rows of the licenses and names it touched are
+-- computed again, and every row of a finding whose own columns changed
+-- (patch/excess_licenses.sql), not every row of a subject touched (the FreeRDP HWID, which
+-- each batch of FreeRDP clients touches, lists 200,000 CALs at 50,000 devices). (A
 -- regeneration wave's finding lists the excess CALs of its names: a name that joins or
 -- leaves it, or whose CALs change, is touched, and with it its licenses; the finding's
 -- other columns are the wave's server's.)
 -- materialize: lake
--- patched per device: subject_kind subject, 'license' license_key
+-- patched per device: 'license' license_key, 'name' client_name
 create or replace view excess_licenses as
 with wasteful as (
     select

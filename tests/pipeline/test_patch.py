@@ -404,6 +404,54 @@ def test_a_fact_naming_no_computer_is_read_with_its_license(
     assert facts >= len(nameless)
 
 
+def test_a_finding_whose_own_columns_change_has_its_excess_computed_again(
+    tmp_path: Path, fleet: tuple[Path, Path]
+) -> None:
+    """An excess row carries its finding's cause, confidence and alternative: when they
+    change (here: the base's copy of one finding altered, the batch touching none of its
+    devices), every excess row of that finding is computed again, not only those of the
+    licenses and names the batch touched."""
+    fleet_lake, bundle = fleet
+    lake = tmp_path / "lake"
+    shutil.copytree(fleet_lake, lake)
+    con = duckdb.connect()
+    findings = materialize.current_file(lake, "findings")
+    excess = materialize.current_file(lake, "excess_licenses")
+    assert findings is not None
+    assert excess is not None
+    [(kind, subject)] = con.execute(
+        "select subject_kind, subject from read_parquet($p) "
+        "where waste and len(excess_licenses) > 0 order by subject limit 1",
+        {"p": str(findings)},
+    ).fetchall()
+    altered = "case when subject_kind = $k and subject = $s then 'altered' else confidence end"
+    for path in (findings, excess):
+        copy = tmp_path / path.name
+        con.execute(
+            f"copy (select * replace ({altered} as confidence) from read_parquet($p)) "
+            f"to '{copy}' (format parquet)",
+            {"p": str(path), "k": kind, "s": subject},
+        )
+        shutil.copy(copy, path)
+    ingest([new_server_and_site(tmp_path / "batch", bundle)], IngestOptions(lake=lake))
+    connect(lake).close()
+    patched = materialize.current_file(lake, "excess_licenses")
+    assert patched is not None
+    assert kept.parts_of(patched)[1] is not None  # patched, not computed whole
+    kept.attach(con, "excess", "files", patched)
+    assert con.execute(
+        "select count(*) from excess where subject_kind = $k and subject = $s",
+        {"k": kind, "s": subject},
+    ).fetchall() != [(0,)]
+    assert con.execute("select count(*) from excess where confidence = 'altered'").fetchall() == [
+        (0,)
+    ]
+    whole = tmp_path / "whole"
+    shutil.copytree(lake, whole, ignore=shutil.ignore_patterns(kept.DERIVED_DIR))
+    connect(whole).close()
+    assert kept_rows(lake, "excess_licenses") == kept_rows(whole, "excess_licenses")
+
+
 def test_a_patched_state_whose_parts_are_gone_is_computed_again(
     tmp_path: Path, fleet: tuple[Path, Path]
 ) -> None:

@@ -92,6 +92,7 @@ class Child:
     errors: IO[bytes]  # the child's stderr: what faulthandler wrote when it died
     env: dict[str, str]
     owner: int  # the pid that started it (a forked copy of the parent must not use it)
+    preload: tuple[str, ...] = ()  # the modules it imported first
     ready: bool = False
     started: float = field(default_factory=time.monotonic)
 
@@ -116,7 +117,7 @@ class Child:
             theirs.close()
         conn = Connection(ours.detach())
         conn.send(preload)
-        return cls(process, conn, errors, _environment(), os.getpid())
+        return cls(process, conn, errors, _environment(), os.getpid(), preload)
 
     def usable(self) -> bool:
         return (
@@ -217,7 +218,9 @@ def take_child(preload: tuple[str, ...]) -> Child:
     with _spares_lock:
         while _spares:
             child = _spares.pop()
-            if child.usable():
+            # (a spare that imported other modules first is no child of this pool: one that
+            # cannot import its modules must fail as it starts, not run with a spare's)
+            if child.usable() and child.preload == preload:
                 return child
             child.stop()
     return Child.start(preload)

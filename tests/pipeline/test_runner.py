@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from caltrail.pipeline import runner
+from caltrail.pipeline import children, runner
 from caltrail.pipeline.runner import ChildPool, ChildStartError, Crash, InProcess
 
 
@@ -179,6 +179,18 @@ def test_a_child_that_cannot_start_is_one_clear_error() -> None:
     assert "No module named 'caltrail.no_such_module'" in message
     assert runner.IN_PROCESS_ENV in message
     assert "\n" not in message
+
+
+def test_a_spare_child_of_other_modules_is_not_taken() -> None:
+    """Children are kept between runs; a pool whose children import other modules first
+    starts its own (here one that cannot start: a spare would have hidden the error)."""
+    first: ChildPool[str, tuple[str, int]] = ChildPool(echo)
+    run(first, ["a"])
+    first.close()
+    assert children.spare_pids()
+    pool: ChildPool[str, tuple[str, int]] = ChildPool(echo, preload=("caltrail.no_such_module",))
+    with pytest.raises(ChildStartError):
+        run(pool, ["a"])
 
 
 def test_in_process_runs_here(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -191,15 +191,16 @@ def touched_rows(
     groups none of the keys falls in when the table is sorted by that column (per_run.py);
     the kinds tested together are one join the reader cannot use."""
     pairs = statement.per_device
-    nameless = statement.every_device_when_null
-    if not by_kind or any(not kind.startswith("'") for kind, _ in pairs):
-        test = touched_predicate(pairs, kinds)
-        if nameless is not None:
-            test = f"({test} or v.{nameless} is null)"
-        return f"select * from {source} as v where {test}"
-    tests = [touched_predicate((pair,)) for pair in pairs if pair[0].strip("'") in kinds]
-    if nameless is not None:
-        tests.append(f"v.{nameless} is null")
+    one_by_one = by_kind and all(kind.startswith("'") for kind, _ in pairs)
+    tests = (
+        [touched_predicate((pair,)) for pair in pairs if pair[0].strip("'") in kinds]
+        if one_by_one
+        else [touched_predicate(pairs, kinds)]
+    )
+    if statement.every_device_when_null is not None:
+        tests.append(f"v.{statement.every_device_when_null} is null")
+    if not one_by_one:
+        return f"select * from {source} as v where ({' or '.join(tests)})"
     by_one = []
     for n, test in enumerate(tests):
         if n:
@@ -389,7 +390,7 @@ class Patcher:
         view = statement.creates or ""
         # (only the touched devices' rows: a device of another kind may show up partly)
         self._on_shadows(
-            statement,
+            _read_per_device(statement, below),
             below,
             reader_kinds(statement.patched_by),
             f"create or replace table {SCHEMA}.rows_{view} as select * from main.{view} as v "
@@ -399,17 +400,15 @@ class Patcher:
 
     def _on_shadows(
         self,
-        statement: queries.Statement,
+        inputs: list[queries.Statement],
         below: list[queries.Statement],
         kinds: frozenset[str],
         sql: str,
     ) -> None:
-        """Run `sql` (reading `statement`'s view) on a cursor on which each view it reads
-        that is declared per device shows its touched rows of `kinds`, and each
-        patch.input_<name> table stands for <name>."""
-        shadows = {
-            s.creates: self._shadow(s, kinds, below) for s in _read_per_device(statement, below)
-        }
+        """Run `sql` on a cursor on which each of `inputs` (the views declared per device
+        that the view it reads reads: `_read_per_device`) shows its touched rows of `kinds`,
+        and each patch.input_<name> table stands for <name>."""
+        shadows = {s.creates: self._shadow(s, kinds, below) for s in inputs}
         stand_ins = [
             name.removeprefix("input_")
             for (name,) in self.con.execute(
@@ -460,9 +459,10 @@ class Patcher:
         computed = self.computed.get(view) == self.version and read_by <= _kinds(
             statement.patched_by
         )
-        if not computed and statement.materialize is None and _read_per_device(statement, below):
+        inputs = [] if computed or statement.materialize else _read_per_device(statement, below)
+        if inputs:
             rows = touched_rows(f"main.{view}", statement, kinds, by_kind=False)
-            self._on_shadows(statement, below, kinds, f"create or replace table {table} as {rows}")
+            self._on_shadows(inputs, below, kinds, f"create or replace table {table} as {rows}")
         else:
             # (unqualified: a `state` view is a temp table of the session; a view kept per run
             # is read by kind: its parts are sorted by name)

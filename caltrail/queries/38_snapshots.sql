@@ -195,6 +195,17 @@ create or replace macro rebuild_generation(times, server, t) as
 create or replace macro rebuild_after(times, server, t) as
     list_filter(times, lambda r: r.at > t and (server is null or r.server = server))[1].at;
 
+-- A license's key ('<server>/g<generation>/<keypack>/<license id>', '?' for a server or key
+-- pack not known: a listing's, and a trace or WMI fact's, 40_cal_events.sql), and the triple
+-- it is known by before its key pack is (facts sharing it may give each other their key
+-- pack). NULL without an id.
+create or replace macro license_key_of(server, generation, keypack_id, license_id) as
+    coalesce(server, '?') || '/g' || coalesce(generation, 0) || '/' || coalesce(keypack_id, '?')
+        || '/' || license_id;
+
+create or replace macro license_triple_of(server, generation, license_id) as
+    coalesce(server, '?') || '/g' || coalesce(generation, 0) || '/' || license_id;
+
 -- The rows of a snapshot view (issued_license_rows, keypack_rows) with their license server:
 -- the one the snapshot names (norm_name), else the one its file is attributed to.
 create or replace macro snapshot_rows(view_name) as table
@@ -223,21 +234,19 @@ with rows as (
     from snapshot_rows('issued_license_rows') as r
     cross join (select rebuild_times() as times) as g
 ),
-by_id as (
-    select distinct
-        license_server, hwid, expiration_date,
-        coalesce(license_server, '?') || '/g' || generation || '/'
-            || coalesce(keypack_id::varchar, '?') || '/' || license_id as license_key
-    from rows
-    where license_id is not null
-),
-keyed as (
+with_id as (
     select
         r.*,
-        coalesce(r.license_server, '?') || '/g' || r.generation || '/'
-            || coalesce(r.keypack_id::varchar, '?') || '/' || r.license_id as license_key
+        license_key_of(r.license_server, r.generation, r.keypack_id::varchar, r.license_id)
+            as license_key
     from rows as r
     where r.license_id is not null
+),
+by_id as (
+    select distinct license_server, hwid, expiration_date, license_key from with_id
+),
+keyed as (
+    select * from with_id
     union all
     -- (a report entry apart: its rank was computed for every listing, 0.12 s of 0.3)
     select

@@ -2,8 +2,8 @@
 -- One view per source of facts (trace, WMI snapshots, client exports, EVTX), the license
 -- each fact belongs to, and a short union.
 --
--- Reads: the snapshots, servers and thresholds of 38_snapshots.sql, client_hwids (10),
--- licensing_events (30), trace_licensing (35).
+-- Reads: the snapshots, servers, thresholds and license keys of 38_snapshots.sql,
+-- client_hwids (10), licensing_events (30), trace_licensing (35).
 
 -- The time the data ends: the last record of any source (the "now" of plans), among the
 -- committed rows (those of visible_runs, as every source view shows). Each table's files are
@@ -12,16 +12,6 @@
 -- was defined. EVTX records are read before their deduplication: copies share their time.
 create or replace macro committed_files(table_name) as
     getvariable('lake') || '/' || table_name || '/*.parquet';
-
--- A license's key of the trace and WMI facts ('<server>/g<generation>/<keypack>/<license id>',
--- '?' for a server or key pack not known), and the triple it is known by before its key
--- pack is (facts sharing it may give each other their key pack). NULL without an id.
-create or replace macro license_key_of(server, generation, keypack_id, license_id) as
-    coalesce(server, '?') || '/g' || coalesce(generation, 0) || '/' || coalesce(keypack_id, '?')
-        || '/' || license_id;
-
-create or replace macro license_triple_of(server, generation, license_id) as
-    coalesce(server, '?') || '/g' || coalesce(generation, 0) || '/' || license_id;
 
 -- (Each run's last time is taken before its run is looked up: joined row by row, DuckDB
 -- built its hash table of the 3 M events of 50,000 devices rather than of the 10,000 runs,

@@ -20,6 +20,7 @@ from caltrail.fixtures.simulator import simulate
 from caltrail.pipeline import kept, materialize, patch
 from caltrail.pipeline.ingest import IngestOptions, ingest
 from caltrail.pipeline.session import connect
+from tests.queries.test_scenarios import simulate_regeneration_wave
 
 
 @pytest.fixture(scope="module")
@@ -546,14 +547,7 @@ def test_a_fleet_with_a_regeneration_wave_is_patched_alike(tmp_path: Path) -> No
     name of the wave, which a batch elsewhere does not touch. The patched state lists them
     as the state computed whole does (excess_licenses patched too)."""
     bundle, lake = tmp_path / "fleet", tmp_path / "lake"
-    simulate(
-        bundle,
-        seed=290,
-        devices=40,
-        days=120,
-        scenario="mass-regeneration",
-        snapshot_every_days=7,
-    )
+    simulate_regeneration_wave(bundle)
     ingest([bundle], IngestOptions(lake=lake))
     con = connect(lake)
     try:

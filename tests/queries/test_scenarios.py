@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 import pytest
 
-from caltrail.fixtures.simulator import simulate
+from caltrail.fixtures.simulator import SimulationResult, simulate
 from caltrail.pipeline.diagnose import dicts, findings, open_case
 from caltrail.pipeline.ingest import IngestOptions, ingest
 from tests.queries.live_plans import define_plans_live
@@ -445,6 +445,19 @@ def test_a_fleet_wide_regeneration_is_one_finding(cases: dict[str, Case]) -> Non
     assert case.score.server_found >= {("mass-regeneration", "LS01")}
 
 
+def simulate_regeneration_wave(bundle: Path) -> SimulationResult:
+    """A fleet of 40 devices over 120 days with one fleet-wide HWID regeneration (weekly
+    snapshots): tests/pipeline/test_patch.py patches it too."""
+    return simulate(
+        bundle,
+        seed=290,
+        devices=40,
+        days=120,
+        scenario="mass-regeneration",
+        snapshot_every_days=7,
+    )
+
+
 def test_a_machine_away_during_the_regeneration_belongs_to_it(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
@@ -452,14 +465,7 @@ def test_a_machine_away_during_the_regeneration_belongs_to_it(
     after the wave's tail: counted with the wave, never a `rebuilt` machine of its own."""
     base = tmp_path_factory.mktemp("regeneration")
     bundle = base / "bundle"
-    truth = simulate(
-        bundle,
-        seed=290,
-        devices=40,
-        days=120,
-        scenario="mass-regeneration",
-        snapshot_every_days=7,
-    ).truth
+    truth = simulate_regeneration_wave(bundle).truth
     case = _lake(base, "regeneration", bundle, truth, "snapshots+events")
     try:
         late = [

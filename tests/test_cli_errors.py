@@ -126,8 +126,9 @@ def test_patterns_with_other_columns_are_refused(tmp_path: Path) -> None:
     message = one_line(err)
     assert "missing module_regex" in message
     assert "unknown pattern" in message
+    assert "(groups_regex, operation, priority, example, note may be left out)" in message
     assert not lake.exists()
-    # the optional columns (operation, priority, example, note) may be left out
+    # the optional columns (groups_regex, operation, priority, example, note) may be left out
     short = tmp_path / "short.csv"
     short.write_text("name,module_regex,regex,captures\nx,,^y (\\S+)$,client_name\n")
     logs = tmp_path / "logs"

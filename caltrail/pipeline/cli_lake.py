@@ -198,8 +198,8 @@ def ingest_cmd(
     raise typer.Exit(exit_code(summary, strict))
 
 
-# The columns a pattern cannot do without; the default table's others (operation, priority,
-# example, note) may be left out (caltrail/queries/35_trace_licensing.sql).
+# The columns a pattern cannot do without; the default table's others (groups_regex,
+# operation, priority, example, note) may be left out (caltrail/queries/35_trace_licensing.sql).
 PATTERN_COLUMNS_REQUIRED = ("name", "module_regex", "regex", "captures")
 
 
@@ -229,9 +229,10 @@ def check_patterns(path: Path) -> None:
             )
             if part
         )
+        optional = [c for c in expected if c not in PATTERN_COLUMNS_REQUIRED]
         usage(
-            f"{path}: columns do not match ({what}); expected {', '.join(expected)} (the "
-            f"last {len(expected) - len(PATTERN_COLUMNS_REQUIRED)} may be left out)",
+            f"{path}: columns do not match ({what}); expected {', '.join(expected)} "
+            f"({', '.join(optional)} may be left out)",
             "--patterns",
         )
 

@@ -40,6 +40,8 @@ class Pattern:
     regex_groups: int
     module: int | None  # its module regex's place in trace_module_regexes, None: any module
     constant_operation: bool
+    # its groups are read from the match by a regex of their own (the table's groups_regex)
+    groups_from_match: bool = False
 
     @property
     def search(self) -> str:
@@ -51,6 +53,32 @@ class Pattern:
     @property
     def regex(self) -> str:
         return f"getvariable('trace_regexes')[{self.k}]"
+
+    def group(self, text: str, g: int) -> str:
+        """Group g of the pattern's match in `text` ('' when it did not take part)."""
+        if self.groups_from_match:
+            return (
+                f"regexp_extract({self.match(text)}, "
+                f"getvariable('trace_groups_regexes')[{self.k}], {g})"
+            )
+        return f"regexp_extract({text}, {self.regex}, {g})"
+
+    def groups(self, text: str) -> str:
+        """The struct g0 (the whole match), g1..gn of one search in `text` (each '' when
+        it did not take part, or there is no match)."""
+        names = ", ".join(f"'g{g}'" for g in range(0, len(self.captures) + 1))
+        if self.groups_from_match:
+            # RE2 finds the match with its DFA whatever the regex's size; only reading the
+            # groups grows with it, and is done on the match with the smaller regex
+            return (
+                f"regexp_extract({self.match(text)}, "
+                f"getvariable('trace_group0_groups_regexes')[{self.k}], [{names}])"
+            )
+        return f"regexp_extract({text}, getvariable('trace_group0_regexes')[{self.k}], [{names}])"
+
+    def match(self, text: str) -> str:
+        """The text the pattern's regex matched in `text` ('' when none)."""
+        return f"regexp_extract({text}, {self.regex}, 0)"
 
 
 #: The views `patterns` reads (with the macros of the query files): what a connection
@@ -81,7 +109,8 @@ def _patterns(con: duckdb.DuckDBPyConnection) -> tuple[list[Pattern], bool]:
             a.capture_list,
             a.regex_groups,
             m.j,
-            trace_operation(a.operation) is not null
+            trace_operation(a.operation) is not null,
+            a.groups_regex is not null
         from trace_patterns_active as a
         left join (
             select module_regex, row_number() over (order by module_regex) as j
@@ -92,8 +121,8 @@ def _patterns(con: duckdb.DuckDBPyConnection) -> tuple[list[Pattern], bool]:
         """
     ).fetchall()
     found = [
-        Pattern(int(k), tuple(str(c) for c in captures), int(groups), j, bool(op))
-        for k, captures, groups, j, op in rows
+        Pattern(int(k), tuple(str(c) for c in captures), int(groups), j, bool(op), bool(two))
+        for k, captures, groups, j, op, two in rows
     ]
     return found, any(p.module is None for p in found)
 
@@ -146,12 +175,11 @@ def _hits_branch(p: Pattern, columns: str) -> str:
     if p.search == "match":
         groups, inner = "[]::varchar[]", "select i.*"
     elif p.search == "per-group":
-        searches = ", ".join(f"regexp_extract(i.match_text, {p.regex}, {g})" for g in range(1, n + 1))
+        searches = ", ".join(p.group("i.match_text", g) for g in range(1, n + 1))
         groups, inner = f"[{searches}]::varchar[]", "select i.*"
     else:  # one search gives every group
-        names = ", ".join(f"'g{g}'" for g in range(1, n + 1))
         groups = "[" + ", ".join(f"i.x.g{g}" for g in range(1, n + 1)) + "]::varchar[]"
-        inner = f"select i.*, regexp_extract(i.match_text, {p.regex}, [{names}]) as x"
+        inner = f"select i.*, {p.groups('i.match_text')} as x"
     return (
         f"select {columns}, {values}, {groups} as groups "
         f"from ({inner} from input as i where {where}) as i"
@@ -265,12 +293,13 @@ def _step(p: Pattern, needed: str, previous: str) -> str:
     if p.search == "match":
         search = f"regexp_matches(i.match_text, {p.regex})"
     elif p.search == "per-group":
-        search = "struct_pack(" + ", ".join(
-            f"g{g} := regexp_extract(i.match_text, {p.regex}, {g})" for g in range(1, n + 1)
-        ) + ")"
+        search = (
+            "struct_pack("
+            + ", ".join(f"g{g} := {p.group('i.match_text', g)}" for g in range(1, n + 1))
+            + ")"
+        )
     else:  # the whole regex made group g0
-        names = ", ".join(f"'g{g}'" for g in range(0, n + 1))
-        search = f"regexp_extract(i.match_text, getvariable('trace_group0_regexes')[{k}], [{names}])"
+        search = p.groups("i.match_text")
     step = (
         f"y{k} as (select i.*, case when {' and '.join(conditions) or 'true'} then {search} "
         f"end as y{k} from {previous} as i)"

@@ -11,6 +11,12 @@
 --                 A module matched by some pattern's module_regex is a "licensing module".
 --   regex         RE2 regex over the message (tracerpt XML: the message, then the event's
 --                 EventData/UserData values as `Name=value` lines). Use (?i) for any case.
+--   groups_regex  optional: the regex groups 1..n are read with, from the text `regex`
+--                 matched (the whole of it: anchored at both ends). For a long regex: RE2
+--                 reads groups at a cost that grows with the regex's size (its counted
+--                 repetitions such as {19} most), finding a match does not; a smaller regex
+--                 that reads the same groups from the match is cheaper. Without it, the
+--                 groups are those of `regex`.
 --   captures      what groups 1..n capture, '|'-separated: client_name, hwid, user,
 --                 license_id, keypack_id, operation, result; an empty entry skips a group;
 --                 several groups may name the same field (the first one that took part wins).
@@ -153,6 +159,7 @@ clean as (
         trim(name) as name,
         nullif(trim(module_regex), '') as module_regex,
         nullif(regex, '') as regex,
+        nullif(groups_regex, '') as groups_regex,
         case when trim(coalesce(captures, '')) = '' then []::varchar[]
             else list_transform(string_split(captures, '|'), lambda c: lower(trim(c))) end as capture_list,
         nullif(trim(operation), '') as operation,
@@ -175,15 +182,18 @@ select
     name,
     module_regex,
     regex,
+    groups_regex,
     array_to_string(capture_list, '|') as captures,
     capture_list,
-    trace_regex_groups(regex) as regex_groups,
+    trace_regex_groups(coalesce(groups_regex, regex)) as regex_groups,
     operation,
     priority,
     origin,
     case
         when regex is null then 'disabled (no regex)'
         when try(regexp_matches('', regex)) is null then 'invalid regex'
+        when groups_regex is not null and try(regexp_matches('', groups_regex)) is null
+            then 'invalid groups_regex'
         when module_regex is not null and try(regexp_matches('', module_regex, 'i')) is null
             then 'invalid module_regex'
         when len(list_filter(capture_list, lambda c: c <> ''
@@ -200,7 +210,7 @@ union all
 -- a user file with rows of which none could be read (not comma or semicolon separated, no
 -- header naming the columns, a quote left open...) is said so here, not silently ignored
 select
-    'user_trace_patterns.csv', null, null, '', []::varchar[], 0, null, null, 'user',
+    'user_trace_patterns.csv', null, null, null, '', []::varchar[], 0, null, null, 'user',
     'no row could be read: expected CSV with a header line (name, module_regex, regex, '
         || 'captures, operation, priority) and one pattern a line',
     null, null
@@ -265,6 +275,13 @@ where problem is null;
 set variable trace_regexes = (select coalesce(list(regex order by k), []) from trace_patterns_active);
 set variable trace_group0_regexes = (
     select coalesce(list('(' || regex || ')' order by k), []) from trace_patterns_active);
+-- a pattern's groups_regex over the whole match: plain, and as group 0 (NULL: none)
+set variable trace_groups_regexes = (
+    select coalesce(list('^(?:' || groups_regex || ')$' order by k), [])
+    from trace_patterns_active);
+set variable trace_group0_groups_regexes = (
+    select coalesce(list('^(' || groups_regex || ')$' order by k), [])
+    from trace_patterns_active);
 set variable trace_names = (select coalesce(list(name order by k), []) from trace_patterns_active);
 set variable trace_priorities = (
     select coalesce(list(priority order by k), []) from trace_patterns_active);
@@ -411,17 +428,30 @@ left join names as n using (client_name_raw);
 -- it (a quick check while writing a pattern, without a trace). Few rows: the regex is taken
 -- from the column here.
 create or replace view trace_pattern_check as
-with tried as (
+with reading as (
+    -- the text and regex the groups are read from: the match and groups_regex, if given
     select
         p.*,
-        p.example is not null and regexp_matches(p.example, p.regex) as matched,
-        [regexp_extract(p.example, p.regex, 1), regexp_extract(p.example, p.regex, 2),
-         regexp_extract(p.example, p.regex, 3), regexp_extract(p.example, p.regex, 4),
-         regexp_extract(p.example, p.regex, 5), regexp_extract(p.example, p.regex, 6),
-         regexp_extract(p.example, p.regex, 7), regexp_extract(p.example, p.regex, 8),
-         regexp_extract(p.example, p.regex, 9)] as groups
+        case when p.groups_regex is null then p.example
+            else regexp_extract(p.example, p.regex, 0) end as group_text,
+        coalesce('^(?:' || p.groups_regex || ')$', p.regex) as group_regex
     from trace_patterns as p
     where p.problem is null and p.example is not null
+),
+tried as (
+    select
+        p.* exclude (group_text, group_regex),
+        p.example is not null and regexp_matches(p.example, p.regex) as matched,
+        [regexp_extract(p.group_text, p.group_regex, 1),
+         regexp_extract(p.group_text, p.group_regex, 2),
+         regexp_extract(p.group_text, p.group_regex, 3),
+         regexp_extract(p.group_text, p.group_regex, 4),
+         regexp_extract(p.group_text, p.group_regex, 5),
+         regexp_extract(p.group_text, p.group_regex, 6),
+         regexp_extract(p.group_text, p.group_regex, 7),
+         regexp_extract(p.group_text, p.group_regex, 8),
+         regexp_extract(p.group_text, p.group_regex, 9)] as groups
+    from reading as p
 ),
 fields as (
     select

@@ -825,6 +825,110 @@ def test_patterns_tried_in_order_give_the_facts_of_every_hit(tmp_path: Path) -> 
     assert "Name=PC-41 ClientName=PC-42" not in got  # [rpc] is no licensing module
 
 
+# Every form the default `hwid` row reads, and lines where its regex and the smaller one
+# its groups are read with could part: no separator, an empty or "nothing" value, two
+# mentions, a shape one DWORD too long, a key spelled another way.
+HWID_FORMS = [
+    "HWID=02000000c0b24e7d10a9ff372b54eb75f67a7087",
+    "HardwareId: 0x00000002, 0x7d4eb2c0, 0x37ffa910, 0x75eb542b, 0x87707af6",
+    'Client HWID = "02 00 00 00 c0 b2 4e 7d 10 a9 ff 37 2b 54 eb 75 f6 7a 70 87" Client=PC-1',
+    "HW-ID: '00000002-7D4EB2C0-37FFA910-75EB542B-87707AF6'",
+    "Hardware ID (0x2 0x7d4eb2c0 0x37ffa910 0x75eb542b 0x87707af6)",
+    'sHardwareId "abc" ClientName=PC-2',
+    'HWID="" cached 02000000c0b24e7d10a9ff372b54eb75f67a7087',
+    'HWID="x" HWID=02000000c0b24e7d10a9ff372b54eb75f67a7087',
+    "HWID=0x1 0x2 0x3 0x4 0x5 0x6 ClientName=PC-3",
+    "HWID=02:00:00:00:c0:b2:4e:7d:10:a9:ff:37:2b:54:eb:75:f6:7a:70:87",
+    "hwid: 0x00000002,0x7d4eb2c0,0x37ffa910,0x75eb542b,0x87707af6 ClientName=PC-4",
+    "HWID=(null) ClientName=PC-5",
+    "HWID: 'none' ClientName=PC-6",
+    "HWID=zz ClientName=PC-7",
+    "HWID=0x00000002; 0x7d4eb2c0; 0x37ffa910; 0x75eb542b; 0x87707af6x ClientName=PC-8",
+    "HWID 02000000c0b24e7d10a9ff372b54eb75f67a7087",
+    "ClientHWID=02000000C0B24E7D10A9FF372B54EB75F67A7087 User=anna",
+    "Client_Hardware_ID = 0x00000002-0x7d4eb2c0-0x37ffa910-0x75eb542b-0x87707af6",
+    "HWID:\t(0x00000002, 0x7d4eb2c0, 0x37ffa910, 0x75eb542b, 0x87707af6",
+    "xHWID=02000000c0b24e7d10a9ff372b54eb75f67a7087 ClientName=PC-9",
+]
+
+
+def test_groups_read_from_the_match_are_the_regex_groups(tmp_path: Path) -> None:
+    """The default `hwid` row reads its groups from its match with a smaller regex
+    (groups_regex): the same facts as its own groups give, on every form it reads."""
+    with (QUERIES_DIR / "trace_patterns.csv").open(encoding="utf-8", newline="") as fh:
+        defaults = {row["name"]: row for row in csv.DictReader(fh)}
+    assert defaults["hwid"]["groups_regex"]
+    plain = tmp_path / "plain.csv"
+    with plain.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(defaults["hwid"]))
+        w.writeheader()
+        w.writerow(defaults["hwid"] | {"groups_regex": ""})
+    trace = tmp_path / "forms_lserver.txt"
+    trace.write_text(tracefmt(HWID_FORMS), encoding="utf-8")
+    facts = []
+    for name, patterns in (("with", None), ("without", plain)):
+        lake = tmp_path / name
+        ingest([trace], IngestOptions(lake=lake, patterns=patterns))
+        con = connect_35(lake)
+        used = scalar(
+            con, "select groups_regex is not null from trace_patterns where name = 'hwid'"
+        )
+        assert used == (patterns is None)
+        assert_facts_as_pattern_values(con)
+        facts.append(rows(con, "select * exclude (run_id) from trace_licensing order by line"))
+    assert facts[0] == facts[1]
+    assert len(facts[0]) == len(HWID_FORMS)  # each names a computer or an HWID
+    got = {r["message"]: r for r in facts[0]}
+    assert got[HWID_FORMS[0]]["hwid"] == TSCTST_HWID
+    assert got[HWID_FORMS[2]]["hwid"] == TSCTST_HWID  # 20 bytes, quoted
+    assert got[HWID_FORMS[6]]["pattern"] == "hwid-hex40"  # the empty value is none
+    assert got[HWID_FORMS[7]]["hwid_raw"] == "x"  # the first mention
+    assert got[HWID_FORMS[8]]["hwid_raw"] == "0x1 0x2 0x3 0x4 0x5"  # five DWORDs at most
+
+
+def test_a_user_pattern_reads_its_groups_from_the_match(tmp_path: Path) -> None:
+    patterns = tmp_path / "p.csv"
+    with patterns.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(
+            ["name", "module_regex", "regex", "groups_regex", "captures", "operation", "example"]
+        )
+        # the match is 'pair=PC-50/frank': its groups read with a regex of their own
+        w.writerow(
+            ["pair", "", r"\bpair=\S+", r"pair=([^/]+)/(.+)", "client_name|user", "", "pair=A/b"]
+        )
+        # fewer groups than captures named (a search per group), and a constant operation
+        w.writerow(["trio", "", r"\btrio:\S+", r"trio:(\S+)", "client_name|user", "renew", ""])
+        w.writerow(["broken", "", r"x", r"(", "user", "", ""])
+    trace = tmp_path / "t_lserver.txt"
+    trace.write_text(
+        tracefmt(["pair=PC-50/frank", "trio:PC-51", "pair=PC-52 trio:PC-53"]), encoding="utf-8"
+    )
+    lake = tmp_path / "lake"
+    ingest([trace], IngestOptions(lake=lake, patterns=patterns))
+    con = connect_35(lake)
+    assert rows(con, "select name, problem from trace_patterns where origin = 'user'") == [
+        {"name": "broken", "problem": "invalid groups_regex"},
+        {"name": "pair", "problem": None},
+        {"name": "trio", "problem": None},
+    ]
+    assert_facts_as_pattern_values(con)
+    got = rows(
+        con,
+        "select client_name_raw, user_name, operation, pattern from trace_licensing order by line",
+    )
+    assert got == [
+        {"client_name_raw": "PC-50", "user_name": "frank", "operation": None, "pattern": "pair"},
+        {"client_name_raw": "PC-51", "user_name": None, "operation": "renew", "pattern": "trio"},
+        # 'pair=PC-52' is matched, but its groups regex does not read it: trio names the
+        # computer, and pair's match gives nothing
+        {"client_name_raw": "PC-53", "user_name": None, "operation": "renew", "pattern": "trio"},
+    ]
+    # the pattern's own example, read the same way
+    check = rows(con, "select * from trace_pattern_check where name = 'pair'")
+    assert [(r["matched"], r["client_name"], r["user_name"]) for r in check] == [(True, "A", "b")]
+
+
 def test_trace_value_is_the_plain_definition(tmp_path: Path) -> None:
     """trace_value skips lower() on long values: the same values as the plain definition."""
     lake = tmp_path / "lake"

@@ -109,7 +109,13 @@ def _write(
     """Write the result of `sql` under a temporary name, then `place` it at `target`."""
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        con.sql(sql).write_parquet(str(tmp), compression="zstd")
+        # zstd at level 1: the files as small as at DuckDB's default level 3 within 1% (the
+        # 50,000-device state: 426 against 428 MB) and written faster (a first diagnosis
+        # of that fleet writes 16 M rows: 52.5 -> 48.9 s); read at the same speed
+        con.execute(
+            f"copy (\n{sql}\n) to $path (format parquet, compression zstd, compression_level 1)",
+            {"path": str(tmp)},
+        )
         place(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

@@ -56,25 +56,22 @@ class Pattern:
 
     def group(self, text: str, g: int) -> str:
         """Group g of the pattern's match in `text` ('' when it did not take part)."""
-        if self.groups_from_match:
-            return (
-                f"regexp_extract({self.match(text)}, "
-                f"getvariable('trace_groups_regexes')[{self.k}], {g})"
-            )
-        return f"regexp_extract({text}, {self.regex}, {g})"
+        return self._read(text, "trace_regexes", "trace_groups_regexes", str(g))
 
     def groups(self, text: str) -> str:
         """The struct g0 (the whole match), g1..gn of one search in `text` (each '' when
         it did not take part, or there is no match)."""
         names = ", ".join(f"'g{g}'" for g in range(0, len(self.captures) + 1))
+        return self._read(text, "trace_group0_regexes", "trace_group0_groups_regexes", f"[{names}]")
+
+    def _read(self, text: str, regexes: str, groups_regexes: str, what: str) -> str:
+        """regexp_extract of `what` from `text` with the pattern's regex in the variable
+        `regexes`; for a pattern with a groups regex, from its match with the regex in
+        `groups_regexes` (RE2 finds the match with its DFA whatever the regex's size; only
+        reading groups grows with it, and is done with the smaller regex)."""
         if self.groups_from_match:
-            # RE2 finds the match with its DFA whatever the regex's size; only reading the
-            # groups grows with it, and is done on the match with the smaller regex
-            return (
-                f"regexp_extract({self.match(text)}, "
-                f"getvariable('trace_group0_groups_regexes')[{self.k}], [{names}])"
-            )
-        return f"regexp_extract({text}, getvariable('trace_group0_regexes')[{self.k}], [{names}])"
+            text, regexes = self.match(text), groups_regexes
+        return f"regexp_extract({text}, getvariable('{regexes}')[{self.k}], {what})"
 
     def match(self, text: str) -> str:
         """The text the pattern's regex matched in `text` ('' when none)."""

@@ -137,6 +137,42 @@ def test_patterns_with_other_columns_are_refused(tmp_path: Path) -> None:
     assert code == 0, err
 
 
+def test_unused_patterns_are_named(tmp_path: Path) -> None:
+    """An ingest with --patterns says which of its rows the lake does not use, and why."""
+    patterns = tmp_path / "p.csv"
+    patterns.write_text(
+        "name,module_regex,regex,groups_regex,captures\n"
+        "fine,,^pair=(\\S+)$,,client_name\n"
+        "broken,,x,(,user\n"
+        "unknown,,^y=(\\S+)$,,computer\n"
+        "hwid,,,,\n",  # no regex: the default switched off, as meant
+        encoding="utf-8",
+    )
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    lake = tmp_path / "lake"
+    code, _, err = invoke("ingest", str(logs), "--lake", str(lake), "--patterns", str(patterns))
+    assert code == 0, err
+    named = [line.strip() for line in err.splitlines() if "is not used" in line]
+    assert named == [
+        f"! pattern broken of {patterns} is not used: invalid groups_regex",
+        f"! pattern unknown of {patterns} is not used: unknown capture name: computer",
+    ]
+    # a file DuckDB cannot read at all (a quote left open) is refused before the run: once in
+    # the lake it would stop every session; one put there by hand stops them with a message
+    unread = tmp_path / "open-quote.csv"
+    unread.write_text('name,module_regex,regex,captures\n"x,,^y$,user\n', encoding="utf-8")
+    fresh = tmp_path / "fresh"
+    code, _, err = invoke("ingest", str(logs), "--lake", str(fresh), "--patterns", str(unread))
+    assert code == 2
+    assert "cannot be read as CSV" in one_line(err)
+    assert not fresh.exists()
+    (lake / "_ref" / "user_trace_patterns.csv").write_bytes(unread.read_bytes())
+    code, _, err = invoke("diagnose", "--lake", str(lake))
+    assert code == 1
+    assert "user_trace_patterns.csv cannot be read as CSV" in one_line(err)
+
+
 def test_an_internal_error_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from caltrail.pipeline import cli_lake
 

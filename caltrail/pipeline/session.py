@@ -88,6 +88,24 @@ def lake_id(lake: Path) -> str | None:
     return found[0].name[len("lake-") : -len(".id")] if found else None
 
 
+def pattern_file_problem(path: Path) -> str | None:
+    """Why DuckDB cannot read `path` as a trace pattern table (None: it can), read with the
+    options the trace_patterns view reads it with (caltrail/queries/35_trace_licensing.sql).
+    A file it cannot read at all (a quote left open) would stop every session of the lake."""
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(
+            "select count(*) from read_csv([$path], header = true, all_varchar = true, "
+            "union_by_name = true, null_padding = true, quote = '\"', escape = '\"')",
+            {"path": str(path)},
+        ).fetchall()
+    except duckdb.Error as exc:
+        return str(exc).splitlines()[0]
+    finally:
+        con.close()
+    return None
+
+
 def install_user_table(lake: Path, name: str, source: Path) -> None:
     """Copy a user's data table (e.g. a trace pattern file) into LAKE/_ref/user_<name>.csv,
     where the SQL and the DuckDB shell both read it."""
@@ -135,6 +153,14 @@ def connect(
             "`caltrail ingest PATH --lake " + str(lake) + "`"
         )
     prepare_lake(lake)
+    user_patterns = lake / REF_DIR / "user_trace_patterns.csv"
+    if through is None or through >= "35_trace_licensing":  # the layers reading the patterns
+        problem = pattern_file_problem(user_patterns) if user_patterns.exists() else None
+        if problem is not None:
+            raise SessionError(
+                f"{user_patterns} cannot be read as CSV ({problem}); correct it, or remove "
+                "it to use the default trace patterns alone"
+            )
     con = duckdb.connect(":memory:", config={"temp_directory": spill_directory()})
     # The views read many small Parquet files, bound again by every layer above them:
     # caching their metadata halves the time a session takes to open.

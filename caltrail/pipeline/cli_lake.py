@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -189,8 +191,6 @@ def ingest_cmd(
         dask=dask,
     )
     summary = ingest_in_zone(paths, options, choice, as_json)
-    if patterns is not None:
-        report_pattern_problems(lake, patterns)
     if derive and not summary.interrupted:
         from caltrail.pipeline.progress import derived_notice
         from caltrail.pipeline.session import refresh
@@ -207,10 +207,11 @@ PATTERN_COLUMNS_REQUIRED = ("name", "module_regex", "regex", "captures")
 
 def check_patterns(path: Path) -> None:
     """A --patterns file has the columns a pattern needs and none the default pattern table
-    lacks (a usage error otherwise, before the run: a file with other columns would be read
-    as no pattern)."""
+    lacks, and reads as CSV (a usage error otherwise, before the run: a file with other
+    columns would be read as no pattern, one DuckDB cannot read would stop every session
+    of the lake); its rows the lake will not use are named on stderr, with why."""
     from caltrail import queries
-    from caltrail.pipeline.session import pattern_file_problem
+    from caltrail.pipeline.session import pattern_table_problems
 
     default = next(p for p in queries.data_files() if p.name == "trace_patterns.csv")
     with open(default, encoding="utf-8", newline="") as handle:
@@ -222,9 +223,6 @@ def check_patterns(path: Path) -> None:
         usage(f"cannot read {path}: {exc}", "--patterns")
     found = [c.strip() for c in found]
     missing = [c for c in PATTERN_COLUMNS_REQUIRED if c not in found]
-    problem = None if missing else pattern_file_problem(path)
-    if problem is not None:
-        usage(f"{path}: cannot be read as CSV ({problem})", "--patterns")
     unknown = [c for c in found if c not in expected]
     if missing or unknown:
         what = "; ".join(
@@ -241,35 +239,20 @@ def check_patterns(path: Path) -> None:
             f"({', '.join(optional)} may be left out)",
             "--patterns",
         )
-
-
-def report_pattern_problems(lake: Path, patterns: Path) -> None:
-    """Say, on stderr, which rows of a --patterns file the lake does not use and why (an
-    invalid regex, an unknown capture name...: the `problem` of the trace_patterns view),
-    once the file is in the lake. A row with no regex switches a default off: no problem."""
-    import duckdb
-
-    from caltrail.pipeline.session import SessionError, connect
-
-    try:
-        con = connect(lake, derive=False, through="35_trace_licensing")
-    except SessionError:
-        return  # the run wrote no lake: its own message said why
-    try:
-        unused = con.execute(
-            "select name, problem from trace_patterns "
-            "where origin = 'user' and problem is not null and regex is not null "
-            "or name = 'user_trace_patterns.csv' order by name"
-        ).fetchall()
-    except duckdb.Error as exc:
-        unused = [(patterns.name, f"not read: {exc}")]
-    finally:
-        con.close()
-    for name, problem in unused:
+    # read as the lake will read it, beside the default table
+    with tempfile.TemporaryDirectory() as ref:
+        copy = Path(ref) / "user_trace_patterns.csv"
+        shutil.copyfile(default, Path(ref) / default.name)
+        shutil.copyfile(path, copy)
+        problem, unused = pattern_table_problems(Path(ref))
+    if problem is not None:
+        said = problem.replace(str(copy), str(path))  # (DuckDB's message names the copy)
+        usage(f"{path}: cannot be read as CSV ({said})", "--patterns")
+    for name, why in unused:
         if name == "user_trace_patterns.csv":  # the whole file
-            typer.echo(f"  ! {patterns}: {problem}", err=True)
+            typer.echo(f"  ! {path}: {why}", err=True)
         else:
-            typer.echo(f"  ! pattern {name} of {patterns} is not used: {problem}", err=True)
+            typer.echo(f"  ! pattern {name} of {path} is not used: {why}", err=True)
 
 
 def verify_cmd(

@@ -88,22 +88,47 @@ def lake_id(lake: Path) -> str | None:
     return found[0].name[len("lake-") : -len(".id")] if found else None
 
 
-def pattern_file_problem(path: Path) -> str | None:
-    """Why DuckDB cannot read `path` as a trace pattern table (None: it can), read with the
-    options the trace_patterns view reads it with (caltrail/queries/35_trace_licensing.sql).
-    A file it cannot read at all (a quote left open) would stop every session of the lake."""
+# The rows of a user's pattern table the trace_patterns view does not use, with why (a row
+# with no regex switches a default off, as meant: not one of them), and the row saying that
+# no row of the file could be read.
+_UNUSED_PATTERNS = (
+    "select name, problem from trace_patterns where origin = 'user' and problem is not null "
+    "and regex is not null or name = 'user_trace_patterns.csv' order by name"
+)
+
+
+def pattern_table_problems(ref_dir: Path) -> tuple[str | None, list[tuple[str, str]]]:
+    """What the trace_patterns view makes of the pattern tables in `ref_dir` (the default
+    and the user's, as a lake's _ref holds them), read by the view itself: why it cannot
+    read them at all (None: it can; a quote left open stops every query of the patterns),
+    and the user's rows it does not use, with why."""
     con = duckdb.connect(":memory:")
     try:
-        con.execute(
-            "select count(*) from read_csv([$path], header = true, all_varchar = true, "
-            "union_by_name = true, null_padding = true, quote = '\"', escape = '\"')",
-            {"path": str(path)},
-        ).fetchall()
-    except duckdb.Error as exc:
-        return str(exc).splitlines()[0]
+        con.execute("set variable lake = $ref", {"ref": str(ref_dir)})
+        con.execute("set variable ref_dir = $ref", {"ref": str(ref_dir)})
+        materialize.pattern_session(con)
+        rows = con.execute(_UNUSED_PATTERNS).fetchall()
+    except (duckdb.Error, materialize.BuildError) as exc:
+        return str(exc).splitlines()[0], []
     finally:
         con.close()
-    return None
+    return None, [(str(name), str(problem)) for name, problem in rows]
+
+
+def _unreadable_patterns(lake: Path) -> SessionError | None:
+    """The error to give when a query of `lake` failed because DuckDB cannot read the user's
+    pattern table in it (put there by hand: `ingest --patterns` refuses such a file); None
+    when it can, or there is none."""
+    user = lake / REF_DIR / "user_trace_patterns.csv"
+    if not user.is_file():
+        return None
+    problem, _ = pattern_table_problems(lake / REF_DIR)
+    if problem is None:
+        return None
+    return SessionError(
+        f"{user} cannot be read as CSV ({problem}); correct it, or remove it to use the "
+        "default trace patterns alone"
+    )
 
 
 def install_user_table(lake: Path, name: str, source: Path) -> None:
@@ -153,14 +178,6 @@ def connect(
             "`caltrail ingest PATH --lake " + str(lake) + "`"
         )
     prepare_lake(lake)
-    user_patterns = lake / REF_DIR / "user_trace_patterns.csv"
-    if through is None or through >= "35_trace_licensing":  # the layers reading the patterns
-        problem = pattern_file_problem(user_patterns) if user_patterns.exists() else None
-        if problem is not None:
-            raise SessionError(
-                f"{user_patterns} cannot be read as CSV ({problem}); correct it, or remove "
-                "it to use the default trace patterns alone"
-            )
     con = duckdb.connect(":memory:", config={"temp_directory": spill_directory()})
     # The views read many small Parquet files, bound again by every layer above them:
     # caching their metadata halves the time a session takes to open.
@@ -170,9 +187,14 @@ def connect(
     loader = materialize.Loader(con, lake, derive=derive, on_build=on_build)
     try:
         loader.run(queries.statements(through=through))
-    except materialize.BuildError as exc:
+    except (materialize.BuildError, duckdb.Error) as exc:
         con.close()
-        raise SessionError(str(exc)) from exc
+        unreadable = _unreadable_patterns(lake)  # (looked for only once something failed)
+        if unreadable is not None:
+            raise unreadable from exc
+        if isinstance(exc, materialize.BuildError):
+            raise SessionError(str(exc)) from exc
+        raise
     if through is None and "built" in loader.built.values():
         try:  # the shell then reads what was just kept (written from this session)
             write_init_script(lake, con=con)
@@ -278,8 +300,13 @@ def _shell_statements(lake: Path, con: duckdb.DuckDBPyConnection | None) -> list
         own.execute("set variable ref_dir = $ref", {"ref": str(lake / REF_DIR)})
         materialize.pattern_session(own)
         return list(materialize.shell_statements(lake, own))
-    except materialize.BuildError as exc:
-        raise SessionError(str(exc)) from exc
+    except (materialize.BuildError, duckdb.Error) as exc:
+        unreadable = _unreadable_patterns(lake)
+        if unreadable is not None:
+            raise unreadable from exc
+        if isinstance(exc, materialize.BuildError):
+            raise SessionError(str(exc)) from exc
+        raise
     finally:
         own.close()
 

@@ -4,7 +4,9 @@ new user meets first: --version, -h, help texts that read as they should."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from typer.testing import CliRunner
 from caltrail.pipeline import cli
 from caltrail.pipeline.cli import app
 
+SAMPLES = Path(__file__).resolve().parents[1] / "caltrail" / "fixtures" / "samples"
 runner = CliRunner(env={"NO_COLOR": "1", "COLUMNS": "100"})
 COMMANDS = list(cli.COMMANDS)
 
@@ -171,6 +174,19 @@ def test_unused_patterns_are_named(tmp_path: Path) -> None:
     code, _, err = invoke("diagnose", "--lake", str(lake))
     assert code == 1
     assert "user_trace_patterns.csv cannot be read as CSV" in one_line(err)
+    # an ingest into that lake commits its files and says why the init script is not written
+    more = tmp_path / "more"
+    more.mkdir()
+    shutil.copy(SAMPLES / "LS01" / "LS01_Win32_TSLicenseKeyPack_20250501-2350.csv", more)
+    code, out, err = invoke("ingest", str(more), "--lake", str(lake), "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["files"] == {"ok": 1}
+    assert "user_trace_patterns.csv cannot be read as CSV" in summary["init_script_error"]
+    code, out, err = invoke("ingest", str(more), "--lake", str(lake), "--force")
+    assert code == 0, err
+    assert "init script (caltrail.sql) was not written" in " ".join(out.split())
+    assert "internal error" not in out + err
 
 
 def test_an_internal_error_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -203,6 +203,9 @@ class IngestSummary:
     interrupted: bool = False
     compacted: list[dict[str, Any]] = field(default_factory=list)
     compact_error: str | None = None
+    # the shell's init script could not be written after the run (the lake is complete):
+    # e.g. a user pattern table put in the lake by hand that DuckDB cannot read
+    init_script_error: str | None = None
     zone: str = ""  # the zone zone-less times were read in, and where it came from
     zone_assumed: list[dict[str, str]] = field(default_factory=list)  # files that did
 
@@ -244,6 +247,7 @@ class IngestSummary:
             "problems": self.problems,
             "compacted": self.compacted,
             "compact_error": self.compact_error,
+            "init_script_error": self.init_script_error,
             "zone": self.zone,
             "zone_assumed": self.zone_assumed,
         }
@@ -551,11 +555,25 @@ def ingest(
                 "summary": summary.to_json(with_results=False),  # the manifest has them
             },
         )
-    # session (and DuckDB) stay out of the parsing children, which import this module
-    from caltrail.pipeline.session import write_init_script
-
-    write_init_script(lake)
+    _write_init_script(lake, summary)
     return summary
+
+
+def _write_init_script(lake: Path, summary: IngestSummary) -> None:
+    """The shell's init script for the lake's new state. What the run committed is
+    complete either way, so a failure here is reported in the summary, not raised."""
+    # session (and DuckDB) stay out of the parsing children, which import this module
+    import duckdb
+
+    from caltrail.pipeline.session import SessionError, write_init_script
+    from caltrail.pipeline.shell import INIT_SCRIPT
+
+    try:
+        write_init_script(lake)
+    except (SessionError, duckdb.Error, OSError) as exc:
+        summary.init_script_error = (
+            f"the lake is complete, but its init script ({INIT_SCRIPT}) was not written: {exc}"
+        )
 
 
 def _compact(lake: Path, summary: IngestSummary, progress: ProgressFn | None) -> None:

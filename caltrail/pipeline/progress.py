@@ -144,4 +144,6 @@ def print_summary(summary: IngestSummary) -> None:
         )
     if data["compact_error"]:
         console.print(f"  ! {data['compact_error']}", markup=False)
+    if data["init_script_error"]:
+        console.print(f"  ! {data['init_script_error']}", markup=False)
     console.print(f"Elapsed: {data['elapsed_s']:.1f} s")

@@ -187,6 +187,12 @@ def test_unused_patterns_are_named(tmp_path: Path) -> None:
     assert code == 0, err
     assert "init script (caltrail.sql) was not written" in " ".join(out.split())
     assert "internal error" not in out + err
+    code, out, err = invoke("compact", "--lake", str(lake))
+    assert code == 0, err
+    assert "init script (caltrail.sql) was not written" in " ".join(err.split())
+    code, _, err = invoke("shell", "--lake", str(lake))
+    assert code == 1
+    assert "user_trace_patterns.csv cannot be read as CSV" in one_line(err)
 
 
 def test_an_internal_error_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

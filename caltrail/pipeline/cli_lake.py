@@ -321,16 +321,23 @@ def compact_cmd(
         fail(f"cannot compact the lake {lake}: {exc}; the lake is unchanged or complete", EXIT_LAKE)
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in results]))
-        return
-    if not results:
-        typer.echo(f"Nothing to merge: no table has {min_files} or more small files.")
-    for r in results:
-        typer.echo(f"{r.table}: {r.files_before} files -> {r.files_after} ({r.rows} rows merged)")
-        for reason in r.skipped:
-            typer.echo(f"  left as it is: {reason}")
-    from caltrail.pipeline.session import write_init_script
+    else:
+        if not results:
+            typer.echo(f"Nothing to merge: no table has {min_files} or more small files.")
+        for r in results:
+            typer.echo(
+                f"{r.table}: {r.files_before} files -> {r.files_after} ({r.rows} rows merged)"
+            )
+            for reason in r.skipped:
+                typer.echo(f"  left as it is: {reason}")
+    import duckdb
 
-    write_init_script(lake)
+    from caltrail.pipeline.session import SessionError, write_init_script
+
+    try:
+        write_init_script(lake)
+    except (SessionError, duckdb.Error, OSError) as exc:  # the merge itself is complete
+        typer.echo(f"  ! the lake's init script (caltrail.sql) was not written: {exc}", err=True)
 
 
 __all__ = ["check_patterns", "compact_cmd", "ingest_cmd", "verify_cmd"]

@@ -55,15 +55,19 @@ def up_to_date_script(lake: Path) -> Path:
     terminal while they are), then the shell's init script written for the lake as it is."""
     # DuckDB, pyarrow and the sessions load only on this path: the lake changed since its
     # script was written
+    import duckdb
+
     from caltrail.pipeline.materialize import all_current
     from caltrail.pipeline.progress import derived_notice
-    from caltrail.pipeline.session import refresh, shell_script
+    from caltrail.pipeline.session import SessionError, refresh, shell_script
 
-    if not all_current(lake):
-        with derived_notice(lake) as on_build:
-            refresh(lake, on_build)
     try:
+        if not all_current(lake):
+            with derived_notice(lake) as on_build:
+                refresh(lake, on_build)
         return shell_script(lake)
+    except (SessionError, duckdb.Error) as exc:
+        fail(f"cannot open the lake {lake}: {exc}", EXIT_LAKE)
     except OSError as exc:
         fail(f"cannot write the shell's init script: {exc}", EXIT_LAKE)
 

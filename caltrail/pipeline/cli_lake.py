@@ -336,7 +336,7 @@ def compact_cmd(
 
     try:
         write_init_script(lake)
-    except (SessionError, duckdb.Error, OSError) as exc:  # the merge itself is complete
+    except (SessionError, duckdb.Error) as exc:  # the merge itself is complete
         typer.echo(f"  ! the lake's init script (caltrail.sql) was not written: {exc}", err=True)
 
 

@@ -561,7 +561,9 @@ def ingest(
 
 def _write_init_script(lake: Path, summary: IngestSummary) -> None:
     """The shell's init script for the lake's new state. What the run committed is
-    complete either way, so a failure here is reported in the summary, not raised."""
+    complete either way, so a lake DuckDB cannot open (a user pattern table broken by hand)
+    is reported in the summary, not raised; a disk error is raised (the CLI says what the
+    lake holds, and the exit status tells a batch job the disk needs room)."""
     # session (and DuckDB) stay out of the parsing children, which import this module
     import duckdb
 
@@ -570,7 +572,7 @@ def _write_init_script(lake: Path, summary: IngestSummary) -> None:
 
     try:
         write_init_script(lake)
-    except (SessionError, duckdb.Error, OSError) as exc:
+    except (SessionError, duckdb.Error) as exc:
         summary.init_script_error = (
             f"the lake is complete, but its init script ({INIT_SCRIPT}) was not written: {exc}"
         )

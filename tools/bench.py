@@ -23,7 +23,9 @@ Figures (the speed and memory targets in README.md, "Speed"):
 8. routes: what a vectorised EVTX record path would cost, step by step: DuckDB's and
    Arrow's JSON readers on pyevtx-rs's JSON text, rendering chunk by chunk, Parquet, against
    pyevtx-rs alone (bench_routes.py), and the floor of such a path (the steps it cannot
-   skip, added up), on a generated file, the spliced corpus file and the corpus chunks.
+   skip, added up), on a generated file, the spliced corpus file and the corpus chunks;
+   and the whole conversion written in DuckDB (evtx_route.sql) against the reader's own,
+   with the records it is not sure of and any it reads otherwise.
 
 `--quick` uses small sizes (minutes, not the better part of an hour).
 """
@@ -441,6 +443,20 @@ def vectorised_routes(bench: Bench, name: str, path: Path) -> None:
             "<= 3x needs it well below 3x: normalisation, recovery, hashing and the manifest "
             "come on top",
         )
+    from tools.evtx_route import compare  # the whole conversion (tools/evtx_route.sql)
+
+    route = compare(path)
+    per_record = 1e6 / max(route.records, 1)
+    bench.add(
+        f"vectorised route, {name} ({route.records:,} rec): the whole conversion in DuckDB, "
+        "cheap tests first",
+        f"{route.sql_seconds * per_record:.1f} us/rec",
+        f"the reader's (decode, record_from_json, Arrow) {route.python_seconds * per_record:.1f}"
+        " us/rec",
+        f"{route.sql_seconds / route.python_seconds:.2f}x the reader's",
+        f"{route.odd:,} records it is not sure of ({route.odd / max(route.records, 1):.0%}); "
+        f"{route.mismatched:,} read otherwise than the reader {route.example}".rstrip(),
+    )
 
 
 def recovery_cost(bench: Bench, path: Path, distinct: int, repeat: int = 2) -> None:

@@ -156,7 +156,11 @@ select
     route_snorm(related_activity_id) as related_activity_id,
     route_int(pid) as process_id,
     route_int(tid) as thread_id,
-    map_from_entries(list_filter(entries, lambda x: x.value is distinct from '\x00SKIP')) as data,
+    -- (a UserData namespace declaration is no value; the key tells it from a value that
+    -- happens to read '\x00SKIP')
+    map_from_entries(list_filter(entries,
+        lambda x: not (x.value is not distinct from '\x00SKIP' and suffix(x.key, '.#attributes'))))
+        as data,
     chunk,
     "offset",
     coalesce(list_bool_or(list_transform(entries,

@@ -134,9 +134,11 @@ def floor_steps(steps: list[tuple[str, float | str]]) -> float | None:
     return sum(timed[label] for label in FLOOR_STEPS)
 
 
-def rendered_by_chunk(path: Path) -> int:
+def chunk_renders(path: Path, indent: bool = True) -> Iterator[tuple[Any, dict[str, Any]]]:
     """The reader's chunk walk, and each chunk's records rendered by pyevtx-rs as JSON text
-    (as caltrail/parsers/evtx/reader.py hands a chunk to it), the texts not decoded."""
+    behind a synthetic file header (as caltrail/parsers/evtx/reader.py hands a chunk to it):
+    (the chunk, pyevtx-rs's record), the text not decoded; records it cannot render are
+    skipped."""
     import io
 
     from evtx import PyEvtxParser
@@ -145,22 +147,29 @@ def rendered_by_chunk(path: Path) -> int:
     from caltrail.parsers.evtx.reader import walk_chunks
 
     header = structs.synthetic_file_header()
-    count = 0
     with open(path, "rb") as stream:
         for chunk in walk_chunks(stream):
             if not isinstance(chunk, structs.ChunkSlice) or not chunk.records:
                 continue
-            records = PyEvtxParser(io.BytesIO(header + chunk.data), number_of_threads=1)
-            iterator = records.records_json()
+            records = cast(
+                "Iterator[dict[str, Any]]",
+                PyEvtxParser(
+                    io.BytesIO(header + chunk.data), number_of_threads=1, indent=indent
+                ).records_json(),
+            )
             while True:
                 try:
-                    next(iterator)
-                    count += 1
+                    out = next(records)
                 except StopIteration:
                     break
                 except RuntimeError:
                     continue
-    return count
+                yield chunk, out
+
+
+def rendered_by_chunk(path: Path) -> int:
+    """How many records `chunk_renders` gives (the rendering step, timed)."""
+    return sum(1 for _ in chunk_renders(path))
 
 
 def events_table(path: Path, work: Path) -> Any:
@@ -198,12 +207,17 @@ def json_texts(path: Path) -> list[str]:
 
 
 def best_cpu(fn: Callable[[], Any], repeat: int = 3) -> float:
-    best = float("inf")
+    return best_cpu_and_result(fn, repeat)[0]
+
+
+def best_cpu_and_result(fn: Callable[[], Any], repeat: int = 3) -> tuple[float, Any]:
+    """The best CPU seconds of `repeat` runs of `fn` (this process), and its last result."""
+    best, result = float("inf"), None
     for _ in range(repeat):
         started = time.process_time()
-        fn()
+        result = fn()
         best = min(best, time.process_time() - started)
-    return best
+    return best, result
 
 
 def route_costs(path: Path, work: Path) -> tuple[int, float, list[tuple[str, float | str]]]:

@@ -10,12 +10,11 @@ rendered texts, one thread each; the records the SQL marks odd would still need 
 
 from __future__ import annotations
 
-import io
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
+
+from tools.bench_routes import best_cpu_and_result, chunk_renders
 
 SQL = Path(__file__).with_name("evtx_route.sql")
 STRUCTURE = (
@@ -42,59 +41,28 @@ class RouteResult:
 
 def rendered(path: Path) -> tuple[Any, list[tuple[Any, int, int]]]:
     """Each framed record's JSON text as pyevtx-rs renders it chunk by chunk (as the reader
-    does), with its framing: an Arrow table for the SQL, and (record, chunk, offset) for
-    the reader's conversion."""
+    does, not indented), with its framing: an Arrow table for the SQL, and (record, chunk,
+    offset) for the reader's conversion."""
     import pyarrow as pa
-    from evtx import PyEvtxParser
 
-    from caltrail.parsers.evtx import structs
-    from caltrail.parsers.evtx.reader import walk_chunks
-
-    header = structs.synthetic_file_header()
     columns: dict[str, list[Any]] = {
         name: [] for name in ("text", "filetime", "record_id", "chunk", "offset")
     }
     framing: list[tuple[Any, int, int]] = []
-    with open(path, "rb") as stream:
-        for chunk in walk_chunks(stream):
-            if not isinstance(chunk, structs.ChunkSlice) or not chunk.records:
-                continue
-            pending = {rec.record_id: rec for rec in chunk.records}
-            records = cast(
-                "Iterator[dict[str, Any]]",
-                PyEvtxParser(
-                    io.BytesIO(header + chunk.data), number_of_threads=1, indent=False
-                ).records_json(),
-            )
-            while True:
-                try:
-                    out = next(records)
-                except StopIteration:
-                    break
-                except RuntimeError:
-                    continue
-                rec = pending.pop(out["event_record_id"], None)
-                if rec is None:
-                    continue
-                offset = chunk.file_offset + rec.offset
-                for name, value in zip(
-                    columns,
-                    (out["data"], rec.filetime, rec.record_id, chunk.index, offset),
-                    strict=True,
-                ):
-                    columns[name].append(value)
-                framing.append((rec, chunk.index, offset))
+    current, pending = None, {}
+    for chunk, out in chunk_renders(path, indent=False):
+        if chunk is not current:
+            current, pending = chunk, {rec.record_id: rec for rec in chunk.records}
+        rec = pending.pop(out["event_record_id"], None)
+        if rec is None:
+            continue
+        offset = chunk.file_offset + rec.offset
+        values = (out["data"], rec.filetime, rec.record_id, chunk.index, offset)
+        for name, value in zip(columns, values, strict=True):
+            columns[name].append(value)
+        framing.append((rec, chunk.index, offset))
     table = pa.table(columns)
     return table.append_column("pos", pa.array(range(len(table)), pa.int64())), framing
-
-
-def _best_cpu(run: Any, repeat: int) -> tuple[float, Any]:
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        started = time.process_time()
-        result = run()
-        best = min(best, time.process_time() - started)
-    return best, result
 
 
 def compare(path: Path, repeat: int = 3) -> RouteResult:
@@ -111,7 +79,7 @@ def compare(path: Path, repeat: int = 3) -> RouteResult:
     con.register("rendered", table)
     con.execute("set variable route_structure = $s", {"s": STRUCTURE})
     con.execute(SQL.read_text(encoding="utf-8"))
-    sql_seconds, out = _best_cpu(
+    sql_seconds, out = best_cpu_and_result(
         lambda: con.sql("select * from route_events order by pos").to_arrow_table(), repeat
     )
     con.close()
@@ -128,7 +96,7 @@ def compare(path: Path, repeat: int = 3) -> RouteResult:
             column_array([getattr(r, name) for r in records], schema.field(name).type)
         return records
 
-    python_seconds, reference = _best_cpu(python, repeat)
+    python_seconds, reference = best_cpu_and_result(python, repeat)
     odd = mismatched = 0
     example = ""
     for row, ref in zip(out.to_pylist(), reference, strict=True):

@@ -51,6 +51,11 @@ create or replace macro route_int(j) as case
 create or replace macro route_int_odd(j) as
     j is not null and j <> 'null' and not regexp_full_match(j, '-?[0-9]{1,18}');
 
+-- An entry of a data section the reader reads by rules not written here: a nested element,
+-- a `#` key, or a name pyevtx-rs suffixed because the record gives it twice.
+create or replace macro route_odd_entry(k, v) as
+    left(v, 1) in ('{', '[') or left(k, 1) = '#' or regexp_matches(k, '_[0-9]+$');
+
 -- unnamed <Data> items: a JSON array or one value -> [{key: paramN, t: text}]
 create or replace macro route_params(t) as
     case when left(t, 1) = '[' then
@@ -103,8 +108,7 @@ items as (
                     else edm['Data'] end)
             else list_transform(map_entries(edm), lambda x: {'key': x.key,
                 't': case
-                    when left(x.value, 1) in ('{', '[') or x.key in ('Data', 'Binary', '')
-                        or left(x.key, 1) = '#' or regexp_matches(x.key, '_[0-9]+$')
+                    when route_odd_entry(x.key, x.value) or x.key in ('Data', 'Binary', '')
                         then '\x00ODD'
                     else route_text(x.value) end})
         end as ed_items,
@@ -118,8 +122,7 @@ items as (
                             when regexp_full_match(x.value,
                                 '\{"xmlns(:[A-Za-z0-9_]+)?":"[^"\\]*"\}') then '\x00SKIP'
                             else '\x00ODD' end
-                        when left(x.value, 1) in ('{', '[') or left(x.key, 1) = '#'
-                            or regexp_matches(x.key, '_[0-9]+$') then '\x00ODD'
+                        when route_odd_entry(x.key, x.value) then '\x00ODD'
                         else route_text(x.value) end})
             else [{'key': '', 't': '\x00ODD'}]
         end as ud_items

@@ -333,11 +333,12 @@ def compact_cmd(
     import duckdb
 
     from caltrail.pipeline.session import SessionError, write_init_script
+    from caltrail.pipeline.shell import INIT_SCRIPT
 
     try:
         write_init_script(lake)
     except (SessionError, duckdb.Error) as exc:  # the merge itself is complete
-        typer.echo(f"  ! the lake's init script (caltrail.sql) was not written: {exc}", err=True)
+        typer.echo(f"  ! the lake's init script ({INIT_SCRIPT}) was not written: {exc}", err=True)
 
 
 __all__ = ["check_patterns", "compact_cmd", "ingest_cmd", "verify_cmd"]

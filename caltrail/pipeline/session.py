@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
+from typing import NoReturn
 
 import duckdb
 import pyarrow.parquet as pq
@@ -131,6 +132,18 @@ def _unreadable_patterns(lake: Path) -> SessionError | None:
     )
 
 
+def _raise_opening_error(lake: Path, exc: materialize.BuildError | duckdb.Error) -> NoReturn:
+    """Raise what defining the views of `lake` failing with `exc` means: the user's pattern
+    table DuckDB cannot read, when that is why (looked for only once something failed); a
+    build error as a SessionError; DuckDB's own error as it is."""
+    unreadable = _unreadable_patterns(lake)
+    if unreadable is not None:
+        raise unreadable from exc
+    if isinstance(exc, materialize.BuildError):
+        raise SessionError(str(exc)) from exc
+    raise exc
+
+
 def install_user_table(lake: Path, name: str, source: Path) -> None:
     """Copy a user's data table (e.g. a trace pattern file) into LAKE/_ref/user_<name>.csv,
     where the SQL and the DuckDB shell both read it."""
@@ -189,12 +202,7 @@ def connect(
         loader.run(queries.statements(through=through))
     except (materialize.BuildError, duckdb.Error) as exc:
         con.close()
-        unreadable = _unreadable_patterns(lake)  # (looked for only once something failed)
-        if unreadable is not None:
-            raise unreadable from exc
-        if isinstance(exc, materialize.BuildError):
-            raise SessionError(str(exc)) from exc
-        raise
+        _raise_opening_error(lake, exc)
     if through is None and "built" in loader.built.values():
         try:  # the shell then reads what was just kept (written from this session)
             write_init_script(lake, con=con)
@@ -301,12 +309,7 @@ def _shell_statements(lake: Path, con: duckdb.DuckDBPyConnection | None) -> list
         materialize.pattern_session(own)
         return list(materialize.shell_statements(lake, own))
     except (materialize.BuildError, duckdb.Error) as exc:
-        unreadable = _unreadable_patterns(lake)
-        if unreadable is not None:
-            raise unreadable from exc
-        if isinstance(exc, materialize.BuildError):
-            raise SessionError(str(exc)) from exc
-        raise
+        _raise_opening_error(lake, exc)
     finally:
         own.close()
 

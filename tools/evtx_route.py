@@ -50,7 +50,7 @@ def rendered(path: Path) -> tuple[Any, list[tuple[Any, int, int]]]:
     }
     framing: list[tuple[Any, int, int]] = []
     current, pending = None, {}
-    for chunk, out in chunk_renders(path, indent=False):
+    for chunk, out in chunk_renders(path):
         if chunk is not current:
             current, pending = chunk, {rec.record_id: rec for rec in chunk.records}
         rec = pending.pop(out["event_record_id"], None)

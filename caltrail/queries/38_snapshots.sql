@@ -321,6 +321,80 @@ select distinct license_server, generation, snapshot_time
 from snapshot_listings
 where full_listing;
 
+-- A license database emptied between two full listings of one server, seen in the listings
+-- alone: the permanent CALs the earlier listing showed, unexpired at the later one, are
+-- (nearly) all missing from it. A CAL leaves the database at its expiry; revoking one keeps
+-- it listed, and revocation is bounded by 20% of a product version; a rebuilt database
+-- (or one renamed aside, or replaced by a restored file) starts with no CAL at all
+-- (docs/LICENSING.md, "A database rebuilt, in the listings"). A later listing whose license
+-- ids all lie below every id of the earlier one supports it (ids numbered again, [U]); a
+-- truncated export, the one other way to lose most of a listing, keeps some of the earlier
+-- ids. The snapshots say only that it happened between the two listings, so the database
+-- generations (db_rebuilds, from the events) do not follow it; the findings do
+-- (50_findings.sql).
+create or replace view snapshot_db_resets as
+with listings as (
+    select
+        s.license_server, s.snapshot_time, s.keypack_id, s.license_id, s.hwid,
+        s.expiration_date, k.kind, s.source_path, s.line
+    from snapshot_listings as s
+    left join license_status as k on k.status = s.license_status
+    where s.full_listing and s.license_server is not null
+),
+times as (
+    select
+        license_server,
+        snapshot_time,
+        lag(snapshot_time) over (partition by license_server order by snapshot_time) as before,
+        max_id,
+        lag(min_id) over (partition by license_server order by snapshot_time) as min_id_before,
+        first_row
+    from (
+        select
+            license_server,
+            snapshot_time,
+            max(license_id) as max_id,
+            min(license_id) as min_id,
+            min({'source_path': source_path, 'line': line, 'recovered': false}) as first_row
+        from listings
+        group by all
+    )
+),
+compared as (
+    select
+        t.license_server,
+        t.before as listed_at,
+        t.snapshot_time as missing_at,
+        -- the evidence: the earlier listing's rows of the CALs gone, then the later listing
+        list_append(
+            (list({'source_path': p.source_path, 'line': p.line, 'recovered': false}
+                order by p.source_path, p.line) filter (where n.license_id is null))[1:9],
+            t.first_row
+        ) as evidence_rows,
+        t.max_id,
+        t.min_id_before,
+        count(*) as due,
+        count(*) filter (where n.license_id is null) as gone
+    from times as t
+    join listings as p
+        on p.license_server = t.license_server
+        and p.snapshot_time = t.before
+        and p.kind = 'permanent'
+        and p.expiration_date > t.snapshot_time + interval 1 day
+    left join (
+        select distinct license_server, snapshot_time, keypack_id, license_id, hwid from listings
+    ) as n
+        on n.license_server = t.license_server
+        and n.snapshot_time = t.snapshot_time
+        and n.license_id = p.license_id
+        and n.keypack_id is not distinct from p.keypack_id
+        and n.hwid is not distinct from p.hwid
+    group by t.license_server, t.before, t.snapshot_time, t.first_row, t.max_id, t.min_id_before
+)
+select *, max_id < min_id_before as ids_restart
+from compared
+where gone >= th('snapshot_reset_min_cals') and gone >= th('snapshot_reset_min_share') * due;
+
 -- issued_licenses: one row per license, however many snapshots listed it; the first
 -- snapshot's name and the latest state.
 create or replace view issued_licenses as

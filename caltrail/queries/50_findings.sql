@@ -512,6 +512,46 @@ from problems
 where cause is not null
 group by cause, subject;
 
+-- A license database emptied between two full listings, seen in the snapshots alone
+-- (snapshot_db_resets, 38_snapshots.sql): a server finding where no event of that server
+-- says so (with the System log collected, its events' finding stands and dates it). High
+-- when the later listing's license ids were numbered again (a truncated export keeps the
+-- earlier ones), else medium.
+create or replace view snapshot_server_findings as
+select
+    'database-rebuilt' as cause,
+    'server' as subject_kind,
+    r.license_server as subject,
+    min(r.listed_at) as first_seen,
+    max(r.missing_at) as last_seen,
+    map {
+        'listings_compared': count(*)::bigint,
+        'cals_missing': sum(r.gone)::bigint,
+        'cals_unexpired': sum(r.due)::bigint
+    } as evidence_counts,
+    ['wmi'] as sources,
+    case when bool_and(r.ids_restart) then 'high' else 'medium' end as confidence,
+    string_agg(
+        r.gone || ' of the ' || r.due || ' permanent CALs listed on '
+            || strftime(r.listed_at, '%Y-%m-%d') || ' and unexpired on '
+            || strftime(r.missing_at, '%Y-%m-%d') || ' were no longer listed then'
+            || case when r.ids_restart then ' (and that listing''s license ids start again: '
+                || 'the highest ' || r.max_id || ', below the lowest before, '
+                || r.min_id_before || ')' else '' end,
+        '; ' order by r.listed_at
+    ) || ': the database was emptied between the two listings' as reason,
+    null::varchar as alternative_cause,
+    'the license server''s System log (events 9, 47, 49, 52, 4100) dates it'
+        || case when bool_and(r.ids_restart) then ''
+            else '; the later export read whole (a truncated export also loses CALs)' end
+        as decided_by,
+    flatten(list(r.evidence_rows order by r.listed_at))[1:20] as evidence_rows
+from snapshot_db_resets as r
+where r.license_server not in (
+    select subject from server_findings where cause = 'database-rebuilt' and subject is not null
+)
+group by r.license_server;
+
 -- findings: every cause, most excess first, with the meaning and the fix.
 --   cause             cloned | freerdp | vdi | script | store-app | rebuilt | corrupted-store |
 --                     duplicate-names | mass-regeneration | reissued-without-hwid |
@@ -542,6 +582,8 @@ with final as (
     select * from device_findings
     union all by name
     select * from server_findings
+    union all by name
+    select * from snapshot_server_findings
 )
 select
     f.cause, f.subject_kind, f.subject, c.waste, f.confidence, f.reason, f.alternative_cause,

@@ -331,7 +331,8 @@ where full_listing;
 -- truncated export, the one other way to lose most of a listing, keeps some of the earlier
 -- ids. The snapshots say only that it happened between the two listings, so the database
 -- generations (db_rebuilds, from the events) do not follow it; the findings do
--- (50_findings.sql).
+-- (50_findings.sql), and the CALs it took leave the database by `emptied_by`
+-- (cal_facts_unlisted, 40_cal_events.sql).
 create or replace view snapshot_db_resets as
 with listings as (
     select
@@ -391,9 +392,18 @@ compared as (
         and n.hwid is not distinct from p.hwid
     group by t.license_server, t.before, t.snapshot_time, t.first_row, t.max_id, t.min_id_before
 )
-select *, max_id < min_id_before as ids_restart
-from compared
-where gone >= th('snapshot_reset_min_cals') and gone >= th('snapshot_reset_min_share') * due;
+select
+    c.*,
+    c.max_id < c.min_id_before as ids_restart,
+    -- by when the database was emptied: the first CAL the later listing shows issued after
+    -- the earlier listing came from the new database (else the later listing's time)
+    least(c.missing_at, (
+        select min(n.issue_date) from snapshot_listings as n
+        where n.full_listing and n.license_server = c.license_server
+            and n.snapshot_time = c.missing_at and n.issue_date > c.listed_at
+    )) as emptied_by
+from compared as c
+where c.gone >= th('snapshot_reset_min_cals') and c.gone >= th('snapshot_reset_min_share') * c.due;
 
 -- issued_licenses: one row per license, however many snapshots listed it; the first
 -- snapshot's name and the latest state.

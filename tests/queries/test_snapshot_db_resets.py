@@ -49,18 +49,23 @@ def _listing(folder: Path, day: int, rows: list[Row]) -> None:
     (folder / name).write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
 
 
-def _server_findings(folder: Path, lake: Path) -> list[dict[str, object]]:
-    ingest([folder], IngestOptions(lake=lake, tz=ZoneInfo("UTC")))
+def _rows(lake: Path, sql: str) -> list[dict[str, object]]:
     con = open_case(lake)
     try:
-        cursor = con.execute(
-            "select cause, subject, confidence, reason, decided_by, evidence_counts, sources, "
-            "evidence_rows from findings where subject_kind = 'server' order by cause"
-        )
+        cursor = con.execute(sql)
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
     finally:
         con.close()
+
+
+def _server_findings(folder: Path, lake: Path) -> list[dict[str, object]]:
+    ingest([folder], IngestOptions(lake=lake, tz=ZoneInfo("UTC")))
+    return _rows(
+        lake,
+        "select cause, subject, confidence, reason, decided_by, evidence_counts, sources, "
+        "evidence_rows from findings where subject_kind = 'server' order by cause",
+    )
 
 
 # eight permanent CALs listed on day 30, each valid until day 90
@@ -91,6 +96,14 @@ def test_a_database_emptied_between_two_listings_is_found(tmp_path: Path) -> Non
     assert len(rows) == 9
     assert all("20250331" in row["source_path"] for row in rows[:-1])
     assert "20250407" in rows[-1]["source_path"]
+    # the CALs it took stopped counting when it was emptied, before the new database's
+    # first CAL (issued on day 35), not at the later listing (day 37)
+    ends = _rows(
+        tmp_path / "lake",
+        "select license_id, counted_until from licenses where license_id::integer >= 300",
+    )
+    assert len(ends) == 8
+    assert {e["counted_until"] for e in ends} == {START + dt.timedelta(days=35)}
 
 
 def test_listings_that_keep_the_earlier_ids_give_a_medium_finding(tmp_path: Path) -> None:

@@ -11,9 +11,9 @@ import shutil
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from caltrail.fixtures.simulator import simulate
 from caltrail.pipeline.diagnose import open_case
 from caltrail.pipeline.ingest import IngestOptions, ingest
+from tests.queries.test_scenarios import simulate_regeneration_wave
 
 COLUMNS = (
     "LicenseId",
@@ -140,14 +140,7 @@ def test_the_system_log_finding_is_not_repeated(tmp_path: Path) -> None:
     log collected, one finding, the events'; with the snapshots alone, one, the
     snapshots'."""
     bundle = tmp_path / "fleet"
-    result = simulate(
-        bundle,
-        seed=290,
-        devices=40,
-        days=120,
-        scenario="mass-regeneration",
-        snapshot_every_days=7,
-    )
+    result = simulate_regeneration_wave(bundle)
     assert any(p["problem"] == "db-rebuilt" for p in result.truth["server_problems"])
     rebuilt = [
         f

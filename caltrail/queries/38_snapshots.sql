@@ -327,9 +327,9 @@ where full_listing;
 -- it listed, and revocation is bounded by 20% of a product version; a rebuilt database
 -- (or one renamed aside, or replaced by a restored file) starts with no CAL at all
 -- (docs/LICENSING.md, "A database rebuilt, in the listings"). A later listing whose license
--- ids all lie below every id of the earlier one supports it (ids numbered again, [U]); a
--- truncated export, the one other way to lose most of a listing, keeps some of the earlier
--- ids. The snapshots say only that it happened between the two listings, so the database
+-- ids all lie below every id of the earlier one supports it (ids numbered again, [U]); an
+-- export cut short or filtered by status, the other ways to lose most of a listing, keeps
+-- some of the earlier ids. The snapshots say only that it happened between the two listings, so the database
 -- generations (db_rebuilds, from the events) do not follow it; the findings do
 -- (50_findings.sql), and the CALs it took leave the database by `emptied_by`
 -- (cal_facts_unlisted, 40_cal_events.sql).

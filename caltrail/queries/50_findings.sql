@@ -515,8 +515,8 @@ group by cause, subject;
 -- A license database emptied between two full listings, seen in the snapshots alone
 -- (snapshot_db_resets, 38_snapshots.sql): a server finding where no event of that server
 -- says so (with the System log collected, its events' finding stands and dates it). High
--- when the later listing's license ids were numbered again (a truncated export keeps the
--- earlier ones), else medium.
+-- when the later listing's license ids were numbered again (an export cut short or filtered
+-- keeps some of the earlier ones), else medium.
 create or replace view snapshot_server_findings as
 select
     'database-rebuilt' as cause,
@@ -543,7 +543,8 @@ select
     null::varchar as alternative_cause,
     'the license server''s System log (events 9, 47, 49, 52, 4100) dates it'
         || case when bool_and(r.ids_restart) then ''
-            else '; the later export read whole (a truncated export also loses CALs)' end
+            else '; whether the later export lists every CAL (one cut short, or filtered by '
+                || 'status, also loses most of them)' end
         as decided_by,
     flatten(list(r.evidence_rows order by r.listed_at))[1:20] as evidence_rows
 from snapshot_db_resets as r

@@ -114,7 +114,7 @@ def test_listings_that_keep_the_earlier_ids_give_a_medium_finding(tmp_path: Path
     _listing(folder, 37, BEFORE[:1])
     (found,) = _server_findings(folder, tmp_path / "lake")
     assert (found["cause"], found["confidence"]) == ("database-rebuilt", "medium")
-    assert "truncated export" in str(found["decided_by"])
+    assert "cut short, or filtered by status" in str(found["decided_by"])
 
 
 def test_cals_that_expired_or_were_revoked_are_no_reset(tmp_path: Path) -> None:

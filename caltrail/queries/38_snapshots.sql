@@ -329,10 +329,10 @@ where full_listing;
 -- (docs/LICENSING.md, "A database rebuilt, in the listings"). A later listing whose license
 -- ids all lie below every id of the earlier one supports it (ids numbered again, [U]); an
 -- export cut short or filtered by status, the other ways to lose most of a listing, keeps
--- some of the earlier ids. The snapshots say only that it happened between the two listings, so the database
--- generations (db_rebuilds, from the events) do not follow it; the findings do
--- (50_findings.sql), and the CALs it took leave the database by `emptied_by`
--- (cal_facts_unlisted, 40_cal_events.sql).
+-- some of the earlier ids. The snapshots say only that it happened between the two
+-- listings, so the database generations (db_rebuilds, from the events) do not follow it;
+-- the findings do (50_findings.sql), and, where the ids start again, the CALs it took leave
+-- the database by `emptied_by` (cal_facts_unlisted, 40_cal_events.sql).
 create or replace view snapshot_db_resets as
 with listings as (
     select
@@ -395,13 +395,15 @@ compared as (
 select
     c.*,
     c.max_id < c.min_id_before as ids_restart,
-    -- by when the database was emptied: the first CAL the later listing shows issued after
-    -- the earlier listing came from the new database (else the later listing's time)
-    least(c.missing_at, (
+    -- by when the database was emptied, where the ids say it was (a listing cut short or
+    -- filtered keeps CALs of the old database issued since the earlier listing): the
+    -- first CAL the later listing shows issued after the earlier one came from the new
+    -- database (else the later listing's time)
+    case when c.max_id < c.min_id_before then least(c.missing_at, (
         select min(n.issue_date) from snapshot_listings as n
         where n.full_listing and n.license_server = c.license_server
             and n.snapshot_time = c.missing_at and n.issue_date > c.listed_at
-    )) as emptied_by
+    )) end as emptied_by
 from compared as c
 where c.gone >= th('snapshot_reset_min_cals') and c.gone >= th('snapshot_reset_min_share') * c.due;
 

@@ -190,8 +190,9 @@ where f.given;
 -- A license a later full listing of its server no longer shows has left the database by
 -- then (expired early, upgraded, revoked or deleted): 'unlisted' at that snapshot, with the
 -- fields of its latest listing; when the database was emptied between the two listings
--- (snapshot_db_resets), by the time it was emptied: before the new database's first CAL,
--- so that CAL does not seem to supersede one still counted.
+-- and numbered its ids again (snapshot_db_resets.emptied_by), by the time it was emptied:
+-- before the new database's first CAL, so that CAL does not seem to supersede one still
+-- counted.
 create or replace view cal_facts_unlisted as
 with unlisted as (
     select

@@ -115,6 +115,12 @@ def test_listings_that_keep_the_earlier_ids_give_a_medium_finding(tmp_path: Path
     (found,) = _server_findings(folder, tmp_path / "lake")
     assert (found["cause"], found["confidence"]) == ("database-rebuilt", "medium")
     assert "cut short, or filtered by status" in str(found["decided_by"])
+    # not sure enough to date the CALs' end earlier: they leave at the later listing
+    ends = _rows(
+        tmp_path / "lake",
+        "select distinct counted_until from licenses where license_id::integer > 300",
+    )
+    assert ends == [{"counted_until": START + dt.timedelta(days=37)}]
 
 
 def test_cals_that_expired_or_were_revoked_are_no_reset(tmp_path: Path) -> None:

@@ -150,27 +150,144 @@ left join by_content as c
     -- one server lists more of them than any other
     and (len(c.counts) = 1 or c.counts[1] > c.counts[2]);
 
--- Database generations: a license server's database rebuilt (events 9/47/49/52/4100)
--- restarts its license ids, so (keypack, license id) names one license only within a
--- generation of one server.
+-- The rows of a snapshot view (issued_license_rows, keypack_rows) with their license server:
+-- the one the snapshot names (norm_name), else the one its file is attributed to.
+create or replace macro snapshot_rows(view_name) as table
+select
+    r.* exclude (license_server),
+    coalesce(norm_name(r.license_server), f.license_server) as license_server
+from query_table(view_name) as r
+left join file_license_servers as f using (file_sha256);
+
+-- A license database emptied between two full listings of one server, seen in the listings
+-- alone: the permanent CALs the earlier listing showed, unexpired at the later one, are
+-- (nearly) all missing from it. A CAL leaves the database at its expiry; revoking one keeps
+-- it listed, and revocation is bounded by 20% of a product version; a rebuilt database
+-- (or one renamed aside, or replaced by a restored file) starts with no CAL at all
+-- (docs/LICENSING.md, "A database rebuilt, in the listings"). A later listing whose license
+-- ids all lie below every id of the earlier one supports it (ids numbered again, [U]); an
+-- export cut short or filtered by status, the other ways to lose most of a listing, keeps
+-- some of the earlier ids. Read from the raw rows (snapshot_listings is keyed by the
+-- generations this starts). The findings report it (50_findings.sql); where the ids start
+-- again it also starts a generation (db_rebuilds) at `emptied_by`, the latest time it can
+-- have been emptied: the first CAL the later listing shows issued since the earlier one
+-- came from the new database (else the later listing's time).
+create or replace view snapshot_db_resets as
+with listings as (
+    -- one row per license and listing, however many copies or forms of it were read
+    select
+        s.license_server,
+        s.snapshot_time,
+        s.keypack_id,
+        s.license_id,
+        s.hwid,
+        min(s.issue_date) as issue_date,
+        max(s.expiration_date) as expiration_date,
+        bool_or(k.kind = 'permanent') as permanent,
+        min({'source_path': s.source_path, 'line': s.line, 'recovered': false}) as evidence_row
+    from snapshot_rows('issued_license_rows') as s
+    left join license_status as k on k.status = s.license_status
+    where s.license_id is not null
+        and s.license_server is not null
+        and s.snapshot_time is not null
+    group by s.license_server, s.snapshot_time, s.keypack_id, s.license_id, s.hwid
+),
+times as (
+    select
+        license_server,
+        snapshot_time,
+        lag(snapshot_time) over (partition by license_server order by snapshot_time) as before,
+        max_id,
+        lag(min_id) over (partition by license_server order by snapshot_time) as min_id_before,
+        first_row
+    from (
+        select
+            license_server,
+            snapshot_time,
+            max(license_id) as max_id,
+            min(license_id) as min_id,
+            min(evidence_row) as first_row
+        from listings
+        group by all
+    )
+),
+compared as (
+    select
+        t.license_server,
+        t.before as listed_at,
+        t.snapshot_time as missing_at,
+        -- the evidence: the earlier listing's rows of the CALs gone, then the later listing
+        list_append(
+            (list(p.evidence_row order by p.evidence_row)
+                filter (where n.license_id is null))[1:9],
+            t.first_row
+        ) as evidence_rows,
+        t.max_id,
+        t.min_id_before,
+        count(*) as due,
+        count(*) filter (where n.license_id is null) as gone
+    from times as t
+    join listings as p
+        on p.license_server = t.license_server
+        and p.snapshot_time = t.before
+        and p.permanent
+        and p.expiration_date > t.snapshot_time + interval 1 day
+    left join listings as n
+        on n.license_server = t.license_server
+        and n.snapshot_time = t.snapshot_time
+        and n.license_id = p.license_id
+        and n.keypack_id is not distinct from p.keypack_id
+        and n.hwid is not distinct from p.hwid
+    group by t.license_server, t.before, t.snapshot_time, t.first_row, t.max_id, t.min_id_before
+)
+select
+    c.*,
+    c.max_id < c.min_id_before as ids_restart,
+    -- (only where the ids say it was emptied: a listing cut short or filtered keeps CALs of
+    -- the old database issued since the earlier listing)
+    case when c.max_id < c.min_id_before then least(c.missing_at, (
+        select min(n.issue_date) from listings as n
+        where n.license_server = c.license_server
+            and n.snapshot_time = c.missing_at and n.issue_date > c.listed_at
+    )) end as emptied_by
+from compared as c
+where c.gone >= th('snapshot_reset_min_cals') and c.gone >= th('snapshot_reset_min_share') * c.due;
+
+-- Database generations: a license server's database rebuilt (events 9/47/49/52/4100, or
+-- emptied between two listings with its ids numbered again: snapshot_db_resets) restarts
+-- its license ids, so (keypack, license id) names one license only within a generation of
+-- one server.
 -- materialize: lake
 create or replace view db_rebuilds as
-select
-    license_server,
-    time_created as rebuilt_at,
-    row_number() over (partition by license_server order by time_created) as generation
-from (
+with logged as (
     -- the times of licensing_events' database-rebuilt events, read before deduplication
     -- (events_all: the copies of one record share its time), so without sorting every
     -- record; the server is the computer that logged the event
-    select distinct norm_name(e.computer) as license_server, e.time_created
+    select distinct norm_name(e.computer) as license_server, e.time_created as rebuilt_at
     from events_all as e
     join event_catalog as c
         on c.provider_family = licensing_provider_family(e.provider, e.event_source_name)
         and c.event_id = e.event_id
         and (c.qualifiers is null or e.qualifiers is null or c.qualifiers = e.qualifiers)
     where c.problem = 'database-rebuilt'
+),
+listed as (
+    -- a database emptied between two listings, where no event of its server says so between
+    -- them, at the latest time it can have been emptied
+    select r.license_server, r.emptied_by as rebuilt_at
+    from snapshot_db_resets as r
+    where r.emptied_by is not null
+        and not exists (
+            select 1 from logged as l
+            where l.license_server = r.license_server
+                and l.rebuilt_at > r.listed_at and l.rebuilt_at <= r.missing_at
+        )
 )
+select
+    license_server,
+    rebuilt_at,
+    row_number() over (partition by license_server order by rebuilt_at) as generation
+from (select * from logged union all select * from listed)
 union all
 -- generation 0: before any rebuild in the logs
 select null, timestamptz '0001-01-01 00:00:00+00', 0;
@@ -205,15 +322,6 @@ create or replace macro license_key_of(server, generation, keypack_id, license_i
 
 create or replace macro license_triple_of(server, generation, license_id) as
     coalesce(server, '?') || '/g' || coalesce(generation, 0) || '/' || license_id;
-
--- The rows of a snapshot view (issued_license_rows, keypack_rows) with their license server:
--- the one the snapshot names (norm_name), else the one its file is attributed to.
-create or replace macro snapshot_rows(view_name) as table
-select
-    r.* exclude (license_server),
-    coalesce(norm_name(r.license_server), f.license_server) as license_server
-from query_table(view_name) as r
-left join file_license_servers as f using (file_sha256);
 
 -- snapshot_listings: one row per license and snapshot (the copies of one snapshot in several
 -- forms are one row). A listing keeps what that snapshot said: the name, user, HWID, status
@@ -320,92 +428,6 @@ create or replace view full_snapshots as
 select distinct license_server, generation, snapshot_time
 from snapshot_listings
 where full_listing;
-
--- A license database emptied between two full listings of one server, seen in the listings
--- alone: the permanent CALs the earlier listing showed, unexpired at the later one, are
--- (nearly) all missing from it. A CAL leaves the database at its expiry; revoking one keeps
--- it listed, and revocation is bounded by 20% of a product version; a rebuilt database
--- (or one renamed aside, or replaced by a restored file) starts with no CAL at all
--- (docs/LICENSING.md, "A database rebuilt, in the listings"). A later listing whose license
--- ids all lie below every id of the earlier one supports it (ids numbered again, [U]); an
--- export cut short or filtered by status, the other ways to lose most of a listing, keeps
--- some of the earlier ids. The snapshots say only that it happened between the two
--- listings, so the database generations (db_rebuilds, from the events) do not follow it;
--- the findings do (50_findings.sql), and, where the ids start again, the CALs it took leave
--- the database by `emptied_by` (cal_facts_unlisted, 40_cal_events.sql).
-create or replace view snapshot_db_resets as
-with listings as (
-    select
-        s.license_server, s.snapshot_time, s.keypack_id, s.license_id, s.hwid,
-        s.expiration_date, k.kind, s.source_path, s.line
-    from snapshot_listings as s
-    left join license_status as k on k.status = s.license_status
-    where s.full_listing and s.license_server is not null
-),
-times as (
-    select
-        license_server,
-        snapshot_time,
-        lag(snapshot_time) over (partition by license_server order by snapshot_time) as before,
-        max_id,
-        lag(min_id) over (partition by license_server order by snapshot_time) as min_id_before,
-        first_row
-    from (
-        select
-            license_server,
-            snapshot_time,
-            max(license_id) as max_id,
-            min(license_id) as min_id,
-            min({'source_path': source_path, 'line': line, 'recovered': false}) as first_row
-        from listings
-        group by all
-    )
-),
-compared as (
-    select
-        t.license_server,
-        t.before as listed_at,
-        t.snapshot_time as missing_at,
-        -- the evidence: the earlier listing's rows of the CALs gone, then the later listing
-        list_append(
-            (list({'source_path': p.source_path, 'line': p.line, 'recovered': false}
-                order by p.source_path, p.line) filter (where n.license_id is null))[1:9],
-            t.first_row
-        ) as evidence_rows,
-        t.max_id,
-        t.min_id_before,
-        count(*) as due,
-        count(*) filter (where n.license_id is null) as gone
-    from times as t
-    join listings as p
-        on p.license_server = t.license_server
-        and p.snapshot_time = t.before
-        and p.kind = 'permanent'
-        and p.expiration_date > t.snapshot_time + interval 1 day
-    left join (
-        select distinct license_server, snapshot_time, keypack_id, license_id, hwid from listings
-    ) as n
-        on n.license_server = t.license_server
-        and n.snapshot_time = t.snapshot_time
-        and n.license_id = p.license_id
-        and n.keypack_id is not distinct from p.keypack_id
-        and n.hwid is not distinct from p.hwid
-    group by t.license_server, t.before, t.snapshot_time, t.first_row, t.max_id, t.min_id_before
-)
-select
-    c.*,
-    c.max_id < c.min_id_before as ids_restart,
-    -- by when the database was emptied, where the ids say it was (a listing cut short or
-    -- filtered keeps CALs of the old database issued since the earlier listing): the
-    -- first CAL the later listing shows issued after the earlier one came from the new
-    -- database (else the later listing's time)
-    case when c.max_id < c.min_id_before then least(c.missing_at, (
-        select min(n.issue_date) from snapshot_listings as n
-        where n.full_listing and n.license_server = c.license_server
-            and n.snapshot_time = c.missing_at and n.issue_date > c.listed_at
-    )) end as emptied_by
-from compared as c
-where c.gone >= th('snapshot_reset_min_cals') and c.gone >= th('snapshot_reset_min_share') * c.due;
 
 -- issued_licenses: one row per license, however many snapshots listed it; the first
 -- snapshot's name and the latest state.

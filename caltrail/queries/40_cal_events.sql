@@ -189,66 +189,37 @@ where f.given;
 
 -- A license a later full listing of its server no longer shows has left the database by
 -- then (expired early, upgraded, revoked or deleted): 'unlisted' at that snapshot, with the
--- fields of its latest listing; when the database was emptied between the two listings
--- and numbered its ids again (snapshot_db_resets.emptied_by), by the time it was emptied:
--- before the new database's first CAL, so that CAL does not seem to supersede one still
--- counted.
+-- fields of its latest listing.
 create or replace view cal_facts_unlisted as
-with unlisted as (
-    select
-        min(f.snapshot_time) as ts,
-        any_value(l.snapshot_time) as listed_at,
-        l.license_server,
-        l.license_key,
-        any_value(l.license_id)::varchar as license_id,
-        any_value(l.keypack_id)::varchar as keypack_id,
-        any_value(l.generation) as generation,
-        any_value(l.client_name) as client_name,
-        any_value(l.issued_to_computer) as client_name_raw,
-        any_value(l.hwid) as hwid,
-        any_value(l.hwid_raw) as hwid_raw,
-        any_value(l.issued_to_user) as user_name,
-        any_value(l.source_path) as source_path,
-        any_value(l.line) as source_line,
-        any_value(l.file_sha256) as file_sha256
-    from snapshot_listings as l
-    -- each license's latest listing (a listing of no time is no later than any)
-    semi join (
-        select license_key, max(snapshot_time) as snapshot_time
-        from snapshot_listings group by all
-    ) as latest using (license_key, snapshot_time)
-    join full_snapshots as f
-        on f.license_server is not distinct from l.license_server
-        and f.snapshot_time > l.snapshot_time
-    where l.full_listing
-    group by l.license_server, l.license_key, l.expiration_date
-    having min(f.snapshot_time) < l.expiration_date
-)
 select
-    coalesce(r.emptied_by, u.ts) as ts,
+    min(f.snapshot_time) as ts,
     'unlisted' as fact,
     'wmi' as source,
-    u.license_server,
-    u.license_key,
-    u.license_id,
-    u.keypack_id,
-    u.generation,
-    u.client_name,
-    u.client_name_raw,
-    u.hwid,
-    u.hwid_raw,
-    u.user_name,
-    'not in the full listing of ' || strftime(u.ts, '%Y-%m-%d')
-        || coalesce('; the database was emptied by '
-            || strftime(r.emptied_by, '%Y-%m-%d %H:%M:%S'), '') as detail,
-    u.source_path,
-    u.source_line,
-    u.file_sha256
-from unlisted as u
-left join snapshot_db_resets as r
-    on r.license_server = u.license_server
-    and r.listed_at = u.listed_at
-    and r.missing_at = u.ts;
+    l.license_server,
+    l.license_key,
+    any_value(l.license_id)::varchar as license_id,
+    any_value(l.keypack_id)::varchar as keypack_id,
+    any_value(l.generation) as generation,
+    any_value(l.client_name) as client_name,
+    any_value(l.issued_to_computer) as client_name_raw,
+    any_value(l.hwid) as hwid,
+    any_value(l.hwid_raw) as hwid_raw,
+    any_value(l.issued_to_user) as user_name,
+    'not in the full listing of ' || strftime(min(f.snapshot_time), '%Y-%m-%d') as detail,
+    any_value(l.source_path) as source_path,
+    any_value(l.line) as source_line,
+    any_value(l.file_sha256) as file_sha256
+from snapshot_listings as l
+-- each license's latest listing (a listing of no time is no later than any)
+semi join (
+    select license_key, max(snapshot_time) as snapshot_time from snapshot_listings group by all
+) as latest using (license_key, snapshot_time)
+join full_snapshots as f
+    on f.license_server is not distinct from l.license_server
+    and f.snapshot_time > l.snapshot_time
+where l.full_listing
+group by l.license_server, l.license_key, l.expiration_date
+having min(f.snapshot_time) < l.expiration_date;
 
 -- Client facts: a HWID a client holds (registry export, TSCTST output). `machine` is the
 -- folder the export came from: collectors write each machine's export into a folder of its

@@ -48,7 +48,17 @@ def new_server_and_site(out: Path, _fleet: Path) -> Path:
 
 
 def same_server_later(out: Path, _fleet: Path) -> Path:
-    simulate(out, seed=72, devices=24, days=20, start=dt.date(2025, 4, 1))
+    # its license ids above the fleet's: the server's database goes on (ids numbered from
+    # below the fleet's would be a database rebuilt between the two listings, whose new
+    # generation is computed whole)
+    simulate(out, seed=72, devices=24, days=20, start=dt.date(2025, 4, 1), first_license_id=9000)
+    return out
+
+
+def same_server_later_rebuilt(out: Path, _fleet: Path) -> Path:
+    """The same server later, its listings numbered from 1: a database emptied between the
+    fleet's last listing and the batch's first (a new generation: computed whole)."""
+    simulate(out, seed=72, devices=24, days=20, start=dt.date(2025, 4, 1), first_license_id=1)
     return out
 
 
@@ -87,6 +97,7 @@ def fleet_trace_again(out: Path, fleet: Path) -> Path:
 BATCHES: dict[str, Callable[[Path, Path], Path]] = {
     "new server and site": new_server_and_site,
     "same server later": same_server_later,
+    "same server later, its database rebuilt": same_server_later_rebuilt,
     "same server later, no WMI": same_server_later_without_wmi,
     "hosts and clients later": hosts_and_clients_later,
     "same server, another site, no WMI": same_server_another_site_without_wmi,
@@ -130,8 +141,10 @@ def test_a_patched_state_equals_the_state_computed_whole(
     connect(whole).close()
 
     declared = [s.creates for s in queries.statements() if s.patched]
-    if name == "a file read again":
-        assert patched == []  # computed whole: the older run's rows go
+    if name in ("a file read again", "same server later, its database rebuilt"):
+        # computed whole: the older run's rows go; a new database generation rekeys the
+        # server's licenses
+        assert patched == []
     else:
         assert patched == declared
         touched = patchers[0].touched

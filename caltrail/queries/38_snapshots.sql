@@ -239,19 +239,22 @@ compared as (
         and n.keypack_id is not distinct from p.keypack_id
         and n.hwid is not distinct from p.hwid
     group by t.license_server, t.before, t.snapshot_time, t.first_row, t.max_id, t.min_id_before
+),
+resets as (
+    select *, max_id < min_id_before as ids_restart
+    from compared
+    where gone >= th('snapshot_reset_min_cals') and gone >= th('snapshot_reset_min_share') * due
 )
 select
     c.*,
-    c.max_id < c.min_id_before as ids_restart,
     -- (only where the ids say it was emptied: a listing cut short or filtered keeps CALs of
     -- the old database issued since the earlier listing)
-    case when c.max_id < c.min_id_before then least(c.missing_at, (
+    case when c.ids_restart then least(c.missing_at, (
         select min(n.issue_date) from listings as n
         where n.license_server = c.license_server
             and n.snapshot_time = c.missing_at and n.issue_date > c.listed_at
     )) end as emptied_by
-from compared as c
-where c.gone >= th('snapshot_reset_min_cals') and c.gone >= th('snapshot_reset_min_share') * c.due;
+from resets as c;
 
 -- Database generations: a license server's database rebuilt (events 9/47/49/52/4100, or
 -- emptied between two listings with its ids numbered again: snapshot_db_resets) restarts

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from caltrail.pipeline.diagnose import open_case
+from caltrail.pipeline.diagnose import dicts, open_case
 from caltrail.pipeline.ingest import IngestOptions, ingest
 from tests.queries.test_scenarios import simulate_regeneration_wave
 
@@ -52,9 +52,7 @@ def _listing(folder: Path, day: int, rows: list[Row]) -> None:
 def _rows(lake: Path, sql: str) -> list[dict[str, object]]:
     con = open_case(lake)
     try:
-        cursor = con.execute(sql)
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return dicts(con, sql)
     finally:
         con.close()
 

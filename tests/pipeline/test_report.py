@@ -195,3 +195,35 @@ def test_a_window_keeps_the_findings_active_in_it(hostile_lake: Path) -> None:
 def test_the_print_stylesheet_is_there(report_html: str) -> None:
     assert "@media print" in report_html
     assert "break-inside: avoid" in report_html
+
+
+def test_the_plan_table_gives_each_batch_as_the_plan_does(
+    hostile_lake: Path, report_html: str
+) -> None:
+    """Each revoke batch's row: its server, batch number, the day (UTC) it is revoked on, its
+    licenses, the 20% allowance and the next batch's day, as the revoke_plan view gives them."""
+    con = open_case(hostile_lake)
+    try:
+        batches = con.execute(
+            """
+            select license_server, product_version, batch,
+                strftime(min(revoke_on) at time zone 'UTC', '%Y-%m-%d'), count(*),
+                any_value(revoke_limit), any_value(installed),
+                strftime(min(next_batch_on) at time zone 'UTC', '%Y-%m-%d')
+            from revoke_plan where action = 'revoke'
+            group by all order by license_server, product_version, batch
+            """
+        ).fetchall()
+    finally:
+        con.close()
+    assert batches, "the hostile fleet's plan revokes something"
+    plan = report_html[report_html.index('id="plan"') :]
+    rows = re.findall(r"<tr>(.*?)</tr>", plan, flags=re.S)
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", row, flags=re.S) for row in rows]
+    shown = {(c[0], c[2]): c for c in cells if len(c) == 8}
+    for server, _product, batch, revoke_on, count, limit, installed, next_on in batches[:30]:
+        row = shown[(server, str(batch))]
+        assert row[3] == revoke_on
+        assert row[4] == str(count)
+        assert row[5] == f"{limit} of {installed}"
+        assert row[6] == (next_on or "")

@@ -465,6 +465,15 @@ select
 from snapshot_listings
 group by license_key, license_server, generation;
 
+-- A key pack of installed permanent per-device CALs (Win32_TSLicenseKeyPack): a per-device
+-- product (ProductType 0), not a temporary pack (KeyPackType 4) nor the built-in one (6),
+-- with a finite total. What counts for the 20% revocation allowance, and the pool a device
+-- is issued its permanent CAL from.
+create or replace macro per_device_pack(product_type, keypack_type, total_unlimited) as
+    product_type = 0
+    and coalesce(keypack_type, 0) not in (4, 6)
+    and not coalesce(total_unlimited, false);
+
 -- keypacks: one row per key pack (license server (norm_name), key pack id, description),
 -- latest state.
 create or replace view keypacks as
@@ -492,11 +501,7 @@ with final as (
 )
 select
     *,
-    -- installed per-device CALs that count for the 20% revocation allowance: permanent
-    -- per-device packs (not temporary, not the built-in pack), with a finite total
-    product_type = 0
-        and coalesce(keypack_type, 0) not in (4, 6)
-        and not coalesce(total_unlimited, false) as per_device_permanent
+    per_device_pack(product_type, keypack_type, total_unlimited) as per_device_permanent
 from final;
 
 -- The per-device pool per product version and snapshot: installed, issued, available.
@@ -510,9 +515,7 @@ select
     sum(issued_licenses) as issued,
     sum(available_licenses) as available
 from snapshot_rows('keypack_rows')
-where product_type = 0
-    and coalesce(keypack_type, 0) not in (4, 6)
-    and not coalesce(total_unlimited, false)
+where per_device_pack(product_type, keypack_type, total_unlimited)
 group by all;
 
 -- The pool as last seen, per product version (what the revoke allowance is computed on).

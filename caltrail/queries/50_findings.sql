@@ -553,6 +553,73 @@ where r.license_server not in (
 )
 group by r.license_server;
 
+-- The per-device pool of a product version found empty in a key pack listing
+-- (Win32_TSLicenseKeyPack: its permanent per-device packs together had no CAL available):
+-- the server had no permanent CAL of that version left to issue then, and a device asking
+-- for one got a temporary CAL or none (docs/LICENSING.md, "The pool in the key pack
+-- listing"). A listing read, not inferred: high. Where the server's System log says so
+-- (event 21), that finding stands.
+create or replace view snapshot_pool_findings as
+with listings as (
+    select
+        license_server,
+        product_version,
+        snapshot_time,
+        sum(total_licenses) as installed,
+        sum(available_licenses) as available,
+        min({'source_path': source_path, 'line': line, 'recovered': false}) as evidence_row
+    from snapshot_rows('keypack_rows')
+    where per_device_pack(product_type, keypack_type, total_unlimited)
+        and license_server is not null
+    group by all
+),
+empty_versions as (
+    select
+        license_server,
+        product_version,
+        count(*) filter (where installed > 0 and available <= 0) as listings,
+        count(*) as listings_all,
+        min(snapshot_time) filter (where installed > 0 and available <= 0) as first_empty,
+        max(snapshot_time) filter (where installed > 0 and available <= 0) as last_empty,
+        max(installed) filter (where installed > 0 and available <= 0) as installed,
+        list(evidence_row order by snapshot_time)
+            filter (where installed > 0 and available <= 0) as evidence_rows
+    from listings
+    group by all
+    having count(*) filter (where installed > 0 and available <= 0) > 0
+)
+select
+    'cals-exhausted' as cause,
+    'server' as subject_kind,
+    e.license_server as subject,
+    min(e.first_empty) as first_seen,
+    max(e.last_empty) as last_seen,
+    map {
+        'listings_empty': sum(e.listings)::bigint,
+        'listings': sum(e.listings_all)::bigint
+    } as evidence_counts,
+    ['wmi'] as sources,
+    'high' as confidence,
+    string_agg(
+        'none of the ' || e.installed || ' permanent per-device CALs of '
+            || coalesce(e.product_version, 'an unknown product version') || ' was available in '
+            || e.listings || ' of its ' || e.listings_all || ' key pack listing(s) ('
+            || case when e.last_empty > e.first_empty
+                then 'the first ' || strftime(e.first_empty, '%Y-%m-%d') || ', the last '
+                    || strftime(e.last_empty, '%Y-%m-%d')
+                else strftime(e.first_empty, '%Y-%m-%d') end || ')',
+        '; ' order by e.first_empty, e.product_version
+    ) as reason,
+    null::varchar as alternative_cause,
+    null::varchar as decided_by,
+    flatten(list(e.evidence_rows order by e.first_empty, e.product_version))[1:20]
+        as evidence_rows
+from empty_versions as e
+where e.license_server not in (
+    select subject from server_findings where cause = 'cals-exhausted' and subject is not null
+)
+group by e.license_server;
+
 -- findings: every cause, most excess first, with the meaning and the fix.
 --   cause             cloned | freerdp | vdi | script | store-app | rebuilt | corrupted-store |
 --                     duplicate-names | mass-regeneration | reissued-without-hwid |
@@ -585,6 +652,8 @@ with final as (
     select * from server_findings
     union all by name
     select * from snapshot_server_findings
+    union all by name
+    select * from snapshot_pool_findings
 )
 select
     f.cause, f.subject_kind, f.subject, c.waste, f.confidence, f.reason, f.alternative_cause,

@@ -566,7 +566,7 @@ with listings as (
         product_version,
         snapshot_time,
         sum(total_licenses) as installed,
-        sum(available_licenses) as available,
+        sum(total_licenses) > 0 and sum(available_licenses) <= 0 as empty,
         min({'source_path': source_path, 'line': line, 'recovered': false}) as evidence_row
     from snapshot_rows('keypack_rows')
     where per_device_pack(product_type, keypack_type, total_unlimited)
@@ -577,16 +577,15 @@ empty_versions as (
     select
         license_server,
         product_version,
-        count(*) filter (where installed > 0 and available <= 0) as listings,
+        count(*) filter (where empty) as listings,
         count(*) as listings_all,
-        min(snapshot_time) filter (where installed > 0 and available <= 0) as first_empty,
-        max(snapshot_time) filter (where installed > 0 and available <= 0) as last_empty,
-        max(installed) filter (where installed > 0 and available <= 0) as installed,
-        list(evidence_row order by snapshot_time)
-            filter (where installed > 0 and available <= 0) as evidence_rows
+        min(snapshot_time) filter (where empty) as first_empty,
+        max(snapshot_time) filter (where empty) as last_empty,
+        max(installed) filter (where empty) as installed,
+        list(evidence_row order by snapshot_time) filter (where empty) as evidence_rows
     from listings
     group by all
-    having count(*) filter (where installed > 0 and available <= 0) > 0
+    having bool_or(empty)
 )
 select
     'cals-exhausted' as cause,

@@ -11,22 +11,11 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from caltrail.fixtures.simulator import simulate
+from caltrail.fixtures.simulator.wmi import KEYPACK_PROPS
 from caltrail.pipeline.diagnose import dicts, open_case
 from caltrail.pipeline.ingest import IngestOptions, ingest
 
-COLUMNS = (
-    "KeyPackId",
-    "KeyPackType",
-    "ProductType",
-    "ProductVersion",
-    "ProductVersionID",
-    "TotalLicenses",
-    "IssuedLicenses",
-    "AvailableLicenses",
-    "Description",
-    "TypeAndModel",
-    "PSComputerName",
-)
+COLUMNS = (*KEYPACK_PROPS, "PSComputerName")
 START = dt.datetime(2025, 3, 1, 8, 0, tzinfo=dt.UTC)
 # (key pack id, type, product type, version, total, available); -1: unlimited
 Pack = tuple[int, int, int, str, int, int]
@@ -41,20 +30,20 @@ def _listing(folder: Path, day: int, packs: list[Pack]) -> None:
     for pack_id, pack_type, product_type, version, total, available in packs:
         issued = 0 if total < 0 else total - available
         version_id = {"Windows Server 2019": 6, "Windows Server 2016": 5}.get(version, 0)
-        cells = (
-            pack_id,
-            pack_type,
-            product_type,
-            version,
-            version_id,
-            total,
-            issued,
-            available,
-            "A02-10.01-S",
-            "RDS Per Device CAL",
-            "LS09",
-        )
-        lines.append(",".join(f'"{c}"' for c in cells))
+        cells = {
+            "KeyPackId": pack_id,
+            "KeyPackType": pack_type,
+            "ProductType": product_type,
+            "ProductVersion": version,
+            "ProductVersionID": version_id,
+            "TotalLicenses": total,
+            "IssuedLicenses": issued,
+            "AvailableLicenses": available,
+            "Description": "A02-10.01-S",
+            "TypeAndModel": "RDS Per Device CAL",
+            "PSComputerName": "LS09",
+        }
+        lines.append(",".join(f'"{cells.get(c, "")}"' for c in COLUMNS))
     name = f"LS09_Win32_TSLicenseKeyPack_{taken:%Y%m%d-%H%M}.csv"
     (folder / name).write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
 

@@ -219,7 +219,11 @@ left join named_events as e using (client_name);
 -- at its next connection, so the wave goes on for mass_regeneration_tail_days, and beyond
 -- for a machine not seen from before the wave until its switch (a laptop away for months
 -- takes its new HWID when it comes back). One event, not a fault of each machine: its names
--- get no finding of their own (a machine rebuilt in those days is counted with it).
+-- get no finding of their own (a machine rebuilt in those days is counted with it). But not
+-- a name whose machine's registry export holds both HWIDs: the workaround deletes the
+-- MSLicensing key, which leaves the new HWID alone; a store keeping the old one beside it is
+-- a corrupted store whose switch fell in the wave's days (docs/LICENSING.md, "A fleet-wide
+-- regeneration").
 -- materialize: lake
 create or replace view regeneration_waves as
 with act as (select client_name, ts, license_server from activity),
@@ -247,6 +251,9 @@ switches as (
         group by s.client_name
     )
     where hwids = 2 and old_last_seen < new_first_seen
+        and client_name not in (
+            select client_name from name_registry where most_hwids_in_one_machine >= 2
+        )
 ),
 windows as (
     select

@@ -485,6 +485,33 @@ def test_a_machine_away_during_the_regeneration_belongs_to_it(
         case.con.close()
 
 
+def test_a_store_corrupted_in_the_regeneration_is_not_counted_with_it(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A machine whose store was corrupted in the days of a fleet-wide regeneration: its
+    registry export holds both HWIDs, which the wave's deletion of MSLicensing would not
+    have left, so it is a `corrupted-store` of its own (high), not one of the wave's names.
+    (Mix seed 658: that machine's new HWID came a day after the wave began.)"""
+    base = tmp_path_factory.mktemp("regeneration-corrupted")
+    bundle = base / "bundle"
+    truth = simulate(bundle, seed=658, devices=40, days=120, scenario="mix").truth
+    case = _lake(base, "regeneration-corrupted", bundle, truth, "all")
+    try:
+        (corrupted,) = [d for d in truth["devices"] if d["cause"] == "corrupted-store"]
+        assert corrupted["stale_registry_hwids"]  # its export holds the old HWID too
+        name = corrupted["names"][0]["name"].upper()
+        (fleet,) = [f for f in case.found if f["cause"] == "mass-regeneration"]
+        switched = dt.date.fromisoformat(corrupted["hwids"][1]["first_seen"][:10])
+        assert fleet["first_seen"].date() <= switched <= fleet["last_seen"].date()
+        assert name not in fleet["names"]
+        assert [(f["cause"], f["confidence"]) for f in case.found if f["subject"] == name] == [
+            ("corrupted-store", "high")
+        ]
+        assert case.score.normal_flagged == []
+    finally:
+        case.con.close()
+
+
 def test_a_database_rebuilt_unseen_makes_no_clones(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:

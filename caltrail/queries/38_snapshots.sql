@@ -504,6 +504,18 @@ select
     per_device_pack(product_type, keypack_type, total_unlimited) as per_device_permanent
 from final;
 
+-- The key packs of each listing: one row per server, key pack and listing time. A listing
+-- exported more than once (a CSV and an HTML page of one run, PowerShell 5.1 and 7, CIM) is
+-- read once, from the copy of the least path: summed over every copy, a pool exported in
+-- three forms counted its CALs three times.
+create or replace view keypack_listings as
+select *
+from snapshot_rows('keypack_rows')
+qualify row_number() over (
+    partition by license_server, keypack_id, description, snapshot_time
+    order by source_path, line
+) = 1;
+
 -- The per-device pool per product version and snapshot: installed, issued, available.
 create or replace view cal_pool_history as
 select
@@ -514,7 +526,7 @@ select
     sum(total_licenses) as installed,
     sum(issued_licenses) as issued,
     sum(available_licenses) as available
-from snapshot_rows('keypack_rows')
+from keypack_listings
 where per_device_pack(product_type, keypack_type, total_unlimited)
 group by all;
 

@@ -568,7 +568,7 @@ with listings as (
         sum(total_licenses) as installed,
         sum(total_licenses) > 0 and sum(available_licenses) <= 0 as empty,
         min({'source_path': source_path, 'line': line, 'recovered': false}) as evidence_row
-    from snapshot_rows('keypack_rows')
+    from keypack_listings
     where per_device_pack(product_type, keypack_type, total_unlimited)
         and license_server is not null
     group by all

@@ -22,11 +22,14 @@ Pack = tuple[int, int, int, str, int, int]
 BUILT_IN: Pack = (2, 6, 0, "Windows 2000 Server", -1, -1)
 
 
-def _listing(folder: Path, day: int, packs: list[Pack]) -> None:
-    """A Win32_TSLicenseKeyPack export of server LS09 taken on `day` (its time in the name)."""
+def _listing(folder: Path, day: int, packs: list[Pack], copy: str = "") -> None:
+    """A Win32_TSLicenseKeyPack export of server LS09 taken on `day` (its time in the name);
+    `copy`: another export of the same listing (its columns in reverse order, `copy` in its
+    name)."""
     folder.mkdir(parents=True, exist_ok=True)
     taken = START + dt.timedelta(days=day)
-    lines = [",".join(f'"{c}"' for c in COLUMNS)]
+    columns = COLUMNS[::-1] if copy else COLUMNS
+    lines = [",".join(f'"{c}"' for c in columns)]
     for pack_id, pack_type, product_type, version, total, available in packs:
         issued = 0 if total < 0 else total - available
         version_id = {"Windows Server 2019": 6, "Windows Server 2016": 5}.get(version, 0)
@@ -43,8 +46,8 @@ def _listing(folder: Path, day: int, packs: list[Pack]) -> None:
             "TypeAndModel": "RDS Per Device CAL",
             "PSComputerName": "LS09",
         }
-        lines.append(",".join(f'"{cells.get(c, "")}"' for c in COLUMNS))
-    name = f"LS09_Win32_TSLicenseKeyPack_{taken:%Y%m%d-%H%M}.csv"
+        lines.append(",".join(f'"{cells.get(c, "")}"' for c in columns))
+    name = f"LS09_Win32_TSLicenseKeyPack_{taken:%Y%m%d-%H%M}{copy}.csv"
     (folder / name).write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
 
 
@@ -110,6 +113,28 @@ def test_a_version_whose_packs_are_all_taken_is_exhausted(tmp_path: Path) -> Non
         "LS09_Win32_TSLicenseKeyPack_20250321-0800.csv",
         "LS09_Win32_TSLicenseKeyPack_20250331-0800.csv",
     ]
+
+
+def test_a_listing_exported_twice_counts_its_packs_once(tmp_path: Path) -> None:
+    """Two exports of one listing (a collector that keeps a CSV and another form of each
+    run): the pool's history and the finding count each pack once."""
+    folder = tmp_path / "LS09"
+    for copy in ("", "-ps7"):
+        _listing(folder, 10, [BUILT_IN, (4, 2, 0, "Windows Server 2019", 20, 2)], copy)
+        _listing(folder, 20, [BUILT_IN, (4, 2, 0, "Windows Server 2019", 20, 0)], copy)
+    (found,) = _server_findings(folder, tmp_path / "lake")
+    assert found["reason"] == (
+        "none of the 20 permanent per-device CALs of Windows Server 2019 was available in 1 of "
+        "its 2 key pack listing(s) (2025-03-21)"
+    )
+    con = open_case(tmp_path / "lake")
+    try:
+        history = con.execute(
+            "select installed, issued, available from cal_pool_history order by snapshot_time"
+        ).fetchall()
+    finally:
+        con.close()
+    assert history == [(20, 18, 2), (20, 20, 0)]
 
 
 def test_no_finding_while_some_pack_of_the_version_has_cals(tmp_path: Path) -> None:

@@ -162,7 +162,7 @@ def test_the_system_log_finding_stands_and_the_listings_add_none(tmp_path: Path)
     """A fleet whose pool ran out (the simulator's exhaustion scenario): with the license
     server's System log, its events' finding; without it, the key pack listings'."""
     bundle = tmp_path / "bundle"
-    simulate(bundle, seed=14, devices=60, days=120, scenario="exhaustion", snapshot_every_days=7)
+    simulate(bundle, seed=14, devices=40, days=90, scenario="exhaustion", snapshot_every_days=7)
     without = tmp_path / "without-events"
     shutil.copytree(bundle, without)
     for path in without.rglob("*.evtx"):

@@ -213,17 +213,29 @@ where e.hwid_count >= th('min_hwids_per_name') or e.registry_hwids_one_machine >
 -- The name findings with what the evidence can separate: confidence, the other
 -- explanation when the sources cannot rule it out, and the source that would decide.
 create or replace view name_findings_rated as
-with candidates as (select * from name_candidates)
+with candidates as (
+    select
+        *,
+        -- two machines' exports hold HWIDs of their own, or one holds the older HWID alone
+        registry_hwid_sets >= 2 or registry_has_old as exports_two,
+        -- what makes two machines sure: both HWIDs active at once, or such exports while the
+        -- older HWID still renews. An export does not say when it was taken: one taken
+        -- before the HWID changed (a collection run before a rebuild) holds the older HWID
+        -- alone, and an older HWID quiet through its CAL's renewal window is no machine in
+        -- use.
+        overlap_days > th('overlap_min_days')
+            or ((registry_hwid_sets >= 2 or registry_has_old) and not old_quiet_through_renewal)
+            as two_sure
+    from name_candidates
+)
 select
-    c.*,
+    c.* exclude (exports_two, two_sure),
     case
         when c.cause = 'store-app' then 'high'
         when c.cause in ('vdi', 'script') and c.hwid_count < th('cadence_min_hwids') then 'low'
         when c.cause in ('vdi', 'script') then 'medium'
         when c.cause = 'corrupted-store' then 'high'
-        when c.cause = 'duplicate-names'
-            and (c.registry_hwid_sets >= 2 or c.registry_has_old
-                or c.overlap_days > th('overlap_min_days')) then 'high'
+        when c.cause = 'duplicate-names' and c.two_sure then 'high'
         when c.cause = 'rebuilt' and c.registry_machines >= 1 and c.old_quiet_through_renewal
             then 'high'
         else 'medium'
@@ -231,8 +243,7 @@ select
     case
         when c.cause = 'vdi' then 'script'
         when c.cause = 'script' then 'vdi'
-        when c.cause = 'duplicate-names' and not (c.registry_hwid_sets >= 2 or c.registry_has_old
-            or c.overlap_days > th('overlap_min_days')) then 'rebuilt'
+        when c.cause = 'duplicate-names' and not c.two_sure then 'rebuilt'
         when c.cause = 'rebuilt' and c.registry_machines = 0 then 'corrupted-store'
         when c.cause = 'rebuilt' and not c.old_quiet_through_renewal then 'duplicate-names'
     end as alternative_cause,
@@ -241,8 +252,11 @@ select
             'whether the machine is a non-persistent VDI desktop (the pool''s inventory) or '
             || 'runs a shutdown script deleting MSLicensing (gpresult /scope computer on it): '
             || 'no collected log records either'
-        when c.cause = 'duplicate-names' and not (c.registry_hwid_sets >= 2 or c.registry_has_old
-            or c.overlap_days > th('overlap_min_days')) then
+        when c.cause = 'duplicate-names' and not c.two_sure and c.exports_two then
+            'when each registry export was taken: one taken before the HWID changed holds the '
+            || 'older HWID alone, and the older HWID has been quiet through its CAL''s renewal '
+            || 'window (a second machine in use would have renewed it)'
+        when c.cause = 'duplicate-names' and not c.two_sure then
             'a registry export (MSLicensing) from each machine of that name, or a trace '
             || 'showing both HWIDs after the change'
         when c.cause = 'rebuilt' and c.registry_machines = 0 then

@@ -170,6 +170,52 @@ def test_duplicate_names_with_an_export_from_each_machine(cases: dict[str, Case]
     assert case.rows("select * from revoke_plan where client_name = $n", n=name) == []
 
 
+def test_an_export_from_before_a_rebuild_is_not_a_second_machine_for_sure(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A rebuilt machine collected twice, once before its rebuild (in a folder of that
+    earlier run) and once after: the exports hold two HWIDs, as two machines' would, but an
+    export does not say when it was taken, and the older HWID has been quiet through its
+    CAL's renewal window. So no `high` two machines: `duplicate-names` at most medium, with
+    the rebuilt machine as the alternative and what decides."""
+    base = tmp_path_factory.mktemp("export-before-rebuild")
+    bundle = base / "bundle"
+    truth = simulate(
+        bundle, seed=9, devices=60, days=150, scenario="rebuilt", clients_with_registry=1.0
+    ).truth
+    exported = {p.name.split("_")[0] for p in (bundle / "clients").glob("*_MSLicensing.reg")}
+    device = next(
+        d
+        for d in truth["devices"]
+        if d["cause"] == "rebuilt" and len(d["hwids"]) == 2 and d["names"][0]["name"] in exported
+    )
+    name = device["names"][0]["name"]
+    old, new = (h["hwid"] for h in device["hwids"])
+    export = bundle / "clients" / f"{name}_MSLicensing.reg"
+    text = export.read_text(encoding="utf-16")
+
+    def as_reg(hwid: str) -> str:
+        return ",".join(hwid[i : i + 2] for i in range(0, 40, 2))
+
+    assert as_reg(new) in text
+    assert as_reg(old) not in text
+    earlier = bundle / "earlier-run" / "clients" / export.name
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text(text.replace(as_reg(new), as_reg(old)), encoding="utf-16")
+    case = _lake(base, "export-before-rebuild", bundle, truth, "all")
+    try:
+        (found,) = case.named(name.upper())
+        assert found["evidence_counts"]["registry_machines"] == 2
+        assert (found["cause"], found["confidence"], found["alternative_cause"]) == (
+            "duplicate-names",
+            "medium",
+            "rebuilt",
+        )
+        assert "when each registry export was taken" in found["decided_by"]
+    finally:
+        case.con.close()
+
+
 def test_duplicate_names_from_snapshots_alone(cases: dict[str, Case]) -> None:
     """From weekly snapshots alone, the first machine's renewal is a later snapshot's moved
     expiry (IssueDate unchanged): its HWID is active after the second one came, two

@@ -112,11 +112,14 @@ left join (select client_name, hwid, max(counted_until) as counted_until from he
 group by s.client_name, s.hwid;
 
 -- What the clients' registry exports say per name: the machines (a machine is the folder
--- its export came from), the most HWIDs one machine's export holds (several: a corrupted
--- store), and whether two machines hold different HWIDs (two machines share the name).
--- (A TSCTST dump names the CAL its client holds, not a machine of its own.)
+-- its export came from), the most HWIDs one export holds (several: a corrupted store), the
+-- most one machine's exports hold together, and whether two machines hold different HWIDs
+-- (two machines share the name). An export carries no date: two of one machine may be
+-- taken before and after its HWID changed, so only one export holding several is a
+-- corrupted store. (A TSCTST dump names the CAL its client holds, not a machine of its
+-- own.)
 create or replace view name_registry as
-with per_machine as (
+with per_export as (
     select
         client_name,
         machine,
@@ -124,11 +127,21 @@ with per_machine as (
     from cal_events
     where source = 'client' and detail like 'registry%' and client_name is not null
         and hwid is not null
+    group by client_name, machine, source_path
+),
+per_machine as (
+    select
+        client_name,
+        machine,
+        max(len(hwids)) as most_in_one_export,
+        list_sort(list_distinct(flatten(list(hwids)))) as hwids
+    from per_export
     group by client_name, machine
 )
 select
     client_name,
     count(*) as machines,
+    max(most_in_one_export) as most_hwids_in_one_export,
     max(len(hwids)) as most_hwids_in_one_machine,
     count(distinct hwids) as distinct_machine_hwid_sets,
     list_sort(list_distinct(flatten(list(hwids)))) as registry_hwids
@@ -190,7 +203,7 @@ select
         old_hwid),
     greatest(n.max_overlap_days, 0) as overlap_days,
     coalesce(r.machines, 0) as registry_machines,
-    coalesce(r.most_hwids_in_one_machine, 0) as registry_hwids_one_machine,
+    coalesce(r.most_hwids_in_one_export, 0) as registry_hwids_one_export,
     coalesce(r.distinct_machine_hwid_sets, 0) as registry_hwid_sets,
     coalesce(len(r.registry_hwids), 0) as registry_hwids,
     -- a machine's export still holds the older HWID alone: that machine is in use
@@ -252,7 +265,7 @@ switches as (
     )
     where hwids = 2 and old_last_seen < new_first_seen
         and client_name not in (
-            select client_name from name_registry where most_hwids_in_one_machine >= 2
+            select client_name from name_registry where most_hwids_in_one_export >= 2
         )
 ),
 windows as (

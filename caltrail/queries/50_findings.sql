@@ -200,7 +200,7 @@ select
             and e.multiday_hwids / e.hwid_count <= th('vdi_multiday_share_max')
             and coalesce(e.next_day_share, 0) >= th('vdi_next_day_share_min') then 'vdi'
         when e.hwid_count >= th('churn_min_hwids') then 'script'
-        when e.registry_hwids_one_machine >= 2 then 'corrupted-store'
+        when e.registry_hwids_one_export >= 2 then 'corrupted-store'
         when e.registry_hwid_sets >= 2 or e.registry_has_old then 'duplicate-names'
         when e.overlap_days > th('overlap_min_days') then 'duplicate-names'
         when e.users_differ then 'duplicate-names'
@@ -208,7 +208,7 @@ select
     end as cause,
     e.*
 from name_evidence as e
-where e.hwid_count >= th('min_hwids_per_name') or e.registry_hwids_one_machine >= 2;
+where e.hwid_count >= th('min_hwids_per_name') or e.registry_hwids_one_export >= 2;
 
 -- The name findings with what the evidence can separate: confidence, the other
 -- explanation when the sources cannot rule it out, and the source that would decide.
@@ -294,7 +294,7 @@ select
         'store_app_hwids': r.store_app_hwids::bigint,
         'overlap_days': (round(r.overlap_days))::bigint,
         'registry_machines': r.registry_machines::bigint,
-        'registry_hwids_one_machine': r.registry_hwids_one_machine::bigint,
+        'registry_hwids_one_export': r.registry_hwids_one_export::bigint,
         'users_differ': r.users_differ::bigint,
         'old_hwid_quiet_through_renewal': r.old_quiet_through_renewal::bigint,
         'invalid_license_events': r.invalid_license_events::bigint,
@@ -307,7 +307,7 @@ select
         when 'store-app' then
             r.store_app_hwids || ' of ' || r.hwid_count || ' HWIDs start with ff (Store app)'
         when 'corrupted-store' then
-            'one machine''s registry export holds ' || r.registry_hwids_one_machine
+            'one machine''s registry export holds ' || r.registry_hwids_one_export
             || ' HWIDs; the server saw ' || r.hwid_count
         when 'vdi' then
             r.hwid_count || ' HWIDs, ' || r.multiday_hwids || ' active on more than one day, '

@@ -170,14 +170,24 @@ def test_duplicate_names_with_an_export_from_each_machine(cases: dict[str, Case]
     assert case.rows("select * from revoke_plan where client_name = $n", n=name) == []
 
 
-def test_an_export_from_before_a_rebuild_is_not_a_second_machine_for_sure(
-    tmp_path_factory: pytest.TempPathFactory,
+@pytest.mark.parametrize(
+    ("earlier_export", "expected"),
+    [
+        # in a folder of its own: a second machine, as far as the exports go
+        ("earlier-run/clients/{name}_MSLicensing.reg", ("duplicate-names", "medium", "rebuilt")),
+        # beside the later one: one machine's two exports, not one holding two HWIDs
+        ("clients/{name}.reg", ("rebuilt", "high", None)),
+    ],
+)
+def test_an_export_from_before_a_rebuild_decides_nothing_for_sure(
+    tmp_path_factory: pytest.TempPathFactory, earlier_export: str, expected: tuple[str, ...]
 ) -> None:
-    """A rebuilt machine collected twice, once before its rebuild (in a folder of that
-    earlier run) and once after: the exports hold two HWIDs, as two machines' would, but an
-    export does not say when it was taken, and the older HWID has been quiet through its
-    CAL's renewal window. So no `high` two machines: `duplicate-names` at most medium, with
-    the rebuilt machine as the alternative and what decides."""
+    """A rebuilt machine collected twice, once before its rebuild and once after. An export
+    carries no date. In another folder the two read as two machines, but the older HWID has
+    been quiet through its CAL's renewal window: no `high` two machines, `duplicate-names`
+    medium with the rebuilt machine as the alternative and what decides. In the same folder
+    they are one machine's exports, neither holding two HWIDs: no corrupted store, the
+    rebuilt machine it is."""
     base = tmp_path_factory.mktemp("export-before-rebuild")
     bundle = base / "bundle"
     truth = simulate(
@@ -199,19 +209,17 @@ def test_an_export_from_before_a_rebuild_is_not_a_second_machine_for_sure(
 
     assert as_reg(new) in text
     assert as_reg(old) not in text
-    earlier = bundle / "earlier-run" / "clients" / export.name
-    earlier.parent.mkdir(parents=True)
+    earlier = bundle / earlier_export.format(name=name)
+    earlier.parent.mkdir(parents=True, exist_ok=True)
     earlier.write_text(text.replace(as_reg(new), as_reg(old)), encoding="utf-16")
     case = _lake(base, "export-before-rebuild", bundle, truth, "all")
     try:
         (found,) = case.named(name.upper())
-        assert found["evidence_counts"]["registry_machines"] == 2
-        assert (found["cause"], found["confidence"], found["alternative_cause"]) == (
-            "duplicate-names",
-            "medium",
-            "rebuilt",
-        )
-        assert "when each registry export was taken" in found["decided_by"]
+        assert found["evidence_counts"]["registry_hwids_one_export"] == 1
+        assert (found["cause"], found["confidence"], found["alternative_cause"]) == expected
+        if found["cause"] == "duplicate-names":
+            assert found["evidence_counts"]["registry_machines"] == 2
+            assert "when each registry export was taken" in found["decided_by"]
     finally:
         case.con.close()
 

@@ -265,7 +265,7 @@ switches as (
     )
     where hwids = 2 and old_last_seen < new_first_seen
         and client_name not in (
-            select client_name from name_registry where most_hwids_in_one_export >= 2
+            select client_name from name_evidence where registry_hwids_one_export >= 2
         )
 ),
 windows as (

@@ -201,13 +201,19 @@ select
             and coalesce(e.next_day_share, 0) >= th('vdi_next_day_share_min') then 'vdi'
         when e.hwid_count >= th('churn_min_hwids') then 'script'
         when e.registry_hwids_one_export >= 2 then 'corrupted-store'
-        when e.registry_hwid_sets >= 2 or e.registry_has_old then 'duplicate-names'
+        when e.exports_two then 'duplicate-names'
         when e.overlap_days > th('overlap_min_days') then 'duplicate-names'
         when e.users_differ then 'duplicate-names'
         else 'rebuilt'
     end as cause,
     e.*
-from name_evidence as e
+from (
+    select
+        *,
+        -- two machines' exports hold HWIDs of their own, or one holds the older HWID alone
+        registry_hwid_sets >= 2 or registry_has_old as exports_two
+    from name_evidence
+) as e
 where e.hwid_count >= th('min_hwids_per_name') or e.registry_hwids_one_export >= 2;
 
 -- The name findings with what the evidence can separate: confidence, the other
@@ -216,15 +222,12 @@ create or replace view name_findings_rated as
 with candidates as (
     select
         *,
-        -- two machines' exports hold HWIDs of their own, or one holds the older HWID alone
-        registry_hwid_sets >= 2 or registry_has_old as exports_two,
-        -- what makes two machines sure: both HWIDs active at once, or such exports while the
-        -- older HWID still renews. An export does not say when it was taken: one taken
-        -- before the HWID changed (a collection run before a rebuild) holds the older HWID
-        -- alone, and an older HWID quiet through its CAL's renewal window is no machine in
-        -- use.
-        overlap_days > th('overlap_min_days')
-            or ((registry_hwid_sets >= 2 or registry_has_old) and not old_quiet_through_renewal)
+        -- what makes two machines sure: both HWIDs active at once, or two machines' exports
+        -- while the older HWID still renews. An export does not say when it was taken: one
+        -- taken before the HWID changed (a collection run before a rebuild) holds the older
+        -- HWID alone, and an older HWID quiet through its CAL's renewal window is no machine
+        -- in use.
+        overlap_days > th('overlap_min_days') or (exports_two and not old_quiet_through_renewal)
             as two_sure
     from name_candidates
 )

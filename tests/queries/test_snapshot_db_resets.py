@@ -49,7 +49,7 @@ def _listing(folder: Path, day: int, rows: list[Row]) -> None:
     (folder / name).write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
 
 
-def _rows(lake: Path, sql: str) -> list[dict[str, object]]:
+def rows_of(lake: Path, sql: str) -> list[dict[str, object]]:
     con = open_case(lake)
     try:
         return dicts(con, sql)
@@ -57,12 +57,15 @@ def _rows(lake: Path, sql: str) -> list[dict[str, object]]:
         con.close()
 
 
-def _server_findings(folder: Path, lake: Path) -> list[dict[str, object]]:
+def server_findings(folder: Path, lake: Path) -> list[dict[str, object]]:
+    """Ingest `folder` into `lake` (times in UTC); the server findings (test_snapshot_pool_findings
+    uses it too)."""
     ingest([folder], IngestOptions(lake=lake, tz=ZoneInfo("UTC")))
-    return _rows(
+    return rows_of(
         lake,
         "select cause, subject, confidence, reason, decided_by, evidence_counts, sources, "
-        "evidence_rows from findings where subject_kind = 'server' order by cause",
+        "evidence_rows, first_seen, last_seen "
+        "from findings where subject_kind = 'server' order by cause",
     )
 
 
@@ -75,7 +78,7 @@ def test_a_database_emptied_between_two_listings_is_found(tmp_path: Path) -> Non
     _listing(folder, 30, BEFORE)
     # a week later: none of them, and temporary CALs numbered from 1 again
     _listing(folder, 37, [(1, 1, 35, 125), (2, 1, 36, 126)])
-    (found,) = _server_findings(folder, tmp_path / "lake")
+    (found,) = server_findings(folder, tmp_path / "lake")
     assert (found["cause"], found["subject"], found["confidence"]) == (
         "database-rebuilt",
         "LS09",
@@ -96,7 +99,7 @@ def test_a_database_emptied_between_two_listings_is_found(tmp_path: Path) -> Non
     assert "20250407" in rows[-1]["source_path"]
     # the CALs it took stopped counting when it was emptied, before the new database's
     # first CAL (issued on day 35), not at the later listing (day 37)
-    ends = _rows(
+    ends = rows_of(
         tmp_path / "lake",
         "select license_id, counted_until from licenses where license_id::integer >= 300",
     )
@@ -110,11 +113,11 @@ def test_listings_that_keep_the_earlier_ids_give_a_medium_finding(tmp_path: Path
     folder = tmp_path / "LS09"
     _listing(folder, 30, BEFORE)
     _listing(folder, 37, BEFORE[:1])
-    (found,) = _server_findings(folder, tmp_path / "lake")
+    (found,) = server_findings(folder, tmp_path / "lake")
     assert (found["cause"], found["confidence"]) == ("database-rebuilt", "medium")
     assert "cut short, or filtered by status" in str(found["decided_by"])
     # not sure enough to date the CALs' end earlier: they leave at the later listing
-    ends = _rows(
+    ends = rows_of(
         tmp_path / "lake",
         "select distinct counted_until from licenses where license_id::integer > 300",
     )
@@ -130,13 +133,13 @@ def test_cals_that_expired_or_were_revoked_are_no_reset(tmp_path: Path) -> None:
     folder = tmp_path / "LS09"
     _listing(folder, 30, before)
     _listing(folder, 37, after)
-    assert _server_findings(folder, tmp_path / "lake") == []
+    assert server_findings(folder, tmp_path / "lake") == []
     # ... and so are a few CALs gone among many (below the share a rebuild leaves)
     folder = tmp_path / "LS09b"
     many = [(500 + i, 2, 20, 90) for i in range(40)]
     _listing(folder, 30, many)
     _listing(folder, 37, many[6:])
-    assert _server_findings(folder, tmp_path / "lake-b") == []
+    assert server_findings(folder, tmp_path / "lake-b") == []
 
 
 def test_the_system_log_finding_is_not_repeated(tmp_path: Path) -> None:
@@ -148,7 +151,7 @@ def test_the_system_log_finding_is_not_repeated(tmp_path: Path) -> None:
     assert any(p["problem"] == "db-rebuilt" for p in result.truth["server_problems"])
     rebuilt = [
         f
-        for f in _server_findings(bundle, tmp_path / "with-events")
+        for f in server_findings(bundle, tmp_path / "with-events")
         if f["cause"] == "database-rebuilt"
     ]
     assert [(f["subject"], f["sources"]) for f in rebuilt] == [("LS01", ["evtx"])]
@@ -158,7 +161,7 @@ def test_the_system_log_finding_is_not_repeated(tmp_path: Path) -> None:
     shutil.rmtree(tmp_path / "with-events")
     rebuilt = [
         f
-        for f in _server_findings(bundle, tmp_path / "snapshots-only")
+        for f in server_findings(bundle, tmp_path / "snapshots-only")
         if f["cause"] == "database-rebuilt"
     ]
     assert [(f["subject"], f["sources"], f["confidence"]) for f in rebuilt] == [

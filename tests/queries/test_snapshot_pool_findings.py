@@ -8,12 +8,10 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from caltrail.fixtures.simulator import simulate
 from caltrail.fixtures.simulator.wmi import KEYPACK_PROPS
-from caltrail.pipeline.diagnose import dicts, open_case
-from caltrail.pipeline.ingest import IngestOptions, ingest
+from tests.queries.test_snapshot_db_resets import rows_of, server_findings
 
 COLUMNS = (*KEYPACK_PROPS, "PSComputerName")
 START = dt.datetime(2025, 3, 1, 8, 0, tzinfo=dt.UTC)
@@ -51,20 +49,6 @@ def _listing(folder: Path, day: int, packs: list[Pack], copy: str = "") -> None:
     (folder / name).write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
 
 
-def _server_findings(folder: Path, lake: Path) -> list[dict[str, object]]:
-    ingest([folder], IngestOptions(lake=lake, tz=ZoneInfo("UTC")))
-    con = open_case(lake)
-    try:
-        return dicts(
-            con,
-            "select cause, subject, confidence, reason, evidence_counts, sources, "
-            "evidence_rows, first_seen, last_seen "
-            "from findings where subject_kind = 'server' order by cause",
-        )
-    finally:
-        con.close()
-
-
 def test_a_version_whose_packs_are_all_taken_is_exhausted(tmp_path: Path) -> None:
     folder = tmp_path / "LS09"
     temporary: Pack = (3, 4, 0, "Windows Server 2019", -1, -1)
@@ -94,7 +78,7 @@ def test_a_version_whose_packs_are_all_taken_is_exhausted(tmp_path: Path) -> Non
                 (6, 2, 0, "Windows Server 2016", 8, day // 10),
             ],
         )
-    (found,) = _server_findings(folder, tmp_path / "lake")
+    (found,) = server_findings(folder, tmp_path / "lake")
     assert (found["cause"], found["subject"], found["confidence"], found["sources"]) == (
         "cals-exhausted",
         "LS09",
@@ -122,19 +106,16 @@ def test_a_listing_exported_twice_counts_its_packs_once(tmp_path: Path) -> None:
     for copy in ("", "-ps7"):
         _listing(folder, 10, [BUILT_IN, (4, 2, 0, "Windows Server 2019", 20, 2)], copy)
         _listing(folder, 20, [BUILT_IN, (4, 2, 0, "Windows Server 2019", 20, 0)], copy)
-    (found,) = _server_findings(folder, tmp_path / "lake")
+    (found,) = server_findings(folder, tmp_path / "lake")
     assert found["reason"] == (
         "none of the 20 permanent per-device CALs of Windows Server 2019 was available in 1 of "
         "its 2 key pack listing(s) (2025-03-21)"
     )
-    con = open_case(tmp_path / "lake")
-    try:
-        history = con.execute(
-            "select installed, issued, available from cal_pool_history order by snapshot_time"
-        ).fetchall()
-    finally:
-        con.close()
-    assert history == [(20, 18, 2), (20, 20, 0)]
+    history = rows_of(
+        tmp_path / "lake",
+        "select installed, issued, available from cal_pool_history order by snapshot_time",
+    )
+    assert [tuple(r.values()) for r in history] == [(20, 18, 2), (20, 20, 0)]
 
 
 def test_no_finding_while_some_pack_of_the_version_has_cals(tmp_path: Path) -> None:
@@ -155,7 +136,7 @@ def test_no_finding_while_some_pack_of_the_version_has_cals(tmp_path: Path) -> N
                 (8, 2, 0, "Windows Server 2016", -1, -1),
             ],
         )
-    assert _server_findings(folder, tmp_path / "lake") == []
+    assert server_findings(folder, tmp_path / "lake") == []
 
 
 def test_the_system_log_finding_stands_and_the_listings_add_none(tmp_path: Path) -> None:
@@ -168,10 +149,10 @@ def test_the_system_log_finding_stands_and_the_listings_add_none(tmp_path: Path)
     for path in without.rglob("*.evtx"):
         path.unlink()
     with_events = [
-        f for f in _server_findings(bundle, tmp_path / "lake") if f["cause"] == "cals-exhausted"
+        f for f in server_findings(bundle, tmp_path / "lake") if f["cause"] == "cals-exhausted"
     ]
     from_listings = [
-        f for f in _server_findings(without, tmp_path / "lake2") if f["cause"] == "cals-exhausted"
+        f for f in server_findings(without, tmp_path / "lake2") if f["cause"] == "cals-exhausted"
     ]
     assert [(f["subject"], f["sources"]) for f in with_events] == [("LS01", ["evtx"])]
     assert [(f["subject"], f["sources"], f["confidence"]) for f in from_listings] == [

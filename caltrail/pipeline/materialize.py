@@ -11,8 +11,9 @@ A query file declares, above a costly view, how it is kept (caltrail/queries/__i
 - `run`: kept per ingest run of each input file (the trace facts and the EVTX licensing
   records: caltrail/pipeline/per_run.py), so a session after a batch ingest computes the
   batch's part alone.
-- `state`: a temp table of the session that builds the kept views of a new state, which
-  read it; not kept (nothing reads it once they are kept, and writing it cost seconds).
+- `state`: a table of the session that builds the kept views of a new state, which read
+  it (`state.<view>`, shown as the view by a temp view); not kept (nothing reads it once
+  they are kept, and writing it cost seconds).
 
 `Loader` runs the statements of caltrail/queries on a connection and acts on these
 declarations; `shell_statements` writes the same for the DuckDB shell's init script, with
@@ -34,6 +35,8 @@ from caltrail.pipeline import kept, patch, per_run, trace_query
 
 # (view about to be built, its step, the number of steps): for a progress line
 BuildProgress = Callable[[str, int, int], None]
+# where a session keeps the tables of its `state` views computed whole (patch.STATE_SCHEMA)
+STATE_SCHEMA = patch.STATE_SCHEMA
 
 
 class BuildError(Exception):
@@ -139,9 +142,9 @@ class Loader:
             self._plain(statement)
 
     def _state_view(self, statement: queries.Statement, view: str) -> None:
-        """A view the kept views of a state read, not kept itself: computed into a temp
-        table (which shadows the view for every view reading it) when some kept view is to
-        be built, else left live. One declared `patched per device`, when the state is
+        """A view the kept views of a state read, not kept itself: computed into a table
+        (shown by a temp view of the view's name, which shadows the view for every view
+        reading it) when some kept view is to be built, else left live. One declared `patched per device`, when the state is
         patched from a base: only the touched devices' rows are computed, for the patched
         views above (the view itself stays live, whole for any other reader)."""
         self._plain(statement)
@@ -159,7 +162,15 @@ class Loader:
                 # patching failed: this view and those above are computed whole
                 patcher.give_up(f"patching {view}: {exc}")
         try:
-            self.con.execute(f"create or replace temp table {view} as select * from main.{view}")
+            # (a table of a schema of its own, which the patch's cursor sees too, shown on
+            # this connection by a temp view: a temp table is this connection's alone)
+            self.con.execute(f"create schema if not exists {STATE_SCHEMA}")
+            self.con.execute(
+                f"create or replace table {STATE_SCHEMA}.{view} as select * from main.{view}"
+            )
+            self.con.execute(
+                f"create or replace temp view {view} as select * from {STATE_SCHEMA}.{view}"
+            )
         except duckdb.Error as exc:
             raise BuildError(f"building {view}: {exc}") from exc
         self.built[view] = "temp"

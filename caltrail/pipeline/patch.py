@@ -45,6 +45,9 @@ from caltrail import queries
 from caltrail.pipeline import kept
 
 SCHEMA = "patch"
+# The tables of the session's `state` views computed whole (caltrail/pipeline/materialize.py):
+# on the patch's cursor each stands for its view, as on the session's connection.
+STATE_SCHEMA = "state"
 PATCH_SQL = queries.QUERIES_DIR / "patch"
 RUNS_PREFIX = "runs."
 # A patched view is kept in parts (pipeline/kept.py): the base's parts less the rows of the
@@ -287,7 +290,7 @@ class Patcher:
         columns = ", ".join(sorted({column for _, column in pairs}))
         self.con.execute(
             f"create or replace table {SCHEMA}.seed_rows as select distinct {columns} "
-            # (unqualified: a `state` view is a temp table of the session)
+            # (unqualified: a `state` view is a table of the session, shown by a temp view)
             f"from {statement.creates} as v "
             f"where v.{files[0]} in (select key from {SCHEMA}.touched where kind = 'file')"
         )
@@ -412,18 +415,19 @@ class Patcher:
     ) -> None:
         """Run `sql` on a cursor on which each of `inputs` (the views declared per device
         that the view it reads reads: `_read_per_device`) shows its touched rows of `kinds`,
-        and each patch.input_<name> table stands for <name>."""
+        and each patch.input_<name> table stands for <name>, as each table of a `state` view
+        computed whole (state.<name>) does."""
         shadows = {s.creates or "": self._shadow(s, kinds, below) for s in inputs}
-        stand_ins = [
-            name.removeprefix("input_")
-            for (name,) in self.con.execute(
-                "select table_name from duckdb_tables() where schema_name = $s "
-                "and starts_with(table_name, 'input_')",
-                {"s": SCHEMA},
-            ).fetchall()
-        ]
-        views = {name: f"select * from {table}" for name, table in shadows.items()}
-        views.update({name: f"select * from {SCHEMA}.input_{name}" for name in stand_ins})
+        views = {
+            name: f"select * from {STATE_SCHEMA}.{name}" for name in self._tables(STATE_SCHEMA)
+        }
+        views.update({name: f"select * from {table}" for name, table in shadows.items()})
+        views.update(
+            {
+                name: f"select * from {SCHEMA}.input_{name}"
+                for name in self._tables(SCHEMA, "input_")
+            }
+        )
         cursor = self._shadow_cursor()
         # (views of other names: a view may not read a view of its own name)
         for name in self.cursor_views.keys() - views.keys():
@@ -433,6 +437,17 @@ class Patcher:
                 cursor.execute(f"create or replace temp view {name} as {body}")
         self.cursor_views = views
         cursor.execute(sql)
+
+    def _tables(self, schema: str, prefix: str = "") -> list[str]:
+        """The tables of `schema` whose names start with `prefix`, less the prefix."""
+        return [
+            name.removeprefix(prefix)
+            for (name,) in self.con.execute(
+                "select table_name from duckdb_tables() where schema_name = $s "
+                "and starts_with(table_name, $prefix)",
+                {"s": schema, "prefix": prefix},
+            ).fetchall()
+        ]
 
     def _shadow_cursor(self) -> duckdb.DuckDBPyConnection:
         """The cursor the shadowed queries run on (one for the patch: its temp views are
@@ -499,7 +514,7 @@ class Patcher:
             rows = touched_rows(f"main.{view}", statement, kinds, by_kind=False)
             self._on_shadows(inputs, below, kinds, f"create or replace table {table} as {rows}")
         else:
-            # (unqualified: a `state` view is a temp table of the session; a view kept per run
+            # (unqualified: a `state` view is a table of the session, shown by a temp view; a view kept per run
             # is read by kind: its parts are sorted by name)
             source = f"{SCHEMA}.rows_{view}" if computed else view
             rows = touched_rows(source, statement, kinds, by_kind=statement.materialize == "run")
@@ -522,6 +537,7 @@ class Patcher:
 __all__ = [
     "MAX_PARTS",
     "SCHEMA",
+    "STATE_SCHEMA",
     "Patched",
     "Patcher",
     "Unpatchable",

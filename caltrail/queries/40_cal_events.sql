@@ -112,6 +112,11 @@ window w as (partition by l.license_key order by l.snapshot_time);
 -- 'revoked' (the first listing with status Revoked).
 -- (Each listing's facts are a list unnested and filtered: as a lateral union, DuckDB joined
 -- every listing back to its facts on all of its columns, 0.27 s for 120,000 listings.)
+-- Computed once for a new state, not kept: they are of the whole fleet (each listing read
+-- beside the one before), and three computations read them (the server keys, the facts of
+-- a batch's files and of its devices), each computing them whole again (the window and the
+-- unnest, 0.2-0.4 s each at 50,000 devices). Kept, writing them cost more than that.
+-- materialize: state
 create or replace view cal_facts_wmi as
 with facts as (
     select

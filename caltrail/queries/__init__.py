@@ -10,9 +10,10 @@ How a costly view is kept is declared beside it, in the comment right above its
 
     -- materialize: lake      computed once per state of the lake, kept in LAKE/_derived
     -- materialize: run       kept per ingest run of each input file (the trace facts)
-    -- materialize: state     computed once, into a temp table, by a session that builds the
-                              kept views of a new state of the lake (which read it), and
-                              not kept: nothing reads it once they are
+    -- materialize: state     computed once, into a table of the session (`state.<view>`,
+                              shown as the view), by a session that builds the kept views
+                              of a new state of the lake (which read it), and not kept:
+                              nothing reads it once they are
 
 A view whose rows each belong to devices (a computer name, a HWID, a license, ...) says
 which of its columns name them, on lines of their own (caltrail/pipeline/patch.py):

@@ -35,8 +35,6 @@ from caltrail.pipeline import kept, patch, per_run, trace_query
 
 # (view about to be built, its step, the number of steps): for a progress line
 BuildProgress = Callable[[str, int, int], None]
-# where a session keeps the tables of its `state` views computed whole (patch.STATE_SCHEMA)
-STATE_SCHEMA = patch.STATE_SCHEMA
 
 
 class BuildError(Exception):
@@ -144,9 +142,10 @@ class Loader:
     def _state_view(self, statement: queries.Statement, view: str) -> None:
         """A view the kept views of a state read, not kept itself: computed into a table
         (shown by a temp view of the view's name, which shadows the view for every view
-        reading it) when some kept view is to be built, else left live. One declared `patched per device`, when the state is
-        patched from a base: only the touched devices' rows are computed, for the patched
-        views above (the view itself stays live, whole for any other reader)."""
+        reading it) when some kept view is to be built, else left live. One declared
+        `patched per device`, when the state is patched from a base: only the touched
+        devices' rows are computed, for the patched views above (the view itself stays
+        live, whole for any other reader)."""
         self._plain(statement)
         if not self.building:
             return
@@ -164,13 +163,10 @@ class Loader:
         try:
             # (a table of a schema of its own, which the patch's cursor sees too, shown on
             # this connection by a temp view: a temp table is this connection's alone)
-            self.con.execute(f"create schema if not exists {STATE_SCHEMA}")
-            self.con.execute(
-                f"create or replace table {STATE_SCHEMA}.{view} as select * from main.{view}"
-            )
-            self.con.execute(
-                f"create or replace temp view {view} as select * from {STATE_SCHEMA}.{view}"
-            )
+            state = patch.STATE_SCHEMA
+            self.con.execute(f"create schema if not exists {state}")
+            self.con.execute(f"create or replace table {state}.{view} as select * from main.{view}")
+            self.con.execute(f"create or replace temp view {view} as select * from {state}.{view}")
         except duckdb.Error as exc:
             raise BuildError(f"building {view}: {exc}") from exc
         self.built[view] = "temp"

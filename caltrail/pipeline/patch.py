@@ -487,19 +487,19 @@ class Patcher:
             # _read_per_device)
             kinds = frozenset(queries.DEVICE_KINDS)
         table = self._shadow_table(view, kinds)
+        if self.shadows.get((view, kinds)) == self.version:
+            return table
         made = [
             made_for
             for (made_of, made_for), version in self.shadows.items()
-            if made_of == view and version == self.version and kinds <= made_for
+            if made_of == view and version == self.version and kinds < made_for
         ]
-        without_hwids = [made_for for made_for in made if "hwid" not in made_for - kinds]
-        if without_hwids:
-            return self._shadow_table(view, min(without_hwids, key=len))
         if made:
-            # made with the touched HWIDs' rows, for a reader grouping by other kinds: those
-            # rows are read from it, not the view (the legacy FreeRDP HWID alone brought
-            # 440,000 rows of other names to a batch of 500 devices, and name_evidence
-            # computed every one of those names before keeping the touched ones: 0.15 s)
+            # one made for more kinds holds these rows: read from it, not the view, and only
+            # these (more rows cost a reader time: the touched HWIDs' alone can be most of
+            # one, the legacy FreeRDP HWID brought 440,000 rows of other names to a batch
+            # of 500 devices, and name_evidence computed every one of those names before
+            # keeping the touched ones: 0.15 s)
             rows = touched_rows(self._shadow_table(view, made[0]), statement, kinds, False)
             self.con.execute(f"create or replace table {table} as {rows}")
             self.shadows[(view, kinds)] = self.version

@@ -189,7 +189,9 @@ per_name as (
         -- regeneration_waves reads of a name whose HWID changed once
         count(first_seen) as active_hwids,
         max(first_seen) as active_last_start,
-        min(last_seen) as active_first_end
+        min(last_seen) as active_first_end,
+        -- (what the name's finding lists: read here, not from the whole activity again)
+        list(hwid order by hwid) as hwids
     from spans
     group by client_name
 ),

@@ -276,21 +276,11 @@ anti join names_explained_elsewhere as x using (client_name);
 
 -- The name findings as rows (duplicate names count excess per HWID within the name: each
 -- machine holds its own CAL).
--- (The HWIDs and excess CALs of the rated names alone: the rows of every name, kept to the
--- rated ones only by the join, cost 1 of the 1.5 s these findings took at 50,000 devices.
--- A name's HWIDs are those of name_hwid_spans: of its activity and its licenses.)
+-- (The excess CALs of the rated names alone, and their HWIDs from name_evidence: every
+-- name's spans and excess, kept to the rated ones only by the join, cost 1 of the 1.5 s
+-- these findings took at 50,000 devices.)
 create or replace view findings_name as
 with rated as (select * from name_findings_rated),
-hwid_lists as (
-    select client_name, list(distinct hwid order by hwid) as hwids
-    from (
-        select client_name, hwid from activity where hwid is not null
-        union all
-        select client_name, hwid from licenses where hwid is not null
-    ) as n
-    semi join rated as r using (client_name)
-    group by client_name
-),
 rated_excess_flags as (
     select * from name_excess_flags as f semi join rated as r using (client_name)
 ),
@@ -302,7 +292,7 @@ select
     'name' as subject_kind,
     r.client_name as subject,
     [r.client_name] as names,
-    h.hwids,
+    r.hwids,
     r.first_seen,
     r.last_seen,
     map {
@@ -358,7 +348,6 @@ select
     r.cadence_days,
     x.* exclude (key, per_hwid)
 from rated as r
-left join hwid_lists as h using (client_name)
 left join (
     select * from excess_summary('rated_excess_flags')
     union all by name

@@ -177,6 +177,40 @@ def test_a_file_of_another_schema_is_left_as_it_is(tmp_path: Path, inputs: list[
     assert len(C.table_files(lake, "client_hwids")) == 2 < before
 
 
+def test_files_are_read_ahead_in_order_and_an_unreadable_one_is_named(tmp_path: Path) -> None:
+    """The merge reads its inputs a few ahead, on threads: each comes back in the order
+    given, with its rows or why it could not be read (a broken file costs itself only)."""
+    paths = []
+    for n in range(7):
+        path = tmp_path / f"part-{n}.parquet"
+        pq.write_table(pa.table({"n": [n] * (n + 1)}), path)
+        paths.append(path)
+    paths[3].write_bytes(b"PAR1 not parquet PAR1")
+    read = list(C._read_ahead(paths))
+    assert [path for path, _ in read] == paths
+    for n, (_path, rows) in enumerate(read):
+        if n == 3:
+            assert isinstance(rows, str)
+            assert rows.startswith("unreadable:")
+        else:
+            assert isinstance(rows, pa.Table)
+            assert rows.column("n").to_pylist() == [n] * (n + 1)
+
+
+def test_an_unreadable_small_file_is_left_and_the_others_merged(
+    tmp_path: Path, inputs: list[Path]
+) -> None:
+    lake = split_lake(tmp_path, inputs)
+    broken = lake / "client_hwids" / "broken.parquet"
+    broken.write_bytes(b"PAR1 cut short")
+    before = len(C.table_files(lake, "client_hwids"))
+    with L.writer_lock(lake):
+        results = C.compact(lake, tables=["client_hwids"], min_files=2)
+    assert broken.exists()
+    assert any(s.startswith("broken.parquet: unreadable") for s in results[0].skipped)
+    assert len(C.table_files(lake, "client_hwids")) == 2 < before
+
+
 def test_an_older_file_without_a_new_column_gets_nulls(tmp_path: Path) -> None:
     schema = pa.schema([("a", pa.string()), ("b", pa.int64())])
     conformed = C._conform(pa.table({"a": ["x"]}), schema)

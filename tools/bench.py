@@ -978,13 +978,12 @@ def batch_diagnosis(bench: Bench, lake: Path, devices: int) -> None:
     from caltrail.pipeline.session import refresh
 
     size = max(20, devices // 100)
-    fleet = lake
-    lake = fleet.with_name(f"{fleet.name}-with-batches")
-    shutil.rmtree(lake, ignore_errors=True)
-    shutil.copytree(fleet, lake, symlinks=True)
+    batched = lake.with_name(f"{lake.name}-with-batches")
+    shutil.rmtree(batched, ignore_errors=True)
+    shutil.copytree(lake, batched, symlinks=True)
 
     def patched() -> str:
-        path = materialize.current_file(lake, "cal_events")
+        path = materialize.current_file(batched, "cal_events")
         if path is not None and kept.parts_of(path)[1] is not None:
             return "per-device views patched from the state before"
         return "per-device views computed whole"
@@ -995,7 +994,7 @@ def batch_diagnosis(bench: Bench, lake: Path, devices: int) -> None:
             shutil.rmtree(bundle, ignore_errors=True)
             simulate_batch(bundle, size, seed=8 + n)
             started = time.perf_counter()
-            summary = ingest([bundle], IngestOptions(lake=lake, workers=2))
+            summary = ingest([bundle], IngestOptions(lake=batched, workers=2))
             took = time.perf_counter() - started
             shutil.rmtree(bundle, ignore_errors=True)
             what = (
@@ -1005,10 +1004,10 @@ def batch_diagnosis(bench: Bench, lake: Path, devices: int) -> None:
             if derive:
                 # the batch job pays for the derived tables (`caltrail ingest --derive`)
                 started = time.perf_counter()
-                refresh(lake)
+                refresh(batched)
                 paid = time.perf_counter() - started
                 how = patched()
-                wall, cpu, _ = _timed_diagnosis(lake)
+                wall, cpu, _ = _timed_diagnosis(batched)
                 bench.add(
                     f"diagnose, {devices:,} devices, first after a batch ingested with --derive",
                     f"{wall:.1f} s (CPU {cpu:.1f} s)",
@@ -1016,7 +1015,7 @@ def batch_diagnosis(bench: Bench, lake: Path, devices: int) -> None:
                 )
                 continue
             stages: dict[str, float] = {}
-            wall, cpu, _ = _timed_diagnosis(lake, stages)
+            wall, cpu, _ = _timed_diagnosis(batched, stages)
             bench.add(
                 f"diagnose, {devices:,} devices, first after a batch ingest",
                 f"{wall:.1f} s (CPU {cpu:.1f} s)",
@@ -1027,7 +1026,7 @@ def batch_diagnosis(bench: Bench, lake: Path, devices: int) -> None:
                 stage_summary(stages, wall),
             )
     finally:
-        shutil.rmtree(lake, ignore_errors=True)
+        shutil.rmtree(batched, ignore_errors=True)
 
 
 def simulate_batch(out: Path, devices: int, seed: int = 8) -> None:
